@@ -1,0 +1,24 @@
+"""Versioned JSON Schemas of the event contracts, one file per topic (``<topic>.schema.json``).
+
+Compatibility rule: within a major version (``.v1``) only additive, optional changes are allowed;
+anything else is a new topic (``.v2``). Each event names its schema in its ``schema`` field.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from jsonschema import Draft202012Validator
+
+TOPICS = ("ocr.ingested.v1", "ocr.regions.v1", "ocr.recognized.v1", "ocr.results.v1", "ocr.dlq.v1")
+
+
+@lru_cache(maxsize=None)
+def validator(topic: str) -> Draft202012Validator:
+    """The JSON Schema validator of ``topic``; raises FileNotFoundError for unknown topics."""
+    text = resources.files(__name__).joinpath(f"{topic}.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)

@@ -1,0 +1,133 @@
+"""The ``ocrstream`` command line (click)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from services.core.settings import DEV_ENV_FILE, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stage(name: str):
+    if name == "ingest":
+        from services.ingest.stage import IngestStage as cls
+    elif name == "preprocess":
+        from services.preprocess.stage import PreprocessStage as cls
+    elif name == "recognize":
+        from services.recognize.stage import RecognizeStage as cls
+    else:
+        from services.store.stage import StoreStage as cls
+    return cls(get_settings())
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """ocrstream: event-driven streaming OCR (Kafka stages, S3, ONNX Runtime, PostgreSQL)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store"]))
+def run(stage: str) -> None:
+    """Run one pipeline STAGE until SIGTERM/SIGINT (configured by OCRSTREAM_* variables)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from services.core.stage import run_stage
+
+    run_stage(_stage(stage))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--wait/--no-wait", default=False, help="Wait for each document's result and print it.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+def submit(paths: tuple[Path, ...], wait: bool, timeout: float) -> None:
+    """Submit files (or every file under folders) to the pipeline."""
+    from services.demo import submit_all
+    from services.ingest.stage import iter_paths
+    from services.results import wait_for_results
+
+    settings = get_settings()
+    files = iter_paths(paths)
+    receipts = asyncio.run(submit_all(settings, files))
+    for r in receipts:
+        state = f"rejected: {type(r.error).__name__}: {r.error}" if r.error else f"s3://{settings.s3_bucket}/{r.object_key}"
+        click.echo(f"{r.document_id}  {r.filename}  {state}")
+    if wait:
+        with click.progressbar(length=len(receipts), label="processing", file=sys.stderr) as bar:
+            results = asyncio.run(wait_for_results(settings, [r.document_id for r in receipts],
+                                                   timeout_s=timeout, on_result=lambda e: bar.update(1)))
+        for r in receipts:
+            event = results[r.document_id]
+            click.secho(f"\n== {r.filename} [{event['status']}] {r.document_id}", bold=True)
+            click.echo(event["text"] if event["status"] == "done" else event["error"]["message"])
+
+
+@main.command("tail-results")
+@click.option("--group", default=None, help="Consumer group (default: a new one, from the beginning).")
+@click.option("--idle-timeout", default=None, type=float, help="Exit after this many idle seconds.")
+def tail_results(group: str | None, idle_timeout: float | None) -> None:
+    """Print ocr.results.v1 events as JSON lines (an example downstream consumer)."""
+    from services.results import format_result, iter_results
+
+    async def tail() -> None:
+        async for event in iter_results(get_settings(), group_id=group, timeout_s=idle_timeout):
+            click.echo(format_result(event))
+
+    asyncio.run(tail())
+
+
+@main.group()
+def dev() -> None:
+    """The embedded local stack (Kafka API, S3, PostgreSQL) from registry packages."""
+
+
+@dev.command("up")
+@click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
+def dev_up(state_dir: Path) -> None:
+    """Start the stack in the background and write its settings to STATE_DIR/stack.env."""
+    from services.devstack import EmbeddedStack, read_running
+
+    endpoints = read_running(state_dir)
+    if endpoints is None:
+        endpoints = EmbeddedStack(state_dir).start()
+    env_file = state_dir / "stack.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in endpoints.as_env().items()))
+    click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
+    for key, value in endpoints.as_env().items():
+        click.echo(f"export {key}={value}")
+
+
+@dev.command("down")
+@click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
+def dev_down(state_dir: Path) -> None:
+    """Stop the stack started by ``dev up`` (by its recorded PIDs)."""
+    from services.devstack import stop_running
+
+    click.echo("stack stopped" if stop_running(state_dir) else "no stack running")
+
+
+@main.command()
+@click.option("--input", "input_dir", default=REPO_ROOT / "samples", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of documents to process (e.g. ../shared/data/sroie-dev/pages/img).")
+@click.option("--state-dir", default=".ocrstream/demo", type=click.Path(path_type=Path), show_default=True)
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for all results.")
+def demo(input_dir: Path, state_dir: Path, timeout: float) -> None:
+    """Run the whole pipeline on the embedded stack over INPUT, print every document's text."""
+    from services.demo import run_demo
+
+    sys.exit(run_demo(input_dir, state_dir, timeout))
+
+
+if __name__ == "__main__":
+    main()

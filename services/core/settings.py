@@ -1,0 +1,87 @@
+"""Configuration of every ocrstream process, read once from the environment.
+
+Every field is an environment variable with the ``OCRSTREAM_`` prefix (``kafka_bootstrap`` ->
+``OCRSTREAM_KAFKA_BOOTSTRAP``). Values missing from the environment are read from the
+dotenv file that ``ocrstream dev up`` writes (``.ocrstream/dev/stack.env``, or the path in
+``OCRSTREAM_ENV_FILE``); real environment variables always win. Settings are frozen
+(as in quixstreams' settings objects): a process never changes its configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
+
+# Default Prometheus port per stage (0 disables the metrics endpoint).
+DEFAULT_METRICS_PORTS = {"ingest": 9101, "preprocess": 9102, "recognize": 9103, "store": 9104}
+
+
+class Settings(BaseSettings):
+    """All knobs of the pipeline. Units are in the field names (``_ms``, ``_bytes``, ``_s``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OCRSTREAM_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_partitions: int = 4
+    consumer_group_prefix: str = "ocrstream"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    poll_max_records: int = 16
+
+    # Object store (S3 API: MinIO, SeaweedFS, AWS S3)
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "ocrstream"
+
+    # PostgreSQL
+    postgres_dsn: str = "postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream"
+
+    # Retries of transient faults (broker, S3, database down): exponential backoff, no limit.
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+    # Ingest
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_document_bytes: int = 64 * 1024 * 1024
+
+    # Preprocess
+    max_image_pixels: int = 120_000_000
+    detect_max_side: int = 2048
+
+    # Recognize
+    recognizer: str = "ppocr"
+    device: str = "auto"  # auto | cpu | cuda
+    batch_max_size: int = 32
+    batch_max_wait_ms: int = 20
+
+    # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
+    metrics_port: int | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> "Settings":
+        """Settings from an ``OCRSTREAM_*`` mapping (e.g. a child process's env), not os.environ."""
+        values = {k.removeprefix("OCRSTREAM_").lower(): v for k, v in env.items()
+                  if k.startswith("OCRSTREAM_") and k != "OCRSTREAM_ENV_FILE"}
+        return cls(**{k: v for k, v in values.items() if k in cls.model_fields})
+
+    def metrics_port_for(self, stage: str) -> int:
+        """Prometheus port for ``stage`` (0 means: do not serve metrics)."""
+        return DEFAULT_METRICS_PORTS[stage] if self.metrics_port is None else self.metrics_port
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings: environment first, then the dev stack's dotenv file if present."""
+    env_file = Path(os.environ.get("OCRSTREAM_ENV_FILE", DEV_ENV_FILE))
+    return Settings(_env_file=env_file if env_file.is_file() else None)

@@ -1,0 +1,204 @@
+"""ingest: originals into the bucket, ``ocr.ingested.v1`` out (claim check).
+
+Three doors, one path (:class:`Ingestor`):
+
+* ``ocrstream submit PATH...`` (files or folders) - :class:`Submitter`, in the caller's process;
+* ``POST /v1/documents`` (FastAPI, multipart field ``file``) - served by ``ocrstream run ingest``;
+* the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
+  document id; header ``filename``), consumed by ``ocrstream run ingest``.
+
+The original is stored under a content-addressed key ``originals/<sha256[:2]>/<sha256>`` (so a
+re-submission of the same bytes stores nothing new) and the event carries only that key.
+Empty and oversized documents are rejected here with a typed error and a dead letter; whether
+the bytes are an image is the preprocess stage's call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from aiokafka import ConsumerRecord
+from fastapi import FastAPI, File, HTTPException, UploadFile
+
+from services.core import events
+from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
+from services.core.objectstore import ObjectStore
+from services.core.settings import Settings
+from services.core.stage import Output, Stage, dead_letter, ensure_topics, make_producer, produce
+
+log = logging.getLogger(__name__)
+
+
+def original_key(sha256: str) -> str:
+    """Content-addressed object key of an original: ``originals/ab/ab12...`` (64 hex digits)."""
+    return f"originals/{sha256[:2]}/{sha256}"
+
+
+class Ingestor:
+    """Validates a document's bytes, stores them once, and builds its ``ingested`` event."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.settings, self.store = settings, store
+
+    def check(self, data: bytes) -> None:
+        """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``)."""
+        if not data:
+            raise EmptyDocumentError("document is empty (0 bytes)")
+        if len(data) > self.settings.max_document_bytes:
+            raise DocumentTooLargeError(
+                f"document is {len(data)} bytes; the limit is {self.settings.max_document_bytes} "
+                "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
+
+    async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
+                     submitted: str | None = None) -> Output:
+        """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event. Raises BadInputError."""
+        self.check(data)
+        sha = hashlib.sha256(data).hexdigest()
+        key = original_key(sha)
+        if not await self.store.exists(key):
+            await self.store.put(key, data)
+        event = {
+            "schema": events.INGESTED,
+            "document_id": document_id,
+            "document": {"object_key": key, "content_sha256": sha, "size_bytes": len(data),
+                         "filename": filename, "source": source},
+            "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
+        }
+        return Output(events.INGESTED, document_id, event)
+
+
+def new_document_id() -> str:
+    """A fresh document id (UUID4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a submission got: its document id, and either its object key or its error."""
+
+    document_id: str
+    filename: str | None
+    object_key: str | None = None
+    error: BadInputError | None = None
+
+
+class Submitter:
+    """Submits documents from this process (CLI, HTTP API): store, then produce the event.
+
+    Bad input is dead-lettered (so the store stage records a ``failed`` row) and reported in
+    the :class:`Receipt`; transient faults propagate to the caller.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ingestor = Ingestor(settings, ObjectStore(settings))
+        self.producer = make_producer(settings)
+
+    async def __aenter__(self) -> "Submitter":
+        await ensure_topics(self.settings)
+        await self.ingestor.store.ensure_bucket()
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.producer.stop()
+
+    async def submit(self, data: bytes, filename: str | None, source: str) -> Receipt:
+        """Ingest one document; returns its Receipt (``error`` set when it was rejected)."""
+        document_id = new_document_id()
+        submitted = events.now_iso()
+        try:
+            output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
+                                                source=source, submitted=submitted)
+        except BadInputError as exc:
+            original = {"document_id": document_id, "filename": filename, "source": source}
+            await produce(self.producer, [dead_letter("ingest", exc, document_id=document_id,
+                                                      source={"topic": source}, original=original,
+                                                      size_bytes=len(data))])
+            return Receipt(document_id, filename, error=exc)
+        await produce(self.producer, [output])
+        return Receipt(document_id, filename, object_key=output.event["document"]["object_key"])
+
+
+def iter_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files named by ``paths``: files as given, folders expanded (sorted, recursively, no dotfiles)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            found.append(path)
+    return found
+
+
+def create_app(submitter: Submitter) -> FastAPI:
+    """The ingest HTTP API: ``POST /v1/documents`` and ``GET /healthz``."""
+    app = FastAPI(title="ocrstream ingest", version="1")
+
+    @app.post("/v1/documents", status_code=202)
+    async def post_document(file: UploadFile = File(...)) -> dict:
+        """Submit one document (multipart field ``file``); 202 with its id, 4xx if rejected."""
+        data = await file.read(submitter.settings.max_document_bytes + 1)
+        receipt = await submitter.submit(data, file.filename, "http")
+        if receipt.error is not None:
+            status = 413 if isinstance(receipt.error, DocumentTooLargeError) else 422
+            raise HTTPException(status, detail={"document_id": receipt.document_id,
+                                                "error": type(receipt.error).__name__,
+                                                "message": str(receipt.error)})
+        return {"document_id": receipt.document_id, "object_key": receipt.object_key,
+                "status": "accepted"}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the stage loop owns SIGTERM/SIGINT."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+class IngestStage(Stage):
+    """Consumes ``ocr.raw.v1`` (document bytes) and serves the HTTP API beside it."""
+
+    name = "ingest"
+    input_topics = (events.RAW,)
+
+    async def setup(self) -> None:
+        self.ingestor = Ingestor(self.settings, ObjectStore(self.settings))
+        await self.ingestor.store.ensure_bucket()
+
+    def background(self):
+        return [self._serve_http] if self.settings.http_port else []
+
+    async def _serve_http(self, stop: asyncio.Event) -> None:
+        async with Submitter(self.settings) as submitter:
+            config = uvicorn.Config(create_app(submitter), host=self.settings.http_host,
+                                    port=self.settings.http_port, log_level="warning")
+            server = _QuietServer(config)
+            task = asyncio.create_task(server.serve())
+            log.info("ingest: HTTP API on http://%s:%d/v1/documents", config.host, config.port)
+            await stop.wait()
+            server.should_exit = True
+            await task
+
+    async def handle(self, record: ConsumerRecord) -> list[Output]:
+        headers = dict(record.headers or ())
+        filename = headers.get("filename", b"").decode("utf-8", "replace") or None
+        # Deterministic id: a redelivered raw message maps to the same document.
+        document_id = (record.key.decode("utf-8", "replace") if record.key
+                       else f"raw-{record.topic}-{record.partition}-{record.offset}")
+        return [await self.ingestor.ingest(record.value or b"", document_id=document_id,
+                                           filename=filename, source="kafka")]

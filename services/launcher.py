@@ -1,0 +1,80 @@
+"""Starting the four stages as separate OS processes (``ocrstream run STAGE``).
+
+Used by the demo and the end-to-end tests, so both run exactly what production runs:
+one process per stage, configured only through ``OCRSTREAM_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("ingest", "preprocess", "recognize", "store")
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StageProcesses:
+    """The running stage processes; logs go to ``log_dir/<stage>.log``."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, stages: tuple[str, ...] = STAGES):
+        self.env, self.log_dir, self.stages = env, log_dir, stages
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "StageProcesses":
+        """Spawn every stage (``python -m services.cli run STAGE``) in its own session."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for stage in self.stages:
+            self.start_one(stage)
+        return self
+
+    def start_one(self, stage: str) -> None:
+        """(Re)start one stage process."""
+        log = open(self.log_dir / f"{stage}.log", "ab")
+        self.procs[stage] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", stage], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def dead(self) -> dict[str, int]:
+        """Stages whose process has exited, with their exit codes."""
+        return {s: p.returncode for s, p in self.procs.items() if p.poll() is not None}
+
+    def log_tail(self, stage: str, lines: int = 30) -> str:
+        """The last ``lines`` lines of a stage's log."""
+        path = self.log_dir / f"{stage}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop_one(self, stage: str, timeout_s: float = 20, sig: int = signal.SIGTERM) -> int | None:
+        """Signal one stage (SIGTERM: graceful) and wait; SIGKILL after ``timeout_s``."""
+        proc = self.procs[stage]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """Stop every stage (graceful first)."""
+        deadline = time.monotonic() + timeout_s
+        for stage in self.procs:
+            self.stop_one(stage, max(1.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> "StageProcesses":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,153 @@
+"""store: documents, pages and regions into PostgreSQL, then ``ocr.results.v1`` out.
+
+Consumes ``ocr.recognized.v1`` (successes) and ``ocr.dlq.v1`` (failures of any stage). Writes are
+an idempotent sink: one transaction per document, upserts keyed on ``document_id`` and
+``(document_id, region_id)``, so a redelivered or replayed event rewrites the same rows. A
+``failed`` row never overwrites a ``done`` one. Only after the commit is the results event
+produced, and only after the broker acks it is the offset committed (at-least-once).
+
+The results event's ``text`` is the document in reading order: regions of a visual line joined
+by a space, lines by ``\\n``, pages by ``\\f``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from services.core import events
+from services.core.stage import Output, Stage
+from services.store.migrate import apply_migrations
+
+
+def document_text(regions: list[dict[str, Any]]) -> str:
+    """Full text in reading order from regions with ``page_index``, ``line_index``, ``order``, ``text``."""
+    ordered = sorted(regions, key=lambda r: (r["page_index"], r["order"]))
+    pages = []
+    for _, page_regions in groupby(ordered, key=lambda r: r["page_index"]):
+        page_regions = list(page_regions)
+        by_line = groupby(sorted(page_regions, key=lambda r: (r["line_index"], r["order"])),
+                          key=lambda r: r["line_index"])
+        lines = (" ".join(r["text"] for r in line if r["text"]) for _, line in by_line)
+        pages.append("\n".join(line for line in lines if line))
+    return "\f".join(pages)
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+UPSERT_DONE = """
+INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
+    text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
+    error_stage, error_type, error_message)
+VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, NULL)
+ON CONFLICT (document_id) DO UPDATE SET status = 'done', source = EXCLUDED.source,
+    filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
+    content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
+    recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider,
+    submitted_at = EXCLUDED.submitted_at, ingested_at = EXCLUDED.ingested_at,
+    preprocessed_at = EXCLUDED.preprocessed_at, recognized_at = EXCLUDED.recognized_at,
+    stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL
+"""
+
+UPSERT_PAGE = """
+INSERT INTO pages (document_id, page_index, width, height) VALUES ($1, $2, $3, $4)
+ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, height = EXCLUDED.height
+"""
+
+UPSERT_REGION = """
+INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
+    quad, crop_key, detection_score, text, confidence)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)
+ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
+    line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
+    x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
+    crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
+    text = EXCLUDED.text, confidence = EXCLUDED.confidence
+"""
+
+UPSERT_FAILED = """
+INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
+    error_stage, error_type, error_message, submitted_at, ingested_at, stored_at)
+VALUES ($1, 'failed', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (document_id) DO UPDATE SET status = 'failed', error_stage = EXCLUDED.error_stage,
+    error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
+    stored_at = EXCLUDED.stored_at
+WHERE documents.status <> 'done'
+"""
+
+
+class StoreStage(Stage):
+    """The idempotent PostgreSQL sink and producer of ``ocr.results.v1``."""
+
+    name = "store"
+    input_topics = (events.RECOGNIZED, events.DLQ)
+
+    async def setup(self) -> None:
+        self.pool = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=4)
+        async with self.pool.acquire() as conn:
+            await apply_migrations(conn)
+
+    async def teardown(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            await self.pool.close()
+
+    async def handle(self, record: ConsumerRecord) -> list[Output]:
+        if record.topic == events.DLQ:
+            return [await self.store_failed(events.decode(events.DLQ, record.value))]
+        return [await self.store_done(events.decode(events.RECOGNIZED, record.value))]
+
+    async def store_done(self, event: events.Event) -> Output:
+        """Upsert a recognised document with its pages and regions; its results event."""
+        doc, ts = event["document"], dict(event["timestamps"])
+        ts["stored"] = events.now_iso()
+        regions = event["regions"]
+        text = document_text(regions)
+        doc_id = event["document_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                UPSERT_DONE, doc_id, doc["source"], doc.get("filename"), doc["object_key"],
+                doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
+                event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
+                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]))
+            await conn.executemany(UPSERT_PAGE, [
+                (doc_id, p["page_index"], p["width"], p["height"]) for p in event["pages"]])
+            await conn.executemany(UPSERT_REGION, [
+                (doc_id, r["region_id"], r["page_index"], r["line_index"], r["order"], *r["box"],
+                 json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
+                 r["text"], r["confidence"]) for r in regions])
+        result_regions = [{k: r[k] for k in ("region_id", "page_index", "line_index", "order", "box",
+                                             "quad", "detection_score", "text", "confidence") if k in r}
+                          for r in regions]
+        return self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
+
+    async def store_failed(self, dead: events.Event) -> Output:
+        """Upsert a ``failed`` document row from a dead letter; its results event."""
+        original = dead.get("original") or {}
+        doc = dict(original.get("document") or {})
+        doc.setdefault("filename", original.get("filename"))
+        ts = dict(original.get("timestamps") or {})
+        ts["stored"] = events.now_iso()
+        error = dead["error"]
+        await self.pool.execute(
+            UPSERT_FAILED, dead["document_id"], doc.get("source") or original.get("source"),
+            doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
+            doc.get("size_bytes"), error["stage"], error["type"], error["message"],
+            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]))
+        ts.setdefault("ingested", dead["failed_at"])
+        return self._result(dead["document_id"], "failed", doc if "object_key" in doc else None, ts,
+                            "", [], [], error)
+
+    @staticmethod
+    def _result(doc_id, status, doc, ts, text, pages, regions, error) -> Output:
+        event = {"schema": events.RESULTS, "version": 1, "document_id": doc_id, "status": status,
+                 "timestamps": ts, "text": text, "pages": pages, "regions": regions, "error": error}
+        if doc is not None:
+            event["document"] = doc
+        return Output(events.RESULTS, doc_id, event)
