@@ -42,7 +42,9 @@ def header_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard (> 2x MAX_IMAGE_PIXELS)
+        raise DocumentTooLargeError(f"image too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImageError(f"unreadable image header: {exc}") from None
 
 

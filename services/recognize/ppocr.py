@@ -73,7 +73,7 @@ def resized_width(h: int, w: int, height: int = REC_HEIGHT) -> int:
 
 def _normalise(crop: np.ndarray, width: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 BGR -> ``(3, 48, width)`` float32 in [-1, 1]."""
-    img = cv2.resize(crop, (width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
+    img = cv2.resize(crop, (width, REC_HEIGHT), interpolation=cv2.INTER_AREA if crop.shape[0] > REC_HEIGHT else cv2.INTER_LINEAR)
     img = img.astype(np.float32) * (1.0 / (255.0 * NORM_STD)) - NORM_MEAN / NORM_STD
     return img.transpose(2, 0, 1)
 
@@ -88,27 +88,56 @@ def _as_bgr(crop: np.ndarray) -> np.ndarray:
     raise ValueError(f"crop must be (H, W, 3) BGR, got shape {crop.shape}")
 
 
-def ctc_runs(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Greedy CTC collapse of one line.
+def ctc_greedy(
+    probs: np.ndarray, *, space_index: int, space_threshold: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy CTC decoding of one line, with optional space restoration.
 
     Args:
-        labels: ``(T,)`` int argmax label per timestep.
-        probs: ``(T,)`` float probability of that label.
+        probs: ``(T, C)`` softmax output of one line (valid timesteps only).
+        space_index: label of the space symbol (last label of the PP-OCR table).
+        space_threshold: where two consecutive non-space symbols are separated by
+            blank timesteps in which p(space) peaks above this value, a space is
+            inserted (the greedy path emitted none); None disables it.
 
     Returns:
-        ``(label, prob, centre)`` per emitted symbol: repeated labels merged, blanks
-        dropped; ``prob`` is the highest probability over the merged timesteps and
-        ``centre`` the mean timestep index of the run (float, in frames).
+        ``(labels, probs, centres)`` per emitted symbol: repeated labels merged,
+        blanks dropped; ``probs`` is the highest probability over the merged
+        timesteps (for an inserted space: its peak p(space)); ``centres`` the mean
+        timestep index of the run (inserted space: its peak timestep), float frames.
     """
+    labels = probs.argmax(axis=1)
     if labels.size == 0:
-        empty = np.zeros(0)
-        return empty.astype(np.int64), empty, empty
+        return labels, np.zeros(0), np.zeros(0)
+    best = np.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], labels.size]
     keep = labels[starts] != _BLANK
-    run_prob = np.maximum.reduceat(probs, starts)
-    centre = (starts + ends - 1) / 2.0
-    return labels[starts][keep], run_prob[keep], centre[keep]
+    run_prob = np.maximum.reduceat(best, starts)[keep]
+    centres = ((starts + ends - 1) / 2.0)[keep]
+    run_labels, starts, ends = labels[starts][keep], starts[keep], ends[keep]
+    if space_threshold is None or run_labels.size < 2:
+        return run_labels, run_prob, centres
+    return _insert_spaces(
+        run_labels, run_prob, centres, starts, ends, probs[:, space_index], space_index, space_threshold
+    )
+
+
+def _insert_spaces(labels, probs, centres, starts, ends, p_space, space_index, threshold):
+    """Insert ``space_index`` between runs k-1, k where max p(space) over the gap > threshold."""
+    out_l, out_p, out_c = [labels[0]], [probs[0]], [centres[0]]
+    for k in range(1, labels.size):
+        lo, hi = ends[k - 1], starts[k]
+        if hi > lo and labels[k] != space_index and labels[k - 1] != space_index:
+            peak = lo + int(np.argmax(p_space[lo:hi]))
+            if p_space[peak] > threshold:
+                out_l.append(space_index)
+                out_p.append(float(p_space[peak]))
+                out_c.append(float(peak))
+        out_l.append(labels[k])
+        out_p.append(probs[k])
+        out_c.append(centres[k])
+    return np.asarray(out_l), np.asarray(out_p, dtype=np.float64), np.asarray(out_c, dtype=np.float64)
 
 
 def restore_spaces(
@@ -145,6 +174,14 @@ def restore_spaces(
     return "".join(out_t), out_p, out_x
 
 
+def _restrict(table: list[str], charset: str | None) -> tuple[np.ndarray | None, list[str]]:
+    """Output columns (blank, the symbols in ``charset``, space) and their labels; None = all."""
+    if charset is None:
+        return None, table
+    keep = [0] + [i for i in range(1, len(table) - 1) if table[i] in charset] + [len(table) - 1]
+    return np.asarray(keep), [table[i] for i in keep]
+
+
 class PPOCRRecognizer:
     """PP-OCRv6 small CTC recogniser (see module docstring for the model contract).
 
@@ -173,21 +210,24 @@ class PPOCRRecognizer:
         device: str = "auto",
         threads: int | None = None,
         space_restoration: bool = True,
-        space_gap_factor: float = 1.8,
+        space_threshold: float = 0.1,
+        space_gap_factor: float | None = None,
         min_width: int = 0,
         max_batch_width: int = 1600,
+        charset: str | None = None,
         model: str | Path | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
         self.space_restoration = space_restoration
+        self.space_threshold = space_threshold
         self.space_gap_factor = space_gap_factor
         self.min_width = min_width
         self.max_batch_width = max_batch_width
         self._session = make_session(model or model_path(), device=device, threads=threads)
         self._input = self._session.get_inputs()[0].name
-        self._chars = read_dictionary(self._session)
+        self._columns, self._chars = _restrict(read_dictionary(self._session), charset)
         self.provider = chosen_provider(self._session)
 
     # -- batching -------------------------------------------------------------
@@ -223,16 +263,17 @@ class PPOCRRecognizer:
     def _decode(self, probs: np.ndarray, resized_w: int, crop_w: int) -> LineReading:
         """``probs`` (T, C) of one line -> reading with char probs and x in crop px."""
         n_valid = min(probs.shape[0], -(-resized_w // FRAME_STRIDE))
-        probs = probs[:n_valid]
-        labels = probs.argmax(axis=1)
-        best = np.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
-        run_labels, run_probs, centres = ctc_runs(labels, best)
+        probs = probs[:n_valid] if self._columns is None else probs[:n_valid, self._columns]
+        threshold = self.space_threshold if self.space_restoration else None
+        run_labels, run_probs, centres = ctc_greedy(
+            probs, space_index=len(self._chars) - 1, space_threshold=threshold
+        )
         if run_labels.size == 0:
             return EMPTY_READING
         text = "".join(self._chars[i] for i in run_labels)
         xs = (centres + 0.5) * FRAME_STRIDE * (crop_w / resized_w)
         chars_p, chars_x = run_probs.tolist(), xs.tolist()
-        if self.space_restoration:
+        if self.space_gap_factor is not None:
             text, chars_p, chars_x = restore_spaces(
                 text, chars_p, chars_x, gap_factor=self.space_gap_factor
             )

@@ -100,7 +100,8 @@ class StoreStage(Stage):
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         if record.topic == events.DLQ:
-            return [await self.store_failed(events.decode(events.DLQ, record.value))]
+            failed = await self.store_failed(events.decode(events.DLQ, record.value))
+            return [failed] if failed else []
         return [await self.store_done(events.decode(events.RECOGNIZED, record.value))]
 
     async def store_done(self, event: events.Event) -> Output:
@@ -127,19 +128,24 @@ class StoreStage(Stage):
                           for r in regions]
         return self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
 
-    async def store_failed(self, dead: events.Event) -> Output:
-        """Upsert a ``failed`` document row from a dead letter; its results event."""
+    async def store_failed(self, dead: events.Event) -> Output | None:
+        """Upsert a ``failed`` document row from a dead letter; its results event.
+
+        None (no row changed, no event) when the document is already ``done``.
+        """
         original = dead.get("original") or {}
         doc = dict(original.get("document") or {})
         doc.setdefault("filename", original.get("filename"))
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead["error"]
-        await self.pool.execute(
+        status = await self.pool.execute(
             UPSERT_FAILED, dead["document_id"], doc.get("source") or original.get("source"),
             doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
             doc.get("size_bytes"), error["stage"], error["type"], error["message"],
             _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]))
+        if status.endswith(" 0"):  # "INSERT 0 0": the conflict's WHERE kept a done row
+            return None
         ts.setdefault("ingested", dead["failed_at"])
         return self._result(dead["document_id"], "failed", doc if "object_key" in doc else None, ts,
                             "", [], [], error)

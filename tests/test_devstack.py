@@ -1,0 +1,215 @@
+"""End-to-end test of services.devstack: start the embedded stack and really use it."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.devstack import (
+    EmbeddedStack,
+    StackEndpoints,
+    StackError,
+    _minio_client,
+    _proc_stat,
+    create_topics,
+    read_running,
+    stop_running,
+)
+
+CONSUMER_OPTS = dict(
+    auto_offset_reset="earliest",
+    enable_auto_commit=False,
+    session_timeout_ms=6000,
+    heartbeat_interval_ms=1000,
+)
+
+
+def _recorded_pids(state_dir: Path) -> list[int]:
+    data = json.loads((state_dir / "stack.json").read_text())
+    return [s["pid"] for s in data["services"]]
+
+
+def _processes_under(path: Path) -> list[int]:
+    """PIDs of live processes whose command line mentions ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            try:
+                if str(path) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    info = _proc_stat(pid)
+    return info is not None and info[0] not in "ZX"  # a zombie is gone for our purposes
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send_and_wait(topic, value, key=b"doc-1",
+                                         headers=[("trace", f"t{i}".encode()), ("stage", b"test")])
+    finally:
+        await producer.stop()
+
+
+async def _consume(bootstrap: str, topic: str, group: str, count: int, timeout_s: float = 40):
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **CONSUMER_OPTS)
+    await consumer.start()
+    try:
+        got = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(records)
+        assert len(got) == count, f"consumed {len(got)} of {count}"
+        await consumer.commit()
+        tp = TopicPartition(topic, got[0].partition)
+        committed = await consumer.committed(tp)
+        return got, committed
+    finally:
+        await consumer.stop()
+
+
+def test_as_env_names() -> None:
+    ep = StackEndpoints("127.0.0.1:1", "127.0.0.1:2", "ak", "sk", "postgresql://u:p@127.0.0.1:3/ocrstream")
+    assert ep.as_env() == {
+        "OCRSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "OCRSTREAM_S3_ENDPOINT": "127.0.0.1:2",
+        "OCRSTREAM_S3_ACCESS_KEY": "ak",
+        "OCRSTREAM_S3_SECRET_KEY": "sk",
+        "OCRSTREAM_S3_SECURE": "false",
+        "OCRSTREAM_POSTGRES_DSN": "postgresql://u:p@127.0.0.1:3/ocrstream",
+    }
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory):
+    """A stack of our own (conftest's session ``stack`` must not be stopped here)."""
+    st = EmbeddedStack(tmp_path_factory.mktemp("devstack"))
+    st.start()
+    yield st
+    st.stop()
+
+
+@pytest.mark.slow
+async def test_kafka_produce_consume_commit(devstack: EmbeddedStack) -> None:
+    ep = devstack.endpoints
+    values = [b"page-0", b"page-1", b"page-2"]
+    await _produce(ep.kafka_bootstrap, "devstack.roundtrip", values)
+    got, committed = await _consume(ep.kafka_bootstrap, "devstack.roundtrip", "devstack-test", 3)
+    assert [m.value for m in got] == values
+    assert all(m.key == b"doc-1" for m in got)
+    assert [dict(m.headers)["trace"] for m in got] == [b"t0", b"t1", b"t2"]
+    assert committed == got[-1].offset + 1 == 3
+
+
+@pytest.mark.slow
+async def test_create_topics_sets_partitions(devstack: EmbeddedStack) -> None:
+    bootstrap = devstack.endpoints.kafka_bootstrap
+    assert await create_topics(bootstrap, ["devstack.two"], partitions=2) == ["devstack.two"]
+    assert await create_topics(bootstrap, ["devstack.two"], partitions=2) == []  # exists: no error
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics(["devstack.two"])
+    finally:
+        await admin.close()
+    assert len(described["partitions"]) == 2
+
+
+@pytest.mark.slow
+def test_s3_roundtrip(devstack: EmbeddedStack) -> None:
+    ep = devstack.endpoints
+    client = _minio_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
+    client.make_bucket("devstack-test")
+    payload = b"\x89PNG fake image bytes" * 100
+    client.put_object("devstack-test", "pages/p1.png", io.BytesIO(payload), len(payload),
+                      content_type="image/png")
+    response = client.get_object("devstack-test", "pages/p1.png")
+    try:
+        assert response.read() == payload
+    finally:
+        response.close()
+        response.release_conn()
+    assert [o.object_name for o in client.list_objects("devstack-test", recursive=True)] == ["pages/p1.png"]
+    assert "devstack-test" in [b.name for b in client.list_buckets()]
+    intruder = _minio_client(ep.s3_endpoint, ep.s3_access_key, "wrong-secret")
+    with pytest.raises(Exception):
+        intruder.list_buckets()
+
+
+@pytest.mark.slow
+async def test_postgres_roundtrip(devstack: EmbeddedStack) -> None:
+    conn = await asyncpg.connect(devstack.endpoints.postgres_dsn)
+    try:
+        assert await conn.fetchval("select 1") == 1
+        assert await conn.fetchval("select current_database()") == "ocrstream"
+        await conn.execute("create table devstack_t (id serial primary key, text text not null)")
+        await conn.executemany("insert into devstack_t (text) values ($1)", [("a",), ("b",)])
+        assert await conn.fetch("select text from devstack_t order by id") == [("a",), ("b",)]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+def test_read_running_and_stop(devstack: EmbeddedStack) -> None:
+    state_dir = devstack.state_dir
+    assert read_running(state_dir) == devstack.endpoints
+    assert all(p.name.endswith(".log") for p in (state_dir / "logs").glob("*.*"))
+    pids = _recorded_pids(state_dir)
+    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+    devstack.stop()
+    assert not any(_alive(pid) for pid in pids)
+    assert _processes_under(state_dir) == []
+    assert read_running(state_dir) is None
+    assert not (state_dir / "stack.json").exists()
+    devstack.stop()  # idempotent
+
+
+@pytest.mark.slow
+async def test_kafka_on_s3_and_stop_running(tmp_path: Path) -> None:
+    """kafka_storage="s3": broker data lands in the bucket; `dev down` path stops it by PID."""
+    st = EmbeddedStack(tmp_path, kafka_storage="s3", log=lambda line: None)
+    ep = st.start()
+    try:
+        await _produce(ep.kafka_bootstrap, "devstack.s3", [b"x"])
+        got, committed = await _consume(ep.kafka_bootstrap, "devstack.s3", "devstack-s3", 1)
+        assert got[0].value == b"x" and committed == 1
+        client = _minio_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
+        keys = [o.object_name for o in client.list_objects("tansu", recursive=True)]
+        assert any("/topics/devstack.s3/" in k for k in keys)
+        pids = _recorded_pids(tmp_path)
+        assert stop_running(tmp_path) is True  # as `ocrstream dev down` would, from stack.json
+        assert not any(_alive(pid) for pid in pids)
+        assert _processes_under(tmp_path) == []
+        assert read_running(tmp_path) is None
+        assert stop_running(tmp_path) is False
+    finally:
+        st.stop()
+
+
+@pytest.mark.slow
+def test_failing_service_raises_with_log_tail_and_cleans_up(tmp_path: Path) -> None:
+    """A broken PostgreSQL data dir: start() raises StackError and stops S3 and Kafka again."""
+    data = tmp_path / "pg" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("99\n")  # initdb skipped, postgres refuses the dir
+    st = EmbeddedStack(tmp_path, log=lambda line: None)
+    with pytest.raises(StackError) as err:
+        st.start(timeout_s=30)
+    assert "postgres exited" in str(err.value) and "--- tail of" in str(err.value)
+    assert _processes_under(tmp_path) == []
+    assert read_running(tmp_path) is None and not (tmp_path / "stack.json").exists()

@@ -1,0 +1,101 @@
+"""The store stage as an idempotent sink, against the real embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from services.core import events
+from services.core.errors import NotAnImageError
+from services.core.stage import dead_letter
+from services.store.migrate import apply_migrations, migration_files
+from services.store.stage import StoreStage, document_text
+
+pytestmark = pytest.mark.slow
+
+
+def recognized_event(doc_id: str, texts: list[tuple[int, str]]) -> dict:
+    """A schema-valid ``recognized`` event; ``texts`` = (visual line, text) in reading order."""
+    regions = [{"region_id": f"p0-r{i}", "page_index": 0, "line_index": line, "order": i,
+                "box": [10.0 * i, 20.0 * line, 10.0 * i + 9, 20.0 * line + 15], "crop_key": f"crops/{doc_id}/{i}",
+                "text": text, "confidence": 0.9} for i, (line, text) in enumerate(texts)]
+    event = {"schema": events.RECOGNIZED, "document_id": doc_id,
+             "document": {"object_key": "originals/ab/" + "ab" * 32, "content_sha256": "ab" * 32,
+                          "size_bytes": 10, "filename": "x.png", "source": "cli"},
+             "timestamps": {"submitted": events.now_iso(), "ingested": events.now_iso(),
+                            "preprocessed": events.now_iso(), "recognized": events.now_iso()},
+             "pages": [{"page_index": 0, "width": 100, "height": 100}],
+             "recognizer": {"name": "ppocr", "provider": "CPUExecutionProvider"}, "regions": regions}
+    return events.validate(events.RECOGNIZED, event)
+
+
+def test_document_text_groups_visual_lines_in_reading_order():
+    regions = [{"page_index": 0, "line_index": 1, "order": 2, "text": "12.50"},
+               {"page_index": 0, "line_index": 0, "order": 0, "text": "SHOP"},
+               {"page_index": 0, "line_index": 1, "order": 1, "text": "TOTAL"},
+               {"page_index": 1, "line_index": 0, "order": 0, "text": "PAGE TWO"}]
+    assert document_text(regions) == "SHOP\nTOTAL 12.50\fPAGE TWO"
+
+
+@pytest.fixture
+async def store(stack_settings):
+    stage = StoreStage(stack_settings)
+    await stage.setup()
+    yield stage
+    await stage.teardown()
+
+
+async def counts(dsn: str, doc_id: str) -> tuple[int, int, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return tuple([await conn.fetchval(f"SELECT count(*) FROM {t} WHERE document_id = $1", doc_id)
+                      for t in ("documents", "pages", "regions")])
+    finally:
+        await conn.close()
+
+
+async def test_migrations_apply_once(stack_settings, store):
+    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    try:
+        assert await apply_migrations(conn) == []  # store.setup applied them already
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    finally:
+        await conn.close()
+    assert versions == [v for v, _ in migration_files()]
+
+
+async def test_redelivery_writes_the_same_rows(stack_settings, store):
+    doc_id = uuid.uuid4().hex
+    event = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL"), (1, "12.50")])
+    first = await store.store_done(event)
+    second = await store.store_done(event)  # redelivered
+    assert await counts(stack_settings.postgres_dsn, doc_id) == (1, 1, 3)
+    assert first.event["text"] == second.event["text"] == "SHOP\nTOTAL 12.50"
+    events.validate(events.RESULTS, first.event)
+
+
+async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, store):
+    failed_id, done_id = uuid.uuid4().hex, uuid.uuid4().hex
+    letter = dead_letter("preprocess", NotAnImageError("not an image: b'hello'"), document_id=failed_id,
+                         source={"topic": events.INGESTED, "partition": 0, "offset": 7},
+                         original={"document_id": failed_id, "filename": "notes.txt", "source": "cli"})
+    result = await store.store_failed(events.validate(events.DLQ, letter.event))
+    assert result.event["status"] == "failed"
+    assert result.event["error"]["type"] == "NotAnImageError"
+    events.validate(events.RESULTS, result.event)
+
+    await store.store_done(recognized_event(done_id, [(0, "OK")]))
+    late = dead_letter("store", RuntimeError("late"), document_id=done_id, source={"topic": "x"})
+    assert await store.store_failed(late.event) is None
+    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    try:
+        rows = {r["document_id"]: r for r in await conn.fetch(
+            "SELECT document_id, status, error_type, filename FROM documents WHERE document_id = ANY($1::text[])",
+            [failed_id, done_id])}
+    finally:
+        await conn.close()
+    assert (rows[failed_id]["status"], rows[failed_id]["error_type"], rows[failed_id]["filename"]) == (
+        "failed", "NotAnImageError", "notes.txt")
+    assert rows[done_id]["status"] == "done"
