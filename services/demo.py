@@ -30,6 +30,7 @@ def demo_env(stack_env: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **stack_env}
     env.update({
         "OCRSTREAM_HTTP_PORT": str(free_port()),
+        "OCRSTREAM_QUERY_PORT": str(free_port()),
         "OCRSTREAM_SESSION_TIMEOUT_MS": "6000",
         "OCRSTREAM_HEARTBEAT_INTERVAL_MS": "1000",
         "OCRSTREAM_METRICS_PORT": "0",

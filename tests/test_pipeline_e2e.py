@@ -56,7 +56,7 @@ def bad_inputs() -> dict[str, tuple[bytes, str, str]]:
 
 @pytest.fixture(scope="module")
 def pipeline(stack_env, tmp_path_factory):
-    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()),
+    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}"}
     with StageProcesses(env, tmp_path_factory.mktemp("logs")) as stages:
         yield stages, env
@@ -169,4 +169,19 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     for name, (_, stage, error_type) in bad.items():
         letter = dead[by_name[name].document_id]
         assert (letter["stage"], letter["error"]["type"]) == (stage, error_type)
+
+    # The query API serves the same documents, and their exports.
+    query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
+    await wait_http(query + "/docs")
+    async with httpx.AsyncClient() as client:
+        doc = (await client.get(f"{query}/v1/documents/{http_id}")).json()
+        assert doc["status"] == "done" and doc["text"] == results[http_id]["text"]
+        assert len(doc["regions"]) == len(results[http_id]["regions"])
+        failed = (await client.get(query + "/v1/documents", params={"status": "failed"})).json()
+        assert {by_name[n].document_id for n in bad} <= {d["document_id"] for d in failed}
+        txt = await client.get(f"{query}/v1/documents/{http_id}/export", params={"format": "txt"})
+        assert txt.text == results[http_id]["text"]
+        hocr = await client.get(f"{query}/v1/documents/{http_id}/export", params={"format": "hocr"})
+        assert "ocrx_word" in hocr.text and hocr.headers["content-type"].startswith("application/xhtml+xml")
+        assert (await client.get(f"{query}/v1/documents/nope")).status_code == 404
     assert not stages.dead(), {s: stages.log_tail(s) for s in stages.dead()}

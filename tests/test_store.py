@@ -11,7 +11,8 @@ from services.core import events
 from services.core.errors import NotAnImageError
 from services.core.stage import dead_letter
 from services.store.migrate import apply_migrations, migration_files
-from services.store.stage import StoreStage, document_text
+from services.document import Document
+from services.store.stage import StoreStage
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +33,13 @@ def recognized_event(doc_id: str, texts: list[tuple[int, str]]) -> dict:
 
 
 def test_document_text_groups_visual_lines_in_reading_order():
-    regions = [{"page_index": 0, "line_index": 1, "order": 2, "text": "12.50"},
-               {"page_index": 0, "line_index": 0, "order": 0, "text": "SHOP"},
-               {"page_index": 0, "line_index": 1, "order": 1, "text": "TOTAL"},
-               {"page_index": 1, "line_index": 0, "order": 0, "text": "PAGE TWO"}]
-    assert document_text(regions) == "SHOP\nTOTAL 12.50\fPAGE TWO"
+    regions = [{"region_id": f"r{i}", "page_index": p, "line_index": li, "order": o, "text": t,
+                "box": [0, 0, 1, 1], "confidence": 1.0}
+               for i, (p, li, o, t) in enumerate([(0, 1, 2, "12.50"), (0, 0, 0, "SHOP"),
+                                                  (0, 1, 1, "TOTAL"), (1, 0, 0, "PAGE TWO")])]
+    pages = [{"page_index": 0, "width": 9, "height": 9}, {"page_index": 1, "width": 9, "height": 9}]
+    doc = Document.from_results({"document_id": "d", "status": "done", "pages": pages, "regions": regions})
+    assert doc.render_text() == "SHOP\nTOTAL 12.50\fPAGE TWO"
 
 
 @pytest.fixture

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = 120_000_000
     detect_max_side: int = 2048
 
+    # Store: query API (0 disables it)
+    query_port: int = 8081
+
     # Recognize
     recognizer: str = "ppocr"
     device: str = "auto"  # auto | cpu | cuda

@@ -16,7 +16,6 @@ the bytes are an image is the preprocess stage's call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import uuid
@@ -24,11 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI, File, HTTPException, UploadFile
 
 from services.core import events
+from services.core.http import serve_until
 from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
@@ -163,13 +162,6 @@ def create_app(submitter: Submitter) -> FastAPI:
     return app
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the stage loop owns SIGTERM/SIGINT."""
-
-    def capture_signals(self):
-        return contextlib.nullcontext()
-
-
 class IngestStage(Stage):
     """Consumes ``ocr.raw.v1`` (document bytes) and serves the HTTP API beside it."""
 
@@ -185,14 +177,8 @@ class IngestStage(Stage):
 
     async def _serve_http(self, stop: asyncio.Event) -> None:
         async with Submitter(self.settings) as submitter:
-            config = uvicorn.Config(create_app(submitter), host=self.settings.http_host,
-                                    port=self.settings.http_port, log_level="warning")
-            server = _QuietServer(config)
-            task = asyncio.create_task(server.serve())
-            log.info("ingest: HTTP API on http://%s:%d/v1/documents", config.host, config.port)
-            await stop.wait()
-            server.should_exit = True
-            await task
+            await serve_until(create_app(submitter), self.settings.http_host, self.settings.http_port,
+                              stop, self.name)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         headers = dict(record.headers or ())

@@ -78,7 +78,12 @@ def _load_ppocr(**options: Any) -> Recognizer:
     return module.PPOCRRecognizer(**options)
 
 
-_LOADERS: dict[str, Callable[..., Recognizer]] = {"ppocr": _load_ppocr}
+def _load_trocr(**options: Any) -> Recognizer:
+    module = importlib.import_module("services.recognize.trocr")
+    return module.TrOCRRecognizer(**options)
+
+
+_LOADERS: dict[str, Callable[..., Recognizer]] = {"ppocr": _load_ppocr, "trocr": _load_trocr}
 
 
 def known_recognizers() -> list[str]:

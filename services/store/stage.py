@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
 from services.core import events
+from services.core.http import serve_until
 from services.core.stage import Output, Stage
+from services.document import Document
+from services.store.api import create_app
 from services.store.migrate import apply_migrations
-
-
-def document_text(regions: list[dict[str, Any]]) -> str:
-    """Full text in reading order from regions with ``page_index``, ``line_index``, ``order``, ``text``."""
-    ordered = sorted(regions, key=lambda r: (r["page_index"], r["order"]))
-    pages = []
-    for _, page_regions in groupby(ordered, key=lambda r: r["page_index"]):
-        page_regions = list(page_regions)
-        by_line = groupby(sorted(page_regions, key=lambda r: (r["line_index"], r["order"])),
-                          key=lambda r: r["line_index"])
-        lines = (" ".join(r["text"] for r in line if r["text"]) for _, line in by_line)
-        pages.append("\n".join(line for line in lines if line))
-    return "\f".join(pages)
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -94,6 +83,13 @@ class StoreStage(Stage):
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)
 
+    def background(self):
+        return [self._serve_api] if self.settings.query_port else []
+
+    async def _serve_api(self, stop) -> None:
+        await serve_until(create_app(self.pool), self.settings.http_host, self.settings.query_port,
+                          stop, self.name)
+
     async def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
             await self.pool.close()
@@ -109,7 +105,7 @@ class StoreStage(Stage):
         doc, ts = event["document"], dict(event["timestamps"])
         ts["stored"] = events.now_iso()
         regions = event["regions"]
-        text = document_text(regions)
+        text = Document.from_results({**event, "status": "done"}).render_text()
         doc_id = event["document_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(

@@ -1,0 +1,401 @@
+"""Export a TrOCR / VisionEncoderDecoder checkpoint folder to the ONNX layout of :mod:`services.recognize.trocr`.
+
+    ocrstream model export-trocr SRC OUT [--quantize]      # once wired in services/cli.py
+    python -m services.recognize.trocr_export SRC OUT [--quantize] [--opset 18] [--keep-split]
+
+Needs the ``export`` extra (``pip install -e '.[export]'``: torch, transformers<4.58,
+optimum-onnx). SRC must be a local folder (``config.json`` + weights + processor files as
+``save_pretrained`` writes them): nothing is downloaded.
+
+How: optimum-onnx's ``main_export(task="image-to-text-with-past")`` -- it traces the
+encoder, the first decoder step (no past) and the decoder with past (KV cache), and merges
+the two decoders into ``decoder_model_merged.onnx`` (one set of weights, an ``If`` on
+``use_cache_branch``). Chosen over hand-written ``torch.onnx`` wrappers because optimum
+already handles transformers' cache classes, dynamic axes and the input/output names the
+runtime (and other ONNX consumers such as ``ORTModelForVision2Seq``) expect; its cost is
+the pin ``transformers<4.58`` in the ``export`` extra. The merged decoder is kept and the
+split pair deleted (unless ``keep_split``), halving the decoder's disk and RAM. Its
+with-past branch returns placeholder ``present.*.encoder.*`` tensors: the runtime keeps the
+cross-attention KV of the first step.
+
+Then: the tokenizer is saved as ``tokenizer.json`` (converted by transformers when the
+checkpoint only has slow-tokenizer files) and checked to decode like transformers'
+``batch_decode(skip_special_tokens=True)`` through the ``tokenizers`` library; optional
+int8 dynamic quantisation (``onnxruntime.quantization.quantize_dynamic``, QInt8 weights,
+subgraphs of the merged decoder included) whose cost is measured on rendered text lines
+against the fp32 export (greedy token agreement, exact-match share and CER of the int8 text
+w.r.t. the fp32 text) and stored in the manifest; ``manifest.json`` (format
+``ocrstream-trocr/1``) with the opset, input size, vocabulary size, special token ids,
+decoder_start_token_id, source, tool versions and the sha256 of every ONNX file; finally a
+smoke run of the exported folder with :class:`~services.recognize.trocr.TrOCRRecognizer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_OPSET", "ExportError", "export_trocr", "main", "quantization_check"]
+
+#: optimum-onnx 0.1.0's recommended minimum opset for vision-encoder-decoder.
+DEFAULT_OPSET = 18
+FORMAT = "ocrstream-trocr/1"
+TASK = "image-to-text-with-past"
+ONNX_FILES = {
+    "encoder": "encoder_model.onnx",
+    "decoder_merged": "decoder_model_merged.onnx",
+    "decoder": "decoder_model.onnx",
+    "decoder_with_past": "decoder_with_past_model.onnx",
+}
+#: text drawn for the int8-vs-fp32 check and the smoke run (receipt-like lines).
+CHECK_LINES = [
+    "TOTAL INCL. GST 25.50", "CASH 50.00", "CHANGE 24.50", "TAX INVOICE", "INVOICE NO: CS 104522",
+    "DATE: 21/11/2026 14:03", "MILK 1L 2 X 6.90 13.80", "THANK YOU PLEASE COME AGAIN",
+    "Dear customer,", "Questions? Call 03-7781 2200.", "Haemoglobin 13.9 g/dL", "Patient ID: 88231-X",
+    "Kind regards", "WHOLEMEAL BREAD 1 X 4.50", "No 12 Jalan Meranti", "Glucose (fasting) 5.1 mmol/L",
+]
+
+
+class ExportError(RuntimeError):
+    """The checkpoint cannot be exported (wrong kind, missing files, failed self-check)."""
+
+
+def _say(msg: str, t0: float | None = None) -> None:
+    suffix = f" ({time.process_time() - t0:.1f} CPU-s)" if t0 is not None else ""
+    print(f"[export-trocr] {msg}{suffix}", file=sys.stderr, flush=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def render_lines(lines: Sequence[str], size: int = 28) -> list[np.ndarray]:
+    """Each text drawn black on white with Pillow's bundled TrueType font -> ``(H, W, 3)`` uint8 BGR."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    out = []
+    for text in lines:
+        x0, y0, x1, y1 = font.getbbox(text)
+        img = Image.new("RGB", (x1 + 16, y1 + 16), "white")
+        ImageDraw.Draw(img).text((8, 8), text, font=font, fill="black")
+        out.append(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))
+    return out
+
+
+def _levenshtein(a: Sequence[Any], b: Sequence[Any]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def quantization_check(fp32_dir: str | os.PathLike[str], int8_dir: str | os.PathLike[str],
+                       images: Sequence[np.ndarray] | None = None, *, num_beams: int = 1,
+                       max_new_tokens: int = 32) -> dict[str, Any]:
+    """Compare an int8 export with its fp32 source on the same images (greedy by default).
+
+    Returns:
+        ``{"lines", "token_agreement", "exact_match", "cer_vs_fp32", "num_beams", "max_new_tokens"}``:
+        ``token_agreement`` = equal tokens at equal positions / tokens of the longer sequence,
+        summed over lines; ``exact_match`` = share of lines with identical token sequences;
+        ``cer_vs_fp32`` = character edits of the int8 text / characters of the fp32 text.
+    """
+    from services.recognize.trocr import TrOCRRecognizer
+
+    images = list(images) if images is not None else render_lines(CHECK_LINES)
+    settings = dict(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    ref = TrOCRRecognizer(fp32_dir, device="cpu", split_long_lines=False).generate(images, **settings)
+    got = TrOCRRecognizer(int8_dir, device="cpu", split_long_lines=False).generate(images, **settings)
+    same = total = exact = edits = chars = 0
+    for r, g in zip(ref, got):
+        same += sum(a == b for a, b in zip(r.token_ids, g.token_ids))
+        total += max(len(r.token_ids), len(g.token_ids))
+        exact += r.token_ids == g.token_ids
+        edits += _levenshtein(g.text, r.text)
+        chars += len(r.text)
+    return {
+        "lines": len(images), "num_beams": num_beams, "max_new_tokens": max_new_tokens,
+        "token_agreement": same / max(total, 1), "exact_match": exact / max(len(images), 1),
+        "cer_vs_fp32": edits / max(chars, 1),
+    }
+
+
+def _check_source(src: Path) -> dict[str, Any]:
+    if not src.is_dir():
+        raise ExportError(f"SRC {src} is not a local checkpoint folder (nothing is downloaded)")
+    cfg_path = src / "config.json"
+    if not cfg_path.is_file():
+        raise ExportError(f"{cfg_path} missing: SRC must be a save_pretrained() folder")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("model_type") != "vision-encoder-decoder":
+        raise ExportError(f"{src}: model_type {cfg.get('model_type')!r}, expected 'vision-encoder-decoder' (TrOCR)")
+    if not any((src / n).is_file() for n in ("preprocessor_config.json",)):
+        raise ExportError(f"{src}: preprocessor_config.json missing (save the TrOCRProcessor with the model)")
+    return cfg
+
+
+def _check_tokenizer(src: Path, out: Path) -> None:
+    """Write tokenizer.json if absent and check ``tokenizers`` decoding equals transformers'."""
+    from transformers import AutoTokenizer
+
+    from services.recognize.trocr import TokenDecoder
+
+    hf = AutoTokenizer.from_pretrained(str(src), use_fast=True)
+    if not (out / "tokenizer.json").is_file():
+        hf.save_pretrained(str(out))
+    if not (out / "tokenizer.json").is_file():
+        raise ExportError("transformers could not produce tokenizer.json for this tokenizer")
+    ours = TokenDecoder(out)
+    rng = np.random.default_rng(0)
+    seqs = [hf(t)["input_ids"] for t in CHECK_LINES]
+    seqs += [rng.integers(0, len(hf), size=n).tolist() for n in (1, 5, 12, 30)]
+    for ids in seqs:
+        want = hf.batch_decode([ids], skip_special_tokens=True)[0]
+        if ours.decode(ids) != want:
+            raise ExportError(f"tokenizers decode {ours.decode(ids)!r} != transformers {want!r} for {ids}")
+
+
+def _past_branch_reads_states(merged: Path) -> bool:
+    import onnx
+
+    def walk(graph):
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                if attr.g is not None and len(attr.g.node):
+                    yield from walk(attr.g)
+
+    model = onnx.load(str(merged), load_external_data=False)
+    for node in model.graph.node:
+        if node.op_type == "If":
+            for attr in node.attribute:
+                if attr.name == "then_branch":
+                    return any("encoder_hidden_states" in n.input for n in walk(attr.g))
+    return True
+
+
+def _quantize(src_dir: Path, dst_dir: Path, files: dict[str, str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for key, name in files.items():
+        t0 = time.process_time()
+        path = src_dir / name
+        big = sum(p.stat().st_size for p in src_dir.glob(name + "*")) > 1_800_000_000
+        quantize_dynamic(str(path), str(dst_dir / name), weight_type=QuantType.QInt8,
+                         use_external_data_format=big, extra_options={"EnableSubgraph": True})
+        _say(f"  int8 {name}: {path.stat().st_size / 1e6:.1f} MB -> {(dst_dir / name).stat().st_size / 1e6:.1f} MB", t0)
+
+
+def _write_manifest(out: Path, base: dict[str, Any], files: dict[str, str], quantized: bool,
+                    quantization: dict[str, Any] | None) -> dict[str, Any]:
+    entries = {}
+    for key, name in files.items():
+        path = out / name
+        entry = {"path": name, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        data = [p.name for p in sorted(out.glob(name + "_data*")) + sorted(out.glob(name + ".data*"))]
+        if data:
+            entry["external_data"] = {d: _sha256(out / d) for d in data}
+        entries[key] = entry
+    manifest = {**base, "quantized": quantized, "quantization": quantization, "files": entries,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export_trocr(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    quantize: bool = False,
+    opset: int = DEFAULT_OPSET,
+    keep_split: bool = False,
+    validate: bool = False,
+    overwrite: bool = False,
+    check_images: Sequence[np.ndarray] | None = None,
+    smoke_test: bool = True,
+) -> dict[str, Any]:
+    """Export the checkpoint folder ``src`` into ``out`` (see the module docstring); prints progress to stderr.
+
+    Args:
+        src: local ``save_pretrained`` folder of a VisionEncoderDecoder (TrOCR) model + processor.
+        out: output folder (created; must be empty unless ``overwrite``).
+        quantize: write int8 dynamically quantised ONNX files instead of fp32; the
+            agreement with fp32 is measured and stored under ``manifest["quantization"]``.
+        opset: ONNX opset (default 18).
+        keep_split: also keep ``decoder_model.onnx`` + ``decoder_with_past_model.onnx``.
+        validate: run optimum's own output validation against PyTorch (slow for big models).
+        overwrite: replace an existing non-empty ``out``.
+        check_images: ``(H, W, 3)`` uint8 BGR lines for the int8 check (default: rendered
+            :data:`CHECK_LINES`).
+        smoke_test: load the result with ``TrOCRRecognizer`` and read one line.
+
+    Returns:
+        The manifest written to ``out/manifest.json``.
+
+    Raises:
+        ExportError: not a local VisionEncoderDecoder folder, several EOS ids, failed tokenizer check.
+        FileExistsError: ``out`` is not empty and ``overwrite`` is False.
+        ImportError: the ``export`` extra is not installed.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
+    t_all = time.process_time()
+    cfg = _check_source(src)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty (use overwrite=True / --overwrite)")
+        shutil.rmtree(out)
+    try:
+        from optimum.exporters.onnx import main_export
+        from transformers import GenerationConfig
+    except ImportError as exc:
+        raise ImportError(f"{exc}; install the export extra: pip install -e '.[export]'") from exc
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-trocr-", dir=out.parent))
+    try:
+        fp32 = work / "fp32"
+        t0 = time.process_time()
+        _say(f"[1/5] exporting {src} with optimum-onnx (task {TASK}, opset {opset}) ...")
+        main_export(str(src), output=str(fp32), task=TASK, opset=opset, device="cpu",
+                    do_validation=validate, local_files_only=True)
+        _say("[1/5] encoder, decoder, decoder-with-past and merged decoder written", t0)
+        if not keep_split:
+            for key in ("decoder", "decoder_with_past"):
+                for p in fp32.glob(ONNX_FILES[key] + "*"):
+                    p.unlink()
+        files = {k: v for k, v in ONNX_FILES.items() if (fp32 / v).is_file()}
+
+        t0 = time.process_time()
+        _say("[2/5] tokenizer.json + decoding check against transformers ...")
+        _check_tokenizer(src, fp32)
+        _say("[2/5] tokenizer ok", t0)
+
+        gen = GenerationConfig.from_pretrained(str(fp32))
+        eos = gen.eos_token_id if gen.eos_token_id is not None else cfg["decoder"].get("eos_token_id")
+        if isinstance(eos, list):
+            if len(eos) != 1:
+                raise ExportError(f"several EOS ids {eos} are not supported")
+            eos = eos[0]
+        start = gen.decoder_start_token_id
+        if start is None:
+            start = cfg.get("decoder_start_token_id", cfg["decoder"].get("decoder_start_token_id"))
+        if start is None:
+            raise ExportError("no decoder_start_token_id in generation_config.json / config.json")
+        proc = json.loads((fp32 / "preprocessor_config.json").read_text())
+        from services.recognize.trocr import ImageProcessorSpec
+
+        spec = ImageProcessorSpec.from_dict(proc)
+        dec = cfg["decoder"]
+        base = {
+            "format": FORMAT,
+            "source": {"path": str(src), "name_or_path": cfg.get("_name_or_path") or None,
+                       "config_sha256": _sha256(src / "config.json")},
+            "exporter": {"tool": "optimum-onnx", "task": TASK, **{k: _version(k) for k in (
+                "optimum-onnx", "optimum", "transformers", "torch", "onnx", "onnxruntime")}},
+            "opset": opset,
+            "input": {"height": spec.height, "width": spec.width, "channels": 3, "resample": spec.resample},
+            "vocab_size": int(dec["vocab_size"]),
+            "special_tokens": {
+                "bos_token_id": gen.bos_token_id if gen.bos_token_id is not None else dec.get("bos_token_id"),
+                "eos_token_id": int(eos),
+                "pad_token_id": gen.pad_token_id if gen.pad_token_id is not None else dec.get("pad_token_id"),
+            },
+            "decoder_start_token_id": int(start),
+            "decoder_layers": dec.get("decoder_layers"),
+            "decoder_attention_heads": dec.get("decoder_attention_heads"),
+            "max_position_embeddings": dec.get("max_position_embeddings"),
+            "merged_past_branch_reads_encoder_states": (
+                _past_branch_reads_states(fp32 / files["decoder_merged"]) if "decoder_merged" in files else True),
+        }
+
+        t0 = time.process_time()
+        _say("[3/5] hashing + manifest ...")
+        _write_manifest(fp32, base, files, False, None)
+        _say("[3/5] fp32 manifest written", t0)
+
+        final, quantization = fp32, None
+        if quantize:
+            t0 = time.process_time()
+            _say("[4/5] int8 dynamic quantisation ...")
+            int8 = work / "int8"
+            shutil.copytree(fp32, int8, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data", "*.onnx.data"))
+            _quantize(fp32, int8, files)
+            _write_manifest(int8, base, files, True, None)
+            _say("[4/5] measuring int8 vs fp32 on rendered lines (greedy) ...")
+            check = quantization_check(fp32, int8, check_images)
+            quantization = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                            "subgraphs": True, "check_vs_fp32": check}
+            _say(f"[4/5] int8: token agreement {check['token_agreement']:.1%}, exact lines "
+                 f"{check['exact_match']:.1%}, CER vs fp32 {check['cer_vs_fp32']:.2%} on {check['lines']} lines", t0)
+            final = int8
+        else:
+            _say("[4/5] quantisation skipped")
+
+        manifest = _write_manifest(final, base, files, quantize, quantization)
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(final), str(out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    if smoke_test:
+        t0 = time.process_time()
+        from services.recognize.trocr import TrOCRRecognizer
+
+        rec = TrOCRRecognizer(out, device="cpu", split_long_lines=False)
+        reading = rec.recognize(render_lines(CHECK_LINES[:1]))[0]
+        _say(f"[5/5] smoke run on {rec.provider}: {CHECK_LINES[0]!r} -> {reading.text!r} "
+             f"(conf {reading.confidence:.2f})", t0)
+    _say(f"done: {out} ({', '.join(manifest['files'])}; quantized={quantize})", t_all)
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``SRC OUT [--quantize] [--opset N] [--keep-split] [--validate] [--overwrite]``; returns 0."""
+    p = argparse.ArgumentParser(prog="ocrstream model export-trocr", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="local TrOCR checkpoint folder (save_pretrained of model + processor)")
+    p.add_argument("out", help="output folder for the ONNX model")
+    p.add_argument("--quantize", action="store_true", help="int8 dynamic quantisation (accuracy cost measured)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--keep-split", action="store_true", help="also keep decoder_model + decoder_with_past_model")
+    p.add_argument("--validate", action="store_true", help="optimum's own ONNX-vs-PyTorch validation")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    export_trocr(args.src, args.out, quantize=args.quantize, opset=args.opset, keep_split=args.keep_split,
+                 validate=args.validate, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

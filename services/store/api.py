@@ -1,0 +1,89 @@
+"""The query API over PostgreSQL (FastAPI), served by ``ocrstream run store``.
+
+* ``GET /v1/documents?status=&since=&limit=`` - newest first; ``since`` is ISO 8601.
+* ``GET /v1/documents/{id}`` - status, text, pages, regions, error.
+* ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
+OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from services.document import Document
+from services.exports import to_alto, to_hocr
+
+DOC_FIELDS = ("document_id", "status", "source", "filename", "object_key", "content_sha256", "size_bytes",
+              "recognizer", "provider", "error_stage", "error_type", "error_message")
+TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at")
+
+
+def _summary(row: asyncpg.Record) -> dict:
+    out = {k: row[k] for k in DOC_FIELDS}
+    out.update({k: row[k].isoformat() if row[k] else None for k in TIME_FIELDS})
+    return out
+
+
+async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
+    """The document as a dict: row fields, ``text``, ``pages``, ``regions`` (None if unknown)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
+        if row is None:
+            return None
+        pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
+                                 " ORDER BY page_index", document_id)
+        regions = await conn.fetch(
+            "SELECT region_id, page_index, line_index, reading_order, x0, y0, x1, y1, text, confidence"
+            " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
+    return {**_summary(row), "text": row["text"],
+            "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
+                      if row["status"] == "failed" else None),
+            "pages": [dict(p) for p in pages],
+            "regions": [{"region_id": r["region_id"], "page_index": r["page_index"],
+                         "line_index": r["line_index"], "order": r["reading_order"],
+                         "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
+                         "confidence": r["confidence"]} for r in regions]}
+
+
+def create_app(pool: asyncpg.Pool) -> FastAPI:
+    """The query API on ``pool``."""
+    app = FastAPI(title="ocrstream documents", version="1")
+
+    @app.get("/v1/documents")
+    async def list_documents(status: Literal["done", "failed"] | None = None,
+                             since: datetime | None = None,
+                             limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
+        """Documents, newest first, filtered by status and stored time."""
+        rows = await pool.fetch(
+            "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
+            " AND ($2::timestamptz IS NULL OR stored_at >= $2) ORDER BY stored_at DESC LIMIT $3",
+            status, since, limit)
+        return [_summary(r) for r in rows]
+
+    @app.get("/v1/documents/{document_id}")
+    async def get_document(document_id: str) -> dict:
+        """One document with its text, pages and regions (404 if unknown)."""
+        doc = await load_document(pool, document_id)
+        if doc is None:
+            raise HTTPException(404, f"no document {document_id}")
+        return doc
+
+    @app.get("/v1/documents/{document_id}/export")
+    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto"] = "json") -> Response:
+        """The document as JSON (document model), plain text, hOCR (XHTML) or ALTO v4 XML."""
+        data = await get_document(document_id)
+        doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+        if format == "txt":
+            return PlainTextResponse(doc.render_text())
+        if format == "hocr":
+            return Response(to_hocr(doc), media_type="application/xhtml+xml")
+        if format == "alto":
+            return Response(to_alto(doc), media_type="application/xml")
+        return JSONResponse(doc.export())
+
+    return app

@@ -1,0 +1,61 @@
+"""The document model and its hOCR / ALTO exports (structural checks: no ALTO XSD is
+obtainable from a registry package here)."""
+
+from __future__ import annotations
+
+import re
+from xml.etree import ElementTree as ET
+
+from services.document import Document
+from services.exports import ALTO_NS, to_alto, to_hocr
+
+EVENT = {
+    "document_id": "doc1", "status": "done", "document": {"filename": "r.png"},
+    "pages": [{"page_index": 0, "width": 400, "height": 300}],
+    "regions": [
+        {"region_id": "p0-r0", "page_index": 0, "line_index": 0, "order": 0, "box": [10, 10, 200, 40],
+         "text": "TOTAL RM", "confidence": 0.9,
+         "words": [{"text": "TOTAL", "box": [10, 10, 110, 40], "confidence": 0.95},
+                   {"text": "RM", "box": [120, 10, 200, 40], "confidence": 0.85}]},
+        {"region_id": "p0-r1", "page_index": 0, "line_index": 0, "order": 1, "box": [250, 12, 330, 41],
+         "text": "12.50", "confidence": 0.99},
+        {"region_id": "p0-r2", "page_index": 0, "line_index": 1, "order": 2, "box": [10, 60, 150, 90],
+         "text": "THANK YOU", "confidence": 0.8},
+    ],
+}
+
+
+def test_text_follows_visual_lines():
+    assert Document.from_results(EVENT).render_text() == "TOTAL RM 12.50\nTHANK YOU"
+
+
+def test_hocr_is_xhtml_with_boxes_and_confidences():
+    root = ET.fromstring(to_hocr(Document.from_results(EVENT)).split("\n", 2)[2])  # after prolog + doctype
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    words = root.findall(".//h:span[@class='ocrx_word']", ns)
+    assert [w.text for w in words] == ["TOTAL", "RM", "12.50", "THANK YOU"]
+    assert words[0].get("title") == "bbox 10 10 110 40; x_wconf 95"
+    assert len(root.findall(".//h:span[@class='ocr_line']", ns)) == 3
+    assert len(root.findall(".//h:div[@class='ocr_carea']", ns)) == 2
+    page = root.find(".//h:div[@class='ocr_page']", ns)
+    assert page.get("title").startswith("bbox 0 0 400 300")
+    for el in root.iter():
+        if el.get("title", "").startswith("bbox"):
+            assert re.fullmatch(r"bbox \d+ \d+ \d+ \d+(;.*)?", el.get("title"))
+
+
+def test_alto_structure():
+    root = ET.fromstring(to_alto(Document.from_results(EVENT)).encode())
+    q = lambda t: f"{{{ALTO_NS}}}{t}"  # noqa: E731
+    assert root.tag == q("alto")
+    assert root.find(f"{q('Description')}/{q('MeasurementUnit')}").text == "pixel"
+    page = root.find(f".//{q('Page')}")
+    assert (page.get("WIDTH"), page.get("HEIGHT")) == ("400", "300")
+    lines = root.findall(f".//{q('TextLine')}")
+    assert len(lines) == 3
+    strings = [s.get("CONTENT") for s in root.findall(f".//{q('String')}")]
+    assert strings == ["TOTAL", "RM", "12.50", "THANK YOU"]
+    assert len(lines[0].findall(q("SP"))) == 1  # between the two words
+    first = root.find(f".//{q('String')}")
+    assert (first.get("HPOS"), first.get("VPOS"), first.get("WIDTH"), first.get("HEIGHT"), first.get("WC")) == (
+        "10", "10", "100", "30", "0.950")

@@ -1,0 +1,277 @@
+"""TrOCR on ONNX Runtime: export + runtime parity with PyTorch ``generate()`` on a tiny random model.
+
+The model is built here (ViT encoder + TrOCR decoder, a few thousand parameters, a byte-level
+BPE tokenizer trained on a few lines) -- no weights are downloaded. Random weights emit the
+same few tokens over and over, so the EOS row of the (tied) output projection is set close to
+the most frequent token's row: lines then end at different lengths (1 .. max_new_tokens), some
+by EOS and some by the length limit, and outputs differ from image to image; the fixture
+asserts this so that the parity tests could fail.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("optimum.exporters.onnx")
+
+from PIL import Image  # noqa: E402
+
+from services.recognize.recognizer import LineReading, load_recognizer  # noqa: E402
+from services.recognize.trocr import (  # noqa: E402
+    MODEL_DIR_ENV,
+    TrOCRRecognizer,
+    merge_chunk_texts,
+    merge_strings_at,
+    pil_resize,
+    split_wide_crop,
+)
+from services.recognize.trocr_export import CHECK_LINES, export_trocr, render_lines  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+EOS, PAD, START = 2, 1, 2
+LINES = CHECK_LINES + ["A", "12", "Sample date: 2026-11-20 08:15", "CORNER GROCER SDN BHD"]
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CHECK_LINES * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def _pixels(processor, images_bgr):
+    pil = [Image.fromarray(np.ascontiguousarray(i[:, :, ::-1])) for i in images_bgr]
+    return processor(images=pil, return_tensors="pt").pixel_values
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(model, processor, onnx_dir, images)``: a random TrOCR, its export, rendered lines."""
+    from transformers import (TrOCRConfig, TrOCRProcessor, ViTConfig, ViTImageProcessor,
+                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    tokenizer = _tokenizer()
+    enc = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=(32, 128), patch_size=8, initializer_range=0.5)
+    dec = TrOCRConfig(vocab_size=len(tokenizer), d_model=32, decoder_layers=2, decoder_attention_heads=2,
+                      decoder_ffn_dim=64, max_position_embeddings=128, init_std=0.5,
+                      bos_token_id=0, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=START)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = START, PAD, EOS
+    model = VisionEncoderDecoderModel(cfg).eval()
+    processor = TrOCRProcessor(
+        image_processor=ViTImageProcessor(size={"height": 32, "width": 128}, resample=2,
+                                          image_mean=[0.5] * 3, image_std=[0.5] * 3),
+        tokenizer=tokenizer)
+    images = render_lines(LINES)
+    with torch.no_grad():  # make EOS compete with the most frequent token (see module docstring)
+        first = model.generate(_pixels(processor, images), max_new_tokens=20)
+        dominant = int(torch.mode(first[:, 1:].flatten()).values)
+        w = model.decoder.output_projection.weight
+        w[EOS] = 0.95 * w[dominant] + 0.1 * torch.randn(w.shape[1], generator=torch.Generator().manual_seed(1))
+    src = tmp_path_factory.mktemp("trocr") / "src"
+    model.save_pretrained(src)
+    processor.save_pretrained(src)
+    onnx_dir = src.parent / "onnx"
+    export_trocr(src, onnx_dir, keep_split=True)
+    return model, processor, onnx_dir, images
+
+
+@pytest.fixture(scope="module")
+def runtimes(tiny):
+    _, _, onnx_dir, _ = tiny
+    return {mode: TrOCRRecognizer(onnx_dir, device="cpu", threads=2, decoder=mode, max_batch_size=32)
+            for mode in ("merged", "split")}
+
+
+def _hf_rows(model, pixels, **gen):
+    with torch.no_grad():
+        out = model.generate(pixels, return_dict_in_generate=True, output_scores=True, **gen)
+    return out
+
+
+def _padded(ids, width):
+    return list(ids) + [PAD] * (width - len(ids))
+
+
+def test_preprocessing_equals_vit_image_processor(tiny, runtimes):
+    _, processor, _, images = tiny
+    rec = runtimes["merged"]
+    theirs = _pixels(processor, images).numpy()
+    ours = rec.preprocess(images)
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("resample", [1, 2, 3, 4, 5])
+def test_pil_resize_is_bit_exact(resample):
+    rng = np.random.default_rng(resample)
+    for (h, w), (ow, oh) in [((37, 301), (128, 32)), ((20, 50), (384, 384)), ((64, 64), (64, 33)), ((5, 900), (97, 3))]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        want = np.asarray(Image.fromarray(img).resize((ow, oh), resample=resample))
+        assert np.array_equal(pil_resize(img, (ow, oh), resample), want), (h, w, ow, oh)
+
+
+def test_fixture_outputs_are_diverse(tiny):
+    model, processor, _, images = tiny
+    seqs = model.generate(_pixels(processor, images), max_new_tokens=20)
+    rows = [tuple(r) for r in seqs[:, 1:].tolist()]
+    lengths = {r.index(EOS) + 1 if EOS in r else len(r) for r in rows}
+    assert len(set(rows)) >= 5, "random model gives the same output for every image"
+    assert len(lengths) >= 4 and 20 in lengths and min(lengths) < 10, lengths
+
+
+SETTINGS = [
+    dict(num_beams=1, max_new_tokens=8),
+    dict(num_beams=1, max_new_tokens=20),
+    dict(num_beams=1, max_new_tokens=12, min_new_tokens=3),
+    dict(num_beams=3, max_new_tokens=8),
+    dict(num_beams=3, max_new_tokens=20),
+    dict(num_beams=3, max_new_tokens=16, length_penalty=2.0, early_stopping=True),
+    dict(num_beams=4, max_new_tokens=12, length_penalty=0.5, early_stopping="never"),
+    dict(num_beams=3, max_new_tokens=14, no_repeat_ngram_size=2),
+]
+
+
+@pytest.mark.parametrize("mode", ["merged", "split"])
+@pytest.mark.parametrize("gen", SETTINGS, ids=lambda g: "-".join(f"{k}={v}" for k, v in g.items()))
+def test_generate_parity_with_pytorch(tiny, runtimes, gen, mode):
+    model, processor, _, images = tiny
+    pixels = _pixels(processor, images)
+    hf = _hf_rows(model, pixels, early_stopping=gen.get("early_stopping", False), **{
+        k: v for k, v in gen.items() if k != "early_stopping"})
+    ours = runtimes[mode].generate_from_pixels(pixels.numpy(), **gen)
+    width = hf.sequences.shape[1] - 1
+    for i, r in enumerate(ours):
+        assert _padded(r.token_ids, width) == hf.sequences[i, 1:].tolist(), f"image {i}: {LINES[i]!r}"
+    assert [r.text for r in ours] == processor.batch_decode(hf.sequences, skip_special_tokens=True)
+    if gen["num_beams"] > 1:
+        np.testing.assert_allclose([r.score for r in ours], hf.sequences_scores.numpy(), rtol=1e-4, atol=1e-4)
+    else:  # greedy: per-token probabilities = softmax of the logits HF saw
+        steps = torch.stack(hf.scores, 1).log_softmax(-1)  # (N, T, V); no processor changed a chosen token
+        for i, r in enumerate(ours):
+            want = [float(steps[i, t, tok].exp()) for t, tok in enumerate(r.token_ids)]
+            np.testing.assert_allclose(r.token_probs, want, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_composition_does_not_change_results(runtimes, tiny):
+    _, _, _, images = tiny
+    rec = runtimes["merged"]
+    for gen in (dict(num_beams=1, max_new_tokens=20), dict(num_beams=3, max_new_tokens=20)):
+        together = rec.generate(images, **gen)
+        alone = [rec.generate([img], **gen)[0] for img in images[:6]]
+        assert [r.token_ids for r in alone] == [r.token_ids for r in together[:6]]
+
+
+def test_recognizer_interface(tiny, monkeypatch):
+    _, _, onnx_dir, images = tiny
+    monkeypatch.delenv(MODEL_DIR_ENV, raising=False)
+    with pytest.raises(ValueError, match=MODEL_DIR_ENV):
+        load_recognizer("trocr", device="cpu", max_batch_size=4)
+    monkeypatch.setenv(MODEL_DIR_ENV, str(onnx_dir))
+    rec = load_recognizer("trocr", device="cpu", max_batch_size=4, num_beams=3, max_new_tokens=20)
+    assert rec.name == "trocr" and rec.provider == "CPUExecutionProvider"
+    grey = images[3][:, :, 0]
+    crops = [*images[:7], np.zeros((0, 0, 3), np.uint8), grey]
+    readings = rec.recognize(crops)
+    assert len(readings) == len(crops) and all(isinstance(r, LineReading) for r in readings)
+    assert readings[7].text == ""
+    assert readings[8] == rec.recognize([images[3]])[0]
+    assert any(r.text for r in readings)
+    for crop, r in zip(crops, readings):
+        assert len(r.char_probs) == len(r.char_x) == len(r.text)
+        assert 0.0 <= r.confidence <= 1.0 and all(0.0 <= p <= 1.0 for p in r.char_probs)
+        assert all(0.0 <= x <= crop.shape[1] for x in r.char_x)
+        assert list(r.char_x) == sorted(r.char_x)
+    outs = rec.generate(images[:7])
+    for o, r in zip(outs, readings[:7]):
+        assert o.text == r.text
+        assert 0.0 <= o.min_prob <= o.confidence <= 1.0
+
+
+def test_merge_strings_matches_doctr_examples():
+    def merge(a, b, ratio):
+        n_a, skip = merge_strings_at(a, b, ratio)
+        return a[:n_a] + b[skip:]
+
+    # the examples of docTR recognition/utils.py merge_strings / merge_multi_strings
+    assert merge("abcd", "cdefgh", 0.5) == "abcdefgh"
+    assert merge("abcdi", "cdefgh", 0.5) == "abcdefgh"
+    parts = [(s, [0.5] * len(s), list(range(len(s)))) for s in ["abc", "bcdef", "difghi", "aijkl"]]
+    text, probs, xs = merge_chunk_texts(parts, 0.5, 0.1)
+    assert text == "abcdefghijkl" and len(probs) == len(xs) == len(text)
+
+
+def test_split_wide_crop_geometry():
+    crop = np.zeros((20, 500, 3), np.uint8)
+    chunks, starts, last = split_wide_crop(crop)  # 500 / 20 = 25 > 8: chunks of 120 px, step 60
+    assert [c.shape[1] for c in chunks] == [120] * len(chunks)
+    assert starts[:3] == [0, 60, 120] and starts[-1] == 380 and 0 < last <= 1
+    covered = np.zeros(500, bool)
+    for s in starts:
+        covered[s : s + 120] = True
+    assert covered.all()
+    assert split_wide_crop(np.zeros((20, 150, 3), np.uint8))[1] == [0]  # ratio 7.5: not split
+
+
+def test_long_line_is_split_and_merged(tiny, runtimes, monkeypatch):
+    _, _, _, images = tiny
+    rec = runtimes["merged"]
+    long_line = render_lines(["TOTAL 25.50 CASH 50.00 CHANGE 24.50 THANK YOU PLEASE COME AGAIN"])[0]
+    h, w = long_line.shape[:2]
+    assert w / h > 8
+    chunks, starts, last = split_wide_crop(long_line)
+    assert len(chunks) >= 3
+    seen = []
+    real_generate = rec.generate
+    monkeypatch.setattr(rec, "generate", lambda crops, **kw: seen.append(len(crops)) or real_generate(crops, **kw))
+    reading = rec.recognize([long_line, images[0]])
+    assert seen == [len(chunks) + 1]
+    parts = []
+    for out, s0, chunk in zip(real_generate(chunks), starts, chunks):
+        n = len(out.text)
+        parts.append((out.text, out.char_probs, [s0 + (i + 0.5) * chunk.shape[1] / n for i in range(n)]))
+    text, probs, xs = merge_chunk_texts(parts, rec.overlap_ratio, last)
+    assert reading[0].text == text
+    assert reading[0].char_probs == pytest.approx(probs) and reading[0].char_x == pytest.approx(xs)
+    assert all(0 <= x <= w for x in reading[0].char_x)
+    rec.split_long_lines = False
+    try:
+        assert rec.recognize([long_line])[0].text == real_generate([long_line])[0].text
+    finally:
+        rec.split_long_lines = True
+
+
+def test_int8_export_measures_its_cost(tiny, tmp_path):
+    _, _, onnx_dir, images = tiny
+    import json
+
+    src = onnx_dir.parent / "src"
+    manifest = export_trocr(src, tmp_path / "int8", quantize=True, check_images=images, smoke_test=False)
+    assert manifest["quantized"] is True
+    check = manifest["quantization"]["check_vs_fp32"]
+    assert check["lines"] == len(images) and 0.0 <= check["token_agreement"] <= 1.0
+    print(f"int8 vs fp32 (tiny random model, greedy, {check['lines']} lines): "
+          f"token agreement {check['token_agreement']:.1%}, exact {check['exact_match']:.1%}, "
+          f"CER vs fp32 {check['cer_vs_fp32']:.2%}")
+    on_disk = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert on_disk["files"]["encoder"]["sha256"] == manifest["files"]["encoder"]["sha256"]
+    rec = TrOCRRecognizer(tmp_path / "int8", device="cpu")
+    assert len(rec.recognize(images[:2])) == 2
