@@ -69,14 +69,23 @@ async def test_migrations_apply_once(stack_settings, store):
     assert versions == [v for v, _ in migration_files()]
 
 
-async def test_redelivery_writes_the_same_rows(stack_settings, store):
+async def test_redelivery_writes_the_same_rows_and_one_results_event(stack_settings, store):
     doc_id = uuid.uuid4().hex
     event = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL"), (1, "12.50")])
     first = await store.store_done(event)
-    second = await store.store_done(event)  # redelivered
+    # Redelivered before its results event was acked (crash in between): stored again, re-emitted.
+    again = await store.store_done(event)
     assert await counts(stack_settings.postgres_dsn, doc_id) == (1, 1, 3)
-    assert first.event["text"] == second.event["text"] == "SHOP\nTOTAL 12.50"
+    assert first.event["text"] == again.event["text"] == "SHOP\nTOTAL 12.50"
     events.validate(events.RESULTS, first.event)
+    await store.published([again])
+    # Redelivered after publication: no second results event.
+    assert await store.store_done(event) is None
+    # A replay that recognised the document again is a new version: stored and published.
+    replay = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL 12.50")])
+    output = await store.store_done(replay)
+    assert output is not None and output.event["text"] == "SHOP\nTOTAL 12.50"
+    assert await counts(stack_settings.postgres_dsn, doc_id) == (1, 1, 2)  # stale region dropped
 
 
 async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, store):
@@ -86,6 +95,8 @@ async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, st
                          original={"document_id": failed_id, "filename": "notes.txt", "source": "cli"})
     result = await store.store_failed(events.validate(events.DLQ, letter.event))
     assert result.event["status"] == "failed"
+    await store.published([result])
+    assert await store.store_failed(letter.event) is None  # redelivered dead letter
     assert result.event["error"]["type"] == "NotAnImageError"
     events.validate(events.RESULTS, result.event)
 

@@ -77,6 +77,9 @@ class Stage(ABC):
         """Extra coroutines run beside the loop until stop (e.g. ingest's HTTP API)."""
         return []
 
+    async def published(self, outputs: Sequence[Output]) -> None:
+        """Called once ``outputs`` of a batch are acked by the broker, before the offset commit."""
+
     @abstractmethod
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         """Handle one consumed record; return the events to produce. Raise on failure."""
@@ -261,6 +264,9 @@ class StageRunner:
             "produce", name, self.settings, stop, lambda: self._produce(outputs)
         ):
             return  # stopping: nothing committed, the batch is redelivered
+        if not await retry_transient("record publication", name, self.settings, stop,
+                                     lambda: self.stage.published(outputs)):
+            return
         await self._commit(records)
         metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
         await self._update_lag()

@@ -14,11 +14,10 @@ The ONNX input/output names are optimum's (``pixel_values`` -> ``last_hidden_sta
 Pipeline per batch of crops (at most ``max_batch_size``):
 
 * pre-processing = the checkpoint's ``ViTImageProcessor`` (transformers 4.57
-  ``image_processing_vit.py``): BGR -> RGB, resize to ``size`` with PIL's resampling
-  filter ``resample`` (re-implemented here bit-exactly in numpy: Pillow
-  ``src/libImaging/Resample.c``, fixed point with 22 fractional bits, horizontal pass
-  then vertical pass, each rounded to uint8), ``x * rescale_factor`` computed in float64
-  then cast to float32, ``(x - mean) / std`` in float32, CHW;
+  ``image_processing_vit.py``, bit-exact): BGR -> RGB (OpenCV), resize to ``size`` with
+  Pillow's ``Image.resize`` and the config's ``resample`` filter (the very call
+  transformers makes, see :func:`pil_resize`), then in numpy ``x * rescale_factor``
+  computed in float64 and cast to float32, ``(x - mean) / std`` in float32, CHW;
 * the encoder runs once per batch;
 * the decoder runs with a KV cache: one call without past for the first token (this is
   where the cross-attention keys/values are computed; they are kept for the whole
@@ -63,9 +62,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -105,121 +103,35 @@ _NEG = np.float32(-1.0e9)  # transformers' mask value in beam search
 # Pre-processing: PIL-exact resize + ViTImageProcessor arithmetic
 # ----------------------------------------------------------------------------------------------
 
-def _f_box(x: np.ndarray) -> np.ndarray:
-    return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
-
-
-def _f_bilinear(x: np.ndarray) -> np.ndarray:
-    x = np.abs(x)
-    return np.where(x < 1.0, 1.0 - x, 0.0)
-
-
-def _f_hamming(x: np.ndarray) -> np.ndarray:
-    x = np.abs(x)
-    px = x * math.pi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.sin(px) / px * (0.54 + 0.46 * np.cos(px))
-    return np.where(x == 0.0, 1.0, np.where(x >= 1.0, 0.0, v))
-
-
-def _f_bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    x = np.abs(x)
-    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
-    far = (((x - 5) * x + 8) * x - 4) * a
-    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
-
-
-def _sinc(x: np.ndarray) -> np.ndarray:
-    px = x * math.pi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.sin(px) / px
-    return np.where(x == 0.0, 1.0, v)
-
-
-def _f_lanczos(x: np.ndarray) -> np.ndarray:
-    return np.where((x >= -3.0) & (x < 3.0), _sinc(x) * _sinc(x / 3.0), 0.0)
-
-
-#: PIL resample code -> (support, filter); Pillow ``Resample.c`` (LANCZOS=1, BILINEAR=2,
-#: BICUBIC=3, BOX=4, HAMMING=5).
-_PIL_FILTERS: dict[int, tuple[float, Callable[[np.ndarray], np.ndarray]]] = {
-    1: (3.0, _f_lanczos),
-    2: (1.0, _f_bilinear),
-    3: (2.0, _f_bicubic),
-    4: (0.5, _f_box),
-    5: (1.0, _f_hamming),
-}
-_PRECISION_BITS = 32 - 8 - 2
-
-
-@lru_cache(maxsize=256)
-def _pil_weights(in_size: int, out_size: int, resample: int) -> np.ndarray:
-    """``(out_size, in_size)`` float64 matrix of PIL's fixed-point coefficients (integers)."""
-    support0, fn = _PIL_FILTERS[resample]
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = support0 * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
-    centers = (np.arange(out_size) + 0.5) * scale
-    xmin = np.maximum(np.trunc(centers - support + 0.5), 0).astype(np.int64)
-    xmax = np.minimum(np.trunc(centers + support + 0.5), in_size).astype(np.int64) - xmin
-    offs = np.arange(ksize)
-    valid = offs[None, :] < xmax[:, None]
-    xs = xmin[:, None] + offs[None, :]
-    w = fn((xs - centers[:, None] + 0.5) * (1.0 / filterscale)) * valid
-    ww = w.sum(axis=1, keepdims=True)
-    w = np.divide(w, ww, out=w.copy(), where=ww != 0)
-    fixed = np.where(w < 0, np.trunc(-0.5 + w * (1 << _PRECISION_BITS)), np.trunc(0.5 + w * (1 << _PRECISION_BITS)))
-    dense = np.zeros((out_size, in_size + ksize), dtype=np.float64)
-    np.put_along_axis(dense, xs, fixed * valid, axis=1)
-    return dense[:, :in_size]
-
-
-def _pil_pass(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """One separable pass along ``axis`` (0 = rows, 1 = columns) with PIL's rounding/clipping."""
-    x = img.astype(np.float64)
-    if axis == 1:
-        acc = np.einsum("ow,hwc->hoc", weights, x, optimize=True)
-    else:
-        acc = np.einsum("oh,hwc->owc", weights, x, optimize=True)
-    acc += 1 << (_PRECISION_BITS - 1)
-    return np.clip(np.floor(acc / (1 << _PRECISION_BITS)), 0, 255).astype(np.uint8)
+#: PIL resample codes (NEAREST=0, LANCZOS=1, BILINEAR=2, BICUBIC=3, BOX=4, HAMMING=5).
+PIL_FILTERS = (0, 1, 2, 3, 4, 5)
 
 
 def pil_resize(img: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
-    """Resize ``(H, W, C)`` uint8 exactly like ``PIL.Image.resize(size, resample)`` on an RGB image.
+    """Resize ``(H, W, 3)`` uint8 with ``PIL.Image.resize(size, resample)``, as transformers does.
+
+    transformers' ``image_transforms.resize`` converts uint8 arrays to a PIL image and calls
+    ``Image.resize(size, resample, reducing_gap=None)``; calling the same function is the only
+    way to be bit-exact for every Pillow version (Pillow 13 picks the order of its two
+    separable passes by itself, so a numpy re-implementation of ``Resample.c`` drifts by 1
+    grey level on some sizes). Pillow is a runtime dependency of ocrstream anyway.
 
     Args:
-        img: ``(H, W, C)`` uint8.
+        img: ``(H, W, 3)`` uint8 (RGB or BGR: channels are resized independently).
         size: ``(width, height)`` in px, as PIL takes it.
-        resample: PIL filter code (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming).
-
-    Returns:
-        ``(height, width, C)`` uint8. For the convolution filters (1-5) the result equals
-        Pillow's bit for bit (its fixed-point ``Resample.c``, horizontal pass first, no
-        ``reducing_gap``); nearest (0) uses source pixel ``floor((x + 0.5) * in / out)``.
+        resample: PIL filter code, see :data:`PIL_FILTERS`.
 
     Raises:
-        ValueError: unknown ``resample`` or an empty image/size.
+        ValueError: unknown ``resample`` or an empty image / size.
     """
-    out_w, out_h = int(size[0]), int(size[1])
-    h, w = img.shape[:2]
-    if min(out_w, out_h, h, w) < 1:
-        raise ValueError(f"cannot resize {img.shape} to {size}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if resample == 0:
-        ys = np.minimum(((np.arange(out_h) + 0.5) * (h / out_h)).astype(np.int64), h - 1)
-        xs = np.minimum(((np.arange(out_w) + 0.5) * (w / out_w)).astype(np.int64), w - 1)
-        return img[ys][:, xs]
-    if resample not in _PIL_FILTERS:
+    from PIL import Image
+
+    if resample not in PIL_FILTERS:
         raise ValueError(f"unknown PIL resample filter {resample}")
-    out = img
-    if out_w != w:
-        out = _pil_pass(out, _pil_weights(w, out_w, resample), axis=1)
-    if out_h != h:
-        out = _pil_pass(out, _pil_weights(h, out_h, resample), axis=0)
-    return out if out is not img else img.copy()
+    if min(size) < 1 or img.size == 0:
+        raise ValueError(f"cannot resize {img.shape} to {size}")
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+        (int(size[0]), int(size[1])), resample=resample, reducing_gap=None))
 
 
 @dataclass(frozen=True)
@@ -228,7 +140,7 @@ class ImageProcessorSpec:
 
     Attributes:
         height, width: model input size in px.
-        resample: PIL filter code (2 = bilinear for microsoft/trocr-*).
+        resample: PIL filter code (2 = bilinear in microsoft/trocr-* configs).
         do_resize, do_rescale, do_normalize: the processor's switches.
         rescale_factor: multiplier applied to uint8 values (1/255).
         mean, std: per-channel normalisation, RGB order.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -34,9 +34,10 @@ def _ts(value: str | None) -> datetime | None:
 UPSERT_DONE = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
     text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
-    error_stage, error_type, error_message)
-VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, NULL)
-ON CONFLICT (document_id) DO UPDATE SET status = 'done', source = EXCLUDED.source,
+    version, published_at, error_stage, error_type, error_message)
+VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, NULL, NULL, NULL)
+ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.version,
+    published_at = NULL, source = EXCLUDED.source,
     filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
     content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
     recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider,
@@ -63,13 +64,18 @@ ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_in
 
 UPSERT_FAILED = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
-    error_stage, error_type, error_message, submitted_at, ingested_at, stored_at)
-VALUES ($1, 'failed', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (document_id) DO UPDATE SET status = 'failed', error_stage = EXCLUDED.error_stage,
+    error_stage, error_type, error_message, submitted_at, ingested_at, stored_at, version)
+VALUES ($1, 'failed', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.version,
+    published_at = NULL, error_stage = EXCLUDED.error_stage,
     error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
     stored_at = EXCLUDED.stored_at
-WHERE documents.status <> 'done'
+WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
+
+PUBLISHED_VERSION = "SELECT 1 FROM documents WHERE document_id = $1 AND version = $2 AND published_at IS NOT NULL"
+
+MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = $1 AND version = $2"
 
 
 class StoreStage(Stage):
@@ -96,23 +102,40 @@ class StoreStage(Stage):
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         if record.topic == events.DLQ:
-            failed = await self.store_failed(events.decode(events.DLQ, record.value))
-            return [failed] if failed else []
-        return [await self.store_done(events.decode(events.RECOGNIZED, record.value))]
+            output = await self.store_failed(events.decode(events.DLQ, record.value))
+        else:
+            output = await self.store_done(events.decode(events.RECOGNIZED, record.value))
+        return [output] if output else []
 
-    async def store_done(self, event: events.Event) -> Output:
-        """Upsert a recognised document with its pages and regions; its results event."""
+    async def published(self, outputs: Sequence[Output]) -> None:
+        """Mark each results event's document version as published (the broker acked it)."""
+        await self.pool.executemany(MARK_PUBLISHED, [
+            (o.key, o.event["timestamps"].get("failed") or o.event["timestamps"]["recognized"])
+            for o in outputs if o.topic == events.RESULTS])
+
+    async def store_done(self, event: events.Event) -> Output | None:
+        """Upsert a recognised document with its pages and regions; its results event.
+
+        None when this version (``timestamps.recognized``) is already stored and published.
+        """
         doc, ts = event["document"], dict(event["timestamps"])
         ts["stored"] = events.now_iso()
         regions = event["regions"]
         text = Document.from_results({**event, "status": "done"}).render_text()
-        doc_id = event["document_id"]
+        doc_id, version = event["document_id"], ts["recognized"]
+        if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
+            return None  # redelivered: this version is stored and its results event was acked
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 UPSERT_DONE, doc_id, doc["source"], doc.get("filename"), doc["object_key"],
                 doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
                 event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
-                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]))
+                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version)
+            # A new version may have fewer regions/pages: drop what it no longer has.
+            await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
+                               doc_id, [r["region_id"] for r in regions])
+            await conn.execute("DELETE FROM pages WHERE document_id = $1 AND NOT page_index = ANY($2::int[])",
+                               doc_id, [p["page_index"] for p in event["pages"]])
             await conn.executemany(UPSERT_PAGE, [
                 (doc_id, p["page_index"], p["width"], p["height"]) for p in event["pages"]])
             await conn.executemany(UPSERT_REGION, [
@@ -127,7 +150,8 @@ class StoreStage(Stage):
     async def store_failed(self, dead: events.Event) -> Output | None:
         """Upsert a ``failed`` document row from a dead letter; its results event.
 
-        None (no row changed, no event) when the document is already ``done``.
+        None (no row changed, no event) when the document is already ``done``, or when this
+        dead letter was stored and its results event published before (a redelivery).
         """
         original = dead.get("original") or {}
         doc = dict(original.get("document") or {})
@@ -139,10 +163,14 @@ class StoreStage(Stage):
             UPSERT_FAILED, dead["document_id"], doc.get("source") or original.get("source"),
             doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
             doc.get("size_bytes"), error["stage"], error["type"], error["message"],
-            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]))
-        if status.endswith(" 0"):  # "INSERT 0 0": the conflict's WHERE kept a done row
-            return None
+            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead["failed_at"])
+        if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
+            if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
+                                            " WHERE document_id = $1 AND version = $2",
+                                            dead["document_id"], dead["failed_at"]):
+                return None
         ts.setdefault("ingested", dead["failed_at"])
+        ts["failed"] = dead["failed_at"]
         return self._result(dead["document_id"], "failed", doc if "object_key" in doc else None, ts,
                             "", [], [], error)
 

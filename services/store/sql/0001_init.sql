@@ -17,7 +17,11 @@ CREATE TABLE documents (
     ingested_at     timestamptz,
     preprocessed_at timestamptz,
     recognized_at   timestamptz,
-    stored_at       timestamptz NOT NULL DEFAULT now()
+    stored_at       timestamptz NOT NULL DEFAULT now(),
+    -- the document version this row holds (the recognized/failed event's timestamp) and when its
+    -- results event was acked by the broker: a redelivered event of a published version is skipped
+    version         text NOT NULL,
+    published_at    timestamptz
 );
 CREATE INDEX documents_status_idx ON documents (status, stored_at);
 CREATE INDEX documents_sha_idx ON documents (content_sha256);

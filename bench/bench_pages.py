@@ -1,0 +1,157 @@
+"""End-to-end page benchmark on the SROIE dev receipts: detect -> crop -> recognise.
+
+Data: ``<repo>/../shared/data/sroie-dev/pages.jsonl`` (60 receipts, JPEG; see its README).
+Per page: decode the JPEG, detect lines (:class:`services.preprocess.detect.LineDetector`),
+crop them, recognise (``load_recognizer("ppocr")``), join the readings in reading order
+(a visual line's boxes joined by " ", visual lines by "\\n") and score page CER/WER
+(case-insensitive, :mod:`services.evaluation`) against the record's ``text``.
+Detection recall/precision: detected quads' axis-aligned boxes matched one-to-one
+(greedy by IoU) to the ground-truth ``lines[].box`` at IoU >= 0.5.
+CPU time is ``time.process_time`` (all threads of the process), per stage.
+
+    python bench/bench_pages.py [--limit N] [--max-side PX] [--threads T] [--unclip-ratio R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.evaluation import cer, wer  # noqa: E402
+from services.preprocess.detect import (  # noqa: E402
+    DB_UNCLIP_RATIO,
+    DEFAULT_MAX_SIDE,
+    LineDetector,
+    crop_line,
+    visual_lines,
+)
+from services.recognize.recognizer import load_recognizer  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "sroie-dev"
+IOU_MATCH = 0.5
+
+
+@dataclass
+class Totals:
+    """Accumulated per-stage CPU seconds, texts and detection matches."""
+
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("decode", "detect", "crop", "recognize"), 0.0))
+    hyps: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    matched: int = 0
+    n_det: int = 0
+    n_gt: int = 0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` of axis-aligned boxes ``[x0, y0, x1, y1]``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def count_matches(iou: np.ndarray, threshold: float = IOU_MATCH) -> int:
+    """One-to-one matches with IoU >= threshold, greedy by decreasing IoU."""
+    pairs = np.argwhere(iou >= threshold)
+    order = np.argsort(-iou[pairs[:, 0], pairs[:, 1]]) if len(pairs) else []
+    used_a, used_b = set(), set()
+    for k in order:
+        i, j = pairs[k]
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+    return len(used_a)
+
+
+def page_text(quads: list[np.ndarray], texts: list[str]) -> str:
+    """Readings joined: boxes of a visual line by " ", visual lines by newline; empties dropped."""
+    rows = (" ".join(texts[i] for i in line if texts[i].strip()) for line in visual_lines(quads))
+    return "\n".join(r for r in rows if r)
+
+
+def timed(totals: Totals, stage: str, fn, *args):
+    t0 = time.process_time()
+    result = fn(*args)
+    totals.cpu[stage] += time.process_time() - t0
+    return result
+
+
+def run_page(record: dict, detector: LineDetector, recognizer, totals: Totals) -> None:
+    data = (DATA / record["image"]).read_bytes()
+    image = timed(totals, "decode", lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    lines = timed(totals, "detect", detector.detect, image)
+    crops = timed(totals, "crop", lambda: [crop_line(image, line.quad) for line in lines])
+    readings = timed(totals, "recognize", recognizer.recognize, crops)
+    quads = [line.quad for line in lines]
+    totals.hyps.append(page_text(quads, [r.text for r in readings]))
+    totals.refs.append(record["text"])
+    det_boxes = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in quads]).reshape(-1, 4)
+    gt_boxes = np.array([line["box"] for line in record["lines"]], dtype=np.float64).reshape(-1, 4)
+    totals.matched += count_matches(box_iou(det_boxes, gt_boxes))
+    totals.n_det += len(det_boxes)
+    totals.n_gt += len(gt_boxes)
+
+
+def report(totals: Totals, n_pages: int, args: argparse.Namespace) -> None:
+    print(f"pages: {n_pages}  max_side={args.max_side}  unclip_ratio={args.unclip_ratio}  "
+          f"threads={args.threads}  batch={args.batch}")
+    print(f"| page CER ci | page WER ci | det recall@0.5 | det precision@0.5 |")
+    print(f"|---|---|---|---|")
+    print(f"| {100 * cer(totals.hyps, totals.refs):.2f} % | {100 * wer(totals.hyps, totals.refs):.2f} % "
+          f"| {100 * totals.matched / max(totals.n_gt, 1):.1f} % ({totals.matched}/{totals.n_gt}) "
+          f"| {100 * totals.matched / max(totals.n_det, 1):.1f} % ({totals.matched}/{totals.n_det}) |")
+    stages = list(totals.cpu)
+    print("\nCPU-ms per page: | " + " | ".join(stages) + " | total |")
+    print("|" + "---|" * (len(stages) + 1))
+    per_page = [1000 * totals.cpu[s] / n_pages for s in stages]
+    print("| " + " | ".join(f"{v:.0f}" for v in per_page) + f" | {sum(per_page):.0f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="first N pages only")
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="detector long-side limit (px)")
+    parser.add_argument("--unclip-ratio", type=float, default=DB_UNCLIP_RATIO)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--batch", type=int, default=32, help="recogniser max_batch_size")
+    parser.add_argument("--show", type=int, default=0, help="print the N worst pages' texts")
+    args = parser.parse_args(argv)
+    manifest = DATA / "pages.jsonl"
+    if not manifest.is_file():
+        print(f"skipped: {manifest} absent")
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    records = records[: args.limit] if args.limit else records
+    detector = LineDetector(max_side=args.max_side, unclip_ratio=args.unclip_ratio, device="cpu", threads=args.threads)
+    recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
+    totals = Totals()
+    for record in records:
+        run_page(record, detector, recognizer, totals)
+    report(totals, len(records), args)
+    worst = sorted(range(len(records)), key=lambda i: -cer([totals.hyps[i]], [totals.refs[i]]))
+    for i in worst[: args.show]:
+        print(f"\n=== {records[i]['id']} CER {100 * cer([totals.hyps[i]], [totals.refs[i]]):.1f} %\n"
+              f"--- hyp\n{totals.hyps[i]}\n--- ref\n{totals.refs[i]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Text-line detection with PP-OCRv6 (small) DBNet on ONNX Runtime, crops and reading order.
+
+Model: ``rapidocr/models/PP-OCRv6_det_small.onnx`` from the installed ``rapidocr==3.10.0``
+wheel (opened in place via ``importlib.resources``). Input ``x``: ``(1, 3, H, W)``
+float32 with H, W multiples of 32; output ``(1, 1, H, W)`` text probability map.
+
+Pre-processing is rapidocr's ``ch_ppocr_det/utils.py::DetPreProcess`` with
+``limit_type="max"`` (long side <= ``max_side``, each side rounded to a multiple of 32;
+normalisation ``(x / 255 - 0.5) / 0.5`` from rapidocr ``config.yaml`` ``Det.mean/std``).
+Post-processing is rapidocr's ``DBPostProcess`` (a port of PaddleOCR
+``ppocr/postprocess/db_postprocess.py``) with rapidocr's ``config.yaml`` ``Det``
+defaults: ``thresh=0.3``, ``box_thresh=0.5``, ``unclip_ratio=1.6``,
+``max_candidates=1000``, ``use_dilation=True``, ``score_mode="fast"``. It maps boxes
+straight to page pixels and orders corners clockwise from the top-left.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
+from rapidocr.utils.process_img import get_rotate_crop_image
+
+from services.core.onnx_session import chosen_provider, make_session
+
+__all__ = [
+    "DET_MODEL",
+    "DetectedLine",
+    "LineDetector",
+    "crop_line",
+    "reading_order",
+    "visual_line_ids",
+    "visual_lines",
+]
+
+DET_MODEL = "PP-OCRv6_det_small.onnx"
+#: rapidocr ``config.yaml`` ``Det`` section (PaddleOCR ``configs/det`` inference defaults).
+DB_THRESH, DB_BOX_THRESH, DB_UNCLIP_RATIO, DB_MAX_CANDIDATES = 0.3, 0.5, 1.6, 1000
+DET_MEAN = DET_STD = (0.5, 0.5, 0.5)
+#: default long-side limit (px) of the page fed to DBNet; see ``bench/bench_pages.py``.
+DEFAULT_MAX_SIDE = 1536
+#: two boxes share a visual line when their vertical spans overlap by more than this
+#: fraction of the smaller height (the SROIE dev ground truth's rule, README "Contents").
+SAME_LINE_OVERLAP = 0.5
+
+
+@dataclass(frozen=True)
+class DetectedLine:
+    """One detected text line.
+
+    Attributes:
+        quad: ``(4, 2)`` float32 corners in page pixels (x, y), clockwise from top-left.
+        score: DB box score, mean text probability inside the box, in [0, 1].
+    """
+
+    quad: np.ndarray
+    score: float
+
+
+def model_path() -> Path:
+    """Path of the detection model inside the installed rapidocr package."""
+    return Path(str(importlib.resources.files("rapidocr") / "models" / DET_MODEL))
+
+
+class LineDetector:
+    """PP-OCRv6 small DBNet text-line detector.
+
+    Args:
+        max_side: the page is resized so that its long side is <= this (px) and each
+            side is a multiple of 32; smaller pages are not enlarged.
+        thresh, box_thresh, unclip_ratio: DB post-processing (module docstring).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``services.core.onnx_session``).
+        threads: intra-op threads; None reads ``$OCRSTREAM_ORT_THREADS``.
+        model: alternative ``.onnx`` with the same contract.
+
+    Raises:
+        ValueError: ``max_side < 32``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_side: int = DEFAULT_MAX_SIDE,
+        thresh: float = DB_THRESH,
+        box_thresh: float = DB_BOX_THRESH,
+        unclip_ratio: float = DB_UNCLIP_RATIO,
+        device: str = "auto",
+        threads: int | None = None,
+        model: str | Path | None = None,
+    ) -> None:
+        if max_side < 32:
+            raise ValueError(f"max_side must be >= 32, got {max_side}")
+        self.max_side = max_side
+        self._pre = DetPreProcess(max_side, "max", list(DET_MEAN), list(DET_STD))
+        self._post = DBPostProcess(
+            thresh=thresh,
+            box_thresh=box_thresh,
+            max_candidates=DB_MAX_CANDIDATES,
+            unclip_ratio=unclip_ratio,
+            score_mode="fast",
+            use_dilation=True,
+        )
+        self._session = make_session(model or model_path(), device=device, threads=threads)
+        self._input = self._session.get_inputs()[0].name
+        self.provider = chosen_provider(self._session)
+
+    def probability_map(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        """DBNet output ``(1, 1, h, w)`` float32 for the resized page, None if it is degenerate."""
+        x = self._pre(image_bgr)
+        if x is None:
+            return None
+        return self._session.run(None, {self._input: x})[0]
+
+    def detect(self, image_bgr: np.ndarray) -> list[DetectedLine]:
+        """Text lines of a page ``(H, W, 3)`` uint8 BGR, in reading order (:func:`reading_order`).
+
+        Raises:
+            ValueError: the image is not ``(H, W, 3)``.
+        """
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {image_bgr.shape}")
+        pred = self.probability_map(image_bgr)
+        if pred is None:
+            return []
+        boxes, scores = self._post(pred, image_bgr.shape[:2])
+        lines = [DetectedLine(np.asarray(b, dtype=np.float32), float(s)) for b, s in zip(boxes, scores)]
+        return [lines[i] for i in reading_order([line.quad for line in lines])]
+
+
+def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Perspective crop of ``quad`` ((4, 2) page px, clockwise from top-left) from the page.
+
+    rapidocr ``utils/process_img.py::get_rotate_crop_image`` (PaddleOCR
+    ``tools/infer/utility.py``): width/height = longest opposite edges, cubic
+    interpolation, replicated border; a crop at least 1.5x taller than wide is
+    rotated 90 degrees counter-clockwise (vertical text). Returns ``(h, w, 3)`` uint8.
+    """
+    return np.ascontiguousarray(get_rotate_crop_image(image_bgr, np.asarray(quad, dtype=np.float32)))
+
+
+def _vertical_spans(quads: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, 2)`` [top, bottom] of each quad's axis-aligned bounds."""
+    if not len(quads):
+        return np.zeros((0, 2))
+    pts = np.asarray(quads, dtype=np.float64).reshape(len(quads), -1, 2)[:, :, 1]
+    return np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
+
+
+def visual_lines(quads: Sequence[np.ndarray]) -> list[list[int]]:
+    """Group quads into visual lines, top to bottom, each ordered left to right.
+
+    Quads are visited by their top edge; one joins the visual line whose mean span it
+    overlaps most, if that overlap exceeds ``SAME_LINE_OVERLAP`` of the smaller of the
+    two heights, else it starts a new line. Lines are sorted by their mean centre y,
+    members by their left-most x. Returns lists of indices into ``quads``.
+    """
+    spans = _vertical_spans(quads)
+    groups: list[list[int]] = []
+    line_spans: list[np.ndarray] = []
+    for i in np.argsort(spans[:, 0], kind="stable"):
+        best, best_overlap = -1, 0.0
+        for g, (top, bottom) in enumerate(line_spans):
+            overlap = min(bottom, spans[i, 1]) - max(top, spans[i, 0])
+            smaller = min(bottom - top, spans[i, 1] - spans[i, 0])
+            if overlap > SAME_LINE_OVERLAP * smaller and overlap > best_overlap:
+                best, best_overlap = g, overlap
+        if best < 0:
+            groups.append([int(i)])
+            line_spans.append(spans[i].copy())
+        else:
+            groups[best].append(int(i))
+            line_spans[best] = spans[groups[best]].mean(axis=0)
+    left = [float(np.asarray(q)[:, 0].min()) for q in quads]
+    groups.sort(key=lambda g: float(spans[g].mean()))
+    return [sorted(g, key=left.__getitem__) for g in groups]
+
+
+def reading_order(quads: Sequence[np.ndarray]) -> list[int]:
+    """Indices of ``quads`` in reading order: visual lines top to bottom, left to right within.
+
+    See :func:`visual_lines` for the grouping rule.
+    """
+    return [i for line in visual_lines(quads) for i in line]
+
+
+def visual_line_ids(quads: Sequence[np.ndarray]) -> list[int]:
+    """Visual-line number (0 = top line) of each quad, in the order given."""
+    ids = [0] * len(quads)
+    for n, line in enumerate(visual_lines(quads)):
+        for i in line:
+            ids[i] = n
+    return ids
