@@ -209,17 +209,35 @@ def test_recognizer_interface(tiny, monkeypatch):
         assert 0.0 <= o.min_prob <= o.confidence <= 1.0
 
 
-def test_merge_strings_matches_doctr_examples():
-    def merge(a, b, ratio):
-        n_a, skip = merge_strings_at(a, b, ratio)
-        return a[:n_a] + b[skip:]
+# expected merges of docTR's tests/common/test_models_recognition_utils.py (X = a cut character)
+DOCTR_MERGES = [
+    ("abcX", "Xdef", 0.25, "abcdef"), ("abcdX", "Xdef", 0.75, "abcdef"), ("abcdeX", "Xdef", 0.9, "abcdef"),
+    ("abcdefX", "Xdef", 0.9, "abcdef"), ("abccccX", "Xcccccc", 0.4, "abcccccccc"), ("abc", "", 0.5, "abc"),
+    ("", "abc", 0.5, "abc"), ("abcd", "cdefgh", 0.33, "abcdefgh"), ("abcdi", "cdefgh", 0.5, "abcdefgh"),
+    ("abcdX", "Xefghi", 0.33, "abcdefghi"), ("bcdX", "Xefgh", 0.4, "bcdefgh"), ("cdX", "Xefg", 0.5, "cdefg"),
+    ("abcdX", "Xbcde", 1.0, "abcde"), ("ababX", "Xabde", 0.8, "ababde"), ("ababX", "Xabab", 0.8, "ababab"),
+    ("abaX", "Xbab", 1.0, "abab"), ("ababX", "Xabab", 1.0, "abab"), ("cabababX", "Xabababc", 0.5, "cabababababc"),
+    ("abababX", "Xababab", 1.0, "ababab"), ("one_differon", "ferent_letter", 0.5, "one_differont_letter"),
+]
 
-    # the examples of docTR recognition/utils.py merge_strings / merge_multi_strings
-    assert merge("abcd", "cdefgh", 0.5) == "abcdefgh"
-    assert merge("abcdi", "cdefgh", 0.5) == "abcdefgh"
-    parts = [(s, [0.5] * len(s), list(range(len(s)))) for s in ["abc", "bcdef", "difghi", "aijkl"]]
-    text, probs, xs = merge_chunk_texts(parts, 0.5, 0.1)
-    assert text == "abcdefghijkl" and len(probs) == len(xs) == len(text)
+
+@pytest.mark.parametrize("a, b, ratio, merged", DOCTR_MERGES)
+def test_merge_strings_matches_doctr(a, b, ratio, merged):
+    n_a, skip = merge_strings_at(a, b, ratio)
+    assert a[:n_a] + b[skip:] == merged
+
+
+@pytest.mark.parametrize("parts, ratio, last, merged", [
+    (["abcX", "Xdef"], 0.25, 0.25, "abcdef"),
+    (["abcdX", "XdefX", "XefghX", "Xijk"], 0.5, 0.5, "abcdefghijk"),
+    (["abcdX", "XdefX", "XefghiX", "Xaijk"], 0.5, 0.8, "abcdefghijk"),
+    (["abc", "bcdef", "difghi", "aijkl"], 0.5, 0.1, "abcdefghijkl"),
+])
+def test_merge_multi_strings_matches_doctr(parts, ratio, last, merged):
+    chunks = [(p, [k / 10] * len(p), [10.0 * k + i for i in range(len(p))]) for k, p in enumerate(parts)]
+    text, probs, xs = merge_chunk_texts(chunks, ratio, last)
+    assert text == merged and len(probs) == len(xs) == len(text)
+    assert probs[0] == 0.0 and probs[-1] == (len(parts) - 1) / 10  # payloads follow their characters
 
 
 def test_split_wide_crop_geometry():
