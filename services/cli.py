@@ -93,13 +93,15 @@ def dev() -> None:
 
 @dev.command("up")
 @click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
-def dev_up(state_dir: Path) -> None:
+@click.option("--kafka-storage", type=click.Choice(["memory", "s3"]), default="memory", show_default=True,
+              help="Where the broker keeps topics: memory, or the embedded S3 (survives restarts).")
+def dev_up(state_dir: Path, kafka_storage: str) -> None:
     """Start the stack in the background and write its settings to STATE_DIR/stack.env."""
     from services.devstack import EmbeddedStack, read_running
 
     endpoints = read_running(state_dir)
     if endpoints is None:
-        endpoints = EmbeddedStack(state_dir).start()
+        endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
     env_file = state_dir / "stack.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in endpoints.as_env().items()))
     click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")

@@ -27,8 +27,10 @@ def free_port() -> int:
 class StageProcesses:
     """The running stage processes; logs go to ``log_dir/<stage>.log``."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, stages: tuple[str, ...] = STAGES):
+    def __init__(self, env: dict[str, str], log_dir: Path, stages: tuple[str, ...] = STAGES,
+                 stage_env: dict[str, dict[str, str]] | None = None):
         self.env, self.log_dir, self.stages = env, log_dir, stages
+        self.stage_env = stage_env or {}  # per-stage overrides, e.g. its metrics port
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self) -> "StageProcesses":
@@ -42,7 +44,8 @@ class StageProcesses:
         """(Re)start one stage process."""
         log = open(self.log_dir / f"{stage}.log", "ab")
         self.procs[stage] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", stage], env=self.env,
+            [sys.executable, "-m", "services.cli", "run", stage],
+            env={**self.env, **self.stage_env.get(stage, {})},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 

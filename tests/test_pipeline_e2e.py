@@ -22,7 +22,7 @@ from PIL import Image
 from services.core import events
 from services.evaluation import cer
 from services.demo import submit_all
-from services.launcher import StageProcesses, free_port
+from services.launcher import STAGES, StageProcesses, free_port
 from services.results import wait_for_results
 from tools.render_samples import encode, render_page
 
@@ -58,7 +58,8 @@ def bad_inputs() -> dict[str, tuple[bytes, str, str]]:
 def pipeline(stack_env, tmp_path_factory):
     env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}"}
-    with StageProcesses(env, tmp_path_factory.mktemp("logs")) as stages:
+    metrics_ports = {stage: {"OCRSTREAM_METRICS_PORT": str(free_port())} for stage in STAGES}
+    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics_ports) as stages:
         yield stages, env
 
 
@@ -184,4 +185,20 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
         hocr = await client.get(f"{query}/v1/documents/{http_id}/export", params={"format": "hocr"})
         assert "ocrx_word" in hocr.text and hocr.headers["content-type"].startswith("application/xhtml+xml")
         assert (await client.get(f"{query}/v1/documents/nope")).status_code == 404
+
+    # Every stage exports its own Prometheus metrics.
+    async with httpx.AsyncClient() as client:
+        for stage in STAGES:
+            port = stages.stage_env[stage]["OCRSTREAM_METRICS_PORT"]
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            consumed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith(f'ocrstream_messages_in_total{{stage="{stage}"'))
+            assert consumed >= (1 if stage == "ingest" else len(expected)), (stage, text[:500])
+            assert f'ocrstream_processing_seconds_count{{stage="{stage}"}}' in text
+        recognize = (await client.get(
+            f"http://127.0.0.1:{stages.stage_env['recognize']['OCRSTREAM_METRICS_PORT']}/metrics")).text
+        assert 'stage="recognize",key="provider",value="CPUExecutionProvider"' in recognize
+        failed = (await client.get(
+            f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
+        assert 'ocrstream_messages_failed_total{stage="preprocess",error_type="NotAnImageError"} 1.0' in failed
     assert not stages.dead(), {s: stages.log_tail(s) for s in stages.dead()}

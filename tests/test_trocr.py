@@ -1,11 +1,12 @@
 """TrOCR on ONNX Runtime: export + runtime parity with PyTorch ``generate()`` on a tiny random model.
 
-The model is built here (ViT encoder + TrOCR decoder, a few thousand parameters, a byte-level
-BPE tokenizer trained on a few lines) -- no weights are downloaded. Random weights emit the
-same few tokens over and over, so the EOS row of the (tied) output projection is set close to
-the most frequent token's row: lines then end at different lengths (1 .. max_new_tokens), some
-by EOS and some by the length limit, and outputs differ from image to image; the fixture
-asserts this so that the parity tests could fail.
+The model is built by the fixture with transformers (``make_tiny_trocr``: ViT encoder + TrOCR
+decoder, ~70k parameters, a byte-level BPE tokenizer trained on a few lines) -- no weights are
+downloaded. Random weights emit the same few tokens over and over, so the builder sets the EOS
+row of the (tied) output projection close to the most frequent token's row: lines then end at
+different lengths (1 .. max_new_tokens), some by EOS and some by the length limit, and outputs
+differ from image to image; ``test_fixture_outputs_are_diverse`` asserts this so that the
+parity tests could fail.
 """
 
 from __future__ import annotations
@@ -31,26 +32,12 @@ from services.recognize.trocr import (  # noqa: E402
     merge_strings_at,
     split_wide_crop,
 )
-from services.recognize.trocr_export import CHECK_LINES, export_trocr, render_lines  # noqa: E402
+from services.recognize.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 EOS, PAD, START = 2, 1, 2
 LINES = CHECK_LINES + ["A", "12", "Sample date: 2026-11-20 08:15", "CORNER GROCER SDN BHD"]
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CHECK_LINES * 5, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
-                                   eos_token="</s>", unk_token="<unk>")
 
 
 def _pixels(processor, images_bgr):
@@ -60,37 +47,16 @@ def _pixels(processor, images_bgr):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """``(model, processor, onnx_dir, images)``: a random TrOCR, its export, rendered lines."""
-    from transformers import (TrOCRConfig, TrOCRProcessor, ViTConfig, ViTImageProcessor,
-                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+    """``(model, processor, onnx_dir, images)``: a random TrOCR built here, its export, rendered lines."""
+    from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
-    torch.manual_seed(0)
     torch.set_num_threads(2)
-    tokenizer = _tokenizer()
-    enc = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    image_size=(32, 128), patch_size=8, initializer_range=0.5)
-    dec = TrOCRConfig(vocab_size=len(tokenizer), d_model=32, decoder_layers=2, decoder_attention_heads=2,
-                      decoder_ffn_dim=64, max_position_embeddings=128, init_std=0.5,
-                      bos_token_id=0, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=START)
-    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
-    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = START, PAD, EOS
-    model = VisionEncoderDecoderModel(cfg).eval()
-    processor = TrOCRProcessor(
-        image_processor=ViTImageProcessor(size={"height": 32, "width": 128}, resample=2,
-                                          image_mean=[0.5] * 3, image_std=[0.5] * 3),
-        tokenizer=tokenizer)
-    images = render_lines(LINES)
-    with torch.no_grad():  # make EOS compete with the most frequent token (see module docstring)
-        first = model.generate(_pixels(processor, images), max_new_tokens=20)
-        dominant = int(torch.mode(first[:, 1:].flatten()).values)
-        w = model.decoder.output_projection.weight
-        w[EOS] = 0.95 * w[dominant] + 0.1 * torch.randn(w.shape[1], generator=torch.Generator().manual_seed(1))
-    src = tmp_path_factory.mktemp("trocr") / "src"
-    model.save_pretrained(src)
-    processor.save_pretrained(src)
+    src = make_tiny_trocr(tmp_path_factory.mktemp("trocr") / "src")
+    model = VisionEncoderDecoderModel.from_pretrained(src).eval()
+    processor = TrOCRProcessor.from_pretrained(src)
     onnx_dir = src.parent / "onnx"
     export_trocr(src, onnx_dir, keep_split=True)
-    return model, processor, onnx_dir, images
+    return model, processor, onnx_dir, render_lines(LINES)
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +92,30 @@ def test_preprocessing_other_filters(tiny, resample):
     from services.recognize.trocr import ImageProcessorSpec
 
     _, _, _, images = tiny
-    cfg = dict(size={"height": 48, "width": 96}, resample=resample, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4])
+    cfg = dict(size={"height": 48, "width": 96}, resample=resample,
+               image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4])
     theirs = _pixels(ViTImageProcessor(**cfg), images).numpy()
     ours = ImageProcessorSpec.from_dict(ViTImageProcessor(**cfg).to_dict())(images)
     assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("clean_up", [False, True])
+def test_token_decoder_matches_transformers_batch_decode(tiny, clean_up):
+    from transformers import AutoTokenizer
+
+    from services.recognize.trocr import TokenDecoder
+
+    _, _, onnx_dir, _ = tiny
+    hf = AutoTokenizer.from_pretrained(onnx_dir.parent / "src", clean_up_tokenization_spaces=clean_up)
+    ours = TokenDecoder(onnx_dir)
+    ours.clean_up = clean_up
+    rng = np.random.default_rng(0)
+    seqs = [hf(t)["input_ids"] for t in ["Hello , world .", "it 's done !", "Total: 25.50 ?"]]
+    seqs += [rng.integers(0, len(hf), n).tolist() for n in (1, 3, 17, 40)] + [[0, 5, 2, 1, 1], []]
+    for ids in seqs:
+        assert ours.decode(ids) == hf.batch_decode([ids], skip_special_tokens=True)[0]
+        text, owner = ours.decode_with_owners(ids)
+        assert text == ours.decode(ids) and len(owner) == len(text) and owner == sorted(owner)
 
 
 def test_fixture_outputs_are_diverse(tiny):

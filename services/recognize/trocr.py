@@ -63,7 +63,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,7 @@ class GenerationSettings:
             num_beams=int(cfg.get("num_beams", 1)),
             max_new_tokens=max(1, max_new),
             length_penalty=float(cfg.get("length_penalty", 1.0)),
-            early_stopping=cfg.get("early_stopping", False),
+            early_stopping=cfg.get("early_stopping") if cfg.get("early_stopping") is not None else False,
             min_new_tokens=min_new,
             no_repeat_ngram_size=int(cfg.get("no_repeat_ngram_size") or 0),
         )
@@ -293,7 +293,11 @@ class TokenDecoder:
     """
 
     def __init__(self, model_dir: Path) -> None:
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ImportError(f"{exc}: the TrOCR runtime needs the tokenizers library "
+                              "(pip install 'ocrstream[trocr]')") from exc
 
         path = model_dir / "tokenizer.json"
         if not path.is_file():
@@ -338,7 +342,8 @@ class _Decoder:
     def __init__(self, model_dir: Path, files: dict[str, str], mode: str, device: str, threads: int | None,
                  step_reads_states: bool = True):
         if mode == "merged":
-            self.first_sess = self.step_sess = make_session(model_dir / files["decoder_merged"], device=device, threads=threads)
+            self.first_sess = self.step_sess = make_session(
+                model_dir / files["decoder_merged"], device=device, threads=threads)
         else:
             self.first_sess = make_session(model_dir / files["decoder"], device=device, threads=threads)
             self.step_sess = make_session(model_dir / files["decoder_with_past"], device=device, threads=threads)
@@ -380,7 +385,8 @@ class _Decoder:
         if self.merged:
             feeds["use_cache_branch"] = np.ones(1, dtype=bool)
             # the with-past branch ignores encoder_hidden_states (checked at load): feed a stub
-            feeds["encoder_hidden_states"] = enc if self._step_needs_states else np.zeros((1, 1, self.hidden), np.float32)
+            stub = np.zeros((1, 1, self.hidden), np.float32)
+            feeds["encoder_hidden_states"] = enc if self._step_needs_states else stub
         outs = self.step_sess.run(["logits", *self.self_present], feeds)
         return outs[0][:, -1], outs[1:]
 
@@ -393,20 +399,19 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values per row, sorted descending (like ``torch.topk``)."""
+    """Indices of the k largest values per row of 2-D ``x``, sorted descending (like ``torch.topk``)."""
+    rows = np.arange(x.shape[0])[:, None]
     if k < x.shape[1]:
         part = np.argpartition(-x, k - 1, axis=1)[:, :k]
     else:
-        part = np.broadcast_to(np.arange(x.shape[1]), x.shape).copy()
-    order = np.argsort(-np.take_along_axis(x, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+        part = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+    order = np.argsort(-x[rows, part], axis=1, kind="stable")
+    return part[rows, order]
 
 
 def _gather(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``a[b, idx[b, j], ...]`` for 2-D/3-D ``a`` (transformers ``_gather_beams``)."""
-    while idx.ndim < a.ndim:
-        idx = idx[..., None]
-    return np.take_along_axis(a, idx, axis=1)
+    return a[np.arange(idx.shape[0])[:, None], idx]
 
 
 def _banned_ngram_tokens(seq: np.ndarray, n: int) -> list[int]:
@@ -505,7 +510,7 @@ def _beam(dec: _Decoder, enc: np.ndarray, s: GenerationSettings, start: int, eos
         V = lp.shape[1]
         acc = (lp.reshape(b, nb, V) + run_scores[act][:, :, None]).reshape(b, nb * V)
         idx = _topk(acc, K)
-        topk_lp = np.take_along_axis(acc, idx, axis=1)
+        topk_lp = _gather(acc, idx)
         beam, tok = idx // V, idx % V
         topk_seq = _gather(run_seq[act], beam)
         topk_seq[:, :, cur_len] = tok
@@ -816,7 +821,8 @@ class TrOCRRecognizer:
         s = self._capped(replace(self.generation, **overrides)) if overrides else self.generation
         if len(pixel_values) == 0:
             return []
-        enc = self._encoder.run(["last_hidden_state"], {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})[0]
+        pixels = np.ascontiguousarray(pixel_values, np.float32)
+        enc = self._encoder.run(["last_hidden_state"], {"pixel_values": pixels})[0]
         if s.num_beams == 1:
             hyps = _greedy(self._decoder, enc, s, self.start_id, self.eos_id)
         else:

@@ -40,7 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -48,7 +48,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "export_trocr", "main", "quantization_check"]
+__all__ = [
+    "DEFAULT_OPSET", "ExportError", "export_trocr", "main", "make_tiny_trocr", "quantization_check", "render_lines",
+]
 
 #: optimum-onnx 0.1.0's recommended minimum opset for vision-encoder-decoder.
 DEFAULT_OPSET = 18
@@ -146,6 +148,61 @@ def quantization_check(fp32_dir: str | os.PathLike[str], int8_dir: str | os.Path
         "token_agreement": same / max(total, 1), "exact_match": exact / max(len(images), 1),
         "cer_vs_fp32": edits / max(chars, 1),
     }
+
+
+def make_tiny_trocr(dst: str | os.PathLike[str], *, seed: int = 0, height: int = 32, width: int = 128) -> Path:
+    """Save a tiny randomly initialised TrOCR checkpoint (model + processor) to ``dst``, for tests and benchmarks.
+
+    ViT encoder and TrOCR decoder of width 32 with 2 layers each (~70k parameters), input
+    ``height x width`` (patches of 8 px), a byte-level BPE tokenizer (vocabulary 320) trained
+    on :data:`CHECK_LINES`; special ids ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2 = decoder start.
+    Weights are drawn with std 0.5 (the default 0.02 gives the same output for every image),
+    and the EOS row of the tied output projection is set near the row of the most frequent
+    greedy token, so that lines end at different lengths, some by EOS, some by the length
+    limit. Nothing is downloaded.
+
+    Returns:
+        ``dst`` as a Path.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+    from PIL import Image
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (PreTrainedTokenizerFast, TrOCRConfig, TrOCRProcessor, ViTConfig,
+                              ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+
+    torch.manual_seed(seed)
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(CHECK_LINES * 5, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>")
+    enc = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=(height, width), patch_size=8, initializer_range=0.5)
+    dec = TrOCRConfig(vocab_size=len(tokenizer), d_model=32, decoder_layers=2, decoder_attention_heads=2,
+                      decoder_ffn_dim=64, max_position_embeddings=128, init_std=0.5,
+                      bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 2, 1, 2
+    model = VisionEncoderDecoderModel(cfg).eval()
+    processor = TrOCRProcessor(
+        image_processor=ViTImageProcessor(size={"height": height, "width": width}, resample=2,
+                                          image_mean=[0.5] * 3, image_std=[0.5] * 3),
+        tokenizer=tokenizer)
+    pil = [Image.fromarray(np.ascontiguousarray(i[:, :, ::-1])) for i in render_lines(CHECK_LINES)]
+    with torch.no_grad():
+        first = model.generate(processor(images=pil, return_tensors="pt").pixel_values, max_new_tokens=20)
+        dominant = int(torch.mode(first[:, 1:].flatten()).values)
+        w = model.decoder.output_projection.weight
+        noise = torch.randn(w.shape[1], generator=torch.Generator().manual_seed(seed + 1))
+        w[2] = 0.95 * w[dominant] + 0.1 * noise
+    dst = Path(dst)
+    model.save_pretrained(dst)
+    processor.save_pretrained(dst)
+    return dst
 
 
 def _check_source(src: Path) -> dict[str, Any]:

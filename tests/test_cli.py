@@ -1,0 +1,42 @@
+"""The ``ocrstream`` command line, run as users run it (subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def ocrstream(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_dev_up_writes_settings_and_down_stops(tmp_path):
+    state = tmp_path / "dev"
+    up = ocrstream("dev", "up", "--state-dir", str(state))
+    try:
+        assert up.returncode == 0, up.stderr
+        env = dict(line.split("=", 1) for line in (state / "stack.env").read_text().splitlines())
+        assert env["OCRSTREAM_KAFKA_BOOTSTRAP"].startswith("127.0.0.1:")
+        assert env["OCRSTREAM_POSTGRES_DSN"].startswith("postgresql://")
+        assert f"export OCRSTREAM_S3_ENDPOINT={env['OCRSTREAM_S3_ENDPOINT']}" in up.stdout
+        again = ocrstream("dev", "up", "--state-dir", str(state))  # already up: same endpoints
+        assert again.returncode == 0 and (state / "stack.env").read_text().count("127.0.0.1") >= 3
+        assert f"OCRSTREAM_KAFKA_BOOTSTRAP={env['OCRSTREAM_KAFKA_BOOTSTRAP']}" in again.stdout
+    finally:
+        down = ocrstream("dev", "down", "--state-dir", str(state))
+    assert down.returncode == 0 and "stack stopped" in down.stdout
+    assert "no stack running" in ocrstream("dev", "down", "--state-dir", str(state)).stdout
+
+
+def test_run_rejects_unknown_stage():
+    result = ocrstream("run", "nope")
+    assert result.returncode != 0 and "Invalid value" in result.stderr
+
+
+def test_submit_of_missing_path_is_a_clear_error():
+    result = ocrstream("submit", "/does/not/exist.png")
+    assert result.returncode != 0 and "does not exist" in result.stderr
