@@ -118,6 +118,27 @@ def dev_down(state_dir: Path) -> None:
     click.echo("stack stopped" if stop_running(state_dir) else "no stack running")
 
 
+@main.group()
+def model() -> None:
+    """Model tools (TrOCR export)."""
+
+
+@model.command("export-trocr")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path())
+@click.option("--quantize", is_flag=True, help="Also write int8 dynamically quantised models (accuracy cost measured).")
+@click.option("--opset", default=18, show_default=True)
+@click.option("--keep-split", is_flag=True, help="Keep decoder + decoder-with-past beside the merged decoder.")
+@click.option("--overwrite", is_flag=True)
+def export_trocr_cmd(src: str, out: str, quantize: bool, opset: int, keep_split: bool, overwrite: bool) -> None:
+    """Export a TrOCR checkpoint folder SRC to ONNX in OUT (needs `pip install 'ocrstream[export]'`)."""
+    try:
+        from services.recognize.trocr_export import export_trocr
+    except ImportError as exc:
+        raise click.ClickException(f"{exc}: install the exporter with pip install 'ocrstream[export]'") from None
+    export_trocr(src, out, quantize=quantize, opset=opset, keep_split=keep_split, overwrite=overwrite)
+
+
 @main.command()
 @click.option("--input", "input_dir", default=REPO_ROOT / "samples", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),

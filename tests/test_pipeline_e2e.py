@@ -197,8 +197,8 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
             assert f'ocrstream_processing_seconds_count{{stage="{stage}"}}' in text
         recognize = (await client.get(
             f"http://127.0.0.1:{stages.stage_env['recognize']['OCRSTREAM_METRICS_PORT']}/metrics")).text
-        assert 'stage="recognize",key="provider",value="CPUExecutionProvider"' in recognize
+        assert 'key="provider",stage="recognize",value="CPUExecutionProvider"' in recognize
         failed = (await client.get(
             f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
-        assert 'ocrstream_messages_failed_total{stage="preprocess",error_type="NotAnImageError"} 1.0' in failed
+        assert 'ocrstream_messages_failed_total{error_type="NotAnImageError",stage="preprocess"} 1.0' in failed
     assert not stages.dead(), {s: stages.log_tail(s) for s in stages.dead()}

@@ -1,7 +1,8 @@
 """TrOCR (VisionEncoderDecoder: ViT/BEiT/DeiT encoder + TrOCR decoder) text-line recogniser on ONNX Runtime.
 
 Runtime needs neither torch nor transformers: onnxruntime sessions, the ``tokenizers``
-library (``tokenizer.json``), OpenCV and numpy. The model folder is written by
+library (``tokenizer.json``; extra ``ocrstream[trocr]``), Pillow (the resize only), OpenCV
+and numpy. The model folder is written by
 :func:`services.recognize.trocr_export.export_trocr` (``ocrstream model export-trocr``)
 and holds ``manifest.json`` (file names, special token ids, shapes, sha256 of each ONNX
 file), ``encoder_model.onnx``, ``decoder_model_merged.onnx`` (and/or the split pair
@@ -78,11 +79,13 @@ __all__ = [
     "MODEL_DIR_ENV",
     "GenerationSettings",
     "ImageProcessorSpec",
+    "TokenDecoder",
     "TrOCROutput",
     "TrOCRRecognizer",
     "merge_chunk_texts",
     "merge_strings_at",
     "pil_resize",
+    "resolve_model_dir",
     "split_wide_crop",
 ]
 
