@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # Preprocess
     max_image_pixels: int = 120_000_000
+    max_pages: int = 200
+    pdf_dpi: int = 200
     detect_max_side: int = 2048
 
     # Store: query API (0 disables it)

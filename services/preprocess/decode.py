@@ -1,17 +1,22 @@
 """Safe decoding of submitted documents into page images.
 
 The real type is sniffed from the leading bytes (magic numbers), never from the file name.
-Dimensions are read from the header (Pillow, lazily, no pixel data) and checked against the
-pixel limit *before* decoding, so decompression bombs fail fast. Pixels are decoded with OpenCV
-(``cv2.imdecode``/``cv2.imdecodemulti``) into 8-bit BGR.
+Dimensions and page counts are read from the header (Pillow, lazily, no pixel data; pypdfium2
+for PDF page sizes) and checked against the limits *before* decoding, so decompression bombs,
+30000-px images and 5000-page PDFs fail fast. Pixels are decoded with OpenCV
+(``cv2.imdecode``/``cv2.imdecodemulti``: EXIF orientation applied, CMYK, palette, grey, alpha and
+16-bit converted to 8-bit BGR; GIF gives its first frame); PDF pages are rendered by pypdfium2
+at ``pdf_dpi``.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pypdfium2 as pdfium
 from PIL import Image
 
 from services.core.errors import DocumentTooLargeError, NotAnImageError, TruncatedImageError
@@ -37,33 +42,54 @@ def sniff(data: bytes) -> str | None:
     return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
-def header_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` in pixels from the image header; raises NotAnImageError."""
+@dataclass(frozen=True)
+class Limits:
+    """Resource guards of one document: pixels per page, pages, PDF render resolution (dpi)."""
+
+    max_pixels: int = 120_000_000
+    max_pages: int = 200
+    pdf_dpi: int = 200
+
+
+def header_info(data: bytes) -> tuple[int, int, int]:
+    """``(width, height, frames)`` from the image header; raises NotAnImageError."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return im.size
+            return im.width, im.height, getattr(im, "n_frames", 1)
     except Image.DecompressionBombError as exc:  # Pillow's own guard (> 2x MAX_IMAGE_PIXELS)
         raise DocumentTooLargeError(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImageError(f"unreadable image header: {exc}") from None
 
 
-def decode_pages(data: bytes, *, max_pixels: int) -> list[np.ndarray]:
+def _check_pixels(width: int, height: int, limits: Limits, what: str = "image") -> None:
+    if width * height > limits.max_pixels:
+        raise DocumentTooLargeError(
+            f"{what} is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} "
+            "(OCRSTREAM_MAX_IMAGE_PIXELS)")
+
+
+def _check_pages(pages: int, limits: Limits) -> None:
+    if pages > limits.max_pages:
+        raise DocumentTooLargeError(f"document has {pages} pages; the limit is {limits.max_pages} "
+                                    "(OCRSTREAM_MAX_PAGES)")
+
+
+def decode_pages(data: bytes, limits: Limits = Limits()) -> list[np.ndarray]:
     """Decode ``data`` into pages, each ``(H, W, 3) uint8`` BGR.
 
-    Raises NotAnImageError (not a supported image), DocumentTooLargeError (more than
-    ``max_pixels`` pixels per page), TruncatedImageError (data ends early or is corrupt).
+    Raises NotAnImageError (not a supported image or PDF), DocumentTooLargeError (over
+    ``limits``), TruncatedImageError (data ends early or is corrupt).
     """
     kind = sniff(data)
     if kind is None:
         raise NotAnImageError(f"not an image: unknown leading bytes {data[:8]!r}")
     if kind == "pdf":
-        raise NotAnImageError("PDF documents are not supported yet")
-    width, height = header_size(data)
-    if width * height > max_pixels:
-        raise DocumentTooLargeError(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
-            "(OCRSTREAM_MAX_IMAGE_PIXELS)")
+        return render_pdf(data, limits)
+    width, height, frames = header_info(data)
+    _check_pixels(width, height, limits)
+    if kind == "tiff":
+        _check_pages(frames, limits)
     if kind == "jpeg" and b"\xff\xd9" not in data[-64:]:
         raise TruncatedImageError("JPEG data ends without its end-of-image marker (truncated)")
     buf = np.frombuffer(data, np.uint8)
@@ -76,3 +102,24 @@ def decode_pages(data: bytes, *, max_pixels: int) -> list[np.ndarray]:
     if not pages:
         raise TruncatedImageError(f"{kind} data could not be decoded (truncated or corrupt)")
     return pages
+
+
+def render_pdf(data: bytes, limits: Limits) -> list[np.ndarray]:
+    """Every page of a PDF rendered at ``limits.pdf_dpi`` as ``(H, W, 3) uint8`` BGR."""
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        raise TruncatedImageError(f"PDF could not be opened: {exc}") from None
+    try:
+        _check_pages(len(pdf), limits)
+        scale = limits.pdf_dpi / 72.0  # PDF user space is 1/72 inch (ISO 32000-1, 8.3.2.3)
+        pages = []
+        for n in range(len(pdf)):
+            page = pdf[n]
+            w_pt, h_pt = page.get_size()
+            _check_pixels(round(w_pt * scale), round(h_pt * scale), limits, f"PDF page {n + 1}")
+            bitmap = page.render(scale=scale)  # BGR(x) byte order by default
+            pages.append(np.ascontiguousarray(bitmap.to_numpy()[:, :, :3]))
+        return pages
+    finally:
+        pdf.close()

@@ -19,7 +19,7 @@ from aiokafka import ConsumerRecord
 from services.core import events
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
-from services.preprocess.decode import decode_pages
+from services.preprocess.decode import Limits, decode_pages
 from services.preprocess.detect import LineDetector, crop_line, visual_line_ids
 
 
@@ -51,7 +51,8 @@ class PreprocessStage(Stage):
     def analyse(self, data: bytes) -> list[tuple[np.ndarray, list[tuple[dict, bytes]]]]:
         """Decode and detect (CPU-bound): per page its image and ``(region, png)`` pairs."""
         pages = []
-        for page in decode_pages(data, max_pixels=self.settings.max_image_pixels):
+        limits = Limits(self.settings.max_image_pixels, self.settings.max_pages, self.settings.pdf_dpi)
+        for page in decode_pages(data, limits):
             lines = self.detector.detect(page)
             line_ids = visual_line_ids([line.quad for line in lines])
             regions = []
