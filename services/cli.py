@@ -50,7 +50,8 @@ def run(stage: str) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--wait/--no-wait", default=False, help="Wait for each document's result and print it.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
-def submit(paths: tuple[Path, ...], wait: bool, timeout: float) -> None:
+@click.option("--template", default=None, help="Fixed-layout template of these documents (e.g. lab-report).")
+def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None) -> None:
     """Submit files (or every file under folders) to the pipeline."""
     from services.demo import submit_all
     from services.ingest.stage import iter_paths
@@ -58,7 +59,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float) -> None:
 
     settings = get_settings()
     files = iter_paths(paths)
-    receipts = asyncio.run(submit_all(settings, files))
+    receipts = asyncio.run(submit_all(settings, files, template))
     for r in receipts:
         state = f"rejected: {type(r.error).__name__}: {r.error}" if r.error else f"s3://{settings.s3_bucket}/{r.object_key}"
         click.echo(f"{r.document_id}  {r.filename}  {state}")

@@ -22,6 +22,8 @@ from services.ingest.stage import Submitter, iter_paths
 from services.launcher import StageProcesses, free_port
 from services.results import fetch_documents, wait_for_results
 
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
 
 def demo_env(stack_env: dict[str, str]) -> dict[str, str]:
     """Environment of the stage processes: the stack's endpoints plus demo-friendly ports."""
@@ -39,12 +41,18 @@ def demo_env(stack_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-async def submit_all(settings: Settings, paths: list[Path]) -> list:
-    """Submit every file; returns their receipts (in order)."""
+#: Sample files that are instances of a shipped fixed-layout template.
+SAMPLE_TEMPLATES = {"lab-report.jpg": "lab-report"}
+
+
+async def submit_all(settings: Settings, paths: list[Path], template: str | None = None,
+                     templates: dict[str, str] | None = None) -> list:
+    """Submit every file (``template`` for all, or per file name from ``templates``); receipts in order."""
     receipts = []
     async with Submitter(settings) as submitter:
         for path in paths:
-            receipts.append(await submitter.submit(path.read_bytes(), path.name, "cli"))
+            name = template or (templates or {}).get(path.name)
+            receipts.append(await submitter.submit(path.read_bytes(), path.name, "cli", name))
     return receipts
 
 
@@ -62,7 +70,8 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
         click.echo(f"stages: ingest, preprocess, recognize, store (logs in {state_dir / 'logs'})")
         with StageProcesses(env, state_dir / "logs") as stages:
             click.echo(f"submitting {len(paths)} document(s) from {input_dir}")
-            receipts = asyncio.run(submit_all(settings, paths))
+            templates = SAMPLE_TEMPLATES if input_dir.resolve() == SAMPLES.resolve() else {}
+            receipts = asyncio.run(submit_all(settings, paths, templates=templates))
             results = asyncio.run(_wait(settings, stages, receipts, timeout_s))
             rows = asyncio.run(fetch_documents(settings, [r.document_id for r in receipts]))
         out = state_dir / "results.jsonl"

@@ -202,3 +202,28 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
             f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
         assert 'ocrstream_messages_failed_total{error_type="NotAnImageError",stage="preprocess"} 1.0' in failed
     assert not stages.dead(), {s: stages.log_tail(s) for s in stages.dead()}
+
+
+async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings, tmp_path):
+    """The sample form with its shipped template: regions carry field names and read the values."""
+    from tools.render_samples import LAB_FIELDS, LAB_TITLE, render_form
+
+    form = tmp_path / "lab.png"
+    form.write_bytes(encode(render_form(LAB_TITLE, LAB_FIELDS)))
+    good, = await submit_all(stack_settings, [form], template="lab-report")
+    bad, = await submit_all(stack_settings, [form], template="no-such-form")
+    results = await wait_for_results(stack_settings, [good.document_id, bad.document_id], timeout_s=300)
+
+    done = results[good.document_id]
+    assert done["status"] == "done" and done["document"]["template"] == "lab-report"
+    fields = {r["field"]["name"]: r["text"] for r in done["regions"]}
+    expected = dict(zip(["patient_id", "sample_date", "sample_time", "haemoglobin", "white_cells",
+                         "platelets", "glucose"], (v for _, v in LAB_FIELDS)))
+    assert fields.keys() == expected.keys()
+    assert cer(list(fields.values()), list(expected.values()), ci=True) < 0.05, fields
+    assert {r["field"]["type"] for r in done["regions"]} == {"code", "date", "time", "decimal", "integer"}
+
+    failed = results[bad.document_id]
+    assert failed["status"] == "failed"
+    assert (failed["error"]["stage"], failed["error"]["type"]) == ("preprocess", "UnknownTemplateError")
+    assert "lab-report" in failed["error"]["message"]  # lists the known templates

@@ -31,16 +31,20 @@ RECEIPT = [
     "THANK YOU PLEASE COME AGAIN",
 ]
 
-LAB_REPORT = [
-    "City Hospital Laboratory",
-    "Patient ID: 88231-X",
-    "Sample date: 2026-11-20 08:15",
-    "Haemoglobin 13.9 g/dL",
-    "White cells 6.2 x10^9/L",
-    "Platelets 251 x10^9/L",
-    "Glucose (fasting) 5.1 mmol/L",
-    "Reviewed by Dr. A. Rahman",
+#: The lab report is a fixed-layout form: title, then (label, value) rows; its template is
+#: services/preprocess/templates/lab-report.yaml (boxes from FORM_GEOMETRY below).
+LAB_TITLE = "City Hospital Laboratory"
+LAB_FIELDS = [
+    ("Patient ID", "88231-X"),
+    ("Sample date", "20/11/2026"),
+    ("Sample time", "08:15"),
+    ("Haemoglobin", "13.9 g/dL"),
+    ("White cells", "6.2"),
+    ("Platelets", "251"),
+    ("Glucose", "5.1 mmol/L"),
 ]
+#: page size, font size, margin, row pitch, x of the value column (pixels)
+FORM_GEOMETRY = {"width": 900, "height": 560, "size": 30, "margin": 40, "pitch": 60, "value_x": 420}
 
 LETTER = [
     "Dear customer,",
@@ -76,6 +80,29 @@ def render_page(lines: list[str], *, size: int = 28, width: int | None = None, m
     return page
 
 
+def render_form(title: str, fields: list[tuple[str, str]], geometry: dict = FORM_GEOMETRY) -> Image.Image:
+    """A fixed-layout form: ``title`` on top, then one row per (label, value), values in a column."""
+    g = geometry
+    font = ImageFont.load_default(size=g["size"])
+    page = Image.new("RGB", (g["width"], g["height"]), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((g["margin"], g["margin"]), title, font=font, fill="black")
+    for row, (label, value) in enumerate(fields, start=1):
+        y = g["margin"] + row * g["pitch"]
+        draw.text((g["margin"], y), label, font=font, fill="black")
+        draw.text((g["value_x"], y), value, font=font, fill="black")
+        draw.line((g["margin"], y + g["pitch"] - 12, g["width"] - g["margin"], y + g["pitch"] - 12), fill="grey")
+    return page
+
+
+def form_value_box(row: int, geometry: dict = FORM_GEOMETRY) -> tuple[float, float, float, float]:
+    """Relative box ``(x0, y0, x1, y1)`` in [0, 1] of the value in field row ``row`` (1-based)."""
+    g = geometry
+    y = g["margin"] + row * g["pitch"]
+    return (round((g["value_x"] - 10) / g["width"], 4), round((y - 8) / g["height"], 4),
+            round((g["width"] - g["margin"]) / g["width"], 4), round((y + g["size"] + 12) / g["height"], 4))
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     """``image`` encoded as ``fmt`` bytes."""
     buf = io.BytesIO()
@@ -88,7 +115,7 @@ def main() -> None:
     SAMPLES.mkdir(exist_ok=True)
     receipt = render_page(RECEIPT, size=24)
     (SAMPLES / "receipt.png").write_bytes(encode(receipt))
-    (SAMPLES / "lab-report.jpg").write_bytes(encode(render_page(LAB_REPORT, size=30), "JPEG", quality=90))
+    (SAMPLES / "lab-report.jpg").write_bytes(encode(render_form(LAB_TITLE, LAB_FIELDS), "JPEG", quality=90))
     (SAMPLES / "letter-skewed.png").write_bytes(
         encode(render_page(LETTER, size=30, rotate_deg=2.0, noise=12, seed=1)))
     jpeg = encode(receipt, "JPEG", quality=85)

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_pages: int = 200
     pdf_dpi: int = 200
     detect_max_side: int = 2048
+    templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
 
     # Store: query API (0 disables it)
     query_port: int = 8081

@@ -5,7 +5,9 @@ Three doors, one path (:class:`Ingestor`):
 * ``ocrstream submit PATH...`` (files or folders) - :class:`Submitter`, in the caller's process;
 * ``POST /v1/documents`` (FastAPI, multipart field ``file``) - served by ``ocrstream run ingest``;
 * the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
-  document id; header ``filename``), consumed by ``ocrstream run ingest``.
+  document id; headers ``filename`` and ``template``), consumed by ``ocrstream run ingest``.
+
+A document may name a fixed-layout template (``--template``, form field or header ``template``).
 
 The original is stored under a content-addressed key ``originals/<sha256[:2]>/<sha256>`` (so a
 re-submission of the same bytes stores nothing new) and the event carries only that key.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import ConsumerRecord
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 
 from services.core import events
 from services.core.http import serve_until
@@ -57,7 +59,7 @@ class Ingestor:
                 "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
 
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
-                     submitted: str | None = None) -> Output:
+                     submitted: str | None = None, template: str | None = None) -> Output:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event. Raises BadInputError."""
         self.check(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -68,7 +70,7 @@ class Ingestor:
             "schema": events.INGESTED,
             "document_id": document_id,
             "document": {"object_key": key, "content_sha256": sha, "size_bytes": len(data),
-                         "filename": filename, "source": source},
+                         "filename": filename, "source": source, "template": template},
             "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
         }
         return Output(events.INGESTED, document_id, event)
@@ -110,13 +112,17 @@ class Submitter:
     async def __aexit__(self, *exc_info) -> None:
         await self.producer.stop()
 
-    async def submit(self, data: bytes, filename: str | None, source: str) -> Receipt:
-        """Ingest one document; returns its Receipt (``error`` set when it was rejected)."""
+    async def submit(self, data: bytes, filename: str | None, source: str,
+                     template: str | None = None) -> Receipt:
+        """Ingest one document; returns its Receipt (``error`` set when it was rejected).
+
+        ``template`` names a fixed-layout template (see services/preprocess/templates.py).
+        """
         document_id = new_document_id()
         submitted = events.now_iso()
         try:
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
-                                                source=source, submitted=submitted)
+                                                source=source, submitted=submitted, template=template)
         except BadInputError as exc:
             original = {"document_id": document_id, "filename": filename, "source": source}
             await produce(self.producer, [dead_letter("ingest", exc, document_id=document_id,
@@ -143,10 +149,11 @@ def create_app(submitter: Submitter) -> FastAPI:
     app = FastAPI(title="ocrstream ingest", version="1")
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(file: UploadFile = File(...)) -> dict:
-        """Submit one document (multipart field ``file``); 202 with its id, 4xx if rejected."""
+    async def post_document(file: UploadFile = File(...), template: str | None = Form(None)) -> dict:
+        """Submit one document (multipart field ``file``, optional ``template`` name);
+        202 with its id, 413/422 with the error if rejected."""
         data = await file.read(submitter.settings.max_document_bytes + 1)
-        receipt = await submitter.submit(data, file.filename, "http")
+        receipt = await submitter.submit(data, file.filename, "http", template)
         if receipt.error is not None:
             status = 413 if isinstance(receipt.error, DocumentTooLargeError) else 422
             raise HTTPException(status, detail={"document_id": receipt.document_id,
@@ -183,8 +190,9 @@ class IngestStage(Stage):
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         headers = dict(record.headers or ())
         filename = headers.get("filename", b"").decode("utf-8", "replace") or None
+        template = headers.get("template", b"").decode("utf-8", "replace") or None
         # Deterministic id: a redelivered raw message maps to the same document.
         document_id = (record.key.decode("utf-8", "replace") if record.key
                        else f"raw-{record.topic}-{record.partition}-{record.offset}")
         return [await self.ingestor.ingest(record.value or b"", document_id=document_id,
-                                           filename=filename, source="kafka")]
+                                           filename=filename, source="kafka", template=template)]

@@ -46,6 +46,10 @@ DEFAULT_MAX_SIDE = 1536
 #: two boxes share a visual line when their vertical spans overlap by more than this
 #: fraction of the smaller height (the SROIE dev ground truth's rule, README "Contents").
 SAME_LINE_OVERLAP = 0.5
+#: DB boxes (unclip 1.6) are 1.34x as tall as the annotated text boxes (median over the
+#: matched SROIE dev page boxes), so spans are scaled by ~1/1.34 about their centre before
+#: the overlap rule; page CER 3.14 -> 3.06 %. Pass 1.0 for tight (annotated) boxes.
+SPAN_SCALE = 0.75
 
 
 @dataclass(frozen=True)
@@ -142,23 +146,26 @@ def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(get_rotate_crop_image(image_bgr, np.asarray(quad, dtype=np.float32)))
 
 
-def _vertical_spans(quads: Sequence[np.ndarray]) -> np.ndarray:
-    """``(N, 2)`` [top, bottom] of each quad's axis-aligned bounds."""
+def _vertical_spans(quads: Sequence[np.ndarray], scale: float) -> np.ndarray:
+    """``(N, 2)`` [top, bottom] of each quad's axis-aligned bounds, scaled about the centre."""
     if not len(quads):
         return np.zeros((0, 2))
     pts = np.asarray(quads, dtype=np.float64).reshape(len(quads), -1, 2)[:, :, 1]
-    return np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
+    centre = (pts.min(axis=1) + pts.max(axis=1)) / 2
+    half = (pts.max(axis=1) - pts.min(axis=1)) * scale / 2
+    return np.stack([centre - half, centre + half], axis=1)
 
 
-def visual_lines(quads: Sequence[np.ndarray]) -> list[list[int]]:
-    """Group quads into visual lines, top to bottom, each ordered left to right.
+def visual_lines(quads: Sequence[np.ndarray], *, span_scale: float = SPAN_SCALE) -> list[list[int]]:
+    """Group quads ((4, 2) page px each) into visual lines, top to bottom, each left to right.
 
-    Quads are visited by their top edge; one joins the visual line whose mean span it
-    overlaps most, if that overlap exceeds ``SAME_LINE_OVERLAP`` of the smaller of the
-    two heights, else it starts a new line. Lines are sorted by their mean centre y,
-    members by their left-most x. Returns lists of indices into ``quads``.
+    Vertical spans (axis-aligned, scaled by ``span_scale`` about their centre) are visited
+    by their top; a quad joins the visual line whose mean span it overlaps most, if that
+    overlap exceeds ``SAME_LINE_OVERLAP`` of the smaller of the two heights, else it
+    starts a new line. Lines are sorted by mean centre y, members by left-most x.
+    Returns lists of indices into ``quads``.
     """
-    spans = _vertical_spans(quads)
+    spans = _vertical_spans(quads, span_scale)
     groups: list[list[int]] = []
     line_spans: list[np.ndarray] = []
     for i in np.argsort(spans[:, 0], kind="stable"):
@@ -179,18 +186,18 @@ def visual_lines(quads: Sequence[np.ndarray]) -> list[list[int]]:
     return [sorted(g, key=left.__getitem__) for g in groups]
 
 
-def reading_order(quads: Sequence[np.ndarray]) -> list[int]:
+def reading_order(quads: Sequence[np.ndarray], *, span_scale: float = SPAN_SCALE) -> list[int]:
     """Indices of ``quads`` in reading order: visual lines top to bottom, left to right within.
 
     See :func:`visual_lines` for the grouping rule.
     """
-    return [i for line in visual_lines(quads) for i in line]
+    return [i for line in visual_lines(quads, span_scale=span_scale) for i in line]
 
 
-def visual_line_ids(quads: Sequence[np.ndarray]) -> list[int]:
-    """Visual-line number (0 = top line) of each quad, in the order given."""
+def visual_line_ids(quads: Sequence[np.ndarray], *, span_scale: float = SPAN_SCALE) -> list[int]:
+    """Visual-line number (0 = top line) of each quad, in the order given (:func:`visual_lines`)."""
     ids = [0] * len(quads)
-    for n, line in enumerate(visual_lines(quads)):
+    for n, line in enumerate(visual_lines(quads, span_scale=span_scale)):
         for i in line:
             ids[i] = n
     return ids

@@ -8,6 +8,7 @@ OpenAPI docs at ``/docs``.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from services.document import Document
 from services.exports import to_alto, to_hocr
 
-DOC_FIELDS = ("document_id", "status", "source", "filename", "object_key", "content_sha256", "size_bytes",
+DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
               "recognizer", "provider", "error_stage", "error_type", "error_message")
 TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at")
 
@@ -38,7 +39,8 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
         pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
                                  " ORDER BY page_index", document_id)
         regions = await conn.fetch(
-            "SELECT region_id, page_index, line_index, reading_order, x0, y0, x1, y1, text, confidence"
+            "SELECT region_id, page_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
+            " words, field"
             " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
     return {**_summary(row), "text": row["text"],
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
@@ -47,7 +49,8 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
             "regions": [{"region_id": r["region_id"], "page_index": r["page_index"],
                          "line_index": r["line_index"], "order": r["reading_order"],
                          "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
-                         "confidence": r["confidence"]} for r in regions]}
+                         "confidence": r["confidence"], "words": json.loads(r["words"]),
+                         **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
 
 
 def create_app(pool: asyncpg.Pool) -> FastAPI:

@@ -34,9 +34,10 @@ def _ts(value: str | None) -> datetime | None:
 UPSERT_DONE = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
     text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
-    version, published_at, error_stage, error_type, error_message)
-VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, NULL, NULL, NULL)
+    version, template, published_at, error_stage, error_type, error_message)
+VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL)
 ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.version,
+    template = EXCLUDED.template,
     published_at = NULL, source = EXCLUDED.source,
     filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
     content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
@@ -53,13 +54,14 @@ ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, heig
 
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
-    quad, crop_key, detection_score, text, confidence)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)
+    quad, crop_key, detection_score, text, confidence, words, field)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
     crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
-    text = EXCLUDED.text, confidence = EXCLUDED.confidence
+    text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
+    field = EXCLUDED.field
 """
 
 UPSERT_FAILED = """
@@ -130,7 +132,8 @@ class StoreStage(Stage):
                 UPSERT_DONE, doc_id, doc["source"], doc.get("filename"), doc["object_key"],
                 doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
                 event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
-                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version)
+                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version,
+                doc.get("template"))
             # A new version may have fewer regions/pages: drop what it no longer has.
             await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
                                doc_id, [r["region_id"] for r in regions])
@@ -141,9 +144,10 @@ class StoreStage(Stage):
             await conn.executemany(UPSERT_REGION, [
                 (doc_id, r["region_id"], r["page_index"], r["line_index"], r["order"], *r["box"],
                  json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
-                 r["text"], r["confidence"]) for r in regions])
-        result_regions = [{k: r[k] for k in ("region_id", "page_index", "line_index", "order", "box",
-                                             "quad", "detection_score", "text", "confidence") if k in r}
+                 r["text"], r["confidence"], json.dumps(r.get("words", [])),
+                 json.dumps(r["field"]) if "field" in r else None) for r in regions])
+        result_regions = [{k: r[k] for k in ("region_id", "page_index", "line_index", "order", "box", "quad",
+                                             "detection_score", "text", "confidence", "words", "field") if k in r}
                           for r in regions]
         return self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
 
