@@ -61,7 +61,9 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     files = iter_paths(paths)
     receipts = asyncio.run(submit_all(settings, files, template))
     for r in receipts:
-        state = f"rejected: {type(r.error).__name__}: {r.error}" if r.error else f"s3://{settings.s3_bucket}/{r.object_key}"
+        state = (f"rejected: {type(r.error).__name__}: {r.error}" if r.error
+                 else "reused: same bytes as this done document" if r.reused
+                 else f"s3://{settings.s3_bucket}/{r.object_key}")
         click.echo(f"{r.document_id}  {r.filename}  {state}")
     if wait:
         with click.progressbar(length=len(receipts), label="processing", file=sys.stderr) as bar:

@@ -227,3 +227,18 @@ async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings,
     assert failed["status"] == "failed"
     assert (failed["error"]["stage"], failed["error"]["type"]) == ("preprocess", "UnknownTemplateError")
     assert "lab-report" in failed["error"]["message"]  # lists the known templates
+
+
+async def test_resubmitted_bytes_are_reused_or_reprocessed(pipeline, stack_settings, tmp_path):
+    path = tmp_path / "again.png"
+    path.write_bytes(render("again.png", [f"RESUBMIT {uuid.uuid4().hex[:6].upper()}"]))
+    first, = await submit_all(stack_settings, [path])
+    await wait_for_results(stack_settings, [first.document_id], timeout_s=300)
+
+    reuse = stack_settings.model_copy(update={"duplicates": "reuse"})
+    again, = await submit_all(reuse, [path])
+    assert again.reused and again.document_id == first.document_id
+    other, = await submit_all(reuse, [path], template="lab-report")  # another template: not a duplicate
+    assert not other.reused and other.document_id != first.document_id
+    fresh, = await submit_all(stack_settings, [path])  # default policy: reprocess
+    assert not fresh.reused and fresh.document_id != first.document_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_document_bytes: int = 64 * 1024 * 1024
+    # Re-submitted bytes (same sha256 and template) already done: process again, or reuse the
+    # earlier document (its id is returned, nothing is reprocessed).
+    duplicates: Literal["reprocess", "reuse"] = "reprocess"
 
     # Preprocess
     max_image_pixels: int = 120_000_000

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 
@@ -44,10 +45,34 @@ def original_key(sha256: str) -> str:
 
 
 class Ingestor:
-    """Validates a document's bytes, stores them once, and builds its ``ingested`` event."""
+    """Validates a document's bytes, stores them once, and builds its ``ingested`` event.
+
+    With ``duplicates="reuse"`` a document whose bytes (and template) were already processed
+    to ``done`` is not processed again: :meth:`ingest` returns the earlier document's id instead
+    of an event (looked up by content hash in PostgreSQL, the store stage's table).
+    """
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.settings, self.store = settings, store
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        """Ensure the bucket; connect to PostgreSQL when duplicates are reused."""
+        await self.store.ensure_bucket()
+        if self.settings.duplicates == "reuse":
+            self.pool = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=2)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def find_done(self, sha256: str, template: str | None) -> str | None:
+        """Id of the newest ``done`` document with these bytes and template, if reuse is on."""
+        if self.pool is None:
+            return None
+        return await self.pool.fetchval(
+            "SELECT document_id FROM documents WHERE content_sha256 = $1 AND status = 'done'"
+            " AND template IS NOT DISTINCT FROM $2 ORDER BY stored_at DESC LIMIT 1", sha256, template)
 
     def check(self, data: bytes) -> None:
         """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``)."""
@@ -59,10 +84,17 @@ class Ingestor:
                 "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
 
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
-                     submitted: str | None = None, template: str | None = None) -> Output:
-        """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event. Raises BadInputError."""
+                     submitted: str | None = None, template: str | None = None) -> Output | str:
+        """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
+        earlier ``done`` document with the same bytes when duplicates are reused.
+
+        Raises BadInputError (empty, too large).
+        """
         self.check(data)
         sha = hashlib.sha256(data).hexdigest()
+        if (earlier := await self.find_done(sha, template)) is not None:
+            log.info("ingest: %s has the bytes of done document %s: reused", filename or document_id, earlier)
+            return earlier
         key = original_key(sha)
         if not await self.store.exists(key):
             await self.store.put(key, data)
@@ -89,6 +121,7 @@ class Receipt:
     filename: str | None
     object_key: str | None = None
     error: BadInputError | None = None
+    reused: bool = False  # document_id is an earlier document with the same bytes
 
 
 class Submitter:
@@ -105,12 +138,13 @@ class Submitter:
 
     async def __aenter__(self) -> "Submitter":
         await ensure_topics(self.settings)
-        await self.ingestor.store.ensure_bucket()
+        await self.ingestor.start()
         await self.producer.start()
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         await self.producer.stop()
+        await self.ingestor.close()
 
     async def submit(self, data: bytes, filename: str | None, source: str,
                      template: str | None = None) -> Receipt:
@@ -129,6 +163,8 @@ class Submitter:
                                                       source={"topic": source}, original=original,
                                                       size_bytes=len(data))])
             return Receipt(document_id, filename, error=exc)
+        if isinstance(output, str):
+            return Receipt(output, filename, reused=True)
         await produce(self.producer, [output])
         return Receipt(document_id, filename, object_key=output.event["document"]["object_key"])
 
@@ -160,7 +196,7 @@ def create_app(submitter: Submitter) -> FastAPI:
                                                 "error": type(receipt.error).__name__,
                                                 "message": str(receipt.error)})
         return {"document_id": receipt.document_id, "object_key": receipt.object_key,
-                "status": "accepted"}
+                "status": "reused" if receipt.reused else "accepted"}
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -177,7 +213,10 @@ class IngestStage(Stage):
 
     async def setup(self) -> None:
         self.ingestor = Ingestor(self.settings, ObjectStore(self.settings))
-        await self.ingestor.store.ensure_bucket()
+        await self.ingestor.start()
+
+    async def teardown(self) -> None:
+        await self.ingestor.close()
 
     def background(self):
         return [self._serve_http] if self.settings.http_port else []
@@ -194,5 +233,6 @@ class IngestStage(Stage):
         # Deterministic id: a redelivered raw message maps to the same document.
         document_id = (record.key.decode("utf-8", "replace") if record.key
                        else f"raw-{record.topic}-{record.partition}-{record.offset}")
-        return [await self.ingestor.ingest(record.value or b"", document_id=document_id,
-                                           filename=filename, source="kafka", template=template)]
+        output = await self.ingestor.ingest(record.value or b"", document_id=document_id,
+                                            filename=filename, source="kafka", template=template)
+        return [] if isinstance(output, str) else [output]
