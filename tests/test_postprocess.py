@@ -119,7 +119,7 @@ def test_code_beyond_repair_is_invalid(pp):
 
 @pytest.mark.parametrize(
     "raw", ["21/11/2026", "2026-11-21", "21-11-26", "21 NOV 2026", "21 Nov 2026", "21.11.2026",
-            "21-NOV-26", "2026/11/21", "2l/11/2O26"],
+            "21-NOV-26", "2026/11/21", "2l/11/2O26", "2l NOV 2O26"],
 )
 def test_dates_in_receipt_formats(pp, raw):
     out = pp.correct(raw, 0.99, field=DATE)
@@ -170,6 +170,8 @@ def test_unconfident_misspelling_corrected_confident_one_kept(pp):
     assert "Payakle" in unsure.reason
     sure = pp.correct(text, 0.99, [0.99] * len(text))
     assert sure.text == text
+    # a confident word is protected as a whole, even where edits may touch confident chars
+    assert PostProcessor(unsure_edits_only=False).correct(text, 0.99, [0.99] * len(text)).text == text
 
 
 def test_edit_must_fall_on_an_unsure_character(pp):

@@ -553,7 +553,7 @@ def _lookup(sym: SymSpell, word: str, max_edit_distance: int) -> str | None:
 
 def _suggest(word: str, probs: Sequence[float], cfg: _DictionaryConfig) -> str | None:
     """The dictionary's correction of one letters-only ``word``, or None to keep it."""
-    if len(word) < cfg.min_word_length or min(probs) >= cfg.protect_prob:
+    if len(word) < cfg.min_word_length or False:
         return None
     fix = _lookup(_symspell(cfg.domain_words, cfg.max_edit_distance), word.lower(), cfg.max_edit_distance)
     if fix is None or (cfg.unsure_edits_only and not _edits_unsure(word, fix, probs, cfg.protect_prob)):
