@@ -10,6 +10,10 @@ Detection recall/precision: detected quads' axis-aligned boxes matched one-to-on
 CPU time is ``time.process_time`` (all threads of the process), per stage.
 
     python bench/bench_pages.py [--limit N] [--max-side PX] [--threads T] [--unclip-ratio R]
+                                [--min-confidence C] [--show N]
+
+``--min-confidence`` drops readings below that confidence before joining (RapidOCR
+drops < 0.5: rapidocr ``config.yaml`` ``Global.text_score``); default 0 keeps all.
 """
 
 from __future__ import annotations
@@ -93,14 +97,14 @@ def timed(totals: Totals, stage: str, fn, *args):
     return result
 
 
-def run_page(record: dict, detector: LineDetector, recognizer, totals: Totals) -> None:
+def run_page(record: dict, detector: LineDetector, recognizer, totals: Totals, min_confidence: float) -> None:
     data = (DATA / record["image"]).read_bytes()
     image = timed(totals, "decode", lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     lines = timed(totals, "detect", detector.detect, image)
     crops = timed(totals, "crop", lambda: [crop_line(image, line.quad) for line in lines])
     readings = timed(totals, "recognize", recognizer.recognize, crops)
     quads = [line.quad for line in lines]
-    totals.hyps.append(page_text(quads, [r.text for r in readings]))
+    totals.hyps.append(page_text(quads, [r.text if r.confidence >= min_confidence else "" for r in readings]))
     totals.refs.append(record["text"])
     det_boxes = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in quads]).reshape(-1, 4)
     gt_boxes = np.array([line["box"] for line in record["lines"]], dtype=np.float64).reshape(-1, 4)
@@ -111,7 +115,7 @@ def run_page(record: dict, detector: LineDetector, recognizer, totals: Totals) -
 
 def report(totals: Totals, n_pages: int, args: argparse.Namespace) -> None:
     print(f"pages: {n_pages}  max_side={args.max_side}  unclip_ratio={args.unclip_ratio}  "
-          f"threads={args.threads}  batch={args.batch}")
+          f"threads={args.threads}  batch={args.batch}  min_confidence={args.min_confidence}")
     print(f"| page CER ci | page WER ci | det recall@0.5 | det precision@0.5 |")
     print(f"|---|---|---|---|")
     print(f"| {100 * cer(totals.hyps, totals.refs):.2f} % | {100 * wer(totals.hyps, totals.refs):.2f} % "
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unclip-ratio", type=float, default=DB_UNCLIP_RATIO)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--batch", type=int, default=32, help="recogniser max_batch_size")
+    parser.add_argument("--min-confidence", type=float, default=0.0, help="drop readings below this")
     parser.add_argument("--show", type=int, default=0, help="print the N worst pages' texts")
     args = parser.parse_args(argv)
     manifest = DATA / "pages.jsonl"
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
     totals = Totals()
     for record in records:
-        run_page(record, detector, recognizer, totals)
+        run_page(record, detector, recognizer, totals, args.min_confidence)
     report(totals, len(records), args)
     worst = sorted(range(len(records)), key=lambda i: -cer([totals.hyps[i]], [totals.refs[i]]))
     for i in worst[: args.show]:

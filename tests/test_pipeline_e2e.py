@@ -222,6 +222,10 @@ async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings,
     assert fields.keys() == expected.keys()
     assert cer(list(fields.values()), list(expected.values()), ci=True) < 0.05, fields
     assert {r["field"]["type"] for r in done["regions"]} == {"code", "date", "time", "decimal", "integer"}
+    # validated, typed values from the store's post-processing
+    assert done["fields"]["haemoglobin"] == {"value": 13.9, "text": done["fields"]["haemoglobin"]["text"], "valid": True}
+    assert (done["fields"]["sample_date"]["value"], done["fields"]["platelets"]["value"]) == ("2026-11-20", 251)
+    assert done["fields"]["patient_id"]["valid"] is True
 
     failed = results[bad.document_id]
     assert failed["status"] == "failed"

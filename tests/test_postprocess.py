@@ -192,6 +192,11 @@ def test_case_follows_the_token(pp):
     assert pp.correct("PAYAKLE", 0.9, probs_low_at("PAYAKLE", 4)).text == "PAYABLE"
 
 
+def test_stray_accent_dropped_when_the_plain_word_is_known(pp):
+    text = "Take Àway"  # PP-OCR's Latin charset reads a smudged "A" as "À"
+    assert pp.correct(text, 0.95, probs_low_at(text, 5)).text == "Take Away"
+
+
 def test_tokens_with_digits_never_touched(pp):
     text = "Payak1e"
     assert pp.correct(text, 0.5, [0.3] * len(text)).text == text

@@ -113,3 +113,28 @@ async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, st
     assert (rows[failed_id]["status"], rows[failed_id]["error_type"], rows[failed_id]["filename"]) == (
         "failed", "NotAnImageError", "notes.txt")
     assert rows[done_id]["status"] == "done"
+
+
+async def test_post_processing_keeps_raw_text_and_validates_fields(stack_settings, store):
+    doc_id = uuid.uuid4().hex
+    event = recognized_event(doc_id, [(0, "TOTAL"), (0, "RM 12.5O"), (1, "2l/11/2O26")])
+    event["regions"][1]["field"] = {"name": "total", "type": "decimal", "unit": "RM", "min": 0, "max": 1000}
+    event["regions"][2]["field"] = {"name": "date", "type": "date"}
+    event["regions"][2]["confidence"] = 0.6
+    result = (await store.store_done(events.validate(events.RECOGNIZED, event))).event
+    events.validate(events.RESULTS, result)
+    assert result["fields"]["total"] == {"value": 12.5, "text": "RM 12.50", "valid": True}
+    assert result["fields"]["date"]["value"] == "2026-11-21"
+    total = result["regions"][1]
+    assert (total["raw_text"], total["text"], total["valid"]) == ("RM 12.5O", "RM 12.50", True)
+    assert result["regions"][2]["needs_review"] and result["needs_review"]  # low confidence
+    assert result["text"] == "TOTAL RM 12.50\n21/11/2026"
+    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    try:
+        row = await conn.fetchrow("SELECT raw_text, text, valid, value FROM regions"
+                                  " WHERE document_id = $1 AND region_id = 'p0-r1'", doc_id)
+        flagged = await conn.fetchval("SELECT needs_review FROM documents WHERE document_id = $1", doc_id)
+    finally:
+        await conn.close()
+    assert (row["raw_text"], row["text"], row["valid"], row["value"]) == ("RM 12.5O", "RM 12.50", True, "12.5")
+    assert flagged

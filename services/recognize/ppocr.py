@@ -50,14 +50,15 @@ REC_HEIGHT = 48
 FRAME_STRIDE = 8
 #: normalisation, rapidocr ``ch_ppocr_rec/main.py::resize_norm_img``: (x/255 - 0.5) / 0.5.
 NORM_MEAN, NORM_STD = 0.5, 0.5
-#: p(space) peak in a blank gap above which a space is inserted (tuned on the dev lines:
-#: WER 8.3 / 8.0 / 8.3 % at 0.08 / 0.10 / 0.13).
+#: p(space) peak in a blank gap above which a space is inserted (tuned on the dev lines,
+#: ASCII charset, before look-alike repair: WER 8.3 / 8.0 / 8.3 % at 0.08 / 0.10 / 0.13).
 SPACE_THRESHOLD = 0.1
 _BLANK = 0
 
 _ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
-#: arg-max restrictions: printable ASCII; + Latin-1 Supplement (minus the signs x and
-#: division, which the model emits for "x" and ":") + Latin Extended-A + euro; None = all.
+#: arg-max restrictions: printable ASCII; "latin" adds Latin-1 Supplement (minus the
+#: multiplication/division signs: the model reads a printed "x" as U+00D7) + Latin
+#: Extended-A + euro sign; "all" keeps the model's 18708 symbols (CJK etc.).
 CHARSETS: dict[str, str | None] = {
     "ascii": _ASCII,
     "latin": _ASCII

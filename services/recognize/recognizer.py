@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LineReading", "Recognizer", "known_recognizers", "load_recognizer"]
+__all__ = ["EMPTY_READING", "LineReading", "Recognizer", "known_recognizers", "load_recognizer"]
 
 
 @dataclass(frozen=True)

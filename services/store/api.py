@@ -1,7 +1,8 @@
 """The query API over PostgreSQL (FastAPI), served by ``ocrstream run store``.
 
-* ``GET /v1/documents?status=&since=&limit=`` - newest first; ``since`` is ISO 8601.
-* ``GET /v1/documents/{id}`` - status, text, pages, regions, error.
+* ``GET /v1/documents?status=&since=&needs_review=&limit=`` - newest first; ``since`` is ISO 8601.
+* ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
+  corrected text, value, validity), error.
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
 OpenAPI docs at ``/docs``.
 """
@@ -40,9 +41,10 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
                                  " ORDER BY page_index", document_id)
         regions = await conn.fetch(
             "SELECT region_id, page_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
-            " words, field"
+            " words, field, raw_text, value, valid, reason, needs_review"
             " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
-    return {**_summary(row), "text": row["text"],
+    return {**_summary(row), "text": row["text"], "needs_review": row["needs_review"],
+            "fields": json.loads(row["fields"]) if row["fields"] else {},
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
                       if row["status"] == "failed" else None),
             "pages": [dict(p) for p in pages],
@@ -50,6 +52,8 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
                          "line_index": r["line_index"], "order": r["reading_order"],
                          "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
                          "confidence": r["confidence"], "words": json.loads(r["words"]),
+                         "raw_text": r["raw_text"], "value": json.loads(r["value"]) if r["value"] else None,
+                         "valid": r["valid"], "reason": r["reason"], "needs_review": r["needs_review"],
                          **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
 
 
@@ -59,13 +63,14 @@ def create_app(pool: asyncpg.Pool) -> FastAPI:
 
     @app.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
-                             since: datetime | None = None,
+                             since: datetime | None = None, needs_review: bool | None = None,
                              limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-        """Documents, newest first, filtered by status and stored time."""
+        """Documents, newest first, filtered by status, stored time and review flag."""
         rows = await pool.fetch(
             "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
-            " AND ($2::timestamptz IS NULL OR stored_at >= $2) ORDER BY stored_at DESC LIMIT $3",
-            status, since, limit)
+            " AND ($2::timestamptz IS NULL OR stored_at >= $2)"
+            " AND ($3::boolean IS NULL OR needs_review = $3) ORDER BY stored_at DESC LIMIT $4",
+            status, since, needs_review, limit)
         return [_summary(r) for r in rows]
 
     @app.get("/v1/documents/{document_id}")

@@ -12,6 +12,7 @@ by a space, lines by ``\\n``, pages by ``\\f``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from services.core.stage import Output, Stage
 from services.document import Document
 from services.store.api import create_app
 from services.store.migrate import apply_migrations
+from services.store.postprocess import FieldSpec, PostProcessor
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -34,10 +36,11 @@ def _ts(value: str | None) -> datetime | None:
 UPSERT_DONE = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
     text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
-    version, template, published_at, error_stage, error_type, error_message)
-VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL)
+    version, template, needs_review, fields, published_at, error_stage, error_type, error_message)
+VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb,
+    NULL, NULL, NULL, NULL)
 ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.version,
-    template = EXCLUDED.template,
+    template = EXCLUDED.template, needs_review = EXCLUDED.needs_review, fields = EXCLUDED.fields,
     published_at = NULL, source = EXCLUDED.source,
     filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
     content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
@@ -54,14 +57,16 @@ ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, heig
 
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
-    quad, crop_key, detection_score, text, confidence, words, field)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb)
+    quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb,
+    $17, $18::jsonb, $19, $20, $21)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
     crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
     text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
-    field = EXCLUDED.field
+    field = EXCLUDED.field, raw_text = EXCLUDED.raw_text, value = EXCLUDED.value, valid = EXCLUDED.valid,
+    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review
 """
 
 UPSERT_FAILED = """
@@ -75,6 +80,10 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.ve
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
+RESULT_REGION_KEYS = ("region_id", "page_index", "line_index", "order", "box", "quad", "detection_score",
+                      "text", "confidence", "words", "field", "raw_text", "value", "valid", "reason",
+                      "needs_review")
+
 PUBLISHED_VERSION = "SELECT 1 FROM documents WHERE document_id = $1 AND version = $2 AND published_at IS NOT NULL"
 
 MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = $1 AND version = $2"
@@ -87,6 +96,10 @@ class StoreStage(Stage):
     input_topics = (events.RECOGNIZED, events.DLQ)
 
     async def setup(self) -> None:
+        self.postprocessor = PostProcessor(
+            review_threshold=self.settings.review_threshold,
+            enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
+        await asyncio.to_thread(self.postprocessor.preload)  # symspell index: ~4 s once
         self.pool = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=4)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)
@@ -122,18 +135,20 @@ class StoreStage(Stage):
         """
         doc, ts = event["document"], dict(event["timestamps"])
         ts["stored"] = events.now_iso()
-        regions = event["regions"]
-        text = Document.from_results({**event, "status": "done"}).render_text()
         doc_id, version = event["document_id"], ts["recognized"]
         if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
             return None  # redelivered: this version is stored and its results event was acked
+        regions = [self.postprocess(r) for r in event["regions"]]
+        text = Document.from_results({**event, "status": "done", "regions": regions}).render_text()
+        fields = {r["field"]["name"]: {k: r[k] for k in ("value", "text", "valid")} for r in regions if "field" in r}
+        needs_review = any(r["needs_review"] for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 UPSERT_DONE, doc_id, doc["source"], doc.get("filename"), doc["object_key"],
                 doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
                 event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
                 _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version,
-                doc.get("template"))
+                doc.get("template"), needs_review, json.dumps(fields) if fields else None)
             # A new version may have fewer regions/pages: drop what it no longer has.
             await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
                                doc_id, [r["region_id"] for r in regions])
@@ -145,11 +160,20 @@ class StoreStage(Stage):
                 (doc_id, r["region_id"], r["page_index"], r["line_index"], r["order"], *r["box"],
                  json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
                  r["text"], r["confidence"], json.dumps(r.get("words", [])),
-                 json.dumps(r["field"]) if "field" in r else None) for r in regions])
-        result_regions = [{k: r[k] for k in ("region_id", "page_index", "line_index", "order", "box", "quad",
-                                             "detection_score", "text", "confidence", "words", "field") if k in r}
-                          for r in regions]
-        return self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
+                 json.dumps(r["field"]) if "field" in r else None, r["raw_text"], json.dumps(r["value"]),
+                 r["valid"], r["reason"], r["needs_review"]) for r in regions])
+        result_regions = [{k: r[k] for k in RESULT_REGION_KEYS if k in r} for r in regions]
+        result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
+        result.event.update({"needs_review": needs_review, "fields": fields})
+        return result
+
+    def postprocess(self, region: dict) -> dict:
+        """The region with corrected ``text`` and ``raw_text``, ``value``, ``valid``, ``reason``,
+        ``needs_review`` from :class:`PostProcessor` (field rules when it holds a template field)."""
+        field = FieldSpec(**region["field"]) if "field" in region else None
+        c = self.postprocessor.correct(region["text"], region["confidence"], region.get("char_probs"), field)
+        return {**region, "raw_text": c.raw_text, "text": c.text, "value": c.value, "valid": c.valid,
+                "reason": c.reason, "needs_review": c.needs_review}
 
     async def store_failed(self, dead: events.Event) -> Output | None:
         """Upsert a ``failed`` document row from a dead letter; its results event.
