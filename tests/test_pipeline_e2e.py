@@ -285,3 +285,16 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
         await conn.close()
     assert stored == len(all_ids)
     assert not stages.dead()
+
+
+def test_cli_submit_wait_prints_the_text(pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    _, env = pipeline
+    path = tmp_path / "cli.png"
+    path.write_bytes(render("cli.png", ["SUBMITTED FROM THE CLI 31"]))
+    out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300", str(path)],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr
+    assert "[done]" in out.stdout and cer([out.stdout.split("\n")[-2]], ["SUBMITTED FROM THE CLI 31"]) < 0.1, out.stdout

@@ -282,3 +282,18 @@ def test_int8_export_measures_its_cost(tiny, tmp_path):
     assert on_disk["files"]["encoder"]["sha256"] == manifest["files"]["encoder"]["sha256"]
     rec = TrOCRRecognizer(tmp_path / "int8", device="cpu")
     assert len(rec.recognize(images[:2])) == 2
+
+
+async def test_recognize_stage_uses_the_configured_recogniser(tiny, monkeypatch):
+    """``OCRSTREAM_RECOGNIZER=trocr`` selects TrOCR in the recognize stage (metrics name it)."""
+    from prometheus_client import REGISTRY
+
+    from services.core.settings import Settings
+    from services.recognize.stage import RecognizeStage
+
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tiny[2]))
+    stage = RecognizeStage(Settings(recognizer="trocr", device="cpu", batch_max_size=8))
+    await stage.setup()
+    assert (stage.recognizer.name, stage.recognizer.provider) == ("trocr", "CPUExecutionProvider")
+    assert REGISTRY.get_sample_value("ocrstream_stage_info", {"stage": "recognize", "key": "recognizer",
+                                                              "value": "trocr"}) == 1.0
