@@ -1,10 +1,18 @@
 """store: documents, pages and regions into PostgreSQL, then ``ocr.results.v1`` out.
 
-Consumes ``ocr.recognized.v1`` (successes) and ``ocr.dlq.v1`` (failures of any stage). Writes are
-an idempotent sink: one transaction per document, upserts keyed on ``document_id`` and
-``(document_id, region_id)``, so a redelivered or replayed event rewrites the same rows. A
-``failed`` row never overwrites a ``done`` one. Only after the commit is the results event
-produced, and only after the broker acks it is the offset committed (at-least-once).
+Consumes ``ocr.recognized.v1`` (successes) and ``ocr.dlq.v1`` (failures of any stage).
+
+Each region is post-processed first (:mod:`services.store.postprocess`: NFKC, template field
+validation and confusable fixes, confidence-protected lexicon correction, ``needs_review``);
+raw and corrected text are both kept.
+
+Writes are an idempotent sink: one transaction per document, upserts keyed on ``document_id``
+and ``(document_id, region_id)``; the row records its *version* (the recognized or dead-letter
+timestamp) and when its results event was acked (``published_at``). A redelivered event of a
+published version writes nothing and emits no second results event; a replay that recognised
+the document again is a new version and replaces it. A ``failed`` row never overwrites a
+``done`` one. Only after the commit is the results event produced, and only after the broker
+acks it (and ``published_at`` is set) is the offset committed (at-least-once).
 
 The results event's ``text`` is the document in reading order: regions of a visual line joined
 by a space, lines by ``\\n``, pages by ``\\f``.
@@ -14,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord
