@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
 from services.core import events
-from services.evaluation import cer
 from services.demo import submit_all
+from services.evaluation import cer
 from services.launcher import STAGES, StageProcesses, free_port
 from services.results import wait_for_results
 from tools.render_samples import encode, render_page
@@ -133,7 +133,7 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     # Good documents: done, text close to what was rendered.
     expected = {by_name[n].document_id: "\n".join(lines) for n, lines in DOCS.items()}
     expected[raw_id], expected[http_id] = "RAW TOPIC DOOR 77", "HTTP DOOR 4242"
-    for doc_id, text in expected.items():
+    for doc_id in expected:
         assert results[doc_id]["status"] == "done", results[doc_id]
     hyps = [results[d]["text"] for d in expected]
     assert cer(hyps, list(expected.values()), ci=True) < 0.05, hyps

@@ -10,8 +10,8 @@ import pytest
 from services.core import events
 from services.core.errors import NotAnImageError
 from services.core.stage import dead_letter
-from services.store.migrate import apply_migrations, migration_files
 from services.document import Document
+from services.store.migrate import apply_migrations, migration_files
 from services.store.stage import StoreStage
 
 pytestmark = pytest.mark.slow

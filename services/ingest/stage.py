@@ -30,8 +30,8 @@ from aiokafka import ConsumerRecord
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 
 from services.core import events
-from services.core.http import serve_until
 from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
+from services.core.http import serve_until
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage, dead_letter, ensure_topics, make_producer, produce

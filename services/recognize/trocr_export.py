@@ -168,8 +168,15 @@ def make_tiny_trocr(dst: str | os.PathLike[str], *, seed: int = 0, height: int =
     import torch
     from PIL import Image
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, TrOCRConfig, TrOCRProcessor, ViTConfig,
-                              ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+    from transformers import (
+        PreTrainedTokenizerFast,
+        TrOCRConfig,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     torch.manual_seed(seed)
     bpe = Tokenizer(models.BPE(unk_token=None))
