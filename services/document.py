@@ -1,4 +1,5 @@
-"""The document model every reader of ocrstream's output uses: Document > Page > Line > Word.
+"""The document model every reader of ocrstream's output uses: Document > Page > Line > Word,
+and the template :class:`FieldSpec` a region may hold (preprocess cuts it, store validates it).
 
 Boxes are ``(x0, y0, x1, y1)`` in page pixels (float), confidences in [0, 1]. Built from an
 ``ocr.results.v1`` event (:meth:`Document.from_results`) and rendered by :meth:`Document.export`
@@ -10,9 +11,53 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
-from typing import Any
+import re
+from typing import Any, Literal, get_args
 
 Box = tuple[float, float, float, float]
+
+FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
+_FIELD_TYPES = frozenset(get_args(FieldType))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One named field of a fixed-layout template.
+
+    Attributes:
+        name: field name (from the template YAML).
+        type: one of :data:`FieldType`; ``"text"`` gets free-text rules and an optional regex.
+        regex: pattern (Python ``re``) the corrected value must full-match: for integer and
+            decimal the number without its unit, otherwise the corrected text.
+        unit: e.g. ``"g/dL"``, ``"RM"``: allowed (and ignored) before or after an integer or
+            decimal, case-insensitively, with or without a space.
+        min, max: inclusive range of an integer or decimal value.
+
+    Raises:
+        ValueError: unknown ``type``, a ``regex`` that does not compile, ``min > max``, or
+            ``min``/``max``/``unit`` on a type other than integer/decimal.
+    """
+
+    name: str
+    type: FieldType = "text"
+    regex: str | None = None
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in _FIELD_TYPES:
+            raise ValueError(f"field {self.name!r}: unknown type {self.type!r}, expected one of {sorted(_FIELD_TYPES)}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"field {self.name!r}: bad regex {self.regex!r}: {exc}") from exc
+        numeric = self.type in ("integer", "decimal")
+        if not numeric and (self.min is not None or self.max is not None or self.unit):
+            raise ValueError(f"field {self.name!r}: min/max/unit apply to integer and decimal fields only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"field {self.name!r}: min {self.min} > max {self.max}")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.core.errors import BadInputError
+from services.document import FieldSpec
 
 
 class UnknownTemplateError(BadInputError):
@@ -46,6 +47,15 @@ class TemplateRegion(BaseModel):
         if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
             raise ValueError(f"box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
         return box
+
+    @model_validator(mode="after")
+    def _valid_field(self):
+        self.spec()  # FieldSpec's own checks: known type, compiling regex, unit/range on numbers only
+        return self
+
+    def spec(self) -> FieldSpec:
+        """The field this region holds, as the store stage validates it."""
+        return FieldSpec(**self.field())
 
     def field(self) -> dict:
         """The field spec carried by the region's events (name, type and the optional checks)."""

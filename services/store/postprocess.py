@@ -44,10 +44,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Literal, get_args
 
 from rapidfuzz.distance import Levenshtein
 from symspellpy import SymSpell, Verbosity
+
+from services.document import FieldSpec, FieldType
 
 __all__ = [
     "DEFAULT_RULES",
@@ -59,8 +60,6 @@ __all__ = [
     "PostProcessor",
 ]
 
-FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
-_FIELD_TYPES = frozenset(get_args(FieldType))
 
 #: every switchable rule (see the module docstring).
 RULES = frozenset({"nfkc", "whitespace", "confusables", "dictionary"})
@@ -113,46 +112,6 @@ _DIGIT_TO_LETTER = {"0": "O", "1": "I", "5": "S", "8": "B", "2": "Z"}
 _CONFUSE_TO_DIGIT = str.maketrans(_LOOKALIKES)
 #: most letter<->digit swaps tried to make a ``code`` field match its regex.
 MAX_CODE_SWAPS = 2
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One named field of a fixed-layout template.
-
-    Attributes:
-        name: field name (from the template YAML).
-        type: one of :data:`FieldType`; ``"text"`` gets free-text rules and an optional regex.
-        regex: pattern (Python ``re``) the corrected value must full-match: for integer and
-            decimal the number without its unit, otherwise the corrected text.
-        unit: e.g. ``"g/dL"``, ``"RM"``: allowed (and ignored) before or after an integer or
-            decimal, case-insensitively, with or without a space.
-        min, max: inclusive range of an integer or decimal value.
-
-    Raises:
-        ValueError: unknown ``type``, a ``regex`` that does not compile, ``min > max``, or
-            ``min``/``max``/``unit`` on a type other than integer/decimal.
-    """
-
-    name: str
-    type: FieldType = "text"
-    regex: str | None = None
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.type not in _FIELD_TYPES:
-            raise ValueError(f"field {self.name!r}: unknown type {self.type!r}, expected one of {sorted(_FIELD_TYPES)}")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"field {self.name!r}: bad regex {self.regex!r}: {exc}") from exc
-        numeric = self.type in ("integer", "decimal")
-        if not numeric and (self.min is not None or self.max is not None or self.unit):
-            raise ValueError(f"field {self.name!r}: min/max/unit apply to integer and decimal fields only")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"field {self.name!r}: min {self.min} > max {self.max}")
 
 
 @dataclass(frozen=True)
