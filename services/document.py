@@ -1,4 +1,5 @@
-"""The document model every reader of ocrstream's output uses: Document > Page > Line > Word,
+"""The document model every reader of ocrstream's output uses:
+Document > Page > Block > Line (a visual line) > Region (a cut box) > Word,
 and the template :class:`FieldSpec` a region may hold (preprocess cuts it, store validates it).
 
 Boxes are ``(x0, y0, x1, y1)`` in page pixels (float), confidences in [0, 1]. Built from an
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 import re
+from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
 Box = tuple[float, float, float, float]
@@ -62,7 +64,7 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Word:
-    """One word of a line: text, box in page pixels, confidence in [0, 1]."""
+    """One word: text, box in page pixels, confidence in [0, 1]."""
 
     text: str
     box: Box
@@ -70,29 +72,90 @@ class Word:
 
 
 @dataclass(frozen=True)
-class Line:
-    """One detected text region (a printed line or a part of one)."""
+class Region:
+    """One cut region (a detected text box or a template field): a whole printed line or a part
+    of one (receipts often split a row into label and value boxes)."""
 
     region_id: str
     text: str
     box: Box
     confidence: float
-    line_index: int
     words: tuple[Word, ...] = ()
+    field: dict[str, Any] | None = None
+
+    def word_list(self) -> tuple[Word, ...]:
+        """The region's words; a region without word boxes is one word spanning the region."""
+        return self.words or ((Word(self.text, self.box, self.confidence),) if self.text else ())
+
+
+@dataclass(frozen=True)
+class Line:
+    """One visual line: the regions side by side on it, left to right."""
+
+    regions: tuple[Region, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(r.text for r in self.regions if r.text)
+
+    @property
+    def box(self) -> Box:
+        return union(r.box for r in self.regions)
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for r in self.regions for w in r.word_list())
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive visual lines set apart from the next block by vertical whitespace."""
+
+    lines: tuple[Line, ...]
+
+    @property
+    def box(self) -> Box:
+        return union(line.box for line in self.lines)
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page: size in pixels and its lines in reading order."""
+    """One page: size in pixels and its blocks in reading order."""
 
     page_index: int
     width: int
     height: int
-    lines: tuple[Line, ...] = ()
+    blocks: tuple[Block, ...] = ()
 
-    def visual_lines(self) -> list[list[Line]]:
-        """Lines grouped by visual line (same ``line_index``), in reading order."""
-        return [list(g) for _, g in groupby(self.lines, key=lambda line: line.line_index)]
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return tuple(line for block in self.blocks for line in block.lines)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines if line.text)
+
+
+def union(boxes: Iterable[Box]) -> Box:
+    """The smallest box containing every box of ``boxes`` (at least one)."""
+    boxes = list(boxes)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _page(page: dict[str, Any], regions: list[dict[str, Any]]) -> Page:
+    """A :class:`Page` from its results-event regions (any order)."""
+    key = lambda r: (r.get("block_index", 0), r["line_index"], r["order"])  # noqa: E731
+    blocks = []
+    for _, block in groupby(sorted(regions, key=key), key=lambda r: r.get("block_index", 0)):
+        lines = []
+        for _, line in groupby(block, key=lambda r: r["line_index"]):
+            lines.append(Line(tuple(
+                Region(r["region_id"], r["text"], tuple(r["box"]), r["confidence"],
+                       tuple(Word(w["text"], tuple(w["box"]), w["confidence"]) for w in r.get("words", ())),
+                       r.get("field")) for r in line)))
+        blocks.append(Block(tuple(lines)))
+    return Page(page["page_index"], page["width"], page["height"], tuple(blocks))
 
 
 @dataclass(frozen=True)
@@ -107,21 +170,15 @@ class Document:
 
     @classmethod
     def from_results(cls, event: dict[str, Any]) -> "Document":
-        """Build from an ``ocr.results.v1`` event (regions ordered by page and reading order)."""
-        by_page: dict[int, list[Line]] = {p["page_index"]: [] for p in event["pages"]}
-        for r in sorted(event["regions"], key=lambda r: (r["page_index"], r["line_index"], r["order"])):
-            words = tuple(Word(w["text"], tuple(w["box"]), w["confidence"]) for w in r.get("words", ()))
-            by_page[r["page_index"]].append(Line(r["region_id"], r["text"], tuple(r["box"]),
-                                                 r["confidence"], r["line_index"], words))
-        pages = tuple(Page(p["page_index"], p["width"], p["height"], tuple(by_page[p["page_index"]]))
+        """Build from an ``ocr.results.v1`` event (or any event with ``pages`` and ``regions``)."""
+        pages = tuple(_page(p, [r for r in event["regions"] if r["page_index"] == p["page_index"]])
                       for p in event["pages"])
         meta = {"document": event.get("document"), "timestamps": event.get("timestamps")}
         return cls(event["document_id"], event["status"], pages, event.get("error"), meta)
 
     def render_text(self) -> str:
         """Plain text: a visual line's regions joined by a space, lines by newline, pages by form feed."""
-        return "\f".join("\n".join(" ".join(l.text for l in vl if l.text) for vl in p.visual_lines())
-                         for p in self.pages)
+        return "\f".join(page.text for page in self.pages)
 
     def export(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole tree."""

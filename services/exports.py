@@ -1,25 +1,21 @@
 """Standard exports of a :class:`~services.document.Document`: hOCR and ALTO XML.
 
-* hOCR 1.2 (http://kba.github.io/hocr-spec/1.2/): XHTML with ``ocr_page`` > ``ocr_carea`` >
-  ``ocr_line`` > ``ocrx_word``; ``title`` carries ``bbox x0 y0 x1 y1`` (integer page pixels) and
+* hOCR 1.2 (http://kba.github.io/hocr-spec/1.2/): XHTML with ``ocr_page`` > ``ocr_carea`` (a
+  block) > ``ocr_par`` > ``ocr_line`` (a visual line) > ``ocrx_word``; ``title`` carries ``bbox x0 y0 x1 y1`` (integer page pixels) and
   ``x_wconf`` (confidence 0-100).
 * ALTO v4 (https://www.loc.gov/standards/alto/v4/alto-4-4.xsd): ``Page`` > ``PrintSpace`` >
   ``TextBlock`` > ``TextLine`` > ``String``/``SP``; ``MeasurementUnit`` pixel, ``WC`` in [0, 1].
 
-Lines without word boxes are exported as one word spanning the line.
+Regions without word boxes are exported as one word spanning the region.
 """
 
 from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from services.document import Box, Document, Line, Word
+from services.document import Box, Document
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
-
-
-def _words(line: Line) -> tuple[Word, ...]:
-    return line.words or ((Word(line.text, line.box, line.confidence),) if line.text else ())
 
 
 def _bbox(box: Box) -> str:
@@ -36,20 +32,20 @@ def to_hocr(doc: Document) -> str:
     ET.SubElement(head, "meta", name="ocr-capabilities", content="ocr_page ocr_carea ocr_line ocrx_word")
     body = ET.SubElement(html, "body")
     for page in doc.pages:
-        p = ET.SubElement(body, "div", {"class": "ocr_page", "id": f"page_{page.page_index + 1}",
+        n = page.page_index + 1
+        p = ET.SubElement(body, "div", {"class": "ocr_page", "id": f"page_{n}",
                                         "title": f"bbox 0 0 {page.width} {page.height}; ppageno {page.page_index}"})
-        for n, visual in enumerate(page.visual_lines()):
-            area = ET.SubElement(p, "div", {"class": "ocr_carea", "id": f"block_{page.page_index + 1}_{n + 1}",
-                                            "title": _bbox(_union([l.box for l in visual]))})
-            for line in visual:
-                span = ET.SubElement(area, "span", {"class": "ocr_line", "id": f"line_{page.page_index + 1}_{line.region_id}",
-                                                    "title": _bbox(line.box)})
-                for k, word in enumerate(_words(line)):
-                    w = ET.SubElement(span, "span", {
-                        "class": "ocrx_word", "id": f"word_{page.page_index + 1}_{line.region_id}_{k + 1}",
-                        "title": f"{_bbox(word.box)}; x_wconf {round(word.confidence * 100)}"})
-                    w.text = word.text
-                    w.tail = " "
+        for b, block in enumerate(page.blocks, start=1):
+            area = ET.SubElement(p, "div", {"class": "ocr_carea", "id": f"block_{n}_{b}", "title": _bbox(block.box)})
+            par = ET.SubElement(area, "p", {"class": "ocr_par", "id": f"par_{n}_{b}", "title": _bbox(block.box)})
+            for k, line in enumerate(block.lines, start=1):
+                span = ET.SubElement(par, "span", {"class": "ocr_line", "id": f"line_{n}_{b}_{k}",
+                                                   "title": _bbox(line.box)})
+                for w, word in enumerate(line.words, start=1):
+                    el = ET.SubElement(span, "span", {"class": "ocrx_word", "id": f"word_{n}_{b}_{k}_{w}",
+                                                      "title": f"{_bbox(word.box)}; x_wconf {round(word.confidence * 100)}"})
+                    el.text = word.text
+                    el.tail = " "
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"'
             ' "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
             + ET.tostring(html, encoding="unicode"))
@@ -66,16 +62,16 @@ def to_alto(doc: Document) -> str:
     info.text = ((doc.meta.get("document") or {}).get("filename")) or doc.document_id
     layout = ET.SubElement(alto, q("Layout"))
     for page in doc.pages:
-        pg = ET.SubElement(layout, q("Page"), ID=f"p{page.page_index}", PHYSICAL_IMG_NR=str(page.page_index + 1),
+        n = page.page_index
+        pg = ET.SubElement(layout, q("Page"), ID=f"p{n}", PHYSICAL_IMG_NR=str(n + 1),
                            WIDTH=str(page.width), HEIGHT=str(page.height))
         space = ET.SubElement(pg, q("PrintSpace"), **_pos((0, 0, page.width, page.height)))
-        for n, visual in enumerate(page.visual_lines()):
-            block = ET.SubElement(space, q("TextBlock"), ID=f"p{page.page_index}_b{n}",
-                                  **_pos(_union([l.box for l in visual])))
-            for line in visual:
-                tl = ET.SubElement(block, q("TextLine"), ID=f"p{page.page_index}_{line.region_id}", **_pos(line.box))
-                for k, word in enumerate(_words(line)):
-                    if k:
+        for b, block in enumerate(page.blocks):
+            tb = ET.SubElement(space, q("TextBlock"), ID=f"p{n}_b{b}", **_pos(block.box))
+            for k, line in enumerate(block.lines):
+                tl = ET.SubElement(tb, q("TextLine"), ID=f"p{n}_b{b}_l{k}", **_pos(line.box))
+                for w, word in enumerate(line.words):
+                    if w:
                         ET.SubElement(tl, q("SP"))
                     ET.SubElement(tl, q("String"), CONTENT=word.text, WC=f"{word.confidence:.3f}", **_pos(word.box))
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(alto, encoding="unicode")
@@ -85,7 +81,3 @@ def _pos(box: Box) -> dict[str, str]:
     x0, y0, x1, y1 = box
     return {"HPOS": f"{x0:.0f}", "VPOS": f"{y0:.0f}", "WIDTH": f"{max(0.0, x1 - x0):.0f}",
             "HEIGHT": f"{max(0.0, y1 - y0):.0f}"}
-
-
-def _union(boxes: list[Box]) -> Box:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))

@@ -19,14 +19,19 @@ EVENT = {
                    {"text": "RM", "box": [120, 10, 200, 40], "confidence": 0.85}]},
         {"region_id": "p0-r1", "page_index": 0, "line_index": 0, "order": 1, "box": [250, 12, 330, 41],
          "text": "12.50", "confidence": 0.99},
-        {"region_id": "p0-r2", "page_index": 0, "line_index": 1, "order": 2, "box": [10, 60, 150, 90],
+        {"region_id": "p0-r2", "page_index": 0, "block_index": 1, "line_index": 1, "order": 2, "box": [10, 60, 150, 90],
          "text": "THANK YOU", "confidence": 0.8},
     ],
 }
 
 
-def test_text_follows_visual_lines():
-    assert Document.from_results(EVENT).render_text() == "TOTAL RM 12.50\nTHANK YOU"
+def test_text_follows_visual_lines_and_blocks():
+    doc = Document.from_results(EVENT)
+    assert doc.render_text() == "TOTAL RM 12.50\nTHANK YOU"
+    page = doc.pages[0]
+    assert [[line.text for line in block.lines] for block in page.blocks] == [["TOTAL RM 12.50"], ["THANK YOU"]]
+    assert [w.text for w in page.lines[0].words] == ["TOTAL", "RM", "12.50"]
+    assert page.blocks[0].box == (10, 10, 330, 41)
 
 
 def test_hocr_is_xhtml_with_boxes_and_confidences():
@@ -35,8 +40,9 @@ def test_hocr_is_xhtml_with_boxes_and_confidences():
     words = root.findall(".//h:span[@class='ocrx_word']", ns)
     assert [w.text for w in words] == ["TOTAL", "RM", "12.50", "THANK YOU"]
     assert words[0].get("title") == "bbox 10 10 110 40; x_wconf 95"
-    assert len(root.findall(".//h:span[@class='ocr_line']", ns)) == 3
-    assert len(root.findall(".//h:div[@class='ocr_carea']", ns)) == 2
+    lines = root.findall(".//h:span[@class='ocr_line']", ns)  # visual lines: label + value regions together
+    assert [line.get("title") for line in lines] == ["bbox 10 10 330 41", "bbox 10 60 150 90"]
+    assert len(root.findall(".//h:div[@class='ocr_carea']", ns)) == 2  # blocks
     page = root.find(".//h:div[@class='ocr_page']", ns)
     assert page.get("title").startswith("bbox 0 0 400 300")
     for el in root.iter():
@@ -52,10 +58,10 @@ def test_alto_structure():
     page = root.find(f".//{q('Page')}")
     assert (page.get("WIDTH"), page.get("HEIGHT")) == ("400", "300")
     lines = root.findall(f".//{q('TextLine')}")
-    assert len(lines) == 3
+    assert len(lines) == 2 and len(root.findall(f".//{q('TextBlock')}")) == 2
     strings = [s.get("CONTENT") for s in root.findall(f".//{q('String')}")]
     assert strings == ["TOTAL", "RM", "12.50", "THANK YOU"]
-    assert len(lines[0].findall(q("SP"))) == 1  # between the two words
+    assert len(lines[0].findall(q("SP"))) == 2  # between the three words of the first line
     first = root.find(f".//{q('String')}")
     assert (first.get("HPOS"), first.get("VPOS"), first.get("WIDTH"), first.get("HEIGHT"), first.get("WC")) == (
         "10", "10", "100", "30", "0.950")

@@ -40,3 +40,4 @@ def test_extra_dir_adds_and_overrides(tmp_path):
     assert [r.name for r in templates["lab-report"].regions] == ["only"]
     with pytest.raises(UnknownTemplateError, match="known: lab-report, mine"):
         get_template("nope", str(tmp_path))
+

@@ -22,6 +22,7 @@ from services.core import events
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.preprocess.decode import Limits, decode_pages
+from services.preprocess.layout import block_ids
 from services.preprocess.detect import LineDetector, crop_line, visual_line_ids
 from services.preprocess.templates import Template, get_template
 
@@ -105,10 +106,11 @@ class PreprocessStage(Stage):
         for page_index, (image, page_regions) in enumerate(analysed):
             pages.append({"page_index": page_index, "width": int(image.shape[1]),
                           "height": int(image.shape[0])})
-            for region, png in page_regions:
+            blocks = block_ids([r["box"] for r, _ in page_regions], [r["line_index"] for r, _ in page_regions])
+            for (region, png), block in zip(page_regions, blocks):
                 key = crop_key(doc_id, page_index, region["order"])
-                regions.append({"region_id": f"p{page_index}-r{region['order']}",
-                                "page_index": page_index, "crop_key": key, **region})
+                regions.append({"region_id": f"p{page_index}-r{region['order']}", "page_index": page_index,
+                                "block_index": block, "crop_key": key, **region})
                 uploads.append(self.store.put(key, png, "image/png"))
         await asyncio.gather(*uploads)
         out = {"schema": events.REGIONS, "document_id": doc_id, "document": event["document"],

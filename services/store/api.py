@@ -40,7 +40,7 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
         pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
                                  " ORDER BY page_index", document_id)
         regions = await conn.fetch(
-            "SELECT region_id, page_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
+            "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
             " words, field, raw_text, value, valid, reason, needs_review"
             " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
     return {**_summary(row), "text": row["text"], "needs_review": row["needs_review"],
@@ -48,7 +48,7 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
                       if row["status"] == "failed" else None),
             "pages": [dict(p) for p in pages],
-            "regions": [{"region_id": r["region_id"], "page_index": r["page_index"],
+            "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
                          "line_index": r["line_index"], "order": r["reading_order"],
                          "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
                          "confidence": r["confidence"], "words": json.loads(r["words"]),

@@ -65,16 +65,17 @@ ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, heig
 
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
-    quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review)
+    quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review,
+    block_index)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb,
-    $17, $18::jsonb, $19, $20, $21)
+    $17, $18::jsonb, $19, $20, $21, $22)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
     crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
     text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
     field = EXCLUDED.field, raw_text = EXCLUDED.raw_text, value = EXCLUDED.value, valid = EXCLUDED.valid,
-    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review
+    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index
 """
 
 UPSERT_FAILED = """
@@ -88,7 +89,7 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.ve
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
-RESULT_REGION_KEYS = ("region_id", "page_index", "line_index", "order", "box", "quad", "detection_score",
+RESULT_REGION_KEYS = ("region_id", "page_index", "block_index", "line_index", "order", "box", "quad", "detection_score",
                       "text", "confidence", "words", "field", "raw_text", "value", "valid", "reason",
                       "needs_review")
 
@@ -169,7 +170,7 @@ class StoreStage(Stage):
                  json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
                  r["text"], r["confidence"], json.dumps(r.get("words", [])),
                  json.dumps(r["field"]) if "field" in r else None, r["raw_text"], json.dumps(r["value"]),
-                 r["valid"], r["reason"], r["needs_review"]) for r in regions])
+                 r["valid"], r["reason"], r["needs_review"], r.get("block_index", 0)) for r in regions])
         result_regions = [{k: r[k] for k in RESULT_REGION_KEYS if k in r} for r in regions]
         result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
         result.event.update({"needs_review": needs_review, "fields": fields})
