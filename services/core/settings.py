@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     max_pages: int = 200
     pdf_dpi: int = 200
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
+    cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
     templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
 
     # Store: query API (0 disables it) and post-processing (services/store/postprocess.py)

@@ -12,6 +12,9 @@ Post-processing is rapidocr's ``DBPostProcess`` (a port of PaddleOCR
 defaults: ``thresh=0.3``, ``box_thresh=0.5``, ``unclip_ratio=1.6``,
 ``max_candidates=1000``, ``use_dilation=True``, ``score_mode="fast"``. It maps boxes
 straight to page pixels and orders corners clockwise from the top-left.
+
+:func:`attach_colons` (called by the preprocess stage after :meth:`LineDetector.detect`)
+extends line quads over the isolated colons DBNet does not detect.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
 from services.core.onnx_session import chosen_provider, make_session
+from services.preprocess.cleanup import ink_mask, thumbnail
 
 __all__ = [
     "DET_MODEL",
     "DetectedLine",
     "LineDetector",
+    "attach_colons",
     "crop_line",
     "reading_order",
     "visual_line_ids",
@@ -144,6 +150,109 @@ def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
     rotated 90 degrees counter-clockwise (vertical text). Returns ``(h, w, 3)`` uint8.
     """
     return np.ascontiguousarray(get_rotate_crop_image(image_bgr, np.asarray(quad, dtype=np.float32)))
+
+
+#: colon search, in units of the line height h (the median DB box height of the page): a colon
+#: is two ink dots COLON_DOT h across, one above the other with centres COLON_GAP h apart, no
+#: other dot within h/2 of their middle, its centre within COLON_CENTRE h of the middle of a
+#: box at most COLON_REACH h away; that box is extended past it by COLON_PAD h (about DB's own
+#: unclip margin). Tuned on the SROIE dev pages (bench_pages --no-colons for the comparison).
+COLON_DOT, COLON_GAP, COLON_CENTRE, COLON_REACH, COLON_PAD = (0.06, 0.3), (0.15, 0.6), 0.25, 1.5, 0.3
+#: pixel count of the page thumbnail the colon search runs on (about the detector's input).
+COLON_PIXELS = 1_500_000
+
+
+def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float, float]) -> np.ndarray:
+    """``(N, 4)`` [x0, y0, x1, y1] of ink components no quad touches, ``sizes[0]-sizes[1]`` px across."""
+    covered = np.zeros_like(ink)
+    cv2.fillPoly(covered, [np.round(q).astype(np.int32) for q in quads], 1)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    touched = np.bincount(labels[covered > 0], minlength=n) > 0
+    x, y, w, h = (stats[:, k] for k in range(4))
+    keep = ~touched & (np.maximum(w, h) >= sizes[0]) & (np.maximum(w, h) <= sizes[1])
+    keep[0] = False
+    return np.stack([x, y, x + w, y + h], axis=1)[keep].astype(np.float64)
+
+
+def _stacked_pairs(centres: np.ndarray, sizes: np.ndarray, line_height: float):
+    """(i, j) index pairs of dots where j sits under i, as the dots of a colon (``COLON_GAP``)."""
+    for i, (x, y) in enumerate(centres):
+        dx, dy = np.abs(centres[:, 0] - x), (centres[:, 1] - y) / line_height
+        below = (dx <= np.maximum(sizes[:, 0], sizes[i, 0])) & (dy >= COLON_GAP[0]) & (dy <= COLON_GAP[1])
+        yield from ((i, int(j)) for j in np.flatnonzero(below))
+
+
+def _colon_like(centres: np.ndarray, sizes: np.ndarray, i: int, j: int, line_height: float) -> bool:
+    """Dots i and j are alike (within 2x in width and height) and alone (no third dot within h/2)."""
+    alike = bool(np.all(np.maximum(sizes[i], sizes[j]) <= 2 * np.minimum(sizes[i], sizes[j])))
+    middle = (centres[i] + centres[j]) / 2
+    crowd = np.count_nonzero(np.all(np.abs(centres - middle) <= line_height / 2, axis=1))
+    return alike and crowd == 2
+
+
+def _colons(dots: np.ndarray, line_height: float) -> list[np.ndarray]:
+    """[x0, y0, x1, y1] of the dot pairs among ``dots`` ((N, 4) boxes) shaped like a colon."""
+    centres, sizes = (dots[:, :2] + dots[:, 2:]) / 2, dots[:, 2:] - dots[:, :2]
+    return [np.concatenate([np.minimum(dots[i, :2], dots[j, :2]), np.maximum(dots[i, 2:], dots[j, 2:])])
+            for i, j in _stacked_pairs(centres, sizes, line_height)
+            if _colon_like(centres, sizes, i, j, line_height)]
+
+
+def _extend(quad: np.ndarray, x_to: float) -> np.ndarray:
+    """``quad`` with its left or right edge moved along its top/bottom edges to reach ``x_to``.
+
+    Quads steeper than 60 degrees (vertical text) are returned unchanged.
+    """
+    q = quad.astype(np.float64).copy()
+    u = (q[1] - q[0]) / max(float(np.linalg.norm(q[1] - q[0])), 1e-9)
+    if u[0] < 0.5:
+        return quad
+    right = x_to > q[:, 0].max()
+    ends = [1, 2] if right else [0, 3]
+    shift = x_to - (q[ends, 0].max() if right else q[ends, 0].min())
+    q[ends] += u * shift / u[0]
+    return q.astype(np.float32)
+
+
+def _box_beside(bounds: np.ndarray, colon: np.ndarray) -> int | None:
+    """Index of the nearest box ([x0, y0, x1, y1] rows) on the colon's line within reach, or None."""
+    heights = bounds[:, 3] - bounds[:, 1]
+    centre_y = (bounds[:, 1] + bounds[:, 3]) / 2
+    gap = np.maximum(bounds[:, 0] - colon[2], colon[0] - bounds[:, 2])
+    near = (np.abs((colon[1] + colon[3]) / 2 - centre_y) <= COLON_CENTRE * heights) & (gap >= 0) \
+        & (gap <= COLON_REACH * heights)
+    return int(np.flatnonzero(near)[np.argmin(gap[near])]) if near.any() else None
+
+
+def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Quads ((4, 2) page px each) extended over the isolated colons DBNet left out beside them.
+
+    DBNet does not fire on a colon standing alone between a label and its value ("Cashier
+    : USER"): 59 of the 886 word errors on the SROIE dev pages were such missing ':'. On a
+    thumbnail of the page (``COLON_PIXELS``), ink (:func:`services.preprocess.cleanup.ink_mask`)
+    that no quad touches is searched for colon-shaped dot pairs (``COLON_*``); each one found
+    next to a quad, on its line, stretches that quad to include it, so the recogniser reads
+    the colon with its neighbour. bench_pages: page CER ci 3.06 -> 2.97 %, WER ci 12.48 ->
+    12.32 %, ~20 CPU-ms per page. Returns new quads in the input order (float32).
+    """
+    quads = [np.asarray(q, dtype=np.float32) for q in quads]
+    if not quads:
+        return quads
+    grey, scale = thumbnail(image_bgr, COLON_PIXELS)
+    small = [q * scale for q in quads]
+    bounds = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in small])
+    heights = bounds[:, 3] - bounds[:, 1]
+    line_height = float(np.median(heights))
+    dots = _free_dots(ink_mask(grey), small, (COLON_DOT[0] * line_height, COLON_DOT[1] * line_height))
+    for colon in _colons(dots, line_height):
+        k = _box_beside(bounds, colon)
+        if k is None:
+            continue
+        cx, half = (colon[0] + colon[2]) / 2, (colon[2] - colon[0]) / 2
+        side = 1 if cx > bounds[k, 2] else -1
+        small[k] = _extend(small[k], cx + side * (half + COLON_PAD * heights[k]))
+        bounds[k] = [*small[k].min(axis=0), *small[k].max(axis=0)]
+    return [q / scale for q in small]
 
 
 def _vertical_spans(quads: Sequence[np.ndarray], scale: float) -> np.ndarray:

@@ -21,9 +21,10 @@ from aiokafka import ConsumerRecord
 from services.core import events
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
+from services.preprocess import cleanup
 from services.preprocess.decode import Limits, decode_pages
 from services.preprocess.layout import block_ids
-from services.preprocess.detect import LineDetector, crop_line, visual_line_ids
+from services.preprocess.detect import LineDetector, attach_colons, crop_line, visual_line_ids
 from services.preprocess.templates import Template, get_template
 
 
@@ -83,16 +84,24 @@ class PreprocessStage(Stage):
         return pages
 
     def detected_regions(self, page: np.ndarray) -> list[tuple[dict, np.ndarray]]:
-        """Free layout: DBNet text lines in reading order, each with its perspective crop."""
-        lines = self.detector.detect(page)
-        line_ids = visual_line_ids([line.quad for line in lines])
+        """Free layout: DBNet text lines in reading order, each with its perspective crop.
+
+        The page is cleaned first (``settings.cleanup_steps``, :mod:`.cleanup`); detection,
+        colon attachment, visual lines and crops work on the cleaned page (bench_pages: crops
+        from it read as well as from the original), ``box``/``quad`` are mapped back to
+        ORIGINAL page pixels.
+        """
+        cleaned, transform = cleanup.apply(page, self.settings.cleanup_steps)
+        lines = self.detector.detect(cleaned)
+        quads = attach_colons(cleaned, [line.quad for line in lines])
+        line_ids = visual_line_ids(quads)
         regions = []
-        for order, (line, line_id) in enumerate(zip(lines, line_ids)):
-            quad = line.quad.astype(float)
-            region = {"line_index": int(line_id), "order": order, "box": _box(quad),
-                      "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in quad],
+        for order, (line, quad, line_id) in enumerate(zip(lines, quads, line_ids)):
+            original = transform.to_original(quad).astype(float)
+            region = {"line_index": int(line_id), "order": order, "box": _box(original),
+                      "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in original],
                       "detection_score": round(float(line.score), 4)}
-            regions.append((region, crop_line(page, line.quad)))
+            regions.append((region, crop_line(cleaned, quad)))
         return regions
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:

@@ -1,0 +1,248 @@
+"""Tests of the page clean-up steps (services/preprocess/cleanup.py) and their wiring.
+
+Pages are real images rendered here with ``tools.render_samples.render_page`` (Pillow's
+bundled TrueType font): a receipt, then given a black scanner border, a skew, a quarter or
+half turn. Model tests (``@pytest.mark.slow``) run the PP-OCR direction classifier, the
+DBNet detector and the recogniser on them.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from services.core.settings import Settings
+from services.evaluation import cer
+from services.preprocess import cleanup
+from services.preprocess.cleanup import Transform
+from services.preprocess.detect import LineDetector, attach_colons, crop_line
+from services.preprocess.stage import PreprocessStage
+from services.recognize.recognizer import load_recognizer
+from tools.render_samples import RECEIPT, render_page
+
+BORDER = (150, 90, 60, 120)  # left, top, right, bottom (px)
+RED = (0, 0, 255)
+
+
+def bgr(image) -> np.ndarray:
+    """Pillow RGB image -> ``(H, W, 3)`` uint8 BGR."""
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+
+
+def receipt(**kwargs) -> np.ndarray:
+    return bgr(render_page(RECEIPT, size=28, **kwargs))
+
+
+def with_border(page: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``page`` on a dark, noisy scanner background (``BORDER`` px each side)."""
+    left, top, right, bottom = BORDER
+    h, w = page.shape[:2]
+    rng = np.random.default_rng(seed)
+    out = rng.integers(5, 45, (h + top + bottom, w + left + right, 3)).astype(np.uint8)
+    out[top:top + h, left:left + w] = page
+    return out
+
+
+def with_marker(page: np.ndarray, x: int, y: int, r: int = 4) -> np.ndarray:
+    out = page.copy()
+    cv2.rectangle(out, (x - r, y - r), (x + r, y + r), RED, -1)
+    return out
+
+
+def marker_centre(page: np.ndarray) -> np.ndarray:
+    """(x, y) centroid of the red marker's pixels."""
+    b, g, r = (page[:, :, k].astype(int) for k in range(3))
+    ys, xs = np.nonzero((r > 150) & (g < 100) & (b < 100))
+    assert len(xs), "marker lost"
+    return np.array([xs.mean(), ys.mean()])
+
+
+def top_edge_angles(lines) -> np.ndarray:
+    """Counter-clockwise angle (degrees) of each detected quad's top edge."""
+    return np.array([-np.degrees(np.arctan2(*(line.quad[1] - line.quad[0])[::-1])) for line in lines])
+
+
+@pytest.fixture(scope="module")
+def detector() -> LineDetector:
+    return LineDetector(device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return load_recognizer("ppocr", device="cpu", threads=1)
+
+
+# --- registry (fast) -------------------------------------------------------------------------
+def test_unknown_step_raises_with_known_names():
+    with pytest.raises(ValueError, match="known: border, downscale, orientation, deskew, denoise, contrast"):
+        cleanup.apply(receipt(), ["border", "sharpen"])
+    with pytest.raises(ValueError, match="sharpen"):
+        cleanup.parse_steps("border,sharpen")
+
+
+def test_parse_steps_and_settings_default():
+    assert cleanup.parse_steps(" border, deskew ,") == ("border", "deskew")
+    assert cleanup.parse_steps("") == ()
+    assert Settings().cleanup_steps == ",".join(cleanup.DEFAULT_STEPS)
+    page = receipt()
+    cleaned, transform = cleanup.apply(page, "")
+    assert transform.is_identity and cleaned is page
+
+
+def test_transform_composes_and_inverts():
+    shift = Transform.from_affine([[1, 0, -10], [0, 1, -20]])
+    half = Transform.from_affine([[0.5, 0, 0], [0, 0.5, 0]])
+    both = shift.then(half)
+    pts = np.array([[10.0, 20.0], [110.0, 220.0]])
+    assert both.to_cleaned(pts).tolist() == [[0.0, 0.0], [50.0, 100.0]]
+    assert np.allclose(both.to_original(both.to_cleaned(pts)), pts)
+
+
+# --- border (fast) ---------------------------------------------------------------------------
+def test_thick_black_border_is_cropped_to_the_paper():
+    paper = receipt(noise=6)
+    scan = with_border(paper)
+    cleaned, transform = cleanup.remove_border(scan)
+    h, w = paper.shape[:2]
+    margin = cleanup.BORDER_MARGIN * max(scan.shape[:2]) + 3
+    assert abs(cleaned.shape[0] - h) <= 2 * margin and abs(cleaned.shape[1] - w) <= 2 * margin
+    # the paper's corners land at most `margin` px inside the cleaned page
+    left, top = BORDER[:2]
+    corners = transform.to_cleaned(np.array([[left, top], [left + w - 1, top + h - 1]]))
+    assert np.all(corners[0] >= 0) and np.all(corners[0] <= margin)
+    assert np.all(np.array(cleaned.shape[1::-1]) - 1 - corners[1] <= margin)
+    # the crop is exactly the scan's pixels under the translation
+    x0, y0 = (-transform.matrix[:2, 2]).astype(int)
+    assert np.array_equal(cleaned, scan[y0:y0 + cleaned.shape[0], x0:x0 + cleaned.shape[1]])
+
+
+def test_boxes_map_back_through_each_geometric_step():
+    base = with_marker(receipt(rotate_deg=2.0), 200, 150)
+    truth = marker_centre(base)
+    cases = {
+        "border": with_border(base),
+        "downscale": cv2.resize(base, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST),
+        "deskew": base,
+    }
+    offsets = {"border": np.array(BORDER[:2]), "downscale": None, "deskew": np.zeros(2)}
+    for name, page in cases.items():
+        cleaned, transform = cleanup.STEPS[name](page)
+        assert not transform.is_identity, name
+        where = marker_centre(page) if offsets[name] is None else truth + offsets[name]
+        back = transform.to_original(marker_centre(cleaned)[None])[0]
+        assert np.abs(back - where).max() < 1.5 * max(1.0, 1 / transform.matrix[0, 0]), (name, back, where)
+    for quarters in (1, 2, 3):
+        turned, transform = cleanup.rotate_quarters(base, quarters)
+        assert np.allclose(transform.to_original(marker_centre(turned)[None])[0], truth, atol=0.5)
+
+
+# --- deskew (fast) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("degrees", [3.0, -3.0])
+def test_skew_is_estimated(degrees):
+    assert cleanup.estimate_skew(receipt(rotate_deg=degrees, noise=8)) == pytest.approx(degrees, abs=0.2)
+
+
+# --- no-ops on a clean page (fast, orientation in the slow tests) ------------------------------
+def test_steps_leave_a_clean_page_alone():
+    page = receipt()
+    for name in ("border", "downscale", "deskew"):
+        cleaned, transform = cleanup.STEPS[name](page)
+        assert transform.is_identity and np.array_equal(cleaned, page), name
+    for name in ("denoise", "contrast"):  # pixel-only: same geometry, close to the same pixels
+        cleaned, transform = cleanup.STEPS[name](page)
+        assert transform.is_identity and cleaned.shape == page.shape
+        assert np.abs(cleaned.astype(int) - page.astype(int)).mean() < 2.0, name
+
+
+def test_attach_colons_leaves_clean_lines_alone():
+    page = receipt()
+    quads = [np.array([[30, 30], [300, 30], [300, 70], [30, 70]], np.float32)]
+    assert np.array_equal(attach_colons(page, quads)[0], quads[0])
+    assert attach_colons(page, []) == []
+
+
+# --- models (slow) ---------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("quarters", [0, 1, 2, 3])
+def test_turned_page_is_put_upright(quarters):
+    page = receipt(noise=6)
+    turned, _ = cleanup.rotate_quarters(page, quarters)
+    upright, transform = cleanup.orientation(turned)
+    assert np.array_equal(upright, page)
+    assert transform.is_identity == (quarters == 0)
+
+
+@pytest.mark.slow
+def test_deskew_residual_angle(detector):
+    skewed = receipt(rotate_deg=3.0, noise=8)
+    before = np.median(top_edge_angles(detector.detect(skewed)))
+    assert before == pytest.approx(3.0, abs=0.5)  # the measure sees the skew
+    straight, _ = cleanup.deskew(skewed)
+    residual = np.median(top_edge_angles(detector.detect(straight)))
+    assert abs(residual) < 0.3, residual
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    (ax0, ay0), (ax1, ay1) = a.min(axis=0), a.max(axis=0)
+    (bx0, by0), (bx1, by1) = b.min(axis=0), b.max(axis=0)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    return inter / ((ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter)
+
+
+@pytest.mark.slow
+def test_boxes_mapped_back_land_on_the_original_text(detector, recognizer):
+    paper = receipt(noise=6)
+    scan, _ = cleanup.rotate_quarters(with_border(paper), 2)  # upside down in a black border
+    truth = [line.quad for line in detector.detect(paper)]  # text positions on the paper...
+    left, top = BORDER[:2]
+    scan_h, scan_w = scan.shape[:2]
+    # ...and in the scan: shift by the border, then turn 180 degrees
+    truth = [np.array([[scan_w - 1 - (x + left), scan_h - 1 - (y + top)] for x, y in q]) for q in truth]
+    stage = SimpleNamespace(settings=Settings(cleanup_steps="border,orientation,deskew"), detector=detector)
+    regions = PreprocessStage.detected_regions(stage, scan)
+    assert len(regions) == len(truth)
+    for region, _ in regions:
+        quad = np.array(region["quad"])
+        assert max(_iou(quad, t) for t in truth) > 0.8, region
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= scan_w and 0 <= y0 < y1 <= scan_h
+    texts = [r.text for r in recognizer.recognize([crop for _, crop in regions])]
+    assert cer(["\n".join(texts)], ["\n".join(RECEIPT)]) < 0.05  # crops are upright and readable
+
+
+@pytest.mark.slow
+def test_detected_regions_without_cleanup_match_the_detector(detector):
+    page = receipt()
+    stage = SimpleNamespace(settings=Settings(cleanup_steps=""), detector=detector)
+    regions = PreprocessStage.detected_regions(stage, page)
+    lines = detector.detect(page)
+    assert [r["order"] for r, _ in regions] == list(range(len(lines)))
+    for (region, crop), line in zip(regions, lines):
+        assert np.allclose(region["quad"], line.quad, atol=0.06)
+        assert np.array_equal(crop, crop_line(page, line.quad))
+
+
+@pytest.mark.slow
+def test_isolated_colons_are_attached_to_their_line(detector, recognizer):
+    # "Label   :  value" rows: DBNet finds label and value but not the lone colon between them
+    font = ImageFont.load_default(size=28)
+    image = Image.new("RGB", (700, 200), "white")
+    draw = ImageDraw.Draw(image)
+    rows = [("Doc No", "CS00011983"), ("Cashier", "USER"), ("Discount", "0.00")]
+    for i, (label, value) in enumerate(rows):
+        for x, text in ((30, label), (260, ":"), (300, value)):
+            draw.text((x, 30 + 60 * i), text, font=font, fill="black")
+    page = bgr(image)
+    quads = [line.quad for line in detector.detect(page)]
+
+    def read(quads: list[np.ndarray]) -> list[str]:
+        return [r.text for r in recognizer.recognize([crop_line(page, q) for q in quads])]
+
+    assert ":" not in "".join(read(quads))  # the failure this fixes
+    texts = read(attach_colons(page, quads))
+    expected = [t for label, value in rows for t in (label, ":" + value)]
+    assert [t.replace(" ", "") for t in texts] == [t.replace(" ", "") for t in expected]
