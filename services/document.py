@@ -10,10 +10,10 @@ Boxes are ``(x0, y0, x1, y1)`` in page pixels (float), confidences in [0, 1]. Bu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from itertools import groupby
 import re
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from typing import Any, Literal, get_args
 
 Box = tuple[float, float, float, float]

@@ -23,8 +23,8 @@ from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.preprocess import cleanup
 from services.preprocess.decode import Limits, decode_pages
-from services.preprocess.layout import block_ids
 from services.preprocess.detect import LineDetector, attach_colons, crop_line, visual_line_ids
+from services.preprocess.layout import block_ids
 from services.preprocess.templates import Template, get_template
 
 
