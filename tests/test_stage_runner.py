@@ -38,6 +38,8 @@ class FlakyStage(Stage):
             raise BadInputError(f"bad message {msg['id']}")
         if msg["mode"] == "transient" and self.attempts[msg["id"]] <= msg["fails"]:
             raise ConnectionError("database down (simulated)")
+        if msg["mode"] == "unproducible":  # a bug: an output that breaks its schema
+            return [Output(events.RESULTS, msg["id"], {"schema": events.RESULTS, "document_id": msg["id"]})]
         event = {"schema": events.RESULTS, "version": 1, "document_id": msg["id"], "status": "done",
                  "timestamps": {"ingested": events.now_iso()}, "text": msg["id"], "pages": [],
                  "regions": [], "error": None}
@@ -86,14 +88,15 @@ async def test_retries_dead_letters_and_commits(stack_settings):
     msgs = [{"id": f"{tag}-ok0", "mode": "ok"},
             {"id": f"{tag}-tr1", "mode": "transient", "fails": 2},
             {"id": f"{tag}-bad2", "mode": "bad"},
-            {"id": f"{tag}-ok3", "mode": "ok"}]
+            {"id": f"{tag}-ok3", "mode": "ok"},
+            {"id": f"{tag}-out4", "mode": "unproducible"}]
     await send(settings, topic, msgs)
     stage = FlakyStage(settings, topic)
     runner = StageRunner(stage, settings)
-    await run_until(runner, lambda: stage.attempts[f"{tag}-tr1"] >= 3)
+    await run_until(runner, lambda: stage.attempts[f"{tag}-tr1"] >= 3 and stage.attempts[f"{tag}-out4"] >= 1)
 
     assert stage.attempts[f"{tag}-tr1"] == 3  # two transient failures, then success
-    assert await committed(settings, f"{settings.consumer_group_prefix}-flaky", topic) == 4
+    assert await committed(settings, f"{settings.consumer_group_prefix}-flaky", topic) == 5
     results = Counter(events.decode(events.RESULTS, r.value)["document_id"]
                       for r in await read_topic(settings, events.RESULTS))
     assert [results[f"{tag}-{s}"] for s in ("ok0", "tr1", "bad2", "ok3")] == [1, 1, 0, 1]
@@ -103,6 +106,8 @@ async def test_retries_dead_letters_and_commits(stack_settings):
     assert (mine[0]["stage"], mine[0]["error"]["type"]) == ("flaky", "BadInputError")
     assert mine[0]["source"] == {"topic": topic, "partition": 0, "offset": 2}
     assert mine[0]["original"] == msgs[2]
+    unproducible = [d for d in dead if d["document_id"] == f"{tag}-out4"]
+    assert [d["error"]["type"] for d in unproducible] == ["InvalidEventError"]
 
 
 async def test_stop_during_retries_commits_nothing(stack_settings):

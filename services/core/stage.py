@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 
 from . import events, metrics
-from .errors import PermanentError, is_transient
+from .errors import DocumentTooLargeError, InvalidEventError, PermanentError, is_transient
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -301,10 +301,26 @@ class StageRunner:
                 results[i] = r
         outputs: list[Output] = []
         for record, result in zip(records, results):
+            if not isinstance(result, BaseException):
+                result = self._checked(result)
             if isinstance(result, BaseException):
                 outputs.extend(self._failed(record, result))
             else:
                 outputs.extend(result)
+        return outputs
+
+    def _checked(self, outputs: list[Output]) -> list[Output] | Exception:
+        """``outputs`` if each is schema-valid and fits a Kafka message, else the error: one
+        record's unproducible output must become its dead letter, not stop the stage."""
+        try:
+            for o in outputs:
+                size = len(events.encode(o.topic, o.event))
+                if size > self.settings.max_message_bytes:
+                    raise DocumentTooLargeError(
+                        f"{o.topic} event of {size} bytes exceeds OCRSTREAM_MAX_MESSAGE_BYTES "
+                        f"({self.settings.max_message_bytes})")
+        except (InvalidEventError, DocumentTooLargeError) as exc:
+            return exc
         return outputs
 
     def _failed(self, record: ConsumerRecord, exc: BaseException) -> list[Output]:
