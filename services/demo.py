@@ -121,7 +121,7 @@ def print_report(receipts: list, results: dict, rows: dict, settings: Settings) 
             for reg in event["regions"]:
                 click.echo(f"  {reg['field']['name']:<14} {reg['text']!r}  (confidence {reg['confidence']:.2f})")
         elif event["status"] == "done":
-            click.echo(event["text"] or "(no text found)")
+            click.echo(event["text"].replace("\f", "\n[page break]\n") or "(no text found)")
         else:
             e = event["error"]
             click.echo(f"error in {e['stage']}: {e['type']}: {e['message']}")

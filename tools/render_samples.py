@@ -111,13 +111,16 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 
 
 def main() -> None:
-    """Write the samples: three documents and one truncated JPEG (a bad input on purpose)."""
+    """Write the samples: four documents (one a two-page PDF) and a truncated JPEG (bad on purpose)."""
     SAMPLES.mkdir(exist_ok=True)
     receipt = render_page(RECEIPT, size=24)
     (SAMPLES / "receipt.png").write_bytes(encode(receipt))
     (SAMPLES / "lab-report.jpg").write_bytes(encode(render_form(LAB_TITLE, LAB_FIELDS), "JPEG", quality=90))
     (SAMPLES / "letter-skewed.png").write_bytes(
         encode(render_page(LETTER, size=30, rotate_deg=2.0, noise=12, seed=1)))
+    memo = render_page(["Memo page 1 of 2", "Stock count moved to Monday"], size=30)
+    memo2 = render_page(["Memo page 2 of 2", "Bring the scanner keys"], size=30)
+    (SAMPLES / "memo.pdf").write_bytes(encode(memo, "PDF", resolution=100, save_all=True, append_images=[memo2]))
     jpeg = encode(receipt, "JPEG", quality=85)
     (SAMPLES / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     for path in sorted(SAMPLES.iterdir()):
