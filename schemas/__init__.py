@@ -12,8 +12,6 @@ from importlib import resources
 
 from jsonschema import Draft202012Validator
 
-TOPICS = ("ocr.ingested.v1", "ocr.regions.v1", "ocr.recognized.v1", "ocr.results.v1", "ocr.dlq.v1")
-
 
 @lru_cache(maxsize=None)
 def validator(topic: str) -> Draft202012Validator:

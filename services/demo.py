@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import shutil
 import time
@@ -28,8 +29,6 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 def demo_env(stack_env: dict[str, str]) -> dict[str, str]:
     """Environment of the stage processes: the stack's endpoints plus demo-friendly ports."""
-    import os
-
     env = {**os.environ, **stack_env}
     env.update({
         "OCRSTREAM_HTTP_PORT": str(free_port()),

@@ -79,7 +79,3 @@ class ObjectStore:
                 return False
             raise
         return True
-
-    def url(self, key: str) -> str:
-        """``s3://bucket/key`` form of a key, for logs and user output."""
-        return f"s3://{self.bucket}/{key}"

@@ -27,6 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -47,6 +48,11 @@ class Output:
     topic: str
     key: str
     event: events.Event
+
+    @cached_property
+    def payload(self) -> bytes:
+        """The schema-validated JSON bytes (encoded once); raises InvalidEventError."""
+        return events.encode(self.topic, self.event)
 
 
 Result = list[Output] | BaseException
@@ -132,7 +138,7 @@ def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -
 async def produce(producer: AIOKafkaProducer, outputs: Sequence[Output]) -> None:
     """Send every output (schema-validated) and wait until the broker acked all of them."""
     futures = [
-        await producer.send(o.topic, events.encode(o.topic, o.event), key=o.key.encode())
+        await producer.send(o.topic, o.payload, key=o.key.encode())
         for o in outputs
     ]
     await asyncio.gather(*futures)
@@ -314,7 +320,7 @@ class StageRunner:
         record's unproducible output must become its dead letter, not stop the stage."""
         try:
             for o in outputs:
-                size = len(events.encode(o.topic, o.event))
+                size = len(o.payload)
                 if size > self.settings.max_message_bytes:
                     raise DocumentTooLargeError(
                         f"{o.topic} event of {size} bytes exceeds OCRSTREAM_MAX_MESSAGE_BYTES "
