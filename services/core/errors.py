@@ -1,11 +1,19 @@
-"""Typed errors of the pipeline and the rule that decides retry vs dead letter.
+"""Typed errors of the pipeline and the rules that decide retry vs dead letter.
 
-* :class:`PermanentError` (bad input, invalid event): retrying cannot help. The event goes to
-  the dead-letter topic, the document gets status ``failed``, the stage goes on.
-* Transient faults (a broker, S3 or database that is down or slow): retried with exponential
-  backoff, without limit, and the offset is not committed until the work is durable.
-* Anything else is a bug on one message: it is dead-lettered with its type name so the stage
-  keeps running and the document is not lost (it can be replayed from the DLQ once fixed).
+* :class:`PermanentError` (bad input, invalid event, a handler that keeps crashing): retrying
+  cannot help. The event goes to the dead-letter topic, the document gets status ``failed``,
+  the stage goes on.
+* :class:`TransientError` and the client libraries' connection/timeout errors (a broker, S3 or
+  database that is down or slow): retried with exponential backoff and jitter, at most
+  ``Settings.retry_max_attempts`` times per record; then the record is dead-lettered with
+  :class:`RetriesExhaustedError` (it can be replayed from the dead-letter topic).
+* :class:`ConfigurationError`: a setting that cannot work (missing directory, no API keys on a
+  public port). Raised at start-up, never while consuming: the process exits with the message.
+* Anything else is a bug on one message: it is dead-lettered as :class:`InternalError` (the
+  original exception type in its message) so the stage keeps running and the document is not lost.
+
+Every dead letter carries one of the types below (:func:`as_typed`): consumers of
+``ocr.dlq.v1`` and ``failed`` rows never see a library's own exception names.
 """
 
 from __future__ import annotations
@@ -15,6 +23,10 @@ import asyncio
 
 class OcrStreamError(Exception):
     """Base of all ocrstream errors."""
+
+
+class ConfigurationError(OcrStreamError):
+    """A setting cannot work; raised at start-up so the process exits with a clear message."""
 
 
 class PermanentError(OcrStreamError):
@@ -30,7 +42,7 @@ class EmptyDocumentError(BadInputError):
 
 
 class DocumentTooLargeError(BadInputError):
-    """The document exceeds a configured limit (bytes, pixels or pages)."""
+    """The document exceeds a configured limit (bytes, pixels, pages, crop size, memory)."""
 
 
 class NotAnImageError(BadInputError):
@@ -38,34 +50,85 @@ class NotAnImageError(BadInputError):
 
 
 class TruncatedImageError(BadInputError):
-    """The image header is valid but its data ends early or is corrupt."""
+    """The image header is valid but its data ends early."""
+
+
+class CorruptImageError(BadInputError):
+    """The data cannot be a page: undecodable, or a header that lies about its size."""
+
+
+class EncryptedDocumentError(BadInputError):
+    """The document is password-protected (e.g. an encrypted PDF)."""
+
+
+class DecoderCrashedError(BadInputError):
+    """Decoding the document killed or exhausted the isolated decoder process (memory, time)."""
+
+
+class UnknownTemplateError(BadInputError):
+    """A document names a fixed-layout template that does not exist."""
+
+
+class InvalidSubmissionError(BadInputError):
+    """A submission's metadata is unusable (e.g. a raw-topic key that is not a valid id)."""
 
 
 class InvalidEventError(PermanentError):
-    """An event is not valid JSON or does not match its topic's JSON Schema."""
+    """An event is not valid JSON or does not match its topic's schema."""
 
 
 class MissingObjectError(PermanentError):
     """An object key named by an event (claim check) does not exist in the bucket."""
 
 
+class HandlerTimeoutError(PermanentError):
+    """Handling one record took longer than ``Settings.record_timeout_s``, every attempt."""
+
+
+class PoisonMessageError(PermanentError):
+    """The record crashed or hung its stage's process ``Settings.max_delivery_attempts`` times."""
+
+
+class RetriesExhaustedError(PermanentError):
+    """A transient fault did not clear within ``Settings.retry_max_attempts`` retries."""
+
+
+class InternalError(PermanentError):
+    """An unexpected exception (a bug) while handling one record; its type is in the message."""
+
+
 class TransientError(OcrStreamError):
-    """A fault of infrastructure that is expected to clear: retry with backoff."""
+    """A fault of infrastructure that is expected to clear: retry with backoff.
+
+    ``retry_after`` (seconds) overrides the next backoff delay when the cause knows better
+    (arq's ``Retry(defer=...)``).
+    """
+
+    def __init__(self, message: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
+    # ConnectionError covers refused/reset sockets; a bare OSError (missing file, permission)
+    # is NOT transient: it is a configuration problem or a bug and must not retry for ever.
     types: list[type[BaseException]] = [TransientError, ConnectionError, TimeoutError, asyncio.TimeoutError]
     try:
         import asyncpg
 
         types += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError]
+                  asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+                  asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+                  asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError]
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         pass
     try:
-        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+        from aiokafka.errors import (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError,
+                                     NotEnoughReplicasError, NotLeaderForPartitionError,
+                                     RequestTimedOutError)
 
-        types += [KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError]
+        types += [KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError,
+                  NotLeaderForPartitionError, NotEnoughReplicasError]
     except ImportError:  # pragma: no cover
         pass
     try:
@@ -85,4 +148,38 @@ def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is an infrastructure fault worth retrying (not a bad message)."""
     if isinstance(exc, PermanentError):
         return False
-    return isinstance(exc, TRANSIENT_TYPES) or (isinstance(exc, OSError) and exc.errno is not None)
+    return isinstance(exc, TRANSIENT_TYPES)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The delay ``exc`` asks for before the next attempt (seconds), if any."""
+    return getattr(exc, "retry_after", None)
+
+
+def as_typed(exc: BaseException) -> OcrStreamError:
+    """``exc`` as one of our error types (for dead letters and ``failed`` rows).
+
+    Our own errors pass unchanged; a missing S3 key becomes :class:`MissingObjectError`; any
+    other exception becomes :class:`InternalError` naming the original type, chained to it.
+    """
+    if isinstance(exc, OcrStreamError):
+        return exc
+    code = getattr(exc, "code", None)
+    if code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
+        typed: OcrStreamError = MissingObjectError(str(exc))
+    elif isinstance(exc, MemoryError):
+        typed = DocumentTooLargeError(f"out of memory while handling the document ({exc})")
+    else:
+        typed = InternalError(f"{type(exc).__name__}: {exc}")
+    typed.__cause__ = exc
+    return typed
+
+
+#: Every error type a dead letter can carry (metrics are pre-initialised with these names).
+DEAD_LETTER_TYPES: tuple[str, ...] = tuple(sorted(
+    cls.__name__ for cls in (
+        EmptyDocumentError, DocumentTooLargeError, NotAnImageError, TruncatedImageError,
+        CorruptImageError, EncryptedDocumentError, DecoderCrashedError, InvalidSubmissionError,
+        UnknownTemplateError,
+        InvalidEventError, MissingObjectError, HandlerTimeoutError, PoisonMessageError,
+        RetriesExhaustedError, InternalError)))

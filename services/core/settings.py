@@ -47,9 +47,15 @@ class Settings(BaseSettings):
     # PostgreSQL
     postgres_dsn: str = "postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream"
 
-    # Retries of transient faults (broker, S3, database down): exponential backoff, no limit.
+    # Retries of transient faults (broker, S3, database down): exponential backoff with full
+    # jitter, at most retry_max_attempts per record, then a dead letter (RetriesExhaustedError).
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    retry_max_attempts: int = 30  # ~12 min of backoff at the defaults
+    # Poison-message isolation: a record whose handling crashed, hung or OOM-killed the process
+    # this many times is dead-lettered (PoisonMessageError) and the partition moves on.
+    max_delivery_attempts: int = 3
+    record_timeout_s: float = 120.0  # wall time to handle one record (a batch gets n times this)
 
     # Ingest
     http_host: str = "127.0.0.1"
@@ -59,9 +65,12 @@ class Settings(BaseSettings):
     # earlier document (its id is returned, nothing is reprocessed).
     duplicates: Literal["reprocess", "reuse"] = "reprocess"
 
-    # Preprocess
-    max_image_pixels: int = 120_000_000
+    # Preprocess: the budget of one document, checked before the work is done
+    max_image_pixels: int = 80_000_000  # one page or frame (A3 at 600 dpi is 70 Mpx)
+    max_document_pixels: int = 400_000_000  # all pages and frames together
     max_pages: int = 200
+    decode_memory_bytes: int = 2 * 1024**3  # address-space limit of the isolated decoder process
+    decode_timeout_s: float = 60.0  # wall time of decoding + detecting one page
     pdf_dpi: int = 200
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
@@ -77,6 +86,7 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda
     batch_max_size: int = 32
     batch_max_wait_ms: int = 20
+    max_region_chars: int = 1000  # characters kept per region (longer readings are cut)
 
     # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
     metrics_port: int | None = None

@@ -19,12 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.core.errors import BadInputError
+from services.core.errors import UnknownTemplateError
 from services.document import FieldSpec
-
-
-class UnknownTemplateError(BadInputError):
-    """A document names a template that does not exist."""
 
 
 class TemplateRegion(BaseModel):
