@@ -41,9 +41,15 @@ def main(verbose: bool) -> None:
 def run(stage: str) -> None:
     """Run one pipeline STAGE until SIGTERM/SIGINT (configured by OCRSTREAM_* variables)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from services.core.errors import ConfigurationError
     from services.core.stage import run_stage
 
-    run_stage(_stage(stage))
+    try:
+        instance = _stage(stage)
+    except ConfigurationError as exc:
+        click.echo(f"ocrstream run {stage}: {exc}", err=True)
+        sys.exit(2)
+    run_stage(instance)
 
 
 @main.command()
@@ -65,14 +71,24 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
                  else "reused: same bytes as this done document" if r.reused
                  else f"s3://{settings.s3_bucket}/{r.object_key}")
         click.echo(f"{r.document_id}  {r.filename}  {state}")
-    if wait:
-        with click.progressbar(length=len(receipts), label="processing", file=sys.stderr) as bar:
-            results = asyncio.run(wait_for_results(settings, [r.document_id for r in receipts],
+    failed = sum(r.error is not None for r in receipts)
+    accepted = [r for r in receipts if r.error is None and not r.reused]
+    if wait and accepted:
+        with click.progressbar(length=len(accepted), label="processing", file=sys.stderr) as bar:
+            results = asyncio.run(wait_for_results(settings, [r.document_id for r in accepted],
                                                    timeout_s=timeout, on_result=lambda e: bar.update(1)))
-        for r in receipts:
+        for r in accepted:
             event = results[r.document_id]
             click.secho(f"\n== {r.filename} [{event['status']}] {r.document_id}", bold=True)
-            click.echo(event["text"] if event["status"] == "done" else event["error"]["message"])
+            if event["status"] == "done":
+                click.echo(event["text"])
+            else:
+                failed += 1
+                e = event["error"]
+                click.echo(f"failed in {e['stage']}: {e['type']}: {e['message']}")
+    if failed:
+        click.echo(f"{failed} of {len(receipts)} document(s) refused or failed", err=True)
+        sys.exit(1)
 
 
 @main.command("tail-results")
@@ -106,7 +122,7 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
     if endpoints is None:
         endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
     env_file = state_dir / "stack.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in endpoints.as_env().items()))
+    endpoints.write_env_file(env_file)
     click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
     for key, value in endpoints.as_env().items():
         click.echo(f"export {key}={value}")
@@ -119,6 +135,31 @@ def dev_down(state_dir: Path) -> None:
     from services.devstack import stop_running
 
     click.echo("stack stopped" if stop_running(state_dir) else "no stack running")
+
+
+@main.group()
+def apikey() -> None:
+    """API keys of the HTTP doors (stored hashed in OCRSTREAM_API_KEYS_FILE)."""
+
+
+@apikey.command("create")
+@click.argument("name")
+@click.option("--scopes", default="ingest,query", show_default=True, help="Comma list of: ingest, query.")
+@click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
+              help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
+def apikey_create(name: str, scopes: str, keys_file: Path | None) -> None:
+    """Create a key called NAME; prints it once (only its SHA-256 is stored)."""
+    from services.core.auth import create_key
+
+    path = keys_file or (Path(get_settings().api_keys_file) if get_settings().api_keys_file else None)
+    if path is None:
+        raise click.UsageError("name the keys file with --file or OCRSTREAM_API_KEYS_FILE")
+    try:
+        token = create_key(path, name, tuple(s.strip() for s in scopes.split(",") if s.strip()))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(token)
+    click.echo(f"stored hashed in {path} (mode 0600); send it as: Authorization: Bearer <key>", err=True)
 
 
 @main.group()

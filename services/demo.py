@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from services.core.auth import create_key
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
 from services.ingest.stage import Submitter, iter_paths
@@ -66,6 +67,9 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
     with EmbeddedStack(state_dir / "stack", log=lambda m: click.echo(f"  {m}")) as stack:
         endpoints = stack.start()
         env = demo_env(endpoints.as_env())
+        keys_file = state_dir / "api-keys.jsonl"  # the demo's own key for the HTTP doors
+        api_key = create_key(keys_file, "demo")
+        env["OCRSTREAM_API_KEYS_FILE"] = str(keys_file.resolve())
         settings = Settings.from_env(env)
         click.echo(f"stages: ingest, preprocess, recognize, store (logs in {state_dir / 'logs'})")
         cpu_before = _children_cpu_s()
@@ -73,16 +77,21 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
             click.echo(f"submitting {len(paths)} document(s) from {input_dir}")
             templates = SAMPLE_TEMPLATES if input_dir.resolve() == SAMPLES.resolve() else {}
             receipts = asyncio.run(submit_all(settings, paths, templates=templates))
-            results = asyncio.run(_wait(settings, stages, receipts, timeout_s))
+            click.echo(f"HTTP door meanwhile: curl -H 'Authorization: Bearer {api_key}' "
+                       f"-F file=@samples/receipt.png http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}/v1/documents")
+            accepted = [r for r in receipts if r.error is None]
+            results = asyncio.run(_wait(settings, stages, accepted, timeout_s))
             rows = asyncio.run(fetch_documents(settings, [r.document_id for r in receipts]))
         stages_cpu_s = _children_cpu_s() - cpu_before  # the four stage processes, now reaped
         out = state_dir / "results.jsonl"
         with out.open("w") as f:
-            for r in receipts:
+            for r in accepted:
                 f.write(json.dumps({"filename": r.filename, **results[r.document_id]}) + "\n")
         print_report(receipts, results, rows, settings)
         done = sum(r["status"] == "done" for r in results.values())
-        click.echo(f"\n{done} done, {len(results) - done} failed, {len(paths)} submitted, "
+        refused = len(receipts) - len(accepted)
+        click.echo(f"\n{done} done, {len(results) - done} failed, {refused} refused at the door, "
+                   f"{len(paths)} submitted, "
                    f"{time.monotonic() - started:.1f} s wall in all; results in {out}")
         click.echo(f"CPU of the four stage processes: {stages_cpu_s:.1f} s "
                    f"({stages_cpu_s / len(paths):.2f} s per document, model loading included)")
@@ -113,6 +122,10 @@ def _children_cpu_s() -> float:
 def print_report(receipts: list, results: dict, rows: dict, settings: Settings) -> None:
     """Each document's status, text (or error) and where it is stored."""
     for r in receipts:
+        if r.error is not None:
+            click.secho(f"\n== {r.filename}  [refused]", bold=True)
+            click.echo(f"refused at the door: {type(r.error).__name__}: {r.error}")
+            continue
         event, row = results[r.document_id], rows.get(r.document_id, {})
         click.secho(f"\n== {r.filename}  [{event['status']}]  document {r.document_id}", bold=True)
         if event["status"] == "done" and any("field" in reg for reg in event["regions"]):

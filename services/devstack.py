@@ -154,7 +154,17 @@ class StackEndpoints:
             "OCRSTREAM_S3_SECRET_KEY": self.s3_secret_key,
             "OCRSTREAM_S3_SECURE": "false",
             "OCRSTREAM_POSTGRES_DSN": self.postgres_dsn,
+            # tansu answers InitProducerId with an error: no idempotent producer on it
+            "OCRSTREAM_KAFKA_IDEMPOTENT_PRODUCER": "false",
         }
+
+    def write_env_file(self, path: Path) -> None:
+        """Write :meth:`as_env` as a dotenv file readable by its owner only (mode 0600: secrets)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in self.as_env().items()))
+        os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 # --------------------------------------------------------------------------- binaries

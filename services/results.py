@@ -79,7 +79,7 @@ async def wait_for_results(settings: Settings, document_ids: Collection[str], *,
 
 async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> dict[str, dict]:
     """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id."""
-    conn = await asyncpg.connect(settings.postgres_dsn)
+    conn = await asyncpg.connect(settings.dsn)
     try:
         rows = await conn.fetch(
             "SELECT d.*, (SELECT count(*) FROM regions r WHERE r.document_id = d.document_id) AS regions"

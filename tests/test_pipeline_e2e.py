@@ -10,6 +10,7 @@ detector, while a broken stage (wrong crops, lost regions, wrong reading order) 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import uuid
 
@@ -22,6 +23,7 @@ from PIL import Image
 from services.core import events
 from services.demo import submit_all
 from services.evaluation import cer
+from services.ingest.stage import raw_key_document_id
 from services.launcher import STAGES, StageProcesses, free_port
 from services.results import wait_for_results
 from tools.render_samples import encode, render_page
@@ -42,16 +44,20 @@ def render(name: str, lines: list[str]) -> bytes:
 
 
 def bad_inputs() -> dict[str, tuple[bytes, str, str]]:
-    """name -> (bytes, stage expected to reject, error type expected)."""
+    """name -> (bytes, stage expected to reject, error type expected): documents that pass the
+    door (their type is supported) and fail in preprocess."""
     jpeg = render("x.jpg", ["truncated page"])
     bomb = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(bomb, "PNG")  # 400 Mpx, ~50 KB compressed
     return {
-        "notes.txt": (b"this is not an image\n", "preprocess", "NotAnImageError"),
-        "empty.png": (b"", "ingest", "EmptyDocumentError"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "preprocess", "TruncatedImageError"),
         "bomb.png": (bomb.getvalue(), "preprocess", "DocumentTooLargeError"),
     }
+
+
+#: Refused at the CLI/HTTP door (the caller is told; no document, no dead letter).
+REFUSED = {"notes.txt": (b"this is not an image\n", "NotAnImageError", 415),
+           "empty.png": (b"", "EmptyDocumentError", 400)}
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +116,22 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     for name, (data, _, _) in bad.items():
         (tmp_path / name).write_bytes(data)
         paths.append(tmp_path / name)
+    for name, (data, _, _) in REFUSED.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
     receipts = await submit_all(stack_settings, paths)
     by_name = {r.filename: r for r in receipts}
-    assert isinstance(by_name["empty.png"].error, Exception)  # rejected at ingest, reported to caller
+    for name, (_, error_type, _) in REFUSED.items():  # refused at the door, reported to the caller
+        assert type(by_name[name].error).__name__ == error_type
 
     # The two other doors: the raw topic and the HTTP API.
-    raw_id = f"raw-{uuid.uuid4().hex[:8]}"
-    await submit_raw(stack_settings, render("raw.png", ["RAW TOPIC DOOR 77"]), raw_id)
+    raw_png = render("raw.png", ["RAW TOPIC DOOR 77"])
+    raw_key = f"producer-{uuid.uuid4().hex[:8]}"
+    await submit_raw(stack_settings, raw_png, raw_key)
+    raw_id = raw_key_document_id(raw_key, hashlib.sha256(raw_png).hexdigest())
+    raw_text_key = f"producer-{uuid.uuid4().hex[:8]}"  # the raw topic has no caller: dead letter
+    await submit_raw(stack_settings, REFUSED["notes.txt"][0], raw_text_key)
+    raw_text_id = raw_key_document_id(raw_text_key, hashlib.sha256(REFUSED["notes.txt"][0]).hexdigest())
     api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
     await wait_http(api + "/healthz")
     async with httpx.AsyncClient() as client:
@@ -124,10 +139,12 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
                                  files={"file": ("api.png", render("api.png", ["HTTP DOOR 4242"]))})
         assert resp.status_code == 202, resp.text
         http_id = resp.json()["document_id"]
-        empty = await client.post(api + "/v1/documents", files={"file": ("e.png", b"")})
-        assert empty.status_code == 422 and empty.json()["detail"]["error"] == "EmptyDocumentError"
+        for name, (data, error_type, status) in REFUSED.items():
+            refused = await client.post(api + "/v1/documents", files={"file": (name, data)})
+            assert refused.status_code == status and refused.json()["detail"]["error"] == error_type
 
-    ids = [r.document_id for r in receipts] + [raw_id, http_id, empty.json()["detail"]["document_id"]]
+    accepted = [r for r in receipts if r.error is None]
+    ids = [r.document_id for r in accepted] + [raw_id, http_id, raw_text_id]
     results = await wait_for_results(stack_settings, ids, timeout_s=600)
 
     # Good documents: done, text close to what was rendered.
@@ -143,9 +160,11 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
         result = results[by_name[name].document_id]
         assert result["status"] == "failed"
         assert (result["error"]["stage"], result["error"]["type"]) == (stage, error_type), result
+    assert (results[raw_text_id]["status"], results[raw_text_id]["error"]["type"]) == ("failed", "NotAnImageError")
+    assert results[raw_id]["document"]["external_id"] == raw_key
 
     # PostgreSQL holds the same outcome.
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         rows = {r["document_id"]: r for r in await conn.fetch(
             "SELECT d.document_id, d.status, d.error_type, d.text, d.content_sha256,"
@@ -200,7 +219,7 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
         assert 'key="provider",stage="recognize",value="CPUExecutionProvider"' in recognize
         failed = (await client.get(
             f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
-        assert 'ocrstream_messages_failed_total{error_type="NotAnImageError",stage="preprocess"} 1.0' in failed
+        assert 'ocrstream_messages_failed_total{error_type="TruncatedImageError",stage="preprocess"} 1.0' in failed
     assert not stages.dead(), {s: stages.log_tail(s) for s in stages.dead()}
 
 
@@ -277,7 +296,7 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
     all_ids = ids | {late[0].document_id}
     results = await wait_for_results(stack_settings, all_ids, timeout_s=300)
     assert all(results[d]["status"] == "done" for d in all_ids)
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
                                      " AND status = 'done'", list(all_ids))

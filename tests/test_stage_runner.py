@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.core import events
-from services.core.errors import BadInputError
+from services.core import events, metrics
+from services.core.errors import BadInputError, ConfigurationError
 from services.core.stage import Output, Stage, StageRunner, ensure_topics
 from tests.test_pipeline_e2e import read_topic
 
@@ -126,3 +127,138 @@ async def test_stop_during_retries_commits_nothing(stack_settings):
     stage2.attempts[msg_id] = 10**6  # the fault has cleared
     await run_until(StageRunner(stage2, settings), lambda: stage2.attempts[msg_id] > 10**6)
     assert await committed(settings, f"{settings.consumer_group_prefix}-flaky", topic) == 1
+
+
+class HardStage(FlakyStage):
+    """FlakyStage plus: ``hang`` never returns (until cancelled), ``spin`` blocks its loop with
+    CPU work for ``s`` seconds, ``batchbomb`` makes the whole batch raise."""
+
+    async def handle(self, record):
+        msg = json.loads(record.value)
+        if msg["mode"] == "hang":
+            self.attempts[msg["id"]] += 1
+            await asyncio.Event().wait()
+        if msg["mode"] == "spin":
+            self.attempts[msg["id"]] += 1
+            time.sleep(msg["s"])  # deliberately blocks the handler loop
+            return []
+        return await super().handle(record)
+
+    async def handle_batch(self, records):
+        if len(records) > 1 and any(json.loads(r.value)["mode"] == "batchbomb" for r in records):
+            raise RuntimeError("the recogniser failed on this batch")
+        if len(records) == 1 and json.loads(records[0].value)["mode"] == "batchbomb":
+            raise RuntimeError("the recogniser failed on this document")
+        return await super().handle_batch(records)
+
+
+def fresh(stack_settings, **update):
+    settings = stack_settings.model_copy(update={"consumer_group_prefix": f"t{uuid.uuid4().hex[:6]}", **update})
+    return settings, f"test.hard.{uuid.uuid4().hex[:8]}"
+
+
+async def dead_letters(settings, ids: set[str]) -> dict[str, dict]:
+    return {d["document_id"]: d for d in (events.decode(events.DLQ, r.value)
+                                          for r in await read_topic(settings, events.DLQ))
+            if d["document_id"] in ids}
+
+
+async def test_transient_retries_are_capped_then_dead_lettered(stack_settings):
+    settings, topic = fresh(stack_settings, retry_max_attempts=3, retry_initial_s=0.05, retry_max_s=0.1)
+    await ensure_topics(settings, [topic])
+    tag = uuid.uuid4().hex[:8]
+    await send(settings, topic, [{"id": f"{tag}-down", "mode": "transient", "fails": 10**6},
+                                 {"id": f"{tag}-ok", "mode": "ok"}])
+    stage = HardStage(settings, topic)
+    await run_until(stage_runner := StageRunner(stage, settings),
+                    lambda: stage.attempts[f"{tag}-ok"] >= 1 and stage.attempts[f"{tag}-down"] >= 3)
+    assert stage.attempts[f"{tag}-down"] == 3
+    dead = await dead_letters(settings, {f"{tag}-down"})
+    assert dead[f"{tag}-down"]["error"]["type"] == "RetriesExhaustedError"
+    assert "ConnectionError" in dead[f"{tag}-down"]["error"]["message"]
+    assert await committed(settings, stage_runner.group, topic) == 2
+
+
+async def test_a_hanging_record_times_out_and_is_dead_lettered_after_max_attempts(stack_settings):
+    settings, topic = fresh(stack_settings, record_timeout_s=0.5, max_delivery_attempts=2)
+    await ensure_topics(settings, [topic])
+    tag = uuid.uuid4().hex[:8]
+    msgs = [{"id": f"{tag}-ok0", "mode": "ok"}, {"id": f"{tag}-hang", "mode": "hang"},
+            {"id": f"{tag}-ok2", "mode": "ok"}]
+    await send(settings, topic, msgs)
+    stage = HardStage(settings, topic)
+    runner = StageRunner(stage, settings)
+    await run_until(runner, lambda: stage.attempts[f"{tag}-ok2"] >= 1, timeout_s=90)
+    assert stage.attempts[f"{tag}-hang"] == 2  # in the batch, then alone: 2 attempts, the maximum
+    dead = await dead_letters(settings, {f"{tag}-hang"})
+    assert dead[f"{tag}-hang"]["error"]["type"] == "HandlerTimeoutError"
+    results = Counter(events.decode(events.RESULTS, r.value)["document_id"]
+                      for r in await read_topic(settings, events.RESULTS))
+    assert results[f"{tag}-ok0"] >= 1 and results[f"{tag}-ok2"] == 1
+
+
+async def test_a_record_that_kills_the_process_is_isolated(stack_settings):
+    """Each "crash" is a runner stopped while the record is in hand (as a SIGKILL would leave
+    it: nothing committed); the delivery-attempt ledger in S3 survives the runner."""
+    settings, topic = fresh(stack_settings, max_delivery_attempts=2, shutdown_grace_s=0.2)
+    await ensure_topics(settings, [topic])
+    tag = uuid.uuid4().hex[:8]
+    await send(settings, topic, [{"id": f"{tag}-ok0", "mode": "ok"}, {"id": f"{tag}-kill", "mode": "hang"},
+                                 {"id": f"{tag}-ok2", "mode": "ok"}])
+    for crash in range(1, 3):  # two processes die on it
+        stage = HardStage(settings, topic)
+        await run_until(StageRunner(stage, settings), lambda: stage.attempts[f"{tag}-kill"] >= 1)
+        assert stage.attempts[f"{tag}-kill"] == 1
+    stage = HardStage(settings, topic)  # the third process dead-letters it without handling it
+    runner = StageRunner(stage, settings)
+    await run_until(runner, lambda: stage.attempts[f"{tag}-ok2"] >= 1)
+    assert stage.attempts[f"{tag}-kill"] == 0
+    dead = await dead_letters(settings, {f"{tag}-kill"})
+    assert dead[f"{tag}-kill"]["error"]["type"] == "PoisonMessageError"
+    assert await committed(settings, runner.group, topic) == 3
+
+
+async def test_a_failing_batch_is_split_until_the_bad_record_is_alone(stack_settings):
+    settings, topic = fresh(stack_settings)
+    await ensure_topics(settings, [topic])
+    tag = uuid.uuid4().hex[:8]
+    msgs = [{"id": f"{tag}-ok{i}", "mode": "ok"} for i in range(5)]
+    msgs.insert(3, {"id": f"{tag}-bomb", "mode": "batchbomb"})
+    await send(settings, topic, msgs)
+    stage = HardStage(settings, topic)
+    stage.linger_ms = 500  # poll them together
+    runner = StageRunner(stage, settings)
+    await run_until(runner, lambda: sum(stage.attempts[f"{tag}-ok{i}"] for i in range(5)) >= 5)
+    dead = await dead_letters(settings, {m["id"] for m in msgs})
+    assert set(dead) == {f"{tag}-bomb"}
+    assert dead[f"{tag}-bomb"]["error"]["type"] == "InternalError"
+    assert "RuntimeError" in dead[f"{tag}-bomb"]["error"]["message"]
+    assert all(stage.attempts[f"{tag}-ok{i}"] == 1 for i in range(5))
+
+
+async def test_cpu_work_in_a_handler_never_blocks_the_kafka_loop(stack_settings):
+    settings, topic = fresh(stack_settings)
+    await ensure_topics(settings, [topic])
+    tag = uuid.uuid4().hex[:8]
+    await send(settings, topic, [{"id": f"{tag}-spin", "mode": "spin", "s": 3}])
+    stage = HardStage(settings, topic)
+    lags = []
+    original = metrics.LOOP_LAG.labels(stage.name).set
+    try:
+        metrics.LOOP_LAG.labels(stage.name).set = lambda v: (lags.append(v), original(v))
+        await run_until(StageRunner(stage, settings), lambda: stage.attempts[f"{tag}-spin"] >= 1 and len(lags) > 8)
+    finally:
+        del metrics.LOOP_LAG.labels(stage.name).set
+    assert stage.attempts[f"{tag}-spin"] == 1
+    assert max(lags) < 1.0, lags  # the 3 s of blocking happened on the handler's loop, not this one
+
+
+async def test_a_configuration_error_in_setup_stops_before_consuming(stack_settings):
+    settings, topic = fresh(stack_settings)
+
+    class Misconfigured(FlakyStage):
+        async def setup(self):
+            raise ConfigurationError("OCRSTREAM_SOMETHING names a missing directory")
+
+    with pytest.raises(ConfigurationError, match="missing directory"):
+        await asyncio.wait_for(StageRunner(Misconfigured(settings, topic), settings).run(asyncio.Event()), 60)

@@ -60,7 +60,7 @@ async def counts(dsn: str, doc_id: str) -> tuple[int, int, int]:
 
 
 async def test_migrations_apply_once(stack_settings, store):
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         assert await apply_migrations(conn) == []  # store.setup applied them already
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
@@ -75,7 +75,7 @@ async def test_redelivery_writes_the_same_rows_and_one_results_event(stack_setti
     first = await store.store_done(event)
     # Redelivered before its results event was acked (crash in between): stored again, re-emitted.
     again = await store.store_done(event)
-    assert await counts(stack_settings.postgres_dsn, doc_id) == (1, 1, 3)
+    assert await counts(stack_settings.dsn, doc_id) == (1, 1, 3)
     assert first.event["text"] == again.event["text"] == "SHOP\nTOTAL 12.50"
     events.validate(events.RESULTS, first.event)
     await store.published([again])
@@ -85,7 +85,7 @@ async def test_redelivery_writes_the_same_rows_and_one_results_event(stack_setti
     replay = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL 12.50")])
     output = await store.store_done(replay)
     assert output is not None and output.event["text"] == "SHOP\nTOTAL 12.50"
-    assert await counts(stack_settings.postgres_dsn, doc_id) == (1, 1, 2)  # stale region dropped
+    assert await counts(stack_settings.dsn, doc_id) == (1, 1, 2)  # stale region dropped
 
 
 async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, store):
@@ -103,7 +103,7 @@ async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, st
     await store.store_done(recognized_event(done_id, [(0, "OK")]))
     late = dead_letter("store", RuntimeError("late"), document_id=done_id, source={"topic": "x"})
     assert await store.store_failed(late.event) is None
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         rows = {r["document_id"]: r for r in await conn.fetch(
             "SELECT document_id, status, error_type, filename FROM documents WHERE document_id = ANY($1::text[])",
@@ -129,7 +129,7 @@ async def test_post_processing_keeps_raw_text_and_validates_fields(stack_setting
     assert (total["raw_text"], total["text"], total["valid"]) == ("RM 12.5O", "RM 12.50", True)
     assert result["regions"][2]["needs_review"] and result["needs_review"]  # low confidence
     assert result["text"] == "TOTAL RM 12.50\n21/11/2026"
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         row = await conn.fetchrow("SELECT raw_text, text, valid, value FROM regions"
                                   " WHERE document_id = $1 AND region_id = 'p0-r1'", doc_id)

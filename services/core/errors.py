@@ -172,6 +172,8 @@ def as_typed(exc: BaseException) -> OcrStreamError:
     else:
         typed = InternalError(f"{type(exc).__name__}: {exc}")
     typed.__cause__ = exc
+    if hasattr(exc, "document_id"):  # the id a handler attached (see stage.dead_letter_record)
+        typed.document_id = exc.document_id  # type: ignore[attr-defined]
     return typed
 
 

@@ -27,3 +27,54 @@ async def serve_until(app: FastAPI, host: str, port: int, stop: asyncio.Event, n
     await stop.wait()
     server.should_exit = True
     await task
+
+
+class BodyTooLarge(Exception):
+    """Raised inside ``receive`` once a request body passes its limit."""
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies over ``max_bytes``.
+
+    A ``Content-Length`` over the limit is refused before the app runs (nothing is read); a body
+    without one (chunked) is counted as it streams and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send, int(length))
+        seen, started = 0, False
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send, seen)
+
+    async def _refuse(self, send, size: int) -> None:
+        body = (f'{{"detail":{{"error":"DocumentTooLargeError","message":"request body of at least {size} bytes '
+                f'exceeds the limit of {self.max_bytes} bytes (OCRSTREAM_MAX_DOCUMENT_BYTES)"}}}}').encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

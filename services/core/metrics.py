@@ -27,6 +27,19 @@ BATCH_SIZE = Histogram(
 CONSUMER_LAG = Gauge(
     "ocrstream_consumer_lag", "Fetch highwater minus position", ["stage", "topic", "partition"]
 )
+REJECTED = Counter(
+    "ocrstream_rejected_total", "Submissions refused at a door (no document made)", ["stage", "door", "reason"]
+)
+INGESTED_BYTES = Counter("ocrstream_ingested_bytes_total", "Bytes of documents accepted, per door", ["door"])
+DEAD_LETTERS_PARKED = Counter(
+    "ocrstream_dead_letters_parked_total",
+    "Dead letters the store could not record as failed rows, parked in PostgreSQL table parked_events",
+    ["stage"],
+)
+LOOP_LAG = Gauge(
+    "ocrstream_event_loop_lag_seconds",
+    "How late the stage's Kafka event loop last woke up (CPU work on the loop shows here)", ["stage"],
+)
 STAGE_INFO = Gauge("ocrstream_stage_info", "Static facts of a stage (value 1)", ["stage", "key", "value"])
 
 

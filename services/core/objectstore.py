@@ -24,15 +24,15 @@ class ObjectStore:
     def __init__(self, settings: Settings):
         # Few urllib3 retries: the stage loop owns retrying, with its own backoff and metrics.
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            timeout=urllib3.Timeout(connect=settings.s3_timeout_s, read=settings.s3_timeout_s),
+            retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
             maxsize=16,
         )
         self.bucket = settings.s3_bucket
         self.client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             region=settings.s3_region,
             http_client=http,

@@ -14,7 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
 
 DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
 
@@ -27,9 +30,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OCRSTREAM_", frozen=True, extra="ignore")
 
-    # Kafka
+    # Kafka (security: services/core/kafka.py)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_request_timeout_ms: int = 30_000
+    kafka_idempotent_producer: bool = True  # the embedded broker cannot: dev up sets false
     topic_partitions: int = 4
+    topic_replication_factor: int = 1
     consumer_group_prefix: str = "ocrstream"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
@@ -39,13 +50,15 @@ class Settings(BaseSettings):
     # Object store (S3 API: MinIO, SeaweedFS, AWS S3)
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = "minioadmin"
-    s3_secret_key: str = "minioadmin"
-    s3_secure: bool = False
+    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_secure: bool = False  # TLS to S3 (production); the CA bundle from SSL_CERT_FILE / certifi
+    s3_timeout_s: float = 10.0  # connect and read timeout of one S3 request
     s3_region: str = "us-east-1"
     s3_bucket: str = "ocrstream"
 
-    # PostgreSQL
-    postgres_dsn: str = "postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream"
+    # PostgreSQL (TLS in production: ?sslmode=verify-full&sslrootcert=... in the DSN)
+    postgres_dsn: SecretStr = SecretStr("postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream")
+    postgres_timeout_s: float = 10.0  # connect and per-statement timeout
 
     # Retries of transient faults (broker, S3, database down): exponential backoff with full
     # jitter, at most retry_max_attempts per record, then a dead letter (RetriesExhaustedError).
@@ -56,11 +69,17 @@ class Settings(BaseSettings):
     # this many times is dead-lettered (PoisonMessageError) and the partition moves on.
     max_delivery_attempts: int = 3
     record_timeout_s: float = 120.0  # wall time to handle one record (a batch gets n times this)
+    shutdown_grace_s: float = 10.0  # on SIGTERM, time for the batch in hand to finish
 
     # Ingest
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_document_bytes: int = 64 * 1024 * 1024
+    # HTTP doors (ingest and query API): API keys (services/core/auth.py), required whenever a
+    # door binds beyond loopback; requests per minute per key (0 = unlimited).
+    api_keys_file: str | None = None
+    require_api_key: bool = False
+    rate_limit_per_minute: int = 600
     # Re-submitted bytes (same sha256 and template) already done: process again, or reuse the
     # earlier document (its id is returned, nothing is reprocessed).
     duplicates: Literal["reprocess", "reuse"] = "reprocess"
@@ -91,6 +110,18 @@ class Settings(BaseSettings):
     # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
     metrics_port: int | None = None
 
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_dir_exists(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_dir():
+            raise ValueError(f"OCRSTREAM_TEMPLATES_DIR={value} is not a directory")
+        return value
+
+    @property
+    def dsn(self) -> str:
+        """The PostgreSQL DSN (secret) as a plain string, for the client only."""
+        return self.postgres_dsn.get_secret_value()
+
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Settings":
         """Settings from an ``OCRSTREAM_*`` mapping (e.g. a child process's env), not os.environ."""
@@ -107,4 +138,7 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings: environment first, then the dev stack's dotenv file if present."""
     env_file = Path(os.environ.get("OCRSTREAM_ENV_FILE", DEV_ENV_FILE))
-    return Settings(_env_file=env_file if env_file.is_file() else None)
+    try:
+        return Settings(_env_file=env_file if env_file.is_file() else None)
+    except ValueError as exc:  # pydantic's ValidationError: name every bad variable
+        raise ConfigurationError(f"invalid configuration: {exc}") from None

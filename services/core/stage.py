@@ -1,44 +1,68 @@
-"""The stage loop every ocrstream stage runs: consume -> handle -> produce -> commit.
+"""The stage runtime every ocrstream stage runs: consume -> handle -> produce -> commit.
 
 Delivery is at-least-once: a polled micro-batch's offsets are committed only after every output
 of it is durable (objects written and rows committed by the handler, produced events acked by
 the broker with ``acks=all``). A crash before the commit means the batch is redelivered, so
 handlers are idempotent (content-addressed keys, upserts keyed by document/region id).
 
-Per-message outcomes (see :mod:`services.core.errors`):
+One set of rules for every stage (after arq's jobs and quixstreams' sinks):
 
-* success -> its output events are produced;
-* transient fault (broker, S3, database down) -> the message is handled again after an
-  exponential backoff (``retry_initial_s`` doubling to ``retry_max_s``), without limit; if the
-  process is told to stop meanwhile, nothing of the batch is committed;
-* anything else -> a dead-letter event on ``ocr.dlq.v1`` (stage, error type, message, source
-  offset, the original event) and the loop goes on. The store stage turns dead letters into a
-  ``failed`` document row and a ``failed`` results event.
-
-Design after quixstreams' sinks (setup/handle, error callbacks) and arq (retries by job).
+* **Off the loop.** The main event loop only talks to Kafka (polls, heartbeats, produce, commit).
+  A stage's own code runs on a separate loop in a worker thread (:mod:`services.core.loops`), and
+  background servers (HTTP doors) on loops of their own, so CPU work can never starve heartbeats.
+* **Paused while busy.** While a batch is handled, the assigned partitions are paused and the
+  runtime keeps polling (nothing is returned, but ``max.poll.interval`` is honoured and the
+  member stays in its group). A rebalance waits for the batch in hand to be committed.
+* **Bounded.** A batch may take ``record_timeout_s`` per record; past that it is cancelled and
+  redelivered. Transient faults (:func:`~services.core.errors.is_transient`, e.g.
+  ``TransientError(retry_after=...)``) are retried with exponential backoff and full jitter, at
+  most ``retry_max_attempts`` times per record, then the record is dead-lettered
+  (``RetriesExhaustedError``). A stop request during a retry commits nothing.
+* **Poison isolation.** Every batch is recorded before it is handled
+  (:mod:`services.core.attempts`). A partition whose batch was begun before and never finished
+  (crash, OOM kill, timeout) is handled one record at a time, and its first record, once begun
+  ``max_delivery_attempts`` times, is dead-lettered (``PoisonMessageError``, or
+  ``HandlerTimeoutError`` when it timed out in this process) without being handled again.
+  A batch whose handler raises as a whole is split in halves until the bad record is alone.
+* **Typed dead letters.** Any other failure of one record becomes a dead-letter event on
+  ``ocr.dlq.v1`` with one of our error types (:func:`~services.core.errors.as_typed`); the store
+  stage turns it into a ``failed`` row and a ``failed`` results event.
+* **Fail fast on configuration.** A :class:`~services.core.errors.ConfigurationError` (or any
+  non-transient error) in ``setup`` ends the process with the message, before consuming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from . import events, metrics
-from .errors import DocumentTooLargeError, InvalidEventError, PermanentError, is_transient
+from .attempts import DeliveryAttempts
+from .errors import (ConfigurationError, DocumentTooLargeError, HandlerTimeoutError, InvalidEventError,
+                     PermanentError, PoisonMessageError, RetriesExhaustedError, as_typed, is_transient,
+                     retry_after)
+from .kafka import client_options, ensure_topics, make_producer, produce
+from .loops import LoopLagMonitor, LoopThread, serve_in_thread
+from .objectstore import ObjectStore
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Output", "Result", "Stage", "StageRunner", "dead_letter", "dead_letter_record", "ensure_topics",
+           "make_producer", "produce", "run_stage"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +85,10 @@ Result = list[Output] | BaseException
 class Stage(ABC):
     """A pipeline stage: subclasses set ``name`` and ``input_topics`` and implement ``handle``.
 
+    All methods run on the stage's handler loop (a worker thread), never on the Kafka loop.
     ``handle_batch`` may be overridden to process a polled micro-batch jointly (the recognize
-    stage batches crops across documents); it must return one Result per record, in order.
+    stage batches crops across documents); it returns one Result per record, in order, and may
+    raise when the batch as a whole fails (the runtime then splits it to find the bad record).
     """
 
     name: ClassVar[str]
@@ -74,13 +100,14 @@ class Stage(ABC):
         self.settings = settings
 
     async def setup(self) -> None:
-        """Open clients, load models. Called once before consuming."""
+        """Open clients, load models. Called once before consuming; raise ConfigurationError
+        for settings that cannot work (the process exits with the message)."""
 
     async def teardown(self) -> None:
         """Close what ``setup`` opened."""
 
     def background(self) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
-        """Extra coroutines run beside the loop until stop (e.g. ingest's HTTP API)."""
+        """Servers run beside the loop until stop (e.g. ingest's HTTP API), each on its own loop."""
         return []
 
     async def published(self, outputs: Sequence[Output]) -> None:
@@ -105,17 +132,19 @@ def dead_letter(stage: str, exc: BaseException, *, document_id: str | None,
                 source: dict, original: events.Event | None = None, size_bytes: int = 0) -> Output:
     """The ``ocr.dlq.v1`` event for an input of ``stage`` that failed with ``exc``.
 
-    ``source`` says where the input came from (``{"topic", "partition", "offset"}`` for a
-    Kafka record, ``{"topic": "http"}`` for the API); ``original`` is the input event when it
-    was JSON (never pixels: raw image bytes are only counted in ``original_size_bytes``).
+    ``exc`` is reported as one of our types (:func:`as_typed`). ``source`` says where the input
+    came from (``{"topic", "partition", "offset"}`` for a Kafka record, ``{"topic": "http"}``
+    for the API); ``original`` is the input event when it was JSON (never pixels: raw image
+    bytes are only counted in ``original_size_bytes``).
     """
+    typed = as_typed(exc)
     document_id = document_id or (original or {}).get("document_id") or "unknown-" + "-".join(
         str(v) for v in source.values())
     event = {
         "schema": events.DLQ,
         "document_id": str(document_id),
         "stage": stage,
-        "error": {"stage": stage, "type": type(exc).__name__, "message": str(exc)[:2000] or repr(exc)},
+        "error": {"stage": stage, "type": type(typed).__name__, "message": str(typed)[:2000] or repr(typed)},
         "source": source,
         "original": original,
         "original_size_bytes": size_bytes,
@@ -125,52 +154,53 @@ def dead_letter(stage: str, exc: BaseException, *, document_id: str | None,
 
 
 def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -> Output:
-    """:func:`dead_letter` for a consumed Kafka record (its key is the document id)."""
+    """:func:`dead_letter` for a consumed Kafka record: the document id is the one the handler
+    attached to the error (``exc.document_id``), else the record's key."""
     return dead_letter(
         stage, exc,
-        document_id=record.key.decode("utf-8", "replace") if record.key else None,
+        document_id=getattr(exc, "document_id", None) or (record.key.decode("utf-8", "replace") if record.key else None),
         source={"topic": record.topic, "partition": record.partition, "offset": record.offset},
         original=events.try_json(record.value),
         size_bytes=len(record.value or b""),
     )
 
 
-async def produce(producer: AIOKafkaProducer, outputs: Sequence[Output]) -> None:
-    """Send every output (schema-validated) and wait until the broker acked all of them."""
-    futures = [
-        await producer.send(o.topic, o.payload, key=o.key.encode())
-        for o in outputs
-    ]
-    await asyncio.gather(*futures)
-
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer with ``acks=all`` and the configured maximum message size."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
-                            max_request_size=settings.max_message_bytes)
-
-
 class Backoff:
-    """Exponential backoff: ``initial_s``, doubling, capped at ``max_s`` (seconds)."""
+    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
+    Jitter", 2015): attempt k waits uniform(0, min(max_s, initial_s * 2**k)) seconds, or the
+    error's own ``retry_after`` when it names one."""
 
     def __init__(self, initial_s: float, max_s: float):
-        self.initial_s, self.max_s, self.next_s = initial_s, max_s, initial_s
+        self.initial_s, self.max_s, self.attempt = initial_s, max_s, 0
 
-    async def wait(self, stop: asyncio.Event) -> bool:
+    def next_delay(self, exc: BaseException | None = None) -> float:
+        asked = retry_after(exc) if exc is not None else None
+        ceiling = min(self.max_s, self.initial_s * 2 ** self.attempt)
+        self.attempt += 1
+        return min(self.max_s, asked) if asked is not None else random.uniform(self.initial_s / 2, ceiling)
+
+    async def wait(self, stop: asyncio.Event, exc: BaseException | None = None) -> bool:
         """Sleep for the next delay; False if ``stop`` was set meanwhile."""
         try:
-            await asyncio.wait_for(stop.wait(), timeout=self.next_s)
+            await asyncio.wait_for(stop.wait(), timeout=self.next_delay(exc))
             return False
         except asyncio.TimeoutError:
-            self.next_s = min(self.next_s * 2, self.max_s)
             return True
 
 
-async def retry_transient(what: str, stage: str, settings: Settings, stop: asyncio.Event,
-                          fn: Callable[[], Awaitable]) -> bool:
-    """Run ``fn`` until it succeeds, retrying transient faults with backoff.
+def connection_hint(settings: Settings) -> str:
+    """What to check when Kafka cannot be reached (logged while retrying the connection)."""
+    return (f"cannot reach Kafka at {settings.kafka_bootstrap} (OCRSTREAM_KAFKA_BOOTSTRAP); "
+            "is it running? for the embedded stack: ocrstream dev up")
 
-    Returns False when ``stop`` was set before success. Non-transient errors propagate.
+
+async def retry_transient(what: str, stage: str, settings: Settings, stop: asyncio.Event,
+                          fn: Callable[[], Awaitable], hint: str = "") -> bool:
+    """Run ``fn`` until it succeeds, retrying transient faults with backoff and jitter.
+
+    For the runtime's own steps (connect, produce, commit): these retry without limit because
+    the whole stage waits on them, not one record. Returns False when ``stop`` was set before
+    success. Non-transient errors propagate.
     """
     backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
     while True:
@@ -181,26 +211,24 @@ async def retry_transient(what: str, stage: str, settings: Settings, stop: async
             if not is_transient(exc):
                 raise
             metrics.RETRIES.labels(stage, type(exc).__name__).inc()
-            log.warning("%s: %s failed (%s: %s); retrying in %.1f s", stage, what,
-                        type(exc).__name__, exc, backoff.next_s)
-            if not await backoff.wait(stop):
+            log.warning("%s: %s failed (%s: %s)%s; retrying", stage, what, type(exc).__name__, exc,
+                        f"; {hint}" if hint else "")
+            if not await backoff.wait(stop, exc):
                 return False
 
 
-async def ensure_topics(settings: Settings, topics: Sequence[str] = events.ALL_TOPICS) -> None:
-    """Create ``topics`` with ``settings.topic_partitions`` partitions if they do not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, settings.topic_partitions, 1) for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+class _Rebalance(ConsumerRebalanceListener):
+    """Keeps new partitions paused while a batch is in hand; lets revocation wait for its commit."""
+
+    def __init__(self, runner: "StageRunner"):
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runner.settle(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.runner.busy and assigned:
+            self.runner.consumer.pause(*assigned)
 
 
 class StageRunner:
@@ -208,41 +236,63 @@ class StageRunner:
 
     def __init__(self, stage: Stage, settings: Settings):
         self.stage, self.settings = stage, settings
+        self.group = f"{settings.consumer_group_prefix}-{stage.name}"
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.handler = LoopThread(f"{stage.name}-handler")
+        self.attempts = DeliveryAttempts(ObjectStore(settings), self.group)
+        self.busy = False
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._timed_out: set[tuple[str, int, int]] = set()  # (topic, partition, offset) timed out here
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Set up, then poll/handle/produce/commit until ``stop``; always tears down."""
+        """Set up, then poll/handle/produce/commit until ``stop``; always tears down.
+
+        Raises ConfigurationError (or the stage's non-transient setup error) before consuming.
+        """
         s, name = self.settings, self.stage.name
-        if not await retry_transient("create topics", name, s, stop, lambda: ensure_topics(s)):
-            return
-        if not await retry_transient("setup", name, s, stop, self.stage.setup):
-            return
-        self.consumer = AIOKafkaConsumer(
-            *self.stage.input_topics,
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=f"{s.consumer_group_prefix}-{name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",  # never "latest": tansu misreports end offsets
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_partition_fetch_bytes=s.max_message_bytes,
-            fetch_max_bytes=s.max_message_bytes * 2,
-        )
-        self.producer = make_producer(s)
-        tasks = [asyncio.create_task(bg(stop)) for bg in self.stage.background()]
+        self.handler.start()
+        monitor = LoopLagMonitor(name, metrics.LOOP_LAG.labels(name).set)
+        tasks = [asyncio.create_task(monitor.run(stop))]
         try:
-            if not await retry_transient("connect to Kafka", name, s, stop, self._start_clients):
+            if not await retry_transient("create topics", name, s, stop, lambda: ensure_topics(s),
+                                         connection_hint(s)):
                 return
-            log.info("%s: consuming %s as group %s-%s", name, ",".join(self.stage.input_topics),
-                     s.consumer_group_prefix, name)
+            if not await retry_transient("setup", name, s, stop, lambda: self.handler.call(self.stage.setup())):
+                return
+            tasks += [asyncio.create_task(serve_in_thread(f"{name}-{bg.__name__}", bg, stop))
+                      for bg in self.stage.background()]
+            self.consumer = AIOKafkaConsumer(
+                **client_options(s),
+                group_id=self.group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # never "latest": tansu misreports end offsets
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+                max_partition_fetch_bytes=s.max_message_bytes,
+                fetch_max_bytes=s.max_message_bytes * 2,
+            )
+            self.consumer.subscribe(list(self.stage.input_topics), listener=_Rebalance(self))
+            self.producer = make_producer(s)
+            if not await retry_transient("connect to Kafka", name, s, stop, self._start_clients,
+                                         connection_hint(s)):
+                return
+            log.info("%s: consuming %s as group %s", name, ",".join(self.stage.input_topics), self.group)
             while not stop.is_set():
                 await self._poll_once(stop)
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # a background server died: fail loudly
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._stop_clients()
-            await self.stage.teardown()
+            try:
+                await asyncio.wait_for(self.handler.call(self.stage.teardown()), 10)
+            except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+                log.warning("%s: teardown: %s", name, exc)
+            self.handler.stop()
             log.info("%s: stopped", name)
 
     async def _start_clients(self) -> None:
@@ -251,10 +301,14 @@ class StageRunner:
 
     async def _stop_clients(self) -> None:
         for client in (self.consumer, self.producer):
+            if client is None:
+                continue
             try:
                 await client.stop()
             except Exception as exc:  # noqa: BLE001 - best effort at shutdown
                 log.debug("stopping %s: %s", client, exc)
+
+    # ------------------------------------------------------------------ one poll
 
     async def _poll_once(self, stop: asyncio.Event) -> None:
         records = await self._poll()
@@ -263,19 +317,30 @@ class StageRunner:
         name = self.stage.name
         for r in records:
             metrics.MESSAGES_IN.labels(name, r.topic).inc()
-        metrics.BATCH_SIZE.labels(name).observe(len(records))
-        started = time.perf_counter()
-        outputs = await self._handle_with_retries(records, stop)
-        if outputs is None or not await retry_transient(
-            "produce", name, self.settings, stop, lambda: self._produce(outputs)
-        ):
-            return  # stopping: nothing committed, the batch is redelivered
-        if not await retry_transient("record publication", name, self.settings, stop,
-                                     lambda: self.stage.published(outputs)):
-            return
-        await self._commit(records)
-        metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
-        await self._update_lag()
+        self.busy, started = True, time.perf_counter()
+        self._settled.clear()
+        paused = self.consumer.assignment()
+        self.consumer.pause(*paused)
+        try:
+            processed = await self._while_polling(self._process(records, stop), stop)
+            if processed is None:  # stopping or timed out: nothing committed, polled again
+                self._rewind(records)
+                return
+            outputs, records = processed
+            if not await retry_transient("produce", name, self.settings, stop, lambda: self._produce(outputs)):
+                return
+            if not await retry_transient("record publication", name, self.settings, stop,
+                                         lambda: self.handler.call(self.stage.published(outputs))):
+                return
+            await self._commit(records)
+            metrics.BATCH_SIZE.labels(name).observe(len(records))
+            metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
+            await self._update_lag()
+        finally:
+            self.busy = False
+            self._settled.set()
+            current = self.consumer.assignment()
+            self.consumer.resume(*(tp for tp in paused | current if tp in current))
 
     async def _poll(self) -> list[ConsumerRecord]:
         """Up to ``poll_max_records`` records; lingers ``stage.linger_ms`` for more once some came."""
@@ -288,32 +353,186 @@ class StageRunner:
             records += [r for batch in more.values() for r in batch]
         return records
 
+    async def _while_polling(self, work: Awaitable[Any], stop: asyncio.Event) -> Any:
+        """Await ``work`` while polling the paused consumer (heartbeats, max.poll.interval).
+
+        Records that arrive anyway (a partition assigned and fetched before it was paused) are
+        not lost: their partition is rewound to them, to be polled after this batch. Once
+        ``stop`` is set, ``work`` gets ``shutdown_grace_s`` to finish, then it is cancelled and
+        None is returned (nothing of the batch is committed).
+        """
+        task = asyncio.ensure_future(work)
+        deadline = None
+        try:
+            while not task.done():
+                if stop.is_set():
+                    deadline = deadline or time.monotonic() + self.settings.shutdown_grace_s
+                    if time.monotonic() > deadline:
+                        log.warning("%s: stopping; the batch in hand is abandoned and will be redelivered",
+                                    self.stage.name)
+                        return None
+                polled = await self.consumer.getmany(timeout_ms=200)
+                for tp, recs in polled.items():
+                    if recs:
+                        self.consumer.seek(tp, recs[0].offset)
+                        self.consumer.pause(tp)
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def settle(self, revoked: set[TopicPartition]) -> None:
+        """Before ``revoked`` partitions go: wait (bounded) for the batch in hand to commit."""
+        self.attempts.forget(revoked)
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout=self.settings.record_timeout_s + 10)
+        except asyncio.TimeoutError:
+            log.warning("%s: partitions revoked while a batch was still running; it will be redelivered",
+                        self.stage.name)
+
+    # ------------------------------------------------------------------ handling
+
+    async def _process(self, records: Sequence[ConsumerRecord], stop: asyncio.Event
+                       ) -> tuple[list[Output], list[ConsumerRecord]] | None:
+        """The outputs of the records handled now (results or dead letters) and those records;
+        None when stopping or when the batch timed out (then nothing is committed).
+
+        A partition holding a record begun before and never finished contributes only its
+        first record (the rest is polled again); that record, once begun
+        ``max_delivery_attempts`` times, is dead-lettered without being handled.
+        """
+        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for r in records:
+            by_partition.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        taken: list[ConsumerRecord] = []
+        poisoned: dict[int, BaseException] = {}
+
+        async def begin() -> None:
+            taken.clear()
+            poisoned.clear()
+            for tp, mine in by_partition.items():
+                unfinished = await self.attempts.unfinished(tp)
+                if not any(r.offset in unfinished for r in mine):
+                    taken.extend(mine)
+                    await self.attempts.begin(tp, [r.offset for r in mine])
+                    continue
+                first, times = mine[0], unfinished.get(mine[0].offset, 0)
+                if len(mine) > 1:
+                    self.consumer.seek(tp, mine[1].offset)
+                taken.append(first)
+                if times >= self.settings.max_delivery_attempts:
+                    poisoned[id(first)] = self._poison_error(first, times)
+                else:
+                    if times:
+                        log.warning("%s: %s@%d/%d begun %d time(s) without finishing; handling it alone",
+                                    self.stage.name, tp.topic, tp.partition, first.offset, times)
+                    await self.attempts.begin(tp, [first.offset])
+
+        if not await retry_transient("record delivery attempts", self.stage.name, self.settings, stop, begin):
+            return None
+        handle = [r for r in taken if id(r) not in poisoned]
+        results: dict[int, Result] = dict(poisoned)
+        if handle:
+            handled = await self._handle_with_retries(handle, stop)
+            if handled is None:
+                return None
+            results.update({id(r): res for r, res in zip(handle, handled)})
+        outputs: list[Output] = []
+        for record in taken:
+            result = results[id(record)]
+            if not isinstance(result, BaseException):
+                result = self._checked(result)
+            outputs.extend(self._failed(record, result) if isinstance(result, BaseException) else result)
+        return outputs, taken
+
+    @staticmethod
+    def _key(record: ConsumerRecord) -> tuple[str, int, int]:
+        return record.topic, record.partition, record.offset
+
+    def _rewind(self, records: Sequence[ConsumerRecord]) -> None:
+        """Seek every partition of ``records`` back to its first record (they were not committed)."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        assigned = self.consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self.consumer.seek(tp, offset)
+
+    def _poison_error(self, record: ConsumerRecord, times: int) -> PermanentError:
+        where = f"{record.topic}@{record.partition}/{record.offset}"
+        if self._key(record) in self._timed_out:
+            return HandlerTimeoutError(f"{where} timed out (> {self.settings.record_timeout_s:g} s) {times} times")
+        return PoisonMessageError(f"{where} was begun {times} times and never finished "
+                                  "(the stage crashed, was killed or hung while handling it)")
+
     async def _handle_with_retries(self, records: Sequence[ConsumerRecord],
-                                   stop: asyncio.Event) -> list[Output] | None:
-        """Results of ``records``, transient failures retried; None if stopped meanwhile."""
+                                   stop: asyncio.Event) -> list[Result] | None:
+        """Results of ``records``, transient failures retried (capped); None if stopped or timed out."""
         name = self.stage.name
-        results = await self.stage.handle_batch(records)
+        results = await self._handle_split(records)
+        if results is None:
+            return None
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        tries = 0
         while pending := [i for i, r in enumerate(results) if isinstance(r, BaseException) and is_transient(r)]:
+            tries += 1
             for i in pending:
                 exc = results[i]
                 metrics.RETRIES.labels(name, type(exc).__name__).inc()
-                log.warning("%s: transient %s on %s@%d: %s; retrying in %.1f s", name,
-                            type(exc).__name__, records[i].topic, records[i].offset, exc, backoff.next_s)
-            if not await backoff.wait(stop):
+                log.warning("%s: transient %s on %s@%d (try %d of %d): %s", name, type(exc).__name__,
+                            records[i].topic, records[i].offset, tries, self.settings.retry_max_attempts, exc)
+                if tries >= self.settings.retry_max_attempts:
+                    results[i] = RetriesExhaustedError(
+                        f"{type(exc).__name__}: {exc} (still failing after {tries} tries)")
+            pending = [i for i in pending if is_transient(results[i])]
+            if not pending:
+                break
+            if not await backoff.wait(stop, results[pending[0]]):
                 return None
-            retried = await self.stage.handle_batch([records[i] for i in pending])
+            retried = await self._handle_split([records[i] for i in pending])
+            if retried is None:
+                return None
             for i, r in zip(pending, retried):
                 results[i] = r
-        outputs: list[Output] = []
-        for record, result in zip(records, results):
-            if not isinstance(result, BaseException):
-                result = self._checked(result)
-            if isinstance(result, BaseException):
-                outputs.extend(self._failed(record, result))
-            else:
-                outputs.extend(result)
-        return outputs
+        return results
+
+    async def _handle_split(self, records: Sequence[ConsumerRecord]) -> list[Result] | None:
+        """``stage.handle_batch`` with a timeout; a batch that raises as a whole is split in
+        halves until the failing record is alone (its exception becomes its result).
+        None when the batch timed out: its records are remembered as timed out."""
+        timeout = self.settings.record_timeout_s * len(records)
+        try:
+            results = await asyncio.wait_for(self.handler.call(self.stage.handle_batch(records)), timeout)
+        except asyncio.TimeoutError:
+            self._on_timeout(records)
+            return None
+        except Exception as exc:  # noqa: BLE001 - the batch as a whole failed
+            if len(records) == 1 or is_transient(exc):
+                return [exc for _ in records]
+            log.warning("%s: batch of %d failed as a whole (%s: %s); splitting it", self.stage.name,
+                        len(records), type(exc).__name__, exc)
+            half = len(records) // 2
+            left = await self._handle_split(records[:half])
+            right = None if left is None else await self._handle_split(records[half:])
+            return None if right is None else left + right
+        if len(results) != len(records):
+            raise RuntimeError(f"{self.stage.name}.handle_batch returned {len(results)} results "
+                               f"for {len(records)} records")
+        return results
+
+    def _on_timeout(self, records: Sequence[ConsumerRecord]) -> None:
+        log.error("%s: batch of %d record(s) timed out after %g s per record; it is redelivered "
+                  "and handled record by record", self.stage.name, len(records), self.settings.record_timeout_s)
+        self._timed_out.update(self._key(r) for r in records)
+        if not self.handler.idle_within(10):
+            # The handler's loop is wedged by code that never yields: only a restart frees it.
+            # The delivery-attempt ledger makes the restart count as an attempt (poison isolation).
+            log.critical("%s: handler loop blocked after a timeout; exiting to be restarted", self.stage.name)
+            sys.stderr.flush()
+            os._exit(70)
 
     def _checked(self, outputs: list[Output]) -> list[Output] | Exception:
         """``outputs`` if each is schema-valid and fits a Kafka message, else the error: one
@@ -330,14 +549,14 @@ class StageRunner:
         return outputs
 
     def _failed(self, record: ConsumerRecord, exc: BaseException) -> list[Output]:
-        name = self.stage.name
-        metrics.MESSAGES_FAILED.labels(name, type(exc).__name__).inc()
+        name, typed = self.stage.name, as_typed(exc)
+        metrics.MESSAGES_FAILED.labels(name, type(typed).__name__).inc()
         log.error("%s: %s@%d/%d failed: %s: %s", name, record.topic, record.partition,
-                  record.offset, type(exc).__name__, exc,
+                  record.offset, type(typed).__name__, typed,
                   exc_info=None if isinstance(exc, PermanentError) else exc)
         if record.topic == events.DLQ:
-            return []  # never dead-letter a dead letter: it stays on the DLQ topic
-        return [dead_letter_record(name, record, exc)]
+            return []  # never dead-letter a dead letter: the store parks what it cannot record
+        return [dead_letter_record(name, record, typed)]
 
     async def _produce(self, outputs: Sequence[Output]) -> None:
         await produce(self.producer, outputs)
@@ -351,9 +570,12 @@ class StageRunner:
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
             await self.consumer.commit(offsets)
-        except CommitFailedError as exc:  # rebalanced meanwhile: the new owner redelivers
-            log.warning("%s: commit failed after rebalance (%s); batch will be redelivered",
+            self._timed_out.difference_update(self._key(r) for r in records)
+        except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile
+            log.warning("%s: commit failed after rebalance (%s); the new owner redelivers the batch",
                         self.stage.name, exc)
+        except KafkaError as exc:
+            log.warning("%s: commit failed (%s); the batch will be redelivered", self.stage.name, exc)
 
     async def _update_lag(self) -> None:
         """Lag per partition = fetch highwater - position (tansu's end offsets are unreliable)."""
@@ -366,7 +588,10 @@ class StageRunner:
 
 
 def run_stage(stage: Stage) -> None:
-    """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage loop."""
+    """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage runtime.
+
+    Exits with status 2 and the message on a configuration error.
+    """
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -379,4 +604,8 @@ def run_stage(stage: Stage) -> None:
     metrics.serve(port)
     metrics.STAGE_INFO.labels(stage.name, "input_topics", ",".join(stage.input_topics)).set(1)
     log.info("%s: metrics on :%s/metrics", stage.name, port)
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ConfigurationError, PermanentError) as exc:
+        log.error("%s: cannot start: %s: %s", stage.name, type(exc).__name__, exc)
+        sys.exit(2)

@@ -9,6 +9,17 @@ Three doors, one path (:class:`Ingestor`):
 
 A document may name a fixed-layout template (``--template``, form field or header ``template``).
 
+The CLI and HTTP doors refuse what cannot be processed before anything is stored (empty: 400,
+over ``OCRSTREAM_MAX_DOCUMENT_BYTES``: 413, checked on ``Content-Length`` and while streaming,
+before the body is read; an unsupported type by its magic bytes: 415): the caller is told, no
+dead letter is written. The raw topic has no caller to answer, so its rejections become dead
+letters and ``failed`` rows. File names are sanitised (:func:`~services.core.names.sanitize_filename`).
+The HTTP door needs an API key with the ``ingest`` scope (:mod:`services.core.auth`).
+
+Raw-topic document ids are scoped (:func:`raw_document_id`): a producer's key never becomes a
+document id as such, so no producer can overwrite another's document; the key is kept as the
+document's ``external_id``.
+
 The original is stored under a content-addressed key ``originals/<sha256[:2]>/<sha256>`` (so a
 re-submission of the same bytes stores nothing new) and the event carries only that key.
 Empty and oversized documents are rejected here with a typed error and a dead letter; whether
@@ -27,14 +38,20 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
 
-from services.core import events
-from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
-from services.core.http import serve_until
+from services.core import events, metrics
+from services.core.auth import Authenticator
+from services.core.db import create_pool
+from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
+                                  InvalidSubmissionError, NotAnImageError)
+from services.core.formats import SUPPORTED, sniff
+from services.core.http import BodyLimit, serve_until
+from services.core.kafka import ensure_topics, make_producer, produce
+from services.core.names import sanitize_filename
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
-from services.core.stage import Output, Stage, dead_letter, ensure_topics, make_producer, produce
+from services.core.stage import Output, Stage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +77,7 @@ class Ingestor:
         """Ensure the bucket; connect to PostgreSQL when duplicates are reused."""
         await self.store.ensure_bucket()
         if self.settings.duplicates == "reuse":
-            self.pool = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=2)
+            self.pool = await create_pool(self.settings, max_size=2)
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -75,23 +92,29 @@ class Ingestor:
             " AND template IS NOT DISTINCT FROM $2 ORDER BY stored_at DESC LIMIT 1", sha256, template)
 
     def check(self, data: bytes) -> None:
-        """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``)."""
+        """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``) /
+        NotAnImageError (leading bytes of no supported format: png, jpeg, tiff, bmp, gif, webp, pdf)."""
         if not data:
             raise EmptyDocumentError("document is empty (0 bytes)")
         if len(data) > self.settings.max_document_bytes:
             raise DocumentTooLargeError(
                 f"document is {len(data)} bytes; the limit is {self.settings.max_document_bytes} "
                 "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
+        if sniff(data) is None:
+            raise NotAnImageError(f"unsupported type: leading bytes {data[:8]!r} are none of "
+                                  f"{', '.join(SUPPORTED)}")
 
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
-                     submitted: str | None = None, template: str | None = None) -> Output | str:
+                     submitted: str | None = None, template: str | None = None,
+                     sha: str | None = None, external_id: str | None = None) -> Output | str:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
         earlier ``done`` document with the same bytes when duplicates are reused.
 
-        Raises BadInputError (empty, too large).
+        ``sha``: the SHA-256 (hex) of ``data`` if already known. Raises BadInputError (empty,
+        too large, unsupported type).
         """
         self.check(data)
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha or await asyncio.to_thread(content_sha256, data)
         if (earlier := await self.find_done(sha, template)) is not None:
             log.info("ingest: %s has the bytes of done document %s: reused", filename or document_id, earlier)
             return earlier
@@ -102,15 +125,59 @@ class Ingestor:
             "schema": events.INGESTED,
             "document_id": document_id,
             "document": {"object_key": key, "content_sha256": sha, "size_bytes": len(data),
-                         "filename": filename, "source": source, "template": template},
+                         "filename": sanitize_filename(filename), "source": source, "template": template,
+                         **({"external_id": external_id} if external_id else {})},
             "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
         }
         return Output(events.INGESTED, document_id, event)
 
 
+def content_sha256(data: bytes) -> str:
+    """SHA-256 of ``data`` as 64 hex digits (run it in a thread: ~0.2 s for 64 MiB)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def new_document_id() -> str:
     """A fresh document id (UUID4, 32 hex digits)."""
     return uuid.uuid4().hex
+
+
+MAX_RAW_KEY_BYTES = 256
+
+
+def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True) -> tuple[str, str | None]:
+    """``(document_id, external_id)`` of a raw-topic message holding bytes with SHA-256 ``sha``.
+
+    The id is ``raw-`` + 32 hex digits of SHA-256 over the producer's key (or, without a key,
+    the record's topic, partition, offset and timestamp) and the content hash: a redelivered
+    message maps to the same document, a producer reusing another's key with other bytes gets a
+    new one, and offsets repeated after a broker reset do not collide. The key, if any, is
+    returned as ``external_id``. Raises InvalidSubmissionError for a key that is not UTF-8
+    text of at most 256 bytes without control characters (the id is then derived without it).
+    """
+    where = f"{record.topic}:{record.partition}:{record.offset}:{record.timestamp}"
+    key = record.key if use_key else None
+    if key is not None:
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or len(key) > MAX_RAW_KEY_BYTES or any(ord(c) < 32 or c == "\x7f" for c in text):
+            raise InvalidSubmissionError(
+                f"raw-topic key of {len(key)} bytes is not a valid external id (UTF-8 text, at most "
+                f"{MAX_RAW_KEY_BYTES} bytes, no control characters)")
+        return raw_key_document_id(text, sha), text
+    return _scoped_id(f"record:{where}", sha), None
+
+
+def raw_key_document_id(key: str, sha: str) -> str:
+    """The document id of raw-topic bytes with SHA-256 ``sha`` sent under ``key`` (a producer
+    can compute it to find its result: ``raw-`` + 32 hex of SHA-256 of ``key:<key>|<sha>``)."""
+    return _scoped_id(f"key:{key}", sha)
+
+
+def _scoped_id(material: str, sha: str) -> str:
+    return "raw-" + hashlib.sha256(f"{material}|{sha}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -127,8 +194,9 @@ class Receipt:
 class Submitter:
     """Submits documents from this process (CLI, HTTP API): store, then produce the event.
 
-    Bad input is dead-lettered (so the store stage records a ``failed`` row) and reported in
-    the :class:`Receipt`; transient faults propagate to the caller.
+    Bad input is refused and reported in the :class:`Receipt` (the caller is told; nothing is
+    stored and no dead letter is written); transient faults propagate to the caller. The
+    returned receipt means the event is acknowledged by the broker (``acks=all``).
     """
 
     def __init__(self, settings: Settings):
@@ -154,14 +222,12 @@ class Submitter:
         """
         document_id = new_document_id()
         submitted = events.now_iso()
+        filename = sanitize_filename(filename)
         try:
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source=source, submitted=submitted, template=template)
         except BadInputError as exc:
-            original = {"document_id": document_id, "filename": filename, "source": source}
-            await produce(self.producer, [dead_letter("ingest", exc, document_id=document_id,
-                                                      source={"topic": source}, original=original,
-                                                      size_bytes=len(data))])
+            metrics.REJECTED.labels("ingest", source, type(exc).__name__).inc()
             return Receipt(document_id, filename, error=exc)
         if isinstance(output, str):
             return Receipt(output, filename, reused=True)
@@ -180,21 +246,35 @@ def iter_paths(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def create_app(submitter: Submitter) -> FastAPI:
-    """The ingest HTTP API: ``POST /v1/documents`` and ``GET /healthz``."""
+#: HTTP status of each refusal at the HTTP door.
+REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
+
+
+def create_app(submitter: Submitter, auth: Authenticator) -> FastAPI:
+    """The ingest HTTP API: ``POST /v1/documents`` and ``GET /healthz``.
+
+    Bodies over the byte limit are refused with 413 before they are read (``Content-Length``)
+    or as soon as the streamed body passes it (:class:`~services.core.http.BodyLimit`).
+    """
+    limit = submitter.settings.max_document_bytes
     app = FastAPI(title="ocrstream ingest", version="1")
+    app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(file: UploadFile = File(...), template: str | None = Form(None)) -> dict:
-        """Submit one document (multipart field ``file``, optional ``template`` name);
-        202 with its id, 413/422 with the error if rejected."""
-        data = await file.read(submitter.settings.max_document_bytes + 1)
+    async def post_document(file: UploadFile = File(...), template: str | None = Form(None),
+                            key: str | None = Depends(auth.require("ingest"))) -> dict:
+        """Submit one document (multipart field ``file``, optional ``template`` name).
+
+        202 with its id once its event is acknowledged by the broker; refused with 400 (empty),
+        413 (too large), 415 (unsupported type), 401/403 (API key), 429 (rate limit).
+        """
+        data = await file.read(limit + 1)
         receipt = await submitter.submit(data, file.filename, "http", template)
         if receipt.error is not None:
-            status = 413 if isinstance(receipt.error, DocumentTooLargeError) else 422
-            raise HTTPException(status, detail={"document_id": receipt.document_id,
-                                                "error": type(receipt.error).__name__,
+            status = next((code for cls, code in REFUSAL_STATUS.items() if isinstance(receipt.error, cls)), 422)
+            raise HTTPException(status, detail={"error": type(receipt.error).__name__,
                                                 "message": str(receipt.error)})
+        metrics.INGESTED_BYTES.labels("http").inc(len(data))
         return {"document_id": receipt.document_id, "object_key": receipt.object_key,
                 "status": "reused" if receipt.reused else "accepted"}
 
@@ -212,6 +292,8 @@ class IngestStage(Stage):
     input_topics = (events.RAW,)
 
     async def setup(self) -> None:
+        if self.settings.http_port:
+            await self.setup_check()  # fail start-up, not the first request, on a bad auth setting
         self.ingestor = Ingestor(self.settings, ObjectStore(self.settings))
         await self.ingestor.start()
 
@@ -221,18 +303,30 @@ class IngestStage(Stage):
     def background(self):
         return [self._serve_http] if self.settings.http_port else []
 
+    async def setup_check(self) -> Authenticator:
+        """The HTTP door's authenticator; raises ConfigurationError (e.g. public port, no keys)."""
+        return Authenticator(self.settings, self.settings.http_host)
+
     async def _serve_http(self, stop: asyncio.Event) -> None:
+        auth = await self.setup_check()
         async with Submitter(self.settings) as submitter:
-            await serve_until(create_app(submitter), self.settings.http_host, self.settings.http_port,
+            await serve_until(create_app(submitter, auth), self.settings.http_host, self.settings.http_port,
                               stop, self.name)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
-        headers = dict(record.headers or ())
-        filename = headers.get("filename", b"").decode("utf-8", "replace") or None
-        template = headers.get("template", b"").decode("utf-8", "replace") or None
-        # Deterministic id: a redelivered raw message maps to the same document.
-        document_id = (record.key.decode("utf-8", "replace") if record.key
-                       else f"raw-{record.topic}-{record.partition}-{record.offset}")
-        output = await self.ingestor.ingest(record.value or b"", document_id=document_id,
-                                            filename=filename, source="kafka", template=template)
+        headers = {k: v for k, v in (record.headers or ()) if isinstance(v, bytes)}
+        filename = sanitize_filename(headers.get("filename", b"").decode("utf-8", "replace"))
+        template = headers.get("template", b"").decode("utf-8", "replace")[:64] or None
+        data = record.value or b""
+        sha = await asyncio.to_thread(content_sha256, data)
+        document_id = raw_document_id(record, sha, use_key=False)[0]
+        try:  # every failure is reported under the scoped id, never under the producer's key
+            document_id, external_id = raw_document_id(record, sha)
+            metrics.INGESTED_BYTES.labels("kafka").inc(len(data))
+            output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
+                                                source="kafka", template=template, sha=sha,
+                                                external_id=external_id)
+        except Exception as exc:
+            exc.document_id = document_id
+            raise
         return [] if isinstance(output, str) else [output]

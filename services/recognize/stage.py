@@ -80,21 +80,23 @@ class RecognizeStage(Stage):
         metrics.STAGE_INFO.labels(self.name, "provider", self.recognizer.provider).set(1)
 
     async def load(self, record: ConsumerRecord) -> tuple[events.Event, list[np.ndarray]]:
-        """The record's event and its crops, downloaded concurrently."""
+        """The record's event and its crops, downloaded concurrently and decoded in a thread."""
         event = events.decode(events.REGIONS, record.value)
         pngs = await asyncio.gather(*(self.store.get(r["crop_key"]) for r in event["regions"]))
-        return event, [decode_crop(png) for png in pngs]
+        return event, await asyncio.to_thread(lambda: [decode_crop(png) for png in pngs])
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
-        return (await self.handle_batch([record]))[0]  # type: ignore[return-value]
+        result = (await self.handle_batch([record]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def handle_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
         loaded = await asyncio.gather(*(self.load(r) for r in records), return_exceptions=True)
         crops = [c for item in loaded if not isinstance(item, BaseException) for c in item[1]]
-        try:
-            readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []
-        except Exception as exc:  # noqa: BLE001 - fails every record of this batch
-            return [exc for _ in records]
+        # A recogniser failure fails the batch as a whole: the runtime splits it until the
+        # document that causes it is alone, so the other documents are read.
+        readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []
         results: list[Result] = []
         start = 0
         for item in loaded:

@@ -1,22 +1,27 @@
 """The query API over PostgreSQL (FastAPI), served by ``ocrstream run store``.
 
-* ``GET /v1/documents?status=&since=&needs_review=&limit=`` - newest first; ``since`` is ISO 8601.
+* ``GET /v1/documents?status=&since=&before=&needs_review=&limit=`` - newest first; ``since`` and
+  ``before`` are ISO 8601 (``before``: the ``stored_at`` of the last row of the previous page);
+  at most 200 rows per page.
 * ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
   corrected text, value, validity), error.
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
-OpenAPI docs at ``/docs``.
+OpenAPI docs at ``/docs``. Every route needs an API key with the ``query`` scope
+(:mod:`services.core.auth`); exports are rendered in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from services.core.auth import Authenticator
 from services.document import Document
 from services.exports import to_alto, to_hocr
 
@@ -57,20 +62,26 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
                          **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
 
 
-def create_app(pool: asyncpg.Pool) -> FastAPI:
-    """The query API on ``pool``."""
-    app = FastAPI(title="ocrstream documents", version="1")
+MAX_PAGE = 200
+
+
+def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
+    """The query API on ``pool``; every route requires ``auth``'s ``query`` scope."""
+    app = FastAPI(title="ocrstream documents", version="1", dependencies=[Depends(auth.require("query"))])
 
     @app.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
-                             since: datetime | None = None, needs_review: bool | None = None,
-                             limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-        """Documents, newest first, filtered by status, stored time and review flag."""
+                             since: datetime | None = None, before: datetime | None = None,
+                             needs_review: bool | None = None,
+                             limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
+        """Documents, newest first, filtered by status, stored time and review flag; page with
+        ``before`` = the last row's ``stored_at``."""
         rows = await pool.fetch(
             "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
             " AND ($2::timestamptz IS NULL OR stored_at >= $2)"
-            " AND ($3::boolean IS NULL OR needs_review = $3) ORDER BY stored_at DESC LIMIT $4",
-            status, since, needs_review, limit)
+            " AND ($3::boolean IS NULL OR needs_review = $3)"
+            " AND ($5::timestamptz IS NULL OR stored_at < $5) ORDER BY stored_at DESC LIMIT $4",
+            status, since, needs_review, limit, before)
         return [_summary(r) for r in rows]
 
     @app.get("/v1/documents/{document_id}")
@@ -85,13 +96,18 @@ def create_app(pool: asyncpg.Pool) -> FastAPI:
     async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto"] = "json") -> Response:
         """The document as JSON (document model), plain text, hOCR (XHTML) or ALTO v4 XML."""
         data = await get_document(document_id)
-        doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
-        if format == "txt":
-            return PlainTextResponse(doc.render_text())
-        if format == "hocr":
-            return Response(to_hocr(doc), media_type="application/xhtml+xml")
-        if format == "alto":
-            return Response(to_alto(doc), media_type="application/xml")
-        return JSONResponse(doc.export())
+        return await asyncio.to_thread(render_export, data, format)
 
     return app
+
+
+def render_export(data: dict, format: str) -> Response:
+    """The response for ``format`` of a loaded document (CPU work: run it in a thread)."""
+    doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+    if format == "txt":
+        return PlainTextResponse(doc.render_text())
+    if format == "hocr":
+        return Response(to_hocr(doc), media_type="application/xhtml+xml")
+    if format == "alto":
+        return Response(to_alto(doc), media_type="application/xml")
+    return JSONResponse(doc.export())

@@ -25,16 +25,29 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
+import logging
+
 from aiokafka import ConsumerRecord
 
-from services.core import events
+from services.core import events, metrics
+from services.core.auth import Authenticator
+from services.core.db import create_pool
+from services.core.errors import is_transient
 from services.core.http import serve_until
+from services.core.names import sanitize_filename, strip_nul
 from services.core.stage import Output, Stage
 from services.document import Document
 from services.store.api import create_app
 from services.store.migrate import apply_migrations
 from services.store.postprocess import FieldSpec, PostProcessor
+
+
+log = logging.getLogger(__name__)
+
+PARK = """
+INSERT INTO parked_events (topic, part, "offset", payload, error) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (topic, part, "offset") DO NOTHING
+"""
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -109,7 +122,9 @@ class StoreStage(Stage):
             review_threshold=self.settings.review_threshold,
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
         await asyncio.to_thread(self.postprocessor.preload)  # symspell index: ~4 s once
-        self.pool = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=4)
+        if self.settings.query_port:
+            Authenticator(self.settings, self.settings.http_host)  # fail start-up on a bad auth setting
+        self.pool = await create_pool(self.settings, max_size=4)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)
 
@@ -117,8 +132,14 @@ class StoreStage(Stage):
         return [self._serve_api] if self.settings.query_port else []
 
     async def _serve_api(self, stop) -> None:
-        await serve_until(create_app(self.pool), self.settings.http_host, self.settings.query_port,
-                          stop, self.name)
+        """The query API on its own loop and pool (the sink's loop never serves HTTP)."""
+        auth = Authenticator(self.settings, self.settings.http_host)
+        pool = await create_pool(self.settings, max_size=4)
+        try:
+            await serve_until(create_app(pool, auth), self.settings.http_host, self.settings.query_port,
+                              stop, self.name)
+        finally:
+            await pool.close()
 
     async def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
@@ -126,7 +147,7 @@ class StoreStage(Stage):
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         if record.topic == events.DLQ:
-            output = await self.store_failed(events.decode(events.DLQ, record.value))
+            output = await self.store_dead_letter(record)
         else:
             output = await self.store_done(events.decode(events.RECOGNIZED, record.value))
         return [output] if output else []
@@ -153,7 +174,7 @@ class StoreStage(Stage):
         needs_review = any(r["needs_review"] for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                UPSERT_DONE, doc_id, doc["source"], doc.get("filename"), doc["object_key"],
+                UPSERT_DONE, doc_id, doc["source"], sanitize_filename(doc.get("filename")), doc["object_key"],
                 doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
                 event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
                 _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version,
@@ -184,6 +205,22 @@ class StoreStage(Stage):
         return {**region, "raw_text": c.raw_text, "text": c.text, "value": c.value, "valid": c.valid,
                 "reason": c.reason, "needs_review": c.needs_review}
 
+    async def store_dead_letter(self, record: ConsumerRecord) -> Output | None:
+        """:meth:`store_failed` for a dead-letter record, which is never dropped: transient
+        faults propagate (retried); anything else parks the record whole in ``parked_events``
+        (counted in ``ocrstream_dead_letters_parked_total``) and logs it."""
+        try:
+            return await self.store_failed(events.decode(events.DLQ, record.value))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("store: dead letter %s@%d/%d cannot be recorded (%s: %s); parked",
+                      record.topic, record.partition, record.offset, type(exc).__name__, exc)
+            await self.pool.execute(PARK, record.topic, record.partition, record.offset, record.value or b"",
+                                    strip_nul(f"{type(exc).__name__}: {exc}"))
+            metrics.DEAD_LETTERS_PARKED.labels(self.name).inc()
+            return None
+
     async def store_failed(self, dead: events.Event) -> Output | None:
         """Upsert a ``failed`` document row from a dead letter; its results event.
 
@@ -193,13 +230,14 @@ class StoreStage(Stage):
         original = dead.get("original") or {}
         doc = dict(original.get("document") or {})
         doc.setdefault("filename", original.get("filename"))
+        doc["filename"] = sanitize_filename(doc.get("filename"))
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead["error"]
         status = await self.pool.execute(
             UPSERT_FAILED, dead["document_id"], doc.get("source") or original.get("source"),
             doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
-            doc.get("size_bytes"), error["stage"], error["type"], error["message"],
+            doc.get("size_bytes"), error["stage"], error["type"], strip_nul(error["message"]),
             _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead["failed_at"])
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
