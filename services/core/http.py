@@ -49,19 +49,27 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._refuse(send, int(length))
-        seen, started = 0, False
+        seen, started, exceeded = 0, False, False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
         async def tracking_send(message):
+            # The app may turn BodyTooLarge into its own error response (FastAPI answers 400 to
+            # any exception while parsing a form): once the limit was passed, answer 413 instead.
             nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send, seen)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
