@@ -138,3 +138,32 @@ async def test_post_processing_keeps_raw_text_and_validates_fields(stack_setting
         await conn.close()
     assert (row["raw_text"], row["text"], row["valid"], row["value"]) == ("RM 12.5O", "RM 12.50", True, "12.5")
     assert flagged
+
+
+class _Record:
+    """A consumed record as the store sees it (topic, partition, offset, value)."""
+
+    def __init__(self, value: bytes, offset: int):
+        self.topic, self.partition, self.offset, self.value, self.key = events.DLQ, 0, offset, value, None
+
+
+async def test_a_dead_letter_is_never_dropped(stack_settings, store):
+    # A NUL byte in a file name and message once failed the database write and the letter vanished.
+    doc_id = uuid.uuid4().hex
+    letter = dead_letter("preprocess", NotAnImageError("bad \x00 bytes"), document_id=doc_id, source={"topic": "http"},
+                         original={"document_id": doc_id, "filename": "evil\x00name.png", "source": "http"})
+    result = await store.store_dead_letter(_Record(letter.payload, 1))
+    assert result.event["status"] == "failed"
+    # A dead letter that cannot be a failed row at all is parked whole and counted.
+    offset = uuid.uuid4().int % 10**9
+    assert await store.store_dead_letter(_Record(b"\xffnot json", offset)) is None
+    conn = await asyncpg.connect(stack_settings.dsn)
+    try:
+        row = await conn.fetchrow("SELECT status, filename, error_message FROM documents WHERE document_id = $1",
+                                  doc_id)
+        parked = await conn.fetchrow('SELECT payload, error FROM parked_events WHERE "offset" = $1', offset)
+    finally:
+        await conn.close()
+    assert (row["status"], row["filename"]) == ("failed", "evilname.png")
+    assert "\x00" not in row["error_message"]
+    assert parked["payload"] == b"\xffnot json" and parked["error"].startswith("InvalidEventError")
