@@ -112,10 +112,15 @@ def dev() -> None:
 
 @dev.command("up")
 @click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
-@click.option("--kafka-storage", type=click.Choice(["memory", "s3"]), default="memory", show_default=True,
-              help="Where the broker keeps topics: memory, or the embedded S3 (survives restarts).")
+@click.option("--kafka-storage", type=click.Choice(["s3", "memory"]), default="s3", show_default=True,
+              help="Where the broker keeps topics: the embedded S3 (durable: survives a broker crash "
+                   "and restarts), or memory (faster; lost when the broker stops).")
 def dev_up(state_dir: Path, kafka_storage: str) -> None:
-    """Start the stack in the background and write its settings to STATE_DIR/stack.env."""
+    """Start the stack in the background and write its settings to STATE_DIR/stack.env.
+
+    On a stack whose services partly died, brings the dead ones back on the same ports and data.
+    Data is kept across `dev down` / `dev up` (remove it with `dev down --purge`).
+    """
     from services.devstack import EmbeddedStack, read_running
 
     endpoints = read_running(state_dir)
@@ -130,11 +135,15 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
 
 @dev.command("down")
 @click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
-def dev_down(state_dir: Path) -> None:
-    """Stop the stack started by ``dev up`` (by its recorded PIDs)."""
+@click.option("--purge", is_flag=True, help="Also delete the stack's data (topics, objects, database).")
+def dev_down(state_dir: Path, purge: bool) -> None:
+    """Stop the stack started by ``dev up`` (by its recorded PIDs); its data is kept unless --purge."""
+    from services.devstack import purge as purge_data
     from services.devstack import stop_running
 
     click.echo("stack stopped" if stop_running(state_dir) else "no stack running")
+    if purge:
+        click.echo(f"data in {state_dir} removed" if purge_data(state_dir) else "no data to remove")
 
 
 @main.group()

@@ -522,6 +522,18 @@ def read_running(state_dir: Path) -> StackEndpoints | None:
     return StackEndpoints(**data["endpoints"])
 
 
+def purge(state_dir: Path) -> bool:
+    """``ocrstream dev down --purge``: remove the state dir's data (after a stop). True if
+    there was any. Raises StackError while its stack still runs."""
+    state_dir = Path(state_dir)
+    _, services = _recorded_services(state_dir)
+    if any(s.running() for s in services):
+        raise StackError(f"the stack in {state_dir} is running: stop it first")
+    existed = state_dir.exists()
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return existed
+
+
 def stop_running(state_dir: Path, timeout_s: float = 20) -> bool:
     """``ocrstream dev down``: stop the processes recorded in stack.json, by PID.
 
@@ -565,13 +577,19 @@ def _hand_over(path: Path, account: pwd.struct_passwd | None) -> None:
 class EmbeddedStack:
     """Starts/stops tansu + SeaweedFS + PostgreSQL under ``state_dir`` (see module doc).
 
-    ``kafka_storage``: "memory" (default) or "s3" (broker data in the S3 bucket
-    ``tansu``). ``log`` receives short progress lines. As a context manager it
-    starts on enter and returns the stack (:attr:`endpoints` is then set; a
-    further ``start()`` returns the same endpoints) and stops on exit.
+    ``kafka_storage``: "s3" (default: the broker's log in the S3 bucket ``tansu``,
+    so a killed broker loses nothing it acknowledged) or "memory" (faster, lost
+    when the broker stops). ``log`` receives short progress lines. As a context
+    manager it starts on enter and returns the stack (:attr:`endpoints` is then
+    set; a further ``start()`` returns the same endpoints) and stops on exit.
+
+    Data (S3 objects, the broker's log on S3, PostgreSQL) stays in ``state_dir``
+    across stops; :func:`purge` removes it. Starting on a state dir whose
+    recorded stack has dead services brings those back on their recorded ports
+    and data (:meth:`revive`).
     """
 
-    def __init__(self, state_dir: Path, *, kafka_storage: str = "memory", log: Log = print):
+    def __init__(self, state_dir: Path, *, kafka_storage: str = "s3", log: Log = print):
         if kafka_storage not in ("memory", "s3"):
             raise ValueError(f"kafka_storage must be 'memory' or 's3', not {kafka_storage!r}")
         self.state_dir = Path(state_dir).absolute()
@@ -612,6 +630,9 @@ class EmbeddedStack:
         if read_running(self.state_dir) is not None:
             raise StackError(f"a stack is already running from {self.state_dir} "
                              f"(stop it with stop_running / `ocrstream dev down`)")
+        data, recorded = _recorded_services(self.state_dir)
+        if data is not None and any(s.running() for s in recorded):
+            return self.revive(timeout_s)
         deadline = time.monotonic() + timeout_s
         self._dir("logs", "weed")
         creds = _load_credentials(self.state_dir)
@@ -628,6 +649,41 @@ class EmbeddedStack:
             self.stop()
             raise
         return self.endpoints
+
+    def revive(self, timeout_s: float = 90) -> StackEndpoints:
+        """Adopt the stack recorded in ``state_dir`` and restart its dead services on their
+        recorded ports and data (S3 first, then the broker, then PostgreSQL); their endpoints.
+
+        Raises StackError if nothing is recorded or a service does not come back.
+        """
+        data, recorded = _recorded_services(self.state_dir)
+        if data is None:
+            raise StackError(f"no stack recorded in {self.state_dir}")
+        self.kafka_storage = data.get("kafka_storage", self.kafka_storage)
+        endpoints = StackEndpoints(**data["endpoints"])
+        creds = _load_credentials(self.state_dir)
+        deadline = time.monotonic() + timeout_s
+        self._services = [s for s in recorded if s.running()]
+        by_name = {s.name: s for s in recorded}
+        try:
+            for name in ("s3", "kafka", "postgres"):
+                svc = by_name.get(name)
+                if svc is not None and svc.running():
+                    continue
+                self.log(f"{name} is not running: starting it again on its recorded port and data")
+                if svc is not None:
+                    _remove_files(svc.cleanup_files)
+                ports = svc.ports if svc is not None else None
+                if name == "s3":
+                    self._start_s3(creds, deadline, ports)
+                elif name == "kafka":
+                    self._start_kafka(creds, endpoints.s3_endpoint, deadline, ports)
+                else:
+                    self._start_postgres(creds, deadline, ports)
+        finally:
+            self.endpoints = endpoints
+            self._write_state()
+        return endpoints
 
     def stop(self, timeout_s: float = 20) -> None:
         """Stop every started process (signal, then SIGKILL after ``timeout_s``). Idempotent."""
@@ -658,11 +714,11 @@ class EmbeddedStack:
         _wait_ready(svc, probe, deadline)
         self.log(f"{label} up on {address} in {time.monotonic() - t0:.1f} s")
 
-    def _start_s3(self, creds: dict[str, str], deadline: float) -> str:
+    def _start_s3(self, creds: dict[str, str], deadline: float, ports: dict[str, int] | None = None) -> str:
         root = self._dir("s3")
         run = self._dir("run")
-        ports = dict(zip([f"{n}{s}" for n in WEED_SERVERS for s in ("", "_grpc")],
-                         _free_ports(2 * len(WEED_SERVERS))))
+        ports = ports or dict(zip([f"{n}{s}" for n in WEED_SERVERS for s in ("", "_grpc")],
+                                  _free_ports(2 * len(WEED_SERVERS))))
         identities = {"identities": [{
             "name": "ocrstream",
             "credentials": [{"accessKey": creds["s3_access_key"], "secretKey": creds["s3_secret_key"]}],
@@ -686,8 +742,9 @@ class EmbeddedStack:
         self._bring_up(svc, client.list_buckets, deadline, "s3 (seaweedfs)", endpoint, cwd=run)
         return endpoint
 
-    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str, deadline: float) -> str:
-        (port,) = _free_ports(1)
+    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str, deadline: float,
+                     ports: dict[str, int] | None = None) -> str:
+        (port,) = (ports["kafka"],) if ports else _free_ports(1)
         url = f"tcp://{HOST}:{port}"
         env = dict(os.environ)
         storage = "memory://tansu/"
@@ -716,7 +773,7 @@ class EmbeddedStack:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
 
-    def _start_postgres(self, creds: dict[str, str], deadline: float) -> str:
+    def _start_postgres(self, creds: dict[str, str], deadline: float, ports: dict[str, int] | None = None) -> str:
         account = _postgres_account()
         root = self._dir("pg")
         _hand_over(root, account)
@@ -726,7 +783,7 @@ class EmbeddedStack:
         run = root / "run"
         run.mkdir(exist_ok=True)
         _hand_over(run, account)
-        (port,) = _free_ports(1)
+        (port,) = (ports["postgres"],) if ports else _free_ports(1)
         argv = [str(pg_binary("postgres")), "-D", str(data), "-p", str(port),
                 "-c", f"listen_addresses={HOST}",
                 "-c", f"unix_socket_directories={self._socket_path('pg', 'run')}"]

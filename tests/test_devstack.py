@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from services.devstack import (
     _minio_client,
     _proc_stat,
     create_topics,
+    purge,
     read_running,
     stop_running,
 )
@@ -92,6 +96,7 @@ def test_as_env_names() -> None:
         "OCRSTREAM_S3_SECRET_KEY": "sk",
         "OCRSTREAM_S3_SECURE": "false",
         "OCRSTREAM_POSTGRES_DSN": "postgresql://u:p@127.0.0.1:3/ocrstream",
+        "OCRSTREAM_KAFKA_IDEMPOTENT_PRODUCER": "false",
     }
 
 
@@ -213,3 +218,38 @@ def test_failing_service_raises_with_log_tail_and_cleans_up(tmp_path: Path) -> N
     assert "postgres exited" in str(err.value) and "--- tail of" in str(err.value)
     assert _processes_under(tmp_path) == []
     assert read_running(tmp_path) is None and not (tmp_path / "stack.json").exists()
+
+
+@pytest.mark.slow
+async def test_dead_services_come_back_on_their_ports_and_data(tmp_path: Path) -> None:
+    """`dev up` on a stack whose broker and database were SIGKILLed: they come back on the
+    same endpoints, nothing the broker acknowledged is lost (durable storage, the default),
+    the database keeps its rows, and `dev down` keeps the data until `--purge`."""
+    st = EmbeddedStack(tmp_path, log=lambda line: None)
+    ep = st.start()
+    try:
+        await _produce(ep.kafka_bootstrap, "devstack.durable", [b"a", b"b", b"c"])
+        conn = await asyncpg.connect(ep.postgres_dsn)
+        await conn.execute("CREATE TABLE kept (x int)")
+        await conn.execute("INSERT INTO kept VALUES (42)")
+        await conn.close()
+        recorded = {s["name"]: s["pid"] for s in json.loads((tmp_path / "stack.json").read_text())["services"]}
+        for name in ("kafka", "postgres"):
+            os.killpg(recorded[name], signal.SIGKILL)
+            os.waitpid(recorded[name], 0)  # reap (this test process started them; dev up's exits)
+        await asyncio.sleep(0.5)  # the killed groups' last members go
+        assert read_running(tmp_path) is None  # not every service is up
+
+        again = EmbeddedStack(tmp_path, log=lambda line: None).start()  # what `dev up` runs
+        assert again == ep  # same endpoints: clients keep their settings
+        assert _alive(recorded["s3"])  # the live service was adopted, not restarted
+        got, _ = await _consume(ep.kafka_bootstrap, "devstack.durable", "devstack-durable", 3)
+        assert [r.value for r in got] == [b"a", b"b", b"c"]
+        conn = await asyncpg.connect(ep.postgres_dsn)
+        assert await conn.fetchval("SELECT x FROM kept") == 42
+        await conn.close()
+    finally:
+        stop_running(tmp_path)
+        st.stop()
+    assert (tmp_path / "pg" / "data").is_dir()  # dev down keeps data
+    assert purge(tmp_path) is True and not tmp_path.exists()
