@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import io
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -317,3 +318,54 @@ def test_cli_submit_wait_prints_the_text(pipeline, tmp_path):
                          env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr
     assert "[done]" in out.stdout and cer([out.stdout.split("\n")[-2]], ["SUBMITTED FROM THE CLI 31"]) < 0.1, out.stdout
+
+
+async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, tmp_path):
+    """A form names a template preprocess does not know: failed. The fix (the template is
+    installed, preprocess restarted), then `ocrstream dlq replay`: the document is done, once;
+    a second replay skips it; the replay is recorded on the row and failures are listed by reason."""
+    from services import dlq
+    from tools.render_samples import LAB_FIELDS, LAB_TITLE, render_form
+
+    stages, env = pipeline
+    name = f"ward-{uuid.uuid4().hex[:6]}"
+    form = tmp_path / "ward.png"
+    form.write_bytes(encode(render_form(LAB_TITLE, LAB_FIELDS)))
+    receipt, = await submit_all(stack_settings, [form], template=name)
+    failed = (await wait_for_results(stack_settings, [receipt.document_id], timeout_s=300))[receipt.document_id]
+    assert (failed["status"], failed["error"]["type"]) == ("failed", "UnknownTemplateError")
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    shipped = (Path(__file__).parents[1] / "services/preprocess/templates/lab-report.yaml").read_text()
+    (templates / f"{name}.yaml").write_text(shipped.replace("name: lab-report", f"name: {name}"))
+    stages.stop_one("preprocess")
+    stages.stage_env["preprocess"]["OCRSTREAM_TEMPLATES_DIR"] = str(templates)
+    stages.start_one("preprocess")
+
+    letters = await dlq.dead_letters(stack_settings, error_type="UnknownTemplateError", document_id=receipt.document_id)
+    assert len(letters) == 1 and letters[0].event["stage"] == "preprocess"
+    assert [o.action for o in await dlq.replay(stack_settings, letters, dry_run=True)] == ["would-replay"]
+    assert [o.action for o in await dlq.replay(stack_settings, letters)] == ["replayed"]
+    deadline = asyncio.get_running_loop().time() + 300
+    conn = await asyncpg.connect(stack_settings.dsn)
+    try:
+        while (row := await conn.fetchrow("SELECT status, replays, replayed_at FROM documents WHERE document_id = $1",
+                                          receipt.document_id))["status"] != "done":
+            assert asyncio.get_running_loop().time() < deadline, row
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    assert row["replays"] == 1 and row["replayed_at"] is not None
+    assert [o.action for o in await dlq.replay(stack_settings, letters)] == ["skipped-done"]
+    results = [events.decode(events.RESULTS, r.value) for r in await read_topic(stack_settings, events.RESULTS)]
+    mine = [(e["status"], e["timestamps"].get("recognized") or e["timestamps"].get("failed"))
+            for e in results if e["document_id"] == receipt.document_id]
+    assert sorted(s for s, _ in mine) == ["done", "failed"]  # one results event per version
+    query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
+    async with httpx.AsyncClient() as client:
+        reasons = (await client.get(query + "/v1/failures")).json()
+        assert {"stage", "error_type", "documents", "last_at", "last_document_id"} <= set(reasons[0])
+        by_type = (await client.get(query + "/v1/documents",
+                                    params={"status": "failed", "error_type": "TruncatedImageError"})).json()
+        assert all(d["error_type"] == "TruncatedImageError" for d in by_type)

@@ -145,6 +145,12 @@ def new_document_id() -> str:
 MAX_RAW_KEY_BYTES = 256
 
 
+#: Header a dead-letter replay puts on a re-sent keyless raw record: the original's position, so
+#: it keeps its document id (the id also hashes the content, so the header cannot reach another
+#: document's id with other bytes).
+REPLAY_OF_HEADER = "ocrstream-replay-of"
+
+
 def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True) -> tuple[str, str | None]:
     """``(document_id, external_id)`` of a raw-topic message holding bytes with SHA-256 ``sha``.
 
@@ -156,6 +162,9 @@ def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True) -
     text of at most 256 bytes without control characters (the id is then derived without it).
     """
     where = f"{record.topic}:{record.partition}:{record.offset}:{record.timestamp}"
+    replayed = dict(record.headers or ()).get(REPLAY_OF_HEADER)
+    if isinstance(replayed, bytes) and replayed:
+        where = replayed.decode("utf-8", "replace")[:200]
     key = record.key if use_key else None
     if key is not None:
         try:

@@ -26,8 +26,8 @@ from services.document import Document
 from services.exports import to_alto, to_hocr
 
 DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
-              "recognizer", "provider", "error_stage", "error_type", "error_message")
-TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at")
+              "recognizer", "provider", "error_stage", "error_type", "error_message", "replays")
+TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at", "replayed_at")
 
 
 def _summary(row: asyncpg.Record) -> dict:
@@ -72,17 +72,29 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
     @app.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
                              since: datetime | None = None, before: datetime | None = None,
-                             needs_review: bool | None = None,
+                             needs_review: bool | None = None, error_type: str | None = None,
                              limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
-        """Documents, newest first, filtered by status, stored time and review flag; page with
-        ``before`` = the last row's ``stored_at``."""
+        """Documents, newest first, filtered by status, stored time, review flag and error type;
+        page with ``before`` = the last row's ``stored_at``."""
         rows = await pool.fetch(
             "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
             " AND ($2::timestamptz IS NULL OR stored_at >= $2)"
             " AND ($3::boolean IS NULL OR needs_review = $3)"
-            " AND ($5::timestamptz IS NULL OR stored_at < $5) ORDER BY stored_at DESC LIMIT $4",
-            status, since, needs_review, limit, before)
+            " AND ($5::timestamptz IS NULL OR stored_at < $5)"
+            " AND ($6::text IS NULL OR error_type = $6) ORDER BY stored_at DESC LIMIT $4",
+            status, since, needs_review, limit, before, error_type)
         return [_summary(r) for r in rows]
+
+    @app.get("/v1/failures")
+    async def failures(since: datetime | None = None) -> list[dict]:
+        """Failed documents by reason: count per stage and error type, with the newest one."""
+        rows = await pool.fetch(
+            "SELECT error_stage, error_type, count(*) AS documents, max(stored_at) AS last_at,"
+            " (array_agg(document_id ORDER BY stored_at DESC))[1] AS last_document_id"
+            " FROM documents WHERE status = 'failed' AND ($1::timestamptz IS NULL OR stored_at >= $1)"
+            " GROUP BY error_stage, error_type ORDER BY documents DESC", since)
+        return [{"stage": r["error_stage"], "error_type": r["error_type"], "documents": r["documents"],
+                 "last_at": r["last_at"].isoformat(), "last_document_id": r["last_document_id"]} for r in rows]
 
     @app.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:

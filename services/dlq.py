@@ -1,0 +1,187 @@
+"""Dead-letter replay: list, show and replay the dead letters of ``ocr.dlq.v1`` after a fix.
+
+A dead letter names the stage that failed, our error type, and where its input came from
+(``source``: topic, partition, offset) with the input event itself (``original``) when it was
+JSON. Replaying a dead letter produces that input again onto its topic, keyed by its document id,
+so the failed stage handles it once more (``ocrstream dlq replay``):
+
+* events of the pipeline's own topics (``ocr.ingested.v1``, ``ocr.regions.v1``,
+  ``ocr.recognized.v1``) are re-sent as they were;
+* raw-topic documents (bytes on ``ocr.raw.v1``) are re-sent from the raw record itself, read
+  back at its offset with its key and headers (possible while the topic retains it);
+* a document whose row is already ``done`` is skipped (replay is idempotent); each replay is
+  recorded on the document (``documents.replays``, ``documents.replayed_at``).
+
+Reading the topic never joins a consumer group: partitions are assigned and read from the
+beginning up to the fetch high-water mark (the embedded broker's end offsets are unreliable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.core import events
+from services.core.db import create_pool
+from services.core.kafka import client_options, make_producer
+from services.core.settings import Settings
+
+REPLAYABLE_TOPICS = (events.INGESTED, events.REGIONS, events.RECOGNIZED, events.RAW)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter and where it sits on ``ocr.dlq.v1``."""
+
+    partition: int
+    offset: int
+    event: events.Event
+
+    @property
+    def document_id(self) -> str:
+        return self.event["document_id"]
+
+    @property
+    def error_type(self) -> str:
+        return self.event["error"]["type"]
+
+    @property
+    def failed_at(self) -> datetime:
+        return datetime.fromisoformat(self.event["failed_at"])
+
+
+async def read_partitions(settings: Settings, topic: str, *, idle_s: float = 2.0,
+                          partitions: Iterable[int] | None = None, start: int | None = None,
+                          limit: int | None = None) -> list:
+    """Records of ``topic`` (all partitions, or ``partitions``) from ``start`` (default: the
+    beginning) up to the fetch high-water mark, without a consumer group; at most ``limit``."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
+                                max_partition_fetch_bytes=settings.max_message_bytes,
+                                fetch_max_bytes=settings.max_message_bytes * 2)
+    await consumer.start()
+    try:
+        numbers = partitions if partitions is not None else sorted(
+            consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        tps = [TopicPartition(topic, p) for p in numbers]
+        consumer.assign(tps)
+        for tp in tps:
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+        records = []
+        while True:
+            polled = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            for batch in polled.values():
+                records += batch
+            if limit is not None and len(records) >= limit:
+                return records[:limit]
+            done = [consumer.highwater(tp) is not None and await consumer.position(tp) >= consumer.highwater(tp)
+                    for tp in tps]
+            if all(done) or not polled:
+                return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # the topic may be unknown to a new client
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def dead_letters(settings: Settings, *, stage: str | None = None, error_type: str | None = None,
+                       since: datetime | None = None, document_id: str | None = None) -> list[DeadLetter]:
+    """Dead letters on ``ocr.dlq.v1`` matching every given filter, oldest first."""
+    found = []
+    for r in await read_partitions(settings, events.DLQ):
+        event = events.try_json(r.value)
+        if event is None or "error" not in event:
+            continue
+        letter = DeadLetter(r.partition, r.offset, event)
+        if ((stage and event.get("stage") != stage) or (error_type and letter.error_type != error_type)
+                or (since and letter.failed_at < since) or (document_id and letter.document_id != document_id)):
+            continue
+        found.append(letter)
+    return sorted(found, key=lambda d: d.event["failed_at"])
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What replaying one dead letter did: ``action`` is replayed, skipped-done, not-replayable
+    or would-replay (dry run)."""
+
+    letter: DeadLetter
+    action: str
+    topic: str | None = None
+
+
+async def replay(settings: Settings, letters: list[DeadLetter], *, dry_run: bool = False) -> list[Replay]:
+    """Re-send the input of each dead letter (newest letter per document only); see module doc.
+
+    Raises the clients' connection errors.
+    """
+    newest: dict[str, DeadLetter] = {}
+    for letter in letters:
+        newest[letter.document_id] = letter
+    pool = await create_pool(settings, max_size=2)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        done = {r["document_id"] for r in await pool.fetch(
+            "SELECT document_id FROM documents WHERE document_id = ANY($1::text[]) AND status = 'done'",
+            list(newest))}
+        outcomes = []
+        for letter in newest.values():
+            source = letter.event.get("source") or {}
+            topic = source.get("topic")
+            if letter.document_id in done:
+                outcomes.append(Replay(letter, "skipped-done", topic))
+                continue
+            message = await _input_of(settings, letter, topic, source)
+            if message is None:
+                outcomes.append(Replay(letter, "not-replayable", topic))
+                continue
+            if dry_run:
+                outcomes.append(Replay(letter, "would-replay", topic))
+                continue
+            value, key, headers = message
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            await pool.execute("UPDATE documents SET replays = replays + 1, replayed_at = now()"
+                               " WHERE document_id = $1", letter.document_id)
+            outcomes.append(Replay(letter, "replayed", topic))
+        return outcomes
+    finally:
+        await producer.stop()
+        await pool.close()
+
+
+async def _input_of(settings: Settings, letter: DeadLetter, topic: str | None,
+                    source: dict) -> tuple[bytes, bytes | None, list] | None:
+    """``(value, key, headers)`` to re-send for ``letter``, or None when it cannot be rebuilt."""
+    if topic not in REPLAYABLE_TOPICS:
+        return None
+    if topic != events.RAW:
+        original = letter.event.get("original")
+        if not isinstance(original, dict):
+            return None
+        return events.encode(topic, original), letter.document_id.encode(), []
+    records = await read_partitions(settings, topic, partitions=[source["partition"]],
+                                    start=source["offset"], limit=1, idle_s=1.0)
+    if not records or records[0].offset != source["offset"]:
+        return None
+    raw = records[0]
+    headers = [(k, v) for k, v in (raw.headers or ()) if k != "ocrstream-replay-of"]
+    if raw.key is None:  # keyless: its id derives from its position, which the header carries
+        where = dict(raw.headers or ()).get("ocrstream-replay-of") or \
+            f"{raw.topic}:{raw.partition}:{raw.offset}:{raw.timestamp}".encode()
+        headers.append(("ocrstream-replay-of", where))
+    return raw.value, raw.key, headers
+
+
+def run(coro):
+    """Run a coroutine of this module from the CLI."""
+    return asyncio.run(coro)
