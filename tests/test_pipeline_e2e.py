@@ -331,8 +331,12 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     name = f"ward-{uuid.uuid4().hex[:6]}"
     form = tmp_path / "ward.png"
     form.write_bytes(encode(render_form(LAB_TITLE, LAB_FIELDS)))
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(bad_inputs()["truncated.jpg"][0])
     receipt, = await submit_all(stack_settings, [form], template=name)
-    failed = (await wait_for_results(stack_settings, [receipt.document_id], timeout_s=300))[receipt.document_id]
+    cut, = await submit_all(stack_settings, [truncated])
+    outcome = await wait_for_results(stack_settings, [receipt.document_id, cut.document_id], timeout_s=300)
+    failed = outcome[receipt.document_id]
     assert (failed["status"], failed["error"]["type"]) == ("failed", "UnknownTemplateError")
 
     templates = tmp_path / "templates"
@@ -364,8 +368,9 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     assert sorted(s for s, _ in mine) == ["done", "failed"]  # one results event per version
     query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
     async with httpx.AsyncClient() as client:
-        reasons = (await client.get(query + "/v1/failures")).json()
-        assert {"stage", "error_type", "documents", "last_at", "last_document_id"} <= set(reasons[0])
+        reasons = {(r["stage"], r["error_type"]): r for r in (await client.get(query + "/v1/failures")).json()}
+        assert reasons[("preprocess", "TruncatedImageError")]["documents"] >= 1
         by_type = (await client.get(query + "/v1/documents",
                                     params={"status": "failed", "error_type": "TruncatedImageError"})).json()
+        assert cut.document_id in {d["document_id"] for d in by_type}
         assert all(d["error_type"] == "TruncatedImageError" for d in by_type)

@@ -166,9 +166,9 @@ def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -
 
 
 class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
-    Jitter", 2015): attempt k waits uniform(0, min(max_s, initial_s * 2**k)) seconds, or the
-    error's own ``retry_after`` when it names one."""
+    """Exponential backoff with jitter (after the AWS architecture blog, "Exponential Backoff
+    And Jitter", 2015): attempt k waits uniform(initial_s / 2, min(max_s, initial_s * 2**k))
+    seconds, or the error's own ``retry_after`` (capped at ``max_s``) when it names one."""
 
     def __init__(self, initial_s: float, max_s: float):
         self.initial_s, self.max_s, self.attempt = initial_s, max_s, 0
