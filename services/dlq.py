@@ -6,7 +6,8 @@ JSON. Replaying a dead letter produces that input again onto its topic, keyed by
 so the failed stage handles it once more (``ocrstream dlq replay``):
 
 * events of the pipeline's own topics (``ocr.ingested.v1``, ``ocr.regions.v1``,
-  ``ocr.recognized.v1``) are re-sent as they were;
+  ``ocr.recognized.v1``) are re-sent as they were (from the dead letter, or read back at their
+  source offset when they were too large to ride in it);
 * raw-topic documents (bytes on ``ocr.raw.v1``) are re-sent from the raw record itself, read
   back at its offset with its key and headers (possible while the topic retains it);
 * a document whose row is already ``done`` is skipped (replay is idempotent); each replay is
@@ -164,16 +165,16 @@ async def _input_of(settings: Settings, letter: DeadLetter, topic: str | None,
     """``(value, key, headers)`` to re-send for ``letter``, or None when it cannot be rebuilt."""
     if topic not in REPLAYABLE_TOPICS:
         return None
-    if topic != events.RAW:
-        original = letter.event.get("original")
-        if not isinstance(original, dict):
-            return None
+    original = letter.event.get("original")
+    if topic != events.RAW and isinstance(original, dict):
         return events.encode(topic, original), letter.document_id.encode(), []
     records = await read_partitions(settings, topic, partitions=[source["partition"]],
                                     start=source["offset"], limit=1, idle_s=1.0)
     if not records or records[0].offset != source["offset"]:
         return None
     raw = records[0]
+    if topic != events.RAW:  # an event too large to ride in its dead letter: re-sent as it was
+        return raw.value, raw.key, list(raw.headers or ())
     headers = [(k, v) for k, v in (raw.headers or ()) if k != "ocrstream-replay-of"]
     if raw.key is None:  # keyless: its id derives from its position, which the header carries
         where = dict(raw.headers or ()).get("ocrstream-replay-of") or \

@@ -153,15 +153,21 @@ def dead_letter(stage: str, exc: BaseException, *, document_id: str | None,
     return Output(events.DLQ, str(document_id), event)
 
 
+#: A dead letter carries its input event only up to this size; a larger one is replayed from its
+#: source offset (``ocrstream dlq replay`` reads it back), which keeps dead letters cheap to build.
+MAX_ORIGINAL_BYTES = 256 * 1024
+
+
 def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -> Output:
     """:func:`dead_letter` for a consumed Kafka record: the document id is the one the handler
     attached to the error (``exc.document_id``), else the record's key."""
+    value = record.value or b""
     return dead_letter(
         stage, exc,
         document_id=getattr(exc, "document_id", None) or (record.key.decode("utf-8", "replace") if record.key else None),
         source={"topic": record.topic, "partition": record.partition, "offset": record.offset},
-        original=events.try_json(record.value),
-        size_bytes=len(record.value or b""),
+        original=events.try_json(value) if len(value) <= MAX_ORIGINAL_BYTES else None,
+        size_bytes=len(value),
     )
 
 
@@ -441,8 +447,6 @@ class StageRunner:
         outputs: list[Output] = []
         for record in taken:
             result = results[id(record)]
-            if not isinstance(result, BaseException):
-                result = self._checked(result)
             outputs.extend(self._failed(record, result) if isinstance(result, BaseException) else result)
         return outputs, taken
 
@@ -505,7 +509,7 @@ class StageRunner:
         None when the batch timed out: its records are remembered as timed out."""
         timeout = self.settings.record_timeout_s * len(records)
         try:
-            results = await asyncio.wait_for(self.handler.call(self.stage.handle_batch(records)), timeout)
+            results = await asyncio.wait_for(self.handler.call(self._run_batch(records)), timeout)
         except asyncio.TimeoutError:
             self._on_timeout(records)
             return None
@@ -522,6 +526,12 @@ class StageRunner:
             raise RuntimeError(f"{self.stage.name}.handle_batch returned {len(results)} results "
                                f"for {len(records)} records")
         return results
+
+    async def _run_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
+        """On the handler loop: ``stage.handle_batch`` and the encoding and schema check of
+        every output (JSON Schema validation of a large event is CPU work: never on the Kafka loop)."""
+        results = await self.stage.handle_batch(records)
+        return [r if isinstance(r, BaseException) else self._checked(r) for r in results]
 
     def _on_timeout(self, records: Sequence[ConsumerRecord]) -> None:
         log.error("%s: batch of %d record(s) timed out after %g s per record; it is redelivered "
