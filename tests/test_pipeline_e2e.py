@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
 from services.core import events
-from services.demo import submit_all
+from services.client import submit_all
 from services.evaluation import cer
 from services.launcher import STAGES, StageProcesses, free_port
 from services.results import wait_for_results

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 
 from services.core import events
 from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
@@ -35,6 +35,7 @@ from services.core.http import serve_until
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage, dead_letter, ensure_topics, make_producer, produce
+from services.results import ResultWaiters
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,23 @@ def iter_paths(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def create_app(submitter: Submitter) -> FastAPI:
-    """The ingest HTTP API: ``POST /v1/documents`` and ``GET /healthz``."""
+#: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
+MAX_WAIT_S = 60.0
+
+
+def create_app(submitter: Submitter, results: ResultWaiters | None = None) -> FastAPI:
+    """The ingest HTTP API: ``POST /v1/documents[?wait=SECONDS]`` and ``GET /healthz``
+    (``?wait=`` needs ``results``)."""
     app = FastAPI(title="ocrstream ingest", version="1")
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(file: UploadFile = File(...), template: str | None = Form(None)) -> dict:
+    async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
+                            wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
+                                "Seconds to wait for the result: 200 with it (status done or failed, "
+                                "the ocr.results.v1 event in `result`) if stored in time, else 202."))) -> dict:
         """Submit one document (multipart field ``file``, optional ``template`` name);
-        202 with its id, 413/422 with the error if rejected."""
+        202 with its id (200 with its result when ``?wait=`` saw it stored), 413/422 with the
+        error if rejected."""
         data = await file.read(submitter.settings.max_document_bytes + 1)
         receipt = await submitter.submit(data, file.filename, "http", template)
         if receipt.error is not None:
@@ -195,8 +205,13 @@ def create_app(submitter: Submitter) -> FastAPI:
             raise HTTPException(status, detail={"document_id": receipt.document_id,
                                                 "error": type(receipt.error).__name__,
                                                 "message": str(receipt.error)})
-        return {"document_id": receipt.document_id, "object_key": receipt.object_key,
-                "status": "reused" if receipt.reused else "accepted"}
+        accepted = {"document_id": receipt.document_id, "object_key": receipt.object_key,
+                    "status": "reused" if receipt.reused else "accepted"}
+        if wait and results is not None and not receipt.reused:
+            if (event := await results.wait(receipt.document_id, wait)) is not None:
+                response.status_code = 200
+                return {**accepted, "status": event["status"], "result": event}
+        return accepted
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -222,8 +237,8 @@ class IngestStage(Stage):
         return [self._serve_http] if self.settings.http_port else []
 
     async def _serve_http(self, stop: asyncio.Event) -> None:
-        async with Submitter(self.settings) as submitter:
-            await serve_until(create_app(submitter), self.settings.http_host, self.settings.http_port,
+        async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:
+            await serve_until(create_app(submitter, results), self.settings.http_host, self.settings.http_port,
                               stop, self.name)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:

@@ -4,6 +4,7 @@
 * ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
   corrected text, value, validity), error.
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
+* ``GET /healthz`` - liveness.
 OpenAPI docs at ``/docs``.
 """
 
@@ -60,6 +61,11 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
 def create_app(pool: asyncpg.Pool) -> FastAPI:
     """The query API on ``pool``."""
     app = FastAPI(title="ocrstream documents", version="1")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness of the query API (``ocrstream status`` asks it)."""
+        return {"ok": True}
 
     @app.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
