@@ -47,6 +47,13 @@ def run(stage: str) -> None:
     run_stage(_stage(stage))
 
 
+def _quiet_clients() -> None:
+    """Client commands report connection failures themselves (one line): unless -v, the Kafka
+    client's own connection errors are not logged."""
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 #: Exit codes of ``submit`` and ``status`` (click itself uses 2 for usage errors).
 EXIT_FAILED, EXIT_NO_STACK, EXIT_TIMEOUT = 1, 3, 4
 
@@ -66,6 +73,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     from services.client import StackUnreachableError
     from services.ingest.stage import iter_paths
 
+    _quiet_clients()
     files = iter_paths(paths)
     if not files:
         raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
@@ -120,6 +128,7 @@ def status(as_json: bool, failures: int) -> None:
 
     from services.status import collect, render
 
+    _quiet_clients()
     settings = get_settings()
     report = asyncio.run(collect(settings, n_failures=failures))
     if as_json:

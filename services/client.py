@@ -103,8 +103,8 @@ class Client:
         starts = [self.submitter.__aenter__()] + ([self.reader.start()] if self.reader else [])
         started = await asyncio.gather(*starts, return_exceptions=True)
         if errors := [e for e in started if isinstance(e, BaseException)]:
-            await self._close(not isinstance(started[0], BaseException),
-                              len(started) > 1 and not isinstance(started[1], BaseException))
+            # the submitter's producer exists even if it never started: close it either way
+            await self._close(True, len(started) > 1 and not isinstance(started[1], BaseException))
             _raise_unreachable(self.settings, errors[0])
         return self
 

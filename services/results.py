@@ -58,8 +58,8 @@ class ResultsReader:
 
     async def start(self) -> "ResultsReader":
         """Connect, assign every partition of the results topic and take the start position."""
-        await self.consumer.start()
         try:
+            await self.consumer.start()
             partitions = await partitions_of(self.consumer, [events.RESULTS])
             if not partitions:  # a fresh broker: create the pipeline's topics first
                 from services.core.stage import ensure_topics
