@@ -23,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from services.core import events
 from services.core.errors import InvalidEventError
@@ -86,25 +86,19 @@ class ResultsReader:
     async def __aexit__(self, *exc_info) -> None:
         await self.stop()
 
-    async def poll(self, timeout_s: float) -> list[tuple[events.Event, int]]:
-        """Results that arrived, each with its size in bytes; [] after ``timeout_s`` seconds
-        without any. A record that is not a valid results event is logged and skipped."""
+    async def poll(self, timeout_s: float) -> list[ConsumerRecord]:
+        """Records that arrived (undecoded: see :func:`document_id_of`, :func:`decode_result`);
+        [] after ``timeout_s`` seconds without any."""
         polled = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000))
-        out = []
-        for batch in polled.values():
-            for record in batch:
-                try:
-                    out.append((events.decode(events.RESULTS, record.value), len(record.value or b"")))
-                except InvalidEventError as exc:
-                    log.warning("skipping %s@%d/%d: %s", record.topic, record.partition, record.offset, exc)
-        return out
+        return [record for batch in polled.values() for record in batch]
 
     async def wait_for(self, document_ids: Collection[str], *, timeout_s: float,
                        on_result: Callable[[events.Event], None] = lambda e: None) -> dict[str, events.Event]:
         """Read until every id in ``document_ids`` has a result; ``{document_id: event}``.
 
-        ``on_result`` is called once per document. Raises :class:`ResultsTimeoutError` (a
-        TimeoutError with the results so far and the missing ids) after ``timeout_s`` seconds.
+        Only the wanted documents' events are decoded. ``on_result`` is called once per
+        document. Raises :class:`ResultsTimeoutError` (a TimeoutError with the results so far
+        and the missing ids) after ``timeout_s`` seconds.
         """
         wanted, seen = set(document_ids), {}
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -112,13 +106,26 @@ class ResultsReader:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise ResultsTimeoutError(seen, sorted(wanted - seen.keys()), timeout_s)
-            for event, _ in await self.poll(min(left, 1.0)):
-                doc_id = event["document_id"]
-                if doc_id in wanted:
-                    if doc_id not in seen:
+            for record in await self.poll(min(left, 1.0)):
+                if document_id_of(record) in wanted and (event := decode_result(record)) is not None:
+                    if event["document_id"] not in seen:
                         on_result(event)
-                    seen[doc_id] = event
+                    seen[event["document_id"]] = event
         return seen
+
+
+def document_id_of(record: ConsumerRecord) -> str | None:
+    """The document id of a results record: its key (the store keys every event by document id)."""
+    return record.key.decode("utf-8", "replace") if record.key else None
+
+
+def decode_result(record: ConsumerRecord) -> events.Event | None:
+    """The schema-valid results event of ``record``, or None (logged) if it is not one."""
+    try:
+        return events.decode(events.RESULTS, record.value)
+    except InvalidEventError as exc:
+        log.warning("skipping %s@%d/%d: %s", record.topic, record.partition, record.offset, exc)
+        return None
 
 
 async def iter_results(settings: Settings, *, group_id: str | None = None,
@@ -167,17 +174,19 @@ class ResultWaiters:
     """Results for the callers awaiting them, in a long-lived process (the ingest API's ``?wait=``).
 
     One :class:`ResultsReader` (started at the high-water mark when entered) runs in the
-    background; :meth:`wait` returns a document's results event as soon as it is read. The last
-    results read are kept (up to ``keep_bytes`` of events) so a caller who starts waiting just
-    after the event went by still gets it. If the broker cannot be reached, the reader is
-    retried in the background with backoff and waits end as timeouts meanwhile.
+    background and only looks at record keys; the event of a document someone awaits is
+    decoded and schema-checked in a worker thread (a large event costs CPU-seconds, which must
+    not stall the event loop that serves HTTP and Kafka). :meth:`wait` returns it as soon as it
+    is read. The last records read are kept (up to ``keep_bytes``) so a caller who starts waiting
+    just after its result went by still gets it. If the broker cannot be reached, the reader is
+    retried in the background with backoff, and waits end as timeouts meanwhile.
     """
 
     def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024):
         self.settings, self.keep_bytes = settings, keep_bytes
         self.reader: ResultsReader | None = None
         self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._recent: OrderedDict[str, tuple[events.Event, int]] = OrderedDict()
+        self._recent: OrderedDict[str, ConsumerRecord] = OrderedDict()
         self._recent_bytes = 0
         self._task: asyncio.Task | None = None
 
@@ -203,8 +212,8 @@ class ResultWaiters:
             try:
                 if self.reader is None:
                     self.reader = await ResultsReader(self.settings, fetch_max_wait_ms=500).start()
-                for event, size in await self.reader.poll(1.0):
-                    self._deliver(event, size)
+                for record in await self.reader.poll(1.0):
+                    self._keep(record)
                 backoff.next_s = backoff.initial_s
             except asyncio.CancelledError:
                 raise
@@ -212,34 +221,38 @@ class ResultWaiters:
                 log.warning("results reader: %s: %s; retrying in %.1f s", type(exc).__name__, exc, backoff.next_s)
                 await backoff.wait(never)
 
-    def _deliver(self, event: events.Event, size: int) -> None:
-        doc_id = event["document_id"]
+    def _keep(self, record: ConsumerRecord) -> None:
+        """Remember ``record`` (bounded by bytes) and hand it to whoever awaits its document."""
+        doc_id = document_id_of(record)
+        if doc_id is None:
+            return
+        if doc_id in self._recent:
+            self._recent_bytes -= len(self._recent.pop(doc_id).value or b"")
+        self._recent[doc_id] = record
+        self._recent_bytes += len(record.value or b"")
+        while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
+            self._recent_bytes -= len(self._recent.popitem(last=False)[1].value or b"")
         for future in self._waiting.pop(doc_id, []):
             if not future.done():
-                future.set_result(event)
-        if doc_id in self._recent:
-            self._recent_bytes -= self._recent.pop(doc_id)[1]
-        self._recent[doc_id] = (event, size)
-        self._recent_bytes += size
-        while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
-            self._recent_bytes -= self._recent.popitem(last=False)[1][1]
+                future.set_result(record)
 
     async def wait(self, document_id: str, timeout_s: float) -> events.Event | None:
         """The results event of ``document_id``, or None if none is read within ``timeout_s`` seconds."""
-        if document_id in self._recent:
-            return self._recent[document_id][0]
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(document_id, []).append(future)
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            waiting = self._waiting.get(document_id, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._waiting.pop(document_id, None)
+        record = self._recent.get(document_id)
+        if record is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(document_id, []).append(future)
+            try:
+                record = await asyncio.wait_for(future, timeout_s)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                waiting = self._waiting.get(document_id, [])
+                if future in waiting:
+                    waiting.remove(future)
+                if not waiting:
+                    self._waiting.pop(document_id, None)
+        return await asyncio.to_thread(decode_result, record)
 
 
 async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> dict[str, dict]:
