@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_first_minute.py                       # 20 rendered receipts
     .venv/bin/python bench/bench_first_minute.py --input ../shared/data/sroie-dev/pages/img
+    git archive COMMIT | tar -x -C /tmp/before                       # A/B against an older CLI
+    .venv/bin/python bench/bench_first_minute.py --doors cli cli-before http http-poll --before /tmp/before
 
 Starts its own embedded stack (tansu, SeaweedFS, PostgreSQL) and the four stage processes,
 warms them up (models loaded, consumer groups joined) and then, on the idle pipeline, submits
@@ -9,9 +11,15 @@ warms them up (models loaded, consumer groups joined) and then, on the idle pipe
 
 * ``cli``: ``python -m services.cli submit --wait FILE`` as a new process per receipt (process
   start, imports, connections and the wait included: what a user at a shell sees);
-* ``http``: one ``POST /v1/documents?wait=30`` per receipt from a fresh HTTP connection. A
-  server without ``?wait=`` (before issue 15) answers 202 at once; the receipt is then polled
-  on the query API (``GET /v1/documents/{id}`` every 50 ms), the best a client could do then.
+* ``cli-before``: the same with the CLI of another checkout (``--before DIR``, e.g. the commit
+  before issue 15 unpacked with ``git archive``), against the same stages;
+* ``http``: one ``POST /v1/documents?wait=30`` per receipt from a fresh HTTP connection (a
+  server without ``?wait=`` answers 202 at once: the bench then falls back to polling);
+* ``http-poll``: ``POST /v1/documents`` then ``GET /v1/documents/{id}`` on the query API every
+  50 ms until stored: the best an HTTP client could do before issue 15.
+
+The doors take turns receipt by receipt, so a machine whose load changes (2 cores shared with
+other work) slows them alike and the comparison stays fair.
 
 Prints p50/p95/min/max wall seconds per receipt and, from PostgreSQL, the pipeline's own time
 (``stored_at - submitted_at``) and each stage's share (medians), so the client's overhead is
@@ -76,22 +84,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def submit_cli(env: dict[str, str], path: Path) -> tuple[float, str]:
-    """Wall seconds of one ``submit --wait`` process and the document id it printed."""
+def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO) -> tuple[float, str]:
+    """Wall seconds of one ``submit --wait`` process (the CLI of ``checkout``) and the document id it printed."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "120",
-                          str(path)], env=env, capture_output=True, text=True, timeout=180)
+                          str(path)], env=env, capture_output=True, text=True, timeout=180, cwd=checkout)
     wall = time.perf_counter() - started
     if out.returncode != 0 or "[done]" not in out.stdout:
         raise RuntimeError(f"submit {path.name} failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-2000:]}")
     return wall, out.stdout.split()[0]
 
 
-def submit_http(ingest: str, query: str, path: Path) -> tuple[float, str, str]:
+def submit_http(ingest: str, query: str, path: Path, wait: bool = True) -> tuple[float, str, str]:
     """Wall seconds of one HTTP submission until its result is known; document id; how it waited."""
     started = time.perf_counter()
     with httpx.Client(timeout=60) as client:
-        resp = client.post(f"{ingest}/v1/documents", params={"wait": 30},
+        resp = client.post(f"{ingest}/v1/documents", params={"wait": 30} if wait else {},
                            files={"file": (path.name, path.read_bytes())})
         resp.raise_for_status()
         body = resp.json()
@@ -156,49 +164,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20, help="receipts per door")
     parser.add_argument("--input", type=Path, default=None,
                         help="folder of receipts (default: rendered like samples/receipt.png)")
-    parser.add_argument("--doors", nargs="+", default=["cli", "http"], choices=["cli", "http"])
+    parser.add_argument("--doors", nargs="+", default=["cli", "http"],
+                        choices=["cli", "cli-before", "http", "http-poll"])
+    parser.add_argument("--before", type=Path, default=None,
+                        help="checkout whose CLI the door cli-before runs (e.g. git archive of the commit before)")
     args = parser.parse_args(argv)
     if args.input is not None and not args.input.is_dir():
         print(f"{args.input} not found: skipped")
         return 0
+    if "cli-before" in args.doors and args.before is None:
+        parser.error("--doors cli-before needs --before DIR")
 
     with tempfile.TemporaryDirectory(prefix="ocrs-bench-") as tmp:
         tmp = Path(tmp)
         if args.input is None:
-            paths = rendered_receipts(tmp / "receipts", args.n)
+            paths = rendered_receipts(tmp / "receipts", args.n * len(args.doors))
             label = "rendered receipts (tools/render_samples.py RECEIPT, 589x540 px)"
         else:
-            paths = sorted(p for p in args.input.iterdir() if p.is_file())[: args.n]
-            label = f"{len(paths)} files of {args.input}"
+            paths = sorted(p for p in args.input.iterdir() if p.is_file())[: args.n] * len(args.doors)
+            label = f"{args.n} files of {args.input}"
         with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack:
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
-                   "OCRSTREAM_METRICS_PORT": "0",
-                   "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
+                   "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
             settings = Settings.from_env(env)
             ingest = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
             query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
+            submit = {
+                "cli": lambda path: (*submit_cli(env, path), "--wait"),
+                "cli-before": lambda path: (*submit_cli(env, path, args.before), "--wait"),
+                "http": lambda path: submit_http(ingest, query, path),
+                "http-poll": lambda path: submit_http(ingest, query, path, wait=False),
+            }
             with StageProcesses(env, tmp / "logs"):
                 print("warming up the stages (models, consumer groups) ...", file=sys.stderr)
                 wait_http_up(ingest + "/healthz")
                 wait_http_up(query + "/docs")
-                for _ in range(2):
-                    submit_cli(env, paths[0])
-                    submit_http(ingest, query, paths[0])
+                for door in args.doors:
+                    submit[door](paths[0])
                 time.sleep(2)
                 load_before = os.getloadavg()[0]
-                table = []
-                for door in args.doors:
-                    walls, ids, how = [], [], "--wait"
-                    for i, path in enumerate(paths):
-                        if door == "cli":
-                            wall, doc_id = submit_cli(env, path)
-                        else:
-                            wall, doc_id, how = submit_http(ingest, query, path)
-                        walls.append(wall)
-                        ids.append(doc_id)
-                        print(f"  {door} {i + 1:>2}/{len(paths)} {path.name}: {wall:.2f} s", file=sys.stderr)
-                    table.append(row(door, walls, asyncio.run(step_seconds(settings, ids)), how))
+                walls = {door: [] for door in args.doors}
+                ids = {door: [] for door in args.doors}
+                how = {}
+                for i in range(args.n):  # the doors take turns
+                    for d, door in enumerate(args.doors):
+                        path = paths[i * len(args.doors) + d] if args.input is None else paths[i]
+                        wall, doc_id, how[door] = submit[door](path)
+                        walls[door].append(wall)
+                        ids[door].append(doc_id)
+                        print(f"  {i + 1:>2}/{args.n} {door:<10} {path.name}: {wall:.2f} s", file=sys.stderr)
+                table = [row(door, walls[door], asyncio.run(step_seconds(settings, ids[door])), how[door])
+                         for door in args.doors]
     print(f"\n{label}, one after another, each waited for; idle pipeline; wall seconds per receipt")
     print(f"goal: p50 <= {GOAL_P50_S} s, p95 <= {GOAL_P95_S} s; load average before/after: "
           f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
