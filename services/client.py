@@ -4,7 +4,7 @@ Used by ``ocrstream submit`` and the demo (and so by everyone who tries ocrstrea
 
     async with Client(settings) as client:            # wait=True: results reader started here
         receipts = await client.submit_paths(paths)    # originals to S3, ocr.ingested.v1 out
-        results = await client.wait(receipts, timeout_s=60)
+        outcomes, missing = await client.wait(receipts, timeout_s=60)  # Outcome: receipt + result
 
 Submitting goes through the ingest stage's CLI door (:class:`services.ingest.stage.Submitter`,
 in this process). Waiting reads ``ocr.results.v1`` with a :class:`services.results.ResultsReader`
