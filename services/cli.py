@@ -34,6 +34,7 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -52,43 +53,99 @@ def run(stage: str) -> None:
     run_stage(instance)
 
 
+def _quiet_clients() -> None:
+    """Client commands report connection failures themselves (one line): unless -v, the Kafka
+    client's own connection errors are not logged."""
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+#: Exit codes of ``submit`` and ``status`` (click itself uses 2 for usage errors).
+EXIT_FAILED, EXIT_NO_STACK, EXIT_TIMEOUT = 1, 3, 4
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--wait/--no-wait", default=False, help="Wait for each document's result and print it.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--template", default=None, help="Fixed-layout template of these documents (e.g. lab-report).")
 def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None) -> None:
-    """Submit files (or every file under folders) to the pipeline."""
-    from services.demo import submit_all
-    from services.ingest.stage import iter_paths
-    from services.results import wait_for_results
+    """Submit files (or every file under folders) to the pipeline.
 
-    settings = get_settings()
+    Exit status: 0 when every document was accepted (with --wait: is done); 1 when any was
+    rejected or failed (its stage and error type are printed); 3 when no stack answers;
+    4 when --timeout passed before every result came.
+    """
+    from services.client import StackUnreachableError
+    from services.ingest.stage import iter_paths
+
+    _quiet_clients()
     files = iter_paths(paths)
-    receipts = asyncio.run(submit_all(settings, files, template))
-    for r in receipts:
-        state = (f"rejected: {type(r.error).__name__}: {r.error}" if r.error
-                 else "reused: same bytes as this done document" if r.reused
-                 else f"s3://{settings.s3_bucket}/{r.object_key}")
-        click.echo(f"{r.document_id}  {r.filename}  {state}")
-    failed = sum(r.error is not None for r in receipts)
-    accepted = [r for r in receipts if r.error is None and not r.reused]
-    if wait and accepted:
-        with click.progressbar(length=len(accepted), label="processing", file=sys.stderr) as bar:
-            results = asyncio.run(wait_for_results(settings, [r.document_id for r in accepted],
-                                                   timeout_s=timeout, on_result=lambda e: bar.update(1)))
-        for r in accepted:
-            event = results[r.document_id]
-            click.secho(f"\n== {r.filename} [{event['status']}] {r.document_id}", bold=True)
-            if event["status"] == "done":
-                click.echo(event["text"])
-            else:
-                failed += 1
-                e = event["error"]
-                click.echo(f"failed in {e['stage']}: {e['type']}: {e['message']}")
+    if not files:
+        raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
+    try:
+        sys.exit(asyncio.run(_submit(get_settings(), files, wait, timeout, template)))
+    except StackUnreachableError as exc:
+        click.echo(f"ocrstream: {exc.hint}", err=True)
+        sys.exit(EXIT_NO_STACK)
+
+
+async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> int:
+    """Submit ``files`` (and wait for their results); the exit code."""
+    from services.client import Client
+
+    async with Client(settings, wait=wait) as client:
+        receipts = await client.submit_paths(files, template)
+        for r in receipts:
+            state = (f"rejected at ingest: {type(r.error).__name__}: {r.error}" if r.error
+                     else "reused: same bytes as this done document" if r.reused
+                     else f"s3://{settings.s3_bucket}/{r.object_key}")
+            click.echo(f"{r.document_id}  {r.filename}  {state}")
+        if not wait:
+            return EXIT_FAILED if any(r.error for r in receipts) else 0
+        with click.progressbar(length=len(receipts), label="processing", file=sys.stderr,
+                               hidden=len(receipts) == 1) as bar:
+            outcomes, missing = await client.wait(receipts, timeout_s=timeout, on_result=lambda e: bar.update(1))
+    for o in outcomes:
+        click.secho(f"\n== {o.receipt.filename} [{o.result['status']}] {o.receipt.document_id}", bold=True)
+        click.echo(o.result["text"] if o.ok else o.error_line)
+    failed = [o for o in outcomes if not o.ok]
     if failed:
-        click.echo(f"{failed} of {len(receipts)} document(s) refused or failed", err=True)
-        sys.exit(1)
+        click.echo(f"{len(failed)} of {len(receipts)} document(s) failed: " + "; ".join(
+            f"{o.receipt.filename} ({o.result['error']['stage']}: {o.result['error']['type']})" for o in failed),
+            err=True)
+    if missing:
+        click.echo(f"no result within {timeout:.0f} s for: " + ", ".join(
+            f"{r.filename} ({r.document_id})" for r in missing) + " (see `ocrstream status`)", err=True)
+        return EXIT_TIMEOUT
+    return EXIT_FAILED if failed else 0
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
+@click.option("--failures", default=5, show_default=True, help="How many of the last failures to list.")
+def status(as_json: bool, failures: int) -> None:
+    """One screen: the stack's endpoints, each stage's processes, readiness and lag, the last
+    hour's documents and failures, and what to do about anything down.
+
+    Exit status: 0 healthy; 1 something is down or not ready; 3 no stack answers at all.
+    """
+    import json
+
+    from services.status import collect, render
+
+    _quiet_clients()
+    settings = get_settings()
+    report = asyncio.run(collect(settings, n_failures=failures))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.no_stack:
+        click.echo(f"ocrstream: no ocrstream stack reachable (Kafka API at {settings.kafka_bootstrap}, S3 and "
+                   "PostgreSQL do not answer): start one with `ocrstream dev up` (or set OCRSTREAM_* to your stack)",
+                   err=True)
+    else:
+        render(report)
+    sys.exit(report.exit_code)
 
 
 @main.command("tail-results")

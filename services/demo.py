@@ -18,12 +18,13 @@ from pathlib import Path
 
 import click
 
+from services.client import Client
 from services.core.auth import create_key
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
-from services.ingest.stage import Submitter, iter_paths
+from services.ingest.stage import iter_paths
 from services.launcher import StageProcesses, free_port
-from services.results import fetch_documents, wait_for_results
+from services.results import fetch_documents
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -46,17 +47,6 @@ def demo_env(stack_env: dict[str, str]) -> dict[str, str]:
 SAMPLE_TEMPLATES = {"lab-report.jpg": "lab-report"}
 
 
-async def submit_all(settings: Settings, paths: list[Path], template: str | None = None,
-                     templates: dict[str, str] | None = None) -> list:
-    """Submit every file (``template`` for all, or per file name from ``templates``); receipts in order."""
-    receipts = []
-    async with Submitter(settings) as submitter:
-        for path in paths:
-            name = template or (templates or {}).get(path.name)
-            receipts.append(await submitter.submit(path.read_bytes(), path.name, "cli", name))
-    return receipts
-
-
 def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
     """Run the demo; returns the process exit code (0: every document has a result)."""
     paths = iter_paths([input_dir])
@@ -76,21 +66,19 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
         with StageProcesses(env, state_dir / "logs") as stages:
             click.echo(f"submitting {len(paths)} document(s) from {input_dir}")
             templates = SAMPLE_TEMPLATES if input_dir.resolve() == SAMPLES.resolve() else {}
-            receipts = asyncio.run(submit_all(settings, paths, templates=templates))
-            click.echo(f"HTTP door meanwhile: curl -H 'Authorization: Bearer {api_key}' "
+            click.echo(f"the HTTP door meanwhile: curl -H 'Authorization: Bearer {api_key}' "
                        f"-F file=@samples/receipt.png http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}/v1/documents")
-            accepted = [r for r in receipts if r.error is None]
-            results = asyncio.run(_wait(settings, stages, accepted, timeout_s))
+            receipts, results = asyncio.run(_submit_and_wait(settings, stages, paths, templates, timeout_s))
             rows = asyncio.run(fetch_documents(settings, [r.document_id for r in receipts]))
         stages_cpu_s = _children_cpu_s() - cpu_before  # the four stage processes, now reaped
         out = state_dir / "results.jsonl"
         with out.open("w") as f:
-            for r in accepted:
+            for r in receipts:
                 f.write(json.dumps({"filename": r.filename, **results[r.document_id]}) + "\n")
         print_report(receipts, results, rows, settings)
         done = sum(r["status"] == "done" for r in results.values())
-        refused = len(receipts) - len(accepted)
-        click.echo(f"\n{done} done, {len(results) - done} failed, {refused} refused at the door, "
+        refused = sum(r.error is not None for r in receipts)
+        click.echo(f"\n{done} done, {len(results) - done - refused} failed, {refused} refused at the door, "
                    f"{len(paths)} submitted, "
                    f"{time.monotonic() - started:.1f} s wall in all; results in {out}")
         click.echo(f"CPU of the four stage processes: {stages_cpu_s:.1f} s "
@@ -98,19 +86,27 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
     return 0
 
 
-async def _wait(settings: Settings, stages: StageProcesses, receipts: list, timeout_s: float) -> dict:
-    ids = [r.document_id for r in receipts]
-    with click.progressbar(length=len(ids), label="processing") as bar:
-        waiter = asyncio.create_task(wait_for_results(settings, ids, timeout_s=timeout_s,
-                                                      on_result=lambda e: bar.update(1)))
-        while not waiter.done():
-            await asyncio.wait({waiter}, timeout=1)
-            if dead := stages.dead():
-                waiter.cancel()
-                stage = next(iter(dead))
-                raise click.ClickException(f"stage {stage} exited ({dead[stage]}):\n"
-                                           f"{stages.log_tail(stage)}")
-        return waiter.result()
+async def _submit_and_wait(settings: Settings, stages: StageProcesses, paths: list[Path],
+                           templates: dict[str, str], timeout_s: float) -> tuple[list, dict]:
+    """Submit ``paths``, wait for every result (stopping early if a stage process dies);
+    the receipts and ``{document_id: results event}``."""
+    async with Client(settings) as client:
+        receipts = await client.submit_paths(paths, templates=templates)
+        with click.progressbar(length=len(receipts), label="processing") as bar:
+            waiter = asyncio.create_task(client.wait(receipts, timeout_s=timeout_s,
+                                                     on_result=lambda e: bar.update(1)))
+            while not waiter.done():
+                await asyncio.wait({waiter}, timeout=1)
+                if dead := stages.dead():
+                    waiter.cancel()
+                    stage = next(iter(dead))
+                    raise click.ClickException(f"stage {stage} exited ({dead[stage]}):\n"
+                                               f"{stages.log_tail(stage)}")
+            outcomes, missing = waiter.result()
+    if missing:
+        raise click.ClickException(f"{len(missing)} document(s) without a result after {timeout_s:.0f} s: "
+                                   + ", ".join(r.filename or r.document_id for r in missing[:5]))
+    return receipts, {o.receipt.document_id: o.result for o in outcomes}
 
 
 def _children_cpu_s() -> float:

@@ -1,23 +1,131 @@
 """Reading the pipeline's output: the ``ocr.results.v1`` topic and the documents table.
 
-Used by ``ocrstream submit --wait``, ``ocrstream tail-results`` and the demo; also an example
-for downstream consumers: a consumer group of your own, ``auto_offset_reset="earliest"``, JSON
-values keyed by document id, and a ``schema``/``version`` field to check (v1 only grows by
-optional fields).
+* :class:`ResultsReader` reads the results topic without a consumer group: every partition is
+  assigned directly, starting at a position taken *before* anything is submitted (the fetch
+  high-water mark, :mod:`services.core.offsets`) or at the beginning. No group join means no
+  JoinGroup/SyncGroup round and no rebalance wait (~3-5 s per call before issue 15): a result is
+  read ~10 ms after the store produced it. Used by ``ocrstream submit --wait`` and the demo
+  (through :mod:`services.client`) and by :func:`wait_for_results`.
+* :class:`ResultWaiters` keeps one such reader running in a long-lived process and hands each
+  result to whoever awaits that document: ``POST /v1/documents?wait=SECONDS`` on the ingest API.
+* :func:`iter_results` is the example downstream consumer (``ocrstream tail-results``): a
+  consumer group of your own, ``auto_offset_reset="earliest"``, offsets committed after each
+  event, JSON values keyed by document id with a ``schema``/``version`` field to check (v1 only
+  grows by optional fields).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
 
-import asyncpg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from services.core import events
+from services.core.errors import InvalidEventError
+from services.core.offsets import fetch_highwaters, partitions_of, probe_consumer
 from services.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ResultsTimeoutError(TimeoutError):
+    """Some documents have no result yet: ``results`` holds those that have, ``missing`` the others' ids."""
+
+    def __init__(self, results: dict[str, events.Event], missing: list[str], timeout_s: float):
+        self.results, self.missing = results, missing
+        super().__init__(f"{len(missing)} document(s) without a result after {timeout_s:.0f} s: "
+                         f"{', '.join(missing[:5])}")
+
+
+class ResultsReader:
+    """``ocr.results.v1`` read with every partition assigned (no consumer group, no commits).
+
+    ``start()`` positions the reader at the current end of each partition (fetch high-water
+    mark) or, with ``from_beginning=True``, at the first retained record; results produced after
+    ``start()`` returned are never missed. ``fetch_max_wait_ms`` bounds a fetch on an idle
+    partition (the broker answers at once when a record arrives). Raises KafkaConnectionError
+    (no broker) and KafkaTimeoutError from ``start()``.
+    """
+
+    def __init__(self, settings: Settings, *, from_beginning: bool = False, fetch_max_wait_ms: int = 100):
+        self.settings, self.from_beginning = settings, from_beginning
+        self.consumer = probe_consumer(settings, fetch_max_wait_ms=fetch_max_wait_ms)
+
+    async def start(self) -> "ResultsReader":
+        """Connect, assign every partition of the results topic and take the start position."""
+        try:
+            await self.consumer.start()
+            partitions = await partitions_of(self.consumer, [events.RESULTS])
+            if not partitions:  # a fresh broker: create the pipeline's topics first
+                from services.core.stage import ensure_topics
+
+                await ensure_topics(self.settings)
+                partitions = await partitions_of(self.consumer, [events.RESULTS])
+            self.consumer.assign(partitions)
+            if self.from_beginning:
+                await self.consumer.seek_to_beginning(*partitions)
+            else:
+                for tp, offset in (await fetch_highwaters(self.consumer, partitions)).items():
+                    self.consumer.seek(tp, offset)
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def __aenter__(self) -> "ResultsReader":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    async def poll(self, timeout_s: float) -> list[ConsumerRecord]:
+        """Records that arrived (undecoded: see :func:`document_id_of`, :func:`decode_result`);
+        [] after ``timeout_s`` seconds without any."""
+        polled = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000))
+        return [record for batch in polled.values() for record in batch]
+
+    async def wait_for(self, document_ids: Collection[str], *, timeout_s: float,
+                       on_result: Callable[[events.Event], None] = lambda e: None) -> dict[str, events.Event]:
+        """Read until every id in ``document_ids`` has a result; ``{document_id: event}``.
+
+        Only the wanted documents' events are decoded. ``on_result`` is called once per
+        document. Raises :class:`ResultsTimeoutError` (a TimeoutError with the results so far
+        and the missing ids) after ``timeout_s`` seconds.
+        """
+        wanted, seen = set(document_ids), {}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(seen) < len(wanted):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise ResultsTimeoutError(seen, sorted(wanted - seen.keys()), timeout_s)
+            for record in await self.poll(min(left, 1.0)):
+                if document_id_of(record) in wanted and (event := decode_result(record)) is not None:
+                    if event["document_id"] not in seen:
+                        on_result(event)
+                    seen[event["document_id"]] = event
+        return seen
+
+
+def document_id_of(record: ConsumerRecord) -> str | None:
+    """The document id of a results record: its key (the store keys every event by document id)."""
+    return record.key.decode("utf-8", "replace") if record.key else None
+
+
+def decode_result(record: ConsumerRecord) -> events.Event | None:
+    """The schema-valid results event of ``record``, or None (logged) if it is not one."""
+    try:
+        return events.decode(events.RESULTS, record.value)
+    except InvalidEventError as exc:
+        log.warning("skipping %s@%d/%d: %s", record.topic, record.partition, record.offset, exc)
+        return None
 
 
 async def iter_results(settings: Settings, *, group_id: str | None = None,
@@ -53,32 +161,104 @@ async def iter_results(settings: Settings, *, group_id: str | None = None,
 async def wait_for_results(settings: Settings, document_ids: Collection[str], *, timeout_s: float,
                            on_result: Callable[[events.Event], None] = lambda e: None,
                            ) -> dict[str, events.Event]:
-    """Read the results topic until every id in ``document_ids`` has a results event.
-
-    Returns ``{document_id: last results event}``; raises TimeoutError with the missing ids.
+    """Read the results topic from its beginning until every id in ``document_ids`` has a
+    result (for documents submitted before the call; a :class:`ResultsReader` started before
+    submitting reads far less). Returns ``{document_id: last results event}``; raises
+    TimeoutError with the missing ids.
     """
-    wanted, seen = set(document_ids), {}
+    async with ResultsReader(settings, from_beginning=True) as reader:
+        return await reader.wait_for(document_ids, timeout_s=timeout_s, on_result=on_result)
 
-    async def collect() -> None:
-        async for event in iter_results(settings):
-            if event["document_id"] in wanted:
-                if event["document_id"] not in seen:
-                    on_result(event)
-                seen[event["document_id"]] = event
-                if len(seen) == len(wanted):
-                    return
 
-    try:
-        await asyncio.wait_for(collect(), timeout_s)
-    except asyncio.TimeoutError:
-        missing = sorted(wanted - seen.keys())
-        raise TimeoutError(f"{len(missing)} document(s) without a result after {timeout_s:.0f} s: "
-                           f"{', '.join(missing[:5])}") from None
-    return seen
+class ResultWaiters:
+    """Results for the callers awaiting them, in a long-lived process (the ingest API's ``?wait=``).
+
+    One :class:`ResultsReader` (started at the high-water mark when entered) runs in the
+    background and only looks at record keys; the event of a document someone awaits is
+    decoded and schema-checked in a worker thread (a large event costs CPU-seconds, which must
+    not stall the event loop that serves HTTP and Kafka). :meth:`wait` returns it as soon as it
+    is read. The last records read are kept (up to ``keep_bytes``) so a caller who starts waiting
+    just after its result went by still gets it. If the broker cannot be reached, the reader is
+    retried in the background with backoff, and waits end as timeouts meanwhile.
+    """
+
+    def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024):
+        self.settings, self.keep_bytes = settings, keep_bytes
+        self.reader: ResultsReader | None = None
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._recent: OrderedDict[str, ConsumerRecord] = OrderedDict()
+        self._recent_bytes = 0
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "ResultWaiters":
+        try:
+            self.reader = await ResultsReader(self.settings, fetch_max_wait_ms=500).start()
+        except Exception as exc:  # noqa: BLE001 - ?wait= is a convenience: serve without it for now
+            log.warning("results reader not started (%s: %s); retrying in the background", type(exc).__name__, exc)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self.reader is not None:
+            await self.reader.stop()
+
+    async def _run(self) -> None:
+        from services.core.stage import Backoff
+
+        backoff, never = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s), asyncio.Event()
+        while True:
+            try:
+                if self.reader is None:
+                    self.reader = await ResultsReader(self.settings, fetch_max_wait_ms=500).start()
+                for record in await self.reader.poll(1.0):
+                    self._keep(record)
+                backoff.next_s = backoff.initial_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the API up; log and retry
+                log.warning("results reader: %s: %s; retrying in %.1f s", type(exc).__name__, exc, backoff.next_s)
+                await backoff.wait(never)
+
+    def _keep(self, record: ConsumerRecord) -> None:
+        """Remember ``record`` (bounded by bytes) and hand it to whoever awaits its document."""
+        doc_id = document_id_of(record)
+        if doc_id is None:
+            return
+        if doc_id in self._recent:
+            self._recent_bytes -= len(self._recent.pop(doc_id).value or b"")
+        self._recent[doc_id] = record
+        self._recent_bytes += len(record.value or b"")
+        while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
+            self._recent_bytes -= len(self._recent.popitem(last=False)[1].value or b"")
+        for future in self._waiting.pop(doc_id, []):
+            if not future.done():
+                future.set_result(record)
+
+    async def wait(self, document_id: str, timeout_s: float) -> events.Event | None:
+        """The results event of ``document_id``, or None if none is read within ``timeout_s`` seconds."""
+        record = self._recent.get(document_id)
+        if record is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(document_id, []).append(future)
+            try:
+                record = await asyncio.wait_for(future, timeout_s)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                waiting = self._waiting.get(document_id, [])
+                if future in waiting:
+                    waiting.remove(future)
+                if not waiting:
+                    self._waiting.pop(document_id, None)
+        return await asyncio.to_thread(decode_result, record)
 
 
 async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> dict[str, dict]:
     """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id."""
+    import asyncpg  # here: the submit path imports this module and needs no database
+
     conn = await asyncpg.connect(settings.dsn)
     try:
         rows = await conn.fetch(

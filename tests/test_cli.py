@@ -40,3 +40,20 @@ def test_run_rejects_unknown_stage():
 def test_submit_of_missing_path_is_a_clear_error():
     result = ocrstream("submit", "/does/not/exist.png")
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+NO_STACK_ENV = {"OCRSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1", "OCRSTREAM_S3_ENDPOINT": "127.0.0.1:2",
+                "OCRSTREAM_POSTGRES_DSN": "postgresql://x:y@127.0.0.1:3/none", "OCRSTREAM_ENV_FILE": "/nonexistent"}
+
+
+@pytest.mark.parametrize("args", [["submit", "--wait", "samples/receipt.png"], ["status"]])
+def test_without_a_stack_the_cli_prints_a_one_line_hint(args):
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                            timeout=120, cwd=repo, env={**os.environ, **NO_STACK_ENV})
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no traceback, no client logs
+    assert "ocrstream dev up" in result.stderr and "127.0.0.1:1" in result.stderr

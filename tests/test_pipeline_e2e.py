@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
+from services.client import submit_all
 from services.core import events
-from services.demo import submit_all
 from services.evaluation import cer
 from services.ingest.stage import raw_key_document_id
 from services.launcher import STAGES, StageProcesses, free_port
@@ -307,18 +307,102 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
     assert not stages.dead()
 
 
-def test_cli_submit_wait_prints_the_text(pipeline, tmp_path):
+def test_cli_submit_wait_prints_results_and_fails_on_a_failed_document(pipeline, tmp_path):
+    """``submit --wait``: each document's text or its failure (stage, error type); exit 1 if any failed."""
     import subprocess
     import sys
 
     _, env = pipeline
-    path = tmp_path / "cli.png"
-    path.write_bytes(render("cli.png", ["SUBMITTED FROM THE CLI 31"]))
-    out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300", str(path)],
-                         env=env, capture_output=True, text=True, timeout=400)
+    good, bad = tmp_path / "cli.png", tmp_path / "cli-truncated.jpg"
+    good.write_bytes(render("cli.png", ["SUBMITTED FROM THE CLI 31"]))
+    jpeg = render("x.jpg", ["truncated page"])
+    bad.write_bytes(jpeg[: len(jpeg) // 2])
+    cli = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300"]
+    out = subprocess.run(cli + [str(good)], env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr
     assert "[done]" in out.stdout and cer([out.stdout.split("\n")[-2]], ["SUBMITTED FROM THE CLI 31"]) < 0.1, out.stdout
 
+    out = subprocess.run(cli + [str(good), str(bad)], env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "[done]" in out.stdout and "[failed]" in out.stdout
+    assert "failed in preprocess: TruncatedImageError" in out.stdout
+    assert "1 of 2 document(s) failed: cli-truncated.jpg (preprocess: TruncatedImageError)" in out.stderr
+
+
+async def test_http_post_with_wait_answers_with_the_result(pipeline):
+    _, env = pipeline
+    api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
+    await wait_http(api + "/healthz")
+    async with httpx.AsyncClient(timeout=120) as client:
+        resp = await client.post(api + "/v1/documents", params={"wait": 60},
+                                 files={"file": ("wait.png", render("wait.png", ["WAITED OVER HTTP 808"]))})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["status"] == "done" and body["result"]["document_id"] == body["document_id"]
+        assert cer([body["result"]["text"]], ["WAITED OVER HTTP 808"]) < 0.1, body["result"]["text"]
+        cut = bad_inputs()["truncated.jpg"][0]
+        bad = await client.post(api + "/v1/documents", params={"wait": 60}, files={"file": ("bad.jpg", cut)})
+        assert bad.status_code == 200 and bad.json()["status"] == "failed"
+        assert bad.json()["result"]["error"]["type"] == "TruncatedImageError"
+        quick = await client.post(api + "/v1/documents", files={"file": ("q.png", render("q.png", ["NO WAIT"]))})
+        assert quick.status_code == 202 and quick.json()["status"] == "accepted"
+
+
+def status_json(env) -> tuple[int, dict]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "services.cli", "status", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    return out.returncode, json.loads(out.stdout)
+
+
+async def documents_last_hour(settings) -> tuple[dict, str | None]:
+    """``{status: count}`` of the last hour and the newest failed document's id, from PostgreSQL."""
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        counts = dict(await conn.fetch("SELECT status, count(*) FROM documents"
+                                       " WHERE stored_at > now() - interval '1 hour' GROUP BY status"))
+        newest = await conn.fetchval("SELECT document_id FROM documents WHERE status = 'failed'"
+                                     " ORDER BY stored_at DESC LIMIT 1")
+    finally:
+        await conn.close()
+    return counts, newest
+
+
+def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
+    """``status --json``: every endpoint and stage up (the stages' own PIDs found, lag 0 when idle);
+    with the ingest stage stopped: exit 1, the stage not running, its HTTP API down, what to do."""
+    import time
+
+    stages, env = pipeline
+    for _ in range(60):  # earlier tests restarted stages: wait until all are back in their groups
+        code, report = status_json(env)
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0 and report["healthy"], report["problems"]
+    assert all(e["ok"] for e in report["endpoints"]), report["endpoints"]
+    by_stage = {s["name"]: s for s in report["stages"]}
+    for name in STAGES:
+        assert by_stage[name]["ready"] and by_stage[name]["members"] >= 1
+        assert stages.procs[name].pid in [p["pid"] for p in by_stage[name]["processes"]]
+    counts, newest_failure = asyncio.run(documents_last_hour(stack_settings))
+    assert report["documents"] == {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}
+    assert [f["document_id"] for f in report["failures"]][:1] == ([newest_failure] if newest_failure else [])
+
+    stages.stop_one("ingest")
+    try:
+        code, report = status_json(env)
+        assert code == 1 and not report["healthy"]
+        ingest = next(s for s in report["stages"] if s["name"] == "ingest")
+        assert not ingest["ready"] and ingest["processes"] == []
+        assert next(e for e in report["endpoints"] if e["name"] == "ingest API")["ok"] is False
+        assert any("ocrstream run ingest" in p["do"] for p in report["problems"]), report["problems"]
+        assert all(s["ready"] for s in report["stages"] if s["name"] != "ingest")
+    finally:
+        stages.start_one("ingest")
 
 async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, tmp_path):
     """A form names a template preprocess does not know: failed. The fix (the template is

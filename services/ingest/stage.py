@@ -38,7 +38,7 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 
 from services.core import events, metrics
 from services.core.auth import Authenticator
@@ -52,6 +52,7 @@ from services.core.names import sanitize_filename
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage
+from services.results import ResultWaiters
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,13 @@ def iter_paths(paths: Iterable[Path]) -> list[Path]:
 
 #: HTTP status of each refusal at the HTTP door.
 REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
+#: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
+MAX_WAIT_S = 60.0
 
 
-def create_app(submitter: Submitter, auth: Authenticator) -> FastAPI:
-    """The ingest HTTP API: ``POST /v1/documents`` and ``GET /healthz``.
+def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters | None = None) -> FastAPI:
+    """The ingest HTTP API: ``POST /v1/documents[?wait=SECONDS]`` and ``GET /healthz``
+    (``?wait=`` needs ``results``).
 
     Bodies over the byte limit are refused with 413 before they are read (``Content-Length``)
     or as soon as the streamed body passes it (:class:`~services.core.http.BodyLimit`).
@@ -270,12 +274,16 @@ def create_app(submitter: Submitter, auth: Authenticator) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(file: UploadFile = File(...), template: str | None = Form(None),
+    async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
+                            wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
+                                "Seconds to wait for the result: 200 with it (status done or failed, "
+                                "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
                             key: str | None = Depends(auth.require("ingest"))) -> dict:
         """Submit one document (multipart field ``file``, optional ``template`` name).
 
-        202 with its id once its event is acknowledged by the broker; refused with 400 (empty),
-        413 (too large), 415 (unsupported type), 401/403 (API key), 429 (rate limit).
+        202 with its id once its event is acknowledged by the broker (200 with its result when
+        ``?wait=`` saw it stored); refused with 400 (empty), 413 (too large), 415 (unsupported
+        type), 401/403 (API key), 429 (rate limit).
         """
         data = await file.read(limit + 1)
         receipt = await submitter.submit(data, file.filename, "http", template)
@@ -284,8 +292,13 @@ def create_app(submitter: Submitter, auth: Authenticator) -> FastAPI:
             raise HTTPException(status, detail={"error": type(receipt.error).__name__,
                                                 "message": str(receipt.error)})
         metrics.INGESTED_BYTES.labels("http").inc(len(data))
-        return {"document_id": receipt.document_id, "object_key": receipt.object_key,
-                "status": "reused" if receipt.reused else "accepted"}
+        accepted = {"document_id": receipt.document_id, "object_key": receipt.object_key,
+                    "status": "reused" if receipt.reused else "accepted"}
+        if wait and results is not None and not receipt.reused:
+            if (event := await results.wait(receipt.document_id, wait)) is not None:
+                response.status_code = 200
+                return {**accepted, "status": event["status"], "result": event}
+        return accepted
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -318,8 +331,8 @@ class IngestStage(Stage):
 
     async def _serve_http(self, stop: asyncio.Event) -> None:
         auth = await self.setup_check()
-        async with Submitter(self.settings) as submitter:
-            await serve_until(create_app(submitter, auth), self.settings.http_host, self.settings.http_port,
+        async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:
+            await serve_until(create_app(submitter, auth, results), self.settings.http_host, self.settings.http_port,
                               stop, self.name)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:

@@ -6,7 +6,8 @@
 * ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
   corrected text, value, validity), error.
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
-OpenAPI docs at ``/docs``. Every route needs an API key with the ``query`` scope
+* ``GET /healthz`` - liveness (no key needed).
+OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query`` scope
 (:mod:`services.core.auth`); exports are rendered in a worker thread.
 """
 
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.core.auth import Authenticator
@@ -66,10 +67,16 @@ MAX_PAGE = 200
 
 
 def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
-    """The query API on ``pool``; every route requires ``auth``'s ``query`` scope."""
-    app = FastAPI(title="ocrstream documents", version="1", dependencies=[Depends(auth.require("query"))])
+    """The query API on ``pool``; every ``/v1`` route requires ``auth``'s ``query`` scope."""
+    app = FastAPI(title="ocrstream documents", version="1")
+    api = APIRouter(dependencies=[Depends(auth.require("query"))])
 
-    @app.get("/v1/documents")
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness of the query API (``ocrstream status`` asks it)."""
+        return {"ok": True}
+
+    @api.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
                              since: datetime | None = None, before: datetime | None = None,
                              needs_review: bool | None = None, error_type: str | None = None,
@@ -85,7 +92,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
             status, since, needs_review, limit, before, error_type)
         return [_summary(r) for r in rows]
 
-    @app.get("/v1/failures")
+    @api.get("/v1/failures")
     async def failures(since: datetime | None = None) -> list[dict]:
         """Failed documents by reason: count per stage and error type, with the newest one."""
         rows = await pool.fetch(
@@ -96,7 +103,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
         return [{"stage": r["error_stage"], "error_type": r["error_type"], "documents": r["documents"],
                  "last_at": r["last_at"].isoformat(), "last_document_id": r["last_document_id"]} for r in rows]
 
-    @app.get("/v1/documents/{document_id}")
+    @api.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:
         """One document with its text, pages and regions (404 if unknown)."""
         doc = await load_document(pool, document_id)
@@ -104,12 +111,13 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
             raise HTTPException(404, f"no document {document_id}")
         return doc
 
-    @app.get("/v1/documents/{document_id}/export")
+    @api.get("/v1/documents/{document_id}/export")
     async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto"] = "json") -> Response:
         """The document as JSON (document model), plain text, hOCR (XHTML) or ALTO v4 XML."""
         data = await get_document(document_id)
         return await asyncio.to_thread(render_export, data, format)
 
+    app.include_router(api)
     return app
 
 

@@ -1,0 +1,182 @@
+"""The client side of the pipeline: submit documents and wait for their results.
+
+Used by ``ocrstream submit`` and the demo (and so by everyone who tries ocrstream first)::
+
+    async with Client(settings) as client:            # wait=True: results reader started here
+        receipts = await client.submit_paths(paths)    # originals to S3, ocr.ingested.v1 out
+        outcomes, missing = await client.wait(receipts, timeout_s=60)  # Outcome: receipt + result
+
+Submitting goes through the ingest stage's CLI door (:class:`services.ingest.stage.Submitter`,
+in this process). Waiting reads ``ocr.results.v1`` with a :class:`services.results.ResultsReader`
+started *before* the first submission at the fetch high-water mark: no consumer-group join, so
+the answer comes ~10 ms after the store produced it. A document counts as finished when the
+store has recorded its outcome (``done`` or ``failed``); one refused at the door (empty, too
+large, unsupported type) is finished at once, from its receipt, as ``failed`` in ``ingest``; a
+re-submission answered with an earlier ``done``
+document (``OCRSTREAM_DUPLICATES=reuse``) is read from PostgreSQL.
+
+:class:`StackUnreachableError` says that the broker, S3 or PostgreSQL does not answer, i.e. that
+no stack runs at the configured addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+
+from services.core import events
+from services.core.settings import Settings
+from services.ingest.stage import Receipt, Submitter
+from services.results import ResultsReader, ResultsTimeoutError, fetch_documents
+
+
+class StackUnreachableError(ConnectionError):
+    """The Kafka API (or S3, or PostgreSQL) does not answer at the configured address."""
+
+    def __init__(self, component: str, address: str, cause: BaseException):
+        self.component, self.address = component, address
+        super().__init__(f"no {component} answering at {address} ({type(cause).__name__}: {cause})")
+
+    @property
+    def hint(self) -> str:
+        """One line for the user: what is missing and the command that starts it."""
+        return (f"no ocrstream stack reachable ({self.component} at {self.address} does not answer): "
+                "start one with `ocrstream dev up` (or set OCRSTREAM_* to your stack)")
+
+
+def unreachable(settings: Settings, exc: BaseException) -> StackUnreachableError | None:
+    """The StackUnreachableError that ``exc`` amounts to (a connection to the broker, S3 or
+    PostgreSQL failed), or None when ``exc`` is something else."""
+    import urllib3
+
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError)):
+        return StackUnreachableError("Kafka API", settings.kafka_bootstrap, exc)
+    if isinstance(exc, urllib3.exceptions.HTTPError):  # minio wraps refused/timed-out connections
+        return StackUnreachableError("S3", settings.s3_endpoint, exc)
+    if isinstance(exc, OSError):  # asyncpg: refused connection (ConnectionRefusedError, socket.gaierror)
+        return StackUnreachableError("PostgreSQL", settings.dsn.rsplit("@", 1)[-1], exc)
+    return None
+
+
+def _raise_unreachable(settings: Settings, exc: BaseException) -> None:
+    if (error := unreachable(settings, exc)) is not None:
+        raise error from exc
+    raise exc
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished document: its receipt and its result (a ``ocr.results.v1``-shaped dict with
+    at least ``document_id``, ``status`` (``done``/``failed``), ``text`` and ``error``)."""
+
+    receipt: Receipt
+    result: events.Event
+
+    @property
+    def ok(self) -> bool:
+        return self.result["status"] == "done"
+
+    @property
+    def error_line(self) -> str:
+        """``failed in STAGE: ErrorType: message`` (empty when done)."""
+        e = self.result.get("error") or {}
+        return "" if self.ok else f"failed in {e.get('stage')}: {e.get('type')}: {e.get('message')}"
+
+
+class Client:
+    """Submits documents and reads their results; an async context manager.
+
+    ``wait=False`` skips the results reader (submit and return). Raises
+    :class:`StackUnreachableError` from ``__aenter__``/``submit_*`` when the stack does not answer.
+    """
+
+    def __init__(self, settings: Settings, *, wait: bool = True):
+        self.settings = settings
+        self.submitter = Submitter(settings)
+        self.reader = ResultsReader(settings) if wait else None
+
+    async def __aenter__(self) -> "Client":
+        """Start the submitter and the results reader (concurrently)."""
+        starts = [self.submitter.__aenter__()] + ([self.reader.start()] if self.reader else [])
+        started = await asyncio.gather(*starts, return_exceptions=True)
+        if errors := [e for e in started if isinstance(e, BaseException)]:
+            # the submitter's producer exists even if it never started: close it either way
+            await self._close(True, len(started) > 1 and not isinstance(started[1], BaseException))
+            _raise_unreachable(self.settings, errors[0])
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._close(True, self.reader is not None)
+
+    async def _close(self, submitter: bool, reader: bool) -> None:
+        if submitter:
+            await self.submitter.__aexit__(None, None, None)
+        if reader:
+            await self.reader.stop()
+
+    async def submit(self, data: bytes, filename: str | None, template: str | None = None) -> Receipt:
+        """Submit one document's bytes (door ``cli``); its :class:`Receipt`."""
+        try:
+            return await self.submitter.submit(data, filename, "cli", template)
+        except Exception as exc:  # noqa: BLE001 - re-raised, as StackUnreachableError if it is one
+            _raise_unreachable(self.settings, exc)
+
+    async def submit_paths(self, paths: Sequence[Path], template: str | None = None,
+                           templates: dict[str, str] | None = None) -> list[Receipt]:
+        """Submit files in order (``template`` for all, or per file name from ``templates``)."""
+        return [await self.submit(path.read_bytes(), path.name, template or (templates or {}).get(path.name))
+                for path in paths]
+
+    async def wait(self, receipts: Sequence[Receipt], *, timeout_s: float,
+                   on_result: Callable[[events.Event], None] = lambda e: None,
+                   ) -> tuple[list[Outcome], list[Receipt]]:
+        """Wait until the store has recorded every receipt's outcome, at most ``timeout_s`` seconds.
+
+        Returns the finished :class:`Outcome` s in receipt order, and the receipts still without
+        a result when the time ran out (empty when all finished).
+        """
+        if self.reader is None:
+            raise RuntimeError("Client(wait=False) cannot wait")
+        reused = [r.document_id for r in receipts if r.reused]
+        refused = {r.document_id: refused_result(r) for r in receipts if r.error is not None}
+        for result in refused.values():
+            on_result(result)
+        try:
+            results = await self.reader.wait_for(
+                [r.document_id for r in receipts if not r.reused and r.document_id not in refused],
+                timeout_s=timeout_s, on_result=on_result)
+        except ResultsTimeoutError as exc:
+            results = exc.results
+        results.update(refused)
+        if reused:
+            rows = await fetch_documents(self.settings, reused)
+            for doc_id in reused:
+                results[doc_id] = result_from_row(rows[doc_id])
+                on_result(results[doc_id])
+        return ([Outcome(r, results[r.document_id]) for r in receipts if r.document_id in results],
+                [r for r in receipts if r.document_id not in results])
+
+
+async def submit_all(settings: Settings, paths: Sequence[Path], template: str | None = None,
+                     templates: dict[str, str] | None = None) -> list[Receipt]:
+    """Submit files without waiting (see :meth:`Client.submit_paths`); their receipts, in order."""
+    async with Client(settings, wait=False) as client:
+        return await client.submit_paths(paths, template, templates)
+
+
+def refused_result(receipt: Receipt) -> events.Event:
+    """A results-shaped ``failed`` dict for a submission refused at the door (no document made)."""
+    return {"document_id": receipt.document_id, "status": "failed", "text": "",
+            "error": {"stage": "ingest", "type": type(receipt.error).__name__, "message": str(receipt.error)}}
+
+
+def result_from_row(row: dict) -> events.Event:
+    """A results-shaped dict from a ``documents`` row (status, text, error)."""
+    failed = row["status"] == "failed"
+    return {"document_id": row["document_id"], "status": row["status"], "text": row.get("text") or "",
+            "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
+                      if failed else None)}

@@ -1,0 +1,121 @@
+"""Topic positions and consumer groups seen from outside: high-water marks, committed offsets, members.
+
+Used by the results reader (a start position taken before submitting, see
+:mod:`services.results`) and by ``ocrstream status`` (consumer lag, group members).
+
+Three rules come from the embedded broker (tansu, see :mod:`services.devstack`) and hold on
+Kafka too:
+
+* the end of a partition is the **fetch high-water mark** (``highwater`` of a fetch response),
+  never ``end_offsets``/``seek_to_end``: tansu answers ListOffsets(latest) with a lower offset
+  after a batched produce;
+* committed offsets are read with a consumer's ``committed()`` (an OffsetFetch of the group,
+  without joining it); aiokafka's ``list_consumer_group_offsets`` fails against tansu;
+* group members come from DescribeGroups pinned to v0-v2: aiokafka 0.14 decodes a v3 answer
+  with the v2 schema and fails ("Buffer underrun").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.protocol.admin import DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2
+from aiokafka.protocol.api import Request
+
+from .settings import Settings
+
+#: Bytes a position probe may read (the first records of each partition are fetched only to
+#: learn the high-water mark; Kafka and tansu still return one whole batch if it is larger).
+PROBE_FETCH_BYTES = 1024 * 1024
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` known to the cluster (topics that do not exist are skipped)."""
+    await consumer.topics()  # a metadata request for all topics
+    return [TopicPartition(topic, p) for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+async def fetch_highwaters(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], *,
+                           timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    """The high-water mark (offset of the next record to be written) of each partition.
+
+    ``consumer`` must be group-less and own ``partitions`` (``assign``): they are fetched from
+    their beginning until every fetch response has reported its high-water mark; the records
+    read meanwhile are dropped. Takes one fetch round trip when the partitions hold data, up to
+    the consumer's ``fetch_max_wait_ms`` when they are empty. Raises KafkaTimeoutError after
+    ``timeout_s`` seconds.
+    """
+    if not partitions:
+        return {}
+    await consumer.seek_to_beginning(*partitions)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while missing := [tp for tp in partitions if consumer.highwater(tp) is None]:
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaTimeoutError(f"no fetch response for {missing} within {timeout_s:.0f} s")
+        await consumer.getmany(*missing, timeout_ms=10)
+    return {tp: consumer.highwater(tp) for tp in partitions}
+
+
+def probe_consumer(settings: Settings, group_id: str | None = None, *,
+                   fetch_max_wait_ms: int = 50, **options) -> AIOKafkaConsumer:
+    """A consumer that never joins a group and never commits (``group_id`` only for ``committed()``)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group_id, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
+        fetch_max_bytes=PROBE_FETCH_BYTES, max_partition_fetch_bytes=settings.max_message_bytes,
+        request_timeout_ms=10_000, **options)
+
+
+async def committed_offsets(settings: Settings, group_id: str,
+                            partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The offsets ``group_id`` committed on ``partitions`` (None: nothing committed yet)."""
+    consumer = probe_consumer(settings, group_id)
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """A consumer group as its coordinator describes it: state (``Stable``, ``Empty``,
+    ``PreparingRebalance``, ``Dead``...) and the member ids of the processes in it."""
+
+    group_id: str
+    state: str
+    members: tuple[str, ...]
+
+
+class _DescribeGroups(Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]):
+    """DescribeGroups limited to v0-v2 (see the module docstring)."""
+
+    API_KEY = 15
+
+    def __init__(self, groups: list[str]):
+        self.groups = groups
+
+    def build(self, request_struct_class):
+        return request_struct_class(self.groups)
+
+
+async def describe_groups(settings: Settings, group_ids: Sequence[str]) -> dict[str, GroupDescription]:
+    """State and members of each group, keyed by group id (unknown groups: state ``Dead``)."""
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await client.bootstrap()
+    try:
+        out = {}
+        for group_id in group_ids:
+            node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+            response = await client.send(node, _DescribeGroups([group_id]))
+            for error_code, group, state, _protocol_type, _protocol, members, *_ in response.groups:
+                out[group] = GroupDescription(group, state or "Dead", tuple(m[0] for m in members))
+        return out
+    finally:
+        await client.close()

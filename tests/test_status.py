@@ -1,0 +1,29 @@
+"""``ocrstream status`` pieces that need no stack (the end-to-end checks are in test_pipeline_e2e.py)."""
+
+from __future__ import annotations
+
+from services.status import STAGE_INPUTS, Endpoint, StageStatus, _is_loopback, find_problems
+
+
+def test_status_knows_each_stage_input_topics():
+    from services.ingest.stage import IngestStage
+    from services.preprocess.stage import PreprocessStage
+    from services.recognize.stage import RecognizeStage
+    from services.store.stage import StoreStage
+
+    assert {cls.name: cls.input_topics for cls in (IngestStage, PreprocessStage, RecognizeStage, StoreStage)} \
+        == STAGE_INPUTS
+
+
+def test_problems_say_what_to_do():
+    up = [Endpoint("Kafka API", "k", True), Endpoint("S3", "s", True), Endpoint("PostgreSQL", "p", True),
+          Endpoint("ingest API", "http://i", False), Endpoint("query API", "-", None)]
+    stopped = StageStatus("ingest", ["ocr.raw.v1"], "g-ingest", "Stable", 1, [], running=False, lag=3)
+    problems = find_problems(up, [stopped])
+    assert [p.what for p in problems] == ["ingest API at http://i does not answer",
+                                          "stage ingest is not running (no process on this host); "
+                                          "3 message(s) wait for it"]
+    assert "ocrstream run ingest" in problems[1].do
+    down = find_problems([Endpoint("Kafka API", "k", False)], [stopped])  # no broker: stages unknown
+    assert len(down) == 1 and "ocrstream dev up" in down[0].do
+    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("kafka-0.internal")
