@@ -171,7 +171,7 @@ async def check_s3(settings: Settings) -> Endpoint:
     def probe() -> bool:
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=3), retries=urllib3.Retry(total=0))
         client = minio.Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
-                             secret_key=settings.s3_secret_key, secure=settings.s3_secure,
+                             secret_key=settings.s3_secret_key.get_secret_value(), secure=settings.s3_secure,
                              region=settings.s3_region, http_client=http)
         return client.bucket_exists(settings.s3_bucket)
 
