@@ -73,6 +73,15 @@ outside the state dir and creates a system user when running as root::
   data directory. Stopped with SIGINT ("fast" shutdown: SIGTERM would wait for
   every client to disconnect).
 
+Bucket notifications -- with memory storage (the default) the broker is started first and
+SeaweedFS's filer publishes its metadata events (protobuf ``filer_pb.EventNotification``, key =
+full path) to the topic ``ocr.bucket-notifications``, configured by ``state_dir/run/notification.toml``, weed's working directory
+(``[notification.kafka]``; weed reads ``notification.toml`` from its working directory, then
+``~/.seaweedfs``, ``/usr/local/etc/seaweedfs``, ``/etc/seaweedfs``). The filer's Kafka
+producer (sarama) must reach the broker when it starts, so with ``kafka_storage="s3"`` (the
+broker needs S3 first) there are no bucket notifications: ``bucket_notifications_topic`` is
+then empty and the ingest stage's bucket door is off.
+
 Every process is started with ``start_new_session=True`` (own session and
 process group, survives the starting process, e.g. ``ocrstream dev up``) and is
 stopped later by the PID recorded in ``state_dir/stack.json``: stop signal to
@@ -119,6 +128,7 @@ HOST = "127.0.0.1"
 PG_DATABASE = "ocrstream"
 PG_USER = "ocrstream"
 KAFKA_BUCKET = "tansu"
+BUCKET_NOTIFICATIONS_TOPIC = "ocr.bucket-notifications"  # = Settings.bucket_notifications_topic
 S3_REGION = "us-east-1"
 UNPRIVILEGED_USER = "nobody"  # runs initdb/postgres when we are root
 POLL_S = 0.1
@@ -144,10 +154,12 @@ class StackEndpoints:
     s3_access_key: str
     s3_secret_key: str
     postgres_dsn: str  # "postgresql://USER:PASS@127.0.0.1:PORT/ocrstream"
+    bucket_notifications_topic: str = ""  # where S3 publishes object events ("" = none)
 
     def as_env(self) -> dict[str, str]:
-        """The OCRSTREAM_* environment variables the services read."""
-        return {
+        """The OCRSTREAM_* environment variables the services read (the notifications topic
+        only when S3 publishes object events)."""
+        env = {
             "OCRSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OCRSTREAM_S3_ENDPOINT": self.s3_endpoint,
             "OCRSTREAM_S3_ACCESS_KEY": self.s3_access_key,
@@ -155,6 +167,9 @@ class StackEndpoints:
             "OCRSTREAM_S3_SECURE": "false",
             "OCRSTREAM_POSTGRES_DSN": self.postgres_dsn,
         }
+        if self.bucket_notifications_topic:
+            env["OCRSTREAM_BUCKET_NOTIFICATIONS_TOPIC"] = self.bucket_notifications_topic
+        return env
 
 
 # --------------------------------------------------------------------------- binaries
@@ -589,7 +604,8 @@ class EmbeddedStack:
 
     # ---- lifecycle
     def start(self, timeout_s: float = 90) -> StackEndpoints:
-        """Start S3, then Kafka, then PostgreSQL; return their endpoints once all answer.
+        """Start Kafka, then S3 (S3 first with ``kafka_storage="s3"``), then PostgreSQL; return
+        their endpoints once all answer.
 
         Idempotent: on a started stack it just returns its endpoints (so both
         ``with EmbeddedStack(d) as s: s.endpoints`` and ``... as s: s.start()`` work).
@@ -606,13 +622,20 @@ class EmbeddedStack:
         self._dir("logs", "weed")
         creds = _load_credentials(self.state_dir)
         try:
-            s3_endpoint = self._start_s3(creds, deadline)
-            bootstrap = self._start_kafka(creds, s3_endpoint, deadline)
+            if self.kafka_storage == "s3":  # the broker keeps its data on S3: S3 first, no notifications
+                s3_endpoint = self._start_s3(creds, deadline)
+                bootstrap = self._start_kafka(creds, s3_endpoint, deadline)
+                topic = ""
+            else:  # the filer publishes object events to the broker: Kafka first
+                bootstrap = self._start_kafka(creds, None, deadline)
+                topic = BUCKET_NOTIFICATIONS_TOPIC
+                _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+                s3_endpoint = self._start_s3(creds, deadline, notify=(bootstrap, topic))
             dsn = self._start_postgres(creds, deadline)
             self.endpoints = StackEndpoints(
                 kafka_bootstrap=bootstrap, s3_endpoint=s3_endpoint,
                 s3_access_key=creds["s3_access_key"], s3_secret_key=creds["s3_secret_key"],
-                postgres_dsn=dsn)
+                postgres_dsn=dsn, bucket_notifications_topic=topic)
             self._write_state()
         except BaseException:
             self.stop()
@@ -648,9 +671,16 @@ class EmbeddedStack:
         _wait_ready(svc, probe, deadline)
         self.log(f"{label} up on {address} in {time.monotonic() - t0:.1f} s")
 
-    def _start_s3(self, creds: dict[str, str], deadline: float) -> str:
+    def _start_s3(self, creds: dict[str, str], deadline: float,
+                  notify: tuple[str, str] | None = None) -> str:
+        """Start weed mini; ``notify=(bootstrap, topic)``: its filer publishes metadata events there."""
         root = self._dir("s3")
         run = self._dir("run")
+        toml = run / "notification.toml"
+        toml.unlink(missing_ok=True)
+        if notify is not None:
+            toml.write_text(f'[notification.kafka]\nenabled = true\nhosts = ["{notify[0]}"]\n'
+                            f'topic = "{notify[1]}"\n')
         ports = dict(zip([f"{n}{s}" for n in WEED_SERVERS for s in ("", "_grpc")],
                          _free_ports(2 * len(WEED_SERVERS))))
         identities = {"identities": [{
@@ -676,7 +706,7 @@ class EmbeddedStack:
         self._bring_up(svc, client.list_buckets, deadline, "s3 (seaweedfs)", endpoint, cwd=run)
         return endpoint
 
-    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str, deadline: float) -> str:
+    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str | None, deadline: float) -> str:
         (port,) = _free_ports(1)
         url = f"tcp://{HOST}:{port}"
         env = dict(os.environ)
