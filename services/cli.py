@@ -89,6 +89,54 @@ def tail_results(group: str | None, idle_timeout: float | None) -> None:
     asyncio.run(tail())
 
 
+@main.command("search")
+@click.argument("query")
+@click.option("--status", type=click.Choice(["done", "failed"]), default=None)
+@click.option("--since", type=click.DateTime(), default=None, help="Stored at or after (ISO date/time, UTC).")
+@click.option("--until", type=click.DateTime(), default=None, help="Stored before (ISO date/time, UTC).")
+@click.option("--template", default=None, help="Only documents of this fixed-layout template.")
+@click.option("--field", "fields", multiple=True, metavar="NAME:VALUE", help="Template field value (repeatable).")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw result (as GET /v1/search returns it).")
+def search_cmd(query: str, status, since, until, template, fields, limit: int, offset: int, as_json: bool) -> None:
+    """Find documents by their words (PostgreSQL full text + trigram similarity for OCR noise)."""
+    import json
+    from datetime import timezone
+
+    import asyncpg
+
+    from services.store.search import MARK, SearchQuery, parse_field_filters, search
+
+    utc = lambda d: d.replace(tzinfo=timezone.utc) if d else None  # noqa: E731
+    try:
+        q = SearchQuery(query, status, utc(since), utc(until), template, parse_field_filters(list(fields)),
+                        limit, offset)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def run() -> dict:
+        pool = await asyncpg.create_pool(get_settings().postgres_dsn, min_size=1, max_size=1)
+        try:
+            return await search(pool, q)
+        finally:
+            await pool.close()
+
+    result = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{result['total']} matching page(s); showing {offset + 1}-{offset + len(result['hits'])}")
+    for hit in result["hits"]:
+        click.secho(f"\n{hit['score']:.3f}  {hit['document_id']}  page {hit['page_index'] + 1}  "
+                    f"{hit['filename'] or ''}  [{hit['status']}]", bold=True)
+        parts = hit["snippet"].replace(MARK[1], MARK[0]).split(MARK[0])
+        click.echo("  " + "".join(click.style(s, bold=True, underline=True) if i % 2 else s
+                                  for i, s in enumerate(parts)))
+        for region in hit["regions"]:
+            click.echo(f"    box {[round(v) for v in region['box']]}: {region['text']}")
+
+
 @main.group()
 def dev() -> None:
     """The embedded local stack (Kafka API, S3, PostgreSQL) from registry packages."""

@@ -3,7 +3,10 @@
 * ``GET /v1/documents?status=&since=&needs_review=&limit=`` - newest first; ``since`` is ISO 8601.
 * ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
   corrected text, value, validity), error.
-* ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
+* ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto|pdf`` - standard exports; ``pdf`` is
+  a searchable PDF (original pages, invisible text layer; needs the object store).
+* ``GET /v1/search?q=&status=&since=&until=&template=&field=NAME:VALUE&limit=&offset=`` - ranked
+  full-text + trigram search (services/store/search.py).
 OpenAPI docs at ``/docs``.
 """
 
@@ -19,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.document import Document
 from services.exports import to_alto, to_hocr
+from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 
 DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
               "recognizer", "provider", "error_stage", "error_type", "error_message")
@@ -72,6 +76,22 @@ def create_app(pool: asyncpg.Pool) -> FastAPI:
             " AND ($3::boolean IS NULL OR needs_review = $3) ORDER BY stored_at DESC LIMIT $4",
             status, since, needs_review, limit)
         return [_summary(r) for r in rows]
+
+    @app.get("/v1/search")
+    async def search_documents(q: str = Query(..., min_length=1, max_length=500),
+                               status: Literal["done", "failed"] | None = None,
+                               since: datetime | None = None, until: datetime | None = None,
+                               template: str | None = None,
+                               field: list[str] = Query([], description="NAME:VALUE, repeatable"),
+                               limit: int = Query(20, ge=1, le=MAX_LIMIT),
+                               offset: int = Query(0, ge=0)) -> dict:
+        """Pages whose text matches ``q`` (full text, or trigram-similar for OCR-noisy words),
+        best first, with the matching regions, their boxes and a ``<mark>``-highlighted snippet."""
+        try:
+            query = SearchQuery(q, status, since, until, template, parse_field_filters(field), limit, offset)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return await search(pool, query)
 
     @app.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:
