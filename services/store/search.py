@@ -32,7 +32,7 @@ MAX_LIMIT = 100
 
 SEARCH_SQL = f"""
 WITH q AS (SELECT websearch_to_tsquery('{TS_CONFIG}', $1) AS tsq),
-hits AS (
+hits AS MATERIALIZED (  -- matching regions, from the two GIN indexes (BitmapOr)
     SELECT r.document_id, r.page_index, r.region_id, r.reading_order, r.x0, r.y0, r.x1, r.y1,
            r.text, r.words,
            ts_rank(r.tsv, q.tsq) + word_similarity($1, r.text) AS score,
@@ -42,32 +42,38 @@ hits AS (
 ),
 pages AS (
     SELECT h.document_id, h.page_index, sum(h.score) AS score, bool_or(h.exact) AS exact,
-           max(d.stored_at) AS stored_at,
-           jsonb_agg(jsonb_build_object('region_id', h.region_id, 'box', jsonb_build_array(h.x0, h.y0, h.x1, h.y1),
-                                        'text', h.text, 'words', h.words, 'score', h.score)
-                     ORDER BY h.reading_order) AS regions,
-           string_agg(h.text, ' … ' ORDER BY h.reading_order) AS page_text
+           max(d.stored_at) AS stored_at
     FROM hits h JOIN documents d USING (document_id)
     WHERE ($2::text IS NULL OR d.status = $2)
       AND ($3::timestamptz IS NULL OR d.stored_at >= $3)
       AND ($4::timestamptz IS NULL OR d.stored_at < $4)
       AND ($5::text IS NULL OR d.template = $5)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text($6::jsonb) f(name, value)
-                      WHERE NOT coalesce(d.fields -> f.name ->> 'text' = f.value
-                                         OR d.fields -> f.name ->> 'value' = f.value, false))
+      AND ($6::jsonb = '{{}}'::jsonb OR NOT EXISTS (
+          SELECT 1 FROM jsonb_each_text($6::jsonb) f(name, value)
+          WHERE NOT coalesce(d.fields -> f.name ->> 'text' = f.value
+                             OR d.fields -> f.name ->> 'value' = f.value, false)))
     GROUP BY h.document_id, h.page_index
 ),
-ranked AS (  -- one page of results; snippets are made for these rows only
+ranked AS (  -- one page of results: regions and snippets are built for these rows only
     SELECT p.*, count(*) OVER () AS total FROM pages p
     ORDER BY p.score DESC, p.stored_at DESC, p.document_id, p.page_index
     LIMIT $7 OFFSET $8
+),
+detail AS (
+    SELECT h.document_id, h.page_index,
+           jsonb_agg(jsonb_build_object('region_id', h.region_id, 'box', jsonb_build_array(h.x0, h.y0, h.x1, h.y1),
+                                        'text', h.text, 'words', h.words, 'score', h.score)
+                     ORDER BY h.reading_order) AS regions,
+           string_agg(h.text, ' … ' ORDER BY h.reading_order) AS page_text
+    FROM ranked r JOIN hits h USING (document_id, page_index)
+    GROUP BY h.document_id, h.page_index
 )
-SELECT r.document_id, r.page_index, r.score, r.regions, r.total, r.page_text, r.stored_at,
-       CASE WHEN r.exact THEN ts_headline('{TS_CONFIG}', r.page_text, q.tsq,
+SELECT r.document_id, r.page_index, r.score, r.total, r.stored_at, t.regions, t.page_text,
+       CASE WHEN r.exact THEN ts_headline('{TS_CONFIG}', t.page_text, q.tsq,
             'StartSel=<mark>, StopSel=</mark>, MaxFragments=3, MaxWords=18, MinWords=5, FragmentDelimiter=" … "')
        END AS headline,
        d.status, d.filename, d.source, d.template, d.fields
-FROM ranked r JOIN documents d USING (document_id), q
+FROM ranked r JOIN detail t USING (document_id, page_index) JOIN documents d USING (document_id), q
 ORDER BY r.score DESC, r.stored_at DESC, r.document_id, r.page_index
 """
 
@@ -112,8 +118,12 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> dict:
     ``[x0, y0, x1, y1]`` in page pixels, text, words) and the document's status, filename,
     template, fields and ``stored_at``. A field filter matches the field's corrected text or
     its typed value as text (``glucose:5.4``)."""
-    rows = await pool.fetch(SEARCH_SQL, query.q, query.status, query.since, query.until, query.template,
-                            json.dumps(query.fields), query.limit, query.offset)
+    async with pool.acquire() as conn, conn.transaction():
+        # A generic plan (asyncpg prepares statements) cannot use the trigram index for an
+        # unknown $1: always plan for the actual query.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        rows = await conn.fetch(SEARCH_SQL, query.q, query.status, query.since, query.until, query.template,
+                                json.dumps(query.fields), query.limit, query.offset)
     return {"q": query.q, "total": rows[0]["total"] if rows else 0, "limit": query.limit,
             "offset": query.offset, "hits": [_hit(r, query.q) for r in rows]}
 
