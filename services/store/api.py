@@ -12,6 +12,7 @@ OpenAPI docs at ``/docs``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Literal
@@ -20,8 +21,10 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from services.core.errors import MissingObjectError
+from services.core.objectstore import ObjectStore
 from services.document import Document
-from services.exports import to_alto, to_hocr
+from services.exports import to_alto, to_hocr, to_searchable_pdf
 from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 
 DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
@@ -61,8 +64,8 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
                          **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
 
 
-def create_app(pool: asyncpg.Pool) -> FastAPI:
-    """The query API on ``pool``."""
+def create_app(pool: asyncpg.Pool, store: ObjectStore | None = None) -> FastAPI:
+    """The query API on ``pool``; ``store`` (the originals' bucket) serves ``format=pdf``."""
     app = FastAPI(title="ocrstream documents", version="1")
 
     @app.get("/v1/documents")
@@ -102,10 +105,13 @@ def create_app(pool: asyncpg.Pool) -> FastAPI:
         return doc
 
     @app.get("/v1/documents/{document_id}/export")
-    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto"] = "json") -> Response:
-        """The document as JSON (document model), plain text, hOCR (XHTML) or ALTO v4 XML."""
+    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json") -> Response:
+        """The document as JSON (document model), plain text, hOCR (XHTML), ALTO v4 XML, or a
+        searchable PDF (original pages with an invisible text layer; 409 unless ``done``)."""
         data = await get_document(document_id)
         doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+        if format == "pdf":
+            return await searchable_pdf(data, doc)
         if format == "txt":
             return PlainTextResponse(doc.render_text())
         if format == "hocr":
@@ -113,5 +119,22 @@ def create_app(pool: asyncpg.Pool) -> FastAPI:
         if format == "alto":
             return Response(to_alto(doc), media_type="application/xml")
         return JSONResponse(doc.export())
+
+    async def searchable_pdf(data: dict, doc: Document) -> Response:
+        if data["status"] != "done" or not data["object_key"]:
+            raise HTTPException(409, f"document {data['document_id']} is {data['status']}: no PDF")
+        if store is None:
+            raise HTTPException(503, "this query API has no object store (format=pdf unavailable)")
+        try:
+            original = await store.get(data["object_key"])
+        except MissingObjectError as exc:
+            raise HTTPException(410, str(exc)) from None
+        try:
+            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        name = (data["filename"] or data["document_id"]).rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".pdf"
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{name}"'})
 
     return app

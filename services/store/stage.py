@@ -30,6 +30,7 @@ from aiokafka import ConsumerRecord
 
 from services.core import events
 from services.core.http import serve_until
+from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
 from services.store.api import create_app
@@ -117,7 +118,7 @@ class StoreStage(Stage):
         return [self._serve_api] if self.settings.query_port else []
 
     async def _serve_api(self, stop) -> None:
-        await serve_until(create_app(self.pool), self.settings.http_host, self.settings.query_port,
+        await serve_until(create_app(self.pool, ObjectStore(self.settings)), self.settings.http_host, self.settings.query_port,
                           stop, self.name)
 
     async def teardown(self) -> None:
