@@ -39,7 +39,8 @@ def pipeline(stack_env, tmp_path_factory):
     env = {**stack_env, "OCRSTREAM_HTTP_PORT": "0", "OCRSTREAM_QUERY_PORT": str(free_port()),
            "OCRSTREAM_MAX_DOCUMENT_BYTES": str(LIMIT_BYTES),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"bucket-{uuid.uuid4().hex[:6]}"}
-    with StageProcesses(env, tmp_path_factory.mktemp("logs")).start() as stages:
+    metrics = {"ingest": {"OCRSTREAM_METRICS_PORT": str(free_port())}}
+    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics).start() as stages:
         yield stages, env
 
 
@@ -102,6 +103,20 @@ async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dr
     assert not await rows(stack_settings.postgres_dsn, "SELECT 1 FROM documents WHERE document_id = $1",
                           dropped["outside"])
     s3.remove_object("ocrstream", f"inbox/{tag}/memo.pdf")  # a delete: ignored, counted
+
+    stages, _ = pipeline
+    url = f"http://127.0.0.1:{stages.stage_env['ingest']['OCRSTREAM_METRICS_PORT']}/metrics"
+    counted = {}
+    async with httpx.AsyncClient() as client:
+        for _ in range(60):
+            counted = {line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                       for line in (await client.get(url)).text.splitlines()
+                       if line.startswith("ocrstream_bucket_events_total{")}
+            if counted.get("ignored_delete"):
+                break
+            await asyncio.sleep(0.5)
+    assert counted.get("ignored_delete", 0) >= 1 and counted.get("ignored_outside_prefix", 0) >= 1, counted
+    assert counted.get("ingested", 0) >= 3 and counted.get("failed", 0) >= 1, counted
 
 
 async def test_search_finds_the_dropped_document(dropped, pipeline):

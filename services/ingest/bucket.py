@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 BUCKET_EVENTS = Counter("ocrstream_bucket_events_total",
                         "Object events on the bucket notifications topic, by outcome "
                         "(ingested, duplicate, failed, ignored_delete, ignored_outside_prefix, ignored_other)",
-                        ["outcome"])
+                        ["stage", "outcome"])
 MARKER_PREFIX = "bucket-door/delivered/"
 MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NoSuchBucket", "NoSuchVersion", "ResourceNotFound")
 
@@ -220,18 +220,18 @@ class BucketDoor:
 
     async def _one(self, event: ObjectEvent, record: ConsumerRecord) -> list[Output]:
         if (ignored := self._outcome(event)) is not None:
-            BUCKET_EVENTS.labels(ignored).inc()
+            BUCKET_EVENTS.labels("ingest", ignored).inc()
             return []
         doc_id = event.document_id
         if doc_id in self._pending or await self.store.exists(MARKER_PREFIX + doc_id):
-            BUCKET_EVENTS.labels("duplicate").inc()
+            BUCKET_EVENTS.labels("ingest", "duplicate").inc()
             log.info("ingest: %s (%s) already delivered: skipped", event.uri, doc_id)
             return []
         try:
             data = await asyncio.to_thread(self._read, event)
             output = await self.ingest.ingest(data, document_id=doc_id, filename=event.uri, source="bucket")
         except (BadInputError, MissingObjectError) as exc:
-            BUCKET_EVENTS.labels("failed").inc()
+            BUCKET_EVENTS.labels("ingest", "failed").inc()
             log.warning("ingest: %s: %s: %s", event.uri, type(exc).__name__, exc)
             self._pending.add(doc_id)
             return [dead_letter("ingest", exc, document_id=doc_id,
@@ -239,7 +239,7 @@ class BucketDoor:
                                         "offset": record.offset},
                                 original={"document_id": doc_id, "filename": event.uri, "source": "bucket"},
                                 size_bytes=event.size or 0)]
-        BUCKET_EVENTS.labels("ingested").inc()
+        BUCKET_EVENTS.labels("ingest", "ingested").inc()
         self._pending.add(doc_id)
         log.info("ingest: %s -> document %s", event.uri, doc_id)
         return [] if isinstance(output, str) else [output]
