@@ -40,7 +40,7 @@ def pipeline(stack_env, tmp_path_factory):
            "OCRSTREAM_MAX_DOCUMENT_BYTES": str(LIMIT_BYTES),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"bucket-{uuid.uuid4().hex[:6]}"}
     metrics = {"ingest": {"OCRSTREAM_METRICS_PORT": str(free_port())}}
-    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics).start() as stages:
+    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics) as stages:
         yield stages, env
 
 
@@ -82,7 +82,7 @@ async def rows(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dropped, s3, stack_settings):
+async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dropped, pipeline, s3, stack_settings):
     ids, results, tag = dropped["ids"], dropped["results"], dropped["tag"]
     image = results[ids["jpeg"]]
     assert image["status"] == "done" and image["document"]["source"] == "bucket"

@@ -99,3 +99,19 @@ def test_bad_queries_are_refused():
     for kwargs in ({"q": "  "}, {"q": "x" * 501}, {"q": "a", "limit": 0}, {"q": "a", "offset": -1}):
         with pytest.raises(ValueError):
             SearchQuery(**kwargs)
+
+
+def test_cli_search_prints_ranked_hits(corpus, stack_env):
+    import json
+    import subprocess
+    import sys
+
+    _, ids, tag = corpus
+    out = subprocess.run([sys.executable, "-m", "services.cli", "search", f"zephyrine {tag}", "--json", "--limit", "2"],
+                         env=stack_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["total"] == 3 and result["hits"][0]["document_id"] == ids["other"]
+    text = subprocess.run([sys.executable, "-m", "services.cli", "search", f"zephyrine {tag}"],
+                          env=stack_env, capture_output=True, text=True, timeout=120)
+    assert "3 matching page(s)" in text.stdout and ids["memo"] in text.stdout and "box [" in text.stdout

@@ -198,8 +198,13 @@ class BucketDoor:
         """The events of one notification message; raises InvalidEventError if undecodable and
         transient S3/Kafka faults (the stage loop retries those)."""
         outputs: list[Output] = []
-        for event in parse_notification(record.value, record.key, self.settings.seaweedfs_buckets_dir):
-            outputs += await self._one(event, record)
+        before = set(self._pending)
+        try:
+            for event in parse_notification(record.value, record.key, self.settings.seaweedfs_buckets_dir):
+                outputs += await self._one(event, record)
+        except BaseException:
+            self._pending = before  # the record is handled again: none of its events is pending
+            raise
         return outputs
 
     async def published(self, outputs: Sequence[Output]) -> None:
