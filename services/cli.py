@@ -137,6 +137,51 @@ def search_cmd(query: str, status, since, until, template, fields, limit: int, o
             click.echo(f"    box {[round(v) for v in region['box']]}: {region['text']}")
 
 
+@main.command("export")
+@click.argument("document_id")
+@click.option("--format", "fmt", type=click.Choice(["pdf", "txt", "hocr", "alto", "json"]), default="pdf",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: DOCUMENT_ID.<format> in the current folder).")
+def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
+    """Write a stored document as a searchable PDF (original pages + invisible text), txt, hOCR,
+    ALTO or JSON (reads PostgreSQL and, for pdf, the original from the bucket)."""
+    import json
+
+    import asyncpg
+
+    from services.core.objectstore import ObjectStore
+    from services.document import Document
+    from services.exports import to_alto, to_hocr, to_searchable_pdf
+    from services.store.api import load_document
+
+    settings = get_settings()
+
+    async def load() -> tuple[dict | None, bytes | None]:
+        pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+        try:
+            data = await load_document(pool, document_id)
+        finally:
+            await pool.close()
+        original = None
+        if data is not None and fmt == "pdf" and data["status"] == "done":
+            original = await ObjectStore(settings).get(data["object_key"])
+        return data, original
+
+    data, original = asyncio.run(load())
+    if data is None:
+        raise click.ClickException(f"no document {document_id}")
+    if fmt == "pdf" and original is None:
+        raise click.ClickException(f"document {document_id} is {data['status']}: no PDF")
+    doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+    content: bytes = (to_searchable_pdf(doc, original) if fmt == "pdf" else
+                      (doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else
+                       to_alto(doc) if fmt == "alto" else json.dumps(doc.export(), ensure_ascii=False)).encode())
+    output = output or Path(f"{document_id}.{fmt}")
+    output.write_bytes(content)
+    click.echo(f"{output} ({len(content)} bytes)")
+
+
 @main.group()
 def dev() -> None:
     """The embedded local stack (Kafka API, S3, PostgreSQL) from registry packages."""

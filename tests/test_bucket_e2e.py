@@ -187,3 +187,16 @@ async def test_searchable_pdf_has_the_stored_text_at_the_word_boxes_on_the_origi
         original = render(dropped[kind], i) if kind == "pdf" else None
         if original is not None:
             assert np.array_equal(render(pdf, i), original)
+
+
+def test_cli_export_writes_the_searchable_pdf(dropped, pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    _, env = pipeline
+    out = tmp_path / "receipt.pdf"
+    run = subprocess.run([sys.executable, "-m", "services.cli", "export", dropped["ids"]["jpeg"], "-o", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    text = pdfium.PdfDocument(out.read_bytes())[0].get_textpage().get_text_range()
+    assert " ".join(text.split()) == " ".join(dropped["results"][dropped["ids"]["jpeg"]]["text"].split())
