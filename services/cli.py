@@ -122,7 +122,11 @@ def search_cmd(query: str, status, since, until, template, fields, limit: int, o
         finally:
             await pool.close()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.UndefinedFunctionError) as exc:
+        raise click.ClickException(f"{exc}: the database lacks the search migration; start the store stage "
+                                   "once (ocrstream run store) to apply it") from None
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
