@@ -209,7 +209,8 @@ def create_app(submitter: Submitter) -> FastAPI:
 
 
 class IngestStage(Stage):
-    """Consumes ``ocr.raw.v1`` (document bytes) and serves the HTTP API beside it."""
+    """Consumes ``ocr.raw.v1`` (document bytes) and the bucket notifications topic (objects
+    dropped into the inbox, services/ingest/bucket.py), and serves the HTTP API beside them."""
 
     name = "ingest"
     input_topics = (events.RAW,)
@@ -227,6 +228,7 @@ class IngestStage(Stage):
             await self.bucket.start()
 
     async def published(self, outputs) -> None:
+        """Acked outputs: the bucket door records its object versions as delivered."""
         if self.bucket is not None:
             await self.bucket.published(outputs)
 

@@ -118,8 +118,8 @@ class StoreStage(Stage):
         return [self._serve_api] if self.settings.query_port else []
 
     async def _serve_api(self, stop) -> None:
-        await serve_until(create_app(self.pool, ObjectStore(self.settings)), self.settings.http_host, self.settings.query_port,
-                          stop, self.name)
+        app = create_app(self.pool, ObjectStore(self.settings))  # the store serves PDFs from originals
+        await serve_until(app, self.settings.http_host, self.settings.query_port, stop, self.name)
 
     async def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
