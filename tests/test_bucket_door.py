@@ -70,9 +70,12 @@ def record(value: bytes, key: bytes | None = None, offset: int = 0) -> ConsumerR
     return ConsumerRecord("ocr.bucket-notifications", 0, offset, 0, 0, key, value, None, len(value), 0, [])
 
 
+UNIT_INBOX = f"unit-inbox-{uuid.uuid4().hex[:6]}/"  # not the pipelines' inbox/: they must not read these
+
+
 @pytest.fixture
 async def door(stack_settings):
-    settings = stack_settings.model_copy(update={"max_document_bytes": 1000})
+    settings = stack_settings.model_copy(update={"max_document_bytes": 1000, "inbox_prefix": UNIT_INBOX})
     store = ObjectStore(settings)
     ingestor = Ingestor(settings, store)
     await ingestor.start()
@@ -83,7 +86,7 @@ async def door(stack_settings):
 @pytest.mark.slow
 async def test_door_rules_against_real_s3(door):
     door, store = door
-    key = f"inbox/{uuid.uuid4().hex}.png"
+    key = f"{UNIT_INBOX}{uuid.uuid4().hex}.png"
     await store.put(key, b"\x89PNG small")
     stat = await asyncio.to_thread(store.client.stat_object, store.bucket, key)
     put = minio_record("s3:ObjectCreated:Put", key, stat.etag, stat.size)
@@ -102,8 +105,8 @@ async def test_door_rules_against_real_s3(door):
     assert await door.handle(record(minio_record("s3:ObjectCreated:Put", "elsewhere/x.png"))) == []
 
     # vanished before it was read, and oversized (limit 1000 bytes here): failed rows
-    vanished = await door.handle(record(minio_record("s3:ObjectCreated:Put", f"inbox/{uuid.uuid4().hex}.png")))
-    big_key = f"inbox/{uuid.uuid4().hex}.png"
+    vanished = await door.handle(record(minio_record("s3:ObjectCreated:Put", f"{UNIT_INBOX}{uuid.uuid4().hex}.png")))
+    big_key = f"{UNIT_INBOX}{uuid.uuid4().hex}.png"
     await store.put(big_key, b"x" * 2000)
     big = await door.handle(record(minio_record("s3:ObjectCreated:Put", big_key, "e", 2000)))
     for outputs, error in ((vanished, "MissingObjectError"), (big, "DocumentTooLargeError")):
@@ -124,7 +127,7 @@ async def test_seaweedfs_filer_publishes_object_events_for_the_door(stack, stack
                    secure=False)
     if not client.bucket_exists("ocrstream"):
         client.make_bucket("ocrstream")
-    key = f"inbox/{uuid.uuid4().hex}.jpg"
+    key = f"{UNIT_INBOX}{uuid.uuid4().hex}.jpg"  # outside inbox/: no pipeline reads these bytes
     client.put_object("ocrstream", key, io.BytesIO(b"jpeg bytes"), 10)
     etag = client.stat_object("ocrstream", key).etag
     found = []
