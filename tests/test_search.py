@@ -41,6 +41,7 @@ async def corpus(stack_settings):
         "invoice": [[f"ZEPHYRINE {tag} TRADING", "INVOICE NO 20931", "TOTAL RM 125.40"]],
         "memo": [[f"Memo {tag}", "Meeting moved to Friday"], [f"ZEPHYRINE {tag} minutes", "page two"]],
         "other": [[f"ZEPHYRINE {tag} ZEPHYRINE {tag}", "HELLO"]],
+        "markup": [[f"QUOKKA {tag} R&D 5<6 <b>"]],
     }
     ids = {name: f"search-{name}-{tag}" for name in docs}
     for name, pages in docs.items():
@@ -115,3 +116,14 @@ def test_cli_search_prints_ranked_hits(corpus, stack_env):
     text = subprocess.run([sys.executable, "-m", "services.cli", "search", f"zephyrine {tag}"],
                           env=stack_env, capture_output=True, text=True, timeout=120)
     assert "3 matching page(s)" in text.stdout and ids["memo"] in text.stdout and "box [" in text.stdout
+
+
+async def test_snippets_escape_the_text_they_mark(corpus):
+    pool, ids, tag = corpus
+    exact = (await search(pool, SearchQuery(f"quokka {tag}")))["hits"][0]  # ts_headline
+    noisy = (await search(pool, SearchQuery(f"QU0KKA {tag}")))["hits"][0]  # trigram only
+    assert exact["document_id"] == noisy["document_id"] == ids["markup"]
+    assert noisy["snippet"] == f"<mark>QUOKKA</mark> <mark>{tag}</mark> R&amp;D 5&lt;6 &lt;b&gt;"
+    for hit in (exact, noisy):
+        text = hit["snippet"].replace("<mark>", "").replace("</mark>", "")
+        assert "<mark>QUOKKA</mark>" in hit["snippet"] and "<" not in text and "R&D" not in text, hit["snippet"]

@@ -11,13 +11,14 @@ their boxes (page pixels) and word boxes, and a highlighted snippet. Regions mat
 
 Score of a region: ``ts_rank(tsv, query) + word_similarity(q, text)``; of a page: the sum over
 its matching regions. Pages are ranked by score (then newest document), ``limit``/``offset``
-paginated, ``total`` counts all matching pages. Snippets: ``ts_headline`` over the matching
+paginated, ``total`` counts all matching pages. Snippets (HTML-escaped): ``ts_headline`` over the matching
 regions' text with ``<mark>``…``</mark>``; trigram-only matches mark the most similar word
 (rapidfuzz). References: PostgreSQL manual, chapter 12 "Full Text Search" and F.35 "pg_trgm".
 """
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,9 @@ from rapidfuzz import fuzz, process
 
 TS_CONFIG = "simple"
 MARK = ("<mark>", "</mark>")
+# ts_headline marks with these private-use characters; the snippet is then HTML-escaped (OCR text
+# may hold "<" or "&") and they become MARK.
+_SEL = ("\ue000", "\ue001")
 MAX_QUERY_CHARS = 500
 MAX_LIMIT = 100
 
@@ -70,7 +74,7 @@ detail AS (
 )
 SELECT r.document_id, r.page_index, r.score, r.total, r.stored_at, t.regions, t.page_text,
        CASE WHEN r.exact THEN ts_headline('{TS_CONFIG}', t.page_text, q.tsq,
-            'StartSel=<mark>, StopSel=</mark>, MaxFragments=3, MaxWords=18, MinWords=5, FragmentDelimiter=" … "')
+            'StartSel={_SEL[0]}, StopSel={_SEL[1]}, MaxFragments=3, MaxWords=18, MinWords=5, FragmentDelimiter=" … "')
        END AS headline,
        d.status, d.filename, d.source, d.template, d.fields
 FROM ranked r JOIN detail t USING (document_id, page_index) JOIN documents d USING (document_id), q
@@ -134,19 +138,25 @@ def _hit(row: asyncpg.Record, q: str) -> dict:
         r["words"] = r["words"] if isinstance(r["words"], list) else json.loads(r["words"])
     return {"document_id": row["document_id"], "page_index": row["page_index"],
             "score": round(float(row["score"]), 4),
-            "snippet": row["headline"] or mark_similar(row["page_text"], q),
+            "snippet": _marked(row["headline"]) if row["headline"] else mark_similar(row["page_text"], q),
             "status": row["status"], "filename": row["filename"], "source": row["source"],
             "template": row["template"], "fields": json.loads(row["fields"]) if row["fields"] else {},
             "stored_at": row["stored_at"].isoformat(), "regions": regions}
 
 
+def _marked(headline: str) -> str:
+    """A ts_headline result, HTML-escaped, its selections as ``<mark>``…``</mark>``."""
+    return html.escape(headline).replace(_SEL[0], MARK[0]).replace(_SEL[1], MARK[1])
+
+
 def mark_similar(text: str, q: str) -> str:
-    """``text`` with the word most similar to each query word wrapped in ``<mark>``…``</mark>``
-    (for trigram-only hits, where ``ts_headline`` has no exact lexeme to mark)."""
+    """``text`` (HTML-escaped) with the word most similar to each query word wrapped in
+    ``<mark>``…``</mark>`` (for trigram-only hits, where ``ts_headline`` has no exact lexeme)."""
     words = text.split()
     marked = set()
     for term in q.split():
         best = process.extractOne(term, words, scorer=fuzz.ratio, processor=str.lower)
         if best is not None:
             marked.add(best[2])
-    return " ".join(f"{MARK[0]}{w}{MARK[1]}" if i in marked else w for i, w in enumerate(words))
+    return " ".join(f"{MARK[0]}{html.escape(w)}{MARK[1]}" if i in marked else html.escape(w)
+                    for i, w in enumerate(words))
