@@ -36,7 +36,7 @@ def stored_event(doc_id: str, pages: list[list[str]], template: str | None = Non
 async def corpus(stack_settings):
     stage = StoreStage(stack_settings)
     await stage.setup()
-    tag = uuid.uuid4().hex[:6]
+    tag = "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:6])  # letters: "6e0a" would parse as a number
     docs = {
         "invoice": [[f"ZEPHYRINE {tag} TRADING", "INVOICE NO 20931", "TOTAL RM 125.40"]],
         "memo": [[f"Memo {tag}", "Meeting moved to Friday"], [f"ZEPHYRINE {tag} minutes", "page two"]],
