@@ -162,6 +162,103 @@ def tail_results(group: str | None, idle_timeout: float | None) -> None:
     asyncio.run(tail())
 
 
+@main.command("search")
+@click.argument("query")
+@click.option("--status", type=click.Choice(["done", "failed"]), default=None)
+@click.option("--since", type=click.DateTime(), default=None, help="Stored at or after (ISO date/time, UTC).")
+@click.option("--until", type=click.DateTime(), default=None, help="Stored before (ISO date/time, UTC).")
+@click.option("--template", default=None, help="Only documents of this fixed-layout template.")
+@click.option("--field", "fields", multiple=True, metavar="NAME:VALUE", help="Template field value (repeatable).")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw result (as GET /v1/search returns it).")
+def search_cmd(query: str, status, since, until, template, fields, limit: int, offset: int, as_json: bool) -> None:
+    """Find documents by their words (PostgreSQL full text + trigram similarity for OCR noise)."""
+    import json
+    from datetime import timezone
+
+    import asyncpg
+
+    from services.store.search import MARK, SearchQuery, parse_field_filters, search
+
+    utc = lambda d: d.replace(tzinfo=timezone.utc) if d else None  # noqa: E731
+    try:
+        q = SearchQuery(query, status, utc(since), utc(until), template, parse_field_filters(list(fields)),
+                        limit, offset)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def run() -> dict:
+        pool = await asyncpg.create_pool(get_settings().postgres_dsn, min_size=1, max_size=1)
+        try:
+            return await search(pool, q)
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(run())
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.UndefinedFunctionError) as exc:
+        raise click.ClickException(f"{exc}: the database lacks the search migration; start the store stage "
+                                   "once (ocrstream run store) to apply it") from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{result['total']} matching page(s); showing {offset + 1}-{offset + len(result['hits'])}")
+    for hit in result["hits"]:
+        click.secho(f"\n{hit['score']:.3f}  {hit['document_id']}  page {hit['page_index'] + 1}  "
+                    f"{hit['filename'] or ''}  [{hit['status']}]", bold=True)
+        parts = hit["snippet"].replace(MARK[1], MARK[0]).split(MARK[0])
+        click.echo("  " + "".join(click.style(s, bold=True, underline=True) if i % 2 else s
+                                  for i, s in enumerate(parts)))
+        for region in hit["regions"]:
+            click.echo(f"    box {[round(v) for v in region['box']]}: {region['text']}")
+
+
+@main.command("export")
+@click.argument("document_id")
+@click.option("--format", "fmt", type=click.Choice(["pdf", "txt", "hocr", "alto", "json"]), default="pdf",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: DOCUMENT_ID.<format> in the current folder).")
+def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
+    """Write a stored document as a searchable PDF (original pages + invisible text), txt, hOCR,
+    ALTO or JSON (reads PostgreSQL and, for pdf, the original from the bucket)."""
+    import json
+
+    import asyncpg
+
+    from services.core.objectstore import ObjectStore
+    from services.document import Document
+    from services.exports import to_alto, to_hocr, to_searchable_pdf
+    from services.store.api import load_document
+
+    settings = get_settings()
+
+    async def load() -> tuple[dict | None, bytes | None]:
+        pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+        try:
+            data = await load_document(pool, document_id)
+        finally:
+            await pool.close()
+        original = None
+        if data is not None and fmt == "pdf" and data["status"] == "done":
+            original = await ObjectStore(settings).get(data["object_key"])
+        return data, original
+
+    data, original = asyncio.run(load())
+    if data is None:
+        raise click.ClickException(f"no document {document_id}")
+    if fmt == "pdf" and original is None:
+        raise click.ClickException(f"document {document_id} is {data['status']}: no PDF")
+    doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+    content: bytes = (to_searchable_pdf(doc, original) if fmt == "pdf" else
+                      (doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else
+                       to_alto(doc) if fmt == "alto" else json.dumps(doc.export(), ensure_ascii=False)).encode())
+    output = output or Path(f"{document_id}.{fmt}")
+    output.write_bytes(content)
+    click.echo(f"{output} ({len(content)} bytes)")
+
+
 @main.group()
 def dev() -> None:
     """The embedded local stack (Kafka API, S3, PostgreSQL) from registry packages."""

@@ -73,6 +73,15 @@ outside the state dir and creates a system user when running as root::
   data directory. Stopped with SIGINT ("fast" shutdown: SIGTERM would wait for
   every client to disconnect).
 
+Bucket notifications -- SeaweedFS's filer publishes its metadata events (protobuf ``filer_pb.EventNotification``, key =
+full path) to the topic ``ocr.bucket-notifications``, configured by ``state_dir/run/notification.toml``, weed's working directory
+(``[notification.kafka]``; weed reads ``notification.toml`` from its working directory, then
+``~/.seaweedfs``, ``/usr/local/etc/seaweedfs``, ``/etc/seaweedfs``). The filer's Kafka
+producer (sarama) must reach the broker when it starts, while the broker on S3 (the default
+``kafka_storage="s3"``) needs S3 first: so S3 starts without notifications, then the broker,
+then S3 again on the same ports and data with them (about a second; with memory storage the
+broker simply starts first). :meth:`EmbeddedStack.revive` keeps the same order.
+
 Every process is started with ``start_new_session=True`` (own session and
 process group, survives the starting process, e.g. ``ocrstream dev up``) and is
 stopped later by the PID recorded in ``state_dir/stack.json``: stop signal to
@@ -119,6 +128,7 @@ HOST = "127.0.0.1"
 PG_DATABASE = "ocrstream"
 PG_USER = "ocrstream"
 KAFKA_BUCKET = "tansu"
+BUCKET_NOTIFICATIONS_TOPIC = "ocr.bucket-notifications"  # = Settings.bucket_notifications_topic
 S3_REGION = "us-east-1"
 UNPRIVILEGED_USER = "nobody"  # runs initdb/postgres when we are root
 POLL_S = 0.1
@@ -144,10 +154,12 @@ class StackEndpoints:
     s3_access_key: str
     s3_secret_key: str
     postgres_dsn: str  # "postgresql://USER:PASS@127.0.0.1:PORT/ocrstream"
+    bucket_notifications_topic: str = ""  # where S3 publishes object events ("" = none)
 
     def as_env(self) -> dict[str, str]:
-        """The OCRSTREAM_* environment variables the services read."""
-        return {
+        """The OCRSTREAM_* environment variables the services read (the notifications topic
+        only when S3 publishes object events)."""
+        env = {
             "OCRSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OCRSTREAM_S3_ENDPOINT": self.s3_endpoint,
             "OCRSTREAM_S3_ACCESS_KEY": self.s3_access_key,
@@ -157,6 +169,9 @@ class StackEndpoints:
             # tansu answers InitProducerId with an error: no idempotent producer on it
             "OCRSTREAM_KAFKA_IDEMPOTENT_PRODUCER": "false",
         }
+        if self.bucket_notifications_topic:
+            env["OCRSTREAM_BUCKET_NOTIFICATIONS_TOPIC"] = self.bucket_notifications_topic
+        return env
 
     def write_env_file(self, path: Path) -> None:
         """Write :meth:`as_env` as a dotenv file readable by its owner only (mode 0600: secrets)."""
@@ -617,7 +632,8 @@ class EmbeddedStack:
 
     # ---- lifecycle
     def start(self, timeout_s: float = 90) -> StackEndpoints:
-        """Start S3, then Kafka, then PostgreSQL; return their endpoints once all answer.
+        """Start S3 and Kafka (order: see the module doc on bucket notifications), then
+        PostgreSQL; return their endpoints once all answer.
 
         Idempotent: on a started stack it just returns its endpoints (so both
         ``with EmbeddedStack(d) as s: s.endpoints`` and ``... as s: s.start()`` work).
@@ -637,13 +653,23 @@ class EmbeddedStack:
         self._dir("logs", "weed")
         creds = _load_credentials(self.state_dir)
         try:
-            s3_endpoint = self._start_s3(creds, deadline)
-            bootstrap = self._start_kafka(creds, s3_endpoint, deadline)
+            topic = BUCKET_NOTIFICATIONS_TOPIC
+            if self.kafka_storage == "s3":
+                # The broker keeps its log on S3 and the filer publishes to the broker: S3 first
+                # without notifications, the broker, then S3 again (same ports and data) with them.
+                s3_endpoint = self._start_s3(creds, deadline)
+                bootstrap = self._start_kafka(creds, s3_endpoint, deadline)
+                _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+                self._restart_s3_notifying(creds, deadline, bootstrap, topic)
+            else:  # the filer publishes object events to the broker: Kafka first
+                bootstrap = self._start_kafka(creds, None, deadline)
+                _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+                s3_endpoint = self._start_s3(creds, deadline, notify=(bootstrap, topic))
             dsn = self._start_postgres(creds, deadline)
             self.endpoints = StackEndpoints(
                 kafka_bootstrap=bootstrap, s3_endpoint=s3_endpoint,
                 s3_access_key=creds["s3_access_key"], s3_secret_key=creds["s3_secret_key"],
-                postgres_dsn=dsn)
+                postgres_dsn=dsn, bucket_notifications_topic=topic)
             self._write_state()
         except BaseException:
             self.stop()
@@ -665,25 +691,37 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout_s
         self._services = [s for s in recorded if s.running()]
         by_name = {s.name: s for s in recorded}
+        notify = (endpoints.kafka_bootstrap, endpoints.bucket_notifications_topic)
+        dead = [n for n in ("s3", "kafka", "postgres") if by_name.get(n) is None or not by_name[n].running()]
+        for name in dead:
+            self.log(f"{name} is not running: starting it again on its recorded port and data")
+            if name in by_name:
+                _remove_files(by_name[name].cleanup_files)
+        ports = {n: by_name[n].ports if n in by_name else None for n in dead}
         try:
-            for name in ("s3", "kafka", "postgres"):
-                svc = by_name.get(name)
-                if svc is not None and svc.running():
-                    continue
-                self.log(f"{name} is not running: starting it again on its recorded port and data")
-                if svc is not None:
-                    _remove_files(svc.cleanup_files)
-                ports = svc.ports if svc is not None else None
-                if name == "s3":
-                    self._start_s3(creds, deadline, ports)
-                elif name == "kafka":
-                    self._start_kafka(creds, endpoints.s3_endpoint, deadline, ports)
-                else:
-                    self._start_postgres(creds, deadline, ports)
+            # The broker on S3 needs S3 first; the filer's notifications need the broker.
+            s3_before_broker = "s3" in dead and "kafka" in dead and self.kafka_storage == "s3"
+            if "s3" in dead:
+                self._start_s3(creds, deadline, ports["s3"],
+                               notify=None if s3_before_broker or not notify[1] else notify)
+            if "kafka" in dead:
+                self._start_kafka(creds, endpoints.s3_endpoint, deadline, ports["kafka"])
+            if s3_before_broker and notify[1]:
+                self._restart_s3_notifying(creds, deadline, *notify)
+            if "postgres" in dead:
+                self._start_postgres(creds, deadline, ports["postgres"])
         finally:
             self.endpoints = endpoints
             self._write_state()
         return endpoints
+
+    def _restart_s3_notifying(self, creds: dict[str, str], deadline: float, bootstrap: str, topic: str) -> None:
+        """Stop the running weed and start it again on the same ports and data, now publishing
+        its filer events to ``topic`` on ``bootstrap``."""
+        svc = next(s for s in self._services if s.name == "s3")
+        _stop_services([svc], 10)
+        self._services.remove(svc)
+        self._start_s3(creds, deadline, svc.ports, notify=(bootstrap, topic))
 
     def stop(self, timeout_s: float = 20) -> None:
         """Stop every started process (signal, then SIGKILL after ``timeout_s``). Idempotent."""
@@ -714,9 +752,17 @@ class EmbeddedStack:
         _wait_ready(svc, probe, deadline)
         self.log(f"{label} up on {address} in {time.monotonic() - t0:.1f} s")
 
-    def _start_s3(self, creds: dict[str, str], deadline: float, ports: dict[str, int] | None = None) -> str:
+    def _start_s3(self, creds: dict[str, str], deadline: float, ports: dict[str, int] | None = None,
+                  notify: tuple[str, str] | None = None) -> str:
+        """Start weed mini (on ``ports`` if given); ``notify=(bootstrap, topic)``: its filer
+        publishes metadata events there (the bucket door)."""
         root = self._dir("s3")
         run = self._dir("run")
+        toml = run / "notification.toml"
+        toml.unlink(missing_ok=True)
+        if notify is not None:
+            toml.write_text(f'[notification.kafka]\nenabled = true\nhosts = ["{notify[0]}"]\n'
+                            f'topic = "{notify[1]}"\n')
         ports = ports or dict(zip([f"{n}{s}" for n in WEED_SERVERS for s in ("", "_grpc")],
                                   _free_ports(2 * len(WEED_SERVERS))))
         identities = {"identities": [{
@@ -742,7 +788,7 @@ class EmbeddedStack:
         self._bring_up(svc, client.list_buckets, deadline, "s3 (seaweedfs)", endpoint, cwd=run)
         return endpoint
 
-    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str, deadline: float,
+    def _start_kafka(self, creds: dict[str, str], s3_endpoint: str | None, deadline: float,
                      ports: dict[str, int] | None = None) -> str:
         (port,) = (ports["kafka"],) if ports else _free_ports(1)
         url = f"tcp://{HOST}:{port}"

@@ -1,4 +1,4 @@
-"""Standard exports of a :class:`~services.document.Document`: hOCR and ALTO XML.
+"""Standard exports of a :class:`~services.document.Document`: hOCR, ALTO XML, searchable PDF.
 
 * hOCR 1.2 (http://kba.github.io/hocr-spec/1.2/): XHTML with ``ocr_page`` > ``ocr_carea`` (a
   block) > ``ocr_par`` > ``ocr_line`` (a visual line) > ``ocrx_word``; ``title`` carries ``bbox x0 y0 x1 y1`` (integer page pixels) and
@@ -6,14 +6,21 @@
 * ALTO v4 (https://www.loc.gov/standards/alto/v4/alto-4-4.xsd): ``Page`` > ``PrintSpace`` >
   ``TextBlock`` > ``TextLine`` > ``String``/``SP``; ``MeasurementUnit`` pixel, ``WC`` in [0, 1].
 
+* Searchable PDF (:func:`to_searchable_pdf`): the original pages with an invisible text layer
+  (PDF text render mode 3) at the word boxes, as OCRmyPDF makes it - with OCRmyPDF's own
+  fpdf2 text-layer renderer and its glyphless font, grafted onto the pages with pikepdf.
+
 Regions without word boxes are exported as one word spanning the region.
 """
 
 from __future__ import annotations
 
+import io
+import tempfile
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from services.document import Box, Document
+from services.document import Box, Document, Page
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
 
@@ -81,3 +88,90 @@ def _pos(box: Box) -> dict[str, str]:
     x0, y0, x1, y1 = box
     return {"HPOS": f"{x0:.0f}", "VPOS": f"{y0:.0f}", "WIDTH": f"{max(0.0, x1 - x0):.0f}",
             "HEIGHT": f"{max(0.0, y1 - y0):.0f}"}
+
+
+# --------------------------------------------------------------------------- searchable PDF
+
+PDF_MAGIC = b"%PDF-"
+
+
+def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
+    """The document as a searchable PDF: its original pages, each with an invisible text layer
+    whose words sit at their boxes.
+
+    ``original`` is the submitted file. A PDF keeps its own pages untouched (the text layer is
+    added as an overlay Form XObject per page); an image (JPEG, PNG, TIFF, ...) becomes one page
+    per frame through img2pdf, which embeds JPEG/JPEG 2000 data as-is and other formats
+    losslessly (Flate), so the page images are the originals; an image with an alpha channel,
+    which PDF image XObjects cannot hold as such, is flattened onto white first (lossless PNG).
+    Word boxes are page pixels (``Page.width`` x ``Page.height``) and are scaled to each page's
+    crop box. The text layer is OCRmyPDF's renderer (ocrmypdf.fpdf_renderer, its Occulta
+    glyphless font; each word stretched to its box width). Pages with a ``/Rotate`` are not
+    handled (their layer would be rotated too).
+
+    CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
+    original's page count differs from the document's or the original is not an image or PDF.
+    """
+    import pikepdf
+
+    base = pikepdf.open(io.BytesIO(_base_pdf(original)))
+    pages = {p.page_index: p for p in doc.pages}
+    if len(base.pages) != len(doc.pages):
+        raise ValueError(f"the original has {len(base.pages)} pages, the document {len(doc.pages)}")
+    layer = pikepdf.open(io.BytesIO(_text_layer([pages[i] for i in sorted(pages)])))
+    for target, text_page in zip(base.pages, layer.pages):
+        target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
+    out = io.BytesIO()
+    base.save(out)
+    return out.getvalue()
+
+
+def _base_pdf(original: bytes) -> bytes:
+    """``original`` if it is a PDF, else its image(s) as PDF pages via img2pdf (no re-encoding)."""
+    if original[:1024].lstrip().startswith(PDF_MAGIC):
+        return original
+    import img2pdf
+
+    try:
+        return img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid)
+    except img2pdf.AlphaChannelError:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(original)) as im:
+            flat = Image.new("RGB", im.size, "white")
+            flat.paste(im, mask=im.convert("RGBA").getchannel("A"))
+            png = io.BytesIO()
+            flat.save(png, "PNG")
+        return img2pdf.convert(png.getvalue())
+    except (img2pdf.ImageOpenError, OSError) as exc:
+        raise ValueError(f"the original is neither a PDF nor an image img2pdf can embed: {exc}") from exc
+
+
+def _ocr_page(page: Page):
+    """One page as OCRmyPDF's OcrElement tree: page > paragraph (block) > line > word, boxes
+    in page pixels with a top-left origin."""
+    from ocrmypdf.models.ocr_element import BoundingBox, OcrClass, OcrElement
+
+    bbox = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
+    return OcrElement(ocr_class=OcrClass.PAGE, bbox=BoundingBox(0, 0, page.width, page.height), children=[
+        OcrElement(ocr_class=OcrClass.PARAGRAPH, bbox=bbox(block.box), children=[
+            OcrElement(ocr_class=OcrClass.LINE, bbox=bbox(line.box), children=[
+                OcrElement(ocr_class=OcrClass.WORD, bbox=bbox(w.box), text=w.text, confidence=w.confidence)
+                for w in line.words if w.text.strip()])
+            for line in block.lines])
+        for block in page.blocks])
+
+
+def _text_layer(pages: list[Page]) -> bytes:
+    """A text-only PDF, one page per ``Page`` at 72 dpi (1 pixel = 1 point), all text invisible."""
+    import ocrmypdf
+    from ocrmypdf.font import MultiFontManager
+    from ocrmypdf.fpdf_renderer import Fpdf2MultiPageRenderer
+
+    fonts = MultiFontManager(Path(ocrmypdf.__file__).parent / "data")
+    renderer = Fpdf2MultiPageRenderer([(p.page_index, _ocr_page(p), 72.0) for p in pages], fonts,
+                                      invisible_text=True)
+    with tempfile.TemporaryDirectory(prefix="ocrstream-pdf-") as tmp:
+        path = Path(tmp) / "layer.pdf"
+        renderer.render(path)
+        return path.read_bytes()

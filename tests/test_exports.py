@@ -65,3 +65,45 @@ def test_alto_structure():
     first = root.find(f".//{q('String')}")
     assert (first.get("HPOS"), first.get("VPOS"), first.get("WIDTH"), first.get("HEIGHT"), first.get("WC")) == (
         "10", "10", "100", "30", "0.950")
+
+
+def test_searchable_pdf_of_a_png_keeps_its_pixels_and_places_words_in_their_boxes():
+    """PNG originals (here with an alpha channel, flattened onto white) are embedded losslessly;
+    every word is extracted (pypdfium2) from inside its own box. The stored-text CER check on
+    real recognised pages is in tests/test_bucket_e2e.py."""
+    import io
+
+    import numpy as np
+    import pikepdf
+    import pypdfium2 as pdfium
+    from PIL import Image
+
+    from services.exports import to_searchable_pdf
+
+    rgb = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    opaque = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, np.full((300, 400), 255, np.uint8)])).save(opaque, "PNG")  # RGBA
+    doc = Document.from_results(EVENT)
+    pdf = to_searchable_pdf(doc, opaque.getvalue())
+
+    with pikepdf.open(io.BytesIO(pdf)) as out:
+        (image,) = out.pages[0].get_images().values()
+        assert np.array_equal(np.asarray(pikepdf.PdfImage(image).as_pil_image().convert("RGB")), rgb)
+    page = pdfium.PdfDocument(pdf)[0]
+    textpage = page.get_textpage()
+    w_pt, h_pt = page.get_size()
+    sx, sy = w_pt / 400, h_pt / 300
+    words = [w for r in EVENT["regions"] for w in (r.get("words") or [{"text": t, "box": r["box"]} for t in [r["text"]]])]
+    for word in words:
+        x0, y0, x1, y1 = word["box"]
+        assert word["text"] in textpage.get_text_bounded(x0 * sx, h_pt - y1 * sy, x1 * sx, h_pt - y0 * sy)
+    assert " ".join(textpage.get_text_range().split()) == "TOTAL RM 12.50 THANK YOU"
+
+
+def test_searchable_pdf_refuses_what_is_not_a_page():
+    import pytest
+
+    from services.exports import to_searchable_pdf
+
+    with pytest.raises(ValueError):
+        to_searchable_pdf(Document.from_results(EVENT), b"not an image at all")

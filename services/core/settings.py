@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # Re-submitted bytes (same sha256 and template) already done: process again, or reuse the
     # earlier document (its id is returned, nothing is reprocessed).
     duplicates: Literal["reprocess", "reuse"] = "reprocess"
+    # The bucket door (services/ingest/bucket.py): S3 event notifications of objects dropped
+    # under s3://<inbox_bucket or s3_bucket>/<inbox_prefix>; an empty topic turns it off.
+    bucket_notifications_topic: str = "ocr.bucket-notifications"
+    inbox_bucket: str | None = None
+    inbox_prefix: str = "inbox/"
+    seaweedfs_buckets_dir: str = "/buckets"  # the filer folder holding S3 buckets (SeaweedFS events)
 
     # Preprocess: the budget of one document, checked before the work is done
     max_image_pixels: int = 80_000_000  # one page or frame (A3 at 600 dpi is 70 Mpx)

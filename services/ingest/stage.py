@@ -5,7 +5,9 @@ Three doors, one path (:class:`Ingestor`):
 * ``ocrstream submit PATH...`` (files or folders) - :class:`Submitter`, in the caller's process;
 * ``POST /v1/documents`` (FastAPI, multipart field ``file``) - served by ``ocrstream run ingest``;
 * the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
-  document id; headers ``filename`` and ``template``), consumed by ``ocrstream run ingest``.
+  document id; headers ``filename`` and ``template``), consumed by ``ocrstream run ingest``;
+* the bucket door - S3 event notifications of objects dropped under the inbox prefix
+  (services/ingest/bucket.py), also consumed by ``ocrstream run ingest``.
 
 A document may name a fixed-layout template (``--template``, form field or header ``template``).
 
@@ -52,6 +54,7 @@ from services.core.names import sanitize_filename
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage
+from services.ingest.bucket import bucket_door
 from services.results import ResultWaiters
 
 log = logging.getLogger(__name__)
@@ -308,16 +311,30 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
 
 
 class IngestStage(Stage):
-    """Consumes ``ocr.raw.v1`` (document bytes) and serves the HTTP API beside it."""
+    """Consumes ``ocr.raw.v1`` (document bytes) and the bucket notifications topic (objects
+    dropped into the inbox, services/ingest/bucket.py), and serves the HTTP API beside them."""
 
     name = "ingest"
     input_topics = (events.RAW,)
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        topic = settings.bucket_notifications_topic
+        self.input_topics = (events.RAW, topic) if topic else (events.RAW,)
 
     async def setup(self) -> None:
         if self.settings.http_port:
             await self.setup_check()  # fail start-up, not the first request, on a bad auth setting
         self.ingestor = Ingestor(self.settings, ObjectStore(self.settings))
         await self.ingestor.start()
+        self.bucket = bucket_door(self.settings, self.ingestor.store, self.ingestor)
+        if self.bucket is not None:
+            await self.bucket.start()
+
+    async def published(self, outputs) -> None:
+        """Acked outputs: the bucket door records its object versions as delivered."""
+        if self.bucket is not None:
+            await self.bucket.published(outputs)
 
     async def teardown(self) -> None:
         await self.ingestor.close()
@@ -336,6 +353,8 @@ class IngestStage(Stage):
                               stop, self.name)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
+        if self.bucket is not None and record.topic == self.bucket.topic:
+            return await self.bucket.handle(record)
         headers = {k: v for k, v in (record.headers or ()) if isinstance(v, bytes)}
         filename = sanitize_filename(headers.get("filename", b"").decode("utf-8", "replace"))
         template = headers.get("template", b"").decode("utf-8", "replace")[:64] or None

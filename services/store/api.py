@@ -5,7 +5,11 @@
   at most 200 rows per page.
 * ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
   corrected text, value, validity), error.
-* ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto`` - standard exports.
+* ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto|pdf`` - standard exports; ``pdf`` is
+  a searchable PDF (original pages, invisible text layer; needs the object store).
+* ``GET /v1/search?q=&status=&since=&until=&template=&field=NAME:VALUE&limit=&offset=`` - ranked
+  full-text + trigram search (services/store/search.py).
+* ``GET /v1/failures`` - failed documents by stage and error type.
 * ``GET /healthz`` - liveness (no key needed).
 OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query`` scope
 (:mod:`services.core.auth`); exports are rendered in a worker thread.
@@ -23,8 +27,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.core.auth import Authenticator
+from services.core.errors import MissingObjectError
+from services.core.objectstore import ObjectStore
 from services.document import Document
-from services.exports import to_alto, to_hocr
+from services.exports import to_alto, to_hocr, to_searchable_pdf
+from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 
 DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
               "recognizer", "provider", "error_stage", "error_type", "error_message", "replays")
@@ -66,8 +73,9 @@ async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
 MAX_PAGE = 200
 
 
-def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
-    """The query API on ``pool``; every ``/v1`` route requires ``auth``'s ``query`` scope."""
+def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | None = None) -> FastAPI:
+    """The query API on ``pool``; every ``/v1`` route requires ``auth``'s ``query`` scope;
+    ``store`` (the originals' bucket) serves ``format=pdf``."""
     app = FastAPI(title="ocrstream documents", version="1")
     api = APIRouter(dependencies=[Depends(auth.require("query"))])
 
@@ -103,6 +111,22 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
         return [{"stage": r["error_stage"], "error_type": r["error_type"], "documents": r["documents"],
                  "last_at": r["last_at"].isoformat(), "last_document_id": r["last_document_id"]} for r in rows]
 
+    @api.get("/v1/search")
+    async def search_documents(q: str = Query(..., min_length=1, max_length=500),
+                               status: Literal["done", "failed"] | None = None,
+                               since: datetime | None = None, until: datetime | None = None,
+                               template: str | None = None,
+                               field: list[str] = Query([], description="NAME:VALUE, repeatable"),
+                               limit: int = Query(20, ge=1, le=MAX_LIMIT),
+                               offset: int = Query(0, ge=0)) -> dict:
+        """Pages whose text matches ``q`` (full text, or trigram-similar for OCR-noisy words),
+        best first, with the matching regions, their boxes and a ``<mark>``-highlighted snippet."""
+        try:
+            query = SearchQuery(q, status, since, until, template, parse_field_filters(field), limit, offset)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return await search(pool, query)
+
     @api.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:
         """One document with its text, pages and regions (404 if unknown)."""
@@ -112,10 +136,31 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator) -> FastAPI:
         return doc
 
     @api.get("/v1/documents/{document_id}/export")
-    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto"] = "json") -> Response:
-        """The document as JSON (document model), plain text, hOCR (XHTML) or ALTO v4 XML."""
+    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json") -> Response:
+        """The document as JSON (document model), plain text, hOCR (XHTML), ALTO v4 XML, or a
+        searchable PDF (original pages with an invisible text layer; 409 unless ``done``)."""
         data = await get_document(document_id)
+        if format == "pdf":
+            return await searchable_pdf(data)
         return await asyncio.to_thread(render_export, data, format)
+
+    async def searchable_pdf(data: dict) -> Response:
+        if data["status"] != "done" or not data["object_key"]:
+            raise HTTPException(409, f"document {data['document_id']} is {data['status']}: no PDF")
+        if store is None:
+            raise HTTPException(503, "this query API has no object store (format=pdf unavailable)")
+        try:
+            original = await store.get(data["object_key"])
+        except MissingObjectError as exc:
+            raise HTTPException(410, str(exc)) from None
+        doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
+        try:
+            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        name = (data["filename"] or data["document_id"]).rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".pdf"
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{name}"'})
 
     app.include_router(api)
     return app

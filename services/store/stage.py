@@ -35,6 +35,7 @@ from services.core.db import create_pool
 from services.core.errors import is_transient
 from services.core.http import serve_until
 from services.core.names import sanitize_filename, strip_nul
+from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
 from services.store.api import create_app
@@ -132,12 +133,13 @@ class StoreStage(Stage):
         return [self._serve_api] if self.settings.query_port else []
 
     async def _serve_api(self, stop) -> None:
-        """The query API on its own loop and pool (the sink's loop never serves HTTP)."""
+        """The query API on its own loop and pool (the sink's loop never serves HTTP); the
+        object store serves searchable PDFs from the originals."""
         auth = Authenticator(self.settings, self.settings.http_host)
         pool = await create_pool(self.settings, max_size=4)
         try:
-            await serve_until(create_app(pool, auth), self.settings.http_host, self.settings.query_port,
-                              stop, self.name)
+            await serve_until(create_app(pool, auth, ObjectStore(self.settings)), self.settings.http_host,
+                              self.settings.query_port, stop, self.name)
         finally:
             await pool.close()
 
