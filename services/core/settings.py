@@ -29,7 +29,9 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Topics are created with these (dev: one broker; production sets >= 12 and >= 3, see deploy/).
     topic_partitions: int = 4
+    topic_replication_factor: int = 1
     consumer_group_prefix: str = "ocrstream"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
@@ -79,7 +81,16 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = 20
 
     # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
+    # The same port serves /healthz and /readyz (services/core/health.py).
     metrics_port: int | None = None
+    lag_refresh_s: float = 5.0  # ocrstream_consumer_lag refresh period
+    health_probe_interval_s: float = 5.0  # Kafka/S3/PostgreSQL readiness probes
+    health_probe_timeout_s: float = 3.0
+    health_max_poll_age_s: float = 30.0  # not ready when the loop has not polled for longer
+    health_max_retry_s: float = 60.0  # not ready when retrying without a commit for longer
+    # `ocrstream lag-exporter` (services/core/lag.py): consumer-group lag from outside the stages
+    lag_exporter_port: int = 9108
+    lag_exporter_interval_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Settings":

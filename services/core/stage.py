@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 
-from . import events, metrics
+from . import events, health, metrics
 from .errors import DocumentTooLargeError, InvalidEventError, PermanentError, is_transient
 from .settings import Settings
 
@@ -193,7 +193,8 @@ async def ensure_topics(settings: Settings, topics: Sequence[str] = events.ALL_T
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, settings.topic_partitions, 1) for t in topics if t not in existing]
+        missing = [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor)
+                   for t in topics if t not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -231,11 +232,14 @@ class StageRunner:
         )
         self.producer = make_producer(s)
         tasks = [asyncio.create_task(bg(stop)) for bg in self.stage.background()]
+        tasks.append(asyncio.create_task(health.HEALTH.run(stop)))  # operability hook (issue 10): /readyz probes
         try:
             if not await retry_transient("connect to Kafka", name, s, stop, self._start_clients):
                 return
             log.info("%s: consuming %s as group %s-%s", name, ",".join(self.stage.input_topics),
                      s.consumer_group_prefix, name)
+            # operability hook (issue 10): lag refreshed on a timer
+            tasks.append(asyncio.create_task(metrics.LagTracker(name).run(self.consumer, stop, s.lag_refresh_s)))
             while not stop.is_set():
                 await self._poll_once(stop)
         finally:
@@ -275,12 +279,12 @@ class StageRunner:
             return
         await self._commit(records)
         metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
-        await self._update_lag()
 
     async def _poll(self) -> list[ConsumerRecord]:
         """Up to ``poll_max_records`` records; lingers ``stage.linger_ms`` for more once some came."""
         limit = self.settings.poll_max_records
         polled = await self.consumer.getmany(timeout_ms=500, max_records=limit)
+        health.mark_poll()  # operability hook (issue 10)
         records = [r for batch in polled.values() for r in batch]
         if records and self.stage.linger_ms and len(records) < limit:
             more = await self.consumer.getmany(timeout_ms=self.stage.linger_ms,
@@ -343,6 +347,7 @@ class StageRunner:
         await produce(self.producer, outputs)
         for o in outputs:
             metrics.MESSAGES_OUT.labels(self.stage.name, o.topic).inc()
+        metrics.observe_outputs(self.stage.name, outputs)  # operability hook (issue 10)
 
     async def _commit(self, records: Sequence[ConsumerRecord]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -351,18 +356,10 @@ class StageRunner:
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
             await self.consumer.commit(offsets)
+            metrics.mark_commit(self.stage.name)  # operability hook (issue 10)
         except CommitFailedError as exc:  # rebalanced meanwhile: the new owner redelivers
             log.warning("%s: commit failed after rebalance (%s); batch will be redelivered",
                         self.stage.name, exc)
-
-    async def _update_lag(self) -> None:
-        """Lag per partition = fetch highwater - position (tansu's end offsets are unreliable)."""
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                position = await self.consumer.position(tp)
-                metrics.CONSUMER_LAG.labels(self.stage.name, tp.topic, tp.partition).set(
-                    max(0, highwater - position))
 
 
 def run_stage(stage: Stage) -> None:
@@ -376,7 +373,8 @@ def run_stage(stage: Stage) -> None:
         await StageRunner(stage, stage.settings).run(stop)
 
     port = stage.settings.metrics_port_for(stage.name)
-    metrics.serve(port)
+    metrics.init_stage(stage.name, stage.input_topics)  # operability hook (issue 10)
+    health.serve(port, stage.name, stage.settings)  # operability hook (issue 10): /metrics /healthz /readyz
     metrics.STAGE_INFO.labels(stage.name, "input_topics", ",".join(stage.input_topics)).set(1)
-    log.info("%s: metrics on :%s/metrics", stage.name, port)
+    log.info("%s: metrics on :%s/metrics, probes on /healthz and /readyz", stage.name, port)
     asyncio.run(main())

@@ -29,7 +29,7 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 
-from services.core import events
+from services.core import events, metrics
 from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError
 from services.core.http import serve_until
 from services.core.objectstore import ObjectStore
@@ -90,7 +90,11 @@ class Ingestor:
 
         Raises BadInputError (empty, too large).
         """
-        self.check(data)
+        try:
+            self.check(data)
+        except BadInputError as exc:
+            metrics.count_rejected(source, exc)
+            raise
         sha = hashlib.sha256(data).hexdigest()
         if (earlier := await self.find_done(sha, template)) is not None:
             log.info("ingest: %s has the bytes of done document %s: reused", filename or document_id, earlier)
@@ -105,6 +109,7 @@ class Ingestor:
                          "filename": filename, "source": source, "template": template},
             "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
         }
+        metrics.count_ingested(source, len(data))
         return Output(events.INGESTED, document_id, event)
 
 
@@ -166,6 +171,7 @@ class Submitter:
         if isinstance(output, str):
             return Receipt(output, filename, reused=True)
         await produce(self.producer, [output])
+        metrics.observe_outputs("ingest", [output])
         return Receipt(document_id, filename, object_key=output.event["document"]["object_key"])
 
 

@@ -91,6 +91,8 @@ class RecognizeStage(Stage):
     async def handle_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
         loaded = await asyncio.gather(*(self.load(r) for r in records), return_exceptions=True)
         crops = [c for item in loaded if not isinstance(item, BaseException) for c in item[1]]
+        if crops:
+            metrics.RECOGNIZER_BATCH.observe(len(crops))
         try:
             readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []
         except Exception as exc:  # noqa: BLE001 - fails every record of this batch
