@@ -22,7 +22,7 @@ from PIL import Image
 from services.core import events
 from services.demo import submit_all
 from services.evaluation import cer
-from services.launcher import STAGES, StageProcesses, free_port
+from services.launcher import STAGES
 from services.results import wait_for_results
 from tools.render_samples import encode, render_page
 
@@ -52,15 +52,6 @@ def bad_inputs() -> dict[str, tuple[bytes, str, str]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "preprocess", "TruncatedImageError"),
         "bomb.png": (bomb.getvalue(), "preprocess", "DocumentTooLargeError"),
     }
-
-
-@pytest.fixture(scope="module")
-def pipeline(stack_env, tmp_path_factory):
-    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
-           "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}"}
-    metrics_ports = {stage: {"OCRSTREAM_METRICS_PORT": str(free_port())} for stage in STAGES}
-    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics_ports) as stages:
-        yield stages, env
 
 
 async def read_topic(settings, topic: str, idle_s: float = 3.0) -> list:
