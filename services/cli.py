@@ -126,7 +126,10 @@ def lag_exporter(port: int | None, once: bool) -> None:
     async def print_once() -> None:
         async with LagReader(settings.kafka_bootstrap) as reader:
             for stage, topics in exporter.stages.items():
-                for row in await reader.read(exporter.group(stage), topics):
+                rows = await reader.read(exporter.group(stage), topics)
+                if not rows:
+                    click.echo(f"{exporter.group(stage)}  {','.join(topics)}: no such topic yet")
+                for row in rows:
                     click.echo(f"{exporter.group(stage)}  {row.topic}[{row.partition}]  committed={row.committed}"
                                f"  highwater={row.highwater}  lag={row.lag}")
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from prometheus_client import Counter, Gauge
 
 from . import events
@@ -72,9 +73,11 @@ class LagReader:
     def __init__(self, bootstrap: str, fetch_timeout_ms: int = 2000):
         self.bootstrap, self.fetch_timeout_ms = bootstrap, fetch_timeout_ms
         self.fetcher: AIOKafkaConsumer | None = None
+        self.metadata = AIOKafkaClient(bootstrap_servers=bootstrap)
         self.groups: dict[str, AIOKafkaConsumer] = {}
 
     async def start(self) -> None:
+        await self.metadata.bootstrap()
         self.fetcher = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                         enable_auto_commit=False, max_partition_fetch_bytes=1024)
         await self.fetcher.start()
@@ -83,6 +86,7 @@ class LagReader:
         for consumer in [self.fetcher, *self.groups.values()]:
             if consumer is not None:
                 await consumer.stop()
+        await self.metadata.close()
 
     async def __aenter__(self) -> "LagReader":
         await self.start()
@@ -101,8 +105,8 @@ class LagReader:
 
     async def partitions(self, topics: tuple[str, ...]) -> list[TopicPartition]:
         """Every partition of ``topics`` (metadata from the broker; unknown topics have none)."""
-        await self.fetcher.topics()  # a metadata request: fresh partition counts
-        return [TopicPartition(t, p) for t in topics for p in sorted(self.fetcher.partitions_for_topic(t) or ())]
+        cluster = await self.metadata.fetch_all_metadata()  # fresh partition counts, all topics
+        return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
 
     async def read(self, group: str, topics: tuple[str, ...]) -> list[PartitionLag]:
         """Lag of ``group`` on every partition of ``topics``."""
