@@ -266,7 +266,8 @@ def test_kubernetes_stages_have_probes_resources_pdb_and_lag_scaling():
         assert scaled["scaleTargetRef"]["name"] == stage
         assert {(t["type"], t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in scaled["triggers"]} == {
             ("kafka", f"ocrstream-{stage}", topic) for topic in topics}
-        assert scaled["maxReplicaCount"] <= int(by_kind["ConfigMap"]["ocrstream-config"]["data"]["OCRSTREAM_TOPIC_PARTITIONS"])
+        partitions = int(by_kind["ConfigMap"]["ocrstream-config"]["data"]["OCRSTREAM_TOPIC_PARTITIONS"])
+        assert scaled["maxReplicaCount"] <= partitions
     assert by_kind["Service"]["store-api"]["spec"]["ports"][0]["port"] == 8081
 
 

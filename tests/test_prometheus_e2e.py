@@ -19,7 +19,6 @@ import httpx
 import pytest
 import yaml
 
-from services.core import events
 from services.demo import submit_all
 from services.launcher import STAGES, free_port
 from services.results import wait_for_results
@@ -113,7 +112,8 @@ async def traffic(pipeline, settings) -> None:
                     break
             except httpx.TransportError:
                 await asyncio.sleep(0.2)
-        resp = await client.post(api + "/v1/documents", files={"file": ("p.png", render("p.png", ["PROMETHEUS HTTP 5"]))})
+        page = render("p.png", ["PROMETHEUS HTTP 5"])
+        resp = await client.post(api + "/v1/documents", files={"file": ("p.png", page)})
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["document_id"])
         empty = await client.post(api + "/v1/documents", files={"file": ("e.png", b"")})

@@ -67,6 +67,7 @@ class Health:
         self._retries_seen = 0.0
         self._commit_seen = 0.0
         self._kafka = None
+        self._s3: Minio | None = None
 
     def configure(self, stage: str, settings: Settings) -> None:
         """Set the stage and what it needs; every dependency starts as not yet checked."""
@@ -149,9 +150,14 @@ class Health:
         from aiokafka.client import AIOKafkaClient
 
         if self._kafka is None:
-            self._kafka = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                         request_timeout_ms=int(self.settings.health_probe_timeout_s * 1000))
-            await self._kafka.bootstrap()
+            client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    request_timeout_ms=int(self.settings.health_probe_timeout_s * 1000))
+            try:
+                await client.bootstrap()
+            except BaseException:
+                await client.close()
+                raise
+            self._kafka = client
         metadata = await self._kafka.fetch_all_metadata()
         if not metadata.brokers():
             raise ConnectionError("no broker in the metadata")
@@ -159,12 +165,12 @@ class Health:
 
     async def _probe_s3(self) -> str:
         s = self.settings
-        timeout = s.health_probe_timeout_s
-        client = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key,
-                       secure=s.s3_secure, region=s.s3_region,
-                       http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                                                       retries=False))
-        if not await asyncio.to_thread(client.bucket_exists, s.s3_bucket):
+        if self._s3 is None:  # its own client: short timeouts, no retries
+            timeout = urllib3.Timeout(connect=s.health_probe_timeout_s, read=s.health_probe_timeout_s)
+            self._s3 = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key,
+                             secure=s.s3_secure, region=s.s3_region,
+                             http_client=urllib3.PoolManager(timeout=timeout, retries=False))
+        if not await asyncio.to_thread(self._s3.bucket_exists, s.s3_bucket):
             raise LookupError(f"bucket {s.s3_bucket} does not exist")
         return f"bucket {s.s3_bucket}"
 

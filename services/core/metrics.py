@@ -161,6 +161,8 @@ def observe_outputs(stage: str, outputs: Sequence) -> None:
         if not isinstance(ts, dict) or own not in ts:
             continue
         earlier = [k for k in TIMESTAMP_ORDER[:TIMESTAMP_ORDER.index(own)] if ts.get(k)]
+        if ts.get("failed"):  # a dead letter's result: the store's time starts when it failed
+            earlier.append("failed")
         if earlier and (seconds := _seconds_between(ts, earlier[-1], own)) is not None:
             STAGE_SECONDS.labels(stage).observe(max(0.0, seconds))
         if output.topic == events.RESULTS and (seconds := _seconds_between(ts, "submitted", "stored")) is not None:
