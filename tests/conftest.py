@@ -46,10 +46,11 @@ def stack_settings(stack_env) -> Settings:
     return Settings.from_env(stack_env)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline(stack_env, tmp_path_factory):
-    """The four stages as processes on the test stack, shared by every end-to-end test module:
-    ``(StageProcesses, env)``. Readiness probes every second (tests/test_health.py)."""
+    """The four stages as processes on the test stack, for one test module (stopped after it, so
+    no stage of it consumes what later modules produce): ``(StageProcesses, env)``. Readiness
+    probes and lag refreshes every second (tests/test_operability_e2e.py)."""
     from services.launcher import STAGES, StageProcesses, free_port
 
     env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),

@@ -1,8 +1,14 @@
-"""A real Prometheus (Debian's package) scrapes the four stages of the end-to-end pipeline and the
-lag exporter, with the alert rules of deploy/prometheus loaded; after documents went through
-every door, every dashboard expression must return data and every metric an alert rule reads
-must exist. Run with ``-s`` to print each expression and how many series it returned (the
-table in the issue's closing note)."""
+"""Operability end to end, on one pipeline (the four stages as processes on the real embedded
+stack):
+
+* health probes: /healthz while alive, /readyz 503 while S3 or PostgreSQL hangs (the embedded
+  server frozen with SIGSTOP) and 200 again once it is back;
+* a real Prometheus (Debian's package) scrapes the stages and the lag exporter with the alert
+  rules of deploy/prometheus loaded; after documents went through every door, every dashboard
+  expression must return data and every metric an alert rule reads must exist. Run with ``-s``
+  to print each expression and how many series it returned (the table of the issue's note):
+  ``.venv/bin/python -m pytest tests/test_operability_e2e.py -s``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +33,60 @@ from tests.promql import selectors
 from tests.test_pipeline_e2e import render, submit_raw
 
 pytestmark = pytest.mark.slow
+
+
+def url(pipeline, stage: str, path: str) -> str:
+    stages, _ = pipeline
+    return f"http://127.0.0.1:{stages.stage_env[stage]['OCRSTREAM_METRICS_PORT']}{path}"
+
+
+async def wait_status(client: httpx.AsyncClient, target: str, status: int, timeout_s: float = 240) -> dict:
+    """Poll ``target`` until it answers ``status``; its JSON body."""
+    last = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            resp = await client.get(target, timeout=5)
+            last = resp.status_code, resp.text
+            if resp.status_code == status:
+                return resp.json()
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{target} never answered {status}; last: {last}")
+
+
+async def test_every_stage_is_alive_and_ready(pipeline):
+    async with httpx.AsyncClient() as client:
+        for stage in STAGES:
+            assert (await wait_status(client, url(pipeline, stage, "/healthz"), 200))["ok"] is True
+            body = await wait_status(client, url(pipeline, stage, "/readyz"), 200)
+            assert body["ready"] and body["checks"]["kafka"]["ok"] and body["checks"]["poll"]["ok"], body
+        store = (await client.get(url(pipeline, "store", "/readyz"))).json()["checks"]
+        assert set(store) == {"kafka", "postgres", "poll", "retries"}
+        ingest = (await client.get(url(pipeline, "ingest", "/readyz"))).json()["checks"]
+        assert set(ingest) == {"kafka", "s3", "poll", "retries"}
+
+
+@pytest.mark.parametrize(("server", "stage", "check", "unaffected"),
+                         [("s3", "preprocess", "s3", "store"), ("postgres", "store", "postgres", "preprocess")])
+async def test_readyz_fails_while_a_dependency_is_down(pipeline, embedded_stack, server, stage, check,
+                                                       unaffected):
+    async with httpx.AsyncClient() as client:
+        await wait_status(client, url(pipeline, stage, "/readyz"), 200)
+        embedded_stack.pause(server)
+        try:
+            body = await wait_status(client, url(pipeline, stage, "/readyz"), 503, timeout_s=30)
+            assert body["checks"][check]["ok"] is False and not body["ready"], body
+            assert (await client.get(url(pipeline, stage, "/healthz"))).status_code == 200  # alive
+            assert (await client.get(url(pipeline, unaffected, "/readyz"))).status_code == 200
+        finally:
+            embedded_stack.resume(server)
+        body = await wait_status(client, url(pipeline, stage, "/readyz"), 200, timeout_s=60)
+        assert body["checks"][check]["ok"] is True
+
+
+# ---------------------------------------------------------------- Prometheus
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$stage": ".*"}
@@ -53,13 +114,14 @@ def lag_exporter(pipeline, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prometheus(pipeline, lag_exporter, tmp_path_factory):
+def prometheus(pipeline, lag_exporter):
     """A Prometheus scraping every stage (job ocrstream, label service) each second: its URL."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not installed: apt-get install prometheus (Debian; test.sh does it as root)")
     stages, _ = pipeline
-    work = tmp_path_factory.mktemp("prometheus")
+    # not under pytest's basetemp: concurrent pytest sessions of the same user prune old basetemps
+    work = Path(tempfile.mkdtemp(prefix="ocrstream-prometheus-"))
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(DEPLOY / "prometheus/alerts.yml")],
@@ -91,6 +153,7 @@ def prometheus(pipeline, lag_exporter, tmp_path_factory):
         proc.terminate()
         proc.wait(30)
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def query(client: httpx.AsyncClient, base: str, expr: str) -> list:
@@ -147,7 +210,12 @@ async def test_dashboard_and_alert_expressions_return_data(pipeline, prometheus,
             if len(up) == 5 and stored and lag:
                 break
             await asyncio.sleep(1)
-        assert len(up) == 5 and stored and lag, (up, stored, lag)
+        if not (len(up) == 5 and stored and lag):
+            stages, _ = pipeline
+            scraped = (await client.get(url(pipeline, "store", "/metrics"))).text
+            raw = await query(client, prometheus, "ocrstream_end_to_end_seconds_count[3m]")
+            raise AssertionError((stored, lag, stages.dead(), [line for line in scraped.splitlines()
+                                  if line.startswith("ocrstream_end_to_end_seconds_count")], raw))
 
         for panel in board["panels"]:
             for target in panel["targets"]:

@@ -1,10 +1,14 @@
-"""Latency metrics from event timestamps (services/core/metrics.py)."""
+"""Units of the operability code: latency metrics from event timestamps (services/core/metrics.py)
+and the readiness rules (services/core/health.py)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import REGISTRY
 
-from services.core import events, metrics
+from services.core import events, health, metrics
+from services.core.settings import Settings
 from services.core.stage import Output
 
 
@@ -46,3 +50,27 @@ def test_outputs_without_timestamps_are_skipped():
     dead = {"schema": events.DLQ, "document_id": "d"}
     metrics.observe_outputs("preprocess", [Output(events.DLQ, "d", dead)])
     assert value("ocrstream_stage_seconds_count", stage="preprocess") == count
+
+
+def test_readiness_needs_a_recent_poll_and_no_endless_retries():
+    state = health.Health()
+    state.configure("recognize", Settings(health_max_poll_age_s=30, health_max_retry_s=60))
+    state.checks = {name: health.Check(True, "ok") for name in state.needs}
+    assert state.readiness()[0] is False  # never polled
+    state.mark_poll()
+    assert state.readiness()[0] is True
+    state.last_poll = time.time() - 31
+    ready, report = state.readiness()
+    assert not ready and not report["poll"]["ok"]
+    state.mark_poll()
+
+    metrics.RETRIES.labels("recognize", "ConnectionError").inc()
+    state._track_retries()  # retries grew, no commit: retrying since now
+    assert state.readiness()[0] is True
+    state.retrying_since -= 61
+    ready, report = state.readiness()
+    assert not ready and "retrying without a commit" in report["retries"]["detail"]
+    metrics.RETRIES.labels("recognize", "ConnectionError").inc()
+    metrics.mark_commit("recognize")
+    state._track_retries()  # a commit happened: progress
+    assert state.readiness()[0] is True
