@@ -206,11 +206,11 @@ async def test_dashboard_and_alert_expressions_return_data(pipeline, prometheus,
         for _ in range(120):
             up = await query(client, prometheus, 'up{job=~"ocrstream|ocrstream-lag"} == 1')
             stored = await query(client, prometheus, 'sum(rate(ocrstream_end_to_end_seconds_count[1m])) > 0')
-            lag = await query(client, prometheus, "ocrstream_group_lag")
-            if len(up) == 5 and stored and lag:
+            lag = await query(client, prometheus, "count by (stage) (ocrstream_group_lag)")
+            if len(up) == 5 and stored and len(lag) == 4:  # the exporter has read every group
                 break
             await asyncio.sleep(1)
-        if not (len(up) == 5 and stored and lag):
+        if not (len(up) == 5 and stored and len(lag) == 4):
             stages, _ = pipeline
             scraped = (await client.get(url(pipeline, "store", "/metrics"))).text
             raw = await query(client, prometheus, "ocrstream_end_to_end_seconds_count[3m]")

@@ -70,7 +70,7 @@ class LagReader:
     ``fetch_timeout_ms``: how long one refresh waits for fetch answers of all partitions.
     """
 
-    def __init__(self, bootstrap: str, fetch_timeout_ms: int = 2000):
+    def __init__(self, bootstrap: str, fetch_timeout_ms: int = 5000):
         self.bootstrap, self.fetch_timeout_ms = bootstrap, fetch_timeout_ms
         self.fetcher: AIOKafkaConsumer | None = None
         self.metadata = AIOKafkaClient(bootstrap_servers=bootstrap)
