@@ -148,6 +148,13 @@ def prometheus(pipeline, lag_exporter):
             time.sleep(0.2)
         else:
             raise AssertionError((work / "prometheus.log").read_text()[-3000:])
+        for _ in range(300):  # ready is not scraping: targets are applied a few seconds later
+            up = httpx.get(base + "/api/v1/query", params={"query": "up"}, timeout=5).json()["data"]["result"]
+            if len(up) == len(STAGES) + 1:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"not every target scraped: {up}")
         yield base
     finally:
         proc.terminate()
