@@ -5,5 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+# Debian tools the deploy tests use: promtool/prometheus (alert rule unit tests, a real Prometheus
+# scraping the stages) and kubectl (kustomize). Installed when missing and we are root (CI is);
+# otherwise those tests skip and say how to get them.
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if ((${#missing[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing ${missing[*]} (apt-get)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >/tmp/ocrstream-apt.log 2>&1 || echo "apt-get install ${missing[*]} failed (see /tmp/ocrstream-apt.log): those tests will skip"
+fi
 export OMP_WAIT_POLICY=PASSIVE
 exec .venv/bin/python -m pytest -ra "$@"

@@ -189,7 +189,7 @@ def search_cmd(query: str, status, since, until, template, fields, limit: int, o
         raise click.BadParameter(str(exc)) from None
 
     async def run() -> dict:
-        pool = await asyncpg.create_pool(get_settings().postgres_dsn, min_size=1, max_size=1)
+        pool = await asyncpg.create_pool(get_settings().dsn, min_size=1, max_size=1)
         try:
             return await search(pool, q)
         finally:
@@ -235,7 +235,7 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     settings = get_settings()
 
     async def load() -> tuple[dict | None, bytes | None]:
-        pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+        pool = await asyncpg.create_pool(settings.dsn, min_size=1, max_size=1)
         try:
             data = await load_document(pool, document_id)
         finally:
@@ -257,6 +257,66 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     output = output or Path(f"{document_id}.{fmt}")
     output.write_bytes(content)
     click.echo(f"{output} ({len(content)} bytes)")
+
+
+@main.command()
+@click.argument("path", default="/readyz")
+@click.option("--port", default=None, type=int, help="Port (default: OCRSTREAM_METRICS_PORT, else 9100).")
+@click.option("--timeout", default=4.0, show_default=True, help="Seconds to wait for the answer.")
+def probe(path: str, port: int | None, timeout: float) -> None:
+    """Exit 0 if http://127.0.0.1:PORT/PATH answers 200, else 1 (container health checks)."""
+    import urllib.error
+    import urllib.request
+
+    port = port or get_settings().metrics_port or 9100
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            click.echo(resp.read(2000).decode("utf-8", "replace"))
+    except (urllib.error.URLError, OSError) as exc:
+        body = exc.read(2000).decode("utf-8", "replace") if isinstance(exc, urllib.error.HTTPError) else ""
+        click.echo(f"{path} on :{port}: {exc} {body}", err=True)
+        sys.exit(1)
+
+
+@main.command("lag-exporter")
+@click.option("--port", default=None, type=int, help="Port of /metrics (default OCRSTREAM_LAG_EXPORTER_PORT, 9108).")
+@click.option("--once", is_flag=True, help="Print each group's lag once and exit (no server).")
+def lag_exporter(port: int | None, once: bool) -> None:
+    """Export every stage's consumer-group lag from outside the stages (committed offsets vs
+    the fetch high-water mark), also while a stage is down: ocrstream_group_lag."""
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from services.core.lag import LagExporter, LagReader
+
+    settings = get_settings()
+    exporter = LagExporter(settings)
+
+    async def print_once() -> None:
+        async with LagReader(settings.kafka_bootstrap) as reader:
+            for stage, topics in exporter.stages.items():
+                rows = await reader.read(exporter.group(stage), topics)
+                if not rows:
+                    click.echo(f"{exporter.group(stage)}  {','.join(topics)}: no such topic yet")
+                for row in rows:
+                    click.echo(f"{exporter.group(stage)}  {row.topic}[{row.partition}]  committed={row.committed}"
+                               f"  highwater={row.highwater}  lag={row.lag}")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await exporter.run(stop)
+
+    if once:
+        asyncio.run(print_once())
+        return
+    port = settings.lag_exporter_port if port is None else port
+    start_http_server(port, addr="0.0.0.0")
+    click.echo(f"lag exporter: http://0.0.0.0:{port}/metrics, every {settings.lag_exporter_interval_s:g} s",
+               err=True)
+    asyncio.run(serve())
 
 
 @main.group()

@@ -736,6 +736,23 @@ class EmbeddedStack:
             self.endpoints = None
         self.log(f"local stack stopped in {time.monotonic() - t0:.1f} s")
 
+    def pause(self, name: str) -> None:
+        """Freeze service ``name`` ("kafka", "s3" or "postgres") with SIGSTOP to its whole process
+        group: its ports still accept connections but nothing answers (an outage as clients
+        see a hung server). :meth:`resume` continues it. For outage tests."""
+        os.killpg(self._service(name).pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Continue a service frozen by :meth:`pause` (SIGCONT)."""
+        os.killpg(self._service(name).pid, signal.SIGCONT)
+
+    def _service(self, name: str) -> _Service:
+        for svc in self._services:
+            if svc.name == name and svc.leader_alive():
+                return svc
+        raise StackError(f"no running service {name!r} in this stack "
+                         f"(have: {', '.join(s.name for s in self._services)})")
+
     def __enter__(self) -> "EmbeddedStack":
         self.start()
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -10,12 +11,18 @@ from services.core.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """A running embedded stack; its :class:`StackEndpoints`."""
+def embedded_stack(tmp_path_factory):
+    """The running :class:`EmbeddedStack` (for tests that pause/resume its servers)."""
     from services.devstack import EmbeddedStack
 
     with EmbeddedStack(tmp_path_factory.mktemp("stack")) as running:
-        yield running.start()
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack(embedded_stack):
+    """A running embedded stack; its :class:`StackEndpoints`."""
+    return embedded_stack.start()
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +44,19 @@ def stack_env(stack) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack_settings(stack_env) -> Settings:
     return Settings.from_env(stack_env)
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack_env, tmp_path_factory):
+    """The four stages as processes on the test stack, for one test module (stopped after it, so
+    no stage of it consumes what later modules produce): ``(StageProcesses, env)``. Readiness
+    probes and lag refreshes every second (tests/test_operability_e2e.py)."""
+    from services.launcher import STAGES, StageProcesses, free_port
+
+    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
+           "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}",
+           "OCRSTREAM_HEALTH_PROBE_INTERVAL_S": "1", "OCRSTREAM_HEALTH_PROBE_TIMEOUT_S": "1.5",
+           "OCRSTREAM_LAG_REFRESH_S": "1"}
+    metrics_ports = {stage: {"OCRSTREAM_METRICS_PORT": str(free_port())} for stage in STAGES}
+    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics_ports) as stages:
+        yield stages, env

@@ -97,10 +97,10 @@ async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dr
     newer = drop(s3, f"inbox/{tag}/receipt.jpg", encode(render_page([f"OVERWRITTEN {tag}"], size=30), "PNG"))
     assert newer != ids["jpeg"]
     assert (await wait_for_results(stack_settings, [newer], timeout_s=300))[newer]["status"] == "done"
-    stored = await rows(stack_settings.postgres_dsn, "SELECT document_id FROM documents WHERE filename = $1",
+    stored = await rows(stack_settings.dsn, "SELECT document_id FROM documents WHERE filename = $1",
                         f"s3://ocrstream/inbox/{tag}/receipt.jpg")
     assert sorted(r["document_id"] for r in stored) == sorted([ids["jpeg"], newer])
-    assert not await rows(stack_settings.postgres_dsn, "SELECT 1 FROM documents WHERE document_id = $1",
+    assert not await rows(stack_settings.dsn, "SELECT 1 FROM documents WHERE document_id = $1",
                           dropped["outside"])
     s3.remove_object("ocrstream", f"inbox/{tag}/memo.pdf")  # a delete: ignored, counted
 

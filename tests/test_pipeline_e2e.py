@@ -25,7 +25,7 @@ from services.client import submit_all
 from services.core import events
 from services.evaluation import cer
 from services.ingest.stage import raw_key_document_id
-from services.launcher import STAGES, StageProcesses, free_port
+from services.launcher import STAGES
 from services.results import wait_for_results
 from tools.render_samples import encode, render_page
 
@@ -59,15 +59,6 @@ def bad_inputs() -> dict[str, tuple[bytes, str, str]]:
 #: Refused at the CLI/HTTP door (the caller is told; no document, no dead letter).
 REFUSED = {"notes.txt": (b"this is not an image\n", "NotAnImageError", 415),
            "empty.png": (b"", "EmptyDocumentError", 400)}
-
-
-@pytest.fixture(scope="module")
-def pipeline(stack_env, tmp_path_factory):
-    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
-           "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}"}
-    metrics_ports = {stage: {"OCRSTREAM_METRICS_PORT": str(free_port())} for stage in STAGES}
-    with StageProcesses(env, tmp_path_factory.mktemp("logs"), stage_env=metrics_ports) as stages:
-        yield stages, env
 
 
 async def read_topic(settings, topic: str, idle_s: float = 3.0) -> list:

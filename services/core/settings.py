@@ -114,7 +114,16 @@ class Settings(BaseSettings):
     max_region_chars: int = 1000  # characters kept per region (longer readings are cut)
 
     # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
+    # The same port serves /healthz and /readyz (services/core/health.py).
     metrics_port: int | None = None
+    lag_refresh_s: float = 5.0  # ocrstream_consumer_lag refresh period
+    health_probe_interval_s: float = 5.0  # Kafka/S3/PostgreSQL readiness probes
+    health_probe_timeout_s: float = 3.0
+    health_max_poll_age_s: float = 30.0  # not ready when the loop has not polled for longer
+    health_max_retry_s: float = 60.0  # not ready when retrying without a commit for longer
+    # `ocrstream lag-exporter` (services/core/lag.py): consumer-group lag from outside the stages
+    lag_exporter_port: int = 9108
+    lag_exporter_interval_s: float = 15.0
 
     @field_validator("templates_dir")
     @classmethod

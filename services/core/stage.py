@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from . import events, metrics
+from . import events, health, metrics
 from .attempts import DeliveryAttempts
 from .errors import (ConfigurationError, DocumentTooLargeError, HandlerTimeoutError, InvalidEventError,
                      PermanentError, PoisonMessageError, RetriesExhaustedError, as_typed, is_transient,
@@ -261,6 +261,7 @@ class StageRunner:
         self.handler.start()
         monitor = LoopLagMonitor(name, metrics.LOOP_LAG.labels(name).set)
         tasks = [asyncio.create_task(monitor.run(stop))]
+        tasks.append(asyncio.create_task(health.HEALTH.run(stop)))  # operability hook (issue 10): /readyz probes
         try:
             if not await retry_transient("create topics", name, s, stop, lambda: ensure_topics(s),
                                          connection_hint(s)):
@@ -285,6 +286,8 @@ class StageRunner:
                                          connection_hint(s)):
                 return
             log.info("%s: consuming %s as group %s", name, ",".join(self.stage.input_topics), self.group)
+            # operability hook (issue 10): lag refreshed on a timer
+            tasks.append(asyncio.create_task(metrics.LagTracker(name).run(self.consumer, stop, s.lag_refresh_s)))
             while not stop.is_set():
                 await self._poll_once(stop)
                 for task in tasks:
@@ -341,7 +344,6 @@ class StageRunner:
             await self._commit(records)
             metrics.BATCH_SIZE.labels(name).observe(len(records))
             metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
-            await self._update_lag()
         finally:
             self.busy = False
             self._settled.set()
@@ -352,6 +354,7 @@ class StageRunner:
         """Up to ``poll_max_records`` records; lingers ``stage.linger_ms`` for more once some came."""
         limit = self.settings.poll_max_records
         polled = await self.consumer.getmany(timeout_ms=500, max_records=limit)
+        health.mark_poll()  # operability hook (issue 10)
         records = [r for batch in polled.values() for r in batch]
         if records and self.stage.linger_ms and len(records) < limit:
             more = await self.consumer.getmany(timeout_ms=self.stage.linger_ms,
@@ -378,6 +381,7 @@ class StageRunner:
                                     self.stage.name)
                         return None
                 polled = await self.consumer.getmany(timeout_ms=200)
+                health.mark_poll()  # operability hook (issue 10): polling goes on while busy
                 for tp, recs in polled.items():
                     if recs:
                         self.consumer.seek(tp, recs[0].offset)
@@ -572,6 +576,7 @@ class StageRunner:
         await produce(self.producer, outputs)
         for o in outputs:
             metrics.MESSAGES_OUT.labels(self.stage.name, o.topic).inc()
+        metrics.observe_outputs(self.stage.name, outputs)  # operability hook (issue 10)
 
     async def _commit(self, records: Sequence[ConsumerRecord]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -580,21 +585,13 @@ class StageRunner:
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
             await self.consumer.commit(offsets)
+            metrics.mark_commit(self.stage.name)  # operability hook (issue 10)
             self._timed_out.difference_update(self._key(r) for r in records)
         except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile
             log.warning("%s: commit failed after rebalance (%s); the new owner redelivers the batch",
                         self.stage.name, exc)
         except KafkaError as exc:
             log.warning("%s: commit failed (%s); the batch will be redelivered", self.stage.name, exc)
-
-    async def _update_lag(self) -> None:
-        """Lag per partition = fetch highwater - position (tansu's end offsets are unreliable)."""
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                position = await self.consumer.position(tp)
-                metrics.CONSUMER_LAG.labels(self.stage.name, tp.topic, tp.partition).set(
-                    max(0, highwater - position))
 
 
 def run_stage(stage: Stage) -> None:
@@ -611,9 +608,10 @@ def run_stage(stage: Stage) -> None:
         await StageRunner(stage, stage.settings).run(stop)
 
     port = stage.settings.metrics_port_for(stage.name)
-    metrics.serve(port)
+    metrics.init_stage(stage.name, stage.input_topics)  # operability hook (issue 10)
+    health.serve(port, stage.name, stage.settings)  # operability hook (issue 10): /metrics /healthz /readyz
     metrics.STAGE_INFO.labels(stage.name, "input_topics", ",".join(stage.input_topics)).set(1)
-    log.info("%s: metrics on :%s/metrics", stage.name, port)
+    log.info("%s: metrics on :%s/metrics, probes on /healthz and /readyz", stage.name, port)
     try:
         asyncio.run(main())
     except (ConfigurationError, PermanentError) as exc:

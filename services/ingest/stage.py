@@ -117,7 +117,11 @@ class Ingestor:
         ``sha``: the SHA-256 (hex) of ``data`` if already known. Raises BadInputError (empty,
         too large, unsupported type).
         """
-        self.check(data)
+        try:
+            self.check(data)
+        except BadInputError as exc:
+            metrics.count_rejected(source, exc)
+            raise
         sha = sha or await asyncio.to_thread(content_sha256, data)
         if (earlier := await self.find_done(sha, template)) is not None:
             log.info("ingest: %s has the bytes of done document %s: reused", filename or document_id, earlier)
@@ -133,6 +137,7 @@ class Ingestor:
                          **({"external_id": external_id} if external_id else {})},
             "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
         }
+        metrics.count_ingested(source, len(data))
         return Output(events.INGESTED, document_id, event)
 
 
@@ -239,12 +244,12 @@ class Submitter:
         try:
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source=source, submitted=submitted, template=template)
-        except BadInputError as exc:
-            metrics.REJECTED.labels("ingest", source, type(exc).__name__).inc()
+        except BadInputError as exc:  # counted by the ingestor
             return Receipt(document_id, filename, error=exc)
         if isinstance(output, str):
             return Receipt(output, filename, reused=True)
         await produce(self.producer, [output])
+        metrics.observe_outputs("ingest", [output])
         return Receipt(document_id, filename, object_key=output.event["document"]["object_key"])
 
 
@@ -294,7 +299,6 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
             status = next((code for cls, code in REFUSAL_STATUS.items() if isinstance(receipt.error, cls)), 422)
             raise HTTPException(status, detail={"error": type(receipt.error).__name__,
                                                 "message": str(receipt.error)})
-        metrics.INGESTED_BYTES.labels("http").inc(len(data))
         accepted = {"document_id": receipt.document_id, "object_key": receipt.object_key,
                     "status": "reused" if receipt.reused else "accepted"}
         if wait and results is not None and not receipt.reused:
@@ -363,7 +367,6 @@ class IngestStage(Stage):
         document_id = raw_document_id(record, sha, use_key=False)[0]
         try:  # every failure is reported under the scoped id, never under the producer's key
             document_id, external_id = raw_document_id(record, sha)
-            metrics.INGESTED_BYTES.labels("kafka").inc(len(data))
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source="kafka", template=template, sha=sha,
                                                 external_id=external_id)

@@ -94,6 +94,8 @@ class RecognizeStage(Stage):
     async def handle_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
         loaded = await asyncio.gather(*(self.load(r) for r in records), return_exceptions=True)
         crops = [c for item in loaded if not isinstance(item, BaseException) for c in item[1]]
+        if crops:
+            metrics.RECOGNIZER_BATCH.observe(len(crops))
         # A recogniser failure fails the batch as a whole: the runtime splits it until the
         # document that causes it is alone, so the other documents are read.
         readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []

@@ -1,0 +1,184 @@
+"""Consumer-group lag seen from outside the stages (``ocrstream lag-exporter``).
+
+A stage reports its own lag (``ocrstream_consumer_lag``) only while it runs; an operator also
+needs the lag of a group whose consumers are all dead, and an autoscaler needs it to start the
+first replica. This module reads, for each stage's consumer group, the committed offset of
+every partition of its input topics and the partition's log end, and exports
+
+* ``ocrstream_group_lag{stage, group, topic, partition}`` = high-water mark - committed offset
+  (committed offset 0 when the group never committed: it starts from the earliest offset),
+* ``ocrstream_group_committed_offset{...}`` and ``ocrstream_topic_high_watermark{topic, partition}``.
+
+How, given the embedded broker's quirks (see :mod:`services.devstack`):
+
+* the log end is the **fetch high-water mark**: a group-less consumer is assigned the
+  partitions, seeks each to the group's committed offset, fetches (at most one record per
+  partition) and reads :meth:`AIOKafkaConsumer.highwater` - tansu reports wrong
+  ``end_offsets`` after a batched produce, so ListOffsets is never used;
+* committed offsets come from ``AIOKafkaConsumer.committed()`` of a consumer that carries the
+  group id but never subscribes (so it never joins the group nor triggers a rebalance);
+  ``AIOKafkaAdminClient.list_consumer_group_offsets`` fails against tansu.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from prometheus_client import Counter, Gauge
+
+from . import events
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Input topics of each stage's consumer group (tests check these equal each Stage.input_topics;
+#: kept here so the exporter does not import the stages' models).
+STAGE_INPUTS = {"ingest": (events.RAW,), "preprocess": (events.INGESTED,),
+                "recognize": (events.REGIONS,), "store": (events.RECOGNIZED, events.DLQ)}
+
+GROUP_LAG = Gauge("ocrstream_group_lag", "Consumer-group lag: fetch high-water mark minus committed offset",
+                  ["stage", "group", "topic", "partition"])
+GROUP_COMMITTED = Gauge("ocrstream_group_committed_offset", "Committed offset of a consumer group",
+                        ["stage", "group", "topic", "partition"])
+HIGH_WATERMARK = Gauge("ocrstream_topic_high_watermark", "Fetch high-water mark of a partition",
+                       ["topic", "partition"])
+EXPORTER_ERRORS = Counter("ocrstream_lag_exporter_errors_total", "Failed lag refreshes", ["stage"])
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """Offsets of one partition for one group: ``lag = highwater - committed`` (messages)."""
+
+    topic: str
+    partition: int
+    committed: int
+    highwater: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.highwater - self.committed)
+
+
+class LagReader:
+    """Reads committed offsets and fetch high-water marks for consumer groups (see module doc).
+
+    ``fetch_timeout_ms``: how long one refresh waits for fetch answers of all partitions.
+    """
+
+    def __init__(self, bootstrap: str, fetch_timeout_ms: int = 5000):
+        self.bootstrap, self.fetch_timeout_ms = bootstrap, fetch_timeout_ms
+        self.fetcher: AIOKafkaConsumer | None = None
+        self.metadata = AIOKafkaClient(bootstrap_servers=bootstrap)
+        self.groups: dict[str, AIOKafkaConsumer] = {}
+
+    async def start(self) -> None:
+        await self.metadata.bootstrap()
+        self.fetcher = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                        enable_auto_commit=False, max_partition_fetch_bytes=1024)
+        await self.fetcher.start()
+
+    async def close(self) -> None:
+        for consumer in [self.fetcher, *self.groups.values()]:
+            if consumer is not None:
+                await consumer.stop()
+        await self.metadata.close()
+
+    async def __aenter__(self) -> "LagReader":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def _group_consumer(self, group: str) -> AIOKafkaConsumer:
+        if group not in self.groups:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group,
+                                        enable_auto_commit=False)
+            await consumer.start()
+            self.groups[group] = consumer
+        return self.groups[group]
+
+    async def partitions(self, topics: tuple[str, ...]) -> list[TopicPartition]:
+        """Every partition of ``topics`` (metadata from the broker; unknown topics have none)."""
+        cluster = await self.metadata.fetch_all_metadata()  # fresh partition counts, all topics
+        return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+
+    async def read(self, group: str, topics: tuple[str, ...]) -> list[PartitionLag]:
+        """Lag of ``group`` on every partition of ``topics``."""
+        tps = await self.partitions(topics)
+        if not tps:
+            return []
+        committed = {}
+        consumer = await self._group_consumer(group)
+        for tp in tps:
+            committed[tp] = await consumer.committed(tp) or 0
+        highwater = await self.highwaters(committed)
+        return [PartitionLag(tp.topic, tp.partition, committed[tp], max(highwater[tp], committed[tp]))
+                for tp in tps]
+
+    async def highwaters(self, start: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Fetch high-water mark of each partition, fetching from ``start[tp]`` (one record at most)."""
+        fetcher = self.fetcher
+        fetcher.assign(list(start))
+        for tp, offset in start.items():
+            fetcher.seek(tp, offset)
+        fetcher.resume(*start)
+        known: dict[TopicPartition, int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.fetch_timeout_ms / 1000
+        since_ms = int(time.time() * 1000)
+        while len(known) < len(start) and loop.time() < deadline:
+            await fetcher.getmany(*[tp for tp in start if tp not in known], timeout_ms=200, max_records=1)
+            for tp in start:  # only high-water marks of fetch answers of this refresh
+                hw = fetcher.highwater(tp)
+                if hw is not None and tp not in known and (fetcher.last_poll_timestamp(tp) or 0) >= since_ms:
+                    known[tp] = hw
+        fetcher.pause(*start)  # no background prefetching between refreshes
+        missing = [tp for tp in start if tp not in known]
+        if missing:
+            raise TimeoutError(f"no fetch answer for {missing} within {self.fetch_timeout_ms} ms")
+        return known
+
+
+class LagExporter:
+    """Refreshes the ``ocrstream_group_*`` gauges of every stage's group (``settings``'s prefix)."""
+
+    def __init__(self, settings: Settings, stages: dict[str, tuple[str, ...]] = STAGE_INPUTS):
+        self.settings, self.stages = settings, stages
+        self.series: set[tuple[str, str, str, str]] = set()
+
+    def group(self, stage: str) -> str:
+        return f"{self.settings.consumer_group_prefix}-{stage}"
+
+    async def refresh(self, reader: LagReader) -> None:
+        """One pass over all groups; a group that fails keeps its last values and counts an error."""
+        for stage, topics in self.stages.items():
+            group = self.group(stage)
+            try:
+                rows = await reader.read(group, topics)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other groups
+                EXPORTER_ERRORS.labels(stage).inc()
+                log.warning("lag of %s: %s: %s", group, type(exc).__name__, exc)
+                continue
+            for row in rows:
+                labels = (stage, group, row.topic, str(row.partition))
+                GROUP_LAG.labels(*labels).set(row.lag)
+                GROUP_COMMITTED.labels(*labels).set(row.committed)
+                HIGH_WATERMARK.labels(row.topic, str(row.partition)).set(row.highwater)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh every ``lag_exporter_interval_s`` until ``stop``."""
+        for stage in self.stages:
+            EXPORTER_ERRORS.labels(stage)
+        async with LagReader(self.settings.kafka_bootstrap) as reader:
+            while not stop.is_set():
+                await self.refresh(reader)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.lag_exporter_interval_s)
+                except asyncio.TimeoutError:
+                    pass
