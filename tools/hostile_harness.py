@@ -236,10 +236,10 @@ class RssSampler(threading.Thread):
         self.peaks = {s: 0.0 for s in pids}
         self._window = dict(self.peaks)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._halt.wait(self.interval_s):
             sample = {s: sum(_status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024 for s, pid in self.pids.items()}
             with self._lock:
                 for s, mib in sample.items():
@@ -255,7 +255,7 @@ class RssSampler(threading.Thread):
             return dict(self._window)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
     def vmhwm_mib(self) -> dict[str, float]:
@@ -284,8 +284,9 @@ def missing_lines(text: str, lines: tuple[str, ...]) -> list[str]:
     return [want for want in lines if min(cer([got], [want], ci=True) for got in read) > TEXT_MAX_CER]
 
 
-def compare(expect: Expect, door: Door, obs: Observed) -> list[str]:
-    """Every way ``obs`` differs from ``expect`` at ``door`` (empty: as expected)."""
+def compare(expect: Expect, door: Door, obs: Observed, goal_s: float = RESOLVE_GOAL_S) -> list[str]:
+    """Every way ``obs`` differs from ``expect`` at ``door`` (empty: as expected); ``goal_s``: the
+    time allowed to resolve (the first submission of a run also waits for the models to load)."""
     problems = []
     if obs.outcome != expect.outcome or (expect.outcome == "failed" and
                                           (obs.stage, obs.error_type) != (expect.stage, expect.error_type)):
@@ -307,8 +308,8 @@ def compare(expect: Expect, door: Door, obs: Observed) -> list[str]:
             problems.append(f"text {obs.row['text'][:80]!r} misses {lost}")
     if obs.row is not None and (why := unsafe_filename(obs.row.get("filename"))):
         problems.append(why)
-    if obs.outcome in ("done", "failed", "refused") and obs.seconds > RESOLVE_GOAL_S:
-        problems.append(f"resolved in {obs.seconds:.0f} s > {RESOLVE_GOAL_S:.0f} s")
+    if obs.outcome in ("done", "failed", "refused") and obs.seconds > goal_s:
+        problems.append(f"resolved in {obs.seconds:.0f} s > {goal_s:.0f} s")
     return problems
 
 
@@ -359,9 +360,10 @@ class HostileRun:
                 data = case.make(self.budget)
                 for door, expect in case.expect.items():
                     sampler.window()
+                    goal_s = WARMUP_S if self.first else RESOLVE_GOAL_S
                     obs, filename = await self._submit(case, door, data, ids)
                     row = Row(case, door, expect, obs, sampler.window_peaks(), filename,
-                              hashlib.sha256(data).hexdigest(), len(data), compare(expect, door, obs))
+                              hashlib.sha256(data).hexdigest(), len(data), compare(expect, door, obs, goal_s))
                     if case.victim:
                         row.problems += await self._victim_problems(case.victim, ids, rows)
                     rows.append(row)
