@@ -42,7 +42,7 @@ def report(stack_env, tmp_path_factory) -> Report:
 @pytest.mark.parametrize("name,door", SUBMISSIONS, ids=[f"{n}-{d}" for n, d in SUBMISSIONS])
 def test_case_has_its_expected_outcome(report, name, door):
     row = next(r for r in report.rows if (r.case.name, r.door.value) == (name, door))
-    assert row.ok, (f"{name} via {door}: expected {row.expect.describe()}, observed {row.observed.describe()} "
+    assert row.ok, (f"{name} via {door}: expected {row.expect.describe(row.door)}, observed {row.observed.describe()} "
                     f"in {row.observed.seconds:.1f} s: {row.problems}; output {row.observed.output[-300:]!r}")
 
 

@@ -82,12 +82,15 @@ class Expect:
     http_status: int = 202
     text: tuple[str, ...] | None = None
 
-    def describe(self) -> str:
-        """Short form for tables: ``done``, ``failed preprocess/NotAnImageError``, ``refused 415``."""
+    def describe(self, door: "Door | None" = None) -> str:
+        """Short form for tables: ``done``, ``failed preprocess/NotAnImageError``, ``refused 415``
+        (at the CLI door: ``refused (exit != 0)``; the HTTP status is the HTTP door's)."""
+        http = door in (None, Door.HTTP)
         if self.outcome == "failed":
-            return f"failed {self.stage}/{self.error_type}" + (f" (http {self.http_status})" if self.http_status != 202 else "")
+            return f"failed {self.stage}/{self.error_type}" + (
+                f" (http {self.http_status})" if http and self.http_status != 202 else "")
         if self.outcome == "refused":
-            return f"refused {self.http_status}"
+            return f"refused {self.http_status}" if http else "refused (exit != 0)"
         return "done"
 
 
@@ -396,8 +399,10 @@ CASES: list[Case] = [
          "PNG cut in half"),
     Case("jpeg-claims-10000x11000", lambda b: jpeg_claiming(10_000, 11_000), bad_page("DocumentTooLargeError"),
          "0.6 KB JPEG whose header claims 10000x11000 (over the page budget: budget checked first)", ext=".jpg"),
-    Case("jpeg-header-lies", lambda b: jpeg_claiming(5_000, 5_000), bad_page("CorruptImageError"),
-         "0.6 KB JPEG whose header claims 5000x5000 (within the budget): a lying header", ext=".jpg"),
+    Case("jpeg-header-lies", lambda b: jpeg_claiming(*[math.isqrt(b.max_image_pixels * 6 // 10)] * 2),
+         bad_page("CorruptImageError"),
+         "0.6 KB JPEG whose header claims 60% of the page pixel budget (4898x4898 at 40 Mpx): a lying header",
+         ext=".jpg"),
     Case("pdf-malformed", pdf_malformed, bad_page("CorruptImageError"), "%PDF- header then random bytes", ext=".pdf"),
     Case("pdf-encrypted", lambda b: pdf_encrypted("user-secret", "ENCRYPTED PDF"), bad_page("EncryptedDocumentError", ALL_DOORS),
          "AES-256 PDF with a user password", ext=".pdf"),
@@ -524,7 +529,7 @@ def main() -> None:
         if args.write:
             args.write.mkdir(parents=True, exist_ok=True)
             (args.write / case.default_filename()).write_bytes(data)
-        expect = "; ".join(f"{d.value}: {e.describe()}" for d, e in case.expect.items())
+        expect = "; ".join(f"{d.value}: {e.describe(d)}" for d, e in case.expect.items())
         print(f"{case.name:<26} {len(data):>9}  {expect}  -- {case.what}")
     print(f"{len(CASES)} cases, {len(submissions())} submissions")
 

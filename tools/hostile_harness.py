@@ -167,7 +167,7 @@ class Report:
             o = r.observed
             rss = " | ".join(f"{r.rss_mib.get(s, 0):.0f}" for s in STAGES)
             verdict = "ok" if r.ok else "MISMATCH: " + "; ".join(r.problems)
-            lines.append(f"| {r.case.name} | {r.data_bytes} | {r.door.value} | {r.expect.describe()} | "
+            lines.append(f"| {r.case.name} | {r.data_bytes} | {r.door.value} | {r.expect.describe(r.door)} | "
                          f"{o.describe()} | {o.error_type or ''} | {o.seconds:.1f} | {rss} | "
                          f"{verdict.replace('|', '/')} |")
         return "\n".join(lines)
@@ -186,7 +186,7 @@ class Report:
 
     def as_json(self) -> dict:
         return {"summary": self.summary(), "rows": [
-            {"case": r.case.name, "door": r.door.value, "expected": r.expect.describe(),
+            {"case": r.case.name, "door": r.door.value, "expected": r.expect.describe(r.door),
              "observed": r.observed.describe(), "error_type": r.observed.error_type,
              "seconds": round(r.observed.seconds, 2), "rss_mib": r.rss_mib, "problems": r.problems}
             for r in self.rows], "pids_before": self.pids_before, "pids_after": self.pids_after,
@@ -290,7 +290,7 @@ def compare(expect: Expect, door: Door, obs: Observed, goal_s: float = RESOLVE_G
     problems = []
     if obs.outcome != expect.outcome or (expect.outcome == "failed" and
                                           (obs.stage, obs.error_type) != (expect.stage, expect.error_type)):
-        msg = f"expected {expect.describe()}, got {obs.describe()}"
+        msg = f"expected {expect.describe(door)}, got {obs.describe()}"
         if obs.row and obs.row.get("error_message"):
             msg += f" ({obs.row['error_message'][:160]})"
         problems.append(msg)
