@@ -234,6 +234,7 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True, name="rss-sampler")
         self.pids, self.interval_s = pids, interval_s
         self.peaks = {s: 0.0 for s in pids}
+        self._last = dict(self.peaks)  # the latest sample: a window starts from it (short windows have no sample)
         self._window = dict(self.peaks)
         self._lock = threading.Lock()
         self._halt = threading.Event()
@@ -242,13 +243,14 @@ class RssSampler(threading.Thread):
         while not self._halt.wait(self.interval_s):
             sample = {s: sum(_status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024 for s, pid in self.pids.items()}
             with self._lock:
+                self._last = sample
                 for s, mib in sample.items():
                     self.peaks[s] = max(self.peaks[s], mib)
                     self._window[s] = max(self._window[s], mib)
 
     def window(self) -> None:
         with self._lock:
-            self._window = {s: 0.0 for s in self.pids}
+            self._window = dict(self._last)
 
     def window_peaks(self) -> dict[str, float]:
         with self._lock:
