@@ -11,7 +11,8 @@ tools/hostile_corpus.py through its doors one at a time and prints: input, door,
 observed outcome, error type, seconds to resolve, peak RSS (MiB) of each stage's process tree
 while that input was handled; then each stage's PID before/after and peak memory, against the
 issue's goals (0 crashes, preprocess <= 1.5 GiB, every bad document resolved within 30 s).
-Exits 1 when any outcome differs from its expectation or a stage process died, else 0.
+Exits 1 when any outcome differs from its expectation, a stage process died or a stage's consumer
+group still has uncommitted input 30 s after the last case, else 0.
 Everything it starts is stopped at the end.
 """
 
@@ -68,7 +69,7 @@ def main() -> int:
     print(report.summary())
     if args.json:
         args.json.write_text(json.dumps(report.as_json(), indent=1, default=str))
-    return 1 if report.mismatches or report.crashed_stages else 0
+    return 1 if report.mismatches or report.crashed_stages or report.stuck_stages else 0
 
 
 if __name__ == "__main__":

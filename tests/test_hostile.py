@@ -3,7 +3,8 @@ topic of the four real stage processes on the embedded broker, S3 and PostgreSQL
 
 Every (case, door) is its own test: its expected outcome (``done``, ``failed`` with stage and typed
 error, or ``refused`` at the door without a dead letter), resolved within 30 s. Then: every stage
-is still the process it was, a good document after the corpus is done, and the peak RSS of each
+is still the process it was, no consumer group is left with uncommitted input (no stuck
+partition), a good document after the corpus is done, and the peak RSS of each
 stage (its process tree) was recorded. The whole table is written to ``<tmp>/hostile/table.md``
 and printed with ``-s``; ``bench/bench_hostile.py`` prints the same table on its own stack.
 """
@@ -50,6 +51,11 @@ def test_case_has_its_expected_outcome(report, name, door):
 def test_every_stage_is_still_the_same_process(report):
     if report.crashed_stages:
         pytest.fail(report.summary(), pytrace=False)
+
+
+def test_no_partition_is_stuck(report):
+    """After the corpus every stage's group has committed all of its input (30 s allowed)."""
+    assert set(report.lag) == set(STAGES) and not report.stuck_stages, report.lag
 
 
 def test_good_document_after_the_corpus_is_done(report):

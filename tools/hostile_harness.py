@@ -34,7 +34,7 @@ import time
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
@@ -149,6 +149,11 @@ class Report:
     vmhwm_mib: dict[str, float]
     api_key_note: str
     seconds: float
+    lag: dict[str, int] = field(default_factory=dict)  # uncommitted input records per stage after the corpus
+
+    @property
+    def stuck_stages(self) -> dict[str, int]:
+        return {s: n for s, n in self.lag.items() if n}
 
     @property
     def mismatches(self) -> list[Row]:
@@ -180,7 +185,8 @@ class Report:
         cases = {r.case.name for r in self.rows}
         return (f"{len(cases)} cases, {len(self.rows)} submissions, {len(self.mismatches)} mismatches, "
                 f"{self.seconds:.0f} s\nstages: {stages}\n"
-                f"crashed/restarted stages: {', '.join(self.crashed_stages) or 'none'}; preprocess peak "
+                f"crashed/restarted stages: {', '.join(self.crashed_stages) or 'none'}; uncommitted input "
+                f"records per stage after the corpus: {self.lag or 'not measured'}; preprocess peak "
                 f"{pre:.0f} MiB (goal <= {PREPROCESS_RSS_GOAL_MIB:.0f}: {'met' if pre <= PREPROCESS_RSS_GOAL_MIB else 'MISSED'})"
                 f"\nAPI key: {self.api_key_note}")
 
@@ -190,7 +196,7 @@ class Report:
              "observed": r.observed.describe(), "error_type": r.observed.error_type,
              "seconds": round(r.observed.seconds, 2), "rss_mib": r.rss_mib, "problems": r.problems}
             for r in self.rows], "pids_before": self.pids_before, "pids_after": self.pids_after,
-            "peak_tree_mib": self.peak_tree_mib, "vmhwm_mib": self.vmhwm_mib}
+            "peak_tree_mib": self.peak_tree_mib, "vmhwm_mib": self.vmhwm_mib, "lag": self.lag}
 
 
 # --- memory ------------------------------------------------------------------------------------------
@@ -315,6 +321,50 @@ def compare(expect: Expect, door: Door, obs: Observed, goal_s: float = RESOLVE_G
     return problems
 
 
+# --- stuck partitions --------------------------------------------------------------------------------
+
+#: Input topics of each stage's consumer group ``<prefix>-<stage>`` (services/core/stage.py).
+STAGE_INPUTS = {"ingest": (events.RAW,), "preprocess": (events.INGESTED,), "recognize": (events.REGIONS,),
+                "store": (events.RECOGNIZED, events.DLQ)}
+
+
+async def group_lag(settings: Settings) -> dict[str, int]:
+    """Records not yet committed by each stage's consumer group: fetch high-water mark - committed
+    offset, summed over its input partitions. tansu quirks: its end offsets are wrong after batched
+    produce (so the high-water mark of a fetch is used) and AIOKafkaAdminClient's offset listing
+    fails on it (so committed offsets come from a consumer carrying the group id that never
+    subscribes, hence never joins the group). Issue 10's services/core/lag.py does the same for
+    the exporter; this copy keeps the harness independent of it until both are merged.
+    """
+    from aiokafka import TopicPartition
+
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                              max_partition_fetch_bytes=settings.max_message_bytes)
+    await reader.start()
+    try:
+        cluster = await reader._client.fetch_all_metadata()  # noqa: SLF001 - fresh partition counts
+        lag = {}
+        for stage, topics in STAGE_INPUTS.items():
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+            group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                     group_id=f"{settings.consumer_group_prefix}-{stage}")
+            await group.start()
+            try:
+                committed = {tp: await group.committed(tp) or 0 for tp in tps}
+            finally:
+                await group.stop()
+            reader.assign(tps)
+            for tp in tps:  # one record before the committed offset: each fetch returns data
+                reader.seek(tp, max(0, committed[tp] - 1))
+            deadline = time.monotonic() + 5
+            while any(reader.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+                await reader.getmany(*tps, timeout_ms=500, max_records=1)  # a fetch answer sets the high-water mark
+            lag[stage] = sum(max(0, (reader.highwater(tp) or 0) - committed[tp]) for tp in tps)
+        return lag
+    finally:
+        await reader.stop()
+
+
 # --- the run -----------------------------------------------------------------------------------------
 
 
@@ -375,6 +425,7 @@ class HostileRun:
             await asyncio.sleep(3)  # late dead letters of refused submissions would show now
             for row in rows:
                 row.problems += await self._trace_problems(row)
+            lag = await self._settled_lag()
         finally:
             stop.set()
             await dlq_task
@@ -386,7 +437,16 @@ class HostileRun:
                       for s, pid in self.pids.items()}
         return Report(rows, dict(self.pids), pids_after, sampler.peaks, sampler.vmhwm_mib(),
                       "created" if self.api_key else "NONE (ocrstream apikey create failed): HTTP sent without a key",
-                      time.monotonic() - started)
+                      time.monotonic() - started, lag)
+
+    async def _settled_lag(self, timeout_s: float = RESOLVE_GOAL_S) -> dict[str, int]:
+        """Each stage's uncommitted input records, once all are 0 or after ``timeout_s`` (stuck partitions)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lag = await group_lag(self.settings)
+            if not any(lag.values()) or time.monotonic() > deadline:
+                return lag
+            await asyncio.sleep(2)
 
     # -- doors --
 
@@ -394,7 +454,7 @@ class HostileRun:
         limit = WARMUP_S if self.first else POLL_LIMIT_S
         self.first = False
         filename = case.filename if case.filename is not None else case.default_filename()
-        since = datetime.now(timezone.utc) - timedelta(seconds=1)
+        since = datetime.now(timezone.utc)  # same clock as the stages and PostgreSQL (one machine)
         t0 = time.monotonic()
         try:
             if door is Door.CLI:
