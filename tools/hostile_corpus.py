@@ -392,8 +392,7 @@ CASES: list[Case] = [
     Case("control-before", png_of("CONTROL BEFORE CORPUS 1618"), at_every_door(done("CONTROL BEFORE CORPUS 1618")),
          "good rendered PNG, warms the models up", control=True),
     # --- empty, not images, unsupported types -----------------------------------------------------
-    Case("empty", const(b""), {Door.CLI: failed("ingest", "EmptyDocumentError"),
-                               Door.HTTP: failed("ingest", "EmptyDocumentError", http_status=422),
+    Case("empty", const(b""), {Door.CLI: refused(400), Door.HTTP: refused(400),
                                Door.RAW: failed("ingest", "EmptyDocumentError")},
          "0 bytes (issue silent on refusing vs failing: kept today's 422 + failed row)"),
     Case("text-named-jpg", const(b"this is a plain text file, not a photo\n" * 20), NOT_IMAGE,
