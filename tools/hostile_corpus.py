@@ -394,7 +394,7 @@ CASES: list[Case] = [
     # --- empty, not images, unsupported types -----------------------------------------------------
     Case("empty", const(b""), {Door.CLI: refused(400), Door.HTTP: refused(400),
                                Door.RAW: failed("ingest", "EmptyDocumentError")},
-         "0 bytes (issue silent on refusing vs failing: kept today's 422 + failed row)"),
+         "0 bytes: refused at the CLI/HTTP doors (400), a failed row from the raw topic"),
     Case("text-named-jpg", const(b"this is a plain text file, not a photo\n" * 20), NOT_IMAGE,
          "text file named .jpg", ext=".jpg"),
     Case("heic", const(HEIC_MAGIC), NOT_IMAGE, "HEIC (ftypheic magic)", ext=".heic"),
