@@ -13,6 +13,7 @@ stack):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from services.demo import submit_all
+from services.client import submit_all
+from services.ingest.stage import raw_key_document_id
 from services.launcher import STAGES, free_port
 from services.results import wait_for_results
 from tests.promql import selectors
@@ -187,11 +189,11 @@ async def traffic(pipeline, settings) -> None:
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["document_id"])
         empty = await client.post(api + "/v1/documents", files={"file": ("e.png", b"")})
-        assert empty.status_code == 422
-        ids.append(empty.json()["detail"]["document_id"])
-    raw_id = f"prom-{uuid.uuid4().hex[:8]}"
-    await submit_raw(settings, render("raw.png", ["PROMETHEUS RAW 6"]), raw_id)
-    ids.append(raw_id)
+        assert empty.status_code == 400  # refused at the door: counted, no document
+    page = render("raw.png", ["PROMETHEUS RAW 6"])
+    for key, data in ((f"prom-{uuid.uuid4().hex[:8]}", page), (f"prom-empty-{uuid.uuid4().hex[:8]}", b"")):
+        await submit_raw(settings, data, key)  # the empty one fails at ingest: a dead letter
+        ids.append(raw_key_document_id(key, hashlib.sha256(data).hexdigest()))
     return ids
 
 
