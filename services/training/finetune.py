@@ -26,6 +26,8 @@ Training choices (CPU first):
 * AdamW, linear warm-up then constant learning rate; gradient norm clipped at 5.
 * Budget: stops after ``budget_cpu_s`` CPU seconds of this process (training and validation) or
   ``max_steps``; ``torch.set_num_threads(threads)`` (default 1).
+* Kept state (``keep``): ``"best"`` = lowest validation-subset CER ci seen (the base weights
+  included, so a run that never improves exports the base), ``"last"`` = the final weights.
 * Checkpoint ``OUT/checkpoints/last.pt`` every ``checkpoint_every`` steps and at the end (weights,
   optimiser, step, CPU used, best state, RNG); ``resume=True`` continues from it.
 """
@@ -54,7 +56,8 @@ from services.training.manifest import LineSample, load_image, read_manifest
 from services.training.ppocr_torch import (ConversionError, OnnxModule, TorchPPOCR, convert, load_base, parity,
                                            torch_runner, write_back)
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "GateRefused", "backbone_parameters", "ctc_targets", "finetune_ppocr"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "GateRefused", "Trainer", "backbone_parameters", "ctc_targets",
+           "finetune_ppocr"]
 
 MAX_WIDTH = 1600  # px after resizing to height 48 (bounded work per line); wider lines skipped
 
@@ -89,6 +92,7 @@ class FinetuneConfig:
     val_limit: int = 200
     checkpoint_every: int = 100
     seed: int = 0
+    keep: str = "best"  # best (lowest val-subset CER ci seen, the base included) | last
     force: bool = False
     resume: bool = False
     progress: bool = True
@@ -204,7 +208,7 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-class _Trainer:
+class Trainer:
     """State of one run (module, optimiser, data, counters); see :func:`finetune_ppocr`."""
 
     def __init__(self, cfg: FinetuneConfig) -> None:
@@ -226,6 +230,8 @@ class _Trainer:
         frozen = backbone_parameters(self.module) if cfg.freeze == "backbone" else set()
         if cfg.freeze not in ("backbone", "none"):
             raise ValueError(f"freeze must be 'backbone' or 'none', got {cfg.freeze!r}")
+        if cfg.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {cfg.keep!r}")
         for name, p in self.module.named_parameters():
             p.requires_grad_(name not in frozen)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
@@ -260,16 +266,25 @@ class _Trainer:
         _say(f"resumed at step {self.step} ({self.cpu_used:.0f} CPU-s used, best val CER ci {self.best_cer:.4f})")
 
     # -- loop ---------------------------------------------------------------------------------
-    def train_step(self, batch: Sequence[_Line]) -> float:
-        """One optimiser step on ``batch``; returns the loss (mean CTC per line, nats)."""
+    def _loss(self, batch: Sequence[_Line]) -> torch.Tensor:
+        """Mean CTC loss per line of ``batch`` (``CTCLoss(reduction="mean")``: each line's loss / its label length)."""
         x = torch.from_numpy(make_batch([load_image(line.sample) for line in batch], [line.width for line in batch]))
-        logits = self.module(x)
         caseless = torch.tensor([line.sample.caseless for line in batch])
-        logp = _log_probs(logits, caseless, self.pairs)
+        logp = _log_probs(self.module(x), caseless, self.pairs)
         frames = torch.tensor([-(-line.width // 8) for line in batch])
         targets = torch.tensor([i for line in batch for i in line.target])
         lengths = torch.tensor([len(line.target) for line in batch])
-        loss = self.ctc(logp, targets, frames, lengths)
+        return self.ctc(logp, targets, frames, lengths)
+
+    def mean_loss(self) -> float:
+        """Mean loss over every training line with the current weights (no gradient)."""
+        with torch.no_grad():
+            batches = _batches(self.lines, self.cfg.batch_size, random.Random(0))
+            return sum(float(self._loss(b)) * len(b) for b in batches) / len(self.lines)
+
+    def train_step(self, batch: Sequence[_Line]) -> float:
+        """One optimiser step on ``batch``; returns the loss (mean CTC per line, nats)."""
+        loss = self._loss(batch)
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr * min(1.0, (self.step + 1) / max(1, self.cfg.warmup_steps))
         self.opt.zero_grad(set_to_none=True)
@@ -277,7 +292,7 @@ class _Trainer:
         torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.opt.step()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def validate(self) -> float:
         """CER ci on the validation subset with the current weights; keeps the best state."""
@@ -336,15 +351,17 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = _Trainer(cfg)
+    trainer = Trainer(cfg)
     _say(f"{len(trainer.lines)} training lines (skipped {trainer.skipped}), {len(trainer.val)} validation lines; "
          f"{sum(p.numel() for p in trainer.params):,} of {sum(p.numel() for p in trainer.module.parameters()):,} "
          f"parameters trained (freeze={cfg.freeze}), {cfg.threads} thread(s), budget {cfg.budget_cpu_s:.0f} CPU-s")
     if cfg.resume and trainer.ckpt.is_file():
         trainer.load()
     trainer.run()
-    trainer.module.load_state_dict(trainer.best_state)
-    _say(f"trained {trainer.step} steps in {trainer.cpu_used:.0f} CPU-s; best val-subset CER ci {trainer.best_cer:.4f}")
+    if cfg.keep == "best":
+        trainer.module.load_state_dict(trainer.best_state)
+    _say(f"trained {trainer.step} steps in {trainer.cpu_used:.0f} CPU-s; val-subset CER ci {trainer.val_history}; "
+         f"keeping the {cfg.keep} state")
 
     staging = out / ".staging"
     staging.mkdir(exist_ok=True)

@@ -10,7 +10,6 @@ Synthetic lines, exported corrections and real lines therefore mix by listing se
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["LineSample", "ManifestError", "export_manifest", "load_image", "read_manifest", "write_manifest"]
+__all__ = ["LineSample", "ManifestError", "load_image", "read_manifest", "write_manifest"]
 
 #: manifest lines longer than this are rejected (bounded input).
 MAX_RECORD_BYTES = 64 * 1024
@@ -102,24 +101,3 @@ def load_image(sample: LineSample) -> np.ndarray:
     if image is None or image.size == 0:
         raise ManifestError(f"{sample.id}: cannot read image {sample.image}")
     return image
-
-
-def export_manifest(samples: Sequence[LineSample], out_dir: str | Path, *, copy_images: bool = True) -> Path:
-    """Write ``samples`` as ``out_dir/lines.jsonl`` (+ ``out_dir/img/`` when ``copy_images``).
-
-    With ``copy_images`` each image is copied to ``img/<id>.<ext>`` (the folder is then
-    self-contained); otherwise ``image`` holds the absolute source path. Returns the manifest path.
-    """
-    out_dir = Path(out_dir)
-    (out_dir / "img").mkdir(parents=True, exist_ok=True)
-    records = []
-    for s in samples:
-        image = str(s.image)
-        if copy_images:
-            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in s.id) + s.image.suffix
-            shutil.copyfile(s.image, out_dir / "img" / name)
-            image = f"img/{name}"
-        records.append({"id": s.id, "image": image, "text": s.text, **s.extra})
-    manifest = out_dir / "lines.jsonl"
-    write_manifest(manifest, records)
-    return manifest

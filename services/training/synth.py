@@ -62,11 +62,16 @@ class SynthError(RuntimeError):
     """No usable font, or an unusable text file."""
 
 
+#: stands for Pillow's bundled TrueType font (Aileron, ``ImageFont.load_default``): the last resort.
+PILLOW_FONT = Path("<pillow-default>")
+
+
 def find_fonts(fonts_dir: str | Path | None = None) -> list[Path]:
-    """Font files to draw with, sorted: ``fonts_dir``, else the Debian packages, else ``fc-list``.
+    """Font files to draw with, sorted: ``fonts_dir``, else the Debian packages, else ``fc-list``,
+    else ``[PILLOW_FONT]`` (with a warning naming the Debian packages).
 
     Raises:
-        SynthError: none found (the message names the Debian packages to install).
+        SynthError: ``fonts_dir`` holds no ``.ttf``/``.otf`` font.
     """
     if fonts_dir is not None:
         found = [p for p in Path(fonts_dir).rglob("*") if p.suffix.lower() in (".ttf", ".otf")]
@@ -75,9 +80,12 @@ def find_fonts(fonts_dir: str | Path | None = None) -> list[Path]:
         if not found:
             found = _fc_list()
     found = sorted(p for p in found if not _SKIP_FONT.search(p.name))
+    if not found and fonts_dir is not None:
+        raise SynthError(f"no .ttf/.otf fonts in {fonts_dir}")
     if not found:
-        raise SynthError(f"no fonts found in {fonts_dir or 'the system'}: apt-get install "
-                         f"{' '.join(DEBIAN_FONT_DIRS)} (or pass --fonts DIR with .ttf/.otf files)")
+        print(f"[synth] warning: no system fonts; using Pillow's bundled font only. For varied lines: "
+              f"apt-get install {' '.join(DEBIAN_FONT_DIRS)}", file=sys.stderr)
+        return [PILLOW_FONT]
     return found
 
 
@@ -195,7 +203,7 @@ def render_line(text: str, font_path: Path, r: random.Random, *, dot_matrix: boo
     size = r.randint(*FONT_PX)
     if dot_matrix:
         size = max(size, 28)
-    font = ImageFont.truetype(str(font_path), size)
+    font = ImageFont.load_default(size=size) if font_path == PILLOW_FONT else ImageFont.truetype(str(font_path), size)
     x0, y0, x1, y1 = font.getbbox(text)
     canvas = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
     ImageDraw.Draw(canvas).text((2 - x0, 2 - y0), text, font=font, fill=255)
