@@ -233,3 +233,36 @@ def test_trocr_finetune_path(tmp_path, lines_dir):
     assert summary["training"]["loss_last"] < summary["training"]["loss_first"]
     reader = load_recognizer("trocr", model_dir=tmp_path / "out" / "onnx", device="cpu", threads=1)
     assert len(reader.recognize([cv2.imread(str(read_manifest(lines_dir / "val" / "lines.jsonl")[0].image))])) == 1
+
+
+async def test_label_export_from_store_takes_verified_lines_only(stack_settings, tmp_path):
+    import uuid
+
+    import asyncpg
+
+    from services.core.objectstore import ObjectStore
+    from services.store.migrate import apply_migrations
+    from services.training.labels import verified_lines
+
+    store = ObjectStore(stack_settings)
+    await store.ensure_bucket()
+    doc = uuid.uuid4().hex
+    png = cv2.imencode(".png", np.full((20, 60, 3), 255, np.uint8))[1].tobytes()
+    await store.put(f"crops/{doc}/0.png", png, "image/png")
+    await store.put(f"crops/{doc}/1.png", png, "image/png")
+    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    try:
+        await apply_migrations(conn)
+        await conn.execute("INSERT INTO documents (document_id, status, version) VALUES ($1, 'done', 'v')", doc)
+        await conn.execute("INSERT INTO pages VALUES ($1, 0, 100, 100)", doc)
+        for k, verified in enumerate(["TOTAL 12.50", None]):
+            await conn.execute(
+                "INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,"
+                " crop_key, text, confidence, verified_text, verified_at)"
+                " VALUES ($1, $2, 0, $3, $3, 0, 0, 60, 20, $4, 'T0TAL 12.50', 0.9, $5, CASE WHEN $5::text IS NULL"
+                " THEN NULL ELSE now() END)", doc, f"r{k}", k, f"crops/{doc}/{k}.png", verified)
+    finally:
+        await conn.close()
+    records = [r for r in await verified_lines(stack_settings, tmp_path) if r["id"].startswith(doc)]
+    assert [(r["id"], r["text"]) for r in records] == [(f"{doc}/r0", "TOTAL 12.50")]
+    assert (tmp_path / records[0]["image"]).read_bytes() == png
