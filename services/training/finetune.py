@@ -179,7 +179,7 @@ def _prepare(samples: Sequence[LineSample], index: dict[str, int]) -> tuple[list
         width = resized_width(h, w)
         if width > MAX_WIDTH:
             skipped["too wide"] += 1
-        elif -(-width // 8) < 2 * len(target) - 1 and -(-width // 8) < len(target):
+        elif -(-width // 8) < len(target):  # CTC needs at least one frame per label symbol
             skipped["too short for label"] += 1
         else:
             lines.append(_Line(s, width, target))
