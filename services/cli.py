@@ -197,7 +197,7 @@ def label_export_cmd(out: Path, manifests: tuple[str, ...], from_store: bool, si
 @click.option("--base", type=click.Choice(["ppocr", "trocr"]), default="ppocr", show_default=True)
 @click.option("--trocr-checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --base trocr: the transformers checkpoint folder to fine-tune.")
-@click.option("--train", "train", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--train", "train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training manifest (repeatable).")
 @click.option("--train-caseless", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training manifest whose labels are upper-cased print (e.g. SROIE): case-folded loss.")
@@ -222,6 +222,8 @@ def finetune_cmd(out: Path, base: str, trocr_checkpoint: str | None, train: tupl
                  keep: str, seed: int, resume: bool, force: bool) -> None:
     """Fine-tune the recogniser on labelled lines; write OUT/model.onnx + OUT/manifest.json if it beats the base."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not train and not train_caseless:
+        raise click.UsageError("give at least one --train or --train-caseless manifest")
     if base == "trocr":
         if not trocr_checkpoint:
             raise click.UsageError("--base trocr needs --trocr-checkpoint DIR")
