@@ -225,6 +225,7 @@ class OnnxModule(torch.nn.Module):
         return next((i for i, n in enumerate(self._nodes) if n[0] == op_type), -1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Run the graph on its (non-initializer) inputs in order; returns its first output."""
         values: dict[str, torch.Tensor] = dict(zip(self._inputs, inputs))
         for name, key in self._consts.items():
             values[name] = getattr(self, key)
