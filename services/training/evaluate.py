@@ -79,9 +79,9 @@ def load_for_eval(model: str, *, threads: int = 1) -> Recognizer:
 
 def format_scores(rows: Sequence[tuple[str, SetScore]]) -> str:
     """A plain-text table: model, set, lines, CER/WER ci and cs (%), CER ci without spaces, CPU-s."""
-    head = f"{'model':<28} {'set':<24} {'lines':>5} {'CER ci':>7} {'WER ci':>7} {'CER cs':>7} {'WER cs':>7} {'CER ci nosp':>11} {'CPU-s':>6}"
+    head = f"{'model':<28} {'set':<32} {'lines':>5} {'CER ci':>7} {'WER ci':>7} {'CER cs':>7} {'WER cs':>7} {'CER ci nosp':>11} {'CPU-s':>6}"
     lines = [head, "-" * len(head)]
     for model, s in rows:
-        lines.append(f"{model[-28:]:<28} {s.name[-24:]:<24} {s.lines:>5} {100 * s.cer_ci:>6.2f}% {100 * s.wer_ci:>6.2f}% "
+        lines.append(f"{model[-28:]:<28} {s.name[-32:]:<32} {s.lines:>5} {100 * s.cer_ci:>6.2f}% {100 * s.wer_ci:>6.2f}% "
                      f"{100 * s.cer_cs:>6.2f}% {100 * s.wer_cs:>6.2f}% {100 * s.cer_ci_nospace:>10.2f}% {s.cpu_s:>6.1f}")
     return "\n".join(lines)
