@@ -108,6 +108,9 @@ class Settings(BaseSettings):
 
     # Recognize
     recognizer: str = "ppocr"
+    # A fine-tuned PP-OCR model: its manifest.json (or folder) from `ocrstream model finetune`;
+    # the model file's sha256 is checked at load. None = the shipped PP-OCRv6 model.
+    ppocr_model: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     batch_max_size: int = 32
     batch_max_wait_ms: int = 20

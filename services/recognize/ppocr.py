@@ -41,7 +41,7 @@ from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 from services.core.onnx_session import chosen_provider, make_session
 from services.recognize.recognizer import EMPTY_READING, LineReading
 
-__all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes"]
+__all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
 
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 #: model input height: rapidocr ``config.yaml`` ``Rec.rec_img_shape: [3, 48, 320]``.
@@ -73,6 +73,19 @@ def model_path() -> Path:
     return Path(str(importlib.resources.files("rapidocr") / "models" / REC_MODEL))
 
 
+def _resolve_model(model: str | Path | None) -> tuple[Path, str]:
+    """``(onnx path, version)`` of ``model`` (None = shipped, ``.onnx``, or a manifest / its folder)."""
+    if model is None:
+        return model_path(), Path(REC_MODEL).stem
+    model = Path(model)
+    if model.is_dir() or model.suffix == ".json":
+        from services.recognize.model_manifest import load_model_manifest
+
+        tuned = load_model_manifest(model, kind="ppocr")
+        return tuned.onnx_path, tuned.model_id
+    return model, model.stem
+
+
 def read_dictionary(session) -> list[str]:
     """CTC label table ``["blank", *dictionary, " "]`` of the session's model.
 
@@ -82,7 +95,12 @@ def read_dictionary(session) -> list[str]:
     meta = session.get_modelmeta().custom_metadata_map
     if "character" not in meta:
         raise KeyError("recognition model has no 'character' metadata_props entry")
-    return CTCLabelDecode(character=meta["character"].splitlines()).character
+    return label_table(meta["character"])
+
+
+def label_table(character: str) -> list[str]:
+    """CTC label table ``["blank", *dictionary, " "]`` of a ``character`` metadata value (one symbol a line)."""
+    return CTCLabelDecode(character=character.splitlines()).character
 
 
 def _restrict(table: list[str], charset: str) -> tuple[np.ndarray | None, list[str]]:
@@ -114,6 +132,20 @@ def _normalise(crop: np.ndarray, width: int) -> np.ndarray:
     )
     img = img.astype(np.float32) * (1.0 / (255.0 * NORM_STD)) - NORM_MEAN / NORM_STD
     return img.transpose(2, 0, 1)
+
+
+def make_batch(crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray:
+    """Model input ``(N, 3, 48, W)`` float32 for BGR crops resized to ``widths`` (px).
+
+    ``W`` = the widest of ``widths`` rounded up to a multiple of 8; each crop is
+    normalised by :func:`_normalise` and right-padded with 0 (mid grey after normalisation).
+    Shared by inference and by fine-tuning (``services/training``) so both see the same pixels.
+    """
+    pad = _frames(max(widths)) * FRAME_STRIDE
+    batch = np.zeros((len(crops), 3, REC_HEIGHT, pad), dtype=np.float32)
+    for k, (crop, w) in enumerate(zip(crops, widths)):
+        batch[k, :, :, :w] = _normalise(_as_bgr(np.asarray(crop)), w)
+    return batch
 
 
 def _as_bgr(crop: np.ndarray) -> np.ndarray:
@@ -224,11 +256,18 @@ class PPOCRRecognizer:
             padding, readings independent of batch-mates) or ``"pad"`` (PaddleOCR:
             sorted by aspect ratio, right-padded to the widest of the batch).
         max_batch_width: ``"pad"`` only: crops wider than this (resized px) run alone.
-        model: alternative ``.onnx`` with the same contract.
+        model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
+            ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
+
+    Attributes:
+        version: ``"PP-OCRv6_rec_small"`` for the shipped model, the manifest's ``id`` for a
+            fine-tuned one, else the ONNX file's name (reported in metrics and events).
 
     Raises:
         ValueError: ``max_batch_size < 1``, unknown ``charset`` or ``batching``.
         services.core.onnx_session.DeviceUnavailableError: ``device="cuda"`` unavailable.
+        services.recognize.model_manifest.ModelIntegrityError: a manifest whose model is
+            missing or altered.
     """
 
     name = "ppocr"
@@ -256,7 +295,8 @@ class PPOCRRecognizer:
         self.batching = batching
         self.lookalikes = lookalikes
         self.max_batch_width = max_batch_width
-        self._session = make_session(model or model_path(), device=device, threads=threads)
+        onnx_path, self.version = _resolve_model(model)
+        self._session = make_session(onnx_path, device=device, threads=threads)
         self._input = self._session.get_inputs()[0].name
         self._columns, self._chars = _restrict(read_dictionary(self._session), charset)
         self.provider = chosen_provider(self._session)
@@ -275,12 +315,8 @@ class PPOCRRecognizer:
         size = self.max_batch_size
         return [g[s : s + size] for g in groups.values() for s in range(0, len(g), size)]
 
-    def _run(self, crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray:
-        """Model output ``(N, T, C)`` for crops resized to ``widths``, right-padded with 0."""
-        pad = _frames(max(widths)) * FRAME_STRIDE
-        batch = np.zeros((len(crops), 3, REC_HEIGHT, pad), dtype=np.float32)
-        for k, (crop, w) in enumerate(zip(crops, widths)):
-            batch[k, :, :, :w] = _normalise(crop, w)
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities."""
         return self._session.run(None, {self._input: batch})[0]
 
     # -- decoding -------------------------------------------------------------
@@ -315,7 +351,7 @@ class PPOCRRecognizer:
             idx = [i for i in idx if images[i].size > 0]
             if not idx:
                 continue
-            probs = self._run([images[i] for i in idx], [widths[i] for i in idx])
+            probs = self.forward(make_batch([images[i] for i in idx], [widths[i] for i in idx]))
             for k, i in enumerate(idx):
                 out[i] = self._decode(probs[k], widths[i], images[i].shape[1])
         return out

@@ -73,11 +73,15 @@ class RecognizeStage(Stage):
 
     async def setup(self) -> None:
         self.store = ObjectStore(self.settings)
-        self.recognizer = await asyncio.to_thread(
-            load_recognizer, self.settings.recognizer, device=self.settings.device,
-            max_batch_size=self.settings.batch_max_size)
+        options = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size}
+        if self.settings.recognizer == "ppocr" and self.settings.ppocr_model:
+            options["model"] = self.settings.ppocr_model  # fine-tuned: hash checked at load
+        self.recognizer = await asyncio.to_thread(load_recognizer, self.settings.recognizer, **options)
+        self.model_version = getattr(self.recognizer, "version", None)
         metrics.STAGE_INFO.labels(self.name, "recognizer", self.recognizer.name).set(1)
         metrics.STAGE_INFO.labels(self.name, "provider", self.recognizer.provider).set(1)
+        if self.model_version:
+            metrics.STAGE_INFO.labels(self.name, "model", self.model_version).set(1)
 
     async def load(self, record: ConsumerRecord) -> tuple[events.Event, list[np.ndarray]]:
         """The record's event and its crops, downloaded concurrently and decoded in a thread."""
@@ -122,6 +126,7 @@ class RecognizeStage(Stage):
                "document": event["document"],
                "timestamps": {**event["timestamps"], "recognized": events.now_iso()},
                "pages": event["pages"],
-               "recognizer": {"name": self.recognizer.name, "provider": self.recognizer.provider},
+               "recognizer": {"name": self.recognizer.name, "provider": self.recognizer.provider,
+                              **({"model": self.model_version} if self.model_version else {})},
                "regions": regions}
         return Output(events.RECOGNIZED, event["document_id"], out)

@@ -196,7 +196,7 @@ class StoreStage(Stage):
                  r["valid"], r["reason"], r["needs_review"], r.get("block_index", 0)) for r in regions])
         result_regions = [{k: r[k] for k in RESULT_REGION_KEYS if k in r} for r in regions]
         result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
-        result.event.update({"needs_review": needs_review, "fields": fields})
+        result.event.update({"needs_review": needs_review, "fields": fields, "recognizer": event["recognizer"]})
         return result
 
     def postprocess(self, region: dict) -> dict:
