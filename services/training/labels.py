@@ -4,7 +4,7 @@ Two sources, one output format (:mod:`services.training.manifest`: ``OUT/lines.j
 
 * any ``{image, text}`` JSONL manifest (images copied, other keys kept);
 * the lines of stored documents that a person corrected: regions whose ``verified_text`` is set
-  (migration ``0005_verified_text.sql``; a reviewer writes it, e.g.
+  (migration ``0008_verified_text.sql``; a reviewer writes it, e.g.
   ``UPDATE regions SET verified_text = '...', verified_at = now() WHERE document_id = ... AND region_id = ...``),
   with their crop (``crop_key``) read from the object store. Bounded by ``limit`` lines.
 """
