@@ -250,7 +250,7 @@ async def test_label_export_from_store_takes_verified_lines_only(stack_settings,
     png = cv2.imencode(".png", np.full((20, 60, 3), 255, np.uint8))[1].tobytes()
     await store.put(f"crops/{doc}/0.png", png, "image/png")
     await store.put(f"crops/{doc}/1.png", png, "image/png")
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.dsn)
     try:
         await apply_migrations(conn)
         await conn.execute("INSERT INTO documents (document_id, status, version) VALUES ($1, 'done', 'v')", doc)

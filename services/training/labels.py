@@ -37,7 +37,7 @@ async def verified_lines(settings: Settings, out: Path, *, since: datetime | Non
     from services.core.objectstore import ObjectStore
 
     store = ObjectStore(settings)
-    conn = await asyncpg.connect(settings.postgres_dsn)
+    conn = await asyncpg.connect(settings.dsn)
     try:
         rows = await conn.fetch(VERIFIED, since, limit)
     finally:
