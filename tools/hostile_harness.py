@@ -389,7 +389,7 @@ class HostileRun:
         cases = corpus() if cases is None else cases
         sampler = RssSampler(self.pids)
         sampler.start()
-        self.db = await asyncpg.create_pool(self.settings.postgres_dsn, min_size=1, max_size=2)
+        self.db = await asyncpg.create_pool(self.settings.dsn, min_size=1, max_size=2)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
                                          max_request_size=self.settings.max_message_bytes)
         await self.producer.start()
