@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     max_pages: int = 200
     decode_memory_bytes: int = 2 * 1024**3  # address-space limit of the isolated decoder process
     decode_timeout_s: float = 60.0  # wall time of decoding + detecting one page
+    decode_workers: int = 1  # isolated decoder processes (services/preprocess/worker.py)
+    decode_worker_max_tasks: int = 100  # a decoder process is replaced after this many pages
     pdf_dpi: int = 200
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation

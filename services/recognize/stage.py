@@ -75,7 +75,7 @@ class RecognizeStage(Stage):
         self.store = ObjectStore(self.settings)
         self.recognizer = await asyncio.to_thread(
             load_recognizer, self.settings.recognizer, device=self.settings.device,
-            max_batch_size=self.settings.batch_max_size)
+            max_batch_size=self.settings.batch_max_size, max_chars=self.settings.max_region_chars)
         metrics.STAGE_INFO.labels(self.name, "recognizer", self.recognizer.name).set(1)
         metrics.STAGE_INFO.labels(self.name, "provider", self.recognizer.provider).set(1)
 
