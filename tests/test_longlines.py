@@ -192,3 +192,16 @@ def test_read_within_budget_maps_chunk_positions_to_the_crop():
     assert readings[0].char_x == (15.0, starts[-1] + 45.0)  # first chunk's "a", last chunk's "b", crop px
     assert readings[1].char_x == (12.5, 37.5)
     assert budget.read_width(10) == 1000 and CropBudget(max_chars=10).read_width(10) == 100
+
+
+def test_only_the_first_max_chars_heights_are_read():
+    pieces = []
+
+    def read(batch):
+        pieces.extend(batch)
+        return [LineReading.from_chars("", [], []) for _ in batch]
+
+    budget = CropBudget(max_ratio=8, target_ratio=6, overlap_ratio=0.5, max_chars=50)  # 50 heights of width
+    crop = np.zeros((10, 20_000, 3), np.uint8)
+    assert read_within_budget([crop], read, budget) == [EMPTY_READING]
+    assert sum(p.shape[1] for p in pieces) <= 2 * 500 and len(pieces) == len(split_wide_crop(crop[:, :500])[0])

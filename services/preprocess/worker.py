@@ -39,6 +39,7 @@ import os
 import resource
 import signal
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -98,13 +99,13 @@ class PageResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# Worker side (runs in the spawned process)
+# Worker side (runs in the decoder process)
 # ----------------------------------------------------------------------------------------------
 class _WorkerState:
     config: WorkerConfig | None = None
     detector: Any = None
     error: str | None = None  # why initialisation failed; every task then reports it
-    path: str | None = None  # the document currently open, and its handle
+    token: str | None = None  # the document currently open (a token per document), and its handle
     document: Document | None = None
 
 
@@ -133,36 +134,37 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _document(path: str) -> Document:
-    """The open document at ``path`` (kept open between the page tasks of one document)."""
-    if _state.path != path:
+def _document(path: str, token: str) -> Document:
+    """The document at ``path``, kept open between the page tasks of one document (``token``
+    tells documents apart: a temporary file's name may come again)."""
+    if _state.token != token:
         _forget()
         _state.document = open_document(Path(path).read_bytes(), _state.config.budget)
-        _state.path = path
+        _state.token = token
     return _state.document
 
 
 def _forget() -> None:
     if _state.document is not None:
         _state.document.close()
-    _state.path = _state.document = None
+    _state.token = _state.document = None
 
 
-def _inspect(path: str) -> tuple[str, list[tuple[int, int]]]:
+def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
     """Task: open the document and check the whole budget from its headers -> (kind, page sizes)."""
     _ready()
     with _worker_errors("opening the document"):
-        document = _document(path)
+        document = _document(path, token)
         return document.kind, document.page_sizes
 
 
-def _analyse_page(path: str, index: int, template: Template | None) -> PageResult:
+def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
     """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
     from services.preprocess.regions import page_regions
 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
-        page = _document(path).page(index)
+        page = _document(path, token).page(index)
         regions = page_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
         return PageResult(int(page.shape[1]), int(page.shape[0]), regions)
 
@@ -204,13 +206,14 @@ class IsolatedDocument:
         page_sizes: ``(width, height)`` px per page from the headers (within the budget).
     """
 
-    def __init__(self, pool: DecoderPool, path: str, kind: str, page_sizes: list[tuple[int, int]]):
-        self._pool, self._path = pool, path
+    def __init__(self, pool: DecoderPool, path: str, token: str, kind: str, page_sizes: list[tuple[int, int]]):
+        self._pool, self._path, self._token = pool, path, token
         self.kind, self.page_sizes = kind, page_sizes
 
     async def page(self, index: int, template: Template | None = None) -> PageResult:
         """Decode page ``index`` and cut its regions in a worker (errors: :meth:`DecoderPool.run`)."""
-        return await self._pool.run(f"decoding page {index + 1}", _analyse_page, self._path, index, template)
+        return await self._pool.run(f"decoding page {index + 1}", _analyse_page, self._path, self._token, index,
+                                    template)
 
 
 class DecoderPool:
@@ -302,8 +305,9 @@ class DecoderPool:
         path = await asyncio.to_thread(self._write, data)
         del data  # the worker reads the file; this frame lives as long as the document is open
         try:
-            kind, sizes = await self.run("opening the document", _inspect, path)
-            yield IsolatedDocument(self, path, kind, sizes)
+            token = uuid.uuid4().hex
+            kind, sizes = await self.run("opening the document", _inspect, path, token)
+            yield IsolatedDocument(self, path, token, kind, sizes)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
