@@ -11,8 +11,10 @@ Each worker:
 * limits its own address space (``RLIMIT_AS`` = ``decode_memory_bytes``) before loading anything:
   an allocation over it fails inside the worker (``MemoryError``, OpenCV's ``Insufficient
   memory``), which becomes :class:`DecoderCrashedError` for that document. Measured with ONNX
-  Runtime and the DBNet model loaded: VmSize ~0.67 GB idle, ~1.6 GB (VmHWM 0.74 GB) while
-  detecting on an 80 Mpx page, so the default 2 GiB passes every page the budget admits.
+  Runtime and the DBNet model loaded (``bench/bench_preprocess_memory.py``): ~0.65 GB of address
+  space and ~180 MiB resident idle; an 80 Mpx page (the per-page budget) peaks at ~0.72 GiB
+  resident and stays under 2 GiB of address space, so the default 2 GiB passes every page the
+  budget admits, while a PDF page holding a 400 Mpx image does not.
   ``RLIMIT_AS`` rather than ``RLIMIT_DATA``: both over-count resident memory, but only the
   address-space limit also covers memory-mapped allocations of every library;
 * loads the DBNet detector once (pool initializer);
