@@ -14,7 +14,7 @@ Each worker:
   Runtime and the DBNet model loaded (``bench/bench_preprocess_memory.py``): ~0.65 GB of address
   space and ~180 MiB resident idle; an 80 Mpx page (the per-page budget) peaks at ~0.72 GiB
   resident and stays under 2 GiB of address space, so the default 2 GiB passes every page the
-  budget admits, while a PDF page holding a 400 Mpx image does not.
+  budget admits (a PDF page holding a 400 Mpx image too: PDFium renders it at ~0.5 GiB).
   ``RLIMIT_AS`` rather than ``RLIMIT_DATA``: both over-count resident memory, but only the
   address-space limit also covers memory-mapped allocations of every library;
 * loads the DBNet detector once (pool initializer);
