@@ -20,7 +20,7 @@ from services.evaluation import cer
 from services.preprocess import cleanup
 from services.preprocess.cleanup import Transform
 from services.preprocess.detect import LineDetector, attach_colons, crop_line
-from services.preprocess.stage import PreprocessStage
+from services.preprocess.regions import detected_regions
 from services.recognize.recognizer import load_recognizer
 from tools.render_samples import RECEIPT, render_page
 
@@ -202,8 +202,7 @@ def test_boxes_mapped_back_land_on_the_original_text(detector, recognizer):
     scan_h, scan_w = scan.shape[:2]
     # ...and in the scan: shift by the border, then turn 180 degrees
     truth = [np.array([[scan_w - 1 - (x + left), scan_h - 1 - (y + top)] for x, y in q]) for q in truth]
-    stage = SimpleNamespace(settings=Settings(cleanup_steps="border,orientation,deskew"), detector=detector)
-    regions = PreprocessStage.detected_regions(stage, scan)
+    regions = detected_regions(scan, detector, "border,orientation,deskew")
     assert len(regions) == len(truth)
     for region, _ in regions:
         quad = np.array(region["quad"])
@@ -217,8 +216,7 @@ def test_boxes_mapped_back_land_on_the_original_text(detector, recognizer):
 @pytest.mark.slow
 def test_detected_regions_without_cleanup_match_the_detector(detector):
     page = receipt()
-    stage = SimpleNamespace(settings=Settings(cleanup_steps=""), detector=detector)
-    regions = PreprocessStage.detected_regions(stage, page)
+    regions = detected_regions(page, detector, "")
     lines = detector.detect(page)
     assert [r["order"] for r, _ in regions] == list(range(len(lines)))
     for (region, crop), line in zip(regions, lines):

@@ -25,13 +25,8 @@ pytest.importorskip("optimum.exporters.onnx")
 from PIL import Image  # noqa: E402
 
 from services.recognize.recognizer import LineReading, load_recognizer  # noqa: E402
-from services.recognize.trocr import (  # noqa: E402
-    MODEL_DIR_ENV,
-    TrOCRRecognizer,
-    merge_chunk_texts,
-    merge_strings_at,
-    split_wide_crop,
-)
+from services.recognize.longlines import merge_chunk_texts, split_wide_crop  # noqa: E402
+from services.recognize.trocr import MODEL_DIR_ENV, TrOCRRecognizer  # noqa: E402
 from services.recognize.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -193,49 +188,6 @@ def test_recognizer_interface(tiny, monkeypatch):
     for o, r in zip(outs, readings[:7]):
         assert o.text == r.text
         assert 0.0 <= o.min_prob <= o.confidence <= 1.0
-
-
-# expected merges of docTR's tests/common/test_models_recognition_utils.py (X = a cut character)
-DOCTR_MERGES = [
-    ("abcX", "Xdef", 0.25, "abcdef"), ("abcdX", "Xdef", 0.75, "abcdef"), ("abcdeX", "Xdef", 0.9, "abcdef"),
-    ("abcdefX", "Xdef", 0.9, "abcdef"), ("abccccX", "Xcccccc", 0.4, "abcccccccc"), ("abc", "", 0.5, "abc"),
-    ("", "abc", 0.5, "abc"), ("abcd", "cdefgh", 0.33, "abcdefgh"), ("abcdi", "cdefgh", 0.5, "abcdefgh"),
-    ("abcdX", "Xefghi", 0.33, "abcdefghi"), ("bcdX", "Xefgh", 0.4, "bcdefgh"), ("cdX", "Xefg", 0.5, "cdefg"),
-    ("abcdX", "Xbcde", 1.0, "abcde"), ("ababX", "Xabde", 0.8, "ababde"), ("ababX", "Xabab", 0.8, "ababab"),
-    ("abaX", "Xbab", 1.0, "abab"), ("ababX", "Xabab", 1.0, "abab"), ("cabababX", "Xabababc", 0.5, "cabababababc"),
-    ("abababX", "Xababab", 1.0, "ababab"), ("one_differon", "ferent_letter", 0.5, "one_differont_letter"),
-]
-
-
-@pytest.mark.parametrize("a, b, ratio, merged", DOCTR_MERGES)
-def test_merge_strings_matches_doctr(a, b, ratio, merged):
-    n_a, skip = merge_strings_at(a, b, ratio)
-    assert a[:n_a] + b[skip:] == merged
-
-
-@pytest.mark.parametrize("parts, ratio, last, merged", [
-    (["abcX", "Xdef"], 0.25, 0.25, "abcdef"),
-    (["abcdX", "XdefX", "XefghX", "Xijk"], 0.5, 0.5, "abcdefghijk"),
-    (["abcdX", "XdefX", "XefghiX", "Xaijk"], 0.5, 0.8, "abcdefghijk"),
-    (["abc", "bcdef", "difghi", "aijkl"], 0.5, 0.1, "abcdefghijkl"),
-])
-def test_merge_multi_strings_matches_doctr(parts, ratio, last, merged):
-    chunks = [(p, [k / 10] * len(p), [10.0 * k + i for i in range(len(p))]) for k, p in enumerate(parts)]
-    text, probs, xs = merge_chunk_texts(chunks, ratio, last)
-    assert text == merged and len(probs) == len(xs) == len(text)
-    assert probs[0] == 0.0 and probs[-1] == (len(parts) - 1) / 10  # payloads follow their characters
-
-
-def test_split_wide_crop_geometry():
-    crop = np.zeros((20, 500, 3), np.uint8)
-    chunks, starts, last = split_wide_crop(crop)  # 500 / 20 = 25 > 8: chunks of 120 px, step 60
-    assert [c.shape[1] for c in chunks] == [120] * len(chunks)
-    assert starts[:3] == [0, 60, 120] and starts[-1] == 380 and 0 < last <= 1
-    covered = np.zeros(500, bool)
-    for s in starts:
-        covered[s : s + 120] = True
-    assert covered.all()
-    assert split_wide_crop(np.zeros((20, 150, 3), np.uint8))[1] == [0]  # ratio 7.5: not split
 
 
 def test_long_line_is_split_and_merged(tiny, runtimes, monkeypatch):

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # Poison-message isolation: a record whose handling crashed, hung or OOM-killed the process
     # this many times is dead-lettered (PoisonMessageError) and the partition moves on.
     max_delivery_attempts: int = 3
-    record_timeout_s: float = 120.0  # wall time to handle one record (a batch gets n times this)
+    record_timeout_s: float = 600.0  # wall time to handle one record (a batch gets n times this): a 200-page PDF fits
     shutdown_grace_s: float = 10.0  # on SIGTERM, time for the batch in hand to finish
 
     # Ingest
@@ -92,10 +92,12 @@ class Settings(BaseSettings):
 
     # Preprocess: the budget of one document, checked before the work is done
     max_image_pixels: int = 80_000_000  # one page or frame (A3 at 600 dpi is 70 Mpx)
-    max_document_pixels: int = 400_000_000  # all pages and frames together
+    max_document_pixels: int = 800_000_000  # all pages and frames together (200 A4 pages at 200 dpi)
     max_pages: int = 200
     decode_memory_bytes: int = 2 * 1024**3  # address-space limit of the isolated decoder process
     decode_timeout_s: float = 60.0  # wall time of decoding + detecting one page
+    decode_workers: int = 1  # isolated decoder processes (services/preprocess/worker.py)
+    decode_worker_max_tasks: int = 100  # a decoder process is replaced after this many pages
     pdf_dpi: int = 200
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation

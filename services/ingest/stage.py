@@ -47,7 +47,7 @@ from services.core.auth import Authenticator
 from services.core.db import create_pool
 from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
                                   InvalidSubmissionError, NotAnImageError)
-from services.core.formats import SUPPORTED, sniff
+from services.core.formats import SUPPORTED, identify, sniff
 from services.core.http import BodyLimit, serve_until
 from services.core.kafka import ensure_topics, make_producer, produce
 from services.core.names import sanitize_filename
@@ -105,8 +105,8 @@ class Ingestor:
                 f"document is {len(data)} bytes; the limit is {self.settings.max_document_bytes} "
                 "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
         if sniff(data) is None:
-            raise NotAnImageError(f"unsupported type: leading bytes {data[:8]!r} are none of "
-                                  f"{', '.join(SUPPORTED)}")
+            raise NotAnImageError(f"unsupported type (looks like {identify(data)}); supported: "
+                                  f"{', '.join(sorted(SUPPORTED))}")
 
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
                      submitted: str | None = None, template: str | None = None,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
@@ -117,13 +118,19 @@ class LineDetector:
         self._session = make_session(model or model_path(), device=device, threads=threads)
         self._input = self._session.get_inputs()[0].name
         self.provider = chosen_provider(self._session)
+        # Return the CPU arena's free chunks after every run: pages vary in size, and the arena
+        # otherwise keeps growing by doubling (measured on two 1654x1692 pages: 868 MB resident
+        # and 2.16 GB of address space kept, over the decoder's 2 GiB limit; with shrinkage
+        # 259 MB kept, peak 635 MB, the same CPU time).
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def probability_map(self, image_bgr: np.ndarray) -> np.ndarray | None:
         """DBNet output ``(1, 1, h, w)`` float32 for the resized page, None if it is degenerate."""
         x = self._pre(image_bgr)
         if x is None:
             return None
-        return self._session.run(None, {self._input: x})[0]
+        return self._session.run(None, {self._input: x}, self._run_options)[0]
 
     def detect(self, image_bgr: np.ndarray) -> list[DetectedLine]:
         """Text lines of a page ``(H, W, 3)`` uint8 BGR, in reading order (:func:`reading_order`).

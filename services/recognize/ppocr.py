@@ -23,6 +23,14 @@ differences (SROIE dev lines, ``bench/bench_recognize.py``):
 * **space restoration** from the model's own space probability (see :func:`ctc_greedy`).
 * the arg-max is restricted to a character set (default ``"latin"``).
 * optional look-alike repair of 0/1 inside words and O inside numbers (:func:`fix_lookalikes`).
+
+Bounds (:mod:`.longlines`, shared with every recogniser): crops with a side < 2 px read as
+empty; crops wider than :data:`MAX_RATIO` heights (the widest SROIE dev line is 21) are read in
+chunks of :data:`TARGET_RATIO` heights merged at their overlaps; readings are cut to
+``max_chars``. A model call then gets at most ``max_batch_size`` crops and at most
+``max_batch_bytes`` of input plus output tensors (the output alone is 18710 float32 per CTC
+frame: 32 crops of aspect 40 would be 590 MB), or a single crop: at most
+``48 * MAX_RATIO`` px wide, i.e. 19.1 MB.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import numpy as np
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from services.core.onnx_session import chosen_provider, make_session
+from services.recognize.longlines import CropBudget, as_bgr, read_within_budget
 from services.recognize.recognizer import EMPTY_READING, LineReading
 
 __all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
@@ -54,6 +63,11 @@ NORM_MEAN, NORM_STD = 0.5, 0.5
 #: ASCII charset, before look-alike repair: WER 8.3 / 8.0 / 8.3 % at 0.08 / 0.10 / 0.13).
 SPACE_THRESHOLD = 0.1
 _BLANK = 0
+#: crops wider than MAX_RATIO heights are split into chunks of TARGET_RATIO heights (50 %
+#: overlap): receipt lines (aspect <= ~30; SROIE dev max 21) are read whole, as before.
+MAX_RATIO, TARGET_RATIO = 40.0, 30.0
+#: input + output tensor bytes of one model call (a single crop may exceed it: <= 19.1 MB).
+MAX_BATCH_BYTES = 64 * 1024**2
 
 _ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 #: arg-max restrictions: printable ASCII; "latin" adds Latin-1 Supplement (minus the
@@ -144,18 +158,8 @@ def make_batch(crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray
     pad = _frames(max(widths)) * FRAME_STRIDE
     batch = np.zeros((len(crops), 3, REC_HEIGHT, pad), dtype=np.float32)
     for k, (crop, w) in enumerate(zip(crops, widths)):
-        batch[k, :, :, :w] = _normalise(_as_bgr(np.asarray(crop)), w)
+        batch[k, :, :, :w] = _normalise(as_bgr(np.asarray(crop)), w)
     return batch
-
-
-def _as_bgr(crop: np.ndarray) -> np.ndarray:
-    if crop.ndim == 2:
-        return cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-    if crop.ndim == 3 and crop.shape[2] == 3:
-        return crop
-    if crop.ndim == 3 and crop.shape[2] == 4:
-        return cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"crop must be (H, W, 3) uint8 BGR, got shape {crop.shape}")
 
 
 def ctc_greedy(
@@ -256,6 +260,9 @@ class PPOCRRecognizer:
             padding, readings independent of batch-mates) or ``"pad"`` (PaddleOCR:
             sorted by aspect ratio, right-padded to the widest of the batch).
         max_batch_width: ``"pad"`` only: crops wider than this (resized px) run alone.
+        max_batch_bytes: input + output tensor bytes of one model call (a crop alone may exceed it).
+        max_chars: characters kept per reading (``OCRSTREAM_MAX_REGION_CHARS``).
+        max_ratio, target_ratio: long-line split (:mod:`.longlines`).
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
 
@@ -284,6 +291,10 @@ class PPOCRRecognizer:
         lookalikes: bool = True,
         batching: Literal["bucket", "pad"] = "bucket",
         max_batch_width: int = 1600,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_chars: int = 1000,
+        max_ratio: float = MAX_RATIO,
+        target_ratio: float = TARGET_RATIO,
         model: str | Path | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -295,15 +306,20 @@ class PPOCRRecognizer:
         self.batching = batching
         self.lookalikes = lookalikes
         self.max_batch_width = max_batch_width
+        self.max_batch_bytes = max_batch_bytes
+        self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
         self._session = make_session(onnx_path, device=device, threads=threads)
         self._input = self._session.get_inputs()[0].name
-        self._columns, self._chars = _restrict(read_dictionary(self._session), charset)
+        table = read_dictionary(self._session)
+        self._columns, self._chars = _restrict(table, charset)
+        self._frame_bytes = len(table) * 4  # one CTC frame of float32 output
         self.provider = chosen_provider(self._session)
 
     # -- batching -------------------------------------------------------------
     def _batches(self, widths: Sequence[int]) -> list[list[int]]:
-        """Index groups by ascending width: equal frame counts ("bucket") or consecutive ("pad")."""
+        """Index groups by ascending width: equal frame counts ("bucket") or consecutive ("pad"),
+        each of at most ``max_batch_size`` crops and ``max_batch_bytes`` (or one crop)."""
         order = sorted(range(len(widths)), key=widths.__getitem__)
         if self.batching == "bucket":
             key = lambda i: _frames(widths[i])  # noqa: E731
@@ -312,8 +328,22 @@ class PPOCRRecognizer:
         groups: dict[int, list[int]] = {}
         for i in order:
             groups.setdefault(key(i), []).append(i)
-        size = self.max_batch_size
-        return [g[s : s + size] for g in groups.values() for s in range(0, len(g), size)]
+        batches: list[list[int]] = []
+        for group in groups.values():
+            batch: list[int] = []
+            for i in group:  # ascending width: the newest crop is the batch's widest
+                if batch and (len(batch) == self.max_batch_size
+                              or self.batch_bytes(widths[i], len(batch) + 1) > self.max_batch_bytes):
+                    batches.append(batch)
+                    batch = []
+                batch.append(i)
+            batches.append(batch)
+        return batches
+
+    def batch_bytes(self, width: int, n: int) -> int:
+        """Input + output tensor bytes of a model call on ``n`` crops padded to ``width`` px."""
+        frames = _frames(width)
+        return n * (3 * REC_HEIGHT * frames * FRAME_STRIDE * 4 + frames * self._frame_bytes)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities."""
@@ -339,18 +369,19 @@ class PPOCRRecognizer:
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineReading]:
         """Read line crops ``(H, W, 3)`` uint8 BGR (grey and BGRA accepted); input order kept.
 
-        Empty crops (zero height or width) read as empty text.
+        Within the crop budget (:mod:`.longlines`): crops with a side < 2 px read as empty text,
+        long ones are read in chunks, readings are cut to ``max_chars``.
 
         Raises:
             ValueError: a crop is not image-shaped.
         """
-        images = [_as_bgr(np.asarray(c)) for c in crops]
+        return read_within_budget(crops, self._read, self.budget)
+
+    def _read(self, images: Sequence[np.ndarray]) -> list[LineReading]:
+        """Readings of non-empty ``(h, w, 3)`` uint8 BGR crops, batched (:meth:`_batches`)."""
         widths = [resized_width(*img.shape[:2]) for img in images]
         out: list[LineReading] = [EMPTY_READING] * len(images)
         for idx in self._batches(widths):
-            idx = [i for i in idx if images[i].size > 0]
-            if not idx:
-                continue
             probs = self.forward(make_batch([images[i] for i in idx], [widths[i] for i in idx]))
             for k, i in enumerate(idx):
                 out[i] = self._decode(probs[k], widths[i], images[i].shape[1])

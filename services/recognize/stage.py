@@ -73,7 +73,8 @@ class RecognizeStage(Stage):
 
     async def setup(self) -> None:
         self.store = ObjectStore(self.settings)
-        options = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size}
+        options = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
+                   "max_chars": self.settings.max_region_chars}
         if self.settings.recognizer == "ppocr" and self.settings.ppocr_model:
             options["model"] = self.settings.ppocr_model  # fine-tuned: hash checked at load
         self.recognizer = await asyncio.to_thread(load_recognizer, self.settings.recognizer, **options)

@@ -48,13 +48,11 @@ Character positions: TrOCR has no alignment between tokens and pixels, so ``char
 spreads the characters evenly over the crop width (x_i = (i + 0.5) * W / n). For long
 lines split into chunks, the spreading is done per chunk, which localises them better.
 
-Long lines: a crop whose aspect ratio (w / h) exceeds ``max_ratio`` (8) is cut into
-overlapping chunks of aspect ratio ``target_ratio`` (6) with ``overlap_ratio`` (0.5)
-overlap, and the chunk texts are merged at the overlap -- the method and constants of
-docTR's recognition predictor (``doctr/models/recognition/predictor/pytorch.py``
-``critical_ar``/``target_ar``/``overlap_ratio``, ``predictor/_utils.py::split_crops``,
-``recognition/utils.py::merge_strings``/``merge_multi_strings``, Apache-2.0), re-written
-to carry per-character probabilities and positions through the merge.
+Long lines and the crop budget (:mod:`.longlines`, shared with every recogniser): a crop
+whose aspect ratio (w / h) exceeds ``max_ratio`` (8) is cut into overlapping chunks of aspect
+ratio ``target_ratio`` (6) with ``overlap_ratio`` (0.5) overlap, and the chunk texts are
+merged at the overlap -- docTR's method and constants; crops with a side < 2 px read as empty;
+readings are cut to ``max_chars``.
 """
 
 from __future__ import annotations
@@ -72,7 +70,9 @@ import cv2
 import numpy as np
 
 from services.core.onnx_session import chosen_provider, make_session
-from services.recognize.recognizer import EMPTY_READING, LineReading
+from services.recognize.longlines import (DOCTR_MAX_RATIO, DOCTR_OVERLAP_RATIO, DOCTR_TARGET_RATIO, CropBudget,
+                                          as_bgr, read_within_budget)
+from services.recognize.recognizer import LineReading
 
 __all__ = [
     "MANIFEST_NAME",
@@ -82,11 +82,8 @@ __all__ = [
     "TokenDecoder",
     "TrOCROutput",
     "TrOCRRecognizer",
-    "merge_chunk_texts",
-    "merge_strings_at",
     "pil_resize",
     "resolve_model_dir",
-    "split_wide_crop",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,8 +94,6 @@ MANIFEST_NAME = "manifest.json"
 #: used when neither the caller nor generation_config.json sets a length. transformers'
 #: own default (max_length=20, i.e. 19 new tokens) truncates ordinary receipt lines.
 DEFAULT_MAX_NEW_TOKENS = 64
-#: docTR RecognitionPredictor constants (critical_ar, target_ar, overlap_ratio).
-SPLIT_MAX_RATIO, SPLIT_TARGET_RATIO, SPLIT_OVERLAP_RATIO = 8.0, 6.0, 0.5
 _NEG = np.float32(-1.0e9)  # transformers' mask value in beam search
 
 
@@ -576,88 +571,6 @@ def _beam(dec: _Decoder, enc: np.ndarray, s: GenerationSettings, start: int, eos
 
 
 # ----------------------------------------------------------------------------------------------
-# Long lines (docTR split_crops / merge_strings, with per-character payloads)
-# ----------------------------------------------------------------------------------------------
-
-def split_wide_crop(crop: np.ndarray, max_ratio: float = SPLIT_MAX_RATIO, target_ratio: float = SPLIT_TARGET_RATIO,
-                    overlap_ratio: float = SPLIT_OVERLAP_RATIO) -> tuple[list[np.ndarray], list[int], float]:
-    """Cut a crop with w / h > ``max_ratio`` into overlapping chunks (docTR ``split_crops``).
-
-    Chunks are ``ceil(h * target_ratio)`` px wide, consecutive ones overlap by
-    ``floor(width * overlap_ratio)`` px, the last one is right-aligned.
-
-    Returns:
-        ``(chunks, x_starts, last_overlap_ratio)``; a crop that needs no split is returned alone
-        with ``x_starts == [0]`` and ratio 0.0.
-
-    Raises:
-        ValueError: ``overlap_ratio`` not in [0, 1).
-    """
-    if not 0.0 <= overlap_ratio < 1.0:
-        raise ValueError(f"overlap_ratio must be in [0, 1), got {overlap_ratio}")
-    h, w = crop.shape[:2]
-    if h == 0 or w / h <= max_ratio:
-        return [crop], [0], 0.0
-    split_w = max(1, math.ceil(h * target_ratio))
-    if w <= split_w:
-        return [crop], [0], 0.0
-    step = split_w - max(0, math.floor(split_w * overlap_ratio))
-    starts = list(range(0, w - split_w + 1, step))
-    if starts[-1] + split_w < w:
-        starts.append(w - split_w)
-    last = (starts[-2] + split_w - starts[-1]) / split_w if len(starts) > 1 else 0.0
-    return [crop[:, s : s + split_w] for s in starts], starts, last
-
-
-def merge_strings_at(a: str, b: str, overlap_ratio: float) -> tuple[int, int]:
-    """Where docTR's ``merge_strings(a, b, overlap_ratio)`` joins two texts.
-
-    Returns:
-        ``(n_a, skip_b)`` such that the merged text is ``a[:n_a] + b[skip_b:]`` -- the last
-        character of ``a`` and the first of ``b`` are distrusted (they may be cut), the
-        overlap is the best zero-Hamming-distance alignment (closest to the expected
-        overlap ``round(len(b) * overlap_ratio) - 2`` when several), else the alignment
-        minimising Hamming distance + distance to the expected overlap.
-    """
-    if min(len(a), len(b)) == 0:
-        return len(a), 0
-    a_crop, b_crop = a[:-1], b[1:]
-    max_overlap = min(len(a_crop), len(b_crop))
-    scores = [sum(x != y for x, y in zip(a_crop[-i:], b_crop[:i])) for i in range(1, max_overlap + 1)]
-    zeros = [i for i, sc in enumerate(scores) if sc == 0]
-    expected = round(len(b) * overlap_ratio) - 2
-    if len(zeros) == 1:
-        return len(a) - 1, zeros[0] + 2
-    if len(zeros) > 1:
-        return len(a) - 1, min(zeros, key=lambda x: abs(x - expected)) + 2
-    if expected < 1 or not scores:
-        return len(a) - 1, 1
-    combined = [sc + abs(i - expected) for i, sc in enumerate(scores)]
-    return len(a) - 1, combined.index(min(combined)) + 2
-
-
-def merge_chunk_texts(parts: Sequence[tuple[str, Sequence[float], Sequence[float]]], overlap_ratio: float,
-                      last_overlap_ratio: float) -> tuple[str, list[float], list[float]]:
-    """docTR ``merge_multi_strings`` over ``(text, char_probs, char_x)`` chunks, left to right.
-
-    Returns:
-        ``(text, char_probs, char_x)`` of the merged line; each kept character keeps the
-        probability and x of the chunk it was taken from.
-    """
-    if not parts:
-        return "", [], []
-    text, probs, xs = parts[0][0], list(parts[0][1]), list(parts[0][2])
-    for i in range(1, len(parts)):
-        b, bp, bx = parts[i]
-        ratio = last_overlap_ratio if i == len(parts) - 1 else overlap_ratio
-        n_a, skip = merge_strings_at(text, b, ratio)
-        text = text[:n_a] + b[skip:]
-        probs = probs[:n_a] + list(bp[skip:])
-        xs = xs[:n_a] + list(bx[skip:])
-    return text, probs, xs
-
-
-# ----------------------------------------------------------------------------------------------
 # Recogniser
 # ----------------------------------------------------------------------------------------------
 
@@ -729,7 +642,8 @@ class TrOCRRecognizer:
             (see :class:`GenerationSettings`); ``max_new_tokens`` is capped so that the
             sequence fits the decoder's position table.
         split_long_lines: split crops with w / h > ``max_ratio`` (docTR's method).
-        max_ratio, target_ratio, overlap_ratio: the splitting constants.
+        max_ratio, target_ratio, overlap_ratio: the splitting constants (:mod:`.longlines`).
+        max_chars: characters kept per reading (``OCRSTREAM_MAX_REGION_CHARS``).
 
     Raises:
         ValueError: no model folder given; bad settings; the manifest is from another format.
@@ -753,9 +667,10 @@ class TrOCRRecognizer:
         min_new_tokens: int | None = None,
         no_repeat_ngram_size: int | None = None,
         split_long_lines: bool = True,
-        max_ratio: float = SPLIT_MAX_RATIO,
-        target_ratio: float = SPLIT_TARGET_RATIO,
-        overlap_ratio: float = SPLIT_OVERLAP_RATIO,
+        max_ratio: float = DOCTR_MAX_RATIO,
+        target_ratio: float = DOCTR_TARGET_RATIO,
+        overlap_ratio: float = DOCTR_OVERLAP_RATIO,
+        max_chars: int = 1000,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -766,6 +681,8 @@ class TrOCRRecognizer:
         self.max_batch_size = max_batch_size
         self.split_long_lines = split_long_lines
         self.max_ratio, self.target_ratio, self.overlap_ratio = max_ratio, target_ratio, overlap_ratio
+        self.max_chars = max_chars
+        self.budget  # noqa: B018 - validates the split settings now
         files = {k: v["path"] for k, v in self.manifest["files"].items()}
         if decoder == "auto":
             decoder = "merged" if "decoder_merged" in files else "split"
@@ -844,7 +761,7 @@ class TrOCRRecognizer:
             crops: ``(H, W, 3)`` uint8 BGR (grey / BGRA accepted), non-empty.
             overrides: :class:`GenerationSettings` fields for this call only.
         """
-        images = [_as_bgr(np.asarray(c)) for c in crops]
+        images = [as_bgr(c) for c in crops]
         order = sorted(range(len(images)), key=lambda i: images[i].shape[1] / max(1, images[i].shape[0]))
         out: list[TrOCROutput | None] = [None] * len(images)
         for lo in range(0, len(order), self.max_batch_size):
@@ -855,50 +772,29 @@ class TrOCRRecognizer:
         return out  # type: ignore[return-value]
 
     # -- Recognizer protocol -------------------------------------------------------------------
+    @property
+    def budget(self) -> CropBudget:
+        """The crop budget from the current split settings (``split_long_lines`` False: no split)."""
+        max_ratio = self.max_ratio if self.split_long_lines else math.inf
+        return CropBudget(max_ratio, min(self.target_ratio, max_ratio), self.overlap_ratio, self.max_chars)
+
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineReading]:
         """Read line crops ``(H, W, 3)`` uint8 BGR; results in input order.
 
-        Crops with w / h > ``max_ratio`` are read in overlapping chunks whose texts are merged
-        (see :func:`split_wide_crop`, :func:`merge_chunk_texts`). Empty crops give an empty reading.
+        Within the crop budget (:mod:`.longlines`): crops with w / h > ``max_ratio`` are read in
+        overlapping chunks whose texts are merged, crops with a side < 2 px read as empty,
+        readings are cut to ``max_chars``.
 
         Raises:
             ValueError: a crop is not 2-D/3-D image-shaped.
         """
-        images = [_as_bgr(np.asarray(c)) for c in crops]
-        pieces: list[np.ndarray] = []
-        plan: list[tuple[list[int], list[int], float, int] | None] = []
-        for img in images:
-            if img.size == 0:
-                plan.append(None)
-                continue
-            if self.split_long_lines:
-                chunks, starts, last = split_wide_crop(img, self.max_ratio, self.target_ratio, self.overlap_ratio)
-            else:
-                chunks, starts, last = [img], [0], 0.0
-            plan.append((list(range(len(pieces), len(pieces) + len(chunks))), starts, last, img.shape[1]))
-            pieces.extend(chunks)
-        results = self.generate(pieces) if pieces else []
-        out: list[LineReading] = []
-        for p in plan:
-            if p is None:
-                out.append(EMPTY_READING)
-                continue
-            ids, starts, last, _ = p
-            parts = []
-            for k, s0 in zip(ids, starts):
-                r, w = results[k], pieces[k].shape[1]
-                n = len(r.text)
-                parts.append((r.text, r.char_probs, [s0 + (i + 0.5) * w / n for i in range(n)]))
-            text, probs, xs = merge_chunk_texts(parts, self.overlap_ratio, last) if len(parts) > 1 else parts[0]
-            out.append(LineReading.from_chars(text, probs, xs) if text else EMPTY_READING)
-        return out
+        return read_within_budget(crops, self._read, self.budget)
 
-
-def _as_bgr(crop: np.ndarray) -> np.ndarray:
-    if crop.ndim == 2:
-        return cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) if crop.size else np.zeros((*crop.shape, 3), np.uint8)
-    if crop.ndim == 3 and crop.shape[2] == 3:
-        return crop
-    if crop.ndim == 3 and crop.shape[2] == 4:
-        return cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"crop must be (H, W, 3) BGR, got shape {crop.shape}")
+    def _read(self, pieces: list[np.ndarray]) -> list[LineReading]:
+        """One reading per piece, in one :meth:`generate` call; characters spread evenly over
+        the piece's width (TrOCR has no alignment)."""
+        readings = []
+        for out, piece in zip(self.generate(pieces), pieces):
+            n, w = len(out.text), piece.shape[1]
+            readings.append(LineReading.from_chars(out.text, out.char_probs, [(i + 0.5) * w / n for i in range(n)]))
+        return readings
