@@ -87,7 +87,7 @@ async def door(stack_settings):
 async def test_door_rules_against_real_s3(door):
     door, store = door
     key = f"{UNIT_INBOX}{uuid.uuid4().hex}.png"
-    await store.put(key, b"\x89PNG small")
+    await store.put(key, b"\x89PNG\r\n\x1a\n small")
     stat = await asyncio.to_thread(store.client.stat_object, store.bucket, key)
     put = minio_record("s3:ObjectCreated:Put", key, stat.etag, stat.size)
 
@@ -95,7 +95,7 @@ async def test_door_rules_against_real_s3(door):
     assert [o.topic for o in first] == [events.INGESTED]
     doc = first[0].event["document"]
     assert (doc["source"], doc["filename"]) == ("bucket", f"s3://ocrstream/{key}")
-    assert await store.get(doc["object_key"]) == b"\x89PNG small"
+    assert await store.get(doc["object_key"]) == b"\x89PNG\r\n\x1a\n small"
     await door.published(first)  # the broker acked it
     assert await door.handle(record(put, offset=1)) == []  # redelivered: one document
 

@@ -148,7 +148,7 @@ def test_filenames_are_sanitised(name, safe):
 
 def test_raw_ids_are_scoped_by_key_and_content():
     class Rec:
-        topic, partition, offset, timestamp = "ocr.raw.v1", 0, 7, 1_700_000_000_000
+        topic, partition, offset, timestamp, headers = "ocr.raw.v1", 0, 7, 1_700_000_000_000, ()
 
         def __init__(self, key):
             self.key = key

@@ -34,7 +34,7 @@ def test_table_covers_the_issue_with_typed_expectations():
             if expect.outcome == "failed":
                 assert expect.error_type in DEAD_LETTER_TYPES and expect.stage in ("ingest", "preprocess"), case.name
             if expect.outcome == "refused":
-                assert door is not Door.RAW and expect.http_status in (401, 403, 413, 415, 422, 429), case.name
+                assert door is not Door.RAW and expect.http_status in (400, 401, 403, 413, 415, 422, 429), case.name
     assert CASES["control-after"] is corpus()[-1]
 
 

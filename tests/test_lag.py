@@ -84,8 +84,9 @@ async def test_lag_exporter_command_prints_every_stage_group(stack_env, stack_se
 
 def test_stage_inputs_match_the_stages():
     from services.cli import _stage
+    from services.core.settings import get_settings
 
-    for name, topics in lag.STAGE_INPUTS.items():
+    for name, topics in lag.stage_inputs(get_settings()).items():
         assert _stage(name).input_topics == topics
 
 

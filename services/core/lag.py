@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 STAGE_INPUTS = {"ingest": (events.RAW,), "preprocess": (events.INGESTED,),
                 "recognize": (events.REGIONS,), "store": (events.RECOGNIZED, events.DLQ)}
 
+
+def stage_inputs(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """:data:`STAGE_INPUTS` with ingest's bucket-notifications topic when the bucket door is on."""
+    topic = settings.bucket_notifications_topic
+    return {**STAGE_INPUTS, "ingest": (events.RAW, topic)} if topic else dict(STAGE_INPUTS)
+
 GROUP_LAG = Gauge("ocrstream_group_lag", "Consumer-group lag: fetch high-water mark minus committed offset",
                   ["stage", "group", "topic", "partition"])
 GROUP_COMMITTED = Gauge("ocrstream_group_committed_offset", "Committed offset of a consumer group",
@@ -148,8 +154,8 @@ class LagReader:
 class LagExporter:
     """Refreshes the ``ocrstream_group_*`` gauges of every stage's group (``settings``'s prefix)."""
 
-    def __init__(self, settings: Settings, stages: dict[str, tuple[str, ...]] = STAGE_INPUTS):
-        self.settings, self.stages = settings, stages
+    def __init__(self, settings: Settings, stages: dict[str, tuple[str, ...]] | None = None):
+        self.settings, self.stages = settings, stages or stage_inputs(settings)
         self.series: set[tuple[str, str, str, str]] = set()
 
     def group(self, stage: str) -> str:

@@ -32,3 +32,11 @@ def sanitize_filename(name: str | None) -> str | None:
 def strip_nul(text: str | None) -> str | None:
     """``text`` with NUL characters replaced by U+FFFD (PostgreSQL text cannot hold NUL)."""
     return text.replace("\x00", "\ufffd") if text else text
+
+
+def clean_text(text: str | None, max_chars: int = 1024) -> str | None:
+    """``text`` without control and format characters (NUL included), at most ``max_chars`` long:
+    safe to store and display while keeping its structure (e.g. an ``s3://bucket/key`` source)."""
+    if not text:
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))[:max_chars]

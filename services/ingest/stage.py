@@ -50,7 +50,7 @@ from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDoc
 from services.core.formats import SUPPORTED, identify, sniff
 from services.core.http import BodyLimit, serve_until
 from services.core.kafka import ensure_topics, make_producer, produce
-from services.core.names import sanitize_filename
+from services.core.names import clean_text, sanitize_filename
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage
@@ -133,7 +133,7 @@ class Ingestor:
             "schema": events.INGESTED,
             "document_id": document_id,
             "document": {"object_key": key, "content_sha256": sha, "size_bytes": len(data),
-                         "filename": sanitize_filename(filename), "source": source, "template": template,
+                         "filename": clean_text(filename), "source": source, "template": template,
                          **({"external_id": external_id} if external_id else {})},
             "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
         }

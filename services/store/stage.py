@@ -34,7 +34,7 @@ from services.core.auth import Authenticator
 from services.core.db import create_pool
 from services.core.errors import is_transient
 from services.core.http import serve_until
-from services.core.names import sanitize_filename, strip_nul
+from services.core.names import clean_text, strip_nul
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
@@ -176,7 +176,7 @@ class StoreStage(Stage):
         needs_review = any(r["needs_review"] for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                UPSERT_DONE, doc_id, doc["source"], sanitize_filename(doc.get("filename")), doc["object_key"],
+                UPSERT_DONE, doc_id, doc["source"], clean_text(doc.get("filename")), doc["object_key"],
                 doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
                 event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
                 _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version,
@@ -232,7 +232,7 @@ class StoreStage(Stage):
         original = dead.get("original") or {}
         doc = dict(original.get("document") or {})
         doc.setdefault("filename", original.get("filename"))
-        doc["filename"] = sanitize_filename(doc.get("filename"))
+        doc["filename"] = clean_text(doc.get("filename"))
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead["error"]
