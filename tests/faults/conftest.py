@@ -149,6 +149,13 @@ class Rig:
         dead = self.stages.dead()
         assert not dead, {name: (code, self.stages.log_tail(name)) for name, code in dead.items()}
 
+    async def consuming(self, name: str, timeout_s: float = 180) -> None:
+        """Wait until stage process ``name`` has joined its group (its log says it consumes)."""
+        deadline = time.monotonic() + timeout_s
+        while "consuming" not in self.stages.log_tail(name, 10_000):
+            assert name not in self.stages.dead() and time.monotonic() < deadline, self.stages.log_tail(name)
+            await asyncio.sleep(0.5)
+
     async def wait_http(self, timeout_s: float = 120) -> None:
         async with httpx.AsyncClient() as client:
             deadline = time.monotonic() + timeout_s
@@ -228,7 +235,12 @@ def rig(request, tmp_path_factory):
                "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": "0",
                "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"faults-{uuid.uuid4().hex[:6]}"}
         settings = Settings.from_env(env)
-        with StageProcesses(env, state_dir / "stage-logs") as stages:
+        # Static group membership for the four stage processes (restarted in place after a kill:
+        # they take their partitions back without waiting out the session timeout,
+        # bench/bench_takeover.py); extra replicas ("recognize-2", "-3") are dynamic members.
+        stage_env = {stage: {"OCRSTREAM_GROUP_INSTANCE_ID": f"{stage}-1"} for stage in STAGES}
+        stage_env["recognize-2"] = stage_env["recognize-3"] = {"OCRSTREAM_GROUP_INSTANCE_ID": ""}
+        with StageProcesses(env, state_dir / "stage-logs", stage_env=stage_env) as stages:
             yield Rig(state_dir, stack, stages, settings, f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}",
                       docs, soak)
     finally:

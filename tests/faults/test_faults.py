@@ -49,6 +49,8 @@ async def test_sigkill_each_stage_and_restart(rig):
 async def test_sigkill_one_of_two_recognize_replicas(rig):
     rig.stages.start_one("recognize", "recognize-2")
     try:
+        await rig.consuming("recognize-2")
+
         async def kill_replica(rig):
             rig.stages.stop_one("recognize-2", sig=signal.SIGKILL)
             del rig.stages.procs["recognize-2"]  # not restarted: recognize takes over its partitions
@@ -62,13 +64,20 @@ async def test_sigkill_one_of_two_recognize_replicas(rig):
 
 async def test_scale_recognize_one_two_one(rig):
     async def scale(rig):
-        rig.stages.start_one("recognize", "recognize-2")
+        rig.stages.start_one("recognize", "recognize-3")
         print("  recognize: 2 replicas")
-        await asyncio.sleep(20)
-        assert rig.stages.stop_one("recognize-2") == 0  # graceful: the batch in hand is committed
-        del rig.stages.procs["recognize-2"]
+        await rig.consuming("recognize-3")
+        await asyncio.sleep(10)  # both replicas share the partitions under load
+        code = rig.stages.stop_one("recognize-3", timeout_s=60)  # graceful: the batch in hand is committed
+        del rig.stages.procs["recognize-3"]
+        assert code == 0, rig.stages.log_tail("recognize-3")
         print("  recognize: 1 replica")
-    await rig.scenario("recognize scaled 1 -> 2 -> 1", scale, start_at=0.1)
+    try:
+        await rig.scenario("recognize scaled 1 -> 2 -> 1", scale, start_at=0.1)
+    finally:
+        if "recognize-3" in rig.stages.procs:
+            rig.stages.stop_one("recognize-3")
+            del rig.stages.procs["recognize-3"]
 
 
 async def test_broker_sigkill_and_revive(rig):
