@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ import pytest
 
 from services.audit import AuditReport, audit, final_count, wait_until_drained
 from services.core.settings import Settings
-from services.devstack import EmbeddedStack, stop_running
+from services.devstack import EmbeddedStack, purge, stop_running
 from services.launcher import STAGES, StageProcesses, free_port
 from tools.loadgen import LoadGenerator, Submission, make_documents
 
@@ -54,6 +55,7 @@ class Figures:
     duplicated: int
     recover_s: float | None  # fault over (service back / stage restarted) -> first new result
     drain_s: float  # fault over -> every document final and every lag 0
+    stall_s: float = 0.0  # longest time without a document becoming final, fault start -> last one final
     door_retries: int = 0
     notes: str = ""
 
@@ -63,13 +65,15 @@ def pytest_terminal_summary(terminalreporter):
         return
     write = terminalreporter.write_line
     write("")
-    write("fault suite figures (recover: fault over -> first new result; drain: -> all final, lag 0)")
-    write("| fault | documents | done | failed | lost | duplicated | time to recover | drained after | door retries |")
-    write("|---|---|---|---|---|---|---|---|---|")
+    write("fault suite figures (time to recover: fault over -> next document final; longest stall: no "
+          "document final, from the fault until the last one; drained: all final, every lag 0, after the fault)")
+    write("| fault | documents | done | failed | lost | duplicated | time to recover | longest stall | drained after "
+          "| door retries |")
+    write("|---|---|---|---|---|---|---|---|---|---|")
     for f in FIGURES:
         rec = "-" if f.recover_s is None else f"{f.recover_s:.1f} s"
         write(f"| {f.fault} | {f.documents} | {f.done} | {f.failed} | {f.lost} | {f.duplicated} | {rec} | "
-              f"{f.drain_s:.1f} s | {f.door_retries} |")
+              f"{f.stall_s:.1f} s | {f.drain_s:.1f} s | {f.door_retries} |")
     if path := os.environ.get("OCRSTREAM_FAULT_REPORT"):
         Path(path).write_text(json.dumps([asdict(f) for f in FIGURES], indent=1))
 
@@ -102,6 +106,11 @@ class Progress:
 
     def first_rise_after(self, t: float) -> float | None:
         return next((when - t for when, _ in self.rises if when > t), None)
+
+    def longest_stall(self, start: float, end: float) -> float:
+        """The longest time in [start, end] during which no document became final."""
+        times = [start] + [when for when, _ in self.rises if start < when < end] + [end]
+        return max(b - a for a, b in zip(times, times[1:]))
 
     def current(self) -> int:
         return self.rises[-1][1] if self.rises else 0
@@ -192,7 +201,8 @@ class Rig:
                 assert not load.done() or load.exception() is None, load.exception()
                 assert time.monotonic() - t0 < 600, f"no progress before the fault: {progress.current()}"
                 await asyncio.sleep(0.25)
-            print(f"\n[{fault}] fault at {time.monotonic() - t0:.1f} s, {progress.current()} of {count} final")
+            fault_start = time.monotonic()
+            print(f"\n[{fault}] fault at {fault_start - t0:.1f} s, {progress.current()} of {count} final")
             await inject(self)
             fault_over = time.monotonic()
             print(f"[{fault}] fault over at {fault_over - t0:.1f} s")
@@ -200,7 +210,8 @@ class Rig:
             progress.ids = [s.document_id for s in submissions]
             expected = {s.document_id: s.expected for s in submissions}
             await wait_until_drained(self.settings, expected, timeout_s=600)
-            drain_s = time.monotonic() - fault_over
+            drained_at = time.monotonic()
+            drain_s = drained_at - fault_over
             await asyncio.sleep(1)
         finally:
             await progress.stop()
@@ -209,7 +220,8 @@ class Rig:
         report = await audit(self.settings, expected)
         self.all_expected.update(expected)
         figures = Figures(fault, report.submitted, report.done, report.failed, len(report.lost),
-                          report.duplicated, progress.first_rise_after(fault_over), drain_s, gen.retries, notes)
+                          report.duplicated, progress.first_rise_after(fault_over), drain_s,
+                          progress.longest_stall(fault_start, progress.rises[-1][0] if progress.rises else drained_at), gen.retries, notes)
         FIGURES.append(figures)
         print(f"[{fault}] {report.summary()}; recover {figures.recover_s} s, drained {drain_s:.1f} s "
               f"after the fault, door retries {gen.retries}")
@@ -227,7 +239,11 @@ class Rig:
 def rig(request, tmp_path_factory):
     soak = request.config.getoption("--soak")
     docs = request.config.getoption("--fault-docs") or (200 if soak else 30)
-    state_dir = Path(tmp_path_factory.mktemp("fstack"))
+    # Not under pytest's base temp dir: every pytest session started meanwhile on the machine
+    # (same user) chmods /tmp/pytest-of-<user> to 0700, and PostgreSQL, which runs as `nobody`
+    # when we are root, then loses its data directory (PANIC at the next checkpoint).
+    state_dir = Path(tempfile.mkdtemp(prefix="ocrstream-faults-"))
+    logs = tmp_path_factory.mktemp("stage-logs")
     stack = EmbeddedStack(state_dir, log=lambda m: print(f"  [devstack] {m}"))
     endpoints = stack.start()
     try:
@@ -240,12 +256,13 @@ def rig(request, tmp_path_factory):
         # bench/bench_takeover.py); extra replicas ("recognize-2", "-3") are dynamic members.
         stage_env = {stage: {"OCRSTREAM_GROUP_INSTANCE_ID": f"{stage}-1"} for stage in STAGES}
         stage_env["recognize-2"] = stage_env["recognize-3"] = {"OCRSTREAM_GROUP_INSTANCE_ID": ""}
-        with StageProcesses(env, state_dir / "stage-logs", stage_env=stage_env) as stages:
+        with StageProcesses(env, logs, stage_env=stage_env) as stages:
             yield Rig(state_dir, stack, stages, settings, f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}",
                       docs, soak)
     finally:
         stop_running(state_dir)  # also what a scenario revived (started by another EmbeddedStack)
         stack.stop()
+        purge(state_dir)
 
 
 #: Stage settings of the suite (as tests/conftest.py's stack_env): short group timeouts and
