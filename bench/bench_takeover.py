@@ -40,7 +40,6 @@ from services.devstack import EmbeddedStack, create_topics  # noqa: E402
 
 TOPIC = "bench.takeover"
 PARTITIONS = 4
-STARTUP: list[float] = []  # restart case: seconds from the kill until the new consumer had started
 
 MEMBER = r"""
 import asyncio, json, sys, time
@@ -133,13 +132,7 @@ async def one(bootstrap: str, case: str, session_ms: int, static: bool) -> float
         marker = f"after-{uuid.uuid4().hex[:6]}"
         await produce_markers(bootstrap, marker)
         done = await wait_all(survivors, marker, 60)
-        if done is None:
-            return None
-        if case == "restart":  # the new process's own start-up (interpreter, imports, connect)
-            started = next((r["started"] for r in members[0].lines if "started" in r), None)
-            if started is not None:
-                STARTUP.append(started - (time.time() - (time.monotonic() - killed_at)))
-        return done - killed_at
+        return None if done is None else done - killed_at
     finally:
         for m in members:
             if m.proc.poll() is None:
@@ -164,9 +157,6 @@ def main() -> None:
                     rows.append((case, session_ms, static, ok, len(times) - len(ok)))
                     print(f"  {case:8s} session {session_ms} ms static={static}: "
                           f"{', '.join(f'{t:.1f}' for t in ok)} s, {len(times) - len(ok)} timed out", flush=True)
-    if STARTUP:
-        print(f"\nrestart case: the new process itself needed {statistics.median(STARTUP):.1f} s (median) "
-              "from the kill to a started consumer; the rest is the group's rebalance")
     print("\n| case | session timeout | static membership | take-over (median, s) | runs | timed out (60 s) |")
     print("|---|---|---|---|---|---|")
     for case, session_ms, static, ok, failed in rows:

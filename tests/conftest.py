@@ -9,6 +9,14 @@ import pytest
 from services.core.settings import Settings
 
 
+def pytest_addoption(parser):
+    """Options of the fault suite (tests/faults; registered here: only the root conftest's
+    options are known when ``./test.sh`` collects every directory)."""
+    group = parser.getgroup("faults", "fault suite (tests/faults)")
+    group.addoption("--fault-docs", type=int, default=None, help="documents per fault scenario (default 30)")
+    group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """A running embedded stack; its :class:`StackEndpoints`."""

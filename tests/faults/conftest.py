@@ -33,16 +33,6 @@ SESSION_TIMEOUT_MS = 6000
 FIGURES: list["Figures"] = []
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("faults", "fault suite (tests/faults)")
-    group.addoption("--fault-docs", type=int, default=None, help="documents per fault scenario (default 30)")
-    group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "faults: fault-injection scenarios under load (tests/faults)")
-
-
 @dataclass
 class Figures:
     """One row of the suite's table."""
