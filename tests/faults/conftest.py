@@ -270,4 +270,3 @@ STAGE_ENV = {
     "OMP_WAIT_POLICY": "PASSIVE",
     "OCRSTREAM_ORT_THREADS": "1",
 }
-__all__ = ["Rig", "STAGES"]
