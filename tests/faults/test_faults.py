@@ -4,9 +4,11 @@ a stage, a replica, the broker, S3 or PostgreSQL is killed, frozen or stopped, a
 After each scenario the audit (services/audit.py) must find every acknowledged submission with
 exactly one final row (``done``, or ``failed`` with the expected error for the truncated pages
 the load generator mixes in), a results event for it, no stage lagging, and - except where the
-issue's rule "duplicates possible on the results topic" applies (a broker or S3 restart may
-lose the ack of a produce that was written, and the embedded broker has no idempotent producer,
-so the store's retry publishes the event again) - no document version published twice. Duplicates are counted and printed in the figures table either way; lost must be 0.
+issue's rule "duplicates possible on the results topic" applies (a broker killed, frozen or cut
+off from S3 may lose the ack of a produce that was written, and the embedded broker has no
+idempotent producer, so the store's retry publishes the event again) - no document version
+published twice. Duplicates are counted and printed in the figures table either way; lost must
+be 0.
 
 The scenarios share one stack and one set of stage processes (tests/faults/conftest.py), in
 order; a final check audits every document of the module together.
