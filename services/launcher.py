@@ -40,12 +40,15 @@ class StageProcesses:
             self.start_one(stage)
         return self
 
-    def start_one(self, stage: str) -> None:
-        """(Re)start one stage process."""
-        log = open(self.log_dir / f"{stage}.log", "ab")
-        self.procs[stage] = subprocess.Popen(
+    def start_one(self, stage: str, name: str | None = None) -> None:
+        """(Re)start one stage process; ``name`` (default: the stage) tells replicas apart,
+        e.g. ``start_one("recognize", "recognize-2")`` runs a second recognize process in the
+        same consumer group (log ``recognize-2.log``)."""
+        name = name or stage
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", stage],
-            env={**self.env, **self.stage_env.get(stage, {})},
+            env={**self.env, **self.stage_env.get(stage, {}), **self.stage_env.get(name, {})},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
@@ -59,7 +62,7 @@ class StageProcesses:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop_one(self, stage: str, timeout_s: float = 20, sig: int = signal.SIGTERM) -> int | None:
-        """Signal one stage (SIGTERM: graceful) and wait; SIGKILL after ``timeout_s``."""
+        """Signal one stage process (by its name; SIGTERM: graceful) and wait; SIGKILL after ``timeout_s``."""
         proc = self.procs[stage]
         if proc.poll() is None:
             os.killpg(proc.pid, sig)

@@ -10,6 +10,14 @@ import pytest
 from services.core.settings import Settings
 
 
+def pytest_addoption(parser):
+    """Options of the fault suite (tests/faults; registered here: only the root conftest's
+    options are known when ``./test.sh`` collects every directory)."""
+    group = parser.getgroup("faults", "fault suite (tests/faults)")
+    group.addoption("--fault-docs", type=int, default=None, help="documents per fault scenario (default 30)")
+    group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory):
     """The running :class:`EmbeddedStack` (for tests that pause/resume its servers)."""

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     consumer_group_prefix: str = "ocrstream"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
+    # Static group membership (KIP-345): a stable id per stage process (e.g. the pod name). A
+    # process restarted with its id within session_timeout_ms takes its partitions back without
+    # a rebalance (bench/bench_takeover.py); a stopped one is not replaced before the timeout.
+    group_instance_id: str | None = None
     max_message_bytes: int = 16 * 1024 * 1024
     poll_max_records: int = 16
 

@@ -276,6 +276,7 @@ class StageRunner:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",  # never "latest": tansu misreports end offsets
                 session_timeout_ms=s.session_timeout_ms,
+                group_instance_id=s.group_instance_id or None,  # static membership when set
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
                 max_partition_fetch_bytes=s.max_message_bytes,
                 fetch_max_bytes=s.max_message_bytes * 2,
