@@ -77,10 +77,11 @@ Bucket notifications -- SeaweedFS's filer publishes its metadata events (protobu
 full path) to the topic ``ocr.bucket-notifications``, configured by ``state_dir/run/notification.toml``, weed's working directory
 (``[notification.kafka]``; weed reads ``notification.toml`` from its working directory, then
 ``~/.seaweedfs``, ``/usr/local/etc/seaweedfs``, ``/etc/seaweedfs``). The filer's Kafka
-producer (sarama) must reach the broker when it starts, while the broker on S3 (the default
-``kafka_storage="s3"``) needs S3 first: so S3 starts without notifications, then the broker,
-then S3 again on the same ports and data with them (about a second; with memory storage the
-broker simply starts first). :meth:`EmbeddedStack.revive` keeps the same order.
+producer (sarama) must reach the broker when it starts, so the broker starts first. With the
+default ``kafka_storage="s3"`` the broker's log lives on a second, private weed (service
+``kafka-s3``, data in ``state_dir/kafka-s3``): on the users' S3 every write of the broker would
+be notified to the broker, which writes again (a feedback loop). Start and
+:meth:`EmbeddedStack.revive` order: kafka-s3, kafka, s3, postgres.
 
 Every process is started with ``start_new_session=True`` (own session and
 process group, survives the starting process, e.g. ``ocrstream dev up``) and is
@@ -134,7 +135,8 @@ UNPRIVILEGED_USER = "nobody"  # runs initdb/postgres when we are root
 POLL_S = 0.1
 LOG_TAIL_LINES = 40
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
-WEED_SERVERS = ("master", "volume", "filer", "s3", "admin")  # each has port + grpc port
+WEED_SERVERS = ("master", "volume", "filer", "s3", "admin")
+BROKER_S3 = "kafka-s3"  # service name of the weed that holds the broker's log (kafka_storage="s3")  # each has port + grpc port
 STATE_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.json"
 
@@ -654,17 +656,12 @@ class EmbeddedStack:
         creds = _load_credentials(self.state_dir)
         try:
             topic = BUCKET_NOTIFICATIONS_TOPIC
-            if self.kafka_storage == "s3":
-                # The broker keeps its log on S3 and the filer publishes to the broker: S3 first
-                # without notifications, the broker, then S3 again (same ports and data) with them.
-                s3_endpoint = self._start_s3(creds, deadline)
-                bootstrap = self._start_kafka(creds, s3_endpoint, deadline)
-                _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
-                self._restart_s3_notifying(creds, deadline, bootstrap, topic)
-            else:  # the filer publishes object events to the broker: Kafka first
-                bootstrap = self._start_kafka(creds, None, deadline)
-                _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
-                s3_endpoint = self._start_s3(creds, deadline, notify=(bootstrap, topic))
+            # The broker's log lives on its own S3 (never the users' one: the filer notifies the
+            # broker of every write, and the broker's own writes would feed back into it).
+            log_s3 = self._start_s3(creds, deadline, name=BROKER_S3) if self.kafka_storage == "s3" else None
+            bootstrap = self._start_kafka(creds, log_s3, deadline)
+            _run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+            s3_endpoint = self._start_s3(creds, deadline, notify=(bootstrap, topic))
             dsn = self._start_postgres(creds, deadline)
             self.endpoints = StackEndpoints(
                 kafka_bootstrap=bootstrap, s3_endpoint=s3_endpoint,
@@ -692,36 +689,27 @@ class EmbeddedStack:
         self._services = [s for s in recorded if s.running()]
         by_name = {s.name: s for s in recorded}
         notify = (endpoints.kafka_bootstrap, endpoints.bucket_notifications_topic)
-        dead = [n for n in ("s3", "kafka", "postgres") if by_name.get(n) is None or not by_name[n].running()]
+        order = ((BROKER_S3,) if self.kafka_storage == "s3" else ()) + ("kafka", "s3", "postgres")
+        dead = [n for n in order if by_name.get(n) is None or not by_name[n].running()]
         for name in dead:
             self.log(f"{name} is not running: starting it again on its recorded port and data")
             if name in by_name:
                 _remove_files(by_name[name].cleanup_files)
         ports = {n: by_name[n].ports if n in by_name else None for n in dead}
-        try:
-            # The broker on S3 needs S3 first; the filer's notifications need the broker.
-            s3_before_broker = "s3" in dead and "kafka" in dead and self.kafka_storage == "s3"
-            if "s3" in dead:
-                self._start_s3(creds, deadline, ports["s3"],
-                               notify=None if s3_before_broker or not notify[1] else notify)
+        try:  # the broker's S3, the broker, then the users' S3 (its filer notifies the broker)
+            if BROKER_S3 in dead:
+                self._start_s3(creds, deadline, ports[BROKER_S3], name=BROKER_S3)
             if "kafka" in dead:
-                self._start_kafka(creds, endpoints.s3_endpoint, deadline, ports["kafka"])
-            if s3_before_broker and notify[1]:
-                self._restart_s3_notifying(creds, deadline, *notify)
+                log_s3 = f"{HOST}:{by_name[BROKER_S3].ports['s3']}" if BROKER_S3 in by_name else None
+                self._start_kafka(creds, log_s3, deadline, ports["kafka"])
+            if "s3" in dead:
+                self._start_s3(creds, deadline, ports["s3"], notify=notify if notify[1] else None)
             if "postgres" in dead:
                 self._start_postgres(creds, deadline, ports["postgres"])
         finally:
             self.endpoints = endpoints
             self._write_state()
         return endpoints
-
-    def _restart_s3_notifying(self, creds: dict[str, str], deadline: float, bootstrap: str, topic: str) -> None:
-        """Stop the running weed and start it again on the same ports and data, now publishing
-        its filer events to ``topic`` on ``bootstrap``."""
-        svc = next(s for s in self._services if s.name == "s3")
-        _stop_services([svc], 10)
-        self._services.remove(svc)
-        self._start_s3(creds, deadline, svc.ports, notify=(bootstrap, topic))
 
     def stop(self, timeout_s: float = 20) -> None:
         """Stop every started process (signal, then SIGKILL after ``timeout_s``). Idempotent."""
@@ -770,11 +758,13 @@ class EmbeddedStack:
         self.log(f"{label} up on {address} in {time.monotonic() - t0:.1f} s")
 
     def _start_s3(self, creds: dict[str, str], deadline: float, ports: dict[str, int] | None = None,
-                  notify: tuple[str, str] | None = None) -> str:
-        """Start weed mini (on ``ports`` if given); ``notify=(bootstrap, topic)``: its filer
-        publishes metadata events there (the bucket door)."""
-        root = self._dir("s3")
-        run = self._dir("run")
+                  notify: tuple[str, str] | None = None, name: str = "s3") -> str:
+        """Start weed mini as service ``name`` (``"s3"``: the users' bucket; :data:`BROKER_S3`: the
+        broker's log), data under ``state_dir/<name>``, on ``ports`` if given;
+        ``notify=(bootstrap, topic)``: its filer publishes metadata events there (the bucket door)."""
+        root = self._dir(name)
+        run = self._dir("run") if name == "s3" else self._dir(name, "run")
+        sockets = ("run",) if name == "s3" else (name, "run")
         toml = run / "notification.toml"
         toml.unlink(missing_ok=True)
         if notify is not None:
@@ -789,20 +779,21 @@ class EmbeddedStack:
         }]}
         _write_private_json(root / "identities.json", identities)
         argv = [str(weed_binary()), f"-logdir={self.logs_dir / 'weed'}", "-alsologtostderr=false",
-                "mini", f"-dir={self._dir('s3', 'data')}", f"-ip={HOST}", f"-ip.bind={HOST}",
+                "mini", f"-dir={self._dir(name, 'data')}", f"-ip={HOST}", f"-ip.bind={HOST}",
                 *[f"-{n}.port{'.grpc' if g else ''}={ports[n + g]}"
                   for n in WEED_SERVERS for g in ("", "_grpc")],
-                f"-admin.dataDir={self._dir('s3', 'admin')}", "-admin.ui=false",
+                f"-admin.dataDir={self._dir(name, 'admin')}", "-admin.ui=false",
                 f"-s3.config={root / 'identities.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 "-webdav=false", "-master.telemetry=false", "-volume.preStopSeconds=0",
-                f"-s3.localSocket={self._socket_path('run', 's3.sock')}",
-                f"-filer.localSocket={self._socket_path('run', 'filer.sock')}"]
+                f"-s3.localSocket={self._socket_path(*sockets, 's3.sock')}",
+                f"-filer.localSocket={self._socket_path(*sockets, 'filer.sock')}"]
         grpc_sockets = [f"/tmp/seaweedfs-{n}-grpc-{ports[n + '_grpc']}.sock" for n in WEED_SERVERS]
         _remove_files(grpc_sockets)  # stale leftovers of a killed weed that used these ports
-        svc = _Service("s3", argv, str(self.logs_dir / "s3.log"), ports, cleanup_files=grpc_sockets)
+        svc = _Service(name, argv, str(self.logs_dir / f"{name}.log"), ports, cleanup_files=grpc_sockets)
         endpoint = f"{HOST}:{ports['s3']}"
         client = _minio_client(endpoint, creds["s3_access_key"], creds["s3_secret_key"])
-        self._bring_up(svc, client.list_buckets, deadline, "s3 (seaweedfs)", endpoint, cwd=run)
+        label = "s3 (seaweedfs)" if name == "s3" else "the broker's s3 (seaweedfs)"
+        self._bring_up(svc, client.list_buckets, deadline, label, endpoint, cwd=run)
         return endpoint
 
     def _start_kafka(self, creds: dict[str, str], s3_endpoint: str | None, deadline: float,

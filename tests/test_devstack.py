@@ -175,7 +175,7 @@ def test_read_running_and_stop(devstack: EmbeddedStack) -> None:
     assert read_running(state_dir) == devstack.endpoints
     assert all(p.name.endswith(".log") for p in (state_dir / "logs").glob("*.*"))
     pids = _recorded_pids(state_dir)
-    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 4 and all(_alive(pid) for pid in pids)  # kafka-s3 (the broker's log), kafka, s3, postgres
     devstack.stop()
     assert not any(_alive(pid) for pid in pids)
     assert _processes_under(state_dir) == []
@@ -193,9 +193,13 @@ async def test_kafka_on_s3_and_stop_running(tmp_path: Path) -> None:
         await _produce(ep.kafka_bootstrap, "devstack.s3", [b"x"])
         got, committed = await _consume(ep.kafka_bootstrap, "devstack.s3", "devstack-s3", 1)
         assert got[0].value == b"x" and committed == 1
-        client = _minio_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
+        # the broker's log: on its own weed, never the users' S3 (whose filer notifies the broker)
+        services = {x["name"]: x for x in json.loads((tmp_path / "stack.json").read_text())["services"]}
+        log_s3 = f"127.0.0.1:{services['kafka-s3']['ports']['s3']}"
+        client = _minio_client(log_s3, ep.s3_access_key, ep.s3_secret_key)
         keys = [o.object_name for o in client.list_objects("tansu", recursive=True)]
         assert any("/topics/devstack.s3/" in k for k in keys)
+        assert not _minio_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key).bucket_exists("tansu")
         pids = _recorded_pids(tmp_path)
         assert stop_running(tmp_path) is True  # as `ocrstream dev down` would, from stack.json
         assert not any(_alive(pid) for pid in pids)

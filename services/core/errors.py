@@ -125,10 +125,11 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     try:
         from aiokafka.errors import (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError,
                                      NotEnoughReplicasError, NotLeaderForPartitionError,
-                                     RequestTimedOutError)
+                                     RequestTimedOutError, UnknownError)
 
+        # UnknownError: what the embedded broker (tansu) answers while it recovers from a restart
         types += [KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError,
-                  NotLeaderForPartitionError, NotEnoughReplicasError]
+                  NotLeaderForPartitionError, NotEnoughReplicasError, UnknownError]
     except ImportError:  # pragma: no cover
         pass
     try:
@@ -148,7 +149,8 @@ def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is an infrastructure fault worth retrying (not a bad message)."""
     if isinstance(exc, PermanentError):
         return False
-    return isinstance(exc, TRANSIENT_TYPES)
+    # aiokafka marks the broker errors a client may retry (leader moves, coordinator loads...)
+    return isinstance(exc, TRANSIENT_TYPES) or getattr(exc, "retriable", False) is True
 
 
 def retry_after(exc: BaseException) -> float | None:
