@@ -140,7 +140,7 @@ def test_every_tiff_frame_is_checked_not_only_the_first():
         open_document(tiff(frames, compression=8), Budget())
     frames = [(8000, 8000)] * 7  # 64 Mpx each: every frame fits, all seven do not
     with pytest.raises(DocumentTooLargeError, match="448000000 pixels up to TIFF frame 7"):
-        open_document(tiff(frames, compression=8), Budget())
+        open_document(tiff(frames, compression=8), Budget(max_document_pixels=400_000_000))
 
 
 def test_pdf_pages_are_rendered_at_the_configured_dpi_and_limited():
@@ -162,7 +162,7 @@ def test_pdf_of_many_large_pages_is_refused_on_total_pixels_without_rendering(mo
     data = pdf_of([big] * 60, resolution=10)
     assert len(data) < 100_000
     with pytest.raises(DocumentTooLargeError, match="up to PDF page 6 at 200 dpi"):
-        open_document(data, Budget())  # 5 pages = 400 Mpx, the 6th is over
+        open_document(data, Budget(max_document_pixels=400_000_000))  # 5 pages = 400 Mpx, the 6th is over
     assert rendered == []
     with open_document(data[: len(data)], Budget(max_document_pixels=10**12, max_pages=60)) as document:
         assert len(document) == 60 and document.page_sizes[0] == (8000, 10000)
@@ -379,3 +379,17 @@ async def test_worker_that_cannot_start_fails_start_up_clearly():
             await pool.start(timeout_s=120)
     finally:
         pool.close()
+
+
+def test_transparent_background_becomes_white_paper():
+    """Black text on a transparent PNG: OpenCV's colour decode alone would make the page black."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (200, 60), (0, 0, 0, 0))
+    ImageDraw.Draw(im).rectangle((20, 20, 60, 40), fill=(0, 0, 0, 255))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    with open_document(buf.getvalue(), Budget()) as document:
+        page = next(iter(document.pages()))
+    assert page.shape == (60, 200, 3)
+    assert (page[0, 0] == 255).all() and (page[30, 40] == 0).all()

@@ -493,7 +493,14 @@ class HostileRun:
             headers["Authorization"] = f"Bearer {self.api_key}"
         elif case.http_auth == "bad":
             headers["Authorization"] = "Bearer not-a-real-key-0123456789abcdef"
-        resp = await self.http.post(self.http_url + "/v1/documents", content=body, headers=headers)
+        try:
+            resp = await self.http.post(self.http_url + "/v1/documents", content=body, headers=headers)
+        except httpx.TransportError:
+            # The door answered before reading the body (413 on Content-Length) and closed the
+            # connection while the client was still sending: read that answer as a client would.
+            status = await asyncio.to_thread(self._status_for_headers_only, headers, len(body))
+            return Observed("refused", http_status=status, seconds=time.monotonic() - t0,
+                            output="answered before the body was sent")
         try:
             payload = resp.json()
         except ValueError:
@@ -509,6 +516,18 @@ class HostileRun:
             obs = Observed("refused", seconds=time.monotonic() - t0)
         obs.http_status, obs.output = resp.status_code, resp.text[:500]
         return obs
+
+    def _status_for_headers_only(self, headers: dict[str, str], length: int) -> int:
+        """The HTTP status the door answers to a POST's headers alone (``Content-Length: length``)."""
+        import socket
+        from urllib.parse import urlparse
+
+        url = urlparse(self.http_url)
+        lines = [f"POST /v1/documents HTTP/1.1", f"Host: {url.hostname}", f"Content-Length: {length}",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            return int(sock.recv(4096).split(b" ", 2)[1])
 
     async def _raw(self, case, data, filename, limit, since, t0, ids) -> Observed:
         if case.victim:

@@ -152,6 +152,25 @@ def new_document_id() -> str:
 
 
 MAX_RAW_KEY_BYTES = 256
+MAX_TEMPLATE_NAME_CHARS = 64
+
+
+def template_header(value: bytes | None) -> str | None:
+    """The template named by a raw-topic ``template`` header (None when absent or empty).
+
+    Raises InvalidSubmissionError for a value that is not UTF-8 text of at most 64 characters
+    without control characters.
+    """
+    if not value:
+        return None
+    try:
+        name = value.decode("utf-8")
+    except UnicodeDecodeError:
+        name = None
+    if name is None or len(name) > MAX_TEMPLATE_NAME_CHARS or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise InvalidSubmissionError(f"raw-topic header template ({len(value)} bytes) is not a template name "
+                                     f"(UTF-8 text, at most {MAX_TEMPLATE_NAME_CHARS} characters)")
+    return name
 
 
 #: Header a dead-letter replay puts on a re-sent keyless raw record: the original's position, so
@@ -361,12 +380,12 @@ class IngestStage(Stage):
             return await self.bucket.handle(record)
         headers = {k: v for k, v in (record.headers or ()) if isinstance(v, bytes)}
         filename = sanitize_filename(headers.get("filename", b"").decode("utf-8", "replace"))
-        template = headers.get("template", b"").decode("utf-8", "replace")[:64] or None
         data = record.value or b""
         sha = await asyncio.to_thread(content_sha256, data)
         document_id = raw_document_id(record, sha, use_key=False)[0]
         try:  # every failure is reported under the scoped id, never under the producer's key
             document_id, external_id = raw_document_id(record, sha)
+            template = template_header(headers.get("template"))
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source="kafka", template=template, sha=sha,
                                                 external_id=external_id)

@@ -174,7 +174,29 @@ class _ImageDocument(Document):
         self._data = data
 
     def _decode(self, index: int) -> np.ndarray | None:
-        return cv2.imdecode(np.frombuffer(self._data, np.uint8), cv2.IMREAD_COLOR)
+        buf = np.frombuffer(self._data, np.uint8)
+        page = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if page is None or self.kind not in ("png", "webp"):
+            return page
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # only to read an alpha channel, if any
+        if raw is None or raw.ndim != 3 or raw.shape[2] != 4 or raw.shape[:2] != page.shape[:2]:
+            return page
+        return on_white(page, raw[:, :, 3])
+
+
+def on_white(page: np.ndarray, alpha: np.ndarray, rows: int = 512) -> np.ndarray:
+    """``page`` ``(H, W, 3)`` uint8 composited over white paper by ``alpha`` ``(H, W)`` (uint8 or
+    uint16): Porter-Duff "over" (Porter & Duff, Compositing Digital Images, 1984). OpenCV's
+    colour decoding drops alpha, which turns transparent backgrounds black and hides black text.
+    Done in blocks of ``rows`` rows so the float work stays small; returns a new array.
+    """
+    scale = 65535.0 if alpha.dtype == np.uint16 else 255.0
+    out = np.empty_like(page)
+    for top in range(0, page.shape[0], rows):
+        a = alpha[top:top + rows].astype(np.float32)[..., None] / scale
+        block = page[top:top + rows].astype(np.float32)
+        out[top:top + rows] = np.clip(block * a + 255.0 * (1.0 - a), 0, 255).astype(np.uint8)
+    return out
 
 
 class _TiffDocument(Document):

@@ -345,6 +345,10 @@ class PPOCRRecognizer:
         frames = _frames(width)
         return n * (3 * REC_HEIGHT * frames * FRAME_STRIDE * 4 + frames * self._frame_bytes)
 
+    def _run(self, crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray:
+        """Model output ``(N, T, C)`` for crops resized to ``widths`` (:func:`make_batch`)."""
+        return self.forward(make_batch(crops, widths))
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities."""
         return self._session.run(None, {self._input: batch})[0]
@@ -382,7 +386,7 @@ class PPOCRRecognizer:
         widths = [resized_width(*img.shape[:2]) for img in images]
         out: list[LineReading] = [EMPTY_READING] * len(images)
         for idx in self._batches(widths):
-            probs = self.forward(make_batch([images[i] for i in idx], [widths[i] for i in idx]))
+            probs = self._run([images[i] for i in idx], [widths[i] for i in idx])
             for k, i in enumerate(idx):
                 out[i] = self._decode(probs[k], widths[i], images[i].shape[1])
         return out
