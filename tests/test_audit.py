@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.audit import Expectation, audit, stage_lag
 from services.core import events
+from services.core.errors import BadInputError
+from services.core.stage import dead_letter
 from services.core.kafka import client_options, ensure_topics, make_producer
 from services.store.migrate import apply_migrations
 
@@ -37,9 +39,12 @@ async def test_audit_counts_each_outcome(stack_settings):
     producer = make_producer(settings)
     await producer.start()
     try:
-        def result(doc_id, status, version):
-            ts = {"failed" if status == "failed" else "recognized": version}
-            return json.dumps({"document_id": doc_id, "status": status, "timestamps": ts}).encode()
+        def result(doc_id, status, version):  # schema-valid: other tests read the whole topic
+            ts = {"ingested": events.now_iso(), "failed" if status == "failed" else "recognized": version}
+            error = {"stage": "preprocess", "type": "TruncatedImageError", "message": "x"} if status == "failed" else None
+            return events.encode(events.RESULTS, {"schema": events.RESULTS, "version": 1, "document_id": doc_id,
+                                                  "status": status, "timestamps": ts, "text": "", "pages": [],
+                                                  "regions": [], "error": error})
         for doc_id, status, version in ((done, "done", "v1"), (dup, "done", "v1"), (dup, "done", "v1"),
                                         (dup, "done", "v2"), (failed, "failed", "v1"), (wrong, "done", "v1"),
                                         (no_row, "done", "v1")):
@@ -65,7 +70,9 @@ async def test_stage_lag_is_highwater_minus_committed(stack_settings):
     producer = make_producer(settings)
     await producer.start()
     try:
-        sent = [await producer.send_and_wait(topic, b"{}", key=b"k", partition=0) for _ in range(3)]
+        letter = dead_letter("test", BadInputError("audit lag test"), document_id=f"lag-{uuid.uuid4().hex}",
+                             source={"topic": "test"}).payload  # schema-valid: other tests read the topic
+        sent = [await producer.send_and_wait(topic, letter, key=b"k", partition=0) for _ in range(3)]
     finally:
         await producer.stop()
     before = (await stage_lag(settings, ["store"]))["store"]  # nothing committed: the whole topic
