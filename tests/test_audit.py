@@ -71,8 +71,9 @@ async def test_stage_lag_is_highwater_minus_committed(stack_settings):
     await producer.start()
     try:
         letter = dead_letter("test", BadInputError("audit lag test"), document_id=f"lag-{uuid.uuid4().hex}",
-                             source={"topic": "test"}).payload  # schema-valid: other tests read the topic
-        sent = [await producer.send_and_wait(topic, letter, key=b"k", partition=0) for _ in range(3)]
+                             source={"topic": "test"})  # schema-valid, keyed by its id: other tests read the topic
+        sent = [await producer.send_and_wait(topic, letter.payload, key=letter.key.encode(), partition=0)
+                for _ in range(3)]
     finally:
         await producer.stop()
     before = (await stage_lag(settings, ["store"]))["store"]  # nothing committed: the whole topic
