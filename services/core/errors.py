@@ -119,6 +119,8 @@ def _transient_types() -> tuple[type[BaseException], ...]:
         types += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                   asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
                   asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+                  # a pooled connection left mid-protocol by a killed server: a new one fixes it
+                  asyncpg.exceptions._base.InternalClientError,
                   asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError]
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         pass
