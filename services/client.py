@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotRead
 from services.core import events
 from services.core.settings import Settings
 from services.ingest.stage import Receipt, Submitter
-from services.results import ResultsReader, ResultsTimeoutError, fetch_documents
+from services.results import ResultsReader, fetch_documents
 
 
 class StackUnreachableError(ConnectionError):
@@ -87,6 +87,11 @@ class Outcome:
         return "" if self.ok else f"failed in {e.get('stage')}: {e.get('type')}: {e.get('message')}"
 
 
+#: Seconds the results reader gets to deliver results PostgreSQL already shows as published.
+STORE_FALLBACK_GRACE_S = 3.0
+STORE_POLL_S = 1.0
+
+
 class Client:
     """Submits documents and reads their results; an async context manager.
 
@@ -118,6 +123,12 @@ class Client:
         if reader:
             await self.reader.stop()
 
+    async def _published_in_store(self, document_ids: list[str], timeout_s: float) -> None:
+        try:
+            await _poll_published(self.settings, document_ids, timeout_s)
+        except (OSError, asyncio.TimeoutError):  # no database reachable: the reader alone decides
+            await asyncio.sleep(timeout_s)
+
     async def submit(self, data: bytes, filename: str | None, template: str | None = None) -> Receipt:
         """Submit one document's bytes (door ``cli``); its :class:`Receipt`."""
         try:
@@ -145,12 +156,34 @@ class Client:
         refused = {r.document_id: refused_result(r) for r in receipts if r.error is not None}
         for result in refused.values():
             on_result(result)
+        awaited = [r.document_id for r in receipts if not r.reused and r.document_id not in refused]
+        seen: dict[str, events.Event] = {}
+
+        def first_seen(event: events.Event) -> None:
+            if event["document_id"] not in seen:
+                seen[event["document_id"]] = event
+                on_result(event)
+
+        reader = asyncio.create_task(self.reader.wait_for(awaited, timeout_s=timeout_s, on_result=first_seen))
+        stored = asyncio.create_task(self._published_in_store(awaited, timeout_s))
         try:
-            results = await self.reader.wait_for(
-                [r.document_id for r in receipts if not r.reused and r.document_id not in refused],
-                timeout_s=timeout_s, on_result=on_result)
-        except ResultsTimeoutError as exc:
-            results = exc.results
+            await asyncio.wait({reader, stored}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():  # every result is stored and published: the reader gets a grace
+                await asyncio.wait({reader}, timeout=STORE_FALLBACK_GRACE_S)
+        finally:
+            for task in (reader, stored):
+                task.cancel()
+            await asyncio.gather(reader, stored, return_exceptions=True)
+        results = dict(seen)
+        all_stored = stored.done() and not stored.cancelled() and stored.exception() is None
+        if all_stored and (missing := [d for d in awaited if d not in results]):
+            # Results the reader did not see although the store published them (the embedded
+            # broker's positions are not always right): read from PostgreSQL, the system of record.
+            rows = await fetch_documents(self.settings, missing)
+            for doc_id in missing:
+                if doc_id in rows and rows[doc_id].get("published_at") is not None:
+                    results[doc_id] = result_from_row(rows[doc_id])
+                    first_seen(results[doc_id])
         results.update(refused)
         if reused:
             rows = await fetch_documents(self.settings, reused)
@@ -166,6 +199,29 @@ async def submit_all(settings: Settings, paths: Sequence[Path], template: str | 
     """Submit files without waiting (see :meth:`Client.submit_paths`); their receipts, in order."""
     async with Client(settings, wait=False) as client:
         return await client.submit_paths(paths, template, templates)
+
+
+async def _poll_published(settings: Settings, document_ids: list[str], timeout_s: float) -> None:
+    """Return once every document has a published row in PostgreSQL (at most ``timeout_s`` s)."""
+    import asyncpg
+
+    if not document_ids:
+        return
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    conn = await asyncpg.connect(settings.dsn, timeout=settings.postgres_timeout_s)
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                n = await conn.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
+                                        " AND published_at IS NOT NULL", document_ids)
+            except asyncpg.PostgresError:  # e.g. the store has not created its tables yet
+                n = 0
+            if n >= len(document_ids):
+                return
+            await asyncio.sleep(STORE_POLL_S)
+        await asyncio.sleep(3600)  # timed out: let the reader's own timeout decide
+    finally:
+        await conn.close()
 
 
 def refused_result(receipt: Receipt) -> events.Event:

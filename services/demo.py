@@ -124,9 +124,9 @@ def print_report(receipts: list, results: dict, rows: dict, settings: Settings) 
             continue
         event, row = results[r.document_id], rows.get(r.document_id, {})
         click.secho(f"\n== {r.filename}  [{event['status']}]  document {r.document_id}", bold=True)
-        if event["status"] == "done" and any("field" in reg for reg in event["regions"]):
-            click.echo(f"template {event['document']['template']}:")
-            for reg in event["regions"]:
+        if event["status"] == "done" and any("field" in reg for reg in event.get("regions", [])):
+            click.echo(f"template {event.get('document', {}).get('template')}:")
+            for reg in event.get("regions", []):
                 click.echo(f"  {reg['field']['name']:<14} {reg['text']!r}  (confidence {reg['confidence']:.2f})")
         elif event["status"] == "done":
             click.echo(event["text"].replace("\f", "\n[page break]\n") or "(no text found)")
