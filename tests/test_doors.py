@@ -171,3 +171,14 @@ def test_rate_limit_of_zero_means_unlimited(stack_settings):
     from services.core.auth import Authenticator
     auth = Authenticator(stack_settings.model_copy(update={"rate_limit_per_minute": 0}), "127.0.0.1")
     assert auth.limit is None and not auth.required
+
+
+def test_raw_template_header_is_bounded():
+    from services.core.errors import InvalidSubmissionError
+    from services.ingest.stage import MAX_TEMPLATE_NAME_CHARS, template_header
+
+    assert template_header(b"lab-report") == "lab-report" and template_header(b"") is None
+    assert template_header(b"x" * MAX_TEMPLATE_NAME_CHARS) == "x" * MAX_TEMPLATE_NAME_CHARS
+    for bad in (b"x" * (MAX_TEMPLATE_NAME_CHARS + 1), b"\xff\xfe", b"lab\x00report"):
+        with pytest.raises(InvalidSubmissionError):
+            template_header(bad)

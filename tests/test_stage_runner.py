@@ -262,3 +262,21 @@ async def test_a_configuration_error_in_setup_stops_before_consuming(stack_setti
 
     with pytest.raises(ConfigurationError, match="missing directory"):
         await asyncio.wait_for(StageRunner(Misconfigured(settings, topic), settings).run(asyncio.Event()), 60)
+
+
+def test_a_dead_letter_carries_its_input_only_up_to_the_bound():
+    from aiokafka import ConsumerRecord
+
+    from services.core.stage import MAX_ORIGINAL_BYTES, dead_letter_record
+
+    def record(value: bytes) -> ConsumerRecord:
+        return ConsumerRecord("ocr.ingested.v1", 0, 7, 0, 0, b"doc-1", value, None, len(b"doc-1"), len(value), ())
+
+    small = json.dumps({"document_id": "doc-1"}).encode()
+    big = json.dumps({"document_id": "doc-1", "pad": "x" * MAX_ORIGINAL_BYTES}).encode()
+    kept = dead_letter_record("preprocess", record(small), BadInputError("bad")).event
+    dropped = dead_letter_record("preprocess", record(big), BadInputError("bad")).event
+    assert kept["original"] == {"document_id": "doc-1"}
+    assert dropped["original"] is None and dropped["original_size_bytes"] == len(big)
+    assert dropped["source"] == {"topic": "ocr.ingested.v1", "partition": 0, "offset": 7}  # replayable from there
+    events.validate(events.DLQ, dropped)

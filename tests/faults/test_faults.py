@@ -82,31 +82,19 @@ async def test_scale_recognize_one_two_one(rig):
             del rig.stages.procs["recognize-3"]
 
 
-async def test_broker_sigkill_and_revive(rig):
-    async def kill_broker(rig):
-        rig.signal_service("kafka", signal.SIGKILL)
-        print("  SIGKILL broker")
-        await asyncio.sleep(outage_s(rig, 5))
-        print(f"  broker revived in {rig.revive():.1f} s")
-    await rig.scenario("broker SIGKILL, revived (dev up)", kill_broker, duplicates_allowed=True)
-
-
-async def test_s3_killed_and_revived(rig):
-    async def kill_s3(rig):
-        rig.signal_service("s3", signal.SIGKILL)
-        print("  SIGKILL S3")
-        await asyncio.sleep(outage_s(rig, 10))
-        print(f"  S3 revived in {rig.revive():.1f} s")
-    await rig.scenario("S3 SIGKILL, revived (dev up)", kill_s3, duplicates_allowed=True)
-
-
-async def test_postgres_killed_and_revived(rig):
-    async def kill_pg(rig):
-        rig.signal_service("postgres", signal.SIGKILL)
-        print("  SIGKILL PostgreSQL")
-        await asyncio.sleep(outage_s(rig, 10))
-        print(f"  PostgreSQL revived in {rig.revive():.1f} s")
-    await rig.scenario("PostgreSQL SIGKILL, revived (dev up)", kill_pg)
+@pytest.mark.parametrize("service, label, outage, duplicates_allowed", [
+    ("kafka", "broker", 5, True),
+    ("s3", "S3", 10, True),
+    ("postgres", "PostgreSQL", 10, False),
+], ids=["broker", "s3", "postgres"])
+async def test_service_sigkilled_and_revived(rig, service, label, outage, duplicates_allowed):
+    """A dependency SIGKILLed while documents flow, then brought back by `dev up` (revive)."""
+    async def kill(rig):
+        rig.signal_service(service, signal.SIGKILL)
+        print(f"  SIGKILL {label}")
+        await asyncio.sleep(outage_s(rig, outage))
+        print(f"  {label} revived in {rig.revive():.1f} s")
+    await rig.scenario(f"{label} SIGKILL, revived (dev up)", kill, duplicates_allowed=duplicates_allowed)
 
 
 async def test_broker_paused_past_the_session_timeout(rig):
