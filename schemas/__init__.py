@@ -7,13 +7,13 @@ anything else is a new topic (``.v2``). Each event names its schema in its ``sch
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from jsonschema import Draft202012Validator
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(topic: str) -> Draft202012Validator:
     """The JSON Schema validator of ``topic``; raises FileNotFoundError for unknown topics."""
     text = resources.files(__name__).joinpath(f"{topic}.schema.json").read_text("utf-8")

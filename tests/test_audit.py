@@ -4,7 +4,6 @@ results events (same document and version twice) and read a group's lag without 
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import asyncpg

@@ -8,8 +8,6 @@ DBNet detector and the recogniser on them.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import cv2
 import numpy as np
 import pytest

@@ -205,7 +205,7 @@ async def test_a_record_that_kills_the_process_is_isolated(stack_settings):
     tag = uuid.uuid4().hex[:8]
     await send(settings, topic, [{"id": f"{tag}-ok0", "mode": "ok"}, {"id": f"{tag}-kill", "mode": "hang"},
                                  {"id": f"{tag}-ok2", "mode": "ok"}])
-    for crash in range(1, 3):  # two processes die on it
+    for _crash in range(1, 3):  # two processes die on it
         stage = HardStage(settings, topic)
         await run_until(StageRunner(stage, settings), lambda: stage.attempts[f"{tag}-kill"] >= 1)
         assert stage.attempts[f"{tag}-kill"] == 1

@@ -523,7 +523,7 @@ class HostileRun:
         from urllib.parse import urlparse
 
         url = urlparse(self.http_url)
-        lines = [f"POST /v1/documents HTTP/1.1", f"Host: {url.hostname}", f"Content-Length: {length}",
+        lines = ["POST /v1/documents HTTP/1.1", f"Host: {url.hostname}", f"Content-Length: {length}",
                  *(f"{k}: {v}" for k, v in headers.items())]
         with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

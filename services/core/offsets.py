@@ -114,7 +114,7 @@ async def describe_groups(settings: Settings, group_ids: Sequence[str]) -> dict[
         for group_id in group_ids:
             node = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
             response = await client.send(node, _DescribeGroups([group_id]))
-            for error_code, group, state, _protocol_type, _protocol, members, *_ in response.groups:
+            for _error_code, group, state, _protocol_type, _protocol, members, *_ in response.groups:
                 out[group] = GroupDescription(group, state or "Dead", tuple(m[0] for m in members))
         return out
     finally:

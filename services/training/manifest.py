@@ -10,7 +10,7 @@ Synthetic lines, exported corrections and real lines therefore mix by listing se
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
