@@ -18,6 +18,18 @@ def pytest_addoption(parser):
     group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test is ``unit`` (tests/unit: fakes, milliseconds), ``quality`` (lint, types, import
+    contracts) or ``integration`` (the rest: real embedded stack, models, processes), so
+    ``./test.sh -m unit`` runs the fast ones alone."""
+    unit_dir = os.path.join(os.path.dirname(__file__), "unit") + os.sep
+    for item in items:
+        if str(item.path).startswith(unit_dir):
+            item.add_marker("unit")
+        elif item.get_closest_marker("quality") is None:
+            item.add_marker("integration")
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory):
     """The running :class:`EmbeddedStack` (for tests that pause/resume its servers)."""

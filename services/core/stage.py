@@ -247,15 +247,20 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class StageRunner:
-    """Runs one :class:`Stage` against Kafka until ``stop`` is set."""
+    """Runs one :class:`Stage` against Kafka until ``stop`` is set.
 
-    def __init__(self, stage: Stage, settings: Settings):
+    ``run`` makes the consumer and producer; ``attempts`` is the delivery-attempt ledger (by
+    default the object store's). Unit tests (tests/unit/) set ``consumer``, ``producer`` and
+    ``attempts`` to fakes and drive :meth:`deliver` batch by batch.
+    """
+
+    def __init__(self, stage: Stage, settings: Settings, *, attempts: DeliveryAttempts | None = None):
         self.stage, self.settings = stage, settings
         self.group = f"{settings.consumer_group_prefix}-{stage.name}"
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.handler = LoopThread(f"{stage.name}-handler")
-        self.attempts = DeliveryAttempts(ObjectStore(settings), self.group)
+        self.attempts = attempts if attempts is not None else DeliveryAttempts(ObjectStore(settings), self.group)
         self.busy = False
         self._settled = asyncio.Event()
         self._settled.set()
@@ -331,8 +336,14 @@ class StageRunner:
 
     async def _poll_once(self, stop: asyncio.Event) -> None:
         records = await self._poll()
-        if not records:
-            return
+        if records:
+            await self.deliver(records, stop)
+
+    async def deliver(self, records: Sequence[ConsumerRecord], stop: asyncio.Event) -> None:
+        """The delivery rules for one polled micro-batch (see the module doc): handle it (paused,
+        bounded, retried, poison records and failures dead-lettered), produce the outputs and
+        wait for their acks, ``stage.published``, then commit. Nothing is committed when
+        stopping or on a timeout (the records are rewound and polled again)."""
         name = self.stage.name
         for r in records:
             metrics.MESSAGES_IN.labels(name, r.topic).inc()

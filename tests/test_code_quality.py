@@ -1,0 +1,45 @@
+"""Code quality, run by ./test.sh like every other test (``./test.sh -m quality`` alone):
+ruff (lint and import order), mypy (strict on services/core), import-linter's contracts (no stage
+imports another stage; services.core imports no stage) and the import graph without cycles
+(tools/import_graph.py). Configuration: pyproject.toml ([tool.ruff], [tool.mypy],
+[tool.importlinter]). Each test fails with the tool's own report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.quality
+
+
+def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in command], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff_finds_nothing():
+    """``ruff check .``: fix import order and safe findings with ``ruff check --fix``."""
+    result = run(sys.executable, "-m", "ruff", "check", ".", "--no-cache", "--output-format", "concise")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_on_core_passes():
+    result = run(sys.executable, "-m", "mypy", "--cache-dir", "/dev/null")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_are_kept():
+    result = run(BIN / "lint-imports", "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.xfail(reason="services/recognize/recognizer.py <-> its implementations: being removed on the "
+                          "rooms-models branch (issue 12 §3a); drop this mark after merging it", strict=False)
+def test_import_graph_has_no_cycles():
+    result = run(sys.executable, "-m", "tools.import_graph")
+    assert "no cycles" in result.stdout and result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,52 @@
+"""Fast unit tests: no embedded stack, no processes, no network (``./test.sh -m unit``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from aiokafka import TopicPartition
+
+from services.core.attempts import DeliveryAttempts
+from services.core.settings import Settings
+from services.core.stage import Stage, StageRunner
+
+from .fakes import IN_TOPIC, FakeConsumer, FakeProducer, InMemoryObjectStore
+
+#: Delivery settings small enough that a test runs in milliseconds.
+FAST = dict(retry_initial_s=0.001, retry_max_s=0.002, retry_max_attempts=3, max_delivery_attempts=3,
+            record_timeout_s=0.05, shutdown_grace_s=0.05, poll_max_records=16)
+
+
+class Harness:
+    """A :class:`StageRunner` on fakes: ``consumer``, ``producer``, the ledger's ``store`` and
+    ``log`` (``("send"|"ack", topic, key)`` and ``("commit", offsets)`` in the order they happened)."""
+
+    def __init__(self, make_stage, partitions: int = 2, **overrides):
+        self.settings = Settings(**{**FAST, **overrides})
+        self.stage: Stage = make_stage(self.settings)
+        self.log: list[tuple] = []
+        self.store = InMemoryObjectStore()
+        self.runner = StageRunner(self.stage, self.settings,
+                                  attempts=DeliveryAttempts(self.store, "unit-group"))  # type: ignore[arg-type]
+        self.consumer = FakeConsumer(self.log, [TopicPartition(IN_TOPIC, p) for p in range(partitions)])
+        self.producer = FakeProducer(self.log)
+        self.runner.consumer, self.runner.producer = self.consumer, self.producer  # type: ignore[assignment]
+        self.runner.handler.start()
+
+    def ledger_key(self, partition: int = 0) -> str:
+        return f"_runtime/attempts/unit-group/{IN_TOPIC}/{partition}.json"
+
+
+@pytest.fixture
+def harness() -> Iterator:
+    """``harness(make_stage, **settings)`` -> a started :class:`Harness` (stopped after the test)."""
+    made: list[Harness] = []
+
+    def make(make_stage, **overrides) -> Harness:
+        made.append(Harness(make_stage, **overrides))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.runner.handler.stop()

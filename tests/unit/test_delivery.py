@@ -1,0 +1,164 @@
+"""The stage runner's delivery rules (services/core/stage.py), one micro-batch at a time against
+fakes (tests/unit/fakes.py): commit only after acks, capped retries with backoff, typed dead
+letters, poison isolation through the delivery-attempt ledger, batch bisection, timeouts.
+
+The same rules against the real broker, object store and stage processes: tests/test_stage_runner.py
+and tests/faults/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiokafka import TopicPartition
+
+from services.core.errors import NotAnImageError, TransientError
+
+from .fakes import IN_TOPIC, OUT_TOPIC, BatchStage, ScriptedStage, record
+
+TP0, TP1 = TopicPartition(IN_TOPIC, 0), TopicPartition(IN_TOPIC, 1)
+
+
+def scripted(script=None):
+    return lambda settings: ScriptedStage(settings, script)
+
+
+async def test_batch_is_committed_past_its_last_record_per_partition_after_every_ack(harness):
+    h = harness(scripted())
+    await h.runner.deliver([record(3), record(4), record(7, partition=1)], asyncio.Event())
+    assert h.producer.outputs() == ["doc-3", "doc-4", "doc-7"]
+    assert h.consumer.commits == [{TP0: 5, TP1: 8}]
+    assert h.log[-1][0] == "commit" and [e[0] for e in h.log[:-1]].count("ack") == 3
+    assert h.stage.published_batches == [["doc-3", "doc-4", "doc-7"]]  # published before the commit
+    assert not h.consumer.paused  # resumed after the batch
+
+
+async def test_nothing_is_committed_while_an_output_is_not_acked(harness):
+    h = harness(scripted())
+    h.producer.hold = True
+    delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], asyncio.Event()))
+    while len([e for e in h.log if e[0] == "send"]) < 2:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.02)
+    assert h.consumer.commits == [] and not delivery.done()
+    h.producer.release()
+    await asyncio.wait_for(delivery, 2)
+    assert h.consumer.commits == [{TP0: 2}]
+
+
+async def test_failed_produce_is_retried_and_committed_only_after_the_acks(harness):
+    h = harness(scripted())
+    h.producer.failures = [TransientError("broker unavailable")]
+    await h.runner.deliver([record(0)], asyncio.Event())
+    assert [e[0] for e in h.log] == ["send", "send", "ack", "commit"]
+    assert h.consumer.commits == [{TP0: 1}]
+
+
+async def test_transient_error_is_retried_until_the_record_succeeds(harness):
+    h = harness(scripted({0: [TransientError("s3 slow"), TransientError("s3 slow")]}))
+    await h.runner.deliver([record(0), record(1)], asyncio.Event())
+    assert h.stage.calls == [0, 1, 0, 0]  # only the failing record is handled again
+    assert h.producer.outputs() == ["doc-0", "doc-1"] and h.producer.dead_letters() == {}
+    assert h.consumer.commits == [{TP0: 2}]
+
+
+async def test_retries_are_capped_then_the_record_is_dead_lettered(harness):
+    h = harness(scripted({0: [TransientError("db down")] * 10}), retry_max_attempts=3)
+    await h.runner.deliver([record(0), record(1)], asyncio.Event())
+    assert h.stage.calls.count(0) == 3
+    assert h.producer.dead_letters() == {"doc-0": "RetriesExhaustedError"}
+    assert h.producer.outputs() == ["doc-1"]
+    assert h.consumer.commits == [{TP0: 2}]
+
+
+async def test_stop_during_a_retry_backoff_commits_nothing(harness):
+    h = harness(scripted({0: [TransientError("db down")] * 10}), retry_initial_s=30, retry_max_s=30)
+    stop = asyncio.Event()
+    delivery = asyncio.create_task(h.runner.deliver([record(0)], stop))
+    while not h.stage.calls:
+        await asyncio.sleep(0.001)
+    stop.set()
+    await asyncio.wait_for(delivery, 2)
+    assert h.consumer.commits == [] and h.producer.acked == []
+    assert (TP0, 0) in h.consumer.seeks  # rewound: polled again by the next owner or run
+
+
+async def test_permanent_error_becomes_a_typed_dead_letter_and_is_committed(harness):
+    h = harness(scripted({1: [NotAnImageError("not an image")], 2: [KeyError("regions")]}))
+    await h.runner.deliver([record(0), record(1), record(2)], asyncio.Event())
+    assert h.stage.calls == [0, 1, 2]  # never retried
+    assert h.producer.dead_letters() == {"doc-1": "NotAnImageError", "doc-2": "InternalError"}
+    assert h.producer.outputs() == ["doc-0"]
+    assert h.consumer.commits == [{TP0: 3}]
+    dead = next(event for topic, key, event in h.producer.acked if key == "doc-1")
+    assert dead["source"] == {"topic": IN_TOPIC, "partition": 0, "offset": 1} and dead["stage"] == "unit"
+
+
+async def test_a_failing_dead_letter_input_is_committed_without_a_dead_letter(harness):
+    h = harness(scripted({0: [NotAnImageError("cannot record it")]}))
+    await h.runner.deliver([record(0, topic="ocr.dlq.v1")], asyncio.Event())
+    assert h.producer.acked == []
+    assert h.consumer.commits == [{TopicPartition("ocr.dlq.v1", 0): 1}]
+
+
+async def test_an_unproducible_output_is_dead_lettered_instead(harness):
+    h = harness(scripted(), max_message_bytes=5)  # every output is larger than 5 bytes
+    await h.runner.deliver([record(0)], asyncio.Event())
+    assert h.producer.dead_letters() == {"doc-0": "DocumentTooLargeError"} and h.producer.outputs() == []
+    assert h.consumer.commits == [{TP0: 1}]
+
+
+async def test_batch_failing_as_a_whole_is_split_until_the_bad_record_is_alone(harness):
+    h = harness(lambda settings: BatchStage(settings, bad={2}))
+    await h.runner.deliver([record(o) for o in range(4)], asyncio.Event())
+    assert h.stage.batches == [[0, 1, 2, 3], [0, 1], [2, 3], [2], [3]]
+    assert h.producer.dead_letters() == {"doc-2": "InternalError"}
+    assert h.producer.outputs() == ["doc-0", "doc-1", "doc-3"]
+    assert h.consumer.commits == [{TP0: 4}]
+
+
+async def test_every_batch_is_recorded_in_the_ledger_before_it_is_handled(harness):
+    h = harness(scripted({1: ["hang"]}))
+    delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], asyncio.Event()))
+    while 1 not in h.stage.calls:
+        await asyncio.sleep(0.001)
+    assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"0": 1, "1": 1}}
+    await asyncio.wait_for(delivery, 2)
+
+
+async def test_record_begun_before_is_handled_alone_and_the_rest_polled_again(harness):
+    h = harness(scripted())
+    h.store.objects[h.ledger_key()] = json.dumps({"unfinished": {"5": 1, "6": 1}}).encode()
+    await h.runner.deliver([record(5), record(6), record(7)], asyncio.Event())
+    assert h.stage.calls == [5]
+    assert (TP0, 6) in h.consumer.seeks
+    assert h.consumer.commits == [{TP0: 6}]
+
+
+async def test_poison_record_is_dead_lettered_without_being_handled(harness):
+    h = harness(scripted(), max_delivery_attempts=3)
+    h.store.objects[h.ledger_key()] = json.dumps({"unfinished": {"5": 3}}).encode()  # 3 crashes on it
+    await h.runner.deliver([record(5), record(6)], asyncio.Event())
+    assert h.stage.calls == []
+    assert h.producer.dead_letters() == {"doc-5": "PoisonMessageError"}
+    assert h.consumer.commits == [{TP0: 6}] and (TP0, 6) in h.consumer.seeks
+    await h.runner.deliver([record(6)], asyncio.Event())  # the partition moves on
+    assert h.stage.calls == [6] and h.consumer.commits[-1] == {TP0: 7}
+
+
+async def test_record_timing_out_is_redelivered_then_dead_lettered_as_a_timeout(harness):
+    h = harness(scripted({0: ["hang"] * 10}), record_timeout_s=0.05, max_delivery_attempts=2)
+    for attempt in (1, 2):
+        await h.runner.deliver([record(0)], asyncio.Event())
+        assert h.stage.calls == [0] * attempt and h.consumer.commits == [] and h.producer.acked == []
+        assert h.consumer.seeks[-1] == (TP0, 0)  # rewound
+    await h.runner.deliver([record(0)], asyncio.Event())
+    assert h.stage.calls == [0, 0]  # not handled a third time
+    assert h.producer.dead_letters() == {"doc-0": "HandlerTimeoutError"}
+    assert h.consumer.commits == [{TP0: 1}]
+
+
+async def test_outputs_of_a_handled_record_go_to_the_stage_topic(harness):
+    h = harness(scripted())
+    await h.runner.deliver([record(9)], asyncio.Event())
+    assert h.producer.acked == [(OUT_TOPIC, "doc-9", {"offset": 9})]
