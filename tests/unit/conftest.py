@@ -15,7 +15,7 @@ from .fakes import IN_TOPIC, FakeConsumer, FakeProducer, InMemoryObjectStore
 
 #: Delivery settings small enough that a test runs in milliseconds.
 FAST = dict(retry_initial_s=0.001, retry_max_s=0.002, retry_max_attempts=3, max_delivery_attempts=3,
-            record_timeout_s=0.05, shutdown_grace_s=0.05, poll_max_records=16)
+            record_timeout_s=5, shutdown_grace_s=0.05, poll_max_records=16)
 
 
 class Harness:

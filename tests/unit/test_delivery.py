@@ -118,7 +118,7 @@ async def test_batch_failing_as_a_whole_is_split_until_the_bad_record_is_alone(h
 
 
 async def test_every_batch_is_recorded_in_the_ledger_before_it_is_handled(harness):
-    h = harness(scripted({1: ["hang"]}))
+    h = harness(scripted({1: ["hang"]}), record_timeout_s=0.05)
     delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], asyncio.Event()))
     while 1 not in h.stage.calls:
         await asyncio.sleep(0.001)
