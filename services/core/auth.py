@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,7 +115,7 @@ class Authenticator:
         self.limit = RateLimitItemPerMinute(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def require(self, scope: str):
+    def require(self, scope: str) -> Callable[[Request], Awaitable[str | None]]:
         """A dependency that admits a request holding a key with ``scope``; returns the key name."""
 
         async def check(request: Request) -> str | None:

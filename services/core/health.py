@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import asyncpg
 import urllib3
@@ -66,13 +67,13 @@ class Health:
         self.retrying_since: float | None = None
         self._retries_seen = 0.0
         self._commit_seen = 0.0
-        self._kafka = None
+        self._kafka: Any = None  # aiokafka's AIOKafkaClient, made by the first probe
         self._s3: Minio | None = None
 
     def configure(self, stage: str, settings: Settings) -> None:
         """Set the stage and what it needs; every dependency starts as not yet checked."""
         self.stage, self.settings = stage, settings
-        needs = NEEDS.get(stage, ("kafka",))
+        needs: tuple[str, ...] = NEEDS.get(stage, ("kafka",))
         if stage == "ingest" and settings.duplicates == "reuse":
             needs += ("postgres",)
         self.needs = needs
@@ -83,7 +84,7 @@ class Health:
         self.last_poll = time.time()
 
     # ---- readiness
-    def readiness(self) -> tuple[bool, dict[str, dict]]:
+    def readiness(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """(ready, {check name: {"ok", "detail"}}) from the last probe results and loop state."""
         s, now = self.settings, time.time()
         report = {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()}
@@ -114,7 +115,7 @@ class Health:
         s = self.settings
         if s is None:  # not configured (a stage run in-process without run_stage): nothing to probe
             return
-        pending: dict[str, asyncio.Task] = {}
+        pending: dict[str, asyncio.Task[None]] = {}
         try:
             while not stop.is_set():
                 self._track_retries()
@@ -137,6 +138,7 @@ class Health:
     async def _probe(self, name: str) -> None:
         probe: Callable[[], Awaitable[str]] = getattr(self, f"_probe_{name}")
         started = time.time()
+        assert self.settings is not None  # run() probes only once configured
         try:
             detail = await asyncio.wait_for(probe(), timeout=self.settings.health_probe_timeout_s)
             self.checks[name] = Check(True, detail, started)
@@ -149,9 +151,11 @@ class Health:
     async def _probe_kafka(self) -> str:
         from aiokafka.client import AIOKafkaClient
 
+        s = self.settings
+        assert s is not None
         if self._kafka is None:
-            client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                    request_timeout_ms=int(self.settings.health_probe_timeout_s * 1000))
+            client = AIOKafkaClient(bootstrap_servers=s.kafka_bootstrap,
+                                    request_timeout_ms=int(s.health_probe_timeout_s * 1000))
             try:
                 await client.bootstrap()
             except BaseException:
@@ -165,6 +169,7 @@ class Health:
 
     async def _probe_s3(self) -> str:
         s = self.settings
+        assert s is not None
         if self._s3 is None:  # its own client: short timeouts, no retries
             timeout = urllib3.Timeout(connect=s.health_probe_timeout_s, read=s.health_probe_timeout_s)
             self._s3 = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key.get_secret_value(),
@@ -175,8 +180,10 @@ class Health:
         return f"bucket {s.s3_bucket}"
 
     async def _probe_postgres(self) -> str:
-        timeout = self.settings.health_probe_timeout_s
-        conn = await asyncpg.connect(self.settings.dsn, timeout=timeout)
+        s = self.settings
+        assert s is not None
+        timeout = s.health_probe_timeout_s
+        conn = await asyncpg.connect(s.dsn, timeout=timeout)
         try:
             await conn.fetchval("SELECT 1", timeout=timeout)
         finally:
@@ -184,10 +191,10 @@ class Health:
         return "SELECT 1 ok"
 
 
-def _stage_total(metric, stage: str) -> float:
+def _stage_total(metric: Any, stage: str) -> float:
     """Sum of ``metric``'s samples labelled ``stage`` (counters: their ``_total`` samples)."""
-    return sum(s.value for m in metric.collect() for s in m.samples
-               if s.labels.get("stage") == stage and not s.name.endswith("_created"))
+    return float(sum(s.value for m in metric.collect() for s in m.samples
+               if s.labels.get("stage") == stage and not s.name.endswith("_created")))
 
 
 HEALTH = Health()
@@ -219,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, fmt: str, *args) -> None:  # probes every few seconds: keep logs quiet
+    def log_message(self, fmt: str, *args: Any) -> None:  # probes every few seconds: keep logs quiet
         log.debug("%s %s", self.address_string(), fmt % args)
 
 

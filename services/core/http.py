@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
 
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the stage loop owns SIGTERM/SIGINT."""
 
-    def capture_signals(self):
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def serve_until(app: FastAPI, host: str, port: int, stop: asyncio.Event, name: str) -> None:
@@ -40,10 +48,10 @@ class BodyLimit:
     without one (chunked) is counted as it streams and refused as soon as it passes the limit.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
@@ -51,7 +59,7 @@ class BodyLimit:
             return await self._refuse(send, int(length))
         seen, started, exceeded = 0, False, False
 
-        async def counting_receive():
+        async def counting_receive() -> Message:
             nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
@@ -61,7 +69,7 @@ class BodyLimit:
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message):
+        async def tracking_send(message: Message) -> None:
             # The app may turn BodyTooLarge into its own error response (FastAPI answers 400 to
             # any exception while parsing a form): once the limit was passed, answer 413 instead.
             nonlocal started
@@ -79,7 +87,7 @@ class BodyLimit:
             if not started:
                 await self._refuse(send, seen)
 
-    async def _refuse(self, send, size: int) -> None:
+    async def _refuse(self, send: Send, size: int) -> None:
         body = (f'{{"detail":{{"error":"DocumentTooLargeError","message":"request body of at least {size} bytes '
                 f'exceeds the limit of {self.max_bytes} bytes (OCRSTREAM_MAX_DOCUMENT_BYTES)"}}}}').encode()
         await send({"type": "http.response.start", "status": 413,

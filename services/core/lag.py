@@ -98,7 +98,7 @@ class LagReader:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def _group_consumer(self, group: str) -> AIOKafkaConsumer:
@@ -130,6 +130,7 @@ class LagReader:
     async def highwaters(self, start: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Fetch high-water mark of each partition, fetching from ``start[tp]`` (one record at most)."""
         fetcher = self.fetcher
+        assert fetcher is not None, "LagReader.start() first"
         fetcher.assign(list(start))
         for tp, offset in start.items():
             fetcher.seek(tp, offset)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class LoopThread:
             self.loop.close()
 
 
-async def serve_in_thread(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
+async def serve_in_thread(name: str, serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
                           stop: asyncio.Event) -> None:
     """Run ``serve(thread_stop)`` on a new :class:`LoopThread` until ``stop`` (caller's loop) is set.
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -93,6 +94,7 @@ STAGE_OUTPUTS = {"ingest": (events.INGESTED, events.DLQ), "preprocess": (events.
 
 def _subclass_names(cls: type) -> set[str]:
     names = {cls.__name__}
+    sub: type
     for sub in cls.__subclasses__():
         names |= _subclass_names(sub)
     return names
@@ -153,18 +155,20 @@ def mark_commit(stage: str) -> None:
     LAST_COMMIT.labels(stage).set_to_current_time()
 
 
-def _seconds_between(ts: dict, earlier: str, later: str) -> float | None:
+def _seconds_between(ts: dict[str, Any], earlier: str, later: str) -> float | None:
     try:
         return (datetime.fromisoformat(ts[later]) - datetime.fromisoformat(ts[earlier])).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def observe_outputs(stage: str, outputs: Sequence) -> None:
+def observe_outputs(stage: str, outputs: Sequence[Any]) -> None:
     """Time in stage (and, for store's results events, end-to-end latency) from the
     ``timestamps`` of acked outputs (:class:`services.core.stage.Output`); events without
     timestamps (dead letters) are skipped."""
     own = STAGE_TIMESTAMPS.get(stage)
+    if own is None:
+        return
     for output in outputs:
         ts = output.event.get("timestamps")
         if not isinstance(ts, dict) or own not in ts:
@@ -187,7 +191,7 @@ class LagTracker:
         self.stage = stage
         self.series: set[tuple[str, int]] = set()
 
-    async def refresh(self, consumer) -> None:
+    async def refresh(self, consumer: Any) -> None:
         """Lag = fetch high-water mark - position (tansu's end offsets are unreliable).
 
         ``consumer``: a started :class:`aiokafka.AIOKafkaConsumer`. Partitions whose high-water
@@ -205,7 +209,7 @@ class LagTracker:
             CONSUMER_LAG.remove(self.stage, topic, str(partition))
         self.series = current
 
-    async def run(self, consumer, stop, interval_s: float) -> None:
+    async def run(self, consumer: Any, stop: asyncio.Event, interval_s: float) -> None:
         """Refresh every ``interval_s`` seconds until ``stop`` (an asyncio.Event) is set, so lag
         is reported while nothing is committed (a stuck or idle stage too)."""
         while not stop.is_set():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient, CoordinationType
@@ -63,7 +64,7 @@ async def fetch_highwaters(consumer: AIOKafkaConsumer, partitions: Sequence[Topi
 
 
 def probe_consumer(settings: Settings, group_id: str | None = None, *,
-                   fetch_max_wait_ms: int = 50, **options) -> AIOKafkaConsumer:
+                   fetch_max_wait_ms: int = 50, **options: Any) -> AIOKafkaConsumer:
     """A consumer that never joins a group and never commits (``group_id`` only for ``committed()``)."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group_id, enable_auto_commit=False,
@@ -101,7 +102,7 @@ class _DescribeGroups(Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v
     def __init__(self, groups: list[str]):
         self.groups = groups
 
-    def build(self, request_struct_class):
+    def build(self, request_struct_class: Any) -> Any:
         return request_struct_class(self.groups)
 
 

@@ -139,4 +139,4 @@ def make_session(
 
 def chosen_provider(session: ort.InferenceSession) -> str:
     """Name of the execution provider the session actually runs on (its first provider)."""
-    return session.get_providers()[0]
+    return str(session.get_providers()[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Settings":
         """Settings from an ``OCRSTREAM_*`` mapping (e.g. a child process's env), not os.environ."""
-        values = {k.removeprefix("OCRSTREAM_").lower(): v for k, v in env.items()
+        values: dict[str, Any] = {k.removeprefix("OCRSTREAM_").lower(): v for k, v in env.items()
                   if k.startswith("OCRSTREAM_") and k != "OCRSTREAM_ENV_FILE"}
         return cls(**{k: v for k, v in values.items() if k in cls.model_fields})
 

@@ -41,7 +41,7 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -115,7 +115,7 @@ class Stage(ABC):
     async def teardown(self) -> None:
         """Close what ``setup`` opened."""
 
-    def background(self) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
+    def background(self) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
         """Servers run beside the loop until stop (e.g. ingest's HTTP API), each on its own loop."""
         return []
 
@@ -138,7 +138,7 @@ class Stage(ABC):
 
 
 def dead_letter(stage: str, exc: BaseException, *, document_id: str | None,
-                source: dict, original: events.Event | None = None, size_bytes: int = 0) -> Output:
+                source: dict[str, Any], original: events.Event | None = None, size_bytes: int = 0) -> Output:
     """The ``ocr.dlq.v1`` event for an input of ``stage`` that failed with ``exc``.
 
     ``exc`` is reported as one of our types (:func:`as_typed`). ``source`` says where the input
@@ -210,7 +210,7 @@ def connection_hint(settings: Settings) -> str:
 
 
 async def retry_transient(what: str, stage: str, settings: Settings, stop: asyncio.Event,
-                          fn: Callable[[], Awaitable], hint: str = "") -> bool:
+                          fn: Callable[[], Awaitable[Any]], hint: str = "") -> bool:
     """Run ``fn`` until it succeeds, retrying transient faults with backoff and jitter.
 
     For the runtime's own steps (connect, produce, commit): these retry without limit because
@@ -257,8 +257,9 @@ class StageRunner:
     def __init__(self, stage: Stage, settings: Settings, *, attempts: DeliveryAttempts | None = None):
         self.stage, self.settings = stage, settings
         self.group = f"{settings.consumer_group_prefix}-{stage.name}"
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        # None until run() makes them (aiokafka has no type information: Any to mypy)
+        self.consumer: AIOKafkaConsumer = None
+        self.producer: AIOKafkaProducer = None
         self.handler = LoopThread(f"{stage.name}-handler")
         self.attempts = attempts if attempts is not None else DeliveryAttempts(ObjectStore(settings), self.group)
         self.busy = False
@@ -306,8 +307,8 @@ class StageRunner:
             while not stop.is_set():
                 await self._poll_once(stop)
                 for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()  # a background server died: fail loudly
+                    if task.done() and (error := task.exception()) is not None:
+                        raise error  # a background server died: fail loudly
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -506,20 +507,18 @@ class StageRunner:
             return None
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         tries = 0
-        while pending := [i for i, r in enumerate(results) if isinstance(r, BaseException) and is_transient(r)]:
+        while pending := {i: r for i, r in enumerate(results) if isinstance(r, BaseException) and is_transient(r)}:
             tries += 1
-            for i in pending:
-                exc = results[i]
+            for i, exc in pending.items():
                 metrics.RETRIES.labels(name, type(exc).__name__).inc()
                 log.warning("%s: transient %s on %s@%d (try %d of %d): %s", name, type(exc).__name__,
                             records[i].topic, records[i].offset, tries, self.settings.retry_max_attempts, exc)
                 if tries >= self.settings.retry_max_attempts:
                     results[i] = RetriesExhaustedError(
                         f"{type(exc).__name__}: {exc} (still failing after {tries} tries)")
-            pending = [i for i in pending if is_transient(results[i])]
-            if not pending:
+            if tries >= self.settings.retry_max_attempts:
                 break
-            if not await backoff.wait(stop, results[pending[0]]):
+            if not await backoff.wait(stop, next(iter(pending.values()))):
                 return None
             retried = await self._handle_split([records[i] for i in pending])
             if retried is None:
@@ -545,7 +544,9 @@ class StageRunner:
                         len(records), type(exc).__name__, exc)
             half = len(records) // 2
             left = await self._handle_split(records[:half])
-            right = None if left is None else await self._handle_split(records[half:])
+            if left is None:
+                return None
+            right = await self._handle_split(records[half:])
             return None if right is None else left + right
         if len(results) != len(records):
             raise RuntimeError(f"{self.stage.name}.handle_batch returned {len(results)} results "

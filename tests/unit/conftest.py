@@ -28,10 +28,10 @@ class Harness:
         self.log: list[tuple] = []
         self.store = InMemoryObjectStore()
         self.runner = StageRunner(self.stage, self.settings,
-                                  attempts=DeliveryAttempts(self.store, "unit-group"))  # type: ignore[arg-type]
+                                  attempts=DeliveryAttempts(self.store, "unit-group"))
         self.consumer = FakeConsumer(self.log, [TopicPartition(IN_TOPIC, p) for p in range(partitions)])
         self.producer = FakeProducer(self.log)
-        self.runner.consumer, self.runner.producer = self.consumer, self.producer  # type: ignore[assignment]
+        self.runner.consumer, self.runner.producer = self.consumer, self.producer
         self.runner.handler.start()
 
     def ledger_key(self, partition: int = 0) -> str:
