@@ -18,13 +18,25 @@ def pytest_addoption(parser):
     group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
 
 
+UNIT_DIR = os.path.join(os.path.dirname(__file__), "unit") + os.sep
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With ``-m unit`` exactly, the other test modules are not even imported (collecting all of
+    them imports torch, onnxruntime & co.: a minute on a busy machine); the markers below still
+    decide for any other expression."""
+    if config.getoption("markexpr", "").strip() == "unit" and collection_path.name.startswith("test_") \
+            and collection_path.suffix == ".py" and not str(collection_path).startswith(UNIT_DIR):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test is ``unit`` (tests/unit: fakes, milliseconds), ``quality`` (lint, types, import
     contracts) or ``integration`` (the rest: real embedded stack, models, processes), so
     ``./test.sh -m unit`` runs the fast ones alone."""
-    unit_dir = os.path.join(os.path.dirname(__file__), "unit") + os.sep
     for item in items:
-        if str(item.path).startswith(unit_dir):
+        if str(item.path).startswith(UNIT_DIR):
             item.add_marker("unit")
         elif item.get_closest_marker("quality") is None:
             item.add_marker("integration")
