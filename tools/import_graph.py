@@ -4,9 +4,10 @@ Usage: ``python -m tools.import_graph [--modules] [--package services]``
 
 Per package (``services.core``, ``services.ingest``, ... and the top-level modules such as
 ``services.cli``) it prints which other packages of ``services`` it imports, then either
-``no cycles`` or every cycle between modules (module level: ``a.b -> a.c -> a.b``), one per
-strongly connected component of the module graph. With ``--modules`` it prints every module's
-direct imports instead of the package summary. Exit status: 0 without cycles, 1 with.
+``no cycles`` or every cycle between modules (module level), one per strongly connected
+component of the module graph: its modules, then its shortest cycle (``a.b -> a.c -> a.b``).
+With ``--modules`` it prints every module's direct imports instead of the package summary.
+Exit status: 0 without cycles, 1 with.
 
 The graph is grimp's (the library import-linter is built on): every ``import`` statement counts,
 including those inside functions and under ``TYPE_CHECKING``. grimp reads the syntax and does not
@@ -144,10 +145,13 @@ def report(root: str, show_modules: bool) -> tuple[list[str], list[list[str]]]:
         for package, imported in sorted(packages.items()):
             others = sorted(imported - {package})
             lines.append(f"{package} -> {', '.join(others) or '-'}")
-    cycles = [shortest_cycle(component[0], edges, component) for component in strongly_connected(edges)]
+    components = strongly_connected(edges)
+    cycles = [shortest_cycle(component[0], edges, component) for component in components]
     if cycles:
-        lines.append(f"{len(cycles)} import cycle(s):")
-        lines += ["  " + " -> ".join(cycle) for cycle in cycles]
+        lines.append(f"{len(cycles)} import cycle(s) (modules that import each other, and the shortest cycle):")
+        for component, cycle in zip(components, cycles, strict=True):
+            lines.append(f"  {', '.join(component)}")
+            lines.append(f"    {' -> '.join(cycle)}")
     else:
         lines.append("no cycles")
     return lines, cycles
