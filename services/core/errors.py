@@ -125,15 +125,9 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         pass
     try:
-        from aiokafka.errors import (
-            KafkaConnectionError,
-            KafkaTimeoutError,
-            NodeNotReadyError,
-            NotEnoughReplicasError,
-            NotLeaderForPartitionError,
-            RequestTimedOutError,
-            UnknownError,
-        )
+        from aiokafka.errors import (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError,
+                                     NotEnoughReplicasError, NotLeaderForPartitionError,
+                                     RequestTimedOutError, UnknownError)
 
         # UnknownError: what the embedded broker (tansu) answers while it recovers from a restart
         types += [KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError,

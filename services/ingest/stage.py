@@ -45,7 +45,8 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response
 from services.core import events, metrics
 from services.core.auth import Authenticator
 from services.core.db import create_pool
-from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError, InvalidSubmissionError, NotAnImageError
+from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
+                                  InvalidSubmissionError, NotAnImageError)
 from services.core.formats import SUPPORTED, identify, sniff
 from services.core.http import BodyLimit, serve_until
 from services.core.kafka import ensure_topics, make_producer, produce

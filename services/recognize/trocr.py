@@ -70,14 +70,8 @@ import cv2
 import numpy as np
 
 from services.core.onnx_session import chosen_provider, make_session
-from services.recognize.longlines import (
-    DOCTR_MAX_RATIO,
-    DOCTR_OVERLAP_RATIO,
-    DOCTR_TARGET_RATIO,
-    CropBudget,
-    as_bgr,
-    read_within_budget,
-)
+from services.recognize.longlines import (DOCTR_MAX_RATIO, DOCTR_OVERLAP_RATIO, DOCTR_TARGET_RATIO, CropBudget,
+                                          as_bgr, read_within_budget)
 from services.recognize.recognizer import LineReading
 
 __all__ = [

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Sequence
 from datetime import datetime
+
+import logging
 
 from aiokafka import ConsumerRecord
 
@@ -40,6 +41,7 @@ from services.document import Document
 from services.store.api import create_app
 from services.store.migrate import apply_migrations
 from services.store.postprocess import FieldSpec, PostProcessor
+
 
 log = logging.getLogger(__name__)
 
