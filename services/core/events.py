@@ -98,6 +98,18 @@ def encode(topic: str, event: AnyEvent) -> bytes:
     return data
 
 
+def from_json_object(topic: str, obj: JSONObject) -> AnyEvent:
+    """An event of ``topic`` given as builtins (e.g. ``json.loads`` output, a test's dict),
+    validated like :func:`decode`; raises InvalidEventError."""
+    model = MODELS.get(topic)
+    if model is None:
+        raise InvalidEventError(f"{topic} has no JSON event model")
+    event = convert(AnyEvent, obj, topic)  # type: ignore[arg-type]
+    if not isinstance(event, model):
+        raise InvalidEventError(f"{topic} event invalid at schema: {topic_of(event)!r} is another topic's event")
+    return event
+
+
 def convert(model: type[E], obj: Any, topic: str | None = None) -> E:
     """``obj`` (builtins: dicts, lists, ...) as ``model``, validated; raises InvalidEventError.
     For parts built as dicts by shared code (e.g. a region from the preprocess worker)."""
