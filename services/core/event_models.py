@@ -56,7 +56,7 @@ SourceKind = Literal["cli", "http", "kafka", "bucket"]
 FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
 
 
-class _Model(Struct, kw_only=True, forbid_unknown_fields=False):
+class _Model(Struct, kw_only=True, forbid_unknown_fields=False, gc=False):
     """Base of every model: unknown fields ignored on decode (each subclass also sets
     ``kw_only=True``: msgspec applies it per class, and it lets required fields follow optional ones)."""
 
