@@ -101,7 +101,8 @@ class ResultsReader:
         document. Raises :class:`ResultsTimeoutError` (a TimeoutError with the results so far
         and the missing ids) after ``timeout_s`` seconds.
         """
-        wanted, seen = set(document_ids), {}
+        wanted = set(document_ids)
+        seen: dict[str, ResultsEvent] = {}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while len(seen) < len(wanted):
             left = deadline - asyncio.get_running_loop().time()

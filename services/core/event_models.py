@@ -32,7 +32,7 @@ __all__ = [
     "UNSET", "UnsetType", "Box", "Quad", "Probability", "DocumentRef", "Timestamps", "Page", "FieldSpec",
     "Word", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
     "Source", "IngestedEvent", "RegionsEvent", "RecognizedEvent", "ResultsEvent", "DeadLetterEvent",
-    "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
+    "SourceKind", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
 ]
 
 # ----------------------------------------------------------------------------- value types

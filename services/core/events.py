@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Final, Literal, TypeVar, overload
+from typing import Any, Final, Literal, overload
 
 import msgspec
 
@@ -33,8 +33,6 @@ ALL_TOPICS = (RAW, INGESTED, REGIONS, RECOGNIZED, RESULTS, DLQ)
 Event = AnyEvent
 #: A JSON object as plain builtins (a dead letter's ``original``, an unknown event).
 JSONObject = dict[str, Any]
-
-E = TypeVar("E", bound=msgspec.Struct)
 
 #: One decoder for every JSON topic: the ``schema`` tag picks the model (and must be present).
 _DECODER = msgspec.json.Decoder(AnyEvent)
@@ -104,14 +102,18 @@ def from_json_object(topic: str, obj: JSONObject) -> AnyEvent:
     model = MODELS.get(topic)
     if model is None:
         raise InvalidEventError(f"{topic} has no JSON event model")
-    event = convert(AnyEvent, obj, topic)  # type: ignore[arg-type]
+    try:
+        event: AnyEvent = msgspec.convert(obj, AnyEvent)
+    except msgspec.ValidationError as exc:
+        raise _invalid(topic, exc) from None
     if not isinstance(event, model):
         raise InvalidEventError(f"{topic} event invalid at schema: {topic_of(event)!r} is another topic's event")
     return event
 
 
-def convert(model: type[E], obj: Any, topic: str | None = None) -> E:
-    """``obj`` (builtins: dicts, lists, ...) as ``model``, validated; raises InvalidEventError.
+def convert(model: Any, obj: Any, topic: str | None = None) -> Any:
+    """``obj`` (builtins: dicts, lists, ...) as ``model`` (a model or a type of models, e.g.
+    ``list[Page]``), validated; raises InvalidEventError (``topic`` names it in the message).
     For parts built as dicts by shared code (e.g. a region from the preprocess worker)."""
     try:
         return msgspec.convert(obj, model)

@@ -45,7 +45,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response
 from services.core import events, metrics
 from services.core.auth import Authenticator
 from services.core.db import create_pool
-from services.core.event_models import UNSET, DocumentRef, IngestedEvent, Timestamps
+from services.core.event_models import UNSET, DocumentRef, IngestedEvent, SourceKind, Timestamps
 from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
                                   InvalidSubmissionError, NotAnImageError)
 from services.core.formats import SUPPORTED, identify, sniff
@@ -109,7 +109,7 @@ class Ingestor:
             raise NotAnImageError(f"unsupported type (looks like {identify(data)}); supported: "
                                   f"{', '.join(sorted(SUPPORTED))}")
 
-    async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
+    async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: SourceKind,
                      submitted: str | None = None, template: str | None = None,
                      sha: str | None = None, external_id: str | None = None) -> Output | str:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
@@ -251,7 +251,7 @@ class Submitter:
         await self.producer.stop()
         await self.ingestor.close()
 
-    async def submit(self, data: bytes, filename: str | None, source: str,
+    async def submit(self, data: bytes, filename: str | None, source: SourceKind,
                      template: str | None = None) -> Receipt:
         """Ingest one document; returns its Receipt (``error`` set when it was rejected).
 

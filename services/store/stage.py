@@ -56,8 +56,8 @@ ON CONFLICT (topic, part, "offset") DO NOTHING
 """
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _ts(value: str | None | UnsetType) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 UPSERT_DONE = """
