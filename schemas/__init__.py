@@ -1,4 +1,6 @@
-"""Versioned JSON Schemas of the event contracts, one file per topic (``<topic>.schema.json``).
+"""Versioned JSON Schemas of the event contracts, one file per topic (``<topic>.schema.json``),
+generated from the typed models in :mod:`services.core.event_models` (``python -m schemas.generate``).
+The runtime validates with the models; :func:`validator` is for tests and outside consumers.
 
 Compatibility rule: within a major version (``.v1``) only additive, optional changes are allowed;
 anything else is a new topic (``.v2``). Each event names its schema in its ``schema`` field.

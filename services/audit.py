@@ -36,6 +36,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.core import events
+from services.core.errors import InvalidEventError
+from services.core.event_models import ResultsEvent
 from services.core.kafka import client_options
 from services.core.settings import Settings
 from services.dlq import read_partitions
@@ -95,25 +97,27 @@ class AuditReport:
                 f"results_events={self.results_events} lag={self.lag}")
 
 
-def result_version(event: events.Event) -> str | None:
+def result_version(event: ResultsEvent) -> str | None:
     """The version of a results event: ``timestamps.recognized`` (done) or ``timestamps.failed``."""
-    ts = event.get("timestamps") or {}
-    return ts.get("failed") if event.get("status") == "failed" else ts.get("recognized")
+    ts = event.timestamps
+    return (ts.failed if event.status == "failed" else ts.recognized) or None
 
 
 async def results_by_document(settings: Settings, document_ids: Iterable[str] | None = None
                               ) -> dict[str, Counter]:
     """``{document_id: Counter({version: times published})}`` over every results event
-    (restricted to ``document_ids`` when given). Raises the client's connection errors."""
+    (restricted to ``document_ids`` when given; records that are not valid results events are
+    skipped). Raises the client's connection errors."""
     wanted = set(document_ids) if document_ids is not None else None
     found: dict[str, Counter] = {}
     for record in await read_partitions(settings, events.RESULTS):
-        event = events.try_json(record.value)
-        if not isinstance(event, dict) or "document_id" not in event:
+        try:
+            event = events.decode(events.RESULTS, record.value)
+        except InvalidEventError:
             continue
-        if wanted is not None and event["document_id"] not in wanted:
+        if wanted is not None and event.document_id not in wanted:
             continue
-        found.setdefault(event["document_id"], Counter())[result_version(event)] += 1
+        found.setdefault(event.document_id, Counter())[result_version(event)] += 1
     return found
 
 

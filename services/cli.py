@@ -108,12 +108,12 @@ async def _submit(settings, files: list[Path], wait: bool, timeout: float, templ
                                hidden=len(receipts) == 1) as bar:
             outcomes, missing = await client.wait(receipts, timeout_s=timeout, on_result=lambda e: bar.update(1))
     for o in outcomes:
-        click.secho(f"\n== {o.receipt.filename} [{o.result['status']}] {o.receipt.document_id}", bold=True)
-        click.echo(o.result["text"] if o.ok else o.error_line)
+        click.secho(f"\n== {o.receipt.filename} [{o.result.status}] {o.receipt.document_id}", bold=True)
+        click.echo(o.result.text if o.ok else o.error_line)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         click.echo(f"{len(failed)} of {len(receipts)} document(s) failed: " + "; ".join(
-            f"{o.receipt.filename} ({o.result['error']['stage']}: {o.result['error']['type']})" for o in failed),
+            f"{o.receipt.filename} ({o.result.error.stage}: {o.result.error.type})" for o in failed if o.result.error),
             err=True)
     if missing:
         click.echo(f"no result within {timeout:.0f} s for: " + ", ".join(
@@ -391,12 +391,14 @@ def dlq_list(stage, error_type, since, as_json) -> None:
     """Dead letters, oldest first: time, stage, error type, document, message."""
     import json as _json
 
+    from services.core import events
+
     for d in _select(stage, error_type, since):
         if as_json:
-            click.echo(_json.dumps(d.event))
+            click.echo(_json.dumps(events.to_json_object(d.event)))
         else:
-            e = d.event["error"]
-            click.echo(f"{d.event['failed_at']}  {e['stage']:<10} {e['type']:<24} {d.document_id}  {e['message'][:80]}")
+            e = d.event.error
+            click.echo(f"{d.event.failed_at}  {e.stage:<10} {e.type:<24} {d.document_id}  {e.message[:80]}")
 
 
 @dlq.command("show")
@@ -405,11 +407,14 @@ def dlq_show(document_id: str) -> None:
     """Every dead letter of DOCUMENT_ID, in full (JSON)."""
     import json as _json
 
+    from services.core import events
+
     letters = _select(None, None, None, document_id)
     if not letters:
         raise click.ClickException(f"no dead letter for document {document_id}")
     for d in letters:
-        click.echo(_json.dumps({"partition": d.partition, "offset": d.offset, **d.event}, indent=2))
+        click.echo(_json.dumps({"partition": d.partition, "offset": d.offset, **events.to_json_object(d.event)},
+                               indent=2))
 
 
 @dlq.command("replay")

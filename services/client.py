@@ -29,6 +29,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 
 from services.core import events
+from services.core.event_models import UNSET, ErrorInfo, ResultsEvent, Timestamps, UnsetType
 from services.core.settings import Settings
 from services.ingest.stage import Receipt, Submitter
 from services.results import ResultsReader, fetch_documents
@@ -70,21 +71,21 @@ def _raise_unreachable(settings: Settings, exc: BaseException) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A finished document: its receipt and its result (a ``ocr.results.v1``-shaped dict with
-    at least ``document_id``, ``status`` (``done``/``failed``), ``text`` and ``error``)."""
+    """A finished document: its receipt and its result (the ``ocr.results.v1`` event; built from
+    the ``documents`` row, without pages and regions, when it was read from PostgreSQL)."""
 
     receipt: Receipt
-    result: events.Event
+    result: ResultsEvent
 
     @property
     def ok(self) -> bool:
-        return self.result["status"] == "done"
+        return self.result.status == "done"
 
     @property
     def error_line(self) -> str:
         """``failed in STAGE: ErrorType: message`` (empty when done)."""
-        e = self.result.get("error") or {}
-        return "" if self.ok else f"failed in {e.get('stage')}: {e.get('type')}: {e.get('message')}"
+        e = self.result.error
+        return "" if self.ok or e is None else f"failed in {e.stage}: {e.type}: {e.message}"
 
 
 #: Seconds the results reader gets to deliver results PostgreSQL already shows as published.
@@ -143,7 +144,7 @@ class Client:
                 for path in paths]
 
     async def wait(self, receipts: Sequence[Receipt], *, timeout_s: float,
-                   on_result: Callable[[events.Event], None] = lambda e: None,
+                   on_result: Callable[[ResultsEvent], None] = lambda e: None,
                    ) -> tuple[list[Outcome], list[Receipt]]:
         """Wait until the store has recorded every receipt's outcome, at most ``timeout_s`` seconds.
 
@@ -157,11 +158,11 @@ class Client:
         for result in refused.values():
             on_result(result)
         awaited = [r.document_id for r in receipts if not r.reused and r.document_id not in refused]
-        seen: dict[str, events.Event] = {}
+        seen: dict[str, ResultsEvent] = {}
 
-        def first_seen(event: events.Event) -> None:
-            if event["document_id"] not in seen:
-                seen[event["document_id"]] = event
+        def first_seen(event: ResultsEvent) -> None:
+            if event.document_id not in seen:
+                seen[event.document_id] = event
                 on_result(event)
 
         reader = asyncio.create_task(self.reader.wait_for(awaited, timeout_s=timeout_s, on_result=first_seen))
@@ -224,15 +225,26 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
         await conn.close()
 
 
-def refused_result(receipt: Receipt) -> events.Event:
-    """A results-shaped ``failed`` dict for a submission refused at the door (no document made)."""
-    return {"document_id": receipt.document_id, "status": "failed", "text": "",
-            "error": {"stage": "ingest", "type": type(receipt.error).__name__, "message": str(receipt.error)}}
+def refused_result(receipt: Receipt) -> ResultsEvent:
+    """A ``failed`` result for a submission refused at the door (no document made; like a
+    dead letter's result, ``ingested`` and ``failed`` are the time of refusal)."""
+    now = events.now_iso()
+    return ResultsEvent(version=1, document_id=receipt.document_id, status="failed",
+                        timestamps=Timestamps(ingested=now, failed=now), text="", pages=[], regions=[],
+                        error=ErrorInfo(stage="ingest", type=type(receipt.error).__name__, message=str(receipt.error)))
 
 
-def result_from_row(row: dict) -> events.Event:
-    """A results-shaped dict from a ``documents`` row (status, text, error)."""
+def result_from_row(row: dict) -> ResultsEvent:
+    """A result from a ``documents`` row (status, text, error, times; no pages or regions)."""
+    def iso(name: str) -> str | UnsetType:
+        return row[name].isoformat() if row.get(name) is not None else UNSET
+
     failed = row["status"] == "failed"
-    return {"document_id": row["document_id"], "status": row["status"], "text": row.get("text") or "",
-            "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
-                      if failed else None)}
+    return ResultsEvent(
+        version=1, document_id=row["document_id"], status=row["status"],
+        timestamps=Timestamps(submitted=iso("submitted_at"), ingested=row["ingested_at"].isoformat()
+                              if row.get("ingested_at") else row["stored_at"].isoformat(),
+                              stored=iso("stored_at")),
+        text=row.get("text") or "", pages=[], regions=[],
+        error=ErrorInfo(stage=row["error_stage"], type=row["error_type"], message=row["error_message"])
+        if failed else None)

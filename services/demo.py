@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from services.client import Client
+from services.core import events
 from services.core.auth import create_key
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
@@ -106,7 +107,7 @@ async def _submit_and_wait(settings: Settings, stages: StageProcesses, paths: li
     if missing:
         raise click.ClickException(f"{len(missing)} document(s) without a result after {timeout_s:.0f} s: "
                                    + ", ".join(r.filename or r.document_id for r in missing[:5]))
-    return receipts, {o.receipt.document_id: o.result for o in outcomes}
+    return receipts, {o.receipt.document_id: events.to_json_object(o.result) for o in outcomes}
 
 
 def _children_cpu_s() -> float:

@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.core import events
 from services.core.db import create_pool
+from services.core.errors import InvalidEventError
+from services.core.event_models import DeadLetterEvent, Source
 from services.core.kafka import client_options, make_producer
 from services.core.settings import Settings
 
@@ -40,19 +42,19 @@ class DeadLetter:
 
     partition: int
     offset: int
-    event: events.Event
+    event: DeadLetterEvent
 
     @property
     def document_id(self) -> str:
-        return self.event["document_id"]
+        return self.event.document_id
 
     @property
     def error_type(self) -> str:
-        return self.event["error"]["type"]
+        return self.event.error.type
 
     @property
     def failed_at(self) -> datetime:
-        return datetime.fromisoformat(self.event["failed_at"])
+        return datetime.fromisoformat(self.event.failed_at)
 
 
 async def read_partitions(settings: Settings, topic: str, *, idle_s: float = 2.0,
@@ -96,18 +98,20 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 async def dead_letters(settings: Settings, *, stage: str | None = None, error_type: str | None = None,
                        since: datetime | None = None, document_id: str | None = None) -> list[DeadLetter]:
-    """Dead letters on ``ocr.dlq.v1`` matching every given filter, oldest first."""
+    """Dead letters on ``ocr.dlq.v1`` matching every given filter, oldest first (records that
+    are not valid dead letters are skipped)."""
     found = []
     for r in await read_partitions(settings, events.DLQ):
-        event = events.try_json(r.value)
-        if event is None or "error" not in event:
+        try:
+            event = events.decode(events.DLQ, r.value)
+        except InvalidEventError:
             continue
         letter = DeadLetter(r.partition, r.offset, event)
-        if ((stage and event.get("stage") != stage) or (error_type and letter.error_type != error_type)
+        if ((stage and event.stage != stage) or (error_type and letter.error_type != error_type)
                 or (since and letter.failed_at < since) or (document_id and letter.document_id != document_id)):
             continue
         found.append(letter)
-    return sorted(found, key=lambda d: d.event["failed_at"])
+    return sorted(found, key=lambda d: d.event.failed_at)
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,8 @@ async def replay(settings: Settings, letters: list[DeadLetter], *, dry_run: bool
             list(newest))}
         outcomes = []
         for letter in newest.values():
-            source = letter.event.get("source") or {}
-            topic = source.get("topic")
+            source = letter.event.source
+            topic = source.topic
             if letter.document_id in done:
                 outcomes.append(Replay(letter, "skipped-done", topic))
                 continue
@@ -161,16 +165,18 @@ async def replay(settings: Settings, letters: list[DeadLetter], *, dry_run: bool
 
 
 async def _input_of(settings: Settings, letter: DeadLetter, topic: str | None,
-                    source: dict) -> tuple[bytes, bytes | None, list] | None:
+                    source: Source) -> tuple[bytes, bytes | None, list] | None:
     """``(value, key, headers)`` to re-send for ``letter``, or None when it cannot be rebuilt."""
     if topic not in REPLAYABLE_TOPICS:
         return None
-    original = letter.event.get("original")
+    original = letter.event.original
     if topic != events.RAW and isinstance(original, dict):
-        return events.encode(topic, original), letter.document_id.encode(), []
-    records = await read_partitions(settings, topic, partitions=[source["partition"]],
-                                    start=source["offset"], limit=1, idle_s=1.0)
-    if not records or records[0].offset != source["offset"]:
+        return events.encode(topic, events.from_json_object(topic, original)), letter.document_id.encode(), []
+    if not isinstance(source.partition, int) or not isinstance(source.offset, int):
+        return None
+    records = await read_partitions(settings, topic, partitions=[source.partition],
+                                    start=source.offset, limit=1, idle_s=1.0)
+    if not records or records[0].offset != source.offset:
         return None
     raw = records[0]
     if topic != events.RAW:  # an event too large to ride in its dead letter: re-sent as it was

@@ -11,10 +11,14 @@ Boxes are ``(x0, y0, x1, y1)`` in page pixels (float), confidences in [0, 1]. Bu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from typing import Any, Literal, get_args
+
+from services.core import event_models as wire
+from services.core.event_models import ResultRegion, ResultsEvent
+from services.core.events import RESULTS, convert, to_json_object
 
 Box = tuple[float, float, float, float]
 
@@ -143,19 +147,26 @@ def union(boxes: Iterable[Box]) -> Box:
             max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _page(page: dict[str, Any], regions: list[dict[str, Any]]) -> Page:
+def _page(page: wire.Page, regions: list[ResultRegion]) -> Page:
     """A :class:`Page` from its results-event regions (any order)."""
-    key = lambda r: (r.get("block_index", 0), r["line_index"], r["order"])  # noqa: E731
+    def block(r: ResultRegion) -> int:
+        return r.block_index or 0
+
     blocks = []
-    for _, block in groupby(sorted(regions, key=key), key=lambda r: r.get("block_index", 0)):
+    for _, in_block in groupby(sorted(regions, key=lambda r: (block(r), r.line_index, r.order)), key=block):
         lines = []
-        for _, line in groupby(block, key=lambda r: r["line_index"]):
+        for _, line in groupby(in_block, key=lambda r: r.line_index):
             lines.append(Line(tuple(
-                Region(r["region_id"], r["text"], tuple(r["box"]), r["confidence"],
-                       tuple(Word(w["text"], tuple(w["box"]), w["confidence"]) for w in r.get("words", ())),
-                       r.get("field")) for r in line)))
+                Region(r.region_id, r.text, _box(r.box), r.confidence,
+                       tuple(Word(w.text, _box(w.box), w.confidence) for w in r.words or ()),
+                       to_json_object(r.field) if r.field else None) for r in line)))
         blocks.append(Block(tuple(lines)))
-    return Page(page["page_index"], page["width"], page["height"], tuple(blocks))
+    return Page(page.page_index, page.width, page.height, tuple(blocks))
+
+
+def _box(box: list[int | float]) -> Box:
+    x0, y0, x1, y1 = box
+    return (x0, y0, x1, y1)
 
 
 @dataclass(frozen=True)
@@ -169,12 +180,29 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_results(cls, event: dict[str, Any]) -> "Document":
-        """Build from an ``ocr.results.v1`` event (or any event with ``pages`` and ``regions``)."""
-        pages = tuple(_page(p, [r for r in event["regions"] if r["page_index"] == p["page_index"]])
-                      for p in event["pages"])
-        meta = {"document": event.get("document"), "timestamps": event.get("timestamps")}
-        return cls(event["document_id"], event["status"], pages, event.get("error"), meta)
+    def from_results(cls, event: ResultsEvent | Mapping[str, Any]) -> "Document":
+        """Build from an ``ocr.results.v1`` event, or from a dict shaped like one (``document_id``,
+        ``status``, ``pages``, ``regions``, optional ``error``, ``document``, ``timestamps``:
+        e.g. the query API's rows); raises InvalidEventError for pages or regions that do not fit
+        the results model."""
+        if isinstance(event, Mapping):
+            return cls.from_parts(
+                event["document_id"], event["status"], convert(list[wire.Page], event["pages"], RESULTS),
+                convert(list[ResultRegion], event["regions"], RESULTS), event.get("error"),
+                {"document": event.get("document"), "timestamps": event.get("timestamps")})
+        return cls.from_parts(event.document_id, event.status, event.pages, event.regions,
+                              to_json_object(event.error) if event.error else None,
+                              {"document": to_json_object(event.document) if event.document else None,
+                               "timestamps": to_json_object(event.timestamps)})
+
+    @classmethod
+    def from_parts(cls, document_id: str, status: str, pages: Iterable[wire.Page],
+                   regions: Iterable[ResultRegion], error: dict[str, str] | None = None,
+                   meta: dict[str, Any] | None = None) -> "Document":
+        """Build from typed results parts: each page gets its regions (matched by ``page_index``)."""
+        regions = list(regions)
+        built = tuple(_page(p, [r for r in regions if r.page_index == p.page_index]) for p in pages)
+        return cls(document_id, status, built, error, meta or {})
 
     def render_text(self) -> str:
         """Plain text: a visual line's regions joined by a space, lines by newline, pages by form feed."""

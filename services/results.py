@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from services.core import events
+from services.core.event_models import ResultsEvent
 from services.core.errors import InvalidEventError
 from services.core.offsets import fetch_highwaters, partitions_of, probe_consumer
 from services.core.settings import Settings
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 class ResultsTimeoutError(TimeoutError):
     """Some documents have no result yet: ``results`` holds those that have, ``missing`` the others' ids."""
 
-    def __init__(self, results: dict[str, events.Event], missing: list[str], timeout_s: float):
+    def __init__(self, results: dict[str, ResultsEvent], missing: list[str], timeout_s: float):
         self.results, self.missing = results, missing
         super().__init__(f"{len(missing)} document(s) without a result after {timeout_s:.0f} s: "
                          f"{', '.join(missing[:5])}")
@@ -93,14 +94,15 @@ class ResultsReader:
         return [record for batch in polled.values() for record in batch]
 
     async def wait_for(self, document_ids: Collection[str], *, timeout_s: float,
-                       on_result: Callable[[events.Event], None] = lambda e: None) -> dict[str, events.Event]:
+                       on_result: Callable[[ResultsEvent], None] = lambda e: None) -> dict[str, ResultsEvent]:
         """Read until every id in ``document_ids`` has a result; ``{document_id: event}``.
 
         Only the wanted documents' events are decoded. ``on_result`` is called once per
         document. Raises :class:`ResultsTimeoutError` (a TimeoutError with the results so far
         and the missing ids) after ``timeout_s`` seconds.
         """
-        wanted, seen = set(document_ids), {}
+        wanted = set(document_ids)
+        seen: dict[str, ResultsEvent] = {}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while len(seen) < len(wanted):
             left = deadline - asyncio.get_running_loop().time()
@@ -108,9 +110,9 @@ class ResultsReader:
                 raise ResultsTimeoutError(seen, sorted(wanted - seen.keys()), timeout_s)
             for record in await self.poll(min(left, 1.0)):
                 if document_id_of(record) in wanted and (event := decode_result(record)) is not None:
-                    if event["document_id"] not in seen:
+                    if event.document_id not in seen:
                         on_result(event)
-                    seen[event["document_id"]] = event
+                    seen[event.document_id] = event
         return seen
 
 
@@ -119,7 +121,7 @@ def document_id_of(record: ConsumerRecord) -> str | None:
     return record.key.decode("utf-8", "replace") if record.key else None
 
 
-def decode_result(record: ConsumerRecord) -> events.Event | None:
+def decode_result(record: ConsumerRecord) -> ResultsEvent | None:
     """The schema-valid results event of ``record``, or None (logged) if it is not one."""
     try:
         return events.decode(events.RESULTS, record.value)
@@ -129,7 +131,7 @@ def decode_result(record: ConsumerRecord) -> events.Event | None:
 
 
 async def iter_results(settings: Settings, *, group_id: str | None = None,
-                       timeout_s: float | None = None) -> AsyncIterator[events.Event]:
+                       timeout_s: float | None = None) -> AsyncIterator[ResultsEvent]:
     """Yield results events from the earliest uncommitted offset of ``group_id``.
 
     A fresh random group (the default) reads the topic from its beginning. Offsets are
@@ -159,8 +161,8 @@ async def iter_results(settings: Settings, *, group_id: str | None = None,
 
 
 async def wait_for_results(settings: Settings, document_ids: Collection[str], *, timeout_s: float,
-                           on_result: Callable[[events.Event], None] = lambda e: None,
-                           ) -> dict[str, events.Event]:
+                           on_result: Callable[[ResultsEvent], None] = lambda e: None,
+                           ) -> dict[str, ResultsEvent]:
     """Read the results topic from its beginning until every id in ``document_ids`` has a
     result (for documents submitted before the call; a :class:`ResultsReader` started before
     submitting reads far less). Returns ``{document_id: last results event}``; raises
@@ -236,7 +238,7 @@ class ResultWaiters:
             if not future.done():
                 future.set_result(record)
 
-    async def wait(self, document_id: str, timeout_s: float) -> events.Event | None:
+    async def wait(self, document_id: str, timeout_s: float) -> ResultsEvent | None:
         """The results event of ``document_id``, or None if none is read within ``timeout_s`` seconds."""
         record = self._recent.get(document_id)
         if record is None:
@@ -269,6 +271,6 @@ async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> 
     return {r["document_id"]: dict(r) for r in rows}
 
 
-def format_result(event: events.Event) -> str:
-    """One result as JSON text (compact), for ``tail-results``."""
-    return json.dumps(event, ensure_ascii=False)
+def format_result(event: ResultsEvent) -> str:
+    """One result as JSON text (one line), for ``tail-results``."""
+    return json.dumps(events.to_json_object(event), ensure_ascii=False)

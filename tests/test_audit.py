@@ -41,9 +41,9 @@ async def test_audit_counts_each_outcome(stack_settings):
         def result(doc_id, status, version):  # schema-valid: other tests read the whole topic
             ts = {"ingested": events.now_iso(), "failed" if status == "failed" else "recognized": version}
             error = {"stage": "preprocess", "type": "TruncatedImageError", "message": "x"} if status == "failed" else None
-            return events.encode(events.RESULTS, {"schema": events.RESULTS, "version": 1, "document_id": doc_id,
-                                                  "status": status, "timestamps": ts, "text": "", "pages": [],
-                                                  "regions": [], "error": error})
+            return events.encode(events.RESULTS, events.from_json_object(events.RESULTS, {
+                "schema": events.RESULTS, "version": 1, "document_id": doc_id, "status": status, "timestamps": ts,
+                "text": "", "pages": [], "regions": [], "error": error}))
         for doc_id, status, version in ((done, "done", "v1"), (dup, "done", "v1"), (dup, "done", "v1"),
                                         (dup, "done", "v2"), (failed, "failed", "v1"), (wrong, "done", "v1"),
                                         (no_row, "done", "v1")):

@@ -93,9 +93,9 @@ async def test_door_rules_against_real_s3(door):
 
     first = await door.handle(record(put))
     assert [o.topic for o in first] == [events.INGESTED]
-    doc = first[0].event["document"]
-    assert (doc["source"], doc["filename"]) == ("bucket", f"s3://ocrstream/{key}")
-    assert await store.get(doc["object_key"]) == b"\x89PNG\r\n\x1a\n small"
+    doc = first[0].event.document
+    assert (doc.source, doc.filename) == ("bucket", f"s3://ocrstream/{key}")
+    assert await store.get(doc.object_key) == b"\x89PNG\r\n\x1a\n small"
     await door.published(first)  # the broker acked it
     assert await door.handle(record(put, offset=1)) == []  # redelivered: one document
 
@@ -111,9 +111,9 @@ async def test_door_rules_against_real_s3(door):
     big = await door.handle(record(minio_record("s3:ObjectCreated:Put", big_key, "e", 2000)))
     for outputs, error in ((vanished, "MissingObjectError"), (big, "DocumentTooLargeError")):
         assert [o.topic for o in outputs] == [events.DLQ]
-        letter = events.validate(events.DLQ, outputs[0].event)
-        assert (letter["stage"], letter["error"]["type"]) == ("ingest", error)
-        assert letter["document_id"].startswith("s3-") and letter["original"]["source"] == "bucket"
+        letter = events.decode(events.DLQ, outputs[0].payload)
+        assert (letter.stage, letter.error.type) == ("ingest", error)
+        assert letter.document_id.startswith("s3-") and letter.original["source"] == "bucket"
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import pypdfium2 as pdfium
 import pytest
 from minio import Minio
 
+from services.core import events
 from services.evaluation import cer
 from services.ingest.bucket import ObjectEvent
 from services.launcher import StageProcesses, free_port
@@ -69,7 +70,8 @@ def dropped(pipeline, s3, stack_settings):
     ids = {"jpeg": drop(s3, f"inbox/{tag}/receipt.jpg", jpeg), "pdf": drop(s3, f"inbox/{tag}/memo.pdf", pdf),
            "big": drop(s3, f"inbox/{tag}/big.png", big)}
     outside = drop(s3, f"elsewhere/{tag}.jpg", jpeg)
-    results = asyncio.run(wait_for_results(stack_settings, ids.values(), timeout_s=600))
+    results = {doc_id: events.to_json_object(event) for doc_id, event in
+               asyncio.run(wait_for_results(stack_settings, ids.values(), timeout_s=600)).items()}
     return {"tag": tag, "lines": lines, "jpeg": jpeg, "pdf": pdf, "ids": ids, "outside": outside,
             "results": results}
 
@@ -96,7 +98,7 @@ async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dr
     assert drop(s3, f"inbox/{tag}/receipt.jpg", dropped["jpeg"]) == ids["jpeg"]
     newer = drop(s3, f"inbox/{tag}/receipt.jpg", encode(render_page([f"OVERWRITTEN {tag}"], size=30), "PNG"))
     assert newer != ids["jpeg"]
-    assert (await wait_for_results(stack_settings, [newer], timeout_s=300))[newer]["status"] == "done"
+    assert (await wait_for_results(stack_settings, [newer], timeout_s=300))[newer].status == "done"
     stored = await rows(stack_settings.dsn, "SELECT document_id FROM documents WHERE filename = $1",
                         f"s3://ocrstream/inbox/{tag}/receipt.jpg")
     assert sorted(r["document_id"] for r in stored) == sorted([ids["jpeg"], newer])

@@ -199,8 +199,12 @@ def test_recognize_stage_reports_the_served_model(lines_dir, tmp_path, monkeypat
     asyncio.run(stage.setup())
     assert stage.recognizer.version == model_id
     assert metrics.STAGE_INFO.labels("recognize", "model", model_id)._value.get() == 1
-    event = {"document_id": "d", "document": {}, "timestamps": {}, "pages": [], "regions": []}
-    assert stage.output(event, [], []).event["recognizer"]["model"] == model_id
+    from services.core.event_models import DocumentRef, RegionsEvent, Timestamps
+
+    event = RegionsEvent(document_id="d", document=DocumentRef(object_key="k", content_sha256="0" * 64, size_bytes=1,
+                                                               source="cli"),
+                         timestamps=Timestamps(ingested="2026-11-23T10:00:00+00:00"), pages=[], regions=[])
+    assert stage.output(event, [], []).event.recognizer.model == model_id
 
 
 def test_evaluate_cli_prints_ci_and_cs(lines_dir):

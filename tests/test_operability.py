@@ -8,6 +8,7 @@ import time
 from prometheus_client import REGISTRY
 
 from services.core import events, health, metrics
+from services.core.event_models import DeadLetterEvent, DocumentRef, ErrorInfo, ResultsEvent, Source, Timestamps
 from services.core.settings import Settings
 from services.core.stage import Output
 
@@ -17,8 +18,9 @@ def value(name: str, **labels) -> float:
 
 
 def result(status: str, door: str, **timestamps: str) -> Output:
-    event = {"schema": events.RESULTS, "document_id": "d", "status": status,
-             "document": {"source": door}, "timestamps": timestamps}
+    event = ResultsEvent(version=1, document_id="d", status=status, timestamps=Timestamps(**timestamps), text="",
+                         pages=[], regions=[], error=None,
+                         document=DocumentRef(object_key="k", content_sha256="0" * 64, size_bytes=1, source=door))
     return Output(events.RESULTS, "d", event)
 
 
@@ -47,7 +49,8 @@ def test_failed_result_times_the_store_from_the_dead_letter():
 
 def test_outputs_without_timestamps_are_skipped():
     count = value("ocrstream_stage_seconds_count", stage="preprocess")
-    dead = {"schema": events.DLQ, "document_id": "d"}
+    dead = DeadLetterEvent(document_id="d", stage="preprocess", error=ErrorInfo(stage="preprocess", type="T", message="m"),
+                           source=Source(topic="http"), original=None, failed_at=events.now_iso())
     metrics.observe_outputs("preprocess", [Output(events.DLQ, "d", dead)])
     assert value("ocrstream_stage_seconds_count", stage="preprocess") == count
 

@@ -205,7 +205,7 @@ async def test_dashboard_and_alert_expressions_return_data(pipeline, prometheus,
     receipts = await submit_all(stack_settings, [tmp_path / "cli.png", tmp_path / "broken.jpg"])
     ids += [r.document_id for r in receipts]
     results = await wait_for_results(stack_settings, ids, timeout_s=600)
-    assert sorted(r["status"] for r in results.values()) == ["done"] * 3 + ["failed"] * 2
+    assert sorted(r.status for r in results.values()) == ["done"] * 3 + ["failed"] * 2
 
     board = json.loads((DEPLOY / "grafana/dashboards/ocrstream.json").read_text())
     rules = [r for g in yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"] for r in g["rules"]]

@@ -144,17 +144,17 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     expected = {by_name[n].document_id: "\n".join(lines) for n, lines in DOCS.items()}
     expected[raw_id], expected[http_id] = "RAW TOPIC DOOR 77", "HTTP DOOR 4242"
     for doc_id in expected:
-        assert results[doc_id]["status"] == "done", results[doc_id]
-    hyps = [results[d]["text"] for d in expected]
+        assert results[doc_id].status == "done", results[doc_id]
+    hyps = [results[d].text for d in expected]
     assert cer(hyps, list(expected.values()), ci=True) < 0.05, hyps
 
     # Bad inputs: failed with the typed error of the stage that rejected them.
     for name, (_, stage, error_type) in bad.items():
         result = results[by_name[name].document_id]
-        assert result["status"] == "failed"
-        assert (result["error"]["stage"], result["error"]["type"]) == (stage, error_type), result
-    assert (results[raw_text_id]["status"], results[raw_text_id]["error"]["type"]) == ("failed", "NotAnImageError")
-    assert results[raw_id]["document"]["external_id"] == raw_key
+        assert result.status == "failed" and result.error is not None
+        assert (result.error.stage, result.error.type) == (stage, error_type), result
+    assert (results[raw_text_id].status, results[raw_text_id].error.type) == ("failed", "NotAnImageError")
+    assert results[raw_id].document.external_id == raw_key
 
     # PostgreSQL holds the same outcome.
     conn = await asyncpg.connect(stack_settings.dsn)
@@ -166,8 +166,8 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     finally:
         await conn.close()
     for doc_id in expected:
-        assert rows[doc_id]["status"] == "done" and rows[doc_id]["n"] == len(results[doc_id]["regions"]) > 0
-        assert rows[doc_id]["text"] == results[doc_id]["text"]
+        assert rows[doc_id]["status"] == "done" and rows[doc_id]["n"] == len(results[doc_id].regions) > 0
+        assert rows[doc_id]["text"] == results[doc_id].text
     for name, (_, _, error_type) in bad.items():
         assert (rows[by_name[name].document_id]["status"], rows[by_name[name].document_id]["error_type"]) == (
             "failed", error_type)
@@ -176,24 +176,24 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
     for topic in (events.INGESTED, events.REGIONS, events.RECOGNIZED, events.RESULTS, events.DLQ):
         for record in await read_topic(stack_settings, topic):
             event = events.decode(topic, record.value)  # raises if not schema-valid
-            assert record.key.decode() == event["document_id"]
-    dead = {events.decode(events.DLQ, r.value)["document_id"]: events.decode(events.DLQ, r.value)
-            for r in await read_topic(stack_settings, events.DLQ)}
+            assert record.key.decode() == event.document_id
+    dead = {letter.document_id: letter for letter in (events.decode(events.DLQ, r.value)
+                                                      for r in await read_topic(stack_settings, events.DLQ))}
     for name, (_, stage, error_type) in bad.items():
         letter = dead[by_name[name].document_id]
-        assert (letter["stage"], letter["error"]["type"]) == (stage, error_type)
+        assert (letter.stage, letter.error.type) == (stage, error_type)
 
     # The query API serves the same documents, and their exports.
     query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
     await wait_http(query + "/docs")
     async with httpx.AsyncClient() as client:
         doc = (await client.get(f"{query}/v1/documents/{http_id}")).json()
-        assert doc["status"] == "done" and doc["text"] == results[http_id]["text"]
-        assert len(doc["regions"]) == len(results[http_id]["regions"])
+        assert doc["status"] == "done" and doc["text"] == results[http_id].text
+        assert len(doc["regions"]) == len(results[http_id].regions)
         failed = (await client.get(query + "/v1/documents", params={"status": "failed"})).json()
         assert {by_name[n].document_id for n in bad} <= {d["document_id"] for d in failed}
         txt = await client.get(f"{query}/v1/documents/{http_id}/export", params={"format": "txt"})
-        assert txt.text == results[http_id]["text"]
+        assert txt.text == results[http_id].text
         hocr = await client.get(f"{query}/v1/documents/{http_id}/export", params={"format": "hocr"})
         assert "ocrx_word" in hocr.text and hocr.headers["content-type"].startswith("application/xhtml+xml")
         assert (await client.get(f"{query}/v1/documents/nope")).status_code == 404
@@ -230,7 +230,7 @@ async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings,
     bad, = await submit_all(stack_settings, [form], template="no-such-form")
     results = await wait_for_results(stack_settings, [good.document_id, bad.document_id], timeout_s=300)
 
-    done = results[good.document_id]
+    done = events.to_json_object(results[good.document_id])
     assert done["status"] == "done" and done["document"]["template"] == "lab-report"
     fields = {r["field"]["name"]: r["text"] for r in done["regions"]}
     expected = dict(zip(["patient_id", "sample_date", "sample_time", "haemoglobin", "white_cells",
@@ -244,9 +244,9 @@ async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings,
     assert done["fields"]["patient_id"]["valid"] is True
 
     failed = results[bad.document_id]
-    assert failed["status"] == "failed"
-    assert (failed["error"]["stage"], failed["error"]["type"]) == ("preprocess", "UnknownTemplateError")
-    assert "lab-report" in failed["error"]["message"]  # lists the known templates
+    assert failed.status == "failed" and failed.error is not None
+    assert (failed.error.stage, failed.error.type) == ("preprocess", "UnknownTemplateError")
+    assert "lab-report" in failed.error.message  # lists the known templates
 
 
 async def test_resubmitted_bytes_are_reused_or_reprocessed(pipeline, stack_settings, tmp_path):
@@ -278,7 +278,7 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
     receipts = await submit_all(stack_settings, paths)
     ids = {r.document_id for r in receipts}
     for _ in range(600):  # the recognize stage keeps producing while the store is down
-        recognized = {events.decode(events.RECOGNIZED, r.value)["document_id"]
+        recognized = {events.decode(events.RECOGNIZED, r.value).document_id
                       for r in await read_topic(stack_settings, events.RECOGNIZED, idle_s=1)}
         if ids <= recognized:
             break
@@ -292,7 +292,7 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
     stages.start_one("store")
     all_ids = ids | {late[0].document_id}
     results = await wait_for_results(stack_settings, all_ids, timeout_s=300)
-    assert all(results[d]["status"] == "done" for d in all_ids)
+    assert all(results[d].status == "done" for d in all_ids)
     conn = await asyncpg.connect(stack_settings.dsn)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
@@ -417,7 +417,7 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     cut, = await submit_all(stack_settings, [truncated])
     outcome = await wait_for_results(stack_settings, [receipt.document_id, cut.document_id], timeout_s=300)
     failed = outcome[receipt.document_id]
-    assert (failed["status"], failed["error"]["type"]) == ("failed", "UnknownTemplateError")
+    assert (failed.status, failed.error and failed.error.type) == ("failed", "UnknownTemplateError")
 
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -428,7 +428,7 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     stages.start_one("preprocess")
 
     letters = await dlq.dead_letters(stack_settings, error_type="UnknownTemplateError", document_id=receipt.document_id)
-    assert len(letters) == 1 and letters[0].event["stage"] == "preprocess"
+    assert len(letters) == 1 and letters[0].event.stage == "preprocess"
     assert [o.action for o in await dlq.replay(stack_settings, letters, dry_run=True)] == ["would-replay"]
     assert [o.action for o in await dlq.replay(stack_settings, letters)] == ["replayed"]
     deadline = asyncio.get_running_loop().time() + 300
@@ -443,8 +443,8 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     assert row["replays"] == 1 and row["replayed_at"] is not None
     assert [o.action for o in await dlq.replay(stack_settings, letters)] == ["skipped-done"]
     results = [events.decode(events.RESULTS, r.value) for r in await read_topic(stack_settings, events.RESULTS)]
-    mine = [(e["status"], e["timestamps"].get("recognized") or e["timestamps"].get("failed"))
-            for e in results if e["document_id"] == receipt.document_id]
+    mine = [(e.status, e.timestamps.recognized or e.timestamps.failed)
+            for e in results if e.document_id == receipt.document_id]
     assert sorted(s for s, _ in mine) == ["done", "failed"]  # one results event per version
     query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
     async with httpx.AsyncClient() as client:

@@ -9,17 +9,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.core import events
+from services.core.event_models import ErrorInfo, ResultsEvent, Timestamps
 from services.core.stage import ensure_topics
 from services.results import ResultsReader, ResultsTimeoutError, ResultWaiters
 
 pytestmark = pytest.mark.slow
 
 
-def failed_result(document_id: str) -> events.Event:
+def failed_result(document_id: str) -> ResultsEvent:
     now = events.now_iso()
-    return {"schema": events.RESULTS, "version": 1, "document_id": document_id, "status": "failed",
-            "timestamps": {"ingested": now, "failed": now, "stored": now}, "text": "", "pages": [], "regions": [],
-            "error": {"stage": "ingest", "type": "EmptyDocumentError", "message": "test"}}
+    return ResultsEvent(version=1, document_id=document_id, status="failed",
+                        timestamps=Timestamps(ingested=now, failed=now, stored=now), text="", pages=[], regions=[],
+                        error=ErrorInfo(stage="ingest", type="EmptyDocumentError", message="test"))
 
 
 async def produce_results(settings, ids: list[str]) -> None:
@@ -41,7 +42,7 @@ async def test_reader_starts_at_the_high_water_mark_and_sees_every_later_result(
     async with ResultsReader(stack_settings) as reader:
         await produce_results(stack_settings, after)
         got = await reader.wait_for(after, timeout_s=30)
-        assert set(got) == set(after) and all(got[i]["status"] == "failed" for i in after)
+        assert set(got) == set(after) and all(got[i].status == "failed" for i in after)
         with pytest.raises(ResultsTimeoutError) as missing:  # results from before start() are not read
             await reader.wait_for(before[:1], timeout_s=1)
         assert missing.value.missing == before[:1]
@@ -56,7 +57,7 @@ async def test_waiters_hand_each_result_to_its_caller(stack_settings):
         await asyncio.sleep(0.2)
         await produce_results(stack_settings, ids)
         got = await asyncio.gather(*waiting)
-        assert [e["document_id"] for e in got] == ids[:2]
+        assert [e.document_id for e in got] == ids[:2]
         await asyncio.sleep(1)  # the third went by before anyone waited: kept in the recent results
-        assert (await waiters.wait(ids[2], 0.1))["document_id"] == ids[2]
+        assert (await waiters.wait(ids[2], 0.1)).document_id == ids[2]
         assert await waiters.wait("never-submitted", 0.2) is None

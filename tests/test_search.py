@@ -15,21 +15,26 @@ from services.store.stage import StoreStage
 pytestmark = pytest.mark.slow
 
 
-def stored_event(doc_id: str, pages: list[list[str]], template: str | None = None) -> dict:
+def stored_event(doc_id: str, pages: list[list[str]], template: str | None = None):
     """A recognized event: one region per line (confident, so post-processing keeps the text)."""
+    return events.from_json_object(events.RECOGNIZED, stored_dict(doc_id, pages, template))
+
+
+def stored_dict(doc_id: str, pages: list[list[str]], template: str | None = None) -> dict:
+    """:func:`stored_event` as a dict (before validation)."""
     regions = []
     for p, lines in enumerate(pages):
         for i, text in enumerate(lines):
             box = [10.0, 40.0 * i + 10, 10.0 + 20 * len(text), 40.0 * i + 40]
             regions.append({"region_id": f"p{p}-r{i}", "page_index": p, "line_index": i, "order": i,
                             "box": box, "crop_key": f"crops/{doc_id}/{p}-{i}", "text": text, "confidence": 0.999})
-    return events.validate(events.RECOGNIZED, {
+    return {
         "schema": events.RECOGNIZED, "document_id": doc_id,
         "document": {"object_key": "originals/ab/" + "ab" * 32, "content_sha256": "ab" * 32, "size_bytes": 10,
                      "filename": f"{doc_id}.png", "source": "cli", "template": template},
         "timestamps": {k: events.now_iso() for k in ("submitted", "ingested", "preprocessed", "recognized")},
         "pages": [{"page_index": p, "width": 800, "height": 600} for p in range(len(pages))],
-        "recognizer": {"name": "ppocr", "provider": "CPUExecutionProvider"}, "regions": regions})
+        "recognizer": {"name": "ppocr", "provider": "CPUExecutionProvider"}, "regions": regions}
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +93,9 @@ async def test_template_field_filter(corpus, stack_settings):
     from services.store.postprocess import PostProcessor
 
     stage.postprocessor = PostProcessor(enabled_rules=["nfkc", "whitespace"])
-    event = stored_event(f"search-form-{tag}", [[f"LAB {tag} REPORT", "13.9"]], template="lab-report")
+    event = stored_dict(f"search-form-{tag}", [[f"LAB {tag} REPORT", "13.9"]], template="lab-report")
     event["regions"][1]["field"] = {"name": "haemoglobin", "type": "decimal", "unit": "g/dL"}
-    await stage.store_done(event)
+    await stage.store_done(events.from_json_object(events.RECOGNIZED, event))
     hit = await search(pool, SearchQuery(f"lab {tag}", fields={"haemoglobin": "13.9"}, template="lab-report"))
     assert [h["document_id"] for h in hit["hits"]] == [f"search-form-{tag}"]
     assert (await search(pool, SearchQuery(f"lab {tag}", fields={"haemoglobin": "99"})))["total"] == 0

@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core import events, metrics
+from services.core.event_models import DeadLetterEvent, ResultsEvent, Source, Timestamps
 from services.core.errors import BadInputError, ConfigurationError
 from services.core.stage import Output, Stage, StageRunner, ensure_topics
 from tests.test_pipeline_e2e import read_topic
@@ -40,11 +41,15 @@ class FlakyStage(Stage):
         if msg["mode"] == "transient" and self.attempts[msg["id"]] <= msg["fails"]:
             raise ConnectionError("database down (simulated)")
         if msg["mode"] == "unproducible":  # a bug: an output that breaks its schema
-            return [Output(events.RESULTS, msg["id"], {"schema": events.RESULTS, "document_id": msg["id"]})]
-        event = {"schema": events.RESULTS, "version": 1, "document_id": msg["id"], "status": "done",
-                 "timestamps": {"ingested": events.now_iso()}, "text": msg["id"], "pages": [],
-                 "regions": [], "error": None}
-        return [Output(events.RESULTS, msg["id"], event)]
+            return [Output(events.RESULTS, msg["id"], result_event(msg["id"], status="pending"))]
+        return [Output(events.RESULTS, msg["id"], result_event(msg["id"]))]
+
+
+def result_event(doc_id: str, status: str = "done") -> ResultsEvent:
+    """A results event (``status`` other than done/failed: one that breaks its contract)."""
+    return ResultsEvent(version=1, document_id=doc_id, status=status,  # type: ignore[arg-type]
+                        timestamps=Timestamps(ingested=events.now_iso()), text=doc_id, pages=[], regions=[],
+                        error=None)
 
 
 async def send(settings, topic: str, messages: list[dict]) -> None:
@@ -98,17 +103,17 @@ async def test_retries_dead_letters_and_commits(stack_settings):
 
     assert stage.attempts[f"{tag}-tr1"] == 3  # two transient failures, then success
     assert await committed(settings, f"{settings.consumer_group_prefix}-flaky", topic) == 5
-    results = Counter(events.decode(events.RESULTS, r.value)["document_id"]
+    results = Counter(events.decode(events.RESULTS, r.value).document_id
                       for r in await read_topic(settings, events.RESULTS))
     assert [results[f"{tag}-{s}"] for s in ("ok0", "tr1", "bad2", "ok3")] == [1, 1, 0, 1]
     dead = [events.decode(events.DLQ, r.value) for r in await read_topic(settings, events.DLQ)]
-    mine = [d for d in dead if d["document_id"] == f"{tag}-bad2"]
+    mine = [d for d in dead if d.document_id == f"{tag}-bad2"]
     assert len(mine) == 1
-    assert (mine[0]["stage"], mine[0]["error"]["type"]) == ("flaky", "BadInputError")
-    assert mine[0]["source"] == {"topic": topic, "partition": 0, "offset": 2}
-    assert mine[0]["original"] == msgs[2]
-    unproducible = [d for d in dead if d["document_id"] == f"{tag}-out4"]
-    assert [d["error"]["type"] for d in unproducible] == ["InvalidEventError"]
+    assert (mine[0].stage, mine[0].error.type) == ("flaky", "BadInputError")
+    assert mine[0].source == Source(topic=topic, partition=0, offset=2)
+    assert mine[0].original == msgs[2]
+    unproducible = [d for d in dead if d.document_id == f"{tag}-out4"]
+    assert [d.error.type for d in unproducible] == ["InvalidEventError"]
 
 
 async def test_stop_during_retries_commits_nothing(stack_settings):
@@ -157,10 +162,10 @@ def fresh(stack_settings, **update):
     return settings, f"test.hard.{uuid.uuid4().hex[:8]}"
 
 
-async def dead_letters(settings, ids: set[str]) -> dict[str, dict]:
-    return {d["document_id"]: d for d in (events.decode(events.DLQ, r.value)
-                                          for r in await read_topic(settings, events.DLQ))
-            if d["document_id"] in ids}
+async def dead_letters(settings, ids: set[str]) -> dict[str, DeadLetterEvent]:
+    return {d.document_id: d for d in (events.decode(events.DLQ, r.value)
+                                       for r in await read_topic(settings, events.DLQ))
+            if d.document_id in ids}
 
 
 async def test_transient_retries_are_capped_then_dead_lettered(stack_settings):
@@ -174,8 +179,8 @@ async def test_transient_retries_are_capped_then_dead_lettered(stack_settings):
                     lambda: stage.attempts[f"{tag}-ok"] >= 1 and stage.attempts[f"{tag}-down"] >= 3)
     assert stage.attempts[f"{tag}-down"] == 3
     dead = await dead_letters(settings, {f"{tag}-down"})
-    assert dead[f"{tag}-down"]["error"]["type"] == "RetriesExhaustedError"
-    assert "ConnectionError" in dead[f"{tag}-down"]["error"]["message"]
+    assert dead[f"{tag}-down"].error.type == "RetriesExhaustedError"
+    assert "ConnectionError" in dead[f"{tag}-down"].error.message
     assert await committed(settings, stage_runner.group, topic) == 2
 
 
@@ -191,8 +196,8 @@ async def test_a_hanging_record_times_out_and_is_dead_lettered_after_max_attempt
     await run_until(runner, lambda: stage.attempts[f"{tag}-ok2"] >= 1, timeout_s=90)
     assert stage.attempts[f"{tag}-hang"] == 2  # in the batch, then alone: 2 attempts, the maximum
     dead = await dead_letters(settings, {f"{tag}-hang"})
-    assert dead[f"{tag}-hang"]["error"]["type"] == "HandlerTimeoutError"
-    results = Counter(events.decode(events.RESULTS, r.value)["document_id"]
+    assert dead[f"{tag}-hang"].error.type == "HandlerTimeoutError"
+    results = Counter(events.decode(events.RESULTS, r.value).document_id
                       for r in await read_topic(settings, events.RESULTS))
     assert results[f"{tag}-ok0"] >= 1 and results[f"{tag}-ok2"] == 1
 
@@ -214,7 +219,7 @@ async def test_a_record_that_kills_the_process_is_isolated(stack_settings):
     await run_until(runner, lambda: stage.attempts[f"{tag}-ok2"] >= 1)
     assert stage.attempts[f"{tag}-kill"] == 0
     dead = await dead_letters(settings, {f"{tag}-kill"})
-    assert dead[f"{tag}-kill"]["error"]["type"] == "PoisonMessageError"
+    assert dead[f"{tag}-kill"].error.type == "PoisonMessageError"
     assert await committed(settings, runner.group, topic) == 3
 
 
@@ -231,8 +236,8 @@ async def test_a_failing_batch_is_split_until_the_bad_record_is_alone(stack_sett
     await run_until(runner, lambda: sum(stage.attempts[f"{tag}-ok{i}"] for i in range(5)) >= 5)
     dead = await dead_letters(settings, {m["id"] for m in msgs})
     assert set(dead) == {f"{tag}-bomb"}
-    assert dead[f"{tag}-bomb"]["error"]["type"] == "InternalError"
-    assert "RuntimeError" in dead[f"{tag}-bomb"]["error"]["message"]
+    assert dead[f"{tag}-bomb"].error.type == "InternalError"
+    assert "RuntimeError" in dead[f"{tag}-bomb"].error.message
     assert all(stage.attempts[f"{tag}-ok{i}"] == 1 for i in range(5))
 
 
@@ -276,7 +281,7 @@ def test_a_dead_letter_carries_its_input_only_up_to_the_bound():
     big = json.dumps({"document_id": "doc-1", "pad": "x" * MAX_ORIGINAL_BYTES}).encode()
     kept = dead_letter_record("preprocess", record(small), BadInputError("bad")).event
     dropped = dead_letter_record("preprocess", record(big), BadInputError("bad")).event
-    assert kept["original"] == {"document_id": "doc-1"}
-    assert dropped["original"] is None and dropped["original_size_bytes"] == len(big)
-    assert dropped["source"] == {"topic": "ocr.ingested.v1", "partition": 0, "offset": 7}  # replayable from there
-    events.validate(events.DLQ, dropped)
+    assert kept.original == {"document_id": "doc-1"}
+    assert dropped.original is None and dropped.original_size_bytes == len(big)
+    assert dropped.source == Source(topic="ocr.ingested.v1", partition=0, offset=7)  # replayable from there
+    events.encode(events.DLQ, dropped)

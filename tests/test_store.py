@@ -9,6 +9,7 @@ import pytest
 
 from services.core import events
 from services.core.errors import NotAnImageError
+from services.core.event_models import RecognizedEvent, Source
 from services.core.stage import dead_letter
 from services.document import Document
 from services.store.migrate import apply_migrations, migration_files
@@ -17,8 +18,8 @@ from services.store.stage import StoreStage
 pytestmark = pytest.mark.slow
 
 
-def recognized_event(doc_id: str, texts: list[tuple[int, str]]) -> dict:
-    """A schema-valid ``recognized`` event; ``texts`` = (visual line, text) in reading order."""
+def recognized_dict(doc_id: str, texts: list[tuple[int, str]]) -> dict:
+    """A ``recognized`` event as a dict; ``texts`` = (visual line, text) in reading order."""
     regions = [{"region_id": f"p0-r{i}", "page_index": 0, "line_index": line, "order": i,
                 "box": [10.0 * i, 20.0 * line, 10.0 * i + 9, 20.0 * line + 15], "crop_key": f"crops/{doc_id}/{i}",
                 "text": text, "confidence": 0.9} for i, (line, text) in enumerate(texts)]
@@ -29,7 +30,12 @@ def recognized_event(doc_id: str, texts: list[tuple[int, str]]) -> dict:
                             "preprocessed": events.now_iso(), "recognized": events.now_iso()},
              "pages": [{"page_index": 0, "width": 100, "height": 100}],
              "recognizer": {"name": "ppocr", "provider": "CPUExecutionProvider"}, "regions": regions}
-    return events.validate(events.RECOGNIZED, event)
+    return event
+
+
+def recognized_event(doc_id: str, texts: list[tuple[int, str]]) -> RecognizedEvent:
+    """A valid ``recognized`` event; ``texts`` = (visual line, text) in reading order."""
+    return events.from_json_object(events.RECOGNIZED, recognized_dict(doc_id, texts))
 
 
 def test_document_text_groups_visual_lines_in_reading_order():
@@ -76,32 +82,32 @@ async def test_redelivery_writes_the_same_rows_and_one_results_event(stack_setti
     # Redelivered before its results event was acked (crash in between): stored again, re-emitted.
     again = await store.store_done(event)
     assert await counts(stack_settings.dsn, doc_id) == (1, 1, 3)
-    assert first.event["text"] == again.event["text"] == "SHOP\nTOTAL 12.50"
-    events.validate(events.RESULTS, first.event)
+    assert first.event.text == again.event.text == "SHOP\nTOTAL 12.50"
+    events.encode(events.RESULTS, first.event)
     await store.published([again])
     # Redelivered after publication: no second results event.
     assert await store.store_done(event) is None
     # A replay that recognised the document again is a new version: stored and published.
     replay = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL 12.50")])
     output = await store.store_done(replay)
-    assert output is not None and output.event["text"] == "SHOP\nTOTAL 12.50"
+    assert output is not None and output.event.text == "SHOP\nTOTAL 12.50"
     assert await counts(stack_settings.dsn, doc_id) == (1, 1, 2)  # stale region dropped
 
 
 async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, store):
     failed_id, done_id = uuid.uuid4().hex, uuid.uuid4().hex
     letter = dead_letter("preprocess", NotAnImageError("not an image: b'hello'"), document_id=failed_id,
-                         source={"topic": events.INGESTED, "partition": 0, "offset": 7},
+                         source=Source(topic=events.INGESTED, partition=0, offset=7),
                          original={"document_id": failed_id, "filename": "notes.txt", "source": "cli"})
-    result = await store.store_failed(events.validate(events.DLQ, letter.event))
-    assert result.event["status"] == "failed"
+    result = await store.store_failed(letter.event)
+    assert result.event.status == "failed"
     await store.published([result])
     assert await store.store_failed(letter.event) is None  # redelivered dead letter
-    assert result.event["error"]["type"] == "NotAnImageError"
-    events.validate(events.RESULTS, result.event)
+    assert result.event.error.type == "NotAnImageError"
+    events.encode(events.RESULTS, result.event)
 
     await store.store_done(recognized_event(done_id, [(0, "OK")]))
-    late = dead_letter("store", RuntimeError("late"), document_id=done_id, source={"topic": "x"})
+    late = dead_letter("store", RuntimeError("late"), document_id=done_id, source=Source(topic="x"))
     assert await store.store_failed(late.event) is None
     conn = await asyncpg.connect(stack_settings.dsn)
     try:
@@ -117,12 +123,13 @@ async def test_dead_letter_marks_failed_but_never_undoes_done(stack_settings, st
 
 async def test_post_processing_keeps_raw_text_and_validates_fields(stack_settings, store):
     doc_id = uuid.uuid4().hex
-    event = recognized_event(doc_id, [(0, "TOTAL"), (0, "RM 12.5O"), (1, "2l/11/2O26")])
+    event = recognized_dict(doc_id, [(0, "TOTAL"), (0, "RM 12.5O"), (1, "2l/11/2O26")])
     event["regions"][1]["field"] = {"name": "total", "type": "decimal", "unit": "RM", "min": 0, "max": 1000}
     event["regions"][2]["field"] = {"name": "date", "type": "date"}
     event["regions"][2]["confidence"] = 0.6
-    result = (await store.store_done(events.validate(events.RECOGNIZED, event))).event
-    events.validate(events.RESULTS, result)
+    output = await store.store_done(events.from_json_object(events.RECOGNIZED, event))
+    events.encode(events.RESULTS, output.event)
+    result = events.to_json_object(output.event)
     assert result["fields"]["total"] == {"value": 12.5, "text": "RM 12.50", "valid": True}
     assert result["fields"]["date"]["value"] == "2026-11-21"
     total = result["regions"][1]
@@ -150,10 +157,10 @@ class _Record:
 async def test_a_dead_letter_is_never_dropped(stack_settings, store):
     # A NUL byte in a file name and message once failed the database write and the letter vanished.
     doc_id = uuid.uuid4().hex
-    letter = dead_letter("preprocess", NotAnImageError("bad \x00 bytes"), document_id=doc_id, source={"topic": "http"},
+    letter = dead_letter("preprocess", NotAnImageError("bad \x00 bytes"), document_id=doc_id, source=Source(topic="http"),
                          original={"document_id": doc_id, "filename": "evil\x00name.png", "source": "http"})
     result = await store.store_dead_letter(_Record(letter.payload, 1))
-    assert result.event["status"] == "failed"
+    assert result.event.status == "failed"
     # A dead letter that cannot be a failed row at all is parked whole and counted.
     offset = uuid.uuid4().int % 10**9
     assert await store.store_dead_letter(_Record(b"\xffnot json", offset)) is None

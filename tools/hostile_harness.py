@@ -42,6 +42,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.core import events
+from services.core.errors import InvalidEventError
+from services.core.event_models import UNSET
 from services.core.settings import Settings
 from services.evaluation import cer
 from services.launcher import STAGES, free_port
@@ -588,12 +590,13 @@ class HostileRun:
                 for batch in (await consumer.getmany(timeout_ms=250)).values():
                     for record in batch:
                         try:
-                            letter = json.loads(record.value)
-                            src = letter.get("source") or {}
-                            self.dead_letters[(src.get("topic"), src.get("partition"), src.get("offset"))] = \
-                                letter["document_id"]
-                        except (ValueError, KeyError, TypeError):
+                            letter = events.decode(events.DLQ, record.value)
+                        except InvalidEventError:
                             continue
+                        src = letter.source
+                        self.dead_letters[(src.topic, None if src.partition is UNSET else src.partition,
+                                           None if src.offset is UNSET else src.offset)] = \
+                            letter.document_id
         finally:
             await consumer.stop()
 

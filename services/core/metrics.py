@@ -170,8 +170,11 @@ def observe_outputs(stage: str, outputs: Sequence[Any]) -> None:
     if own is None:
         return
     for output in outputs:
-        ts = output.event.get("timestamps")
-        if not isinstance(ts, dict) or own not in ts:
+        stamps = getattr(output.event, "timestamps", None)
+        if stamps is None:
+            continue
+        ts = events.to_json_object(stamps)
+        if own not in ts:
             continue
         earlier = [k for k in TIMESTAMP_ORDER[:TIMESTAMP_ORDER.index(own)] if ts.get(k)]
         if ts.get("failed"):  # a dead letter's result: the store's time starts when it failed
@@ -179,8 +182,9 @@ def observe_outputs(stage: str, outputs: Sequence[Any]) -> None:
         if earlier and (seconds := _seconds_between(ts, earlier[-1], own)) is not None:
             STAGE_SECONDS.labels(stage).observe(max(0.0, seconds))
         if output.topic == events.RESULTS and (seconds := _seconds_between(ts, "submitted", "stored")) is not None:
-            door = (output.event.get("document") or {}).get("source") or "unknown"
-            END_TO_END_SECONDS.labels(output.event.get("status", "unknown"), door).observe(max(0.0, seconds))
+            document = getattr(output.event, "document", None)
+            door = document.source if document else "unknown"
+            END_TO_END_SECONDS.labels(getattr(output.event, "status", "unknown"), door).observe(max(0.0, seconds))
 
 
 class LagTracker:

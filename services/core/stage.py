@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from . import events, health, metrics
+from .event_models import DeadLetterEvent, ErrorInfo, Source
 from .attempts import DeliveryAttempts
 from .errors import (ConfigurationError, DocumentTooLargeError, HandlerTimeoutError, InvalidEventError,
                      PermanentError, PoisonMessageError, RetriesExhaustedError, as_typed, is_transient,
@@ -67,7 +68,7 @@ __all__ = ["Output", "Result", "Stage", "StageRunner", "dead_letter", "dead_lett
 
 @dataclass(frozen=True)
 class Output:
-    """One event to produce: ``event`` validated against ``topic``'s schema, keyed by ``key``."""
+    """One event to produce: ``event`` (the model of ``topic``) keyed by ``key``."""
 
     topic: str
     key: str
@@ -75,7 +76,7 @@ class Output:
 
     @cached_property
     def payload(self) -> bytes:
-        """The schema-validated JSON bytes (encoded once); raises InvalidEventError."""
+        """The validated JSON bytes (encoded once); raises InvalidEventError."""
         return events.encode(self.topic, self.event)
 
 
@@ -129,27 +130,26 @@ class Stage(ABC):
 
 
 def dead_letter(stage: str, exc: BaseException, *, document_id: str | None,
-                source: dict[str, Any], original: events.Event | None = None, size_bytes: int = 0) -> Output:
+                source: Source, original: events.JSONObject | None = None, size_bytes: int = 0) -> Output:
     """The ``ocr.dlq.v1`` event for an input of ``stage`` that failed with ``exc``.
 
     ``exc`` is reported as one of our types (:func:`as_typed`). ``source`` says where the input
-    came from (``{"topic", "partition", "offset"}`` for a Kafka record, ``{"topic": "http"}``
-    for the API); ``original`` is the input event when it was JSON (never pixels: raw image
-    bytes are only counted in ``original_size_bytes``).
+    came from (topic, partition, offset of a Kafka record; ``Source(topic="http")`` for the
+    API); ``original`` is the input event when it was JSON (never pixels: raw image bytes are
+    only counted in ``original_size_bytes``).
     """
     typed = as_typed(exc)
     document_id = document_id or (original or {}).get("document_id") or "unknown-" + "-".join(
-        str(v) for v in source.values())
-    event = {
-        "schema": events.DLQ,
-        "document_id": str(document_id),
-        "stage": stage,
-        "error": {"stage": stage, "type": type(typed).__name__, "message": str(typed)[:2000] or repr(typed)},
-        "source": source,
-        "original": original,
-        "original_size_bytes": size_bytes,
-        "failed_at": events.now_iso(),
-    }
+        str(v) for v in events.to_json_object(source).values())
+    event = DeadLetterEvent(
+        document_id=str(document_id),
+        stage=stage,
+        error=ErrorInfo(stage=stage, type=type(typed).__name__, message=str(typed)[:2000] or repr(typed)),
+        source=source,
+        original=original,
+        original_size_bytes=size_bytes,
+        failed_at=events.now_iso(),
+    )
     return Output(events.DLQ, str(document_id), event)
 
 
@@ -165,7 +165,7 @@ def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -
     return dead_letter(
         stage, exc,
         document_id=getattr(exc, "document_id", None) or (record.key.decode("utf-8", "replace") if record.key else None),
-        source={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        source=Source(topic=record.topic, partition=record.partition, offset=record.offset),
         original=events.try_json(value) if len(value) <= MAX_ORIGINAL_BYTES else None,
         size_bytes=len(value),
     )
@@ -546,7 +546,7 @@ class StageRunner:
 
     async def _run_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
         """On the handler loop: ``stage.handle_batch`` and the encoding and schema check of
-        every output (JSON Schema validation of a large event is CPU work: never on the Kafka loop)."""
+        every output (validating a large event is CPU work: never on the Kafka loop)."""
         results = await self.stage.handle_batch(records)
         return [r if isinstance(r, BaseException) else self._checked(r) for r in results]
 

@@ -52,6 +52,7 @@ from services.core.errors import (BadInputError, DocumentTooLargeError, InvalidE
                                   MissingObjectError)
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
+from services.core.event_models import Source
 from services.core.stage import Output, dead_letter, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -240,8 +241,8 @@ class BucketDoor:
             log.warning("ingest: %s: %s: %s", event.uri, type(exc).__name__, exc)
             self._pending.add(doc_id)
             return [dead_letter("ingest", exc, document_id=doc_id,
-                                source={"topic": record.topic, "partition": record.partition,
-                                        "offset": record.offset},
+                                source=Source(topic=record.topic, partition=record.partition,
+                                              offset=record.offset),
                                 original={"document_id": doc_id, "filename": event.uri, "source": "bucket"},
                                 size_bytes=event.size or 0)]
         BUCKET_EVENTS.labels("ingest", "ingested").inc()

@@ -45,6 +45,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response
 from services.core import events, metrics
 from services.core.auth import Authenticator
 from services.core.db import create_pool
+from services.core.event_models import UNSET, DocumentRef, IngestedEvent, SourceKind, Timestamps
 from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
                                   InvalidSubmissionError, NotAnImageError)
 from services.core.formats import SUPPORTED, identify, sniff
@@ -108,7 +109,7 @@ class Ingestor:
             raise NotAnImageError(f"unsupported type (looks like {identify(data)}); supported: "
                                   f"{', '.join(sorted(SUPPORTED))}")
 
-    async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: str,
+    async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: SourceKind,
                      submitted: str | None = None, template: str | None = None,
                      sha: str | None = None, external_id: str | None = None) -> Output | str:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
@@ -129,14 +130,13 @@ class Ingestor:
         key = original_key(sha)
         if not await self.store.exists(key):
             await self.store.put(key, data)
-        event = {
-            "schema": events.INGESTED,
-            "document_id": document_id,
-            "document": {"object_key": key, "content_sha256": sha, "size_bytes": len(data),
-                         "filename": clean_text(filename), "source": source, "template": template,
-                         **({"external_id": external_id} if external_id else {})},
-            "timestamps": {"submitted": submitted or events.now_iso(), "ingested": events.now_iso()},
-        }
+        event = IngestedEvent(
+            document_id=document_id,
+            document=DocumentRef(object_key=key, content_sha256=sha, size_bytes=len(data),
+                                 filename=clean_text(filename), source=source, template=template,
+                                 external_id=external_id or UNSET),
+            timestamps=Timestamps(submitted=submitted or events.now_iso(), ingested=events.now_iso()),
+        )
         metrics.count_ingested(source, len(data))
         return Output(events.INGESTED, document_id, event)
 
@@ -251,7 +251,7 @@ class Submitter:
         await self.producer.stop()
         await self.ingestor.close()
 
-    async def submit(self, data: bytes, filename: str | None, source: str,
+    async def submit(self, data: bytes, filename: str | None, source: SourceKind,
                      template: str | None = None) -> Receipt:
         """Ingest one document; returns its Receipt (``error`` set when it was rejected).
 
@@ -269,7 +269,8 @@ class Submitter:
             return Receipt(output, filename, reused=True)
         await produce(self.producer, [output])
         metrics.observe_outputs("ingest", [output])
-        return Receipt(document_id, filename, object_key=output.event["document"]["object_key"])
+        assert isinstance(output.event, IngestedEvent)
+        return Receipt(document_id, filename, object_key=output.event.document.object_key)
 
 
 def iter_paths(paths: Iterable[Path]) -> list[Path]:
@@ -323,7 +324,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
         if wait and results is not None and not receipt.reused:
             if (event := await results.wait(receipt.document_id, wait)) is not None:
                 response.status_code = 200
-                return {**accepted, "status": event["status"], "result": event}
+                return {**accepted, "status": event.status, "result": events.to_json_object(event)}
         return accepted
 
     @app.get("/healthz")

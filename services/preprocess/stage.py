@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from aiokafka import ConsumerRecord
 
 from services.core import events
 from services.core.errors import DocumentTooLargeError
+from services.core.event_models import Page, Region, RegionsEvent
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.preprocess.layout import block_ids
@@ -51,33 +53,37 @@ class PreprocessStage(Stage):
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         event = events.decode(events.INGESTED, record.value)
-        doc_id = event["document_id"]
-        name = event["document"].get("template")
+        doc_id = event.document_id
+        name = event.document.template
         template = get_template(name, self.settings.templates_dir) if name else None
-        data = await self.store.get(event["document"]["object_key"])
+        data = await self.store.get(event.document.object_key)
         if len(data) > self.settings.max_document_bytes:
             raise DocumentTooLargeError(f"document is {len(data)} bytes; the limit is "
                                         f"{self.settings.max_document_bytes} (OCRSTREAM_MAX_DOCUMENT_BYTES)")
-        pages, regions = [], []
+        pages: list[Page] = []
+        regions: list[Region] = []
         async with self.decoder.open(data) as document:
             del data
             for page_index in range(len(document.page_sizes)):
                 page = await document.page(page_index, template)
-                pages.append({"page_index": page_index, "width": page.width, "height": page.height})
+                pages.append(Page(page_index=page_index, width=page.width, height=page.height))
                 regions += await self.store_regions(doc_id, page_index, page.regions)
-        out = {"schema": events.REGIONS, "document_id": doc_id, "document": event["document"],
-               "timestamps": {**event["timestamps"], "preprocessed": events.now_iso()},
-               "pages": pages, "regions": regions}
+        out = RegionsEvent(document_id=doc_id, document=event.document,
+                           timestamps=msgspec.structs.replace(event.timestamps, preprocessed=events.now_iso()),
+                           pages=pages, regions=regions)
         return [Output(events.REGIONS, doc_id, out)]
 
-    async def store_regions(self, doc_id: str, page_index: int, page_regions: list[tuple[dict, bytes]]) -> list[dict]:
-        """Upload one page's crops; returns its regions' event fields (ids, block, crop key)."""
+    async def store_regions(self, doc_id: str, page_index: int,
+                            page_regions: list[tuple[dict, bytes]]) -> list[Region]:
+        """Upload one page's crops; returns its regions (``page_regions``: the worker's region
+        fields - line, order, box, quad, field or detection score - with ids, block, crop key added)."""
         blocks = block_ids([r["box"] for r, _ in page_regions], [r["line_index"] for r, _ in page_regions])
         regions, uploads = [], []
         for (region, png), block in zip(page_regions, blocks):
             key = crop_key(doc_id, page_index, region["order"])
-            regions.append({"region_id": f"p{page_index}-r{region['order']}", "page_index": page_index,
-                            "block_index": block, "crop_key": key, **region})
+            regions.append(events.convert(Region, {"region_id": f"p{page_index}-r{region['order']}",
+                                                   "page_index": page_index, "block_index": block,
+                                                   "crop_key": key, **region}, events.REGIONS))
             uploads.append(self.store.put(key, png, "image/png"))
         await asyncio.gather(*uploads)
         return regions

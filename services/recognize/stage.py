@@ -14,17 +14,20 @@ import asyncio
 from collections.abc import Sequence
 
 import cv2
+import msgspec
 import numpy as np
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.errors import TruncatedImageError
+from services.core.event_models import (UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent, Word,
+                                        compact_probs)
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Result, Stage
 from services.recognize.recognizer import LineReading, load_recognizer
 
 
-def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[dict]:
+def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[Word]:
     """Words of a line with page-pixel boxes from the recogniser's character positions.
 
     ``reading.char_x`` are character centres in crop pixels; a crop of width ``crop_width`` maps
@@ -46,9 +49,9 @@ def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[fl
             t1 = min(float(crop_width), xs[i - 1] + pitch / 2) / crop_width
             corners = np.array([tl + t0 * (tr - tl), tl + t1 * (tr - tl), bl + t0 * (br - bl), bl + t1 * (br - bl)])
             probs = reading.char_probs[start:i]
-            words.append({"text": reading.text[start:i],
-                          "box": [round(float(v), 1) for v in (*corners.min(axis=0), *corners.max(axis=0))],
-                          "confidence": round(float(np.mean(probs)), 4)})
+            words.append(Word(text=reading.text[start:i],
+                              box=[round(float(v), 1) for v in (*corners.min(axis=0), *corners.max(axis=0))],
+                              confidence=round(float(np.mean(probs)), 4)))
             start = None
     return words
 
@@ -84,10 +87,10 @@ class RecognizeStage(Stage):
         if self.model_version:
             metrics.STAGE_INFO.labels(self.name, "model", self.model_version).set(1)
 
-    async def load(self, record: ConsumerRecord) -> tuple[events.Event, list[np.ndarray]]:
+    async def load(self, record: ConsumerRecord) -> tuple[RegionsEvent, list[np.ndarray]]:
         """The record's event and its crops, downloaded concurrently and decoded in a thread."""
         event = events.decode(events.REGIONS, record.value)
-        pngs = await asyncio.gather(*(self.store.get(r["crop_key"]) for r in event["regions"]))
+        pngs = await asyncio.gather(*(self.store.get(r.crop_key) for r in event.regions))
         return event, await asyncio.to_thread(lambda: [decode_crop(png) for png in pngs])
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
@@ -116,18 +119,19 @@ class RecognizeStage(Stage):
             start += len(doc_crops)
         return results
 
-    def output(self, event: events.Event, readings: Sequence[LineReading], widths: Sequence[int]) -> Output:
+    def output(self, event: RegionsEvent, readings: Sequence[LineReading], widths: Sequence[int]) -> Output:
         """The ``recognized`` event: ``event``'s regions with text, confidence, per-character
         probabilities and word boxes added (``widths``: crop widths in px, for the word boxes)."""
-        regions = [{**region, "text": reading.text, "confidence": round(reading.confidence, 4),
-                    "char_probs": [round(p, 3) for p in reading.char_probs],
-                    "words": word_boxes(reading, width, region["quad"]) if "quad" in region else []}
-                   for region, reading, width in zip(event["regions"], readings, widths)]
-        out = {"schema": events.RECOGNIZED, "document_id": event["document_id"],
-               "document": event["document"],
-               "timestamps": {**event["timestamps"], "recognized": events.now_iso()},
-               "pages": event["pages"],
-               "recognizer": {"name": self.recognizer.name, "provider": self.recognizer.provider,
-                              **({"model": self.model_version} if self.model_version else {})},
-               "regions": regions}
-        return Output(events.RECOGNIZED, event["document_id"], out)
+        regions = [RecognizedRegion(**msgspec.structs.asdict(region), text=reading.text,
+                                    confidence=round(reading.confidence, 4),
+                                    char_probs=compact_probs(reading.char_probs),
+                                    words=word_boxes(reading, width, region.quad) if region.quad else [])
+                   for region, reading, width in zip(event.regions, readings, widths)]
+        out = RecognizedEvent(
+            document_id=event.document_id, document=event.document,
+            timestamps=msgspec.structs.replace(event.timestamps, recognized=events.now_iso()),
+            pages=event.pages,
+            recognizer=Recognizer(name=self.recognizer.name, provider=self.recognizer.provider,
+                                  model=self.model_version or UNSET),
+            regions=regions)
+        return Output(events.RECOGNIZED, event.document_id, out)

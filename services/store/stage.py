@@ -24,15 +24,19 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import logging
 
+import msgspec
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.auth import Authenticator
 from services.core.db import create_pool
 from services.core.errors import is_transient
+from services.core.event_models import (UNSET, DeadLetterEvent, DocumentRef, FieldResult, RecognizedEvent,
+                                        RecognizedRegion, ResultRegion, ResultsEvent, Timestamps, UnsetType)
 from services.core.http import serve_until
 from services.core.names import clean_text, strip_nul
 from services.core.objectstore import ObjectStore
@@ -44,6 +48,7 @@ from services.store.postprocess import FieldSpec, PostProcessor
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARK = """
 INSERT INTO parked_events (topic, part, "offset", payload, error) VALUES ($1, $2, $3, $4, $5)
@@ -51,8 +56,8 @@ ON CONFLICT (topic, part, "offset") DO NOTHING
 """
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _ts(value: str | None | UnsetType) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 UPSERT_DONE = """
@@ -102,10 +107,6 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.ve
     stored_at = EXCLUDED.stored_at
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
-
-RESULT_REGION_KEYS = ("region_id", "page_index", "block_index", "line_index", "order", "box", "quad", "detection_score",
-                      "text", "confidence", "words", "field", "raw_text", "value", "valid", "reason",
-                      "needs_review")
 
 PUBLISHED_VERSION = "SELECT 1 FROM documents WHERE document_id = $1 AND version = $2 AND published_at IS NOT NULL"
 
@@ -157,55 +158,63 @@ class StoreStage(Stage):
     async def published(self, outputs: Sequence[Output]) -> None:
         """Mark each results event's document version as published (the broker acked it)."""
         await self.pool.executemany(MARK_PUBLISHED, [
-            (o.key, o.event["timestamps"].get("failed") or o.event["timestamps"]["recognized"])
-            for o in outputs if o.topic == events.RESULTS])
+            (o.key, o.event.timestamps.failed or o.event.timestamps.recognized)
+            for o in outputs if isinstance(o.event, ResultsEvent)])
 
-    async def store_done(self, event: events.Event) -> Output | None:
+    async def store_done(self, event: RecognizedEvent) -> Output | None:
         """Upsert a recognised document with its pages and regions; its results event.
 
         None when this version (``timestamps.recognized``) is already stored and published.
         """
-        doc, ts = event["document"], dict(event["timestamps"])
-        ts["stored"] = events.now_iso()
-        doc_id, version = event["document_id"], ts["recognized"]
+        doc = event.document
+        ts = msgspec.structs.replace(event.timestamps, stored=events.now_iso())
+        doc_id, version = event.document_id, ts.recognized
         if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
             return None  # redelivered: this version is stored and its results event was acked
-        regions = [self.postprocess(r) for r in event["regions"]]
-        text = Document.from_results({**event, "status": "done", "regions": regions}).render_text()
-        fields = {r["field"]["name"]: {k: r[k] for k in ("value", "text", "valid")} for r in regions if "field" in r}
-        needs_review = any(r["needs_review"] for r in regions)
+        regions = [self.postprocess(r) for r in event.regions]
+        text = Document.from_parts(doc_id, "done", event.pages, regions).render_text()
+        fields = {r.field.name: FieldResult(value=r.value, text=r.text, valid=r.valid)
+                  for r in regions if r.field}
+        needs_review = any(r.needs_review for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                UPSERT_DONE, doc_id, doc["source"], clean_text(doc.get("filename")), doc["object_key"],
-                doc["content_sha256"], doc["size_bytes"], text, event["recognizer"]["name"],
-                event["recognizer"]["provider"], _ts(ts.get("submitted")), _ts(ts.get("ingested")),
-                _ts(ts.get("preprocessed")), _ts(ts.get("recognized")), _ts(ts["stored"]), version,
-                doc.get("template"), needs_review, json.dumps(fields) if fields else None)
+                UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
+                doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
+                event.recognizer.provider, _ts(ts.submitted), _ts(ts.ingested),
+                _ts(ts.preprocessed), _ts(ts.recognized), _ts(ts.stored), version,
+                doc.template or None, needs_review,
+                _json(fields) if fields else None)
             # A new version may have fewer regions/pages: drop what it no longer has.
             await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
-                               doc_id, [r["region_id"] for r in regions])
+                               doc_id, [r.region_id for r in regions])
             await conn.execute("DELETE FROM pages WHERE document_id = $1 AND NOT page_index = ANY($2::int[])",
-                               doc_id, [p["page_index"] for p in event["pages"]])
+                               doc_id, [p.page_index for p in event.pages])
             await conn.executemany(UPSERT_PAGE, [
-                (doc_id, p["page_index"], p["width"], p["height"]) for p in event["pages"]])
+                (doc_id, p.page_index, p.width, p.height) for p in event.pages])
             await conn.executemany(UPSERT_REGION, [
-                (doc_id, r["region_id"], r["page_index"], r["line_index"], r["order"], *r["box"],
-                 json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
-                 r["text"], r["confidence"], json.dumps(r.get("words", [])),
-                 json.dumps(r["field"]) if "field" in r else None, r["raw_text"], json.dumps(r["value"]),
-                 r["valid"], r["reason"], r["needs_review"], r.get("block_index", 0)) for r in regions])
-        result_regions = [{k: r[k] for k in RESULT_REGION_KEYS if k in r} for r in regions]
-        result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
-        result.event.update({"needs_review": needs_review, "fields": fields, "recognizer": event["recognizer"]})
-        return result
+                (doc_id, r.region_id, r.page_index, r.line_index, r.order, *r.box,
+                 _json(_opt(r.quad)), seen.crop_key, _opt(r.detection_score),
+                 r.text, r.confidence, _json(r.words or []),
+                 _json(r.field) if r.field else None, r.raw_text,
+                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0)
+                for r, seen in zip(regions, event.regions)])
+        return Output(events.RESULTS, doc_id, ResultsEvent(
+            version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
+            regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
+            recognizer=event.recognizer))
 
-    def postprocess(self, region: dict) -> dict:
-        """The region with corrected ``text`` and ``raw_text``, ``value``, ``valid``, ``reason``,
-        ``needs_review`` from :class:`PostProcessor` (field rules when it holds a template field)."""
-        field = FieldSpec(**region["field"]) if "field" in region else None
-        c = self.postprocessor.correct(region["text"], region["confidence"], region.get("char_probs"), field)
-        return {**region, "raw_text": c.raw_text, "text": c.text, "value": c.value, "valid": c.valid,
-                "reason": c.reason, "needs_review": c.needs_review}
+    def postprocess(self, region: RecognizedRegion) -> ResultRegion:
+        """The results region of ``region``: corrected ``text`` and ``raw_text``, ``value``,
+        ``valid``, ``reason``, ``needs_review`` from :class:`PostProcessor` (field rules when it
+        holds a template field)."""
+        field = FieldSpec(**events.to_json_object(region.field)) if region.field else None
+        c = self.postprocessor.correct(region.text, region.confidence, region.char_probs or None, field)
+        return ResultRegion(
+            region_id=region.region_id, page_index=region.page_index, block_index=region.block_index,
+            line_index=region.line_index, order=region.order, box=region.box, quad=region.quad,
+            detection_score=region.detection_score, text=c.text, confidence=region.confidence,
+            words=region.words, field=region.field, raw_text=c.raw_text, value=c.value, valid=c.valid,
+            reason=c.reason, needs_review=c.needs_review)
 
     async def store_dead_letter(self, record: ConsumerRecord) -> Output | None:
         """:meth:`store_failed` for a dead-letter record, which is never dropped: transient
@@ -223,38 +232,45 @@ class StoreStage(Stage):
             metrics.DEAD_LETTERS_PARKED.labels(self.name).inc()
             return None
 
-    async def store_failed(self, dead: events.Event) -> Output | None:
+    async def store_failed(self, dead: DeadLetterEvent) -> Output | None:
         """Upsert a ``failed`` document row from a dead letter; its results event.
 
         None (no row changed, no event) when the document is already ``done``, or when this
         dead letter was stored and its results event published before (a redelivery).
+        ``original`` is any stage's input as JSON (not one model): read by key, leniently.
         """
-        original = dead.get("original") or {}
+        original = dead.original or {}
         doc = dict(original.get("document") or {})
         doc.setdefault("filename", original.get("filename"))
         doc["filename"] = clean_text(doc.get("filename"))
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
-        error = dead["error"]
+        error = dead.error
         status = await self.pool.execute(
-            UPSERT_FAILED, dead["document_id"], doc.get("source") or original.get("source"),
+            UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
             doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
-            doc.get("size_bytes"), error["stage"], error["type"], strip_nul(error["message"]),
-            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead["failed_at"])
+            doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
+            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
                                             " WHERE document_id = $1 AND version = $2",
-                                            dead["document_id"], dead["failed_at"]):
+                                            dead.document_id, dead.failed_at):
                 return None
-        ts.setdefault("ingested", dead["failed_at"])
-        ts["failed"] = dead["failed_at"]
-        return self._result(dead["document_id"], "failed", doc if "object_key" in doc else None, ts,
-                            "", [], [], error)
+        ts.setdefault("ingested", dead.failed_at)
+        ts["failed"] = dead.failed_at
+        result = ResultsEvent(version=1, document_id=dead.document_id, status="failed",
+                              timestamps=events.convert(Timestamps, ts, events.DLQ), text="", pages=[],
+                              regions=[], error=error)
+        if "object_key" in doc:
+            result = msgspec.structs.replace(result, document=events.convert(DocumentRef, doc, events.DLQ))
+        return Output(events.RESULTS, dead.document_id, result)
 
-    @staticmethod
-    def _result(doc_id, status, doc, ts, text, pages, regions, error) -> Output:
-        event = {"schema": events.RESULTS, "version": 1, "document_id": doc_id, "status": status,
-                 "timestamps": ts, "text": text, "pages": pages, "regions": regions, "error": error}
-        if doc is not None:
-            event["document"] = doc
-        return Output(events.RESULTS, doc_id, event)
+
+def _opt(value: T | UnsetType) -> T | None:
+    """An optional event field as None when unset (for a nullable column)."""
+    return None if value is UNSET else value  # type: ignore[return-value]
+
+
+def _json(value: object) -> str:
+    """``value`` (builtins or event models) as JSON text, for a ``jsonb`` column."""
+    return msgspec.json.encode(value).decode()
