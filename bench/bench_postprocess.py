@@ -91,7 +91,7 @@ def _recognise(records: Sequence[dict], charset: str) -> list[dict]:
     """Read ``records``' crops with the shipped ppocr recogniser, 64 at a time."""
     import cv2
 
-    from services.recognize.recognizer import load_recognizer
+    from services.recognize.registry import load_recognizer
 
     rec = load_recognizer("ppocr", charset=charset)
     out = []
