@@ -1,4 +1,4 @@
-"""Does post-processing (services/store/postprocess.py) correct real receipt text? Per rule, measured.
+"""Does post-processing (services/store/postprocess/) correct real receipt text? Per rule, measured.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_postprocess.py [--limit N] [--split test]
         [--charset latin|all] [--sweep] [--refresh]
