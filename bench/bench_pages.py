@@ -53,7 +53,7 @@ from services.preprocess.detect import (  # noqa: E402
     crop_line,
     visual_lines,
 )
-from services.recognize.recognizer import load_recognizer  # noqa: E402
+from services.recognize.registry import load_recognizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 IOU_MATCH = 0.5

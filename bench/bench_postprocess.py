@@ -1,4 +1,4 @@
-"""Does post-processing (services/store/postprocess.py) correct real receipt text? Per rule, measured.
+"""Does post-processing (services/store/postprocess/) correct real receipt text? Per rule, measured.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_postprocess.py [--limit N] [--split test]
         [--charset latin|all] [--sweep] [--refresh]
@@ -91,7 +91,7 @@ def _recognise(records: Sequence[dict], charset: str) -> list[dict]:
     """Read ``records``' crops with the shipped ppocr recogniser, 64 at a time."""
     import cv2
 
-    from services.recognize.recognizer import load_recognizer
+    from services.recognize.registry import load_recognizer
 
     rec = load_recognizer("ppocr", charset=charset)
     out = []

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from services.evaluation import cer, wer  # noqa: E402
-from services.recognize.recognizer import load_recognizer  # noqa: E402
+from services.recognize.registry import load_recognizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 ACCURACY_CONFIGS = {

@@ -19,7 +19,7 @@ from services.preprocess import cleanup
 from services.preprocess.cleanup import Transform
 from services.preprocess.detect import LineDetector, attach_colons, crop_line
 from services.preprocess.regions import detected_regions
-from services.recognize.recognizer import load_recognizer
+from services.recognize.registry import load_recognizer
 from tools.render_samples import RECEIPT, render_page
 
 BORDER = (150, 90, 60, 120)  # left, top, right, bottom (px)

@@ -25,7 +25,7 @@ from click.testing import CliRunner  # noqa: E402
 from services.cli import main  # noqa: E402
 from services.recognize.model_manifest import ModelIntegrityError, load_model_manifest  # noqa: E402
 from services.recognize.ppocr import PPOCRRecognizer  # noqa: E402
-from services.recognize.recognizer import load_recognizer  # noqa: E402
+from services.recognize.registry import load_recognizer  # noqa: E402
 from services.training import synth  # noqa: E402
 from services.training.finetune import FinetuneConfig, GateRefused, Trainer, backbone_parameters, finetune_ppocr  # noqa: E402
 from services.training.manifest import ManifestError, read_manifest  # noqa: E402

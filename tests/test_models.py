@@ -17,7 +17,8 @@ from services.core.onnx_session import DeviceUnavailableError, chosen_provider, 
 from services.evaluation import cer, normalize, wer
 from services.preprocess.detect import LineDetector, crop_line, reading_order, visual_line_ids
 from services.recognize.ppocr import ctc_greedy, fix_lookalikes, model_path
-from services.recognize.recognizer import LineReading, Recognizer, known_recognizers, load_recognizer
+from services.recognize.recognizer import LineReading, Recognizer
+from services.recognize.registry import known_recognizers, load_recognizer
 
 # Receipt-like rows: (left column, right column or None).
 ROWS = [

@@ -1,4 +1,4 @@
-"""services/store/postprocess.py: field validation/correction, dictionary protection, NFKC, review."""
+"""services/store/postprocess/: field validation/correction, dictionary protection, NFKC, review."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
 from . import events
@@ -60,19 +60,53 @@ async def produce(producer: AIOKafkaProducer, outputs: Sequence[Any]) -> None:
     await asyncio.gather(*futures)
 
 
-async def ensure_topics(settings: Settings, topics: Sequence[str] = events.ALL_TOPICS) -> None:
-    """Create ``topics`` (``topic_partitions`` partitions, ``topic_replication_factor`` replicas)
-    if they do not exist. Raises the client's connection errors (transient)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
+async def create_topics(client: str | Mapping[str, Any], names: Iterable[str], partitions: int = 1, *,
+                        replication_factor: int = 1, timeout_ms: int = 10_000,
+                        skip_existing: bool = False) -> list[str]:
+    """Create topics with ``partitions`` partitions and ``replication_factor`` replicas; the new ones.
+
+    Args:
+        client: a bootstrap address ``"host:port"`` (plaintext, ``timeout_ms`` request timeout) or
+            aiokafka client options (:func:`client_options`).
+        names: topic names.
+        skip_existing: list the topics first and only ask for the missing ones (no CREATE
+            request, hence no CREATE permission needed, when all exist).
+
+    A topic that already exists is left alone (error 36, TOPIC_ALREADY_EXISTS: another process
+    created it first); aiokafka's admin client returns per-topic error codes instead of raising,
+    so every other code is raised as the matching ``aiokafka.errors`` class (retriable ones such
+    as NOT_CONTROLLER carry ``retriable=True``, see ``services.core.errors.is_transient``).
+    tansu (the embedded broker) auto-creates unknown topics with 4 partitions on first produce
+    or metadata request, so call this before anything touches a topic if its partition count
+    matters. Raises the client's connection errors (transient).
+    """
+    options = ({"bootstrap_servers": client, "request_timeout_ms": timeout_ms} if isinstance(client, str)
+               else dict(client))
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor)
-                   for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
+        existing = set(await admin.list_topics()) if skip_existing else set()
+        topics = [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+                  for name in dict.fromkeys(names) if name not in existing]
+        if not topics:
+            return []
+        response = await admin.create_topics(topics, timeout_ms=timeout_ms)
     finally:
         await admin.close()
+    created = []
+    for entry in response.topic_errors:  # (topic, error_code[, error_message])
+        topic, code = entry[0], entry[1]
+        if code == 0:
+            created.append(topic)
+        elif code != TopicAlreadyExistsError.errno:
+            raise for_code(code)(f"create topic {topic!r}: {entry[2:] or ''}")
+    return created
+
+
+async def ensure_topics(settings: Settings, topics: Sequence[str] = events.ALL_TOPICS) -> None:
+    """Create ``topics`` (``topic_partitions`` partitions, ``topic_replication_factor`` replicas)
+    if they do not exist (:func:`create_topics`). Raises the client's connection errors
+    (transient) and any broker error other than "already exists"."""
+    await create_topics(client_options(settings), topics, settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                        timeout_ms=settings.kafka_request_timeout_ms, skip_existing=True)

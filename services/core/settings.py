@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
     templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
 
-    # Store: query API (0 disables it) and post-processing (services/store/postprocess.py)
+    # Store: query API (0 disables it) and post-processing (services/store/postprocess/)
     query_port: int = 8081
     postprocess_rules: str = "nfkc,whitespace,confusables,dictionary"  # comma-separated; "" = off
     review_threshold: float = 0.98  # regions below this confidence get needs_review

@@ -11,7 +11,7 @@ default ``ocr.bucket-notifications``), which ``ocrstream run ingest`` consumes b
   SQS source) must copy them to the topic unchanged. ``s3.object.key`` is URL-encoded.
 * **SeaweedFS filer metadata events** (protobuf ``filer_pb.EventNotification``, message key =
   the entry's full path ``/buckets/<bucket>/<key>``): what SeaweedFS's ``[notification.kafka]``
-  publishes; the embedded stack (services/devstack.py) configures it. Decoded with the vendored
+  publishes; the embedded stack (services/devstack/s3.py) configures it. Decoded with the vendored
   ``services/ingest/seaweedfs/filer.proto`` (see its README for source and version).
 
 Rules (each outcome counted in ``ocrstream_bucket_events_total{outcome}``):

@@ -29,17 +29,16 @@ top-left pixel (OpenCV's convention for ``warpAffine``/``resize``).
 
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 from rapidocr.ch_ppocr_cls.main import TextClassifier
 
+from services.core.models import rapidocr_model
 from services.core.onnx_session import make_session
 
 __all__ = [
@@ -288,8 +287,7 @@ def _line_length(ink: np.ndarray, glyph_height: float) -> float:
 
 @lru_cache(maxsize=1)
 def _direction_classifier():
-    path = Path(str(importlib.resources.files("rapidocr") / "models" / CLS_MODEL))
-    return make_session(path, device="cpu")
+    return make_session(rapidocr_model(CLS_MODEL), device="cpu")
 
 
 def upside_down_probability(crops: Sequence[np.ndarray]) -> np.ndarray:

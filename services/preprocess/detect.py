@@ -19,7 +19,6 @@ extends line quads over the isolated colons DBNet does not detect.
 
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
+from services.core.models import rapidocr_model
 from services.core.onnx_session import chosen_provider, make_session
 from services.preprocess.cleanup import ink_mask, thumbnail
 
@@ -74,7 +74,7 @@ class DetectedLine:
 
 def model_path() -> Path:
     """Path of the detection model inside the installed rapidocr package."""
-    return Path(str(importlib.resources.files("rapidocr") / "models" / DET_MODEL))
+    return rapidocr_model(DET_MODEL)
 
 
 class LineDetector:

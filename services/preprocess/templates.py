@@ -11,10 +11,11 @@ stage's validation.
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,19 +23,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.core.errors import UnknownTemplateError
 from services.document import FieldSpec
 
+_FIELD_KEYS = tuple(f.name for f in fields(FieldSpec))
+
 
 class TemplateRegion(BaseModel):
-    """One named field of a template; ``box`` relative to the page, ``(x0, y0, x1, y1)`` in [0, 1]."""
+    """One named field of a template; ``box`` relative to the page, ``(x0, y0, x1, y1)`` in [0, 1].
+
+    In the YAML the field's keys (``name``, ``type``, ``regex``, ``unit``, ``min``, ``max``: see
+    :class:`services.document.FieldSpec`, the one definition) sit beside ``box`` and ``page``;
+    they are validated by FieldSpec itself (known type, compiling regex, unit/range on numbers only).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
     box: tuple[float, float, float, float]
-    type: Literal["text", "integer", "decimal", "date", "time", "code"] = "text"
-    regex: str | None = None
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
     page: int = 0
+    field_spec: FieldSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_field_keys(cls, data: Any) -> Any:
+        """Move the flat FieldSpec keys of a YAML region into ``field_spec``."""
+        if isinstance(data, dict) and "field_spec" not in data:
+            data = dict(data)
+            data["field_spec"] = {k: data.pop(k) for k in _FIELD_KEYS if k in data}
+        return data
 
     @field_validator("box")
     @classmethod
@@ -44,18 +56,18 @@ class TemplateRegion(BaseModel):
             raise ValueError(f"box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
         return box
 
-    @model_validator(mode="after")
-    def _valid_field(self):
-        self.spec()  # FieldSpec's own checks: known type, compiling regex, unit/range on numbers only
-        return self
+    @property
+    def name(self) -> str:
+        """The field's name."""
+        return self.field_spec.name
 
     def spec(self) -> FieldSpec:
         """The field this region holds, as the store stage validates it."""
-        return FieldSpec(**self.field())
+        return self.field_spec
 
     def field(self) -> dict:
         """The field spec carried by the region's events (name, type and the optional checks)."""
-        return self.model_dump(exclude={"box", "page"}, exclude_none=True)
+        return {k: v for k, v in asdict(self.field_spec).items() if v is not None}
 
     def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The box in pixels of a ``width`` x ``height`` page (integers, clipped to the page)."""

@@ -35,7 +35,6 @@ frame: 32 crops of aspect 40 would be 590 MB), or a single crop: at most
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import re
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ import cv2
 import numpy as np
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
+from services.core.models import rapidocr_model
 from services.core.onnx_session import chosen_provider, make_session
 from services.recognize.longlines import CropBudget, as_bgr, read_within_budget
 from services.recognize.recognizer import EMPTY_READING, LineReading
@@ -84,7 +84,7 @@ CHARSETS: dict[str, str | None] = {
 
 def model_path() -> Path:
     """Path of the recognition model inside the installed rapidocr package."""
-    return Path(str(importlib.resources.files("rapidocr") / "models" / REC_MODEL))
+    return rapidocr_model(REC_MODEL)
 
 
 def _resolve_model(model: str | Path | None) -> tuple[Path, str]:

@@ -1,20 +1,19 @@
-"""Interface shared by all text-line recognisers, and the factory that loads one by name.
+"""Interface shared by all text-line recognisers: :class:`LineReading` and :class:`Recognizer`.
 
 A recogniser turns line crops (``(H, W, 3)`` uint8 BGR, any size) into
-:class:`LineReading` objects, batching internally. Implementations register a
-loader in ``_LOADERS`` (lazy imports, so loading "ppocr" never imports torch & co.).
+:class:`LineReading` objects, batching internally. This module imports no implementation;
+they are loaded by name through :mod:`services.recognize.registry` (``load_recognizer``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["EMPTY_READING", "LineReading", "Recognizer", "known_recognizers", "load_recognizer"]
+__all__ = ["EMPTY_READING", "LineReading", "Recognizer"]
 
 
 @dataclass(frozen=True)
@@ -71,36 +70,3 @@ class Recognizer(Protocol):
         call), sorting crops by aspect ratio so that padding stays small.
         """
         ...
-
-
-def _load_ppocr(**options: Any) -> Recognizer:
-    module = importlib.import_module("services.recognize.ppocr")
-    return module.PPOCRRecognizer(**options)
-
-
-def _load_trocr(**options: Any) -> Recognizer:
-    module = importlib.import_module("services.recognize.trocr")
-    return module.TrOCRRecognizer(**options)
-
-
-_LOADERS: dict[str, Callable[..., Recognizer]] = {"ppocr": _load_ppocr, "trocr": _load_trocr}
-
-
-def known_recognizers() -> list[str]:
-    """Names accepted by :func:`load_recognizer`, sorted."""
-    return sorted(_LOADERS)
-
-
-def load_recognizer(name: str = "ppocr", **options: Any) -> Recognizer:
-    """Instantiate the recogniser registered as ``name`` with ``options`` (passed to its constructor).
-
-    Raises:
-        ValueError: ``name`` is unknown; the message lists the known names.
-    """
-    try:
-        loader = _LOADERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown recogniser {name!r}; known: {', '.join(known_recognizers())}"
-        ) from None
-    return loader(**options)

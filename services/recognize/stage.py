@@ -24,7 +24,8 @@ from services.core.event_models import (UNSET, RecognizedEvent, RecognizedRegion
                                         compact_probs)
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Result, Stage
-from services.recognize.recognizer import LineReading, load_recognizer
+from services.recognize.recognizer import LineReading
+from services.recognize.registry import load_recognizer
 
 
 def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[Word]:

@@ -33,7 +33,6 @@ smoke run of the exported folder with :class:`~services.recognize.trocr.TrOCRRec
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -47,6 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from services.recognize.model_manifest import sha256_file
 
 __all__ = [
     "DEFAULT_OPSET", "ExportError", "export_trocr", "main", "make_tiny_trocr", "quantization_check", "render_lines",
@@ -80,14 +82,6 @@ def _say(msg: str, t0: float | None = None) -> None:
     print(f"[export-trocr] {msg}{suffix}", file=sys.stderr, flush=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -107,16 +101,6 @@ def render_lines(lines: Sequence[str], size: int = 28) -> list[np.ndarray]:
         ImageDraw.Draw(img).text((8, 8), text, font=font, fill="black")
         out.append(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))
     return out
-
-
-def _levenshtein(a: Sequence[Any], b: Sequence[Any]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def quantization_check(fp32_dir: str | os.PathLike[str], int8_dir: str | os.PathLike[str],
@@ -141,7 +125,7 @@ def quantization_check(fp32_dir: str | os.PathLike[str], int8_dir: str | os.Path
         same += sum(a == b for a, b in zip(r.token_ids, g.token_ids))
         total += max(len(r.token_ids), len(g.token_ids))
         exact += r.token_ids == g.token_ids
-        edits += _levenshtein(g.text, r.text)
+        edits += Levenshtein.distance(g.text, r.text)
         chars += len(r.text)
     return {
         "lines": len(images), "num_beams": num_beams, "max_new_tokens": max_new_tokens,
@@ -283,10 +267,10 @@ def _write_manifest(out: Path, base: dict[str, Any], files: dict[str, str], quan
     entries = {}
     for key, name in files.items():
         path = out / name
-        entry = {"path": name, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        entry = {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         data = [p.name for p in sorted(out.glob(name + "_data*")) + sorted(out.glob(name + ".data*"))]
         if data:
-            entry["external_data"] = {d: _sha256(out / d) for d in data}
+            entry["external_data"] = {d: sha256_file(out / d) for d in data}
         entries[key] = entry
     manifest = {**base, "quantized": quantized, "quantization": quantization, "files": entries,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -334,97 +318,24 @@ def export_trocr(
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     t_all = time.process_time()
     cfg = _check_source(src)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty (use overwrite=True / --overwrite)")
-        shutil.rmtree(out)
-    try:
-        from optimum.exporters.onnx import main_export
-        from transformers import GenerationConfig
-    except ImportError as exc:
-        raise ImportError(f"{exc}; install the export extra: pip install -e '.[export]'") from exc
+    _clear_output(out, overwrite)
+    main_export, generation_config = _export_tools()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-trocr-", dir=out.parent))
     try:
         fp32 = work / "fp32"
-        t0 = time.process_time()
-        _say(f"[1/5] exporting {src} with optimum-onnx (task {TASK}, opset {opset}) ...")
-        main_export(str(src), output=str(fp32), task=TASK, opset=opset, device="cpu",
-                    do_validation=validate, local_files_only=True)
-        _say("[1/5] encoder, decoder, decoder-with-past and merged decoder written", t0)
-        if not keep_split:
-            for key in ("decoder", "decoder_with_past"):
-                for p in fp32.glob(ONNX_FILES[key] + "*"):
-                    p.unlink()
-        files = {k: v for k, v in ONNX_FILES.items() if (fp32 / v).is_file()}
-
-        t0 = time.process_time()
-        _say("[2/5] tokenizer.json + decoding check against transformers ...")
-        _check_tokenizer(src, fp32)
-        _say("[2/5] tokenizer ok", t0)
-
-        gen = GenerationConfig.from_pretrained(str(fp32))
-        eos = gen.eos_token_id if gen.eos_token_id is not None else cfg["decoder"].get("eos_token_id")
-        if isinstance(eos, list):
-            if len(eos) != 1:
-                raise ExportError(f"several EOS ids {eos} are not supported")
-            eos = eos[0]
-        start = gen.decoder_start_token_id
-        if start is None:
-            start = cfg.get("decoder_start_token_id", cfg["decoder"].get("decoder_start_token_id"))
-        if start is None:
-            raise ExportError("no decoder_start_token_id in generation_config.json / config.json")
-        proc = json.loads((fp32 / "preprocessor_config.json").read_text())
-        from services.recognize.trocr import ImageProcessorSpec
-
-        spec = ImageProcessorSpec.from_dict(proc)
-        dec = cfg["decoder"]
-        base = {
-            "format": FORMAT,
-            "source": {"path": str(src), "name_or_path": cfg.get("_name_or_path") or None,
-                       "config_sha256": _sha256(src / "config.json")},
-            "exporter": {"tool": "optimum-onnx", "task": TASK, **{k: _version(k) for k in (
-                "optimum-onnx", "optimum", "transformers", "torch", "onnx", "onnxruntime")}},
-            "opset": opset,
-            "input": {"height": spec.height, "width": spec.width, "channels": 3, "resample": spec.resample},
-            "vocab_size": int(dec["vocab_size"]),
-            "special_tokens": {
-                "bos_token_id": gen.bos_token_id if gen.bos_token_id is not None else dec.get("bos_token_id"),
-                "eos_token_id": int(eos),
-                "pad_token_id": gen.pad_token_id if gen.pad_token_id is not None else dec.get("pad_token_id"),
-            },
-            "decoder_start_token_id": int(start),
-            "decoder_layers": dec.get("decoder_layers"),
-            "decoder_attention_heads": dec.get("decoder_attention_heads"),
-            "max_position_embeddings": dec.get("max_position_embeddings"),
-            "merged_past_branch_reads_encoder_states": (
-                _past_branch_reads_states(fp32 / files["decoder_merged"]) if "decoder_merged" in files else True),
-        }
-
-        t0 = time.process_time()
-        _say("[3/5] hashing + manifest ...")
-        _write_manifest(fp32, base, files, False, None)
-        _say("[3/5] fp32 manifest written", t0)
-
+        files = _export_onnx(main_export, src, fp32, opset=opset, validate=validate, keep_split=keep_split)
+        _step("[2/5] tokenizer.json + decoding check against transformers ...", "[2/5] tokenizer ok",
+              _check_tokenizer, src, fp32)
+        base = _base_manifest(src, cfg, fp32, generation_config.from_pretrained(str(fp32)), files, opset)
+        _step("[3/5] hashing + manifest ...", "[3/5] fp32 manifest written",
+              _write_manifest, fp32, base, files, False, None)
         final, quantization = fp32, None
         if quantize:
-            t0 = time.process_time()
-            _say("[4/5] int8 dynamic quantisation ...")
-            int8 = work / "int8"
-            shutil.copytree(fp32, int8, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data", "*.onnx.data"))
-            _quantize(fp32, int8, files)
-            _write_manifest(int8, base, files, True, None)
-            _say("[4/5] measuring int8 vs fp32 on rendered lines (greedy) ...")
-            check = quantization_check(fp32, int8, check_images)
-            quantization = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                            "subgraphs": True, "check_vs_fp32": check}
-            _say(f"[4/5] int8: token agreement {check['token_agreement']:.1%}, exact lines "
-                 f"{check['exact_match']:.1%}, CER vs fp32 {check['cer_vs_fp32']:.2%} on {check['lines']} lines", t0)
-            final = int8
+            final, quantization = _quantized_copy(fp32, work / "int8", base, files, check_images)
         else:
             _say("[4/5] quantisation skipped")
-
         manifest = _write_manifest(final, base, files, quantize, quantization)
         if out.exists():
             out.rmdir()
@@ -433,15 +344,137 @@ def export_trocr(
         shutil.rmtree(work, ignore_errors=True)
 
     if smoke_test:
-        t0 = time.process_time()
-        from services.recognize.trocr import TrOCRRecognizer
-
-        rec = TrOCRRecognizer(out, device="cpu", split_long_lines=False)
-        reading = rec.recognize(render_lines(CHECK_LINES[:1]))[0]
-        _say(f"[5/5] smoke run on {rec.provider}: {CHECK_LINES[0]!r} -> {reading.text!r} "
-             f"(conf {reading.confidence:.2f})", t0)
+        _smoke_run(out)
     _say(f"done: {out} ({', '.join(manifest['files'])}; quantized={quantize})", t_all)
     return manifest
+
+
+def _step(start: str, done: str, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` between two progress lines (the second with the CPU time spent)."""
+    t0 = time.process_time()
+    _say(start)
+    result = fn(*args)
+    _say(done, t0)
+    return result
+
+
+def _clear_output(out: Path, overwrite: bool) -> None:
+    """Make sure ``out`` is absent or empty (removing it when ``overwrite``); FileExistsError otherwise."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty (use overwrite=True / --overwrite)")
+        shutil.rmtree(out)
+
+
+def _export_tools() -> tuple[Any, Any]:
+    """``(optimum's main_export, transformers.GenerationConfig)``; ImportError naming the extra when absent."""
+    try:
+        from optimum.exporters.onnx import main_export
+        from transformers import GenerationConfig
+    except ImportError as exc:
+        raise ImportError(f"{exc}; install the export extra: pip install -e '.[export]'") from exc
+    return main_export, GenerationConfig
+
+
+def _export_onnx(main_export: Any, src: Path, fp32: Path, *, opset: int, validate: bool,
+                 keep_split: bool) -> dict[str, str]:
+    """optimum's export of ``src`` into ``fp32``; the split decoder pair dropped unless ``keep_split``.
+
+    Returns:
+        The ONNX files present, ``{key of ONNX_FILES: file name}``.
+    """
+    t0 = time.process_time()
+    _say(f"[1/5] exporting {src} with optimum-onnx (task {TASK}, opset {opset}) ...")
+    main_export(str(src), output=str(fp32), task=TASK, opset=opset, device="cpu",
+                do_validation=validate, local_files_only=True)
+    _say("[1/5] encoder, decoder, decoder-with-past and merged decoder written", t0)
+    if not keep_split:
+        for key in ("decoder", "decoder_with_past"):
+            for p in fp32.glob(ONNX_FILES[key] + "*"):
+                p.unlink()
+    return {k: v for k, v in ONNX_FILES.items() if (fp32 / v).is_file()}
+
+
+def _special_ids(gen: Any, cfg: dict[str, Any]) -> tuple[int, int]:
+    """``(eos_token_id, decoder_start_token_id)`` from the generation config, else ``config.json``.
+
+    Raises:
+        ExportError: several EOS ids, or no decoder start token.
+    """
+    eos = gen.eos_token_id if gen.eos_token_id is not None else cfg["decoder"].get("eos_token_id")
+    if isinstance(eos, list):
+        if len(eos) != 1:
+            raise ExportError(f"several EOS ids {eos} are not supported")
+        eos = eos[0]
+    start = gen.decoder_start_token_id
+    if start is None:
+        start = cfg.get("decoder_start_token_id", cfg["decoder"].get("decoder_start_token_id"))
+    if start is None:
+        raise ExportError("no decoder_start_token_id in generation_config.json / config.json")
+    return int(eos), int(start)
+
+
+def _base_manifest(src: Path, cfg: dict[str, Any], fp32: Path, gen: Any, files: dict[str, str],
+                   opset: int) -> dict[str, Any]:
+    """The manifest entries shared by the fp32 and int8 exports (everything but files and quantisation)."""
+    from services.recognize.trocr import ImageProcessorSpec
+
+    eos, start = _special_ids(gen, cfg)
+    spec = ImageProcessorSpec.from_dict(json.loads((fp32 / "preprocessor_config.json").read_text()))
+    dec = cfg["decoder"]
+    return {
+        "format": FORMAT,
+        "source": {"path": str(src), "name_or_path": cfg.get("_name_or_path") or None,
+                   "config_sha256": sha256_file(src / "config.json")},
+        "exporter": {"tool": "optimum-onnx", "task": TASK, **{k: _version(k) for k in (
+            "optimum-onnx", "optimum", "transformers", "torch", "onnx", "onnxruntime")}},
+        "opset": opset,
+        "input": {"height": spec.height, "width": spec.width, "channels": 3, "resample": spec.resample},
+        "vocab_size": int(dec["vocab_size"]),
+        "special_tokens": {
+            "bos_token_id": gen.bos_token_id if gen.bos_token_id is not None else dec.get("bos_token_id"),
+            "eos_token_id": eos,
+            "pad_token_id": gen.pad_token_id if gen.pad_token_id is not None else dec.get("pad_token_id"),
+        },
+        "decoder_start_token_id": start,
+        "decoder_layers": dec.get("decoder_layers"),
+        "decoder_attention_heads": dec.get("decoder_attention_heads"),
+        "max_position_embeddings": dec.get("max_position_embeddings"),
+        "merged_past_branch_reads_encoder_states": (
+            _past_branch_reads_states(fp32 / files["decoder_merged"]) if "decoder_merged" in files else True),
+    }
+
+
+def _quantized_copy(fp32: Path, int8: Path, base: dict[str, Any], files: dict[str, str],
+                    check_images: Sequence[np.ndarray] | None) -> tuple[Path, dict[str, Any]]:
+    """int8 copy of the ``fp32`` export in ``int8``, measured against it (:func:`quantization_check`).
+
+    Returns:
+        ``(int8, manifest["quantization"] entry)``.
+    """
+    t0 = time.process_time()
+    _say("[4/5] int8 dynamic quantisation ...")
+    shutil.copytree(fp32, int8, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data", "*.onnx.data"))
+    _quantize(fp32, int8, files)
+    _write_manifest(int8, base, files, True, None)
+    _say("[4/5] measuring int8 vs fp32 on rendered lines (greedy) ...")
+    check = quantization_check(fp32, int8, check_images)
+    quantization = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                    "subgraphs": True, "check_vs_fp32": check}
+    _say(f"[4/5] int8: token agreement {check['token_agreement']:.1%}, exact lines "
+         f"{check['exact_match']:.1%}, CER vs fp32 {check['cer_vs_fp32']:.2%} on {check['lines']} lines", t0)
+    return int8, quantization
+
+
+def _smoke_run(out: Path) -> None:
+    """Load the exported folder with ``TrOCRRecognizer`` and read one rendered line (printed)."""
+    from services.recognize.trocr import TrOCRRecognizer
+
+    t0 = time.process_time()
+    rec = TrOCRRecognizer(out, device="cpu", split_long_lines=False)
+    reading = rec.recognize(render_lines(CHECK_LINES[:1]))[0]
+    _say(f"[5/5] smoke run on {rec.provider}: {CHECK_LINES[0]!r} -> {reading.text!r} "
+         f"(conf {reading.confidence:.2f})", t0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from services.evaluation import cer, wer
-from services.recognize.recognizer import Recognizer, load_recognizer
+from services.recognize.recognizer import Recognizer
+from services.recognize.registry import load_recognizer
 from services.training.manifest import LineSample, load_image
 
 __all__ = ["SetScore", "format_scores", "load_for_eval", "score", "score_texts"]
