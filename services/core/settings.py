@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     lag_exporter_port: int = 9108
     lag_exporter_interval_s: float = 15.0
 
+    # Crop transport preprocess -> recognize: one object per page (services/core/crops.py)
+    crop_codec: Literal["none", "zlib"] = "none"  # bench_e2e: zlib level 1 costs more CPU than it saves
+    max_page_crop_bytes: int = 256 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
+
     @field_validator("templates_dir")
     @classmethod
     def _templates_dir_exists(cls, value: str | None) -> str | None:

@@ -31,6 +31,7 @@ from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.auth import Authenticator
+from services.core.crops import stored_crop
 from services.core.db import create_pool
 from services.core.errors import is_transient
 from services.core.http import serve_until
@@ -190,7 +191,7 @@ class StoreStage(Stage):
                 (doc_id, p["page_index"], p["width"], p["height"]) for p in event["pages"]])
             await conn.executemany(UPSERT_REGION, [
                 (doc_id, r["region_id"], r["page_index"], r["line_index"], r["order"], *r["box"],
-                 json.dumps(r.get("quad")), r.get("crop_key"), r.get("detection_score"),
+                 json.dumps(r.get("quad")), stored_crop(r), r.get("detection_score"),
                  r["text"], r["confidence"], json.dumps(r.get("words", [])),
                  json.dumps(r["field"]) if "field" in r else None, r["raw_text"], json.dumps(r["value"]),
                  r["valid"], r["reason"], r["needs_review"], r.get("block_index", 0)) for r in regions])

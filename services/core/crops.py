@@ -1,0 +1,142 @@
+"""The crop pack: all line crops of one page in ONE object, raw pixels, no PNG (claim check).
+
+preprocess writes one object per page (:func:`pack_crops`, in its decoder worker) and the
+``ocr.regions.v1`` event carries, per region, the page object's key (``crop_key``), the byte
+offset of its crop in the unpacked payload (``crop_offset``) and its shape (``crop_shape`` =
+``[height, width]``, 3 channels uint8 BGR, C order); recognize GETs the page object once and
+cuts every region's crop out of it (:func:`unpack_crops`). Measured by ``bench/bench_e2e.py``:
+before, preprocess PNG-encoded ~55 crops per SROIE page and PUT each as its own object, and
+recognize GOT and decoded each one again.
+
+Object layout: ``MAGIC`` (8 bytes), one codec byte (``0`` raw, ``1`` zlib), then the payload:
+the crops' pixels concatenated (each ``h * w * 3`` bytes). zlib level 1 (the fastest level)
+is optional (``OCRSTREAM_CROP_CODEC``). Bounded: a pack larger than ``max_bytes`` unpacked is
+refused on both sides (:class:`DocumentTooLargeError` when packing, :class:`TruncatedImageError`
+when unpacking), and decompression stops at the size the event's offsets and shapes require,
+so a decompression bomb costs nothing. A stored crop reference for one region (the database's
+``regions.crop_key`` column, read by the training label export) is ``key#offset,h,w``
+(:func:`stored_crop`, :func:`parse_reference`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from .errors import DocumentTooLargeError, TruncatedImageError
+
+__all__ = ["MAGIC", "CropSpan", "crop_reference", "pack_crops", "page_crops_key", "parse_reference",
+           "stored_crop", "unpack_crops"]
+
+MAGIC = b"OCRCROP1"
+_CODECS = {"none": 0, "zlib": 1}
+Codec = Literal["none", "zlib"]
+#: zlib level 1: the fastest level; line crops (mostly paper white) shrink ~3-5x.
+ZLIB_LEVEL = 1
+
+CropSpan = tuple[int, tuple[int, int]]  # (byte offset in the unpacked payload, (height, width))
+
+
+def page_crops_key(document_id: str, page_index: int) -> str:
+    """Object key of a page's crop pack."""
+    return f"crops/{document_id}/p{page_index:04d}.crops"
+
+
+def _bgr(crop: np.ndarray) -> np.ndarray:
+    """``crop`` as C-contiguous ``(h, w, 3)`` uint8 BGR (a gray or BGRA crop converted)."""
+    if crop.ndim == 2:
+        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    elif crop.shape[2] == 4:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(crop, dtype=np.uint8)
+
+
+def pack_crops(crops: Sequence[np.ndarray], *, codec: Codec = "none",
+               max_bytes: int = 256 * 1024**2) -> tuple[bytes, list[CropSpan]]:
+    """One object holding ``crops`` (each ``(h, w)`` gray or ``(h, w, 3|4)`` uint8).
+
+    Returns:
+        the object's bytes and, per crop, ``(offset, (h, w))`` in the unpacked payload.
+
+    Raises:
+        DocumentTooLargeError: the crops hold more than ``max_bytes`` pixel bytes.
+        ValueError: unknown ``codec`` or an empty crop.
+    """
+    if codec not in _CODECS:
+        raise ValueError(f"crop codec must be one of {sorted(_CODECS)}, got {codec!r}")
+    arrays = [_bgr(c) for c in crops]
+    spans, offset = [], 0
+    for a in arrays:
+        if a.size == 0:
+            raise ValueError(f"empty crop of shape {a.shape}")
+        spans.append((offset, (int(a.shape[0]), int(a.shape[1]))))
+        offset += a.nbytes
+    if offset > max_bytes:
+        raise DocumentTooLargeError(f"a page's crops hold {offset} bytes; the limit is {max_bytes} "
+                                    "(OCRSTREAM_MAX_PAGE_CROP_BYTES)")
+    payload = b"".join(a.data for a in arrays)
+    if codec == "zlib":
+        payload = zlib.compress(payload, ZLIB_LEVEL)
+    return MAGIC + bytes([_CODECS[codec]]) + payload, spans
+
+
+def unpack_crops(data: bytes, spans: Sequence[CropSpan], *, max_bytes: int = 256 * 1024**2) -> list[np.ndarray]:
+    """The crops at ``spans`` (``(offset, (h, w))``) of a pack: read-only ``(h, w, 3)`` uint8 views.
+
+    Raises:
+        TruncatedImageError: not a crop pack, an unknown codec, corrupt compressed data, a payload
+            shorter than the spans need, spans beyond ``max_bytes`` or with non-positive sizes.
+    """
+    if not data.startswith(MAGIC) or len(data) <= len(MAGIC):
+        raise TruncatedImageError("stored crops are not a crop pack (bad magic)")
+    need = 0
+    for offset, (h, w) in spans:
+        if offset < 0 or h < 1 or w < 1:
+            raise TruncatedImageError(f"bad crop span: offset {offset}, shape {h}x{w}")
+        need = max(need, offset + h * w * 3)
+    if need > max_bytes:
+        raise TruncatedImageError(f"crop spans need {need} bytes; the limit is {max_bytes} "
+                                  "(OCRSTREAM_MAX_PAGE_CROP_BYTES)")
+    codec, body = data[len(MAGIC)], memoryview(data)[len(MAGIC) + 1:]
+    if codec == _CODECS["zlib"]:
+        try:
+            body = memoryview(zlib.decompressobj().decompress(body, need))  # never more than needed
+        except zlib.error as exc:
+            raise TruncatedImageError(f"stored crop pack is corrupt: {exc}") from None
+    elif codec != _CODECS["none"]:
+        raise TruncatedImageError(f"stored crop pack has an unknown codec {codec}")
+    if len(body) < need:
+        raise TruncatedImageError(f"stored crop pack holds {len(body)} bytes of pixels; its regions need {need}")
+    pixels = np.frombuffer(body, np.uint8)
+    return [pixels[offset:offset + h * w * 3].reshape(h, w, 3) for offset, (h, w) in spans]
+
+
+def crop_reference(key: str, offset: int, shape: Sequence[int]) -> str:
+    """One region's crop as a single string ``key#offset,h,w`` (what the database stores)."""
+    return f"{key}#{offset},{shape[0]},{shape[1]}"
+
+
+def stored_crop(region: dict) -> str | None:
+    """What the database stores for an event region's crop: its crop reference (``crop_key`` with
+    ``crop_offset`` and ``crop_shape``), the plain ``crop_key`` of an older event, or None."""
+    if region.get("crop_key") and "crop_offset" in region and "crop_shape" in region:
+        return crop_reference(region["crop_key"], region["crop_offset"], region["crop_shape"])
+    return region.get("crop_key")
+
+
+def parse_reference(reference: str) -> tuple[str, CropSpan | None]:
+    """``(key, (offset, (h, w)))`` of a crop reference; ``(key, None)`` for a plain object key
+    (a crop stored as its own PNG by an older version).
+
+    Raises:
+        ValueError: a ``#`` part that is not ``offset,h,w``.
+    """
+    key, sep, span = reference.rpartition("#")
+    if not sep:
+        return reference, None
+    offset, h, w = (int(v) for v in span.split(","))
+    return key, (offset, (h, w))
