@@ -113,6 +113,16 @@ def test_session_on_cpu_with_env_threads(monkeypatch):
     assert onnx_session.resolve_threads(3) == 3
 
 
+def test_graph_optimisation_level_is_a_setting(monkeypatch):
+    assert onnx_session.resolve_graph_opt() == ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # default
+    monkeypatch.setenv(onnx_session.GRAPH_OPT_ENV, "basic")
+    assert onnx_session.resolve_graph_opt() == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    make_session(model_path(), device="cpu")  # the model loads at that level
+    monkeypatch.setenv(onnx_session.GRAPH_OPT_ENV, "fastest")
+    with pytest.raises(ValueError, match="OCRSTREAM_ORT_GRAPH_OPT"):
+        make_session(model_path(), device="cpu")
+
+
 def test_cuda_requested_but_unavailable_raises(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(DeviceUnavailableError, match="CUDAExecutionProvider"):

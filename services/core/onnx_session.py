@@ -9,6 +9,8 @@ Policy (one place, so detection, recognition and later models behave alike):
   noisy 2-core hosts spinning threads made inference ~10x slower under load;
 * intra-op threads come from the ``threads`` argument, else from the
   ``OCRSTREAM_ORT_THREADS`` environment variable, else onnxruntime's default;
+* graph optimisation level from ``OCRSTREAM_ORT_GRAPH_OPT`` (``all``, the default, ``extended``,
+  ``basic``, ``disable``; bench/bench_e2e.py and issue 13 give the measurements);
 * the chosen provider is logged at INFO.
 """
 
@@ -24,10 +26,12 @@ import onnxruntime as ort
 __all__ = [
     "CPU_PROVIDER",
     "CUDA_PROVIDER",
+    "GRAPH_OPT_ENV",
     "THREADS_ENV",
     "DeviceUnavailableError",
     "chosen_provider",
     "make_session",
+    "resolve_graph_opt",
     "resolve_threads",
 ]
 
@@ -36,6 +40,13 @@ log = logging.getLogger(__name__)
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 THREADS_ENV = "OCRSTREAM_ORT_THREADS"
+GRAPH_OPT_ENV = "OCRSTREAM_ORT_GRAPH_OPT"
+GRAPH_OPT_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -65,6 +76,18 @@ def resolve_threads(threads: int | None) -> int | None:
     return threads
 
 
+def resolve_graph_opt() -> ort.GraphOptimizationLevel:
+    """Graph optimisation level from ``$OCRSTREAM_ORT_GRAPH_OPT`` (default ``all``).
+
+    Raises:
+        ValueError: a value that is not one of :data:`GRAPH_OPT_LEVELS`.
+    """
+    raw = os.environ.get(GRAPH_OPT_ENV, "").strip().lower() or "all"
+    if raw not in GRAPH_OPT_LEVELS:
+        raise ValueError(f"{GRAPH_OPT_ENV}={raw!r}: expected one of {', '.join(GRAPH_OPT_LEVELS)}")
+    return GRAPH_OPT_LEVELS[raw]
+
+
 def _providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -84,7 +107,7 @@ def _providers_for(device: str) -> list[str]:
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = resolve_graph_opt()
     opts.log_severity_level = 3  # errors only; ORT warnings about unused initialisers are noise
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
