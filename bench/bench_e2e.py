@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -305,12 +306,13 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
             settings = Settings.from_env(env)
             services = {s.name: s.pid for s in stack._services}
+            stages = StageProcesses(env, tmp / "logs")
             os.chdir(checkout)  # the stage processes import `services` from their working directory
             try:
-                stages = StageProcesses(env, tmp / "logs").start()
+                stages.start()
             finally:
                 os.chdir(REPO)
-            with stages:
+            with contextlib.closing(stages):  # stop() on the way out
                 groups = {name: [proc.pid] for name, proc in stages.procs.items()}
                 groups["broker"] = [pid for name, pid in services.items() if name.startswith("kafka")]
                 groups["S3"] = [services["s3"]]
