@@ -4,6 +4,7 @@ error (TruncatedImageError / MissingObjectError: dead letter), never a crash or 
 
 from __future__ import annotations
 
+import json
 import uuid
 import zlib
 
@@ -14,7 +15,7 @@ from aiokafka import ConsumerRecord
 from services.core import events
 from services.core.crops import (MAGIC, crop_reference, pack_crops, page_crops_key, parse_reference, stored_crop,
                                  unpack_crops)
-from services.core.errors import DocumentTooLargeError, MissingObjectError, TruncatedImageError
+from services.core.errors import DocumentTooLargeError, InvalidEventError, MissingObjectError, TruncatedImageError
 
 
 def crops_of(seed: int = 0) -> list[np.ndarray]:
@@ -103,8 +104,11 @@ def regions_record(doc_id: str, key: str, spans) -> ConsumerRecord:
                           "source": "cli"},
              "timestamps": {"ingested": events.now_iso()}, "pages": [{"page_index": 0, "width": 500, "height": 500}],
              "regions": regions}
-    value = events.encode(events.REGIONS, event)
-    return ConsumerRecord(events.REGIONS, 0, 0, 0, 0, doc_id.encode(), value, None, 0, len(value), [])
+    return record_of(events.encode(events.REGIONS, event))
+
+
+def record_of(value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(events.REGIONS, 0, 0, 0, 0, b"doc", value, None, 0, len(value), [])
 
 
 async def test_recognize_loads_one_pack_per_page_and_fails_typed_on_corrupt_or_missing(stack_settings):
@@ -127,3 +131,31 @@ async def test_recognize_loads_one_pack_per_page_and_fails_typed_on_corrupt_or_m
         await stage.load(regions_record(bad, page_crops_key(bad, 0), spans))
     with pytest.raises(MissingObjectError):
         await stage.load(regions_record(gone, page_crops_key(gone, 0), spans))
+
+
+async def test_recognize_still_reads_an_older_event_with_one_png_per_region(stack_settings):
+    """Events written before the crop pack (no crop_offset/crop_shape; v1 changes are additive)."""
+    import cv2
+
+    from services.core.objectstore import ObjectStore
+    from services.recognize.stage import RecognizeStage
+
+    stage = RecognizeStage(stack_settings)
+    stage.store = ObjectStore(stack_settings)
+    await stage.store.ensure_bucket()
+    doc = uuid.uuid4().hex
+    crop = crops_of(2)[0]
+    await stage.store.put(f"crops/{doc}/p0000/r00000.png", cv2.imencode(".png", crop)[1].tobytes(), "image/png")
+    await stage.store.put(f"crops/{doc}/p0000/r00001.png", b"\x89PNG\r\n\x1a\n broken")
+    record = regions_record(doc, f"crops/{doc}/p0000/r00000.png", [(0, crop.shape[:2])])
+    event = events.decode(events.REGIONS, record.value)
+    for region in event["regions"]:
+        del region["crop_offset"], region["crop_shape"]
+    _, loaded = await stage.load(record_of(events.encode(events.REGIONS, event)))
+    assert np.array_equal(loaded[0], crop)
+    event["regions"][0]["crop_key"] = f"crops/{doc}/p0000/r00001.png"
+    with pytest.raises(TruncatedImageError, match="PNG"):
+        await stage.load(record_of(events.encode(events.REGIONS, event)))
+    event["regions"][0]["crop_offset"] = 0  # half a span: the schema refuses it
+    with pytest.raises(InvalidEventError):
+        await stage.load(record_of(json.dumps(event).encode()))

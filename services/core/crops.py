@@ -29,8 +29,8 @@ import numpy as np
 
 from .errors import DocumentTooLargeError, TruncatedImageError
 
-__all__ = ["MAGIC", "CropSpan", "crop_reference", "pack_crops", "page_crops_key", "parse_reference",
-           "stored_crop", "unpack_crops"]
+__all__ = ["MAGIC", "CropSpan", "crop_reference", "decode_png", "pack_crops", "page_crops_key", "parse_reference",
+           "region_crops", "stored_crop", "unpack_crops"]
 
 MAGIC = b"OCRCROP1"
 _CODECS = {"none": 0, "zlib": 1}
@@ -113,6 +113,38 @@ def unpack_crops(data: bytes, spans: Sequence[CropSpan], *, max_bytes: int = 256
         raise TruncatedImageError(f"stored crop pack holds {len(body)} bytes of pixels; its regions need {need}")
     pixels = np.frombuffer(body, np.uint8)
     return [pixels[offset:offset + h * w * 3].reshape(h, w, 3) for offset, (h, w) in spans]
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """``(h, w, 3)`` uint8 BGR of a crop stored as its own PNG object (events written before the
+    crop pack: no ``crop_offset``); raises TruncatedImageError if undecodable."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise TruncatedImageError("stored crop is not a decodable PNG")
+    return image
+
+
+def region_crops(regions: Sequence[dict], objects: dict[str, bytes], *,
+                 max_bytes: int = 256 * 1024**2) -> list[np.ndarray]:
+    """One ``(h, w, 3)`` uint8 crop per event region, in order, from the downloaded objects
+    (``crop_key`` -> bytes): cut from its page's crop pack (``crop_offset``, ``crop_shape``), or
+    decoded from its own PNG object (an older event without them).
+
+    Raises:
+        TruncatedImageError: a corrupt pack or PNG (see :func:`unpack_crops`).
+    """
+    crops: list[np.ndarray | None] = [None] * len(regions)
+    by_key: dict[str, list[int]] = {}
+    for i, region in enumerate(regions):
+        if "crop_offset" in region:
+            by_key.setdefault(region["crop_key"], []).append(i)
+        else:
+            crops[i] = decode_png(objects[region["crop_key"]])
+    for key, mine in by_key.items():
+        spans = [(regions[i]["crop_offset"], tuple(regions[i]["crop_shape"])) for i in mine]
+        for i, crop in zip(mine, unpack_crops(objects[key], spans, max_bytes=max_bytes)):
+            crops[i] = crop
+    return crops
 
 
 def crop_reference(key: str, offset: int, shape: Sequence[int]) -> str:

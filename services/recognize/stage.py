@@ -17,7 +17,7 @@ import numpy as np
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
-from services.core.crops import unpack_crops
+from services.core.crops import region_crops
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Result, Stage
 from services.recognize.recognizer import LineReading, load_recognizer
@@ -77,23 +77,13 @@ class RecognizeStage(Stage):
 
     async def load(self, record: ConsumerRecord) -> tuple[events.Event, list[np.ndarray]]:
         """The record's event and its crops: one GET per page's crop pack (concurrently), cut
-        out in a thread (:func:`services.core.crops.unpack_crops`; errors: MissingObjectError,
+        out in a thread (:func:`services.core.crops.region_crops`; errors: MissingObjectError,
         TruncatedImageError -> dead letter)."""
         event = events.decode(events.REGIONS, record.value)
-        regions = event["regions"]
-        keys = list(dict.fromkeys(r["crop_key"] for r in regions))
-        packs = dict(zip(keys, await asyncio.gather(*(self.store.get(k) for k in keys))))
-        limit = self.settings.max_page_crop_bytes
-
-        def cut() -> list[np.ndarray]:
-            crops: dict[int, np.ndarray] = {}
-            for key, data in packs.items():
-                mine = [i for i, r in enumerate(regions) if r["crop_key"] == key]
-                spans = [(regions[i]["crop_offset"], tuple(regions[i]["crop_shape"])) for i in mine]
-                crops.update(zip(mine, unpack_crops(data, spans, max_bytes=limit)))
-            return [crops[i] for i in range(len(regions))]
-
-        return event, await asyncio.to_thread(cut)
+        keys = list(dict.fromkeys(r["crop_key"] for r in event["regions"]))
+        objects = dict(zip(keys, await asyncio.gather(*(self.store.get(k) for k in keys))))
+        return event, await asyncio.to_thread(region_crops, event["regions"], objects,
+                                              max_bytes=self.settings.max_page_crop_bytes)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         result = (await self.handle_batch([record]))[0]
