@@ -56,7 +56,7 @@ def _bgr(crop: np.ndarray) -> np.ndarray:
 
 
 def pack_crops(crops: Sequence[np.ndarray], *, codec: Codec = "none",
-               max_bytes: int = 256 * 1024**2) -> tuple[bytes, list[CropSpan]]:
+               max_bytes: int = 128 * 1024**2) -> tuple[bytes, list[CropSpan]]:
     """One object holding ``crops`` (each ``(h, w)`` gray or ``(h, w, 3|4)`` uint8).
 
     Returns:
@@ -84,7 +84,7 @@ def pack_crops(crops: Sequence[np.ndarray], *, codec: Codec = "none",
     return MAGIC + bytes([_CODECS[codec]]) + payload, spans
 
 
-def unpack_crops(data: bytes, spans: Sequence[CropSpan], *, max_bytes: int = 256 * 1024**2) -> list[np.ndarray]:
+def unpack_crops(data: bytes, spans: Sequence[CropSpan], *, max_bytes: int = 128 * 1024**2) -> list[np.ndarray]:
     """The crops at ``spans`` (``(offset, (h, w))``) of a pack: read-only ``(h, w, 3)`` uint8 views.
 
     Raises:
@@ -125,7 +125,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def region_crops(regions: Sequence[dict], objects: dict[str, bytes], *,
-                 max_bytes: int = 256 * 1024**2) -> list[np.ndarray]:
+                 max_bytes: int = 128 * 1024**2) -> list[np.ndarray]:
     """One ``(h, w, 3)`` uint8 crop per event region, in order, from the downloaded objects
     (``crop_key`` -> bytes): cut from its page's crop pack (``crop_offset``, ``crop_shape``), or
     decoded from its own PNG object (an older event without them).

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
 
     # Crop transport preprocess -> recognize: one object per page (services/core/crops.py)
     crop_codec: Literal["none", "zlib"] = "none"  # bench_e2e: zlib level 1 costs more CPU than it saves
-    max_page_crop_bytes: int = 256 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
+    max_page_crop_bytes: int = 128 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
 
     @field_validator("templates_dir")
     @classmethod

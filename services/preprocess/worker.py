@@ -86,7 +86,7 @@ class WorkerConfig:
     device: str = "auto"
     load_detector: bool = True
     crop_codec: str = "none"
-    max_page_crop_bytes: int = 256 * 1024**2
+    max_page_crop_bytes: int = 128 * 1024**2
 
 
 @dataclass(frozen=True)
