@@ -111,6 +111,10 @@ def test_session_on_cpu_with_env_threads(monkeypatch):
     assert chosen_provider(session) == "CPUExecutionProvider"
     assert onnx_session.resolve_threads(None) == 1
     assert onnx_session.resolve_threads(3) == 3
+    monkeypatch.setenv(onnx_session.THREADS_ENV, "auto")
+    assert onnx_session.resolve_threads(None) is None  # onnxruntime's default
+    monkeypatch.delenv(onnx_session.THREADS_ENV)
+    assert onnx_session.resolve_threads(None) == onnx_session.DEFAULT_THREADS == 1
 
 
 def test_graph_optimisation_level_is_a_setting(monkeypatch):
