@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -312,7 +311,7 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                 stages.start()
             finally:
                 os.chdir(REPO)
-            with contextlib.closing(stages):  # stop() on the way out
+            try:
                 groups = {name: [proc.pid] for name, proc in stages.procs.items()}
                 groups["broker"] = [pid for name, pid in services.items() if name.startswith("kafka")]
                 groups["S3"] = [services["s3"]]
@@ -360,6 +359,8 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                         row.rss = dict(meter.max_rss)
 
                 asyncio.run(drive())
+            finally:
+                stages.stop()
     return row
 
 
