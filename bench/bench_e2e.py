@@ -60,6 +60,7 @@ DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".pdf"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+IDLE_S = 20.0  # seconds the warm pipeline is left idle to measure its CPU without work
 
 
 def progress(message: str) -> None:
@@ -177,6 +178,7 @@ class Row:
     note: str = ""
     per_process: dict[str, float] = field(default_factory=dict)  # CPU-s per page
     rss: dict[str, int] = field(default_factory=dict)  # bytes
+    idle: dict[str, float] = field(default_factory=dict)  # CPU-s per second with no work
 
 
 def run_serially(name: str, read: Callable[[bytes], str], paths: list[Path], note: str = "") -> Row:
@@ -336,6 +338,11 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                             row.latencies.append(time.perf_counter() - t0)
                             progress(f"  pipeline latency {i + 1}/{latency_n} {path.name}: {row.latencies[-1]:.2f} s")
                         await asyncio.sleep(2)
+                        progress(f"pipeline: idle for {IDLE_S:g} s (what every process burns without work) ...")
+                        idle0, t0 = meter.cpu(), time.perf_counter()
+                        await asyncio.sleep(IDLE_S)
+                        idle1, span = meter.cpu(), time.perf_counter() - t0
+                        row.idle = {k: (idle1[k] - idle0[k]) / span for k in groups}
                         progress(f"pipeline: steady state, {len(paths)} pages submitted at once ...")
                         cpu0, wall0 = meter.cpu(), time.perf_counter()
                         with meter:
@@ -394,6 +401,13 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
             print("| CPU-s per page | " + " | ".join(f"{r.per_process[k]:.3f}" for k in names)
                   + f" | {sum(r.per_process.values()):.3f} |")
             print("| RSS MiB | " + " | ".join(f"{r.rss[k] / 2**20:.0f}" for k in names) + " | |")
+            if r.idle:
+                print("| idle CPU-s per second | " + " | ".join(f"{r.idle[k]:.3f}" for k in names)
+                      + f" | {sum(r.idle.values()):.3f} |")
+                busy = r.wall_s  # seconds of the steady-state run
+                print("| CPU-s per page minus idle | " + " | ".join(
+                    f"{r.per_process[k] - r.idle[k] * busy / n:.3f}" for k in names)
+                      + f" | {sum(r.per_process.values()) - sum(r.idle.values()) * busy / n:.3f} |")
             stage_total = sum(r.per_process[k] for k in ("ingest", "preprocess", "recognize", "store"))
             print(f"\nstages {stage_total:.3f} + broker/S3/PostgreSQL {sum(r.per_process.values()) - stage_total:.3f}"
                   f" CPU-s per page; goals: <= 1.1 x in-process, <= 0.6 CPU-s per page, p50 <= 0.8 s, "
