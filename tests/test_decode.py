@@ -307,11 +307,16 @@ def detecting_pool():
 
 
 @pytest.mark.slow
-async def test_worker_detects_lines_and_returns_png_crops(detecting_pool):
+async def test_worker_detects_lines_and_returns_one_crop_pack(detecting_pool):
+    from services.core.crops import unpack_crops
+
     [page] = await decode_in(detecting_pool, encode(render_page(["TOTAL 12.50", "CASH 20.00"], size=28), "PNG"))
     assert len(page.regions) == 2
-    region, png = page.regions[0]
-    assert region["order"] == 0 and len(region["quad"]) == 4 and png.startswith(b"\x89PNG")
+    region = page.regions[0]
+    assert region["order"] == 0 and len(region["quad"]) == 4
+    crops = unpack_crops(page.crops, [(r["crop_offset"], tuple(r["crop_shape"])) for r in page.regions])
+    assert [c.shape[:2] for c in crops] == [tuple(r["crop_shape"]) for r in page.regions]
+    assert all(c.shape[1] > 3 * c.shape[0] and c.min() < 100 for c in crops)  # a text line: wide, with ink
     with pytest.raises(TruncatedImageError):  # typed errors cross back unchanged
         await decode_in(detecting_pool, encode(PAGE, "JPEG")[:300])
 

@@ -244,6 +244,7 @@ async def test_label_export_from_store_takes_verified_lines_only(stack_settings,
 
     import asyncpg
 
+    from services.core.crops import crop_reference, pack_crops, page_crops_key
     from services.core.objectstore import ObjectStore
     from services.store.migrate import apply_migrations
     from services.training.labels import verified_lines
@@ -254,19 +255,26 @@ async def test_label_export_from_store_takes_verified_lines_only(stack_settings,
     png = cv2.imencode(".png", np.full((20, 60, 3), 255, np.uint8))[1].tobytes()
     await store.put(f"crops/{doc}/0.png", png, "image/png")
     await store.put(f"crops/{doc}/1.png", png, "image/png")
+    # a crop in a page's crop pack (issue 13): the database holds a crop reference key#offset,h,w
+    packed = np.random.default_rng(0).integers(0, 256, (12, 30, 3), dtype=np.uint8)
+    pack, spans = pack_crops([np.zeros((5, 5, 3), np.uint8), packed])
+    await store.put(page_crops_key(doc, 0), pack)
+    keys = [f"crops/{doc}/0.png", f"crops/{doc}/1.png", crop_reference(page_crops_key(doc, 0), *spans[1])]
     conn = await asyncpg.connect(stack_settings.dsn)
     try:
         await apply_migrations(conn)
         await conn.execute("INSERT INTO documents (document_id, status, version) VALUES ($1, 'done', 'v')", doc)
         await conn.execute("INSERT INTO pages VALUES ($1, 0, 100, 100)", doc)
-        for k, verified in enumerate(["TOTAL 12.50", None]):
+        for k, verified in enumerate(["TOTAL 12.50", None, "CASH 20.00"]):
             await conn.execute(
                 "INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,"
                 " crop_key, text, confidence, verified_text, verified_at)"
                 " VALUES ($1, $2, 0, $3, $3, 0, 0, 60, 20, $4, 'T0TAL 12.50', 0.9, $5, CASE WHEN $5::text IS NULL"
-                " THEN NULL ELSE now() END)", doc, f"r{k}", k, f"crops/{doc}/{k}.png", verified)
+                " THEN NULL ELSE now() END)", doc, f"r{k}", k, keys[k], verified)
     finally:
         await conn.close()
     records = [r for r in await verified_lines(stack_settings, tmp_path) if r["id"].startswith(doc)]
-    assert [(r["id"], r["text"]) for r in records] == [(f"{doc}/r0", "TOTAL 12.50")]
-    assert (tmp_path / records[0]["image"]).read_bytes() == png
+    assert sorted((r["id"], r["text"]) for r in records) == [(f"{doc}/r0", "TOTAL 12.50"), (f"{doc}/r2", "CASH 20.00")]
+    by_id = {r["id"]: r for r in records}
+    assert (tmp_path / by_id[f"{doc}/r0"]["image"]).read_bytes() == png
+    assert np.array_equal(cv2.imread(str(tmp_path / by_id[f"{doc}/r2"]["image"])), packed)  # written as PNG

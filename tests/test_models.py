@@ -112,6 +112,20 @@ def test_session_on_cpu_with_env_threads(monkeypatch):
     assert chosen_provider(session) == "CPUExecutionProvider"
     assert onnx_session.resolve_threads(None) == 1
     assert onnx_session.resolve_threads(3) == 3
+    monkeypatch.setenv(onnx_session.THREADS_ENV, "auto")
+    assert onnx_session.resolve_threads(None) is None  # onnxruntime's default
+    monkeypatch.delenv(onnx_session.THREADS_ENV)
+    assert onnx_session.resolve_threads(None) == onnx_session.DEFAULT_THREADS == 1
+
+
+def test_graph_optimisation_level_is_a_setting(monkeypatch):
+    assert onnx_session.resolve_graph_opt() == ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # default
+    monkeypatch.setenv(onnx_session.GRAPH_OPT_ENV, "basic")
+    assert onnx_session.resolve_graph_opt() == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    make_session(model_path(), device="cpu")  # the model loads at that level
+    monkeypatch.setenv(onnx_session.GRAPH_OPT_ENV, "fastest")
+    with pytest.raises(ValueError, match="OCRSTREAM_ORT_GRAPH_OPT"):
+        make_session(model_path(), device="cpu")
 
 
 def test_cuda_requested_but_unavailable_raises(monkeypatch):

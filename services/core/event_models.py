@@ -122,13 +122,24 @@ class Region(_Model, kw_only=True):
     page_index: Index
     block_index: Annotated[Index, Meta(description="block (paragraph) within the page, in reading order")] \
         | UnsetType = UNSET
-    crop_key: Annotated[str, Meta(description="object key of the PNG crop")]
+    crop_key: Annotated[str, Meta(description="object key of the page's crop pack (services/core/crops.py) or, "
+                                              "without crop_offset/crop_shape, of an older per-region PNG")]
+    crop_offset: Annotated[Index, Meta(description="byte offset of the crop in its page's unpacked crop pack; "
+                                                   "comes with crop_shape")] | UnsetType = UNSET
+    crop_shape: Annotated[list[Pixels], Meta(min_length=2, max_length=2,
+                                             description="[height, width] of the crop, uint8 BGR; "
+                                                         "comes with crop_offset")] | UnsetType = UNSET
     line_index: Annotated[Index, Meta(description="visual line within the page, in reading order")]
     order: Annotated[Index, Meta(description="position in the page's reading order")]
     box: Box
     quad: Quad | UnsetType = UNSET
     detection_score: Number | UnsetType = UNSET
     field: FieldSpec | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        """Raises ValueError (a validation error on decode) when only one of crop_offset/crop_shape is set."""
+        if (self.crop_offset is UNSET) != (self.crop_shape is UNSET):
+            raise ValueError("crop_offset and crop_shape come together")
 
 
 class RecognizedRegion(Region, kw_only=True):

@@ -8,7 +8,12 @@ Policy (one place, so detection, recognition and later models behave alike):
 * thread spinning is disabled for the intra- and inter-op pools: on the shared,
   noisy 2-core hosts spinning threads made inference ~10x slower under load;
 * intra-op threads come from the ``threads`` argument, else from the
-  ``OCRSTREAM_ORT_THREADS`` environment variable, else onnxruntime's default;
+  ``OCRSTREAM_ORT_THREADS`` environment variable, else :data:`DEFAULT_THREADS` (1): measured
+  (issue 13, recogniser on 300 SROIE dev lines, alternating in one run on the shared 2-core
+  host) 2 threads cost 14 % more CPU per line than 1 for the same text; the stages run in
+  parallel processes, so one thread each still keeps both cores busy under load;
+* graph optimisation level from ``OCRSTREAM_ORT_GRAPH_OPT`` (``all``, the default, ``extended``,
+  ``basic``, ``disable``; bench/bench_e2e.py and issue 13 give the measurements);
 * the chosen provider is logged at INFO.
 """
 
@@ -24,10 +29,12 @@ import onnxruntime as ort
 __all__ = [
     "CPU_PROVIDER",
     "CUDA_PROVIDER",
+    "GRAPH_OPT_ENV",
     "THREADS_ENV",
     "DeviceUnavailableError",
     "chosen_provider",
     "make_session",
+    "resolve_graph_opt",
     "resolve_threads",
 ]
 
@@ -36,6 +43,14 @@ log = logging.getLogger(__name__)
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 THREADS_ENV = "OCRSTREAM_ORT_THREADS"
+DEFAULT_THREADS = 1
+GRAPH_OPT_ENV = "OCRSTREAM_ORT_GRAPH_OPT"
+GRAPH_OPT_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -45,9 +60,9 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def resolve_threads(threads: int | None) -> int | None:
-    """Intra-op thread count: ``threads`` if given, else ``$OCRSTREAM_ORT_THREADS``, else None.
-
-    None means "let onnxruntime decide" (one thread per physical core).
+    """Intra-op thread count: ``threads`` if given, else ``$OCRSTREAM_ORT_THREADS``, else
+    :data:`DEFAULT_THREADS`; ``OCRSTREAM_ORT_THREADS=auto`` gives None (onnxruntime's default:
+    one thread per physical core).
 
     Raises:
         ValueError: the value (argument or environment) is not a positive integer.
@@ -55,6 +70,8 @@ def resolve_threads(threads: int | None) -> int | None:
     if threads is None:
         raw = os.environ.get(THREADS_ENV, "").strip()
         if not raw:
+            return DEFAULT_THREADS
+        if raw == "auto":
             return None
         try:
             threads = int(raw)
@@ -63,6 +80,18 @@ def resolve_threads(threads: int | None) -> int | None:
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     return threads
+
+
+def resolve_graph_opt() -> ort.GraphOptimizationLevel:
+    """Graph optimisation level from ``$OCRSTREAM_ORT_GRAPH_OPT`` (default ``all``).
+
+    Raises:
+        ValueError: a value that is not one of :data:`GRAPH_OPT_LEVELS`.
+    """
+    raw = os.environ.get(GRAPH_OPT_ENV, "").strip().lower() or "all"
+    if raw not in GRAPH_OPT_LEVELS:
+        raise ValueError(f"{GRAPH_OPT_ENV}={raw!r}: expected one of {', '.join(GRAPH_OPT_LEVELS)}")
+    return GRAPH_OPT_LEVELS[raw]
 
 
 def _providers_for(device: str) -> list[str]:
@@ -84,7 +113,7 @@ def _providers_for(device: str) -> list[str]:
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = resolve_graph_opt()
     opts.log_severity_level = 3  # errors only; ORT warnings about unused initialisers are noise
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -105,8 +134,8 @@ def make_session(
     Args:
         model_path: path of an ``.onnx`` file.
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
-        threads: intra-op threads (>= 1); None reads ``$OCRSTREAM_ORT_THREADS``,
-            unset means onnxruntime's default.
+        threads: intra-op threads (>= 1); None reads ``$OCRSTREAM_ORT_THREADS``
+            (unset: :data:`DEFAULT_THREADS`; ``auto``: onnxruntime's default).
 
     Raises:
         FileNotFoundError: ``model_path`` does not exist.

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     lag_exporter_port: int = 9108
     lag_exporter_interval_s: float = 15.0
 
+    # Crop transport preprocess -> recognize: one object per page (services/core/crops.py)
+    crop_codec: Literal["none", "zlib"] = "none"  # zlib level 1: +36 CPU-ms per page for 1.8 -> 0.56 MB (issue 13)
+    max_page_crop_bytes: int = 128 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
+
     @field_validator("templates_dir")
     @classmethod
     def _templates_dir_exists(cls, value: str | None) -> str | None:

@@ -3,8 +3,8 @@
 Fixed-layout documents (a template, :mod:`.templates`) give their named field boxes, cut without
 detection; free layout gives DBNet text lines (:mod:`.detect`) on the cleaned page
 (:mod:`.cleanup`), colons attached, grouped into visual lines, each with its perspective crop.
-Boxes are in ORIGINAL page pixels. Crops leave as lossless PNG bytes (:func:`encode_png`) so a
-page's result is compact enough to cross a process boundary.
+Boxes are in ORIGINAL page pixels. Crops leave as uint8 arrays; the decoder worker packs a page's
+crops into one object (:mod:`services.core.crops`).
 """
 
 from __future__ import annotations
@@ -65,19 +65,17 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
 
 
 def page_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                 cleanup_steps: str | Sequence[str]) -> list[tuple[dict, bytes]]:
-    """The regions of one page with their crops as PNG bytes (template if given, else detection).
+                 cleanup_steps: str | Sequence[str]) -> list[Region]:
+    """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else detection).
 
     Raises:
         ValueError: no template and no detector.
     """
     if template is not None:
-        regions = template_regions(page, page_index, template)
-    elif detector is not None:
-        regions = detected_regions(page, detector, cleanup_steps)
-    else:
-        raise ValueError("a page without a template needs a line detector")
-    return [(region, encode_png(crop)) for region, crop in regions]
+        return template_regions(page, page_index, template)
+    if detector is not None:
+        return detected_regions(page, detector, cleanup_steps)
+    raise ValueError("a page without a template needs a line detector")
 
 
 def encode_png(image: np.ndarray) -> bytes:

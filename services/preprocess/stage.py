@@ -2,8 +2,8 @@
 
 Per document, this process does only I/O: download the original (claim check), hand it to the
 isolated decoder (:mod:`.worker`: a worker process with a memory limit and a timeout per page),
-upload each page's crops as PNG under ``crops/<document_id>/p<page>/r<order>.png`` as soon as
-the page is done, and emit one event with every region's box in page pixels, its visual line
+upload each page's crops as ONE object, raw pixels (:mod:`services.core.crops`), under
+``crops/<document_id>/p<page>.crops`` as soon as the page is done, and emit one event with every region's box in page pixels, its visual line
 and its place in reading order. In the worker: the document's budget is checked from its headers
 before any pixel is decoded (:mod:`.decode`: sniffed type, pages, pixels per page and in total,
 truncation, lying headers, encryption), then page by page it is decoded, cleaned, and cut into
@@ -14,24 +14,18 @@ decoder crash costs only its document (:class:`~services.core.errors.DecoderCras
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 from aiokafka import ConsumerRecord
 
 from services.core import events
+from services.core.crops import page_crops_key
 from services.core.errors import DocumentTooLargeError
 from services.core.event_models import Page, Region, RegionsEvent
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.preprocess.layout import block_ids
 from services.preprocess.templates import get_template
-from services.preprocess.worker import DecoderPool
-
-
-def crop_key(document_id: str, page_index: int, order: int) -> str:
-    """Object key of a region's PNG crop."""
-    return f"crops/{document_id}/p{page_index:04d}/r{order:05d}.png"
+from services.preprocess.worker import DecoderPool, PageResult
 
 
 class PreprocessStage(Stage):
@@ -67,23 +61,21 @@ class PreprocessStage(Stage):
             for page_index in range(len(document.page_sizes)):
                 page = await document.page(page_index, template)
                 pages.append(Page(page_index=page_index, width=page.width, height=page.height))
-                regions += await self.store_regions(doc_id, page_index, page.regions)
+                regions += await self.store_regions(doc_id, page_index, page)
         out = RegionsEvent(document_id=doc_id, document=event.document,
                            timestamps=msgspec.structs.replace(event.timestamps, preprocessed=events.now_iso()),
                            pages=pages, regions=regions)
         return [Output(events.REGIONS, doc_id, out)]
 
-    async def store_regions(self, doc_id: str, page_index: int,
-                            page_regions: list[tuple[dict, bytes]]) -> list[Region]:
-        """Upload one page's crops; returns its regions (``page_regions``: the worker's region
-        fields - line, order, box, quad, field or detection score - with ids, block, crop key added)."""
-        blocks = block_ids([r["box"] for r, _ in page_regions], [r["line_index"] for r, _ in page_regions])
-        regions, uploads = [], []
-        for (region, png), block in zip(page_regions, blocks):
-            key = crop_key(doc_id, page_index, region["order"])
-            regions.append(events.convert(Region, {"region_id": f"p{page_index}-r{region['order']}",
-                                                   "page_index": page_index, "block_index": block,
-                                                   "crop_key": key, **region}, events.REGIONS))
-            uploads.append(self.store.put(key, png, "image/png"))
-        await asyncio.gather(*uploads)
-        return regions
+    async def store_regions(self, doc_id: str, page_index: int, page: PageResult) -> list[Region]:
+        """Upload one page's crop pack (one object; none for a page without regions); returns its
+        regions (the worker's region fields - line, order, box, quad, field or detection score,
+        crop offset and shape - with ids, block and the pack's key added)."""
+        if not page.regions:
+            return []
+        key = page_crops_key(doc_id, page_index)
+        await self.store.put(key, page.crops)
+        blocks = block_ids([r["box"] for r in page.regions], [r["line_index"] for r in page.regions])
+        return [events.convert(Region, {"region_id": f"p{page_index}-r{region['order']}", "page_index": page_index,
+                                        "block_index": block, "crop_key": key, **region}, events.REGIONS)
+                for region, block in zip(page.regions, blocks)]

@@ -20,7 +20,7 @@ Each worker:
 * loads the DBNet detector once (pool initializer);
 * runs one task per call: :func:`_inspect` (open the document, check the whole budget from
   headers, return every page's size) and :func:`_analyse_page` (decode one page, clean, detect,
-  crop, PNG-encode: :mod:`.regions`), each with ``decode_timeout_s`` of wall time, after which
+  crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`services.core.crops`), each with ``decode_timeout_s`` of wall time, after which
   pebble kills the worker (-> :class:`DecoderCrashedError`);
 * is replaced after ``decode_worker_max_tasks`` tasks (heap fragmentation does not stay), and
   returns freed heap to the OS after every task (glibc ``malloc_trim``).
@@ -75,6 +75,8 @@ class WorkerConfig:
         detect_max_side: DBNet input long side, px.
         device: ONNX Runtime device (``auto``, ``cpu``, ``cuda``).
         load_detector: False for a pool that only serves template documents (tests, tools).
+        crop_codec: codec of a page's crop pack (:func:`services.core.crops.pack_crops`).
+        max_page_crop_bytes: pixel bytes of one page's crops (more: DocumentTooLargeError).
     """
 
     budget: Budget = field(default_factory=Budget)
@@ -83,6 +85,8 @@ class WorkerConfig:
     detect_max_side: int = 1536
     device: str = "auto"
     load_detector: bool = True
+    crop_codec: str = "none"
+    max_page_crop_bytes: int = 128 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,15 @@ class PageResult:
     Attributes:
         width, height: the decoded page's size, px.
         regions: per region, its event fields (``line_index``, ``order``, ``box``, ``quad``,
-            and ``field`` or ``detection_score``; page px) and its crop as PNG bytes.
+            and ``field`` or ``detection_score``; page px) and where its crop lies in ``crops``:
+            ``crop_offset`` (bytes into the unpacked payload) and ``crop_shape`` (``[h, w]``).
+        crops: the page's crop pack, one object (:func:`services.core.crops.pack_crops`).
     """
 
     width: int
     height: int
-    regions: list[tuple[dict, bytes]]
+    regions: list[dict]
+    crops: bytes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,13 +169,18 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
     """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
+    from services.core.crops import pack_crops
     from services.preprocess.regions import page_regions
 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
         page = _document(path, token).page(index)
         regions = page_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
-        return PageResult(int(page.shape[1]), int(page.shape[0]), regions)
+        pack, spans = pack_crops([crop for _, crop in regions], codec=_state.config.crop_codec,
+                                 max_bytes=_state.config.max_page_crop_bytes)
+        fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}
+                  for (region, _), (offset, shape) in zip(regions, spans)]
+        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
 
 
 @contextlib.contextmanager
@@ -239,7 +251,8 @@ class DecoderPool:
     def from_settings(cls, settings, **overrides: Any) -> DecoderPool:
         """A pool configured by :class:`services.core.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
         config = WorkerConfig(Budget.from_settings(settings), settings.decode_memory_bytes,
-                              settings.cleanup_steps, settings.detect_max_side, settings.device)
+                              settings.cleanup_steps, settings.detect_max_side, settings.device,
+                              crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes)
         options = dict(timeout_s=settings.decode_timeout_s, workers=settings.decode_workers,
                        max_tasks=settings.decode_worker_max_tasks)
         return cls(config, **{**options, **overrides})

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import cv2
 import msgspec
 import numpy as np
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
-from services.core.errors import TruncatedImageError
+from services.core.crops import region_crops
 from services.core.event_models import (UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent, Word,
                                         compact_probs)
 from services.core.objectstore import ObjectStore
@@ -57,14 +56,6 @@ def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[fl
     return words
 
 
-def decode_crop(png: bytes) -> np.ndarray:
-    """``(H, W, 3)`` uint8 BGR of a stored crop; raises TruncatedImageError if undecodable."""
-    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise TruncatedImageError("stored crop is not a decodable PNG")
-    return image
-
-
 class RecognizeStage(Stage):
     """Consumes ``ocr.regions.v1``, produces ``ocr.recognized.v1``."""
 
@@ -89,10 +80,14 @@ class RecognizeStage(Stage):
             metrics.STAGE_INFO.labels(self.name, "model", self.model_version).set(1)
 
     async def load(self, record: ConsumerRecord) -> tuple[RegionsEvent, list[np.ndarray]]:
-        """The record's event and its crops, downloaded concurrently and decoded in a thread."""
+        """The record's event and its crops: one GET per page's crop pack (concurrently), cut
+        out in a thread (:func:`services.core.crops.region_crops`; errors: MissingObjectError,
+        TruncatedImageError -> dead letter)."""
         event = events.decode(events.REGIONS, record.value)
-        pngs = await asyncio.gather(*(self.store.get(r.crop_key) for r in event.regions))
-        return event, await asyncio.to_thread(lambda: [decode_crop(png) for png in pngs])
+        keys = list(dict.fromkeys(r.crop_key for r in event.regions))
+        objects = dict(zip(keys, await asyncio.gather(*(self.store.get(k) for k in keys))))
+        return event, await asyncio.to_thread(region_crops, event.regions, objects,
+                                              max_bytes=self.settings.max_page_crop_bytes)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         result = (await self.handle_batch([record]))[0]

@@ -33,6 +33,7 @@ from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.auth import Authenticator
+from services.core.crops import stored_crop
 from services.core.db import create_pool
 from services.core.errors import is_transient
 from services.core.event_models import (UNSET, DeadLetterEvent, DocumentRef, FieldResult, RecognizedEvent,
@@ -193,7 +194,7 @@ class StoreStage(Stage):
                 (doc_id, p.page_index, p.width, p.height) for p in event.pages])
             await conn.executemany(UPSERT_REGION, [
                 (doc_id, r.region_id, r.page_index, r.line_index, r.order, *r.box,
-                 _json(_opt(r.quad)), seen.crop_key, _opt(r.detection_score),
+                 _json(_opt(r.quad)), stored_crop(seen), _opt(r.detection_score),
                  r.text, r.confidence, _json(r.words or []),
                  _json(r.field) if r.field else None, r.raw_text,
                  json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0)

@@ -6,7 +6,8 @@ Two sources, one output format (:mod:`services.training.manifest`: ``OUT/lines.j
 * the lines of stored documents that a person corrected: regions whose ``verified_text`` is set
   (migration ``0008_verified_text.sql``; a reviewer writes it, e.g.
   ``UPDATE regions SET verified_text = '...', verified_at = now() WHERE document_id = ... AND region_id = ...``),
-  with their crop (``crop_key``) read from the object store. Bounded by ``limit`` lines.
+  with their crop (``crop_key``, a crop reference: :mod:`services.core.crops`) read from the
+  object store and written as PNG. Bounded by ``limit`` lines.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ async def verified_lines(settings: Settings, out: Path, *, since: datetime | Non
                          limit: int = 100_000) -> list[dict]:
     """Download the crops of verified regions into ``out/img``; their manifest records."""
     import asyncpg
+    import cv2
 
+    from services.core.crops import parse_reference, unpack_crops
     from services.core.objectstore import ObjectStore
 
     store = ObjectStore(settings)
@@ -46,7 +49,9 @@ async def verified_lines(settings: Settings, out: Path, *, since: datetime | Non
     records = []
     for row in rows:
         name = "img/" + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{row['document_id']}_{row['region_id']}") + ".png"
-        (out / name).write_bytes(await store.get(row["crop_key"]))
+        key, span = parse_reference(row["crop_key"])  # a crop in a page's crop pack, or an older PNG object
+        data = await store.get(key)
+        (out / name).write_bytes(data if span is None else cv2.imencode(".png", unpack_crops(data, [span])[0])[1].tobytes())
         records.append({"id": f"{row['document_id']}/{row['region_id']}", "image": name, "text": row["verified_text"],
                         "src": f"store:{row['document_id']}/{row['region_id']}",
                         "verified_at": row["verified_at"].isoformat() if row["verified_at"] else None})

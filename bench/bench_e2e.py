@@ -1,0 +1,462 @@
+"""Issue 13: the pipeline against its own model work and the peers, same pages, one run.
+
+    .venv/bin/python bench/bench_e2e.py [--input DIR] [--limit N] [--skip tesseract rapidocr pipeline ...]
+
+Default input: the SROIE dev pages ``<repo>/../shared/data/sroie-dev/pages/img`` (or the folder
+in ``$OCRSTREAM_BENCH_INPUT``), with ground truth from the ``pages.jsonl`` beside the folder
+(``../shared/data/sroie-dev/README.md``); any folder of images works (``--input``; without a
+``pages.jsonl`` CER/WER are left out). A missing input folder is reported and skipped (exit 0).
+
+Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
+
+* ``in-process``: ocrstream's page path without Kafka/S3/PostgreSQL (:func:`inprocess_reader`:
+  decode, clean-up, DBNet, crops, recogniser, post-processing, text), ``--threads`` ORT threads;
+* ``pipeline``: its own embedded stack (tansu, SeaweedFS, PostgreSQL) and the four stage processes
+  with default settings; after a warm-up (two rendered receipts), (1) latency: the pages one at a
+  time, submit -> results event (``--latency-n`` of them), then (2) steady state: all pages
+  submitted at once (bytes made distinct by a JPEG comment / PNG text chunk, so ingest's dedup
+  does not answer), CPU of every process group read from /proc before and after (all threads,
+  children included), RSS per stage sampled every 0.5 s (max);
+* ``rapidocr 3.10``: ``rapidocr.RapidOCR`` in-process (same PP-OCRv6 weights, no angle
+  classifier), 1 thread;
+* ``tesseract``: the ``tesseract`` CLI (``--psm 3``, ``OMP_THREAD_LIMIT=1``), skipped with a
+  message where it is not installed (Debian ``tesseract-ocr``).
+
+CPU-s per page are process CPU (``resource.getrusage`` of this process and its children, or
+/proc for the pipeline's processes); the machine is shared, so compare rows of ONE run. Texts
+are scored case-insensitively (:mod:`services.evaluation`). Progress goes to stderr, the tables
+to stdout. Goals (issue 13): pipeline <= 1.1 x in-process CPU, <= 0.6 CPU-s per SROIE page,
+p50 <= 0.8 s, p95 <= 1.5 s, RSS <= 1 GiB per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.chdir(REPO)  # stage processes run `python -m services.cli` from the current directory
+
+from services.evaluation import cer, wer  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "sroie-dev"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".pdf"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+IDLE_S = 20.0  # seconds the warm pipeline is left idle to measure its CPU without work
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input
+# ----------------------------------------------------------------------------------------------
+def load_pages(folder: Path, limit: int | None) -> tuple[list[Path], dict[str, str]]:
+    """Image files of ``folder`` (sorted, first ``limit``) and ground truth by file name from a
+    ``pages.jsonl`` in the folder or its parent (``{"image": ..., "text": ...}`` records)."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    truth: dict[str, str] = {}
+    for manifest in (folder / "pages.jsonl", folder.parent / "pages.jsonl", folder.parent.parent / "pages.jsonl"):
+        if manifest.is_file():
+            for line in manifest.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    truth[Path(record["image"]).name] = record["text"]
+            break
+    return paths, truth
+
+
+def distinct_bytes(data: bytes, tag: str) -> bytes:
+    """The same image with other bytes (a JPEG COM segment / PNG tEXt chunk holding ``tag``),
+    so ingest's content dedup treats a second submission as a new document."""
+    payload = tag.encode()
+    if data[:2] == b"\xff\xd8":
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        body = b"tEXt" + b"bench\x00" + payload
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        return data[:33] + chunk + data[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+    return data  # other formats: resubmission may be answered by dedup (reported as reused)
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement helpers
+# ----------------------------------------------------------------------------------------------
+def own_cpu() -> float:
+    """CPU seconds of this process (all threads) and its waited-for children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1), linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _group_processes() -> dict[int, list[tuple[int, float, int]]]:
+    """Process group -> [(pid, CPU seconds incl. reaped children, RSS bytes)] from /proc."""
+    groups: dict[int, list[tuple[int, float, int]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+        pgrp = int(fields[2])
+        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+        rss = int(fields[21]) * PAGE_SIZE
+        groups.setdefault(pgrp, []).append((int(entry), (utime + stime + cutime + cstime) / CLK_TCK, rss))
+    return groups
+
+
+class GroupMeter:
+    """CPU seconds and RSS of named process groups (a stage process and its decoder workers; a
+    stack service and its children), read from /proc; RSS maxima sampled every 0.5 s."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups  # name -> process group ids
+        self.max_rss = dict.fromkeys(groups, 0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def cpu(self) -> dict[str, float]:
+        procs = _group_processes()
+        return {name: sum(c for g in ids for _, c, _ in procs.get(g, [])) for name, ids in self.groups.items()}
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            procs = _group_processes()
+            for name, ids in self.groups.items():
+                self.max_rss[name] = max(self.max_rss[name], sum(r for g in ids for _, _, r in procs.get(g, [])))
+
+    def __enter__(self) -> "GroupMeter":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Row:
+    """One engine's results on the pages."""
+
+    name: str
+    texts: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    note: str = ""
+    per_process: dict[str, float] = field(default_factory=dict)  # CPU-s per page
+    rss: dict[str, int] = field(default_factory=dict)  # bytes
+    idle: dict[str, float] = field(default_factory=dict)  # CPU-s per second with no work
+
+
+def run_serially(name: str, read: Callable[[bytes], str], paths: list[Path], note: str = "") -> Row:
+    """``read`` every page one after another: texts, CPU (this process + children), wall, latency."""
+    row = Row(name, note=note)
+    cpu0, wall0 = own_cpu(), time.perf_counter()
+    for i, path in enumerate(paths):
+        data = path.read_bytes()
+        t0 = time.perf_counter()
+        row.texts.append(read(data))
+        row.latencies.append(time.perf_counter() - t0)
+        progress(f"  {name}: {i + 1}/{len(paths)} {path.name} {row.latencies[-1]:.2f} s")
+    row.cpu_s, row.wall_s = own_cpu() - cpu0, time.perf_counter() - wall0
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# The engines
+# ----------------------------------------------------------------------------------------------
+def inprocess_reader(threads: int) -> Callable[[bytes], str]:
+    """ocrstream's page path in this process: bytes of a one-page image -> page text.
+
+    The same code the stages run, without Kafka, S3 and PostgreSQL: decode
+    (:func:`services.preprocess.decode.open_document`), clean-up + DBNet + crops
+    (:func:`services.preprocess.regions.page_regions`), reading blocks, the recogniser, the
+    store's post-processing and text rendering. The one function to point at
+    ``services.pipeline.OCRPipeline`` once it exists.
+    """
+    from services.core.settings import Settings
+    from services.document import Document
+    from services.preprocess.decode import Budget, open_document
+    from services.preprocess.detect import LineDetector
+    from services.preprocess.layout import block_ids
+    from services.preprocess.regions import page_regions
+    from services.recognize.recognizer import load_recognizer
+    from services.store.postprocess import PostProcessor
+
+    settings = Settings(_env_file=None)
+    detector = LineDetector(max_side=settings.detect_max_side, device="cpu", threads=threads)
+    recognizer = load_recognizer("ppocr", device="cpu", threads=threads, max_batch_size=settings.batch_max_size,
+                                 max_chars=settings.max_region_chars)
+    post = PostProcessor(review_threshold=settings.review_threshold,
+                         enabled_rules=[r for r in settings.postprocess_rules.split(",") if r])
+    post.preload()
+    budget = Budget.from_settings(settings)
+
+    def read(data: bytes) -> str:
+        document = open_document(data, budget)
+        try:
+            pages, regions = [], []
+            for index in range(len(document.page_sizes)):
+                page = document.page(index)
+                cut = page_regions(page, index, None, detector, settings.cleanup_steps)
+                readings = recognizer.recognize([crop for _, crop in cut])
+                blocks = block_ids([r["box"] for r, _ in cut], [r["line_index"] for r, _ in cut])
+                pages.append({"page_index": index, "width": int(page.shape[1]), "height": int(page.shape[0])})
+                for (region, _), block, reading in zip(cut, blocks, readings):
+                    c = post.correct(reading.text, reading.confidence, reading.char_probs, None)
+                    regions.append({**region, "region_id": f"p{index}-r{region['order']}", "page_index": index,
+                                    "block_index": block, "text": c.text, "confidence": reading.confidence})
+        finally:
+            document.close()
+        return Document.from_results({"document_id": "bench", "pages": pages, "regions": regions, "status": "done"}).render_text()
+
+    return read
+
+
+def rapidocr_reader() -> Callable[[bytes], str]:
+    """RapidOCR 3.10 in-process (PP-OCRv6 small det + rec, no angle classifier, 1 ORT thread):
+    its boxes' texts joined into visual lines like ocrstream's."""
+    import cv2
+    import numpy as np
+    from rapidocr import RapidOCR
+
+    from services.preprocess.detect import visual_lines
+
+    engine = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "error",
+                              "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                              "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+
+    def read(data: bytes) -> str:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        out = engine(image)
+        if out.boxes is None or out.txts is None:
+            return ""
+        quads = [np.asarray(b, dtype=float) for b in out.boxes]
+        rows = (" ".join(out.txts[i] for i in line if out.txts[i].strip()) for line in visual_lines(quads))
+        return "\n".join(r for r in rows if r)
+
+    return read
+
+
+def tesseract_reader(binary: str) -> Callable[[bytes], str]:
+    """The ``tesseract`` CLI on a page (``--psm 3``, English, 1 thread); its stdout text."""
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+    def read(data: bytes) -> str:
+        with tempfile.NamedTemporaryFile(suffix=".img") as f:
+            f.write(data)
+            f.flush()
+            out = subprocess.run([binary, f.name, "stdout", "--psm", "3", "-l", "eng"], env=env,
+                                 capture_output=True, timeout=300)
+        return out.stdout.decode(errors="replace")
+
+    return read
+
+
+def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: Path = REPO,
+                 name: str = "pipeline") -> Row:
+    """The four stage processes on their own embedded stack: warm-up, latency, steady state.
+
+    ``checkout``: the source tree the stage processes run (``--before DIR``: an older commit
+    unpacked with ``git archive``, measured in the same run as this one)."""
+    from services.client import Client
+    from services.core.settings import Settings
+    from services.devstack import EmbeddedStack
+    from services.launcher import StageProcesses, free_port
+    from tools.render_samples import RECEIPT, encode, render_page
+
+    row = Row(name)
+    with tempfile.TemporaryDirectory(prefix="ocrs-e2e-") as tmp:
+        tmp = Path(tmp)
+        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack:
+            env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
+                   "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
+                   "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
+            settings = Settings.from_env(env)
+            services = {s.name: s.pid for s in stack._services}
+            stages = StageProcesses(env, tmp / "logs")
+            os.chdir(checkout)  # the stage processes import `services` from their working directory
+            try:
+                stages.start()
+            finally:
+                os.chdir(REPO)
+            try:
+                groups = {name: [proc.pid] for name, proc in stages.procs.items()}
+                groups["broker"] = [pid for name, pid in services.items() if name.startswith("kafka")]
+                groups["S3"] = [services["s3"]]
+                groups["PostgreSQL"] = [services["postgres"]]
+                meter = GroupMeter(groups)
+
+                async def drive() -> None:
+                    async with Client(settings) as client:
+                        progress("pipeline: warming up (models, consumer groups) ...")
+                        warm = [encode(render_page([line.replace("25.50", f"{25 + i}.00") for line in RECEIPT], size=24))
+                                for i in range(2)]
+                        for i, data in enumerate(warm):
+                            receipt = await client.submit(data, f"warm-{i}.png")
+                            _, missing = await client.wait([receipt], timeout_s=300)
+                            if missing:
+                                raise RuntimeError(f"warm-up document not done; stage logs:\n{stages.log_tail('recognize')}")
+                        await asyncio.sleep(2)
+                        for i, path in enumerate(paths[:latency_n]):  # low load: one at a time
+                            t0 = time.perf_counter()
+                            receipt = await client.submit(path.read_bytes(), path.name)
+                            await client.wait([receipt], timeout_s=timeout_s)
+                            row.latencies.append(time.perf_counter() - t0)
+                            progress(f"  pipeline latency {i + 1}/{latency_n} {path.name}: {row.latencies[-1]:.2f} s")
+                        await asyncio.sleep(2)
+                        progress(f"pipeline: idle for {IDLE_S:g} s (what every process burns without work) ...")
+                        idle0, t0 = meter.cpu(), time.perf_counter()
+                        await asyncio.sleep(IDLE_S)
+                        idle1, span = meter.cpu(), time.perf_counter() - t0
+                        row.idle = {k: (idle1[k] - idle0[k]) / span for k in groups}
+                        progress(f"pipeline: steady state, {len(paths)} pages submitted at once ...")
+                        cpu0, wall0 = meter.cpu(), time.perf_counter()
+                        with meter:
+                            receipts = [await client.submit(distinct_bytes(p.read_bytes(), "e2e"), p.name) for p in paths]
+                            done: list[str] = []
+                            outcomes, missing = await client.wait(
+                                receipts, timeout_s=timeout_s * len(paths),
+                                on_result=lambda e: (done.append(e["document_id"]),
+                                                     progress(f"  pipeline: {len(done)}/{len(paths)} results")))
+                            row.wall_s = time.perf_counter() - wall0
+                            cpu1 = meter.cpu()
+                        if missing or any(r.reused for r in receipts):
+                            row.note = f"{len(missing)} missing, {sum(r.reused for r in receipts)} answered by dedup"
+                        by_id = {o.receipt.document_id: o.result for o in outcomes}
+                        row.texts = [by_id.get(r.document_id, {}).get("text", "").replace("\f", "\n") for r in receipts]
+                        failed = sum(by_id.get(r.document_id, {}).get("status") != "done" for r in receipts)
+                        if failed:
+                            row.note += f" {failed} not done"
+                        row.per_process = {k: (cpu1[k] - cpu0[k]) / len(paths) for k in groups}
+                        row.cpu_s = sum(cpu1[k] - cpu0[k] for k in groups)
+                        row.rss = dict(meter.max_rss)
+
+                asyncio.run(drive())
+            finally:
+                stages.stop()
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argparse.Namespace) -> None:
+    base = next((r for r in rows if r.name == "in-process"), None)
+    load = os.getloadavg()
+    print(f"\n{n} pages of {args.input}; {os.cpu_count()} CPUs, load average {load[0]:.1f}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; in-process threads={args.threads}")
+    print("| engine | CER ci | WER ci | CER ci no spaces | CPU-s per page | x in-process | pages/s | "
+          "latency p50 s | p95 s | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if truth and r.texts:
+            score = (f"{100 * cer(r.texts, truth):.2f} %", f"{100 * wer(r.texts, truth):.2f} %",
+                     f"{100 * cer(r.texts, truth, ignore_spaces=True):.2f} %")
+        else:
+            score = ("—",) * 3
+        per_page = r.cpu_s / n
+        ratio = f"{per_page / (base.cpu_s / n):.2f}" if base and base.cpu_s else "—"
+        print(f"| {r.name} | {' | '.join(score)} | {per_page:.3f} | {ratio} | {n / r.wall_s:.2f} | "
+              f"{percentile(r.latencies, 0.5):.2f} | {percentile(r.latencies, 0.95):.2f} | {r.note} |")
+    for r in rows:
+        if r.per_process:
+            names = list(r.per_process)
+            print(f"\n{r.name}, steady state: CPU-s per page and max RSS per process group")
+            print("| | " + " | ".join(names) + " | total |")
+            print("|---|" + "---|" * (len(names) + 1))
+            print("| CPU-s per page | " + " | ".join(f"{r.per_process[k]:.3f}" for k in names)
+                  + f" | {sum(r.per_process.values()):.3f} |")
+            print("| RSS MiB | " + " | ".join(f"{r.rss[k] / 2**20:.0f}" for k in names) + " | |")
+            if r.idle:
+                print("| idle CPU-s per second | " + " | ".join(f"{r.idle[k]:.3f}" for k in names)
+                      + f" | {sum(r.idle.values()):.3f} |")
+                busy = r.wall_s  # seconds of the steady-state run
+                print("| CPU-s per page minus idle | " + " | ".join(
+                    f"{r.per_process[k] - r.idle[k] * busy / n:.3f}" for k in names)
+                      + f" | {sum(r.per_process.values()) - sum(r.idle.values()) * busy / n:.3f} |")
+            stage_total = sum(r.per_process[k] for k in ("ingest", "preprocess", "recognize", "store"))
+            print(f"\nstages {stage_total:.3f} + broker/S3/PostgreSQL {sum(r.per_process.values()) - stage_total:.3f}"
+                  f" CPU-s per page; goals: <= 1.1 x in-process, <= 0.6 CPU-s per page, p50 <= 0.8 s, "
+                  f"p95 <= 1.5 s, RSS <= 1024 MiB per stage")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", type=Path,
+                        default=Path(os.environ.get("OCRSTREAM_BENCH_INPUT", DATA / "pages" / "img")))
+    parser.add_argument("--limit", type=int, default=None, help="first N pages only")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["inprocess", "pipeline", "rapidocr", "tesseract"])
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads of the in-process rows")
+    parser.add_argument("--latency-n", type=int, default=10, help="pages submitted one at a time for latency")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per page before giving up")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="also run the pipeline from this checkout (e.g. `git archive main | tar -x -C DIR`), "
+                             "before this one, in the same run")
+    args = parser.parse_args(argv)
+    if not args.input.is_dir():
+        print(f"skipped: {args.input} absent (pass --input DIR or set OCRSTREAM_BENCH_INPUT)")
+        return 0
+    paths, truth_by_name = load_pages(args.input, args.limit)
+    if not paths:
+        print(f"skipped: no images in {args.input}")
+        return 0
+    truth = [truth_by_name[p.name] for p in paths] if all(p.name in truth_by_name for p in paths) else None
+    rows: list[Row] = []
+    if "inprocess" not in args.skip:
+        progress("in-process: loading models ...")
+        rows.append(run_serially("in-process", inprocess_reader(args.threads), paths))
+    if "pipeline" not in args.skip:
+        latency_n = min(args.latency_n, len(paths))
+        if args.before is not None:
+            rows.append(run_pipeline(paths, latency_n, args.timeout, args.before.resolve(), f"pipeline {args.before}"))
+        rows.append(run_pipeline(paths, latency_n, args.timeout))
+    if "rapidocr" not in args.skip:
+        progress("rapidocr: loading models ...")
+        rows.append(run_serially("rapidocr 3.10 in-process", rapidocr_reader(), paths, "1 thread, no cls"))
+    if "tesseract" not in args.skip:
+        binary = shutil.which("tesseract")
+        if binary is None:
+            progress("tesseract: not installed (Debian package tesseract-ocr): skipped")
+        else:
+            version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+            rows.append(run_serially("tesseract CLI", tesseract_reader(binary), paths, f"{version}, psm 3, 1 thread"))
+    print_tables(rows, len(paths), truth, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
