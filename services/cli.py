@@ -11,9 +11,15 @@ from pathlib import Path
 
 import click
 
-from services.core.settings import DEV_ENV_FILE, get_settings
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def get_settings():
+    """The process's :class:`~services.core.settings.Settings` (pydantic is imported on first use,
+    not at start-up: ``--help`` and usage errors answer without it, issue 15)."""
+    from services.core.settings import get_settings as process_settings
+
+    return process_settings()
 
 
 def _stage(name: str):
@@ -77,8 +83,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     rejected or failed (its stage and error type are printed); 3 when no stack answers;
     4 when --timeout passed before every result came.
     """
-    from services.client import StackUnreachableError
-    from services.ingest.stage import iter_paths
+    from services.client import StackUnreachableError, iter_paths
 
     _quiet_clients()
     files = iter_paths(paths)
@@ -343,6 +348,8 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
         endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
     env_file = state_dir / "stack.env"
     endpoints.write_env_file(env_file)
+    from services.core.settings import DEV_ENV_FILE
+
     click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
     for key, value in endpoints.as_env().items():
         click.echo(f"export {key}={value}")

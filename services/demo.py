@@ -18,11 +18,10 @@ from pathlib import Path
 
 import click
 
-from services.client import Client
+from services.client import Client, iter_paths
 from services.core.auth import create_key
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
-from services.ingest.stage import iter_paths
 from services.launcher import StageProcesses, free_port
 from services.results import fetch_documents
 

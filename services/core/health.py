@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import asyncpg
 import urllib3
 from minio import Minio
 from prometheus_client import REGISTRY, generate_latest
@@ -175,6 +174,8 @@ class Health:
         return f"bucket {s.s3_bucket}"
 
     async def _probe_postgres(self) -> str:
+        import asyncpg  # here: processes that import the stage runtime without serving probes need no driver
+
         timeout = self.settings.health_probe_timeout_s
         conn = await asyncpg.connect(self.settings.dsn, timeout=timeout)
         try:
