@@ -233,10 +233,10 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
 
     import asyncpg
 
+    from services.core.documents import load_document
     from services.core.objectstore import ObjectStore
     from services.document import Document
     from services.exports import to_alto, to_hocr, to_searchable_pdf
-    from services.store.api import load_document
 
     settings = get_settings()
 

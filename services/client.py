@@ -205,6 +205,8 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
     """Return once every document has a published row in PostgreSQL (at most ``timeout_s`` s)."""
     import asyncpg
 
+    from services.core.documents import count_published
+
     if not document_ids:
         return
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -212,8 +214,7 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
     try:
         while asyncio.get_running_loop().time() < deadline:
             try:
-                n = await conn.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
-                                        " AND published_at IS NOT NULL", document_ids)
+                n = await count_published(conn, document_ids)
             except asyncpg.PostgresError:  # e.g. the store has not created its tables yet
                 n = 0
             if n >= len(document_ids):

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.core import events
 from services.core.db import create_pool
+from services.core.documents import done_ids
 from services.core.kafka import client_options, make_producer
 from services.core.settings import Settings
 
@@ -132,9 +133,7 @@ async def replay(settings: Settings, letters: list[DeadLetter], *, dry_run: bool
     producer = make_producer(settings)
     await producer.start()
     try:
-        done = {r["document_id"] for r in await pool.fetch(
-            "SELECT document_id FROM documents WHERE document_id = ANY($1::text[]) AND status = 'done'",
-            list(newest))}
+        done = await done_ids(pool, newest)
         outcomes = []
         for letter in newest.values():
             source = letter.event.get("source") or {}

@@ -256,17 +256,17 @@ class ResultWaiters:
 
 
 async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> dict[str, dict]:
-    """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id."""
+    """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id
+    (:func:`services.core.documents.fetch_rows` on a connection of its own)."""
     import asyncpg  # here: the submit path imports this module and needs no database
+
+    from services.core.documents import fetch_rows
 
     conn = await asyncpg.connect(settings.dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT d.*, (SELECT count(*) FROM regions r WHERE r.document_id = d.document_id) AS regions"
-            " FROM documents d WHERE d.document_id = ANY($1::text[])", list(document_ids))
+        return await fetch_rows(conn, document_ids)
     finally:
         await conn.close()
-    return {r["document_id"]: dict(r) for r in rows}
 
 
 def format_result(event: events.Event) -> str:

@@ -187,20 +187,17 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
     """Connect and read the last hour's counts and the last ``n_failures`` failures."""
     import asyncpg
 
+    from services.core import documents
+
     address = settings.dsn.rsplit("@", 1)[-1]
 
     async def probe():
         conn = await asyncpg.connect(settings.dsn, timeout=3)
         try:
-            if not await conn.fetchval("SELECT to_regclass('documents') IS NOT NULL"):
+            if not await documents.has_documents_table(conn):
                 return None, []
-            counts = dict(await conn.fetch(
-                "SELECT status, count(*) FROM documents WHERE stored_at > now() - make_interval(secs => $1)"
-                " GROUP BY status", RECENT_WINDOW_S))
-            rows = await conn.fetch(
-                "SELECT document_id, filename, error_stage, error_type, error_message, stored_at FROM documents"
-                " WHERE status = 'failed' ORDER BY stored_at DESC NULLS LAST LIMIT $1", n_failures)
-            return counts, rows
+            return (await documents.recent_counts(conn, RECENT_WINDOW_S),
+                    await documents.last_failures(conn, n_failures))
         finally:
             await conn.close()
 

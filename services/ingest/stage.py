@@ -69,7 +69,7 @@ class Ingestor:
 
     With ``duplicates="reuse"`` a document whose bytes (and template) were already processed
     to ``done`` is not processed again: :meth:`ingest` returns the earlier document's id instead
-    of an event (looked up by content hash in PostgreSQL, the store stage's table).
+    of an event (looked up by content hash through the documents repository, services/core/documents.py).
     """
 
     def __init__(self, settings: Settings, store: ObjectStore):
@@ -89,12 +89,13 @@ class Ingestor:
             await self.pool.close()
 
     async def find_done(self, sha256: str, template: str | None) -> str | None:
-        """Id of the newest ``done`` document with these bytes and template, if reuse is on."""
+        """Id of the newest ``done`` document with these bytes and template, if reuse is on
+        (the documents repository, :mod:`services.core.documents`: the store's system of record)."""
         if self.pool is None:
             return None
-        return await self.pool.fetchval(
-            "SELECT document_id FROM documents WHERE content_sha256 = $1 AND status = 'done'"
-            " AND template IS NOT DISTINCT FROM $2 ORDER BY stored_at DESC LIMIT 1", sha256, template)
+        from services.core.documents import find_done
+
+        return await find_done(self.pool, sha256, template)
 
     def check(self, data: bytes) -> None:
         """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``) /

@@ -18,7 +18,6 @@ OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from typing import Literal
 
@@ -26,49 +25,13 @@ import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from services.core import documents
 from services.core.auth import Authenticator
 from services.core.errors import MissingObjectError
 from services.core.objectstore import ObjectStore
 from services.document import Document
 from services.exports import to_alto, to_hocr, to_searchable_pdf
 from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
-
-DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
-              "recognizer", "provider", "error_stage", "error_type", "error_message", "replays")
-TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at", "replayed_at")
-
-
-def _summary(row: asyncpg.Record) -> dict:
-    out = {k: row[k] for k in DOC_FIELDS}
-    out.update({k: row[k].isoformat() if row[k] else None for k in TIME_FIELDS})
-    return out
-
-
-async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
-    """The document as a dict: row fields, ``text``, ``pages``, ``regions`` (None if unknown)."""
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
-        if row is None:
-            return None
-        pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
-                                 " ORDER BY page_index", document_id)
-        regions = await conn.fetch(
-            "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
-            " words, field, raw_text, value, valid, reason, needs_review"
-            " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
-    return {**_summary(row), "text": row["text"], "needs_review": row["needs_review"],
-            "fields": json.loads(row["fields"]) if row["fields"] else {},
-            "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
-                      if row["status"] == "failed" else None),
-            "pages": [dict(p) for p in pages],
-            "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
-                         "line_index": r["line_index"], "order": r["reading_order"],
-                         "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
-                         "confidence": r["confidence"], "words": json.loads(r["words"]),
-                         "raw_text": r["raw_text"], "value": json.loads(r["value"]) if r["value"] else None,
-                         "valid": r["valid"], "reason": r["reason"], "needs_review": r["needs_review"],
-                         **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
-
 
 MAX_PAGE = 200
 
@@ -91,25 +54,13 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                              limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
         """Documents, newest first, filtered by status, stored time, review flag and error type;
         page with ``before`` = the last row's ``stored_at``."""
-        rows = await pool.fetch(
-            "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
-            " AND ($2::timestamptz IS NULL OR stored_at >= $2)"
-            " AND ($3::boolean IS NULL OR needs_review = $3)"
-            " AND ($5::timestamptz IS NULL OR stored_at < $5)"
-            " AND ($6::text IS NULL OR error_type = $6) ORDER BY stored_at DESC LIMIT $4",
-            status, since, needs_review, limit, before, error_type)
-        return [_summary(r) for r in rows]
+        return await documents.list_documents(pool, status=status, since=since, before=before,
+                                              needs_review=needs_review, error_type=error_type, limit=limit)
 
     @api.get("/v1/failures")
     async def failures(since: datetime | None = None) -> list[dict]:
         """Failed documents by reason: count per stage and error type, with the newest one."""
-        rows = await pool.fetch(
-            "SELECT error_stage, error_type, count(*) AS documents, max(stored_at) AS last_at,"
-            " (array_agg(document_id ORDER BY stored_at DESC))[1] AS last_document_id"
-            " FROM documents WHERE status = 'failed' AND ($1::timestamptz IS NULL OR stored_at >= $1)"
-            " GROUP BY error_stage, error_type ORDER BY documents DESC", since)
-        return [{"stage": r["error_stage"], "error_type": r["error_type"], "documents": r["documents"],
-                 "last_at": r["last_at"].isoformat(), "last_document_id": r["last_document_id"]} for r in rows]
+        return await documents.failure_groups(pool, since)
 
     @api.get("/v1/search")
     async def search_documents(q: str = Query(..., min_length=1, max_length=500),
@@ -130,7 +81,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
     @api.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:
         """One document with its text, pages and regions (404 if unknown)."""
-        doc = await load_document(pool, document_id)
+        doc = await documents.load_document(pool, document_id)
         if doc is None:
             raise HTTPException(404, f"no document {document_id}")
         return doc
@@ -176,3 +127,4 @@ def render_export(data: dict, format: str) -> Response:
     if format == "alto":
         return Response(to_alto(doc), media_type="application/xml")
     return JSONResponse(doc.export())
+
