@@ -45,18 +45,25 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store"]))
+@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store", "api"]))
 def run(stage: str) -> None:
-    """Run one pipeline STAGE until SIGTERM/SIGINT (configured by OCRSTREAM_* variables)."""
+    """Run one pipeline STAGE, or the query API (``api``), until SIGTERM/SIGINT (configured by
+    OCRSTREAM_* variables)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from services.core.errors import ConfigurationError
-    from services.core.stage import run_stage
 
     try:
-        instance = _stage(stage)
+        instance = get_settings() if stage == "api" else _stage(stage)
     except ConfigurationError as exc:
         click.echo(f"ocrstream run {stage}: {exc}", err=True)
         sys.exit(2)
+    if stage == "api":
+        from services.store.api import run_api
+
+        run_api(instance)
+        return
+    from services.core.stage import run_stage
+
     run_stage(instance)
 
 

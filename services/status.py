@@ -337,7 +337,7 @@ def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[
                                     "local stack: `ocrstream dev down && ocrstream dev up` (logs in "
                                     ".ocrstream/dev/logs/); elsewhere check OCRSTREAM_* and the service"))
         else:
-            stage = "ingest" if e.name.startswith("ingest") else "store"
+            stage = "ingest" if e.name.startswith("ingest") else "api"
             problems.append(Problem(f"{e.name} at {e.address} does not answer",
                                     f"it is served by `ocrstream run {stage}`: start that stage, or give it and "
                                     f"this command the same OCRSTREAM_{'HTTP' if stage == 'ingest' else 'QUERY'}_PORT"))

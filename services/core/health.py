@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: What each stage needs to be ready (ingest needs PostgreSQL too when duplicates are reused).
 NEEDS = {"ingest": ("kafka", "s3"), "preprocess": ("kafka", "s3"), "recognize": ("kafka", "s3"),
-         "store": ("kafka", "postgres")}
+         "store": ("kafka", "postgres"), "api": ("postgres",)}  # api: the query API process, no Kafka loop
 
 
 @dataclass
@@ -88,6 +88,8 @@ class Health:
         report = {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()}
         if s is None:
             return False, {"configured": {"ok": False, "detail": "stage not started"}}
+        if "kafka" not in self.needs:  # no Kafka loop to watch (the query API)
+            return all(c["ok"] for c in report.values()), report
         age = None if self.last_poll is None else now - self.last_poll
         report["poll"] = {"ok": age is not None and age <= s.health_max_poll_age_s,
                           "detail": "no poll yet" if age is None else f"last poll {age:.1f} s ago"}

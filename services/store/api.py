@@ -1,4 +1,9 @@
-"""The query API over PostgreSQL (FastAPI), served by ``ocrstream run store``.
+"""The query API over PostgreSQL (FastAPI), its own process: ``ocrstream run api`` (:func:`run_api`).
+
+The store stage only writes (the sink); this process only reads, on a read-only pool of its own
+(:func:`services.core.db.create_read_pool`: role ``ocrstream_read``, read-only transactions),
+on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/healthz`` and
+``/readyz`` (PostgreSQL answers) on its metrics port (9105) like every stage.
 
 * ``GET /v1/documents?status=&since=&before=&needs_review=&limit=`` - newest first; ``since`` and
   ``before`` are ISO 8601 (``before``: the ``stored_at`` of the last row of the previous page);
@@ -18,20 +23,33 @@ OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import sys
+import time
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import Counter, Histogram
 
 from services.core import documents
 from services.core.auth import Authenticator
-from services.core.errors import MissingObjectError
+from services.core.errors import ConfigurationError, MissingObjectError
 from services.core.objectstore import ObjectStore
+from services.core.settings import Settings
 from services.document import Document
 from services.exports import to_alto, to_hocr, to_searchable_pdf
 from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("ocrstream_api_requests_total", "Query API requests by route template and status code",
+                   ["route", "status"])
+REQUEST_SECONDS = Histogram("ocrstream_api_request_seconds", "Query API request latency, seconds", ["route"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 MAX_PAGE = 200
 
@@ -41,6 +59,15 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
     ``store`` (the originals' bucket) serves ``format=pdf``."""
     app = FastAPI(title="ocrstream documents", version="1")
     api = APIRouter(dependencies=[Depends(auth.require("query"))])
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")  # the template: bounded labels
+        REQUESTS.labels(route, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return response
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -128,3 +155,80 @@ def render_export(data: dict, format: str) -> Response:
         return Response(to_alto(doc), media_type="application/xml")
     return JSONResponse(doc.export())
 
+
+def run_api(settings: Settings) -> None:
+    """``ocrstream run api``: serve the query API until SIGTERM/SIGINT.
+
+    Its own read-only pool (``api_pool_size`` connections), the originals' bucket for
+    ``format=pdf``, the API keys of :mod:`services.core.auth`; ``/metrics``, ``/healthz``,
+    ``/readyz`` on ``metrics_port_for("api")`` (9105). The port opens once the store has
+    migrated the database to the schema this code reads (:func:`wait_for_schema`); PostgreSQL
+    that does not answer yet is retried with backoff. Exits with status 2 on a configuration
+    error (port 0, a public host without API keys).
+    """
+    from services.core import health
+    from services.core.http import serve_until
+    from services.core.stage import retry_transient
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        probes = asyncio.create_task(health.HEALTH.run(stop))
+        pools: list[asyncpg.Pool] = []
+
+        async def connect() -> None:
+            from services.core.db import create_read_pool
+
+            pools.append(await create_read_pool(settings, max_size=settings.api_pool_size))
+
+        try:
+            if await wait_for_schema(settings, stop) and \
+                    await retry_transient("connect to PostgreSQL", "api", settings, stop, connect):
+                await serve_until(create_app(pools[0], auth, ObjectStore(settings)), settings.http_host,
+                                  settings.query_port, stop, "api")
+        finally:
+            stop.set()
+            await asyncio.gather(probes, return_exceptions=True)
+            for pool in pools:
+                await pool.close()
+        log.info("api: stopped")
+
+    try:
+        if not settings.query_port:
+            raise ConfigurationError("OCRSTREAM_QUERY_PORT is 0: the query API has no port to serve on")
+        auth = Authenticator(settings, settings.http_host)
+    except ConfigurationError as exc:
+        log.error("api: cannot start: %s: %s", type(exc).__name__, exc)
+        sys.exit(2)
+    health.serve(settings.metrics_port_for("api"), "api", settings)
+    asyncio.run(main())
+
+
+async def wait_for_schema(settings: Settings, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
+    """Wait until ``schema_migrations`` holds the newest migration of this code (the store
+    applies them at its start; the API only reads a schema it knows). False if ``stop`` came first."""
+    from services.store.migrate import migration_files
+
+    newest = migration_files()[-1][0]
+    dsn = settings.api_postgres_dsn.get_secret_value() if settings.api_postgres_dsn else settings.dsn
+    said = False
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(dsn, timeout=settings.postgres_timeout_s)
+            try:
+                if await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1", newest):
+                    return True
+            finally:
+                await conn.close()
+            reason = f"migration {newest} not applied yet"
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:  # down, or no table/grant yet
+            reason = f"{type(exc).__name__}: {exc}"
+        if not said:
+            log.info("api: waiting for the store to migrate the database (%s)", reason)
+            said = True
+        try:
+            await asyncio.wait_for(stop.wait(), poll_s)
+        except asyncio.TimeoutError:
+            pass
+    return False

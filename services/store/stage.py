@@ -30,15 +30,11 @@ import logging
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
-from services.core.auth import Authenticator
 from services.core.db import create_pool
 from services.core.errors import is_transient
-from services.core.http import serve_until
 from services.core.names import clean_text, strip_nul
-from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
-from services.store.api import create_app
 from services.store.migrate import apply_migrations
 from services.store.postprocess import FieldSpec, PostProcessor
 
@@ -113,7 +109,8 @@ MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = 
 
 
 class StoreStage(Stage):
-    """The idempotent PostgreSQL sink and producer of ``ocr.results.v1``."""
+    """The idempotent PostgreSQL sink and producer of ``ocr.results.v1`` (only a sink: the query
+    API over these tables is its own process, ``ocrstream run api``, services/store/api.py)."""
 
     name = "store"
     input_topics = (events.RECOGNIZED, events.DLQ)
@@ -123,25 +120,9 @@ class StoreStage(Stage):
             review_threshold=self.settings.review_threshold,
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
         await asyncio.to_thread(self.postprocessor.preload)  # symspell index: ~4 s once
-        if self.settings.query_port:
-            Authenticator(self.settings, self.settings.http_host)  # fail start-up on a bad auth setting
         self.pool = await create_pool(self.settings, max_size=4)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)
-
-    def background(self):
-        return [self._serve_api] if self.settings.query_port else []
-
-    async def _serve_api(self, stop) -> None:
-        """The query API on its own loop and pool (the sink's loop never serves HTTP); the
-        object store serves searchable PDFs from the originals."""
-        auth = Authenticator(self.settings, self.settings.http_host)
-        pool = await create_pool(self.settings, max_size=4)
-        try:
-            await serve_until(create_app(pool, auth, ObjectStore(self.settings)), self.settings.http_host,
-                              self.settings.query_port, stop, self.name)
-        finally:
-            await pool.close()
 
     async def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
