@@ -151,8 +151,9 @@ class StoreStage(Stage):
         doc_id, version = event["document_id"], ts["recognized"]
         if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
             return None  # redelivered: this version is stored and its results event was acked
-        regions = [self.postprocess(r) for r in event["regions"]]
-        text = Document.from_results({**event, "status": "done", "regions": regions}).render_text()
+        # CPU work (symspell lookups, field rules, reading order): in a worker thread, so the
+        # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
+        regions, text = await asyncio.to_thread(self.postprocess_document, event)
         fields = {r["field"]["name"]: {k: r[k] for k in ("value", "text", "valid")} for r in regions if "field" in r}
         needs_review = any(r["needs_review"] for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -179,6 +180,12 @@ class StoreStage(Stage):
         result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
         result.event.update({"needs_review": needs_review, "fields": fields, "recognizer": event["recognizer"]})
         return result
+
+    def postprocess_document(self, event: events.Event) -> tuple[list[dict], str]:
+        """Every region of a recognized event post-processed (:meth:`postprocess`) and the
+        document's text in reading order (lines by ``\\n``, pages by ``\\f``). Pure CPU, no I/O."""
+        regions = [self.postprocess(r) for r in event["regions"]]
+        return regions, Document.from_results({**event, "status": "done", "regions": regions}).render_text()
 
     def postprocess(self, region: dict) -> dict:
         """The region with corrected ``text`` and ``raw_text``, ``value``, ``valid``, ``reason``,
