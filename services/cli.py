@@ -307,7 +307,7 @@ def lag_exporter(port: int | None, once: bool) -> None:
     exporter = LagExporter(settings)
 
     async def print_once() -> None:
-        async with LagReader(settings.kafka_bootstrap) as reader:
+        async with LagReader(settings) as reader:
             for stage, topics in exporter.stages.items():
                 rows = await reader.read(exporter.group(stage), topics)
                 if not rows:

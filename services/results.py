@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from services.core import events
 from services.core.errors import InvalidEventError
+from services.core.kafka import client_options
 from services.core.offsets import fetch_highwaters, partitions_of, probe_consumer
 from services.core.settings import Settings
 
@@ -136,7 +137,7 @@ async def iter_results(settings: Settings, *, group_id: str | None = None,
     committed after each yielded event. Stops after ``timeout_s`` seconds without a message.
     """
     consumer = AIOKafkaConsumer(
-        events.RESULTS, bootstrap_servers=settings.kafka_bootstrap,
+        events.RESULTS, **client_options(settings),
         group_id=group_id or f"ocrstream-reader-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=settings.session_timeout_ms,

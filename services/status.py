@@ -146,8 +146,10 @@ async def check_kafka(settings: Settings) -> Endpoint:
     """A metadata request; the detail says which pipeline topics exist."""
     from aiokafka.client import AIOKafkaClient
 
+    from services.core.kafka import client_options
+
     async def probe() -> set[str]:
-        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
+        client = AIOKafkaClient(**{**client_options(settings), "request_timeout_ms": 3000})
         try:
             await client.bootstrap()
             return set((await client.fetch_all_metadata()).topics())

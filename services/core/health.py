@@ -150,9 +150,11 @@ class Health:
     async def _probe_kafka(self) -> str:
         from aiokafka.client import AIOKafkaClient
 
+        from .kafka import client_options
+
         if self._kafka is None:
-            client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                    request_timeout_ms=int(self.settings.health_probe_timeout_s * 1000))
+            client = AIOKafkaClient(**{**client_options(self.settings),
+                                       "request_timeout_ms": int(self.settings.health_probe_timeout_s * 1000)})
             try:
                 await client.bootstrap()
             except BaseException:
