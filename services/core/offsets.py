@@ -95,7 +95,8 @@ def probe_consumer(settings: Settings, group_id: str | None = None, *,
         "max_partition_fetch_bytes": settings.max_message_bytes, **options})
 
 
-async def committed(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+async def committed(consumer: AIOKafkaConsumer,
+                    partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
     """The offsets the group of ``consumer`` (a :func:`probe_consumer` with a group id, never
     subscribed) committed on ``partitions``: an OffsetFetch, no group join (None: nothing committed)."""
     return {tp: await consumer.committed(tp) for tp in partitions}
