@@ -36,12 +36,13 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
+from services.core.db import create_pool
+from services.core.documents import find_done
 from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
                                   InvalidSubmissionError, NotAnImageError)
 from services.core.formats import SUPPORTED, identify, sniff
@@ -80,8 +81,6 @@ class Ingestor:
         """Ensure the bucket; connect to PostgreSQL when duplicates are reused."""
         await self.store.ensure_bucket()
         if self.settings.duplicates == "reuse":
-            from services.core.db import create_pool
-
             self.pool = await create_pool(self.settings, max_size=2)
 
     async def close(self) -> None:
@@ -93,8 +92,6 @@ class Ingestor:
         (the documents repository, :mod:`services.core.documents`: the store's system of record)."""
         if self.pool is None:
             return None
-        from services.core.documents import find_done
-
         return await find_done(self.pool, sha256, template)
 
     def check(self, data: bytes) -> None:
