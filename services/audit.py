@@ -33,12 +33,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.core import events
 from services.core.errors import InvalidEventError
 from services.core.event_models import ResultsEvent
-from services.core.kafka import client_options
+from services.core.lag import LagReader
 from services.core.settings import Settings
 from services.dlq import read_partitions
 
@@ -145,39 +144,11 @@ async def final_count(settings: Settings, document_ids: Iterable[str]) -> int:
 async def stage_lag(settings: Settings, stages: Iterable[str] = STAGE_INPUTS) -> dict[str, int]:
     """Records not yet committed per stage group: sum over its input partitions of the fetch
     high-water mark minus the committed offset (0 when nothing is committed and the partition
-    is empty). Reads committed offsets with OffsetFetch, never joining the group."""
-    lags = {}
-    for stage in stages:
-        group = f"{settings.consumer_group_prefix}-{stage}"
-        consumer = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(t, p) for t in STAGE_INPUTS[stage]
-                   for p in sorted(consumer.partitions_for_topic(t) or ())]
-            if not tps:
-                lags[stage] = 0
-                continue
-            consumer.assign(tps)
-            committed = {tp: (await consumer.committed(tp)) or 0 for tp in tps}
-            for tp in tps:
-                consumer.seek(tp, committed[tp])
-            highwater = await _highwaters(consumer, tps)
-            lags[stage] = sum(max(0, highwater[tp] - committed[tp]) for tp in tps)
-        finally:
-            await consumer.stop()
-    return lags
-
-
-async def _highwaters(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10) -> dict:
-    """The fetch high-water mark of every (assigned, positioned) partition: fetch until each is known."""
-    deadline = time.monotonic() + timeout_s
-    while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-        await consumer.getmany(timeout_ms=300, max_records=1)
-    missing = [tp for tp in tps if consumer.highwater(tp) is None]
-    if missing:
-        raise TimeoutError(f"no fetch high-water mark for {missing} within {timeout_s:g} s")
-    return {tp: consumer.highwater(tp) for tp in tps}
+    is empty), read by :class:`services.core.lag.LagReader` (OffsetFetch, never joining the group)."""
+    async with LagReader(settings, fetch_timeout_ms=10_000) as reader:
+        return {stage: sum(row.lag for row in await reader.read(f"{settings.consumer_group_prefix}-{stage}",
+                                                                 STAGE_INPUTS[stage]))
+                for stage in stages}
 
 
 async def audit(settings: Settings, expected: Mapping[str, Expectation]) -> AuditReport:

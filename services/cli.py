@@ -11,9 +11,15 @@ from pathlib import Path
 
 import click
 
-from services.core.settings import DEV_ENV_FILE, get_settings
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def get_settings():
+    """The process's :class:`~services.core.settings.Settings` (pydantic is imported on first use,
+    not at start-up: ``--help`` and usage errors answer without it, issue 15)."""
+    from services.core.settings import get_settings as process_settings
+
+    return process_settings()
 
 
 def _stage(name: str):
@@ -39,18 +45,25 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store"]))
+@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store", "api"]))
 def run(stage: str) -> None:
-    """Run one pipeline STAGE until SIGTERM/SIGINT (configured by OCRSTREAM_* variables)."""
+    """Run one pipeline STAGE, or the query API (``api``), until SIGTERM/SIGINT (configured by
+    OCRSTREAM_* variables)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from services.core.errors import ConfigurationError
-    from services.core.stage import run_stage
 
     try:
-        instance = _stage(stage)
+        instance = get_settings() if stage == "api" else _stage(stage)
     except ConfigurationError as exc:
         click.echo(f"ocrstream run {stage}: {exc}", err=True)
         sys.exit(2)
+    if stage == "api":
+        from services.store.api import run_api
+
+        run_api(instance)
+        return
+    from services.core.stage import run_stage
+
     run_stage(instance)
 
 
@@ -77,8 +90,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     rejected or failed (its stage and error type are printed); 3 when no stack answers;
     4 when --timeout passed before every result came.
     """
-    from services.client import StackUnreachableError
-    from services.ingest.stage import iter_paths
+    from services.client import StackUnreachableError, iter_paths
 
     _quiet_clients()
     files = iter_paths(paths)
@@ -228,10 +240,10 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
 
     import asyncpg
 
+    from services.core.documents import load_document
     from services.core.objectstore import ObjectStore
     from services.document import Document
     from services.exports import to_alto, to_hocr, to_searchable_pdf
-    from services.store.api import load_document
 
     settings = get_settings()
 
@@ -295,7 +307,7 @@ def lag_exporter(port: int | None, once: bool) -> None:
     exporter = LagExporter(settings)
 
     async def print_once() -> None:
-        async with LagReader(settings.kafka_bootstrap) as reader:
+        async with LagReader(settings) as reader:
             for stage, topics in exporter.stages.items():
                 rows = await reader.read(exporter.group(stage), topics)
                 if not rows:
@@ -343,6 +355,8 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
         endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
     env_file = state_dir / "stack.env"
     endpoints.write_env_file(env_file)
+    from services.core.settings import DEV_ENV_FILE
+
     click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
     for key, value in endpoints.as_env().items():
         click.echo(f"export {key}={value}")

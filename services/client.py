@@ -22,7 +22,7 @@ no stack runs at the configured addresses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +206,8 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
     """Return once every document has a published row in PostgreSQL (at most ``timeout_s`` s)."""
     import asyncpg
 
+    from services.core.documents import count_published
+
     if not document_ids:
         return
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -213,8 +215,7 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
     try:
         while asyncio.get_running_loop().time() < deadline:
             try:
-                n = await conn.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
-                                        " AND published_at IS NOT NULL", document_ids)
+                n = await count_published(conn, document_ids)
             except asyncpg.PostgresError:  # e.g. the store has not created its tables yet
                 n = 0
             if n >= len(document_ids):
@@ -223,6 +224,17 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
         await asyncio.sleep(3600)  # timed out: let the reader's own timeout decide
     finally:
         await conn.close()
+
+
+def iter_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files named by ``paths``: files as given, folders expanded (sorted, recursively, no dotfiles)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            found.append(path)
+    return found
 
 
 def refused_result(receipt: Receipt) -> ResultsEvent:

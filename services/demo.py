@@ -1,7 +1,7 @@
 """The demo: the whole pipeline on the embedded stack, end to end, in one command.
 
-Starts the embedded Kafka API (tansu), S3 (SeaweedFS) and PostgreSQL, runs the four stages as
-separate processes, submits every file of ``--input`` (default: ``samples/``), waits for each
+Starts the embedded Kafka API (tansu), S3 (SeaweedFS) and PostgreSQL, runs the four stages and
+the query API as separate processes, submits every file of ``--input`` (default: ``samples/``), waits for each
 document's ``ocr.results.v1`` event, prints its text and where it is stored, writes all results
 to ``<state>/results.jsonl`` (``bench/bench_pipeline.py`` scores them) and stops everything.
 """
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import click
 
-from services.client import Client
+from services.client import Client, iter_paths
 from services.core import events
 from services.core.auth import create_key
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
-from services.ingest.stage import iter_paths
 from services.launcher import StageProcesses, free_port
 from services.results import fetch_documents
 
@@ -62,7 +61,7 @@ def run_demo(input_dir: Path, state_dir: Path, timeout_s: float) -> int:
         api_key = create_key(keys_file, "demo")
         env["OCRSTREAM_API_KEYS_FILE"] = str(keys_file.resolve())
         settings = Settings.from_env(env)
-        click.echo(f"stages: ingest, preprocess, recognize, store (logs in {state_dir / 'logs'})")
+        click.echo(f"stages: ingest, preprocess, recognize, store, and the query API (logs in {state_dir / 'logs'})")
         cpu_before = _children_cpu_s()
         with StageProcesses(env, state_dir / "logs") as stages:
             click.echo(f"submitting {len(paths)} document(s) from {input_dir}")

@@ -24,13 +24,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from services.core import events
 from services.core.db import create_pool
+from services.core.documents import done_ids
 from services.core.errors import InvalidEventError
 from services.core.event_models import DeadLetterEvent, Source
-from services.core.kafka import client_options, make_producer
+from services.core.kafka import make_producer
+from services.core.offsets import partitions_of, probe_consumer
 from services.core.settings import Settings
 
 REPLAYABLE_TOPICS = (events.INGESTED, events.REGIONS, events.RECOGNIZED, events.RAW)
@@ -61,15 +63,13 @@ async def read_partitions(settings: Settings, topic: str, *, idle_s: float = 2.0
                           partitions: Iterable[int] | None = None, start: int | None = None,
                           limit: int | None = None) -> list:
     """Records of ``topic`` (all partitions, or ``partitions``) from ``start`` (default: the
-    beginning) up to the fetch high-water mark, without a consumer group; at most ``limit``."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
-                                max_partition_fetch_bytes=settings.max_message_bytes,
-                                fetch_max_bytes=settings.max_message_bytes * 2)
+    beginning) up to the fetch high-water mark, without a consumer group; at most ``limit``
+    (a :func:`services.core.offsets.probe_consumer`: the security options of every client)."""
+    consumer = probe_consumer(settings, fetch_max_wait_ms=500, fetch_max_bytes=settings.max_message_bytes * 2)
     await consumer.start()
     try:
-        numbers = partitions if partitions is not None else sorted(
-            consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
-        tps = [TopicPartition(topic, p) for p in numbers]
+        tps = ([TopicPartition(topic, p) for p in partitions] if partitions is not None
+               else await partitions_of(consumer, [topic]))
         consumer.assign(tps)
         for tp in tps:
             if start is None:
@@ -89,11 +89,6 @@ async def read_partitions(settings: Settings, topic: str, *, idle_s: float = 2.0
                 return records
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # the topic may be unknown to a new client
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def dead_letters(settings: Settings, *, stage: str | None = None, error_type: str | None = None,
@@ -136,9 +131,7 @@ async def replay(settings: Settings, letters: list[DeadLetter], *, dry_run: bool
     producer = make_producer(settings)
     await producer.start()
     try:
-        done = {r["document_id"] for r in await pool.fetch(
-            "SELECT document_id FROM documents WHERE document_id = ANY($1::text[]) AND status = 'done'",
-            list(newest))}
+        done = await done_ids(pool, newest)
         outcomes = []
         for letter in newest.values():
             source = letter.event.source

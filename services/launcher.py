@@ -1,7 +1,8 @@
-"""Starting the four stages as separate OS processes (``ocrstream run STAGE``).
+"""Starting the four stages and the query API as separate OS processes (``ocrstream run NAME``).
 
 Used by the demo and the end-to-end tests, so both run exactly what production runs:
-one process per stage, configured only through ``OCRSTREAM_*`` environment variables.
+one process per stage plus the query API (``ocrstream run api``, not started when
+``OCRSTREAM_QUERY_PORT`` is 0), configured only through ``OCRSTREAM_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 STAGES = ("ingest", "preprocess", "recognize", "store")
+#: Every process of the pipeline: the stages and the query API.
+PROCESSES = (*STAGES, "api")
 
 
 def free_port() -> int:
@@ -25,18 +28,21 @@ def free_port() -> int:
 
 
 class StageProcesses:
-    """The running stage processes; logs go to ``log_dir/<stage>.log``."""
+    """The running stage (and query API) processes; logs go to ``log_dir/<name>.log``."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, stages: tuple[str, ...] = STAGES,
+    def __init__(self, env: dict[str, str], log_dir: Path, stages: tuple[str, ...] = PROCESSES,
                  stage_env: dict[str, dict[str, str]] | None = None):
         self.env, self.log_dir, self.stages = env, log_dir, stages
         self.stage_env = stage_env or {}  # per-stage overrides, e.g. its metrics port
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self) -> "StageProcesses":
-        """Spawn every stage (``python -m services.cli run STAGE``) in its own session."""
+        """Spawn every stage (``python -m services.cli run STAGE``) in its own session, and the
+        query API unless ``OCRSTREAM_QUERY_PORT`` is 0."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for stage in self.stages:
+            if stage == "api" and self.env.get("OCRSTREAM_QUERY_PORT", "").strip() == "0":
+                continue
             self.start_one(stage)
         return self
 

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from services.core import events
 from services.core.event_models import ResultsEvent
 from services.core.errors import InvalidEventError
+from services.core.kafka import client_options
 from services.core.offsets import fetch_highwaters, partitions_of, probe_consumer
 from services.core.settings import Settings
 
@@ -138,7 +139,7 @@ async def iter_results(settings: Settings, *, group_id: str | None = None,
     committed after each yielded event. Stops after ``timeout_s`` seconds without a message.
     """
     consumer = AIOKafkaConsumer(
-        events.RESULTS, bootstrap_servers=settings.kafka_bootstrap,
+        events.RESULTS, **client_options(settings),
         group_id=group_id or f"ocrstream-reader-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=settings.session_timeout_ms,
@@ -258,17 +259,17 @@ class ResultWaiters:
 
 
 async def fetch_documents(settings: Settings, document_ids: Collection[str]) -> dict[str, dict]:
-    """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id."""
+    """Rows of ``documents`` (plus ``regions`` count) for ``document_ids``, keyed by id
+    (:func:`services.core.documents.fetch_rows` on a connection of its own)."""
     import asyncpg  # here: the submit path imports this module and needs no database
+
+    from services.core.documents import fetch_rows
 
     conn = await asyncpg.connect(settings.dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT d.*, (SELECT count(*) FROM regions r WHERE r.document_id = d.document_id) AS regions"
-            " FROM documents d WHERE d.document_id = ANY($1::text[])", list(document_ids))
+        return await fetch_rows(conn, document_ids)
     finally:
         await conn.close()
-    return {r["document_id"]: dict(r) for r in rows}
 
 
 def format_result(event: ResultsEvent) -> str:

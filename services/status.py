@@ -146,8 +146,10 @@ async def check_kafka(settings: Settings) -> Endpoint:
     """A metadata request; the detail says which pipeline topics exist."""
     from aiokafka.client import AIOKafkaClient
 
+    from services.core.kafka import client_options
+
     async def probe() -> set[str]:
-        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
+        client = AIOKafkaClient(**{**client_options(settings), "request_timeout_ms": 3000})
         try:
             await client.bootstrap()
             return set((await client.fetch_all_metadata()).topics())
@@ -187,20 +189,17 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
     """Connect and read the last hour's counts and the last ``n_failures`` failures."""
     import asyncpg
 
+    from services.core import documents
+
     address = settings.dsn.rsplit("@", 1)[-1]
 
     async def probe():
         conn = await asyncpg.connect(settings.dsn, timeout=3)
         try:
-            if not await conn.fetchval("SELECT to_regclass('documents') IS NOT NULL"):
+            if not await documents.has_documents_table(conn):
                 return None, []
-            counts = dict(await conn.fetch(
-                "SELECT status, count(*) FROM documents WHERE stored_at > now() - make_interval(secs => $1)"
-                " GROUP BY status", RECENT_WINDOW_S))
-            rows = await conn.fetch(
-                "SELECT document_id, filename, error_stage, error_type, error_message, stored_at FROM documents"
-                " WHERE status = 'failed' ORDER BY stored_at DESC NULLS LAST LIMIT $1", n_failures)
-            return counts, rows
+            return (await documents.recent_counts(conn, RECENT_WINDOW_S),
+                    await documents.last_failures(conn, n_failures))
         finally:
             await conn.close()
 
@@ -340,7 +339,7 @@ def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[
                                     "local stack: `ocrstream dev down && ocrstream dev up` (logs in "
                                     ".ocrstream/dev/logs/); elsewhere check OCRSTREAM_* and the service"))
         else:
-            stage = "ingest" if e.name.startswith("ingest") else "store"
+            stage = "ingest" if e.name.startswith("ingest") else "api"
             problems.append(Problem(f"{e.name} at {e.address} does not answer",
                                     f"it is served by `ocrstream run {stage}`: start that stage, or give it and "
                                     f"this command the same OCRSTREAM_{'HTTP' if stage == 'ingest' else 'QUERY'}_PORT"))

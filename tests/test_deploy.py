@@ -77,7 +77,11 @@ def registry_names() -> set[str]:
     exporter, the process collector, and Prometheus's own ``up``."""
     from prometheus_client import REGISTRY
 
+    import services.store.api  # noqa: F401 - registers the query API's series
     from services.core import lag, metrics
+    from services.ingest.bucket import BUCKET_EVENTS
+
+    BUCKET_EVENTS.labels("ingest", "ingested")  # a labelled series exists once a label set is used
 
     for stage, topics in lag.STAGE_INPUTS.items():
         metrics.init_stage(stage, topics)
@@ -167,7 +171,7 @@ def test_compose_healthchecks_and_dependencies(compose):
         assert image and not image.endswith(":latest") and ":" in image, (name, image)
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert cond["condition"] == "service_healthy", (name, dep)
-    for stage in ("ingest", "preprocess", "recognize", "store"):
+    for stage in ("ingest", "preprocess", "recognize", "store", "api"):
         svc = services[stage]
         assert svc["healthcheck"]["test"][-1] == "/readyz"
         assert not svc.get("ports"), f"{stage} publishes a fixed host port: it could not be scaled"
@@ -176,6 +180,7 @@ def test_compose_healthchecks_and_dependencies(compose):
         assert int(env["OCRSTREAM_TOPIC_PARTITIONS"]) >= 12
         assert int(env["OCRSTREAM_TOPIC_REPLICATION_FACTOR"]) >= 3
     assert {"8080", "8081"} <= {p["published"] for p in services["gateway"]["ports"]}
+    assert services["api"]["command"] == ["run", "api"] and "OCRSTREAM_QUERY_PORT" not in services["store"]["environment"]
     assert "alertmanager" in services
 
 
@@ -189,7 +194,7 @@ def test_compose_kafka_data_lives_in_the_image_data_directory(compose):
 
 def test_gateway_proxies_both_apis():
     conf = (DEPLOY / "nginx/gateway.conf").read_text()
-    assert "proxy_pass http://$ingest:8080" in conf and "proxy_pass http://$store:8081" in conf
+    assert "proxy_pass http://$ingest:8080" in conf and "proxy_pass http://$api:8081" in conf
 
 
 def test_dockerfile_lint_and_layout():
@@ -268,7 +273,11 @@ def test_kubernetes_stages_have_probes_resources_pdb_and_lag_scaling():
             ("kafka", f"ocrstream-{stage}", topic) for topic in topics}
         partitions = int(by_kind["ConfigMap"]["ocrstream-config"]["data"]["OCRSTREAM_TOPIC_PARTITIONS"])
         assert scaled["maxReplicaCount"] <= partitions
-    assert by_kind["Service"]["store-api"]["spec"]["ports"][0]["port"] == 8081
+    api = by_kind["Deployment"]["api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["args"] == ["run", "api"] and api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "api" in by_kind["PodDisruptionBudget"]
+    assert by_kind["Service"]["query-api"]["spec"]["ports"][0]["port"] == 8081
+    assert by_kind["Service"]["query-api"]["spec"]["selector"]["app.kubernetes.io/component"] == "api"
 
 
 def test_keda_scaled_objects_match_kedas_models():

@@ -34,7 +34,7 @@ def doors(stack_env, tmp_path_factory):
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"doors-{uuid.uuid4().hex[:6]}",
            "OCRSTREAM_API_KEYS_FILE": str(keys), "OCRSTREAM_MAX_DOCUMENT_BYTES": str(LIMIT),
            "OCRSTREAM_RATE_LIMIT_PER_MINUTE": str(RATE)}
-    with StageProcesses(env, tmp_path_factory.mktemp("door-logs"), stages=("ingest", "store")) as stages:
+    with StageProcesses(env, tmp_path_factory.mktemp("door-logs"), stages=("ingest", "store", "api")) as stages:
         yield {"ingest": f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}",
                "query": f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}",
                "full": full, "reader": query_only, "limited": limited, "stages": stages, "keys": keys}

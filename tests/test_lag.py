@@ -53,7 +53,7 @@ async def test_external_lag_of_a_group_that_is_not_running(stack_settings, stack
     await produce_batched(bootstrap, topic, {0: 7, 1: 4, 2: 0})
     await commit_and_leave(bootstrap, group, {TopicPartition(topic, 0): 2, TopicPartition(topic, 1): 4})
 
-    async with lag.LagReader(bootstrap) as reader:
+    async with lag.LagReader(stack_settings) as reader:
         rows = {r.partition: r for r in await reader.read(group, (topic,))}
         assert {p: (r.committed, r.highwater, r.lag) for p, r in rows.items()} == {
             0: (2, 7, 5), 1: (4, 4, 0), 2: (0, 0, 0)}

@@ -77,3 +77,13 @@ def test_readiness_needs_a_recent_poll_and_no_endless_retries():
     metrics.mark_commit("recognize")
     state._track_retries()  # a commit happened: progress
     assert state.readiness()[0] is True
+
+
+def test_the_query_api_is_ready_when_postgres_answers():
+    """`ocrstream run api` has no Kafka loop: readiness is its PostgreSQL probe alone."""
+    state = health.Health()
+    state.configure("api", Settings())
+    assert state.needs == ("postgres",)
+    assert state.readiness() == (False, {"postgres": {"ok": False, "detail": "not checked yet"}})
+    state.checks["postgres"] = health.Check(True, "SELECT 1 ok")
+    assert state.readiness() == (True, {"postgres": {"ok": True, "detail": "SELECT 1 ok"}})

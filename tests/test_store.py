@@ -75,6 +75,29 @@ async def test_migrations_apply_once(stack_settings, store):
     assert versions == [v for v, _ in migration_files()]
 
 
+async def test_the_query_api_pool_reads_but_cannot_write(stack_settings, store):
+    """The query API's pool (ocrstream run api) has the read role's rights only, in read-only
+    transactions; the repository's reads work through it."""
+    from services.core import documents
+    from services.core.db import READ_ROLE, create_read_pool
+
+    doc_id = uuid.uuid4().hex
+    await store.store_done(recognized_event(doc_id, [(0, "READ ONLY")]))
+    pool = await create_read_pool(stack_settings, max_size=1)
+    try:
+        assert await pool.fetchval("SELECT current_user") == READ_ROLE
+        assert (await documents.load_document(pool, doc_id))["text"] == "READ ONLY"
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await pool.execute("UPDATE documents SET text = 'x' WHERE document_id = $1", doc_id)
+        async with pool.acquire() as conn:  # even with read-only transactions switched off: no rights
+            await conn.execute("SET default_transaction_read_only = off")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM documents WHERE document_id = $1", doc_id)
+    finally:
+        await pool.close()
+    assert await counts(stack_settings.dsn, doc_id) == (1, 1, 1)
+
+
 async def test_redelivery_writes_the_same_rows_and_one_results_event(stack_settings, store):
     doc_id = uuid.uuid4().hex
     event = recognized_event(doc_id, [(0, "SHOP"), (1, "TOTAL"), (1, "12.50")])

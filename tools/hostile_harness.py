@@ -66,7 +66,7 @@ def hostile_env(base_env: dict[str, str], workdir: Path) -> dict[str, str]:
     return {**base_env, **TEST_LIMITS,
             "OCRSTREAM_SESSION_TIMEOUT_MS": "6000", "OCRSTREAM_HEARTBEAT_INTERVAL_MS": "1000",
             "OCRSTREAM_RETRY_INITIAL_S": "0.2", "OCRSTREAM_RETRY_MAX_S": "2", "OCRSTREAM_ORT_THREADS": "1",
-            "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
+            "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": "0",  # no query API: the four stages
             "OCRSTREAM_METRICS_PORT": "0", "OMP_WAIT_POLICY": "PASSIVE",
             "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"hostile-{uuid.uuid4().hex[:6]}",
             "OCRSTREAM_API_KEYS_FILE": str(workdir / "api-keys")}

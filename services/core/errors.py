@@ -19,6 +19,7 @@ Every dead letter carries one of the types below (:func:`as_typed`): consumers o
 from __future__ import annotations
 
 import asyncio
+import functools
 
 
 class OcrStreamError(Exception):
@@ -109,7 +110,11 @@ class TransientError(OcrStreamError):
         self.retry_after = retry_after
 
 
-def _transient_types() -> tuple[type[BaseException], ...]:
+@functools.cache
+def transient_types() -> tuple[type[BaseException], ...]:
+    """The exception types :func:`is_transient` retries: ours, the socket errors, and the
+    connection/timeout errors of asyncpg, aiokafka, urllib3 and minio (imported on first use,
+    not when this module is: every command imports it through the settings, issue 15)."""
     # ConnectionError covers refused/reset sockets; a bare OSError (missing file, permission)
     # is NOT transient: it is a configuration problem or a bug and must not retry for ever.
     types: list[type[BaseException]] = [TransientError, ConnectionError, TimeoutError, asyncio.TimeoutError]
@@ -125,9 +130,15 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         pass
     try:
-        from aiokafka.errors import (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError,
-                                     NotEnoughReplicasError, NotLeaderForPartitionError,
-                                     RequestTimedOutError, UnknownError)
+        from aiokafka.errors import (
+            KafkaConnectionError,
+            KafkaTimeoutError,
+            NodeNotReadyError,
+            NotEnoughReplicasError,
+            NotLeaderForPartitionError,
+            RequestTimedOutError,
+            UnknownError,
+        )
 
         # UnknownError: what the embedded broker (tansu) answers while it recovers from a restart
         types += [KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError,
@@ -144,15 +155,12 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-TRANSIENT_TYPES = _transient_types()
-
-
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is an infrastructure fault worth retrying (not a bad message)."""
     if isinstance(exc, PermanentError):
         return False
     # aiokafka marks the broker errors a client may retry (leader moves, coordinator loads...)
-    return isinstance(exc, TRANSIENT_TYPES) or getattr(exc, "retriable", False) is True
+    return isinstance(exc, transient_types()) or getattr(exc, "retriable", False) is True
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
@@ -42,8 +41,8 @@ Index = Annotated[int, Meta(ge=0)]
 Pixels = Annotated[int, Meta(ge=1)]
 #: A JSON number: ints stay ints and floats floats, so an event passed on is written back byte
 #: for byte (a ``float`` field would turn ``12`` into ``12.0``).
-Number = Union[int, float]
-Probability = Union[Annotated[int, Meta(ge=0, le=1)], Annotated[float, Meta(ge=0, le=1)]]
+Number = int | float
+Probability = Annotated[int, Meta(ge=0, le=1)] | Annotated[float, Meta(ge=0, le=1)]
 #: ISO 8601 date-time text (UTC), e.g. ``2026-11-21T23:42:05.123+00:00``; kept as text so the
 #: wire bytes are exactly what the producer wrote (see :func:`services.core.events.now_iso`).
 DateTime = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
@@ -283,7 +282,7 @@ class DeadLetterEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.dlq.v1"
     failed_at: DateTime
 
 
-AnyEvent = Union[IngestedEvent, RegionsEvent, RecognizedEvent, ResultsEvent, DeadLetterEvent]
+AnyEvent = IngestedEvent | RegionsEvent | RecognizedEvent | ResultsEvent | DeadLetterEvent
 
 #: The model of each JSON topic (``ocr.raw.v1`` carries bytes and has none).
 MODELS: dict[str, type[AnyEvent]] = {

@@ -18,8 +18,7 @@ from typing import Any, Final, Literal, overload
 import msgspec
 
 from .errors import InvalidEventError
-from .event_models import (MODELS, AnyEvent, DeadLetterEvent, IngestedEvent, RecognizedEvent, RegionsEvent,
-                           ResultsEvent, topic_of)
+from .event_models import MODELS, AnyEvent, DeadLetterEvent, IngestedEvent, RecognizedEvent, RegionsEvent, ResultsEvent, topic_of
 
 RAW: Final = "ocr.raw.v1"  # image bytes in the message value (for producers that drop images into Kafka)
 INGESTED: Final = "ocr.ingested.v1"

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import asyncpg
 import urllib3
 from minio import Minio
 from prometheus_client import REGISTRY, generate_latest
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: What each stage needs to be ready (ingest needs PostgreSQL too when duplicates are reused).
 NEEDS = {"ingest": ("kafka", "s3"), "preprocess": ("kafka", "s3"), "recognize": ("kafka", "s3"),
-         "store": ("kafka", "postgres")}
+         "store": ("kafka", "postgres"), "api": ("postgres",)}  # api: the query API process, no Kafka loop
 
 
 @dataclass
@@ -90,6 +89,8 @@ class Health:
         report = {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()}
         if s is None:
             return False, {"configured": {"ok": False, "detail": "stage not started"}}
+        if "kafka" not in self.needs:  # no Kafka loop to watch (the query API)
+            return all(c["ok"] for c in report.values()), report
         age = None if self.last_poll is None else now - self.last_poll
         report["poll"] = {"ok": age is not None and age <= s.health_max_poll_age_s,
                           "detail": "no poll yet" if age is None else f"last poll {age:.1f} s ago"}
@@ -151,11 +152,13 @@ class Health:
     async def _probe_kafka(self) -> str:
         from aiokafka.client import AIOKafkaClient
 
+        from .kafka import client_options
+
         s = self.settings
         assert s is not None
         if self._kafka is None:
-            client = AIOKafkaClient(bootstrap_servers=s.kafka_bootstrap,
-                                    request_timeout_ms=int(s.health_probe_timeout_s * 1000))
+            client = AIOKafkaClient(**{**client_options(s),
+                                       "request_timeout_ms": int(s.health_probe_timeout_s * 1000)})
             try:
                 await client.bootstrap()
             except BaseException:
@@ -180,6 +183,8 @@ class Health:
         return f"bucket {s.s3_bucket}"
 
     async def _probe_postgres(self) -> str:
+        import asyncpg  # here: processes that import the stage runtime without serving probes need no driver
+
         s = self.settings
         assert s is not None
         timeout = s.health_probe_timeout_s

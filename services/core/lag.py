@@ -18,20 +18,20 @@ How, given the embedded broker's quirks (see :mod:`services.devstack`):
 * committed offsets come from ``AIOKafkaConsumer.committed()`` of a consumer that carries the
   group id but never subscribes (so it never joins the group nor triggers a rebalance);
   ``AIOKafkaAdminClient.list_consumer_group_offsets`` fails against tansu.
+
+Both are :mod:`services.core.offsets` (the one implementation of these readers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.client import AIOKafkaClient
 from prometheus_client import Counter, Gauge
 
-from . import events
+from . import events, offsets
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,28 +71,24 @@ class PartitionLag:
 
 
 class LagReader:
-    """Reads committed offsets and fetch high-water marks for consumer groups (see module doc).
+    """Reads committed offsets and fetch high-water marks for consumer groups (see module doc),
+    with the readers of :mod:`services.core.offsets`; clients are kept open between refreshes.
 
     ``fetch_timeout_ms``: how long one refresh waits for fetch answers of all partitions.
     """
 
-    def __init__(self, bootstrap: str, fetch_timeout_ms: int = 5000):
-        self.bootstrap, self.fetch_timeout_ms = bootstrap, fetch_timeout_ms
-        self.fetcher: AIOKafkaConsumer | None = None
-        self.metadata = AIOKafkaClient(bootstrap_servers=bootstrap)
+    def __init__(self, settings: Settings, fetch_timeout_ms: int = 5000):
+        self.settings, self.fetch_timeout_ms = settings, fetch_timeout_ms
+        # one record per partition at most: only the fetch answers' high-water marks are wanted
+        self.fetcher = offsets.probe_consumer(settings, max_partition_fetch_bytes=1024)
         self.groups: dict[str, AIOKafkaConsumer] = {}
 
     async def start(self) -> None:
-        await self.metadata.bootstrap()
-        self.fetcher = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                        enable_auto_commit=False, max_partition_fetch_bytes=1024)
         await self.fetcher.start()
 
     async def close(self) -> None:
         for consumer in [self.fetcher, *self.groups.values()]:
-            if consumer is not None:
-                await consumer.stop()
-        await self.metadata.close()
+            await consumer.stop()
 
     async def __aenter__(self) -> "LagReader":
         await self.start()
@@ -103,53 +99,38 @@ class LagReader:
 
     async def _group_consumer(self, group: str) -> AIOKafkaConsumer:
         if group not in self.groups:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group,
-                                        enable_auto_commit=False)
+            consumer = offsets.probe_consumer(self.settings, group)
             await consumer.start()
             self.groups[group] = consumer
         return self.groups[group]
 
     async def partitions(self, topics: tuple[str, ...]) -> list[TopicPartition]:
-        """Every partition of ``topics`` (metadata from the broker; unknown topics have none)."""
-        cluster = await self.metadata.fetch_all_metadata()  # fresh partition counts, all topics
-        return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+        """Every partition of ``topics`` (fresh metadata from the broker; unknown topics have none)."""
+        return await offsets.partitions_of(self.fetcher, topics)
 
     async def read(self, group: str, topics: tuple[str, ...]) -> list[PartitionLag]:
-        """Lag of ``group`` on every partition of ``topics``."""
+        """Lag of ``group`` on every partition of ``topics`` (committed offset 0 when none)."""
         tps = await self.partitions(topics)
         if not tps:
             return []
-        committed = {}
-        consumer = await self._group_consumer(group)
-        for tp in tps:
-            committed[tp] = await consumer.committed(tp) or 0
+        committed = {tp: offset or 0 for tp, offset in
+                     (await offsets.committed(await self._group_consumer(group), tps)).items()}
         highwater = await self.highwaters(committed)
         return [PartitionLag(tp.topic, tp.partition, committed[tp], max(highwater[tp], committed[tp]))
                 for tp in tps]
 
     async def highwaters(self, start: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Fetch high-water mark of each partition, fetching from ``start[tp]`` (one record at most)."""
+        """Fetch high-water mark of each partition, fetching from ``start[tp]`` (see
+        :func:`services.core.offsets.fetch_highwaters`). Raises TimeoutError."""
         fetcher = self.fetcher
         assert fetcher is not None, "LagReader.start() first"
         fetcher.assign(list(start))
-        for tp, offset in start.items():
-            fetcher.seek(tp, offset)
         fetcher.resume(*start)
-        known: dict[TopicPartition, int] = {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.fetch_timeout_ms / 1000
-        since_ms = int(time.time() * 1000)
-        while len(known) < len(start) and loop.time() < deadline:
-            await fetcher.getmany(*[tp for tp in start if tp not in known], timeout_ms=200, max_records=1)
-            for tp in start:  # only high-water marks of fetch answers of this refresh
-                hw = fetcher.highwater(tp)
-                if hw is not None and tp not in known and (fetcher.last_poll_timestamp(tp) or 0) >= since_ms:
-                    known[tp] = hw
-        fetcher.pause(*start)  # no background prefetching between refreshes
-        missing = [tp for tp in start if tp not in known]
-        if missing:
-            raise TimeoutError(f"no fetch answer for {missing} within {self.fetch_timeout_ms} ms")
-        return known
+        try:
+            return await offsets.fetch_highwaters(fetcher, list(start), start=start,
+                                                  timeout_s=self.fetch_timeout_ms / 1000)
+        finally:
+            fetcher.pause(*start)  # no background prefetching between refreshes
 
 
 class LagExporter:
@@ -182,7 +163,7 @@ class LagExporter:
         """Refresh every ``lag_exporter_interval_s`` until ``stop``."""
         for stage in self.stages:
             EXPORTER_ERRORS.labels(stage)
-        async with LagReader(self.settings.kafka_bootstrap) as reader:
+        async with LagReader(self.settings) as reader:
             while not stop.is_set():
                 await self.refresh(reader)
                 try:

@@ -106,10 +106,10 @@ def known_error_types() -> tuple[list[str], list[str]]:
     Permanent: every subclass of :class:`errors.PermanentError` imported so far (call after the
     stage's modules are imported, so e.g. preprocess's UnknownTemplateError is included) plus
     ``Exception`` subclasses that are bugs are not knowable in advance. Transient: the types of
-    :data:`errors.TRANSIENT_TYPES` and subclasses of :class:`errors.TransientError`.
+    :func:`errors.transient_types` and subclasses of :class:`errors.TransientError`.
     """
     permanent = sorted(_subclass_names(errors.PermanentError))
-    transient = sorted({t.__name__ for t in errors.TRANSIENT_TYPES} | _subclass_names(errors.TransientError))
+    transient = sorted({t.__name__ for t in errors.transient_types()} | _subclass_names(errors.TransientError))
     return permanent, transient
 
 

@@ -1,7 +1,10 @@
 """Topic positions and consumer groups seen from outside: high-water marks, committed offsets, members.
 
-Used by the results reader (a start position taken before submitting, see
-:mod:`services.results`) and by ``ocrstream status`` (consumer lag, group members).
+The one implementation every reader of positions uses: the results reader (a start position
+taken before submitting, :mod:`services.results`), ``ocrstream status`` (consumer lag, group
+members), the lag exporter (:mod:`services.core.lag`), dead-letter replay and the delivery audit
+(:mod:`services.dlq`, :mod:`services.audit`). Every client it makes carries the security options
+of :func:`services.core.kafka.client_options` (TLS, SASL).
 
 Three rules come from the embedded broker (tansu, see :mod:`services.devstack`) and hold on
 Kafka too:
@@ -18,7 +21,8 @@ Kafka too:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,7 @@ from aiokafka.errors import KafkaTimeoutError
 from aiokafka.protocol.admin import DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2
 from aiokafka.protocol.api import Request
 
+from .kafka import client_options
 from .settings import Settings
 
 #: Bytes a position probe may read (the first records of each partition are fetched only to
@@ -36,50 +41,75 @@ PROBE_FETCH_BYTES = 1024 * 1024
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    """Every partition of ``topics`` known to the cluster (topics that do not exist are skipped)."""
-    await consumer.topics()  # a metadata request for all topics
+    """Every partition of ``topics`` known to the cluster now (topics that do not exist are skipped).
+
+    One metadata request for all topics, read from its answer: the consumer's own metadata only
+    follows the topics it is assigned, so a reused consumer would miss the others.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public per-topic refresh
     return [TopicPartition(topic, p) for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
 async def fetch_highwaters(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], *,
+                           start: Mapping[TopicPartition, int] | None = None,
                            timeout_s: float = 10.0) -> dict[TopicPartition, int]:
     """The high-water mark (offset of the next record to be written) of each partition.
 
-    ``consumer`` must be group-less and own ``partitions`` (``assign``): they are fetched from
-    their beginning until every fetch response has reported its high-water mark; the records
-    read meanwhile are dropped. Takes one fetch round trip when the partitions hold data, up to
-    the consumer's ``fetch_max_wait_ms`` when they are empty. Raises KafkaTimeoutError after
-    ``timeout_s`` seconds.
+    ``consumer`` must be group-less and own ``partitions`` (``assign``, not paused): each is
+    fetched from ``start[tp]`` (default: its beginning) until a fetch response *of this call*
+    has reported its high-water mark (so a long-lived consumer never returns a stale one); the
+    records read meanwhile are dropped, at most one per partition is returned by each poll. Takes
+    one fetch round trip when the partitions hold data, up to the consumer's
+    ``fetch_max_wait_ms`` when they are empty. Raises KafkaTimeoutError after ``timeout_s`` seconds.
     """
     if not partitions:
         return {}
-    await consumer.seek_to_beginning(*partitions)
+    if start is None:
+        await consumer.seek_to_beginning(*partitions)
+    else:
+        for tp in partitions:
+            consumer.seek(tp, start[tp])
+    since_ms = int(time.time() * 1000)
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while missing := [tp for tp in partitions if consumer.highwater(tp) is None]:
+    known: dict[TopicPartition, int] = {}
+    while missing := [tp for tp in partitions if tp not in known]:
         if asyncio.get_running_loop().time() > deadline:
-            raise KafkaTimeoutError(f"no fetch response for {missing} within {timeout_s:.0f} s")
-        await consumer.getmany(*missing, timeout_ms=10)
-    return {tp: consumer.highwater(tp) for tp in partitions}
+            raise KafkaTimeoutError(f"no fetch response for {missing} within {timeout_s:g} s")
+        await consumer.getmany(*missing, timeout_ms=10, max_records=1)
+        for tp in missing:
+            highwater = consumer.highwater(tp)
+            if highwater is not None and (consumer.last_poll_timestamp(tp) or 0) >= since_ms:
+                known[tp] = highwater
+    return known
 
 
 def probe_consumer(settings: Settings, group_id: str | None = None, *,
                    fetch_max_wait_ms: int = 50, **options: Any) -> AIOKafkaConsumer:
-    """A consumer that never joins a group and never commits (``group_id`` only for ``committed()``)."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group_id, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
-        fetch_max_bytes=PROBE_FETCH_BYTES, max_partition_fetch_bytes=settings.max_message_bytes,
-        request_timeout_ms=10_000, **options)
+    """A consumer that never joins a group and never commits (``group_id`` only for
+    :func:`committed`), with the security options of :func:`client_options`; ``options``
+    override its defaults (e.g. ``max_partition_fetch_bytes``)."""
+    return AIOKafkaConsumer(**{
+        **client_options(settings), "request_timeout_ms": 10_000,
+        "group_id": group_id, "enable_auto_commit": False, "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": fetch_max_wait_ms, "fetch_max_bytes": PROBE_FETCH_BYTES,
+        "max_partition_fetch_bytes": settings.max_message_bytes, **options})
+
+
+async def committed(consumer: AIOKafkaConsumer,
+                    partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The offsets the group of ``consumer`` (a :func:`probe_consumer` with a group id, never
+    subscribed) committed on ``partitions``: an OffsetFetch, no group join (None: nothing committed)."""
+    return {tp: await consumer.committed(tp) for tp in partitions}
 
 
 async def committed_offsets(settings: Settings, group_id: str,
                             partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-    """The offsets ``group_id`` committed on ``partitions`` (None: nothing committed yet)."""
+    """:func:`committed` of ``group_id`` with a consumer of its own."""
     consumer = probe_consumer(settings, group_id)
     await consumer.start()
     try:
-        return {tp: await consumer.committed(tp) for tp in partitions}
+        return await committed(consumer, partitions)
     finally:
         await consumer.stop()
 
@@ -108,7 +138,7 @@ class _DescribeGroups(Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v
 
 async def describe_groups(settings: Settings, group_ids: Sequence[str]) -> dict[str, GroupDescription]:
     """State and members of each group, keyed by group id (unknown groups: state ``Dead``)."""
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    client = AIOKafkaClient(**{**client_options(settings), "request_timeout_ms": 10_000})
     await client.bootstrap()
     try:
         out = {}

@@ -22,7 +22,7 @@ from .errors import ConfigurationError
 DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
 
 # Default Prometheus port per stage (0 disables the metrics endpoint).
-DEFAULT_METRICS_PORTS = {"ingest": 9101, "preprocess": 9102, "recognize": 9103, "store": 9104}
+DEFAULT_METRICS_PORTS = {"ingest": 9101, "preprocess": 9102, "recognize": 9103, "store": 9104, "api": 9105}
 
 
 class Settings(BaseSettings):
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
     templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
 
-    # Store: query API (0 disables it) and post-processing (services/store/postprocess/)
+    # Query API port (served by `ocrstream run api`; 0 = off) and post-processing (services/store/postprocess/)
     query_port: int = 8081
     postprocess_rules: str = "nfkc,whitespace,confusables,dictionary"  # comma-separated; "" = off
     review_threshold: float = 0.98  # regions below this confidence get needs_review
@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     # Crop transport preprocess -> recognize: one object per page (services/core/crops.py)
     crop_codec: Literal["none", "zlib"] = "none"  # zlib level 1: +36 CPU-ms per page for 1.8 -> 0.56 MB (issue 13)
     max_page_crop_bytes: int = 128 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
+
+    # Query API process (`ocrstream run api`, services/store/api.py; port: query_port above):
+    # its own read-only pool (services/core/db.py create_read_pool). api_postgres_dsn: a login
+    # role that is a member of ocrstream_read; None = the store's DSN with that role set at connect.
+    api_postgres_dsn: SecretStr | None = None
+    api_pool_size: int = 4
 
     @field_validator("templates_dir")
     @classmethod

@@ -50,11 +50,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from . import events, health, metrics
-from .event_models import DeadLetterEvent, ErrorInfo, Source
 from .attempts import DeliveryAttempts
-from .errors import (ConfigurationError, DocumentTooLargeError, HandlerTimeoutError, InvalidEventError,
-                     PermanentError, PoisonMessageError, RetriesExhaustedError, as_typed, is_transient,
-                     retry_after)
+from .errors import (
+    ConfigurationError,
+    DocumentTooLargeError,
+    HandlerTimeoutError,
+    InvalidEventError,
+    PermanentError,
+    PoisonMessageError,
+    RetriesExhaustedError,
+    as_typed,
+    is_transient,
+    retry_after,
+)
+from .event_models import DeadLetterEvent, ErrorInfo, Source
 from .kafka import client_options, ensure_topics, make_producer, produce
 from .loops import LoopLagMonitor, LoopThread, serve_in_thread
 from .objectstore import ObjectStore

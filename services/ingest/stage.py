@@ -3,7 +3,8 @@
 Three doors, one path (:class:`Ingestor`):
 
 * ``ocrstream submit PATH...`` (files or folders) - :class:`Submitter`, in the caller's process;
-* ``POST /v1/documents`` (FastAPI, multipart field ``file``) - served by ``ocrstream run ingest``;
+* ``POST /v1/documents`` (FastAPI, multipart field ``file``; services/ingest/http.py) - served by
+  ``ocrstream run ingest``;
 * the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
   document id; headers ``filename`` and ``template``), consumed by ``ocrstream run ingest``;
 * the bucket door - S3 event notifications of objects dropped under the inbox prefix
@@ -34,29 +35,28 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncpg
 from aiokafka import ConsumerRecord
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 
 from services.core import events, metrics
-from services.core.auth import Authenticator
 from services.core.db import create_pool
 from services.core.event_models import UNSET, DocumentRef, IngestedEvent, SourceKind, Timestamps
+from services.core.documents import find_done
 from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
                                   InvalidSubmissionError, NotAnImageError)
 from services.core.formats import SUPPORTED, identify, sniff
-from services.core.http import BodyLimit, serve_until
 from services.core.kafka import ensure_topics, make_producer, produce
 from services.core.names import clean_text, sanitize_filename
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
 from services.core.stage import Output, Stage
-from services.ingest.bucket import bucket_door
-from services.results import ResultWaiters
+
+if TYPE_CHECKING:  # the HTTP door, the bucket door and asyncpg load only where used (issue 15:
+    import asyncpg  # the CLI's submit path imports this module and needs none of them)
+
+    from services.core.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Ingestor:
 
     With ``duplicates="reuse"`` a document whose bytes (and template) were already processed
     to ``done`` is not processed again: :meth:`ingest` returns the earlier document's id instead
-    of an event (looked up by content hash in PostgreSQL, the store stage's table).
+    of an event (looked up by content hash through the documents repository, services/core/documents.py).
     """
 
     def __init__(self, settings: Settings, store: ObjectStore):
@@ -89,12 +89,11 @@ class Ingestor:
             await self.pool.close()
 
     async def find_done(self, sha256: str, template: str | None) -> str | None:
-        """Id of the newest ``done`` document with these bytes and template, if reuse is on."""
+        """Id of the newest ``done`` document with these bytes and template, if reuse is on
+        (the documents repository, :mod:`services.core.documents`: the store's system of record)."""
         if self.pool is None:
             return None
-        return await self.pool.fetchval(
-            "SELECT document_id FROM documents WHERE content_sha256 = $1 AND status = 'done'"
-            " AND template IS NOT DISTINCT FROM $2 ORDER BY stored_at DESC LIMIT 1", sha256, template)
+        return await find_done(self.pool, sha256, template)
 
     def check(self, data: bytes) -> None:
         """Raise EmptyDocumentError / DocumentTooLargeError (limit ``max_document_bytes``) /
@@ -273,67 +272,6 @@ class Submitter:
         return Receipt(document_id, filename, object_key=output.event.document.object_key)
 
 
-def iter_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files named by ``paths``: files as given, folders expanded (sorted, recursively, no dotfiles)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        else:
-            found.append(path)
-    return found
-
-
-#: HTTP status of each refusal at the HTTP door.
-REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
-#: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
-MAX_WAIT_S = 60.0
-
-
-def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters | None = None) -> FastAPI:
-    """The ingest HTTP API: ``POST /v1/documents[?wait=SECONDS]`` and ``GET /healthz``
-    (``?wait=`` needs ``results``).
-
-    Bodies over the byte limit are refused with 413 before they are read (``Content-Length``)
-    or as soon as the streamed body passes it (:class:`~services.core.http.BodyLimit`).
-    """
-    limit = submitter.settings.max_document_bytes
-    app = FastAPI(title="ocrstream ingest", version="1")
-    app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
-
-    @app.post("/v1/documents", status_code=202)
-    async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
-                            wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
-                                "Seconds to wait for the result: 200 with it (status done or failed, "
-                                "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
-                            key: str | None = Depends(auth.require("ingest"))) -> dict:
-        """Submit one document (multipart field ``file``, optional ``template`` name).
-
-        202 with its id once its event is acknowledged by the broker (200 with its result when
-        ``?wait=`` saw it stored); refused with 400 (empty), 413 (too large), 415 (unsupported
-        type), 401/403 (API key), 429 (rate limit).
-        """
-        data = await file.read(limit + 1)
-        receipt = await submitter.submit(data, file.filename, "http", template)
-        if receipt.error is not None:
-            status = next((code for cls, code in REFUSAL_STATUS.items() if isinstance(receipt.error, cls)), 422)
-            raise HTTPException(status, detail={"error": type(receipt.error).__name__,
-                                                "message": str(receipt.error)})
-        accepted = {"document_id": receipt.document_id, "object_key": receipt.object_key,
-                    "status": "reused" if receipt.reused else "accepted"}
-        if wait and results is not None and not receipt.reused:
-            if (event := await results.wait(receipt.document_id, wait)) is not None:
-                response.status_code = 200
-                return {**accepted, "status": event.status, "result": events.to_json_object(event)}
-        return accepted
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True}
-
-    return app
-
-
 class IngestStage(Stage):
     """Consumes ``ocr.raw.v1`` (document bytes) and the bucket notifications topic (objects
     dropped into the inbox, services/ingest/bucket.py), and serves the HTTP API beside them."""
@@ -347,6 +285,8 @@ class IngestStage(Stage):
         self.input_topics = (events.RAW, topic) if topic else (events.RAW,)
 
     async def setup(self) -> None:
+        from services.ingest.bucket import bucket_door
+
         if self.settings.http_port:
             await self.setup_check()  # fail start-up, not the first request, on a bad auth setting
         self.ingestor = Ingestor(self.settings, ObjectStore(self.settings))
@@ -368,9 +308,16 @@ class IngestStage(Stage):
 
     async def setup_check(self) -> Authenticator:
         """The HTTP door's authenticator; raises ConfigurationError (e.g. public port, no keys)."""
+        from services.core.auth import Authenticator
+
         return Authenticator(self.settings, self.settings.http_host)
 
     async def _serve_http(self, stop: asyncio.Event) -> None:
+        """The HTTP door (services/ingest/http.py) until ``stop``."""
+        from services.core.http import serve_until
+        from services.ingest.http import create_app
+        from services.results import ResultWaiters
+
         auth = await self.setup_check()
         async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:
             await serve_until(create_app(submitter, auth, results), self.settings.http_host, self.settings.http_port,

@@ -1,4 +1,9 @@
-"""The query API over PostgreSQL (FastAPI), served by ``ocrstream run store``.
+"""The query API over PostgreSQL (FastAPI), its own process: ``ocrstream run api`` (:func:`run_api`).
+
+The store stage only writes (the sink); this process only reads, on a read-only pool of its own
+(:func:`services.core.db.create_read_pool`: role ``ocrstream_read``, read-only transactions),
+on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/healthz`` and
+``/readyz`` (PostgreSQL answers) on its metrics port (9105) like every stage.
 
 * ``GET /v1/documents?status=&since=&before=&needs_review=&limit=`` - newest first; ``since`` and
   ``before`` are ISO 8601 (``before``: the ``stored_at`` of the last row of the previous page);
@@ -18,57 +23,33 @@ OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+import signal
+import sys
+import time
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import Counter, Histogram
 
+from services.core import documents
 from services.core.auth import Authenticator
-from services.core.errors import MissingObjectError
+from services.core.errors import ConfigurationError, MissingObjectError
 from services.core.objectstore import ObjectStore
+from services.core.settings import Settings
 from services.document import Document
 from services.exports import to_alto, to_hocr, to_searchable_pdf
 from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 
-DOC_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256", "size_bytes",
-              "recognizer", "provider", "error_stage", "error_type", "error_message", "replays")
-TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at", "replayed_at")
+log = logging.getLogger(__name__)
 
-
-def _summary(row: asyncpg.Record) -> dict:
-    out = {k: row[k] for k in DOC_FIELDS}
-    out.update({k: row[k].isoformat() if row[k] else None for k in TIME_FIELDS})
-    return out
-
-
-async def load_document(pool: asyncpg.Pool, document_id: str) -> dict | None:
-    """The document as a dict: row fields, ``text``, ``pages``, ``regions`` (None if unknown)."""
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
-        if row is None:
-            return None
-        pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
-                                 " ORDER BY page_index", document_id)
-        regions = await conn.fetch(
-            "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
-            " words, field, raw_text, value, valid, reason, needs_review"
-            " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
-    return {**_summary(row), "text": row["text"], "needs_review": row["needs_review"],
-            "fields": json.loads(row["fields"]) if row["fields"] else {},
-            "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
-                      if row["status"] == "failed" else None),
-            "pages": [dict(p) for p in pages],
-            "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
-                         "line_index": r["line_index"], "order": r["reading_order"],
-                         "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
-                         "confidence": r["confidence"], "words": json.loads(r["words"]),
-                         "raw_text": r["raw_text"], "value": json.loads(r["value"]) if r["value"] else None,
-                         "valid": r["valid"], "reason": r["reason"], "needs_review": r["needs_review"],
-                         **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
-
+REQUESTS = Counter("ocrstream_api_requests_total", "Query API requests by route template and status code",
+                   ["route", "status"])
+REQUEST_SECONDS = Histogram("ocrstream_api_request_seconds", "Query API request latency, seconds", ["route"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 MAX_PAGE = 200
 
@@ -78,6 +59,15 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
     ``store`` (the originals' bucket) serves ``format=pdf``."""
     app = FastAPI(title="ocrstream documents", version="1")
     api = APIRouter(dependencies=[Depends(auth.require("query"))])
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")  # the template: bounded labels
+        REQUESTS.labels(route, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return response
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -91,25 +81,13 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                              limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
         """Documents, newest first, filtered by status, stored time, review flag and error type;
         page with ``before`` = the last row's ``stored_at``."""
-        rows = await pool.fetch(
-            "SELECT * FROM documents WHERE ($1::text IS NULL OR status = $1)"
-            " AND ($2::timestamptz IS NULL OR stored_at >= $2)"
-            " AND ($3::boolean IS NULL OR needs_review = $3)"
-            " AND ($5::timestamptz IS NULL OR stored_at < $5)"
-            " AND ($6::text IS NULL OR error_type = $6) ORDER BY stored_at DESC LIMIT $4",
-            status, since, needs_review, limit, before, error_type)
-        return [_summary(r) for r in rows]
+        return await documents.list_documents(pool, status=status, since=since, before=before,
+                                              needs_review=needs_review, error_type=error_type, limit=limit)
 
     @api.get("/v1/failures")
     async def failures(since: datetime | None = None) -> list[dict]:
         """Failed documents by reason: count per stage and error type, with the newest one."""
-        rows = await pool.fetch(
-            "SELECT error_stage, error_type, count(*) AS documents, max(stored_at) AS last_at,"
-            " (array_agg(document_id ORDER BY stored_at DESC))[1] AS last_document_id"
-            " FROM documents WHERE status = 'failed' AND ($1::timestamptz IS NULL OR stored_at >= $1)"
-            " GROUP BY error_stage, error_type ORDER BY documents DESC", since)
-        return [{"stage": r["error_stage"], "error_type": r["error_type"], "documents": r["documents"],
-                 "last_at": r["last_at"].isoformat(), "last_document_id": r["last_document_id"]} for r in rows]
+        return await documents.failure_groups(pool, since)
 
     @api.get("/v1/search")
     async def search_documents(q: str = Query(..., min_length=1, max_length=500),
@@ -130,7 +108,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
     @api.get("/v1/documents/{document_id}")
     async def get_document(document_id: str) -> dict:
         """One document with its text, pages and regions (404 if unknown)."""
-        doc = await load_document(pool, document_id)
+        doc = await documents.load_document(pool, document_id)
         if doc is None:
             raise HTTPException(404, f"no document {document_id}")
         return doc
@@ -176,3 +154,81 @@ def render_export(data: dict, format: str) -> Response:
     if format == "alto":
         return Response(to_alto(doc), media_type="application/xml")
     return JSONResponse(doc.export())
+
+
+def run_api(settings: Settings) -> None:
+    """``ocrstream run api``: serve the query API until SIGTERM/SIGINT.
+
+    Its own read-only pool (``api_pool_size`` connections), the originals' bucket for
+    ``format=pdf``, the API keys of :mod:`services.core.auth`; ``/metrics``, ``/healthz``,
+    ``/readyz`` on ``metrics_port_for("api")`` (9105). The port opens once the store has
+    migrated the database to the schema this code reads (:func:`wait_for_schema`); PostgreSQL
+    that does not answer yet is retried with backoff. Exits with status 2 on a configuration
+    error (port 0, a public host without API keys).
+    """
+    from services.core import health
+    from services.core.http import serve_until
+    from services.core.stage import retry_transient
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        probes = asyncio.create_task(health.HEALTH.run(stop))
+        pools: list[asyncpg.Pool] = []
+
+        async def connect() -> None:
+            from services.core.db import create_read_pool
+
+            pools.append(await create_read_pool(settings, max_size=settings.api_pool_size))
+
+        try:
+            if await wait_for_schema(settings, stop) and \
+                    await retry_transient("connect to PostgreSQL", "api", settings, stop, connect):
+                await serve_until(create_app(pools[0], auth, ObjectStore(settings)), settings.http_host,
+                                  settings.query_port, stop, "api")
+        finally:
+            stop.set()
+            await asyncio.gather(probes, return_exceptions=True)
+            for pool in pools:
+                await pool.close()
+        log.info("api: stopped")
+
+    try:
+        if not settings.query_port:
+            raise ConfigurationError("OCRSTREAM_QUERY_PORT is 0: the query API has no port to serve on")
+        auth = Authenticator(settings, settings.http_host)
+    except ConfigurationError as exc:
+        log.error("api: cannot start: %s: %s", type(exc).__name__, exc)
+        sys.exit(2)
+    health.serve(settings.metrics_port_for("api"), "api", settings)
+    asyncio.run(main())
+
+
+async def wait_for_schema(settings: Settings, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
+    """Wait until ``schema_migrations`` holds the newest migration of this code (the store
+    applies them at its start; the API only reads a schema it knows). False if ``stop`` came first."""
+    from services.store.migrate import migration_files
+
+    newest = migration_files()[-1][0]
+    dsn = settings.api_postgres_dsn.get_secret_value() if settings.api_postgres_dsn else settings.dsn
+    said = False
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(dsn, timeout=settings.postgres_timeout_s)
+            try:
+                if await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1", newest):
+                    return True
+            finally:
+                await conn.close()
+            reason = f"migration {newest} not applied yet"
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:  # down, or no table/grant yet
+            reason = f"{type(exc).__name__}: {exc}"
+        if not said:
+            log.info("api: waiting for the store to migrate the database (%s)", reason)
+            said = True
+        try:
+            await asyncio.wait_for(stop.wait(), poll_s)
+        except asyncio.TimeoutError:
+            pass
+    return False

@@ -32,18 +32,14 @@ import msgspec
 from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
-from services.core.auth import Authenticator
 from services.core.crops import stored_crop
 from services.core.db import create_pool
 from services.core.errors import is_transient
 from services.core.event_models import (UNSET, DeadLetterEvent, DocumentRef, FieldResult, RecognizedEvent,
                                         RecognizedRegion, ResultRegion, ResultsEvent, Timestamps, UnsetType)
-from services.core.http import serve_until
 from services.core.names import clean_text, strip_nul
-from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
-from services.store.api import create_app
 from services.store.migrate import apply_migrations
 from services.store.postprocess import FieldSpec, PostProcessor
 
@@ -115,7 +111,8 @@ MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = 
 
 
 class StoreStage(Stage):
-    """The idempotent PostgreSQL sink and producer of ``ocr.results.v1``."""
+    """The idempotent PostgreSQL sink and producer of ``ocr.results.v1`` (only a sink: the query
+    API over these tables is its own process, ``ocrstream run api``, services/store/api.py)."""
 
     name = "store"
     input_topics = (events.RECOGNIZED, events.DLQ)
@@ -125,25 +122,9 @@ class StoreStage(Stage):
             review_threshold=self.settings.review_threshold,
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
         await asyncio.to_thread(self.postprocessor.preload)  # symspell index: ~4 s once
-        if self.settings.query_port:
-            Authenticator(self.settings, self.settings.http_host)  # fail start-up on a bad auth setting
         self.pool = await create_pool(self.settings, max_size=4)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)
-
-    def background(self):
-        return [self._serve_api] if self.settings.query_port else []
-
-    async def _serve_api(self, stop) -> None:
-        """The query API on its own loop and pool (the sink's loop never serves HTTP); the
-        object store serves searchable PDFs from the originals."""
-        auth = Authenticator(self.settings, self.settings.http_host)
-        pool = await create_pool(self.settings, max_size=4)
-        try:
-            await serve_until(create_app(pool, auth, ObjectStore(self.settings)), self.settings.http_host,
-                              self.settings.query_port, stop, self.name)
-        finally:
-            await pool.close()
 
     async def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
@@ -172,8 +153,9 @@ class StoreStage(Stage):
         doc_id, version = event.document_id, ts.recognized
         if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
             return None  # redelivered: this version is stored and its results event was acked
-        regions = [self.postprocess(r) for r in event.regions]
-        text = Document.from_parts(doc_id, "done", event.pages, regions).render_text()
+        # CPU work (symspell lookups, field rules, reading order): in a worker thread, so the
+        # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
+        regions, text = await asyncio.to_thread(self.postprocess_document, event)
         fields = {r.field.name: FieldResult(value=r.value, text=r.text, valid=r.valid)
                   for r in regions if r.field}
         needs_review = any(r.needs_review for r in regions)
@@ -203,6 +185,12 @@ class StoreStage(Stage):
             version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
             regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
             recognizer=event.recognizer))
+
+    def postprocess_document(self, event: RecognizedEvent) -> tuple[list[ResultRegion], str]:
+        """Every region of a recognized event post-processed (:meth:`postprocess`) and the
+        document's text in reading order (lines by ``\\n``, pages by ``\\f``). Pure CPU, no I/O."""
+        regions = [self.postprocess(r) for r in event.regions]
+        return regions, Document.from_parts(event.document_id, "done", event.pages, regions).render_text()
 
     def postprocess(self, region: RecognizedRegion) -> ResultRegion:
         """The results region of ``region``: corrected ``text`` and ``raw_text``, ``value``,

@@ -1,0 +1,68 @@
+"""The ingest stage's HTTP door: ``POST /v1/documents[?wait=SECONDS]`` and ``GET /healthz`` (FastAPI).
+
+Served by ``ocrstream run ingest`` beside its Kafka loop (:meth:`services.ingest.stage.IngestStage.background`),
+on a loop of its own. Every submission goes through the same :class:`~services.ingest.stage.Submitter`
+as the CLI door; this module only maps HTTP onto it (multipart field ``file``, optional form field
+``template``, the API key of :mod:`services.core.auth`). It lives apart from the stage so that the
+CLI's submit path never imports FastAPI.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response, UploadFile
+
+from services.core import events
+from services.core.auth import Authenticator
+from services.core.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
+from services.core.http import BodyLimit
+from services.ingest.stage import Submitter
+from services.results import ResultWaiters
+
+#: HTTP status of each refusal at the HTTP door.
+REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
+#: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
+MAX_WAIT_S = 60.0
+
+
+def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters | None = None) -> FastAPI:
+    """The ingest HTTP API: ``POST /v1/documents[?wait=SECONDS]`` and ``GET /healthz``
+    (``?wait=`` needs ``results``).
+
+    Bodies over the byte limit are refused with 413 before they are read (``Content-Length``)
+    or as soon as the streamed body passes it (:class:`~services.core.http.BodyLimit`).
+    """
+    limit = submitter.settings.max_document_bytes
+    app = FastAPI(title="ocrstream ingest", version="1")
+    app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
+
+    @app.post("/v1/documents", status_code=202)
+    async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
+                            wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
+                                "Seconds to wait for the result: 200 with it (status done or failed, "
+                                "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
+                            key: str | None = Depends(auth.require("ingest"))) -> dict:
+        """Submit one document (multipart field ``file``, optional ``template`` name).
+
+        202 with its id once its event is acknowledged by the broker (200 with its result when
+        ``?wait=`` saw it stored); refused with 400 (empty), 413 (too large), 415 (unsupported
+        type), 401/403 (API key), 429 (rate limit).
+        """
+        data = await file.read(limit + 1)
+        receipt = await submitter.submit(data, file.filename, "http", template)
+        if receipt.error is not None:
+            status = next((code for cls, code in REFUSAL_STATUS.items() if isinstance(receipt.error, cls)), 422)
+            raise HTTPException(status, detail={"error": type(receipt.error).__name__,
+                                                "message": str(receipt.error)})
+        accepted = {"document_id": receipt.document_id, "object_key": receipt.object_key,
+                    "status": "reused" if receipt.reused else "accepted"}
+        if wait and results is not None and not receipt.reused:
+            if (event := await results.wait(receipt.document_id, wait)) is not None:
+                response.status_code = 200
+                return {**accepted, "status": event.status, "result": events.to_json_object(event)}
+        return accepted
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    return app
