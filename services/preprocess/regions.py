@@ -18,7 +18,7 @@ from services.preprocess import cleanup
 from services.preprocess.detect import LineDetector, attach_colons, crop_line, visual_line_ids
 from services.preprocess.templates import Template
 
-__all__ = ["detected_regions", "encode_png", "page_regions", "template_regions"]
+__all__ = ["Region", "cut_regions", "detected_regions", "encode_png", "page_regions", "template_regions"]
 
 Region = tuple[dict, np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
 
@@ -64,20 +64,29 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
     return regions
 
 
-def page_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                 cleanup_steps: str | Sequence[str]) -> list[tuple[dict, bytes]]:
-    """The regions of one page with their crops as PNG bytes (template if given, else detection).
+def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
+                cleanup_steps: str | Sequence[str]) -> list[Region]:
+    """The regions of one page with their crops (template if given, else detection).
 
     Raises:
         ValueError: no template and no detector.
     """
     if template is not None:
-        regions = template_regions(page, page_index, template)
-    elif detector is not None:
-        regions = detected_regions(page, detector, cleanup_steps)
-    else:
-        raise ValueError("a page without a template needs a line detector")
-    return [(region, encode_png(crop)) for region, crop in regions]
+        return template_regions(page, page_index, template)
+    if detector is not None:
+        return detected_regions(page, detector, cleanup_steps)
+    raise ValueError("a page without a template needs a line detector")
+
+
+def page_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
+                 cleanup_steps: str | Sequence[str]) -> list[tuple[dict, bytes]]:
+    """:func:`cut_regions` with the crops as PNG bytes (to cross a process boundary).
+
+    Raises:
+        ValueError: no template and no detector.
+    """
+    return [(region, encode_png(crop)) for region, crop in
+            cut_regions(page, page_index, template, detector, cleanup_steps)]
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -21,36 +21,8 @@ from services.core import events, metrics
 from services.core.errors import TruncatedImageError
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Result, Stage
+from services.pipeline.words import reading_fields
 from services.recognize.recognizer import LineReading, load_recognizer
-
-
-def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[dict]:
-    """Words of a line with page-pixel boxes from the recogniser's character positions.
-
-    ``reading.char_x`` are character centres in crop pixels; a crop of width ``crop_width`` maps
-    linearly onto the quad's top and bottom edges (clockwise from top-left, page pixels), as the
-    perspective crop did. A word spans from half a character pitch (median centre spacing of
-    the line) before its first character to half a pitch after its last.
-    """
-    if not reading.text.strip() or crop_width <= 0:
-        return []
-    tl, tr, br, bl = (np.asarray(p, dtype=float) for p in quad)
-    xs = np.asarray(reading.char_x, dtype=float)
-    pitch = float(np.median(np.diff(xs))) if len(xs) > 1 else crop_width / 2
-    words, start = [], None
-    for i, ch in enumerate(reading.text + " "):
-        if ch != " " and start is None:
-            start = i
-        elif ch == " " and start is not None:
-            t0 = max(0.0, xs[start] - pitch / 2) / crop_width
-            t1 = min(float(crop_width), xs[i - 1] + pitch / 2) / crop_width
-            corners = np.array([tl + t0 * (tr - tl), tl + t1 * (tr - tl), bl + t0 * (br - bl), bl + t1 * (br - bl)])
-            probs = reading.char_probs[start:i]
-            words.append({"text": reading.text[start:i],
-                          "box": [round(float(v), 1) for v in (*corners.min(axis=0), *corners.max(axis=0))],
-                          "confidence": round(float(np.mean(probs)), 4)})
-            start = None
-    return words
 
 
 def decode_crop(png: bytes) -> np.ndarray:
@@ -119,9 +91,7 @@ class RecognizeStage(Stage):
     def output(self, event: events.Event, readings: Sequence[LineReading], widths: Sequence[int]) -> Output:
         """The ``recognized`` event: ``event``'s regions with text, confidence, per-character
         probabilities and word boxes added (``widths``: crop widths in px, for the word boxes)."""
-        regions = [{**region, "text": reading.text, "confidence": round(reading.confidence, 4),
-                    "char_probs": [round(p, 3) for p in reading.char_probs],
-                    "words": word_boxes(reading, width, region["quad"]) if "quad" in region else []}
+        regions = [{**region, **reading_fields(reading, width, region.get("quad"))}
                    for region, reading, width in zip(event["regions"], readings, widths)]
         out = {"schema": events.RECOGNIZED, "document_id": event["document_id"],
                "document": event["document"],

@@ -40,7 +40,8 @@ from services.core.stage import Output, Stage
 from services.document import Document
 from services.store.api import create_app
 from services.store.migrate import apply_migrations
-from services.store.postprocess import FieldSpec, PostProcessor
+from services.pipeline.correct import correct_region
+from services.store.postprocess import PostProcessor
 
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class StoreStage(Stage):
         doc_id, version = event["document_id"], ts["recognized"]
         if await self.pool.fetchval(PUBLISHED_VERSION, doc_id, version):
             return None  # redelivered: this version is stored and its results event was acked
-        regions = [self.postprocess(r) for r in event["regions"]]
+        regions = [correct_region(self.postprocessor, r) for r in event["regions"]]
         text = Document.from_results({**event, "status": "done", "regions": regions}).render_text()
         fields = {r["field"]["name"]: {k: r[k] for k in ("value", "text", "valid")} for r in regions if "field" in r}
         needs_review = any(r["needs_review"] for r in regions)
@@ -198,14 +199,6 @@ class StoreStage(Stage):
         result = self._result(doc_id, "done", doc, ts, text, event["pages"], result_regions, None)
         result.event.update({"needs_review": needs_review, "fields": fields, "recognizer": event["recognizer"]})
         return result
-
-    def postprocess(self, region: dict) -> dict:
-        """The region with corrected ``text`` and ``raw_text``, ``value``, ``valid``, ``reason``,
-        ``needs_review`` from :class:`PostProcessor` (field rules when it holds a template field)."""
-        field = FieldSpec(**region["field"]) if "field" in region else None
-        c = self.postprocessor.correct(region["text"], region["confidence"], region.get("char_probs"), field)
-        return {**region, "raw_text": c.raw_text, "text": c.text, "value": c.value, "valid": c.valid,
-                "reason": c.reason, "needs_review": c.needs_review}
 
     async def store_dead_letter(self, record: ConsumerRecord) -> Output | None:
         """:meth:`store_failed` for a dead-letter record, which is never dropped: transient
