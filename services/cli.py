@@ -283,6 +283,8 @@ def ocr_cmd(files: tuple[Path, ...], fmt: str, template: str | None, output_dir:
     printed); 2 on a usage error.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if logging.getLogger().level > logging.DEBUG:  # stderr: progress and errors only, unless -v
+        logging.getLogger().setLevel(logging.WARNING)
     if output_dir is None and len(files) > 1 and fmt in ("hocr", "alto"):
         raise click.UsageError(f"several files as {fmt} need --output DIR (one XML document per file)")
     names = [f"{path.name}.{fmt}" for path in files]
