@@ -38,9 +38,9 @@ from services.core.names import clean_text, strip_nul
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Stage
 from services.document import Document
+from services.pipeline.correct import correct_region
 from services.store.api import create_app
 from services.store.migrate import apply_migrations
-from services.pipeline.correct import correct_region
 from services.store.postprocess import PostProcessor
 
 
