@@ -37,7 +37,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -201,47 +200,25 @@ def run_serially(name: str, read: Callable[[bytes], str], paths: list[Path], not
 def inprocess_reader(threads: int) -> Callable[[bytes], str]:
     """ocrstream's page path in this process: bytes of a one-page image -> page text.
 
-    The same code the stages run, without Kafka, S3 and PostgreSQL: decode
-    (:func:`services.preprocess.decode.open_document`), clean-up + DBNet + crops
-    (:func:`services.preprocess.regions.page_regions`), reading blocks, the recogniser, the
-    store's post-processing and text rendering. The one function to point at
-    ``services.pipeline.OCRPipeline`` once it exists.
+    :class:`services.pipeline.OCRPipeline` whole (decode, clean-up, DBNet, crops, recogniser,
+    word boxes, blocks, the store's post-processing, text rendering): the same step functions the
+    stages run, without Kafka, S3 and PostgreSQL; ``threads`` ONNX Runtime threads per model.
     """
     from services.core.settings import Settings
-    from services.document import Document
-    from services.preprocess.decode import Budget, open_document
+    from services.pipeline import OCRPipeline
     from services.preprocess.detect import LineDetector
-    from services.preprocess.layout import block_ids
-    from services.preprocess.regions import page_regions
-    from services.recognize.recognizer import load_recognizer
-    from services.store.postprocess import PostProcessor
+    from services.recognize.registry import load_recognizer
 
     settings = Settings(_env_file=None)
-    detector = LineDetector(max_side=settings.detect_max_side, device="cpu", threads=threads)
-    recognizer = load_recognizer("ppocr", device="cpu", threads=threads, max_batch_size=settings.batch_max_size,
-                                 max_chars=settings.max_region_chars)
-    post = PostProcessor(review_threshold=settings.review_threshold,
-                         enabled_rules=[r for r in settings.postprocess_rules.split(",") if r])
-    post.preload()
-    budget = Budget.from_settings(settings)
+    pipeline = OCRPipeline.from_settings(
+        settings,
+        detector=LineDetector(max_side=settings.detect_max_side, device="cpu", threads=threads),
+        recognizer=load_recognizer("ppocr", device="cpu", threads=threads, max_batch_size=settings.batch_max_size,
+                                   max_chars=settings.max_region_chars))
+    pipeline.postprocessor.preload()
 
     def read(data: bytes) -> str:
-        document = open_document(data, budget)
-        try:
-            pages, regions = [], []
-            for index in range(len(document.page_sizes)):
-                page = document.page(index)
-                cut = page_regions(page, index, None, detector, settings.cleanup_steps)
-                readings = recognizer.recognize([crop for _, crop in cut])
-                blocks = block_ids([r["box"] for r, _ in cut], [r["line_index"] for r, _ in cut])
-                pages.append({"page_index": index, "width": int(page.shape[1]), "height": int(page.shape[0])})
-                for (region, _), block, reading in zip(cut, blocks, readings):
-                    c = post.correct(reading.text, reading.confidence, reading.char_probs, None)
-                    regions.append({**region, "region_id": f"p{index}-r{region['order']}", "page_index": index,
-                                    "block_index": block, "text": c.text, "confidence": reading.confidence})
-        finally:
-            document.close()
-        return Document.from_results({"document_id": "bench", "pages": pages, "regions": regions, "status": "done"}).render_text()
+        return pipeline(data).render_text()
 
     return read
 

@@ -1,29 +1,32 @@
-"""End-to-end page benchmark on the SROIE dev receipts: detect -> crop -> recognise.
+"""End-to-end page benchmark on the SROIE dev receipts through :class:`services.pipeline.OCRPipeline`.
 
-Data: ``<repo>/../shared/data/sroie-dev/pages.jsonl`` (60 receipts, JPEG; see its README).
-Per page: decode the JPEG, detect lines (:class:`services.preprocess.detect.LineDetector`),
-crop them, recognise (``load_recognizer("ppocr")``), join the readings in reading order
-(a visual line's boxes joined by " ", visual lines by "\\n") and score page CER/WER
-(case-insensitive, :mod:`services.evaluation`) against the record's ``text``.
-Detection recall/precision: detected quads' axis-aligned boxes matched one-to-one
-(greedy by IoU) to the ground-truth ``lines[].box`` at IoU >= 0.5.
-CPU time is ``time.process_time`` (all threads of the process), per stage.
+Data: ``sroie-dev/pages.jsonl`` (60 receipts, JPEG; see its README) under ``--data`` (default
+``<repo>/../shared/data/sroie-dev``, or ``<repo>/../../shared/...`` from a worktree one level
+deeper); skipped cleanly when absent.
+Per page: the pipeline whole (decode with the budget checks, clean-up, DBNet lines, crops,
+recognition with ``load_recognizer("ppocr")``, word boxes, blocks; the same parts the stages run),
+then the Document's text (a visual line's regions joined by " ", lines by "\\n") scored for page
+CER/WER (case-insensitive, :mod:`services.evaluation`) against the record's ``text``. The text
+is the recogniser's raw reading (no post-processor): ``--postprocess`` adds a row with the
+store stage's post-processing (:class:`services.store.postprocess.PostProcessor`, default rules).
+Detection recall/precision: the regions' boxes (axis-aligned, original page px) matched
+one-to-one (greedy by IoU) to the ground-truth ``lines[].box`` at IoU >= 0.5.
+CPU time is ``time.process_time`` (all threads of the process), per pipeline step
+(:attr:`OCRPipeline.cpu_s`: decode, regions = clean-up + detection + crops, recognize, build).
 
-    python bench/bench_pages.py [--limit N] [--max-side PX] [--threads T] [--unclip-ratio R]
-                                [--min-confidence C] [--show N]
-                                [--cleanup STEPS] [--crop-from cleaned|original] [--no-colons]
-                                [--ablation]
+    python bench/bench_pages.py [--data DIR] [--limit N] [--max-side PX] [--threads T]
+                                [--unclip-ratio R] [--min-confidence C] [--show N]
+                                [--cleanup STEPS] [--ablation] [--postprocess]
 
 ``--cleanup`` cleans each page before detection (:mod:`services.preprocess.cleanup`, a comma
-list; default: ``cleanup.DEFAULT_STEPS``; ``""`` = none): quads are mapped back to original
-page pixels for the detection match, visual lines are grouped on the cleaned page, crops are
-cut from the cleaned page or (``--crop-from original``) from the original through the mapped
-quads. Detected quads are extended over isolated colons (:func:`attach_colons`, timed with
-detection) unless ``--no-colons``. ``--ablation`` prints one row per configuration: no
-clean-up, each step alone, the default combination (CER/WER ci, detection, CPU-ms per page
-of decode, clean-up, detection, cropping and decode+clean-up+detection).
+list; default: ``cleanup.DEFAULT_STEPS``; ``""`` = none). ``--ablation`` prints one row per
+configuration: no clean-up, each step alone, the default combination (CER/WER ci, detection,
+CPU-ms per page of decode, clean-up+detection+crops and their sum).
+(Earlier one-off ablations, now fixed in the pipeline: crops cut from the cleaned page read as
+well as from the original, :func:`services.preprocess.regions.detected_regions`; isolated colons
+attached to lines, :func:`services.preprocess.detect.attach_colons`.)
 
-``--min-confidence`` drops readings below that confidence before joining (RapidOCR
+``--min-confidence`` drops regions below that confidence before joining (RapidOCR
 drops < 0.5: rapidocr ``config.yaml`` ``Global.text_score``); default 0 keeps all.
 """
 
@@ -32,39 +35,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from services.document import Document  # noqa: E402
 from services.evaluation import cer, wer  # noqa: E402
+from services.pipeline.ocr import STEPS, OCRPipeline  # noqa: E402
 from services.preprocess import cleanup  # noqa: E402
-from services.preprocess.detect import (  # noqa: E402
-    DB_UNCLIP_RATIO,
-    DEFAULT_MAX_SIDE,
-    LineDetector,
-    attach_colons,
-    crop_line,
-    visual_lines,
-)
+from services.preprocess.detect import DB_UNCLIP_RATIO, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
 from services.recognize.registry import load_recognizer  # noqa: E402
+from services.store.postprocess import PostProcessor  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "sroie-dev"
+#: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
+DATA = next((d / "shared" / "data" / "sroie-dev" for d in (REPO.parent, REPO.parent.parent)
+             if (d / "shared" / "data" / "sroie-dev").is_dir()), REPO.parent / "shared" / "data" / "sroie-dev")
 IOU_MATCH = 0.5
 
 
 @dataclass
 class Totals:
-    """Accumulated per-stage CPU seconds, texts and detection matches."""
+    """Accumulated per-step CPU seconds, texts and detection matches."""
 
-    cpu: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("decode", "cleanup", "detect", "crop", "recognize"), 0.0))
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEPS, 0.0))
     hyps: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     matched: int = 0
@@ -98,48 +97,35 @@ def count_matches(iou: np.ndarray, threshold: float = IOU_MATCH) -> int:
     return len(used_a)
 
 
-def page_text(quads: list[np.ndarray], texts: list[str]) -> str:
-    """Readings joined: boxes of a visual line by " ", visual lines by newline; empties dropped."""
-    rows = (" ".join(texts[i] for i in line if texts[i].strip()) for line in visual_lines(quads))
+def page_text(document: Document, min_confidence: float = 0.0) -> str:
+    """The document's text (:meth:`Document.render_text`'s joining), regions below
+    ``min_confidence`` dropped."""
+    if min_confidence <= 0:
+        return document.render_text()
+    rows = (" ".join(r.text for r in line.regions if r.text and r.confidence >= min_confidence)
+            for page in document.pages for line in page.lines)
     return "\n".join(r for r in rows if r)
 
 
-def timed(totals: Totals, stage: str, fn, *args):
-    t0 = time.process_time()
-    result = fn(*args)
-    totals.cpu[stage] += time.process_time() - t0
-    return result
-
-
-def run_page(record: dict, detector: LineDetector, recognizer, totals: Totals, min_confidence: float,
-             steps: tuple[str, ...] = (), crop_from: str = "cleaned", colons: bool = True) -> None:
-    data = (DATA / record["image"]).read_bytes()
-    image = timed(totals, "decode", lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
-    page, transform = timed(totals, "cleanup", cleanup.apply, image, steps)
-    lines = timed(totals, "detect", detector.detect, page)
-    quads = [line.quad for line in lines]  # cleaned page px: grouping into visual lines
-    if colons:
-        quads = timed(totals, "detect", attach_colons, page, quads)
-    originals = [transform.to_original(q) for q in quads]  # original page px: matching
-    source, crop_quads = (image, originals) if crop_from == "original" else (page, quads)
-    crops = timed(totals, "crop", lambda: [crop_line(source, q) for q in crop_quads])
-    readings = timed(totals, "recognize", recognizer.recognize, crops)
-    totals.hyps.append(page_text(quads, [r.text if r.confidence >= min_confidence else "" for r in readings]))
+def run_page(record: dict, data_dir: Path, pipeline: OCRPipeline, totals: Totals, min_confidence: float) -> None:
+    """One receipt through the pipeline; its text, reference and detection matches into ``totals``."""
+    document = pipeline((data_dir / record["image"]).read_bytes(), document_id=record["id"])
+    totals.hyps.append(page_text(document, min_confidence))
     totals.refs.append(record["text"])
-    det_boxes = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in originals]).reshape(-1, 4)
+    det_boxes = np.array([r.box for line in document.pages[0].lines for r in line.regions]).reshape(-1, 4)
     gt_boxes = np.array([line["box"] for line in record["lines"]], dtype=np.float64).reshape(-1, 4)
     totals.matched += count_matches(box_iou(det_boxes, gt_boxes))
     totals.n_det += len(det_boxes)
     totals.n_gt += len(gt_boxes)
 
 
-def run(records: list[dict], detector: LineDetector, recognizer, args: argparse.Namespace,
-        steps: tuple[str, ...]) -> Totals:
-    """Every page through clean-up (``steps``), detection, cropping and recognition."""
+def run(records: list[dict], pipeline: OCRPipeline, args: argparse.Namespace) -> Totals:
+    """Every page through ``pipeline``; CPU seconds per step of this run."""
     totals = Totals()
+    before = dict(pipeline.cpu_s)
     for record in records:
-        run_page(record, detector, recognizer, totals, args.min_confidence, steps, args.crop_from,
-                 args.colons)
+        run_page(record, args.data, pipeline, totals, args.min_confidence)
+    totals.cpu = {k: pipeline.cpu_s[k] - before[k] for k in STEPS}
     return totals
 
 
@@ -150,59 +136,58 @@ def scores(totals: Totals) -> tuple[str, str, str, str]:
             f"{100 * totals.matched / max(totals.n_det, 1):.1f} %")
 
 
-def ablation(records: list[dict], detector: LineDetector, recognizer, args: argparse.Namespace) -> None:
+def ablation(records: list[dict], pipeline: OCRPipeline, args: argparse.Namespace) -> None:
     """One row per configuration: none, each clean-up step alone, the default combination."""
     configs = list(dict.fromkeys([(), *((name,) for name in cleanup.STEPS), cleanup.DEFAULT_STEPS]))
-    print(f"pages: {len(records)}  max_side={args.max_side}  crop_from={args.crop_from}  "
-          f"colons={args.colons}  threads={args.threads}")
+    print(f"pages: {len(records)}  max_side={args.max_side}  threads={args.threads}")
     print("| clean-up | page CER ci | page WER ci | det recall | det precision "
-          "| CPU-ms decode | clean-up | detect | crop | decode+clean-up+detect |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU-ms decode | clean-up+detect+crop | decode+clean-up+detect+crop |")
+    print("|---|---|---|---|---|---|---|---|")
     for steps in configs:
-        totals = run(records, detector, recognizer, args, steps)
+        pipeline.cleanup_steps = steps
+        totals = run(records, pipeline, args)
         ms = {k: 1000 * v / len(records) for k, v in totals.cpu.items()}
         label = ",".join(steps) or "none"
         label += " (default)" if steps == cleanup.DEFAULT_STEPS else ""
         print(f"| {label} | " + " | ".join(scores(totals))
-              + "".join(f" | {ms[k]:.0f}" for k in ("decode", "cleanup", "detect", "crop"))
-              + f" | {ms['decode'] + ms['cleanup'] + ms['detect']:.0f} |", flush=True)
+              + f" | {ms['decode']:.0f} | {ms['regions']:.0f} | {ms['decode'] + ms['regions']:.0f} |", flush=True)
 
 
 def report(totals: Totals, n_pages: int, args: argparse.Namespace) -> None:
     print(f"pages: {n_pages}  max_side={args.max_side}  unclip_ratio={args.unclip_ratio}  "
           f"threads={args.threads}  batch={args.batch}  min_confidence={args.min_confidence}  "
-          f"cleanup={args.cleanup!r}  crop_from={args.crop_from}  colons={args.colons}")
+          f"cleanup={args.cleanup!r}  postprocess={args.postprocess}")
     print("| page CER ci | page WER ci | det recall@0.5 | det precision@0.5 |")
     print("|---|---|---|---|")
     print(f"| {100 * cer(totals.hyps, totals.refs):.2f} % | {100 * wer(totals.hyps, totals.refs):.2f} % "
           f"| {100 * totals.matched / max(totals.n_gt, 1):.1f} % ({totals.matched}/{totals.n_gt}) "
           f"| {100 * totals.matched / max(totals.n_det, 1):.1f} % ({totals.matched}/{totals.n_det}) |")
-    stages = list(totals.cpu)
-    print("\nCPU-ms per page: | " + " | ".join(stages) + " | total |")
-    print("|" + "---|" * (len(stages) + 1))
-    per_page = [1000 * totals.cpu[s] / n_pages for s in stages]
+    print("\nCPU-ms per page: | " + " | ".join(STEPS) + " | total |")
+    print("|" + "---|" * (len(STEPS) + 1))
+    per_page = [1000 * totals.cpu[s] / n_pages for s in STEPS]
     print("| " + " | ".join(f"{v:.0f}" for v in per_page) + f" | {sum(per_page):.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("OCRSTREAM_SROIE_DEV", DATA)),
+                        help="the sroie-dev folder (default: $OCRSTREAM_SROIE_DEV, else ../shared/data/sroie-dev)")
     parser.add_argument("--limit", type=int, default=None, help="first N pages only")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="detector long-side limit (px)")
     parser.add_argument("--unclip-ratio", type=float, default=DB_UNCLIP_RATIO)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--batch", type=int, default=32, help="recogniser max_batch_size")
-    parser.add_argument("--min-confidence", type=float, default=0.0, help="drop readings below this")
+    parser.add_argument("--min-confidence", type=float, default=0.0, help="drop regions below this")
     parser.add_argument("--show", type=int, default=0, help="print the N worst pages' texts")
     parser.add_argument("--cleanup", default=",".join(cleanup.DEFAULT_STEPS),
                         help=f"comma list of clean-up steps ({', '.join(cleanup.STEPS)}); '' = none")
-    parser.add_argument("--crop-from", choices=("cleaned", "original"), default="cleaned",
-                        help="cut line crops from the cleaned page or the original one")
     parser.add_argument("--ablation", action="store_true", help="one row per clean-up configuration")
-    parser.add_argument("--no-colons", dest="colons", action="store_false",
-                        help="do not extend detected lines over isolated colons (detect.attach_colons)")
+    parser.add_argument("--postprocess", action="store_true",
+                        help="score the store stage's post-processed text instead of the raw readings")
+    parser.add_argument("--save-texts", type=Path, default=None, help="write {page id: text} as JSON here")
     args = parser.parse_args(argv)
     steps = cleanup.parse_steps(args.cleanup)
-    manifest = DATA / "pages.jsonl"
+    manifest = args.data / "pages.jsonl"
     if not manifest.is_file():
         print(f"skipped: {manifest} absent")
         return 0
@@ -211,11 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     records = records[: args.limit] if args.limit else records
     detector = LineDetector(max_side=args.max_side, unclip_ratio=args.unclip_ratio, device="cpu", threads=args.threads)
     recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
+    postprocessor = PostProcessor() if args.postprocess else None
+    pipeline = OCRPipeline(recognizer, detector, postprocessor, cleanup_steps=steps)
     if args.ablation:
-        ablation(records, detector, recognizer, args)
+        ablation(records, pipeline, args)
         return 0
-    totals = run(records, detector, recognizer, args, steps)
+    totals = run(records, pipeline, args)
     report(totals, len(records), args)
+    if args.save_texts:
+        args.save_texts.write_text(json.dumps({r["id"]: h for r, h in zip(records, totals.hyps)}, indent=1))
     worst = sorted(range(len(records)), key=lambda i: -cer([totals.hyps[i]], [totals.refs[i]]))
     for i in worst[: args.show]:
         print(f"\n=== {records[i]['id']} CER {100 * cer([totals.hyps[i]], [totals.refs[i]]):.1f} %\n"

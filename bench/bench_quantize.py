@@ -30,7 +30,7 @@ import cv2  # noqa: E402
 
 from services.evaluation import cer, wer  # noqa: E402
 from services.recognize import ppocr  # noqa: E402
-from services.recognize.recognizer import load_recognizer  # noqa: E402
+from services.recognize.registry import load_recognizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 

@@ -272,6 +272,84 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     click.echo(f"{output} ({len(content)} bytes)")
 
 
+#: what ``ocrstream ocr`` writes per document (``--format``).
+OCR_FORMATS = ("txt", "json", "hocr", "alto")
+
+
+@main.command("ocr")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(OCR_FORMATS), default="txt", show_default=True,
+              help="txt: the text; json: the Document tree (JSON Lines, one document per line); hocr; alto.")
+@click.option("--template", default=None, help="Fixed-layout template of these documents (e.g. lab-report).")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one FILE.<format> per input into this folder (created) instead of stdout.")
+def ocr_cmd(files: tuple[Path, ...], fmt: str, template: str | None, output_dir: Path | None) -> None:
+    """OCR image or PDF FILES right here: no stack, no Kafka, S3 or PostgreSQL (the same pipeline
+    and budgets as the stages, services/pipeline/ocr.py), output on stdout.
+
+    Several files: txt puts a `==> FILE <==` line before each document, json writes one document
+    per line (JSON Lines), hocr and alto need --output (one XML document per file). Progress and
+    errors go to stderr.
+
+    Exit status: 0 when every file was read; 1 when any failed (file, error type and message
+    printed); 2 on a usage error.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if logging.getLogger().level > logging.DEBUG:  # stderr: progress and errors only, unless -v
+        logging.getLogger().setLevel(logging.WARNING)
+    if output_dir is None and len(files) > 1 and fmt in ("hocr", "alto"):
+        raise click.UsageError(f"several files as {fmt} need --output DIR (one XML document per file)")
+    names = [f"{path.name}.{fmt}" for path in files]
+    if output_dir is not None and len(set(names)) < len(names):
+        raise click.UsageError("two input files have the same name: their outputs would overwrite each other")
+    from services.core.errors import OcrStreamError
+    from services.pipeline.ocr import OCRPipeline
+    from services.preprocess.templates import get_template
+
+    try:
+        settings = get_settings()
+        layout = get_template(template, settings.templates_dir) if template else None
+    except OcrStreamError as exc:
+        raise click.UsageError(str(exc)) from None
+    pipeline = OCRPipeline.from_settings(settings)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for n, (path, name) in enumerate(zip(files, names), start=1):
+        error, content = _ocr_file(pipeline, path, layout, fmt)
+        if error:
+            failed.append(path)
+            click.echo(f"ocrstream ocr: {path}: {error}", err=True)
+        elif output_dir is not None:
+            (output_dir / name).write_text(content, "utf-8")
+        else:
+            if len(files) > 1 and fmt == "txt":
+                click.secho(f"==> {path} <==", bold=True)
+            click.echo(content)
+        if len(files) > 1:
+            click.echo(f"[{n}/{len(files)}] {path}: {'failed' if error else 'done'}"
+                       + (f" -> {output_dir / name}" if output_dir is not None and not error else ""), err=True)
+    if failed:
+        click.echo(f"{len(failed)} of {len(files)} file(s) failed: " + ", ".join(map(str, failed)), err=True)
+    sys.exit(1 if failed else 0)
+
+
+def _ocr_file(pipeline, path: Path, template, fmt: str) -> tuple[str | None, str]:
+    """(None, the document rendered as ``fmt``) or (``"ErrorType: message"``, "") for one file."""
+    from services.core.errors import as_typed
+    from services.exports import to_alto, to_hocr
+
+    try:
+        pipeline.check_size(path.stat().st_size)  # before the bytes are read
+        doc = pipeline(path.read_bytes(), template, document_id=path.name, filename=path.name)
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops the others
+        typed = as_typed(exc)
+        return f"{type(typed).__name__}: {typed}", ""
+    if fmt == "json":
+        return None, json.dumps(doc.export(), ensure_ascii=False)
+    return None, doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else to_alto(doc)
+
+
 @main.command()
 @click.argument("path", default="/readyz")
 @click.option("--port", default=None, type=int, help="Port (default: OCRSTREAM_METRICS_PORT, else 9100).")

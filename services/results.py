@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Callable, Collection
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from services.core import events
-from services.core.event_models import ResultsEvent
 from services.core.errors import InvalidEventError
+from services.core.event_models import ResultsEvent
 from services.core.kafka import client_options
 from services.core.offsets import fetch_highwaters, partitions_of, probe_consumer
 from services.core.settings import Settings

@@ -235,8 +235,7 @@ async def check_http(name: str, host: str, port: int) -> Endpoint:
 
 async def check_stages(settings: Settings) -> list[StageStatus]:
     """Group state, members, committed offsets and lag of every stage (Kafka must answer)."""
-    from services.core.offsets import (committed_offsets, describe_groups, fetch_highwaters, partitions_of,
-                                       probe_consumer)
+    from services.core.offsets import committed_offsets, describe_groups, fetch_highwaters, partitions_of, probe_consumer
 
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
               for name, topics in STAGE_INPUTS.items()]

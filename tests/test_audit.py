@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.audit import Expectation, audit, stage_lag
 from services.core import events
 from services.core.errors import BadInputError
-from services.core.stage import dead_letter
 from services.core.kafka import client_options, ensure_topics, make_producer
+from services.core.stage import dead_letter
 from services.store.migrate import apply_migrations
 
 pytestmark = pytest.mark.slow

@@ -120,6 +120,7 @@ async def test_door_rules_against_real_s3(door):
 async def test_seaweedfs_filer_publishes_object_events_for_the_door(stack, stack_settings):
     """The embedded stack's filer announces a put on the notifications topic, decodable here."""
     from minio import Minio
+
     from tests.test_pipeline_e2e import read_topic
 
     assert stack.bucket_notifications_topic

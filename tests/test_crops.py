@@ -13,8 +13,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.core import events
-from services.core.crops import (MAGIC, crop_reference, pack_crops, page_crops_key, parse_reference, stored_crop,
-                                 unpack_crops)
+from services.core.crops import MAGIC, crop_reference, pack_crops, page_crops_key, parse_reference, stored_crop, unpack_crops
 from services.core.errors import DocumentTooLargeError, InvalidEventError, MissingObjectError, TruncatedImageError
 from services.core.event_models import Region
 

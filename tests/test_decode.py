@@ -18,8 +18,16 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from services.core.errors import (ConfigurationError, CorruptImageError, DecoderCrashedError, DocumentTooLargeError,
-                                  EmptyDocumentError, EncryptedDocumentError, NotAnImageError, TruncatedImageError)
+from services.core.errors import (
+    ConfigurationError,
+    CorruptImageError,
+    DecoderCrashedError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    EncryptedDocumentError,
+    NotAnImageError,
+    TruncatedImageError,
+)
 from services.core.formats import identify, is_supported, sniff
 from services.preprocess.decode import Budget, decode_pages, open_document
 from services.preprocess.templates import get_template

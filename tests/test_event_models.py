@@ -18,8 +18,16 @@ import schemas
 from schemas.generate import generate
 from services.core import events
 from services.core.errors import InvalidEventError
-from services.core.event_models import (MODELS, DocumentRef, ErrorInfo, IngestedEvent, RecognizedRegion, ResultsEvent,
-                                        Timestamps, compact_probs)
+from services.core.event_models import (
+    MODELS,
+    DocumentRef,
+    ErrorInfo,
+    IngestedEvent,
+    RecognizedRegion,
+    ResultsEvent,
+    Timestamps,
+    compact_probs,
+)
 
 GOLDEN = sorted((Path(__file__).parent / "golden_events").glob("*.json"))
 #: Golden events written by today's producers' code paths: decode -> encode gives the same bytes.

@@ -30,7 +30,16 @@ from services.training import synth  # noqa: E402
 from services.training.finetune import FinetuneConfig, GateRefused, Trainer, backbone_parameters, finetune_ppocr  # noqa: E402
 from services.training.manifest import ManifestError, read_manifest  # noqa: E402
 from services.training.ppocr_torch import (  # noqa: E402
-    TorchPPOCR, convert, explicit_pads, load_base, logits_model, ort_logits_runner, parity, torch_runner, write_back)
+    TorchPPOCR,
+    convert,
+    explicit_pads,
+    load_base,
+    logits_model,
+    ort_logits_runner,
+    parity,
+    torch_runner,
+    write_back,
+)
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

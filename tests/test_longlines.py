@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from services.evaluation import cer
-from services.recognize.longlines import (CropBudget, as_bgr, merge_chunk_texts, merge_strings_at,
-                                          read_within_budget, split_wide_crop)
+from services.recognize.longlines import (
+    CropBudget,
+    as_bgr,
+    merge_chunk_texts,
+    merge_strings_at,
+    read_within_budget,
+    split_wide_crop,
+)
 from services.recognize.ppocr import MAX_RATIO, REC_HEIGHT, PPOCRRecognizer
 from services.recognize.recognizer import EMPTY_READING, LineReading
 from services.recognize.trocr_export import render_lines

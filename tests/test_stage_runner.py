@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core import events, metrics
-from services.core.event_models import DeadLetterEvent, ResultsEvent, Source, Timestamps
 from services.core.errors import BadInputError, ConfigurationError
+from services.core.event_models import DeadLetterEvent, ResultsEvent, Source, Timestamps
 from services.core.stage import Output, Stage, StageRunner, ensure_topics
 from tests.test_pipeline_e2e import read_topic
 

@@ -24,9 +24,9 @@ pytest.importorskip("optimum.exporters.onnx")
 
 from PIL import Image  # noqa: E402
 
+from services.recognize.longlines import merge_chunk_texts, split_wide_crop  # noqa: E402
 from services.recognize.recognizer import LineReading  # noqa: E402
 from services.recognize.registry import load_recognizer  # noqa: E402
-from services.recognize.longlines import merge_chunk_texts, split_wide_crop  # noqa: E402
 from services.recognize.trocr import MODEL_DIR_ENV, TrOCRRecognizer  # noqa: E402
 from services.recognize.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines  # noqa: E402
 

@@ -28,8 +28,18 @@ from urllib.parse import quote
 
 import asyncpg
 
-from services.devstack.processes import HOST, Launch, Log, Service, StackError, as_user, free_ports, package_dir, \
-    run_coroutine, tail
+from services.devstack.processes import (
+    HOST,
+    Launch,
+    Log,
+    Service,
+    StackError,
+    as_user,
+    free_ports,
+    package_dir,
+    run_coroutine,
+    tail,
+)
 from services.devstack.state import StateDir
 
 __all__ = ["PG_DATABASE", "PG_USER", "pg_binary", "postgres_dsn", "postgres_launch"]

@@ -19,11 +19,21 @@ from pathlib import Path
 from services.core.kafka import create_topics
 from services.devstack.kafka import BUCKET_NOTIFICATIONS_TOPIC, tansu_launch
 from services.devstack.postgres import postgres_dsn, postgres_launch
-from services.devstack.processes import (HOST, Launch, Log, Service, StackError, launch, remove_files, run_coroutine,
-                                         stop_services, wait_ready, write_private_json)
+from services.devstack.processes import (
+    HOST,
+    Launch,
+    Log,
+    Service,
+    StackError,
+    launch,
+    remove_files,
+    run_coroutine,
+    stop_services,
+    wait_ready,
+    write_private_json,
+)
 from services.devstack.s3 import BROKER_S3, weed_launch
-from services.devstack.state import STATE_FILE, StackEndpoints, StateDir, load_credentials, read_running, \
-    recorded_services
+from services.devstack.state import STATE_FILE, StackEndpoints, StateDir, load_credentials, read_running, recorded_services
 
 __all__ = ["EmbeddedStack"]
 

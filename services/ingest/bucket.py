@@ -48,11 +48,10 @@ from google.protobuf.message import DecodeError
 from minio.error import S3Error
 from prometheus_client import Counter
 
-from services.core.errors import (BadInputError, DocumentTooLargeError, InvalidEventError,
-                                  MissingObjectError)
+from services.core.errors import BadInputError, DocumentTooLargeError, InvalidEventError, MissingObjectError
+from services.core.event_models import Source
 from services.core.objectstore import ObjectStore
 from services.core.settings import Settings
-from services.core.event_models import Source
 from services.core.stage import Output, dead_letter, ensure_topics
 
 log = logging.getLogger(__name__)

@@ -42,10 +42,9 @@ from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.db import create_pool
-from services.core.event_models import UNSET, DocumentRef, IngestedEvent, SourceKind, Timestamps
 from services.core.documents import find_done
-from services.core.errors import (BadInputError, DocumentTooLargeError, EmptyDocumentError,
-                                  InvalidSubmissionError, NotAnImageError)
+from services.core.errors import BadInputError, DocumentTooLargeError, EmptyDocumentError, InvalidSubmissionError, NotAnImageError
+from services.core.event_models import UNSET, DocumentRef, IngestedEvent, SourceKind, Timestamps
 from services.core.formats import SUPPORTED, identify, sniff
 from services.core.kafka import ensure_topics, make_producer, produce
 from services.core.names import clean_text, sanitize_filename

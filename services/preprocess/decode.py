@@ -49,8 +49,14 @@ import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image
 
-from services.core.errors import (CorruptImageError, DocumentTooLargeError, EmptyDocumentError,
-                                  EncryptedDocumentError, NotAnImageError, TruncatedImageError)
+from services.core.errors import (
+    CorruptImageError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    EncryptedDocumentError,
+    NotAnImageError,
+    TruncatedImageError,
+)
 from services.core.formats import MEDIA_TYPES, identify, sniff
 
 __all__ = ["Budget", "Document", "decode_pages", "open_document"]

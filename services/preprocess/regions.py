@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from services.preprocess import cleanup
 from services.preprocess.detect import LineDetector, attach_colons, crop_line, visual_line_ids
 from services.preprocess.templates import Template
 
-__all__ = ["detected_regions", "encode_png", "page_regions", "template_regions"]
+__all__ = ["Region", "cut_regions", "detected_regions", "template_regions"]
 
 Region = tuple[dict, np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
 
@@ -64,8 +63,8 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
     return regions
 
 
-def page_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                 cleanup_steps: str | Sequence[str]) -> list[Region]:
+def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
+                cleanup_steps: str | Sequence[str]) -> list[Region]:
     """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else detection).
 
     Raises:
@@ -77,14 +76,3 @@ def page_regions(page: np.ndarray, page_index: int, template: Template | None, d
         return detected_regions(page, detector, cleanup_steps)
     raise ValueError("a page without a template needs a line detector")
 
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a ``(H, W, 3)`` uint8 BGR image (lossless: the recogniser sees the same pixels).
-
-    Raises:
-        ValueError: OpenCV cannot encode it (e.g. an empty crop).
-    """
-    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError(f"PNG encoding failed for an image of shape {image.shape}")
-    return buf.tobytes()

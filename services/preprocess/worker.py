@@ -20,8 +20,8 @@ Each worker:
 * loads the DBNet detector once (pool initializer);
 * runs one task per call: :func:`_inspect` (open the document, check the whole budget from
   headers, return every page's size) and :func:`_analyse_page` (decode one page, clean, detect,
-  crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`services.core.crops`), each with ``decode_timeout_s`` of wall time, after which
-  pebble kills the worker (-> :class:`DecoderCrashedError`);
+  crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`services.core.crops`),
+  each with ``decode_timeout_s`` of wall time, after which pebble kills the worker (-> :class:`DecoderCrashedError`);
 * is replaced after ``decode_worker_max_tasks`` tasks (heap fragmentation does not stay), and
   returns freed heap to the OS after every task (glibc ``malloc_trim``).
 
@@ -170,12 +170,12 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
     """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
     from services.core.crops import pack_crops
-    from services.preprocess.regions import page_regions
+    from services.preprocess.regions import cut_regions
 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
         page = _document(path, token).page(index)
-        regions = page_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
+        regions = cut_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
         pack, spans = pack_crops([crop for _, crop in regions], codec=_state.config.crop_codec,
                                  max_bytes=_state.config.max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}

@@ -19,41 +19,12 @@ from aiokafka import ConsumerRecord
 
 from services.core import events, metrics
 from services.core.crops import region_crops
-from services.core.event_models import (UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent, Word,
-                                        compact_probs)
+from services.core.event_models import UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent
 from services.core.objectstore import ObjectStore
 from services.core.stage import Output, Result, Stage
+from services.pipeline.words import reading_fields
 from services.recognize.recognizer import LineReading
 from services.recognize.registry import load_recognizer
-
-
-def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[Word]:
-    """Words of a line with page-pixel boxes from the recogniser's character positions.
-
-    ``reading.char_x`` are character centres in crop pixels; a crop of width ``crop_width`` maps
-    linearly onto the quad's top and bottom edges (clockwise from top-left, page pixels), as the
-    perspective crop did. A word spans from half a character pitch (median centre spacing of
-    the line) before its first character to half a pitch after its last.
-    """
-    if not reading.text.strip() or crop_width <= 0:
-        return []
-    tl, tr, br, bl = (np.asarray(p, dtype=float) for p in quad)
-    xs = np.asarray(reading.char_x, dtype=float)
-    pitch = float(np.median(np.diff(xs))) if len(xs) > 1 else crop_width / 2
-    words, start = [], None
-    for i, ch in enumerate(reading.text + " "):
-        if ch != " " and start is None:
-            start = i
-        elif ch == " " and start is not None:
-            t0 = max(0.0, xs[start] - pitch / 2) / crop_width
-            t1 = min(float(crop_width), xs[i - 1] + pitch / 2) / crop_width
-            corners = np.array([tl + t0 * (tr - tl), tl + t1 * (tr - tl), bl + t0 * (br - bl), bl + t1 * (br - bl)])
-            probs = reading.char_probs[start:i]
-            words.append(Word(text=reading.text[start:i],
-                              box=[round(float(v), 1) for v in (*corners.min(axis=0), *corners.max(axis=0))],
-                              confidence=round(float(np.mean(probs)), 4)))
-            start = None
-    return words
 
 
 class RecognizeStage(Stage):
@@ -118,10 +89,9 @@ class RecognizeStage(Stage):
     def output(self, event: RegionsEvent, readings: Sequence[LineReading], widths: Sequence[int]) -> Output:
         """The ``recognized`` event: ``event``'s regions with text, confidence, per-character
         probabilities and word boxes added (``widths``: crop widths in px, for the word boxes)."""
-        regions = [RecognizedRegion(**msgspec.structs.asdict(region), text=reading.text,
-                                    confidence=round(reading.confidence, 4),
-                                    char_probs=compact_probs(reading.char_probs),
-                                    words=word_boxes(reading, width, region.quad) if region.quad else [])
+        regions = [events.convert(RecognizedRegion, {**events.to_json_object(region),
+                                                     **reading_fields(reading, width, region.quad or None)},
+                                  events.RECOGNIZED)
                    for region, reading, width in zip(event.regions, readings, widths)]
         out = RecognizedEvent(
             document_id=event.document_id, document=event.document,

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
-
-import logging
 
 import msgspec
 from aiokafka import ConsumerRecord
@@ -35,14 +34,24 @@ from services.core import events, metrics
 from services.core.crops import stored_crop
 from services.core.db import create_pool
 from services.core.errors import is_transient
-from services.core.event_models import (UNSET, DeadLetterEvent, DocumentRef, FieldResult, RecognizedEvent,
-                                        RecognizedRegion, ResultRegion, ResultsEvent, Timestamps, UnsetType)
+from services.core.event_models import (
+    UNSET,
+    DeadLetterEvent,
+    DocumentRef,
+    FieldResult,
+    RecognizedEvent,
+    RecognizedRegion,
+    ResultRegion,
+    ResultsEvent,
+    Timestamps,
+    UnsetType,
+)
 from services.core.names import clean_text, strip_nul
 from services.core.stage import Output, Stage
 from services.document import Document
+from services.pipeline.correct import correct_region
 from services.store.migrate import apply_migrations
-from services.store.postprocess import FieldSpec, PostProcessor
-
+from services.store.postprocess import PostProcessor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,16 +203,10 @@ class StoreStage(Stage):
 
     def postprocess(self, region: RecognizedRegion) -> ResultRegion:
         """The results region of ``region``: corrected ``text`` and ``raw_text``, ``value``,
-        ``valid``, ``reason``, ``needs_review`` from :class:`PostProcessor` (field rules when it
-        holds a template field)."""
-        field = FieldSpec(**events.to_json_object(region.field)) if region.field else None
-        c = self.postprocessor.correct(region.text, region.confidence, region.char_probs or None, field)
-        return ResultRegion(
-            region_id=region.region_id, page_index=region.page_index, block_index=region.block_index,
-            line_index=region.line_index, order=region.order, box=region.box, quad=region.quad,
-            detection_score=region.detection_score, text=c.text, confidence=region.confidence,
-            words=region.words, field=region.field, raw_text=c.raw_text, value=c.value, valid=c.valid,
-            reason=c.reason, needs_review=c.needs_review)
+        ``valid``, ``reason``, ``needs_review`` (:func:`services.pipeline.correct.correct_region`, the
+        one implementation :class:`~services.pipeline.ocr.OCRPipeline` uses too)."""
+        corrected = correct_region(self.postprocessor, events.to_json_object(region))
+        return events.convert(ResultRegion, corrected, events.RESULTS)
 
     async def store_dead_letter(self, record: ConsumerRecord) -> Output | None:
         """:meth:`store_failed` for a dead-letter record, which is never dropped: transient

@@ -53,8 +53,16 @@ from services.recognize.model_manifest import FORMAT, MANIFEST_NAME, load_model_
 from services.recognize.ppocr import PPOCRRecognizer, make_batch, model_path, resized_width
 from services.training.evaluate import SetScore, score
 from services.training.manifest import LineSample, load_image, read_manifest
-from services.training.ppocr_torch import (ConversionError, OnnxModule, TorchPPOCR, convert, load_base, parity,
-                                           torch_runner, write_back)
+from services.training.ppocr_torch import (
+    ConversionError,
+    OnnxModule,
+    TorchPPOCR,
+    convert,
+    load_base,
+    parity,
+    torch_runner,
+    write_back,
+)
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "GateRefused", "Trainer", "backbone_parameters", "ctc_targets",
            "finetune_ppocr"]

@@ -26,8 +26,7 @@ The runtime, one module per concept (per batch of at most ``max_batch_size`` cro
 """
 
 from services.recognize.trocr.decoder import KVCacheDecoder
-from services.recognize.trocr.generation import (DEFAULT_MAX_NEW_TOKENS, GenerationSettings, Hypothesis, beam_search,
-                                                 greedy_search)
+from services.recognize.trocr.generation import DEFAULT_MAX_NEW_TOKENS, GenerationSettings, Hypothesis, beam_search, greedy_search
 from services.recognize.trocr.image import PIL_FILTERS, ImageProcessorSpec, pil_resize
 from services.recognize.trocr.recognizer import MANIFEST_NAME, MODEL_DIR_ENV, TrOCROutput, TrOCRRecognizer, resolve_model_dir
 from services.recognize.trocr.tokenizer import TokenDecoder

@@ -32,8 +32,14 @@ from typing import Any
 import numpy as np
 
 from services.core.onnx_session import chosen_provider, make_session
-from services.recognize.longlines import (DOCTR_MAX_RATIO, DOCTR_OVERLAP_RATIO, DOCTR_TARGET_RATIO, CropBudget,
-                                          as_bgr, read_within_budget)
+from services.recognize.longlines import (
+    DOCTR_MAX_RATIO,
+    DOCTR_OVERLAP_RATIO,
+    DOCTR_TARGET_RATIO,
+    CropBudget,
+    as_bgr,
+    read_within_budget,
+)
 from services.recognize.recognizer import LineReading
 from services.recognize.trocr.decoder import KVCacheDecoder
 from services.recognize.trocr.generation import GenerationSettings, Hypothesis, beam_search, greedy_search

@@ -42,8 +42,15 @@ from dataclasses import dataclass
 
 from services.document import FieldSpec, FieldType
 from services.store.postprocess.fields import validate_field
-from services.store.postprocess.lexicon import (MAX_EDIT_DISTANCE, MIN_WORD_LENGTH, PROTECT_PROB, RECEIPT_WORDS,
-                                                DictionaryConfig, correct_words, symspell_index)
+from services.store.postprocess.lexicon import (
+    MAX_EDIT_DISTANCE,
+    MIN_WORD_LENGTH,
+    PROTECT_PROB,
+    RECEIPT_WORDS,
+    DictionaryConfig,
+    correct_words,
+    symspell_index,
+)
 from services.store.postprocess.text import Reading, collapse_whitespace, nfkc
 
 __all__ = [

@@ -1,0 +1,165 @@
+"""OCRPipeline (services/pipeline/): real images through the real models, and the stages' own code
+path (decoder worker -> preprocess event fields -> recognize event fields -> store post-processing
+-> Document) giving exactly what the pipeline gives. No stack: the stages' I/O is not under test
+here (test_pipeline_e2e.py runs the stages as processes); an in-memory object store carries the
+crops between the stages' methods.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from services.core.errors import DocumentTooLargeError, TruncatedImageError, UnknownTemplateError
+from services.core.settings import Settings
+from services.document import Document
+from services.pipeline.correct import correct_region
+from services.pipeline.ocr import STEPS, OCRPipeline
+from services.preprocess.decode import Budget
+from services.preprocess.stage import PreprocessStage
+from services.preprocess.worker import DecoderPool
+from services.recognize.stage import RecognizeStage, decode_crop
+from tools.render_samples import encode, render_page
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+LINES = ["INVOICE NO 20931", "DATE 02/11/2026", "TOTAL RM 125.40"]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ocr_pipeline(settings) -> OCRPipeline:
+    return OCRPipeline.from_settings(settings)
+
+
+class MemoryStore:
+    """The object store's get/put, in memory (transport between the stages' methods)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.objects[key] = data
+
+    async def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+
+async def stages_document(settings: Settings, recognizer, postprocessor, data: bytes) -> tuple[Document, list[dict]]:
+    """``data`` through the stages' own code: the decoder worker, PreprocessStage.store_regions,
+    RecognizeStage.output (crops from the store as recognize reads them), the store's
+    post-processing and Document building. Returns the Document and the recognised regions."""
+    preprocess, recognize = PreprocessStage(settings), RecognizeStage(settings)
+    preprocess.store = MemoryStore()
+    recognize.recognizer, recognize.model_version = recognizer, None
+    pool = DecoderPool.from_settings(settings, timeout_s=120)
+    try:
+        pages, regions = [], []
+        async with pool.open(data) as document:
+            for index in range(len(document.page_sizes)):
+                page = await document.page(index, None)
+                pages.append({"page_index": index, "width": page.width, "height": page.height})
+                regions += await preprocess.store_regions("doc", index, page.regions)
+    finally:
+        pool.close()
+    crops = [decode_crop(preprocess.store.objects[r["crop_key"]]) for r in regions]
+    event = {"document_id": "doc", "document": {}, "timestamps": {}, "pages": pages, "regions": regions}
+    recognized = recognize.output(event, recognizer.recognize(crops), [c.shape[1] for c in crops]).event
+    stored = [correct_region(postprocessor, r) for r in recognized["regions"]]
+    return Document.from_results({**recognized, "status": "done", "regions": stored}), recognized["regions"]
+
+
+def test_the_stages_and_the_pipeline_read_a_page_alike(settings, ocr_pipeline):
+    data = (SAMPLES / "receipt.png").read_bytes()
+    staged, staged_regions = asyncio.run(
+        stages_document(settings, ocr_pipeline.recognizer, ocr_pipeline.postprocessor, data))
+    ocr_pipeline.postprocessor, postprocessor = None, ocr_pipeline.postprocessor
+    try:
+        raw = ocr_pipeline(data, document_id="doc")
+    finally:
+        ocr_pipeline.postprocessor = postprocessor
+    whole = ocr_pipeline(data, document_id="doc")
+    assert "CORNER GROCER" in whole.render_text() and "TOTAL" in whole.render_text()
+    assert whole.render_text() == staged.render_text()
+    assert whole.pages == staged.pages  # blocks, lines, regions, word boxes and confidences
+    # region by region, the recognize stage's event fields (all but the object key of its crop)
+    raw_regions = [r for page in raw.pages for line in page.lines for r in line.regions]
+    assert [r.region_id for r in raw_regions] == [r["region_id"] for r in staged_regions]
+    assert [r.text for r in raw_regions] == [r["text"] for r in staged_regions]
+    assert [r.box for r in raw_regions] == [tuple(r["box"]) for r in staged_regions]
+
+
+def test_pipeline_reads_every_page_of_a_pdf_with_word_boxes_in_the_page(ocr_pipeline):
+    doc = ocr_pipeline((SAMPLES / "memo.pdf").read_bytes(), document_id="memo", filename="memo.pdf")
+    assert doc.status == "done" and len(doc.pages) == 2
+    assert all(page.text for page in doc.pages) and "\f" in doc.render_text()
+    for page in doc.pages:
+        words = [w for line in page.lines for w in line.words]
+        assert words
+        for w in words:
+            x0, y0, x1, y1 = w.box
+            assert 0 <= x0 < x1 <= page.width and 0 <= y0 < y1 <= page.height, (w, page.width, page.height)
+            assert 0.0 <= w.confidence <= 1.0
+    assert doc.meta["document"] == {"filename": "memo.pdf"}
+
+
+def test_pipeline_cuts_template_fields_and_validates_them(ocr_pipeline):
+    doc = ocr_pipeline((SAMPLES / "lab-report.jpg").read_bytes(), "lab-report")
+    fields = {r.field["name"]: r.text for page in doc.pages for line in page.lines for r in line.regions}
+    assert {"patient_id", "haemoglobin"} <= fields.keys()
+    with pytest.raises(UnknownTemplateError):
+        ocr_pipeline((SAMPLES / "lab-report.jpg").read_bytes(), "no-such-template")
+
+
+def test_pipeline_keeps_the_stages_budgets(settings, ocr_pipeline):
+    two_pages = (SAMPLES / "memo.pdf").read_bytes()
+    tight = OCRPipeline(ocr_pipeline.recognizer, ocr_pipeline.detector, budget=Budget(max_pages=1))
+    with pytest.raises(DocumentTooLargeError, match="OCRSTREAM_MAX_PAGES"):
+        tight(two_pages)
+    small = OCRPipeline(ocr_pipeline.recognizer, ocr_pipeline.detector, max_document_bytes=1000)
+    with pytest.raises(DocumentTooLargeError, match="OCRSTREAM_MAX_DOCUMENT_BYTES"):
+        small(two_pages)
+    with pytest.raises(DocumentTooLargeError, match="OCRSTREAM_MAX_IMAGE_PIXELS"):
+        OCRPipeline(ocr_pipeline.recognizer, ocr_pipeline.detector, budget=Budget(max_page_pixels=10_000))(
+            encode(render_page(LINES)))
+    with pytest.raises(TruncatedImageError):
+        ocr_pipeline((SAMPLES / "truncated.jpg").read_bytes())
+    before = dict(ocr_pipeline.cpu_s)
+    ocr_pipeline(encode(render_page(LINES)))
+    assert all(ocr_pipeline.cpu_s[s] > before[s] for s in ("decode", "regions", "recognize")), ocr_pipeline.cpu_s
+    assert set(ocr_pipeline.cpu_s) == set(STEPS)
+
+
+STAGE_PACKAGES = ("ingest", "preprocess", "recognize", "store")
+
+
+@pytest.mark.parametrize("stage", STAGE_PACKAGES)
+def test_no_stage_imports_another_stage_or_the_whole_pipeline(stage):
+    """A stage's modules import shared code, their own package and the pipeline's step modules
+    (services.pipeline.words, services.pipeline.correct), never another stage or OCRPipeline."""
+    bad = []
+    for path in (REPO / "services" / stage).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                other = [s for s in STAGE_PACKAGES if s != stage and name.startswith(f"services.{s}")]
+                if other or name in ("services.pipeline", "services.pipeline.ocr"):
+                    bad.append(f"{path.relative_to(REPO)}: {name}")
+    assert not bad
+
+
+def test_the_shared_step_modules_import_only_their_own_stage():
+    allowed = {"words": {"services.recognize.recognizer"}, "correct": {"services.store.postprocess"}}
+    for module, ok in allowed.items():
+        tree = ast.parse((REPO / "services" / "pipeline" / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        staged = {i for i in imported if i.startswith("services.") and i.split(".")[1] in STAGE_PACKAGES}
+        assert staged <= ok, (module, imported)
