@@ -5,11 +5,12 @@ isolated decoder (:mod:`.worker`: a worker process with a memory limit and a tim
 upload each page's crops as ONE object, raw pixels (:mod:`services.core.crops`), under
 ``crops/<document_id>/p<page>.crops`` as soon as the page is done, and emit one event with every
 region's box in page pixels, its visual line and its place in reading order. In the worker: the
-document's budget is checked from its headers before any pixel is decoded (:mod:`.decode`: sniffed type, pages, pixels per page and in total,
-truncation, lying headers, encryption), then page by page it is decoded, cleaned, and cut into
-regions (:mod:`.regions`): the named field boxes of a fixed-layout template (:mod:`.templates`),
-otherwise text lines detected with the PP-OCRv6 DBNet model (:mod:`.detect`). A bomb or a
-decoder crash costs only its document (:class:`~services.core.errors.DecoderCrashedError`).
+document's budget is checked from its headers before any pixel is decoded (:mod:`.decode`: sniffed
+type, pages, pixels per page and in total, truncation, lying headers, encryption), then page by page
+it is decoded, cleaned, and cut into regions (:mod:`.regions`): the named field boxes of a fixed-
+layout template (:mod:`.templates`), otherwise text lines detected with the PP-OCRv6 DBNet model
+(:mod:`.detect`). A bomb or a decoder crash costs only its document
+(:class:`~services.core.errors.DecoderCrashedError`).
 """
 
 from __future__ import annotations
