@@ -49,14 +49,16 @@ class ResultsReader:
 
     ``start()`` positions the reader at the current end of each partition (fetch high-water
     mark) or, with ``from_beginning=True``, at the first retained record; results produced after
-    ``start()`` returned are never missed. ``fetch_max_wait_ms`` bounds a fetch on an idle
-    partition (the broker answers at once when a record arrives). Raises KafkaConnectionError
+    ``start()`` returned are never missed. ``fetch_max_wait_ms`` (default
+    ``OCRSTREAM_KAFKA_FETCH_MAX_WAIT_MS``) bounds a fetch on an idle partition; real Kafka answers a
+    waiting fetch as soon as a record arrives, tansu only after up to ~100 ms (measured). Raises KafkaConnectionError
     (no broker) and KafkaTimeoutError from ``start()``.
     """
 
-    def __init__(self, settings: Settings, *, from_beginning: bool = False, fetch_max_wait_ms: int = 100):
+    def __init__(self, settings: Settings, *, from_beginning: bool = False, fetch_max_wait_ms: int | None = None):
         self.settings, self.from_beginning = settings, from_beginning
-        self.consumer = probe_consumer(settings, fetch_max_wait_ms=fetch_max_wait_ms)
+        wait_ms = settings.kafka_fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
+        self.consumer = probe_consumer(settings, fetch_max_wait_ms=wait_ms)
 
     async def start(self) -> "ResultsReader":
         """Connect, assign every partition of the results topic and take the start position."""
@@ -195,7 +197,7 @@ class ResultWaiters:
 
     async def __aenter__(self) -> "ResultWaiters":
         try:
-            self.reader = await ResultsReader(self.settings, fetch_max_wait_ms=500).start()
+            self.reader = await ResultsReader(self.settings).start()
         except Exception as exc:  # noqa: BLE001 - ?wait= is a convenience: serve without it for now
             log.warning("results reader not started (%s: %s); retrying in the background", type(exc).__name__, exc)
         self._task = asyncio.create_task(self._run())
@@ -214,7 +216,7 @@ class ResultWaiters:
         while True:
             try:
                 if self.reader is None:
-                    self.reader = await ResultsReader(self.settings, fetch_max_wait_ms=500).start()
+                    self.reader = await ResultsReader(self.settings).start()
                 for record in await self.reader.poll(1.0):
                     self._keep(record)
                 backoff.next_s = backoff.initial_s

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_request_timeout_ms: int = 30_000
     kafka_idempotent_producer: bool = True  # the embedded broker cannot: dev up sets false
+    # Longest a fetch waits on the broker for data to arrive (aiokafka default 500). Each hop of a
+    # document pays part of it at low load: measured on tansu, produce-ack -> consumed median 102 ms
+    # at 500, 23 ms at 200, 10 ms at 100, for ~0.01 CPU-s/s more per idle consumer (broker + client).
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     topic_partitions: int = 4
     topic_replication_factor: int = 1
     consumer_group_prefix: str = "ocrstream"

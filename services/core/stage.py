@@ -294,6 +294,7 @@ class StageRunner:
                 group_instance_id=s.group_instance_id or None,  # static membership when set
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
                 max_partition_fetch_bytes=s.max_message_bytes,
+                fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 fetch_max_bytes=s.max_message_bytes * 2,
             )
             self.consumer.subscribe(list(self.stage.input_topics), listener=_Rebalance(self))
