@@ -7,7 +7,7 @@ Two kinds: :func:`create_pool` (the store's user: the sink writes, migrations) a
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
 
@@ -57,7 +57,7 @@ async def create_read_pool(settings: Settings, max_size: int = 4) -> asyncpg.Poo
     own = settings.api_postgres_dsn.get_secret_value() if settings.api_postgres_dsn else None
     read_only = {"default_transaction_read_only": "on"}
 
-    async def connect(*args, **kwargs) -> asyncpg.Connection:
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         kwargs["server_settings"] = {**(kwargs.get("server_settings") or {}), **read_only}
         if own is not None:
             return await asyncpg.connect(*args, **kwargs)

@@ -26,9 +26,10 @@ TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at"
 
 async def find_done(db: Any, sha256: str, template: str | None) -> str | None:
     """Id of the newest ``done`` document with these bytes (SHA-256, 64 hex) and template, or None."""
-    return await db.fetchval(
+    found: str | None = await db.fetchval(
         "SELECT document_id FROM documents WHERE content_sha256 = $1 AND status = 'done'"
         " AND template IS NOT DISTINCT FROM $2 ORDER BY stored_at DESC LIMIT 1", sha256, template)
+    return found
 
 
 async def done_ids(db: Any, document_ids: Collection[str]) -> set[str]:
@@ -40,11 +41,11 @@ async def done_ids(db: Any, document_ids: Collection[str]) -> set[str]:
 
 async def count_published(db: Any, document_ids: Collection[str]) -> int:
     """How many of ``document_ids`` have a row whose results event was published (acked)."""
-    return await db.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
-                             " AND published_at IS NOT NULL", list(document_ids))
+    return int(await db.fetchval("SELECT count(*) FROM documents WHERE document_id = ANY($1::text[])"
+                                 " AND published_at IS NOT NULL", list(document_ids)))
 
 
-async def fetch_rows(db: Any, document_ids: Collection[str]) -> dict[str, dict]:
+async def fetch_rows(db: Any, document_ids: Collection[str]) -> dict[str, dict[str, Any]]:
     """Rows of ``documents`` (all columns plus ``regions``: their region count), keyed by id."""
     rows = await db.fetch(
         "SELECT d.*, (SELECT count(*) FROM regions r WHERE r.document_id = d.document_id) AS regions"
@@ -52,7 +53,7 @@ async def fetch_rows(db: Any, document_ids: Collection[str]) -> dict[str, dict]:
     return {r["document_id"]: dict(r) for r in rows}
 
 
-def summary(row: Any) -> dict:
+def summary(row: Any) -> dict[str, Any]:
     """The summary dict of a ``documents`` row (:data:`SUMMARY_FIELDS`, times as ISO text)."""
     out = {k: row[k] for k in SUMMARY_FIELDS}
     out.update({k: row[k].isoformat() if row[k] else None for k in TIME_FIELDS})
@@ -61,7 +62,7 @@ def summary(row: Any) -> dict:
 
 async def list_documents(db: Any, *, status: str | None = None, since: datetime | None = None,
                          before: datetime | None = None, needs_review: bool | None = None,
-                         error_type: str | None = None, limit: int = 50) -> list[dict]:
+                         error_type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Summaries, newest ``stored_at`` first, filtered (None: no filter); ``since`` inclusive,
     ``before`` exclusive (keyset paging: the last row's ``stored_at``)."""
     rows = await db.fetch(
@@ -74,7 +75,7 @@ async def list_documents(db: Any, *, status: str | None = None, since: datetime 
     return [summary(r) for r in rows]
 
 
-async def failure_groups(db: Any, since: datetime | None = None) -> list[dict]:
+async def failure_groups(db: Any, since: datetime | None = None) -> list[dict[str, Any]]:
     """Failed documents grouped by stage and error type, most frequent first: ``{stage,
     error_type, documents, last_at, last_document_id}``."""
     rows = await db.fetch(
@@ -99,11 +100,12 @@ async def recent_counts(db: Any, window_s: float) -> dict[str, int]:
 
 async def last_failures(db: Any, n: int) -> list[Any]:
     """The ``n`` newest failed rows: document_id, filename, error_stage, error_type, error_message, stored_at."""
-    return await db.fetch("SELECT document_id, filename, error_stage, error_type, error_message, stored_at"
-                          " FROM documents WHERE status = 'failed' ORDER BY stored_at DESC NULLS LAST LIMIT $1", n)
+    return list(await db.fetch("SELECT document_id, filename, error_stage, error_type, error_message, stored_at"
+                               " FROM documents WHERE status = 'failed' ORDER BY stored_at DESC NULLS LAST LIMIT $1",
+                               n))
 
 
-async def load_document(pool: Any, document_id: str) -> dict | None:
+async def load_document(pool: Any, document_id: str) -> dict[str, Any] | None:
     """The document as a dict: summary fields, ``text``, ``needs_review``, ``fields``, ``error``,
     ``pages`` and ``regions`` (reading order; box, words, field, value, validity); None if unknown.
     ``pool``: an asyncpg Pool (the three reads share one connection)."""
