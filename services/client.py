@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotRead
 from services.core import events
 from services.core.event_models import UNSET, ErrorInfo, ResultsEvent, Timestamps, UnsetType
 from services.core.settings import Settings
-from services.ingest.stage import Receipt, Submitter
+from services.ingest.ingestor import Receipt, Submitter
 from services.results import ResultsReader, fetch_documents
 
 

@@ -38,8 +38,6 @@ def test_import_contracts_are_kept():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(reason="services/recognize/recognizer.py <-> its implementations: being removed on the "
-                          "rooms-models branch (issue 12 §3a); drop this mark after merging it", strict=False)
 def test_import_graph_has_no_cycles():
     result = run(sys.executable, "-m", "tools.import_graph")
     assert "no cycles" in result.stdout and result.returncode == 0, result.stdout + result.stderr

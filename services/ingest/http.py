@@ -15,7 +15,7 @@ from services.core import events
 from services.core.auth import Authenticator
 from services.core.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
 from services.core.http import BodyLimit
-from services.ingest.stage import Submitter
+from services.ingest.ingestor import Submitter
 from services.results import ResultWaiters
 
 #: HTTP status of each refusal at the HTTP door.
