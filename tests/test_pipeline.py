@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from services.core import events
+from services.core.crops import region_crops
 from services.core.errors import DocumentTooLargeError, TruncatedImageError, UnknownTemplateError
+from services.core.event_models import DocumentRef, Page, RegionsEvent, Timestamps
 from services.core.settings import Settings
 from services.document import Document
 from services.pipeline.correct import correct_region
@@ -21,7 +24,7 @@ from services.pipeline.ocr import STEPS, OCRPipeline
 from services.preprocess.decode import Budget
 from services.preprocess.stage import PreprocessStage
 from services.preprocess.worker import DecoderPool
-from services.recognize.stage import RecognizeStage, decode_crop
+from services.recognize.stage import RecognizeStage
 from tools.render_samples import encode, render_page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +48,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.objects[key] = data
 
     async def get(self, key: str) -> bytes:
@@ -65,15 +68,19 @@ async def stages_document(settings: Settings, recognizer, postprocessor, data: b
         async with pool.open(data) as document:
             for index in range(len(document.page_sizes)):
                 page = await document.page(index, None)
-                pages.append({"page_index": index, "width": page.width, "height": page.height})
-                regions += await preprocess.store_regions("doc", index, page.regions)
+                pages.append(Page(page_index=index, width=page.width, height=page.height))
+                regions += await preprocess.store_regions("doc", index, page)
     finally:
         pool.close()
-    crops = [decode_crop(preprocess.store.objects[r["crop_key"]]) for r in regions]
-    event = {"document_id": "doc", "document": {}, "timestamps": {}, "pages": pages, "regions": regions}
+    crops = region_crops(regions, preprocess.store.objects)
+    event = RegionsEvent(document_id="doc", document=DocumentRef(object_key="originals/doc", content_sha256="0" * 64,
+                                                                 size_bytes=len(data), source="cli"),
+                         timestamps=Timestamps(ingested=events.now_iso()), pages=pages, regions=regions)
     recognized = recognize.output(event, recognizer.recognize(crops), [c.shape[1] for c in crops]).event
-    stored = [correct_region(postprocessor, r) for r in recognized["regions"]]
-    return Document.from_results({**recognized, "status": "done", "regions": stored}), recognized["regions"]
+    recognized_regions = [events.to_json_object(r) for r in recognized.regions]
+    stored = [correct_region(postprocessor, r) for r in recognized_regions]
+    document = Document.from_results({**events.to_json_object(recognized), "status": "done", "regions": stored})
+    return document, recognized_regions
 
 
 def test_the_stages_and_the_pipeline_read_a_page_alike(settings, ocr_pipeline):
