@@ -327,15 +327,16 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                             done: list[str] = []
                             outcomes, missing = await client.wait(
                                 receipts, timeout_s=timeout_s * len(paths),
-                                on_result=lambda e: (done.append(e["document_id"]),
+                                on_result=lambda e: (done.append(e.document_id),
                                                      progress(f"  pipeline: {len(done)}/{len(paths)} results")))
                             row.wall_s = time.perf_counter() - wall0
                             cpu1 = meter.cpu()
                         if missing or any(r.reused for r in receipts):
                             row.note = f"{len(missing)} missing, {sum(r.reused for r in receipts)} answered by dedup"
                         by_id = {o.receipt.document_id: o.result for o in outcomes}
-                        row.texts = [by_id.get(r.document_id, {}).get("text", "").replace("\f", "\n") for r in receipts]
-                        failed = sum(by_id.get(r.document_id, {}).get("status") != "done" for r in receipts)
+                        found = [by_id.get(r.document_id) for r in receipts]
+                        row.texts = [e.text.replace("\f", "\n") if e is not None else "" for e in found]
+                        failed = sum(e is None or e.status != "done" for e in found)
                         if failed:
                             row.note += f" {failed} not done"
                         row.per_process = {k: (cpu1[k] - cpu0[k]) / len(paths) for k in groups}
