@@ -145,7 +145,9 @@ def region_crops(regions: Sequence[Region], objects: dict[str, bytes], *,
         spans = [(_offset(regions[i]), _shape(regions[i])) for i in mine]
         for i, crop in zip(mine, unpack_crops(objects[key], spans, max_bytes=max_bytes)):
             crops[i] = crop
-    return [crop for crop in crops if crop is not None]  # every index was filled above
+    filled = [crop for crop in crops if crop is not None]
+    assert len(filled) == len(regions), "every region gets its crop from its PNG or its pack"
+    return filled
 
 
 def crop_reference(key: str, offset: int, shape: Sequence[int]) -> str:
