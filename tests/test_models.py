@@ -16,7 +16,7 @@ from services.core import onnx_session
 from services.core.onnx_session import DeviceUnavailableError, chosen_provider, make_session
 from services.evaluation import cer, normalize, wer
 from services.preprocess.detect import LineDetector, crop_line, reading_order, visual_line_ids
-from services.recognize.ppocr import ctc_greedy, fix_lookalikes, model_path
+from services.recognize.ppocr import ctc_greedy, fix_lookalikes, model_path, resized_width
 from services.recognize.recognizer import LineReading, Recognizer
 from services.recognize.registry import known_recognizers, load_recognizer
 
@@ -257,3 +257,31 @@ def test_batch_equals_one_at_a_time(recognizer):
         np.testing.assert_allclose(b.char_x, s.char_x, atol=1e-6)
     assert batched[-1] == LineReading("", 0.0, (), ())
     assert recognizer.recognize([]) == []
+
+
+def test_concurrent_calls_setting(monkeypatch):
+    monkeypatch.delenv(onnx_session.CALLS_ENV, raising=False)
+    assert onnx_session.resolve_concurrent_calls(None) == onnx_session.DEFAULT_CONCURRENT_CALLS == 2
+    monkeypatch.setenv(onnx_session.CALLS_ENV, "3")
+    assert onnx_session.resolve_concurrent_calls(None) == 3
+    assert onnx_session.resolve_concurrent_calls(1) == 1
+    for bad in ("0", "two"):
+        monkeypatch.setenv(onnx_session.CALLS_ENV, bad)
+        with pytest.raises(ValueError, match="OCRSTREAM_ORT_CONCURRENT_CALLS|>= 1"):
+            onnx_session.resolve_concurrent_calls(None)
+
+
+@pytest.mark.slow
+def test_concurrent_calls_read_as_one_at_a_time(recognizer):
+    """Batches run on several threads at once: same readings, in input order, as one call at a time."""
+    page, boxes = render_page()
+    crops = [box_crop(page, b) for b in boxes]
+    crops = crops + crops[::-1] + [np.zeros((1, 40, 3), np.uint8)]  # several batches of several widths
+    concurrent = load_recognizer("ppocr", device="cpu", threads=1, concurrent_calls=3)
+    assert concurrent.concurrent_calls == 3
+    sequential = load_recognizer("ppocr", device="cpu", threads=1, concurrent_calls=1)
+    assert len(concurrent._batches([resized_width(*c.shape[:2]) for c in crops])) > 3
+    expected = sequential.recognize(crops)
+    assert [r.text for r in concurrent.recognize(crops)] == [r.text for r in expected]
+    assert [r.text for r in expected[: len(boxes)]] == [r.text for r in expected[len(boxes): 2 * len(boxes)]][::-1]
+    assert any(r.text for r in expected)
