@@ -10,7 +10,9 @@ warms them up (models loaded, consumer groups joined) and then, on the idle pipe
 ``--n`` receipts one after another, each waited for before the next:
 
 * ``cli``: ``python -m services.cli submit --wait FILE`` as a new process per receipt (process
-  start, imports, connections and the wait included: what a user at a shell sees);
+  start, imports, connections and the wait included: what a user at a shell sees); with the
+  stages up it goes through the ingest stage's HTTP door (``--via auto``);
+* ``cli-kafka``: the same with ``--via kafka``: the CLI door (S3 and the broker from the process);
 * ``cli-before``: the same with the CLI of another checkout (``--before DIR``, e.g. the commit
   before issue 15 unpacked with ``git archive``), against the same stages;
 * ``http``: one ``POST /v1/documents?wait=30`` per receipt from a fresh HTTP connection (a
@@ -84,10 +86,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO) -> tuple[float, str]:
-    """Wall seconds of one ``submit --wait`` process (the CLI of ``checkout``) and the document id it printed."""
+def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO, options: tuple[str, ...] = ()
+               ) -> tuple[float, str]:
+    """Wall seconds of one ``submit --wait`` process (the CLI of ``checkout``, with ``options``)
+    and the document id it printed."""
     started, epoch = time.perf_counter(), time.time()
-    out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "120",
+    out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "120", *options,
                           str(path)], env=env, capture_output=True, text=True, timeout=180, cwd=checkout)
     wall = time.perf_counter() - started
     if out.returncode != 0 or "[done]" not in out.stdout:
@@ -96,10 +100,14 @@ def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO) -> tuple[
     return wall, out.stdout.split()[0]
 
 
-def import_seconds(checkout: Path = REPO) -> float:
-    """Wall seconds of a process that only starts Python and imports the ``submit`` code path."""
+#: what each CLI door's process imports before it submits (``--via http``: no Kafka/S3 client).
+SUBMIT_IMPORTS = {"cli": "import services.cli, services.http_submit", "cli-kafka": "import services.cli, services.client"}
+
+
+def import_seconds(door: str) -> float:
+    """Wall seconds of a process that only starts Python and imports ``door``'s ``submit`` code path."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import services.cli, services.client"], check=True, cwd=checkout)
+    subprocess.run([sys.executable, "-c", SUBMIT_IMPORTS[door]], check=True, cwd=REPO)
     return time.perf_counter() - started
 
 
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=None,
                         help="folder of receipts (default: rendered like samples/receipt.png)")
     parser.add_argument("--doors", nargs="+", default=["cli", "http"],
-                        choices=["cli", "cli-before", "http", "http-poll"])
+                        choices=["cli", "cli-kafka", "cli-before", "http", "http-poll"])
     parser.add_argument("--before", type=Path, default=None,
                         help="checkout whose CLI the door cli-before runs (e.g. git archive of the commit before)")
     args = parser.parse_args(argv)
@@ -206,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             ingest = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
             query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
             submit = {
-                "cli": lambda path: (*submit_cli(env, path), "--wait"),
+                "cli": lambda path: (*submit_cli(env, path), "--wait (HTTP door)"),
+                "cli-kafka": lambda path: (*submit_cli(env, path, options=("--via", "kafka")), "--wait --via kafka"),
                 "cli-before": lambda path: (*submit_cli(env, path, args.before), "--wait"),
                 "http": lambda path: submit_http(ingest, query, path),
                 "http-poll": lambda path: submit_http(ingest, query, path, wait=False),
@@ -221,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                 load_before = os.getloadavg()[0]
                 walls = {door: [] for door in args.doors}
                 ids = {door: [] for door in args.doors}
-                how, imports = {}, []
+                how: dict[str, str] = {}
+                imports: dict[str, list[float]] = {d: [] for d in SUBMIT_IMPORTS if d in args.doors}
                 for i in range(args.n):  # the doors take turns
-                    if "cli" in args.doors:
-                        imports.append(import_seconds())
+                    for door, seconds in imports.items():
+                        seconds.append(import_seconds(door))
                     for d, door in enumerate(args.doors):
                         path = paths[i * len(args.doors) + d] if args.input is None else paths[i]
                         wall, doc_id, how[door] = submit[door](path)
@@ -240,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * (HEADER.count("|") - 1))
     for line in table:
         print(line)
-    if imports:
-        print(f"\npython start + imports of the submit path alone (no work), p50: {percentile(imports, 0.5):.2f} s")
+    for door, seconds in imports.items():
+        print(f"\n{door}: python start + imports of its submit path alone (no work), p50: "
+              f"{percentile(seconds, 0.5):.2f} s")
     return 0
 
 

@@ -22,7 +22,7 @@ no stack runs at the configured addresses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,17 +224,6 @@ async def _poll_published(settings: Settings, document_ids: list[str], timeout_s
         await asyncio.sleep(3600)  # timed out: let the reader's own timeout decide
     finally:
         await conn.close()
-
-
-def iter_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files named by ``paths``: files as given, folders expanded (sorted, recursively, no dotfiles)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        else:
-            found.append(path)
-    return found
 
 
 def refused_result(receipt: Receipt) -> ResultsEvent:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import click
 
-from services.client import Client, iter_paths
+from services.client import Client
 from services.core import events
 from services.core.auth import create_key
+from services.core.paths import iter_paths
 from services.core.settings import Settings
 from services.devstack import EmbeddedStack
 from services.launcher import StageProcesses, free_port

@@ -57,3 +57,16 @@ def test_without_a_stack_the_cli_prints_a_one_line_hint(args):
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no traceback, no client logs
     assert "ocrstream dev up" in result.stderr and "127.0.0.1:1" in result.stderr
+
+
+def test_submit_via_http_without_a_door_is_a_one_line_error():
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, **NO_STACK_ENV, "OCRSTREAM_INGEST_URL": "http://127.0.0.1:1"}
+    result = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--via", "http", "--wait",
+                             "samples/receipt.png"], capture_output=True, text=True, timeout=120, cwd=repo, env=env)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "no ingest HTTP door answering at http://127.0.0.1:1" in result.stderr

@@ -303,26 +303,44 @@ async def test_no_document_is_lost_when_stages_crash(pipeline, stack_settings, t
     assert not stages.dead()
 
 
-def test_cli_submit_wait_prints_results_and_fails_on_a_failed_document(pipeline, tmp_path):
-    """``submit --wait``: each document's text or its failure (stage, error type); exit 1 if any failed."""
+@pytest.mark.parametrize("via, door", [("auto", "http"), ("kafka", "cli")])
+def test_cli_submit_wait_prints_results_and_fails_on_a_failed_document(pipeline, stack_settings, tmp_path, via, door):
+    """``submit --wait``: each document's text or its failure (stage, error type); exit 1 if any failed.
+    ``--via auto`` goes through the ingest stage's HTTP door (it answers), ``--via kafka`` through
+    the CLI door; the documents table records which (``source``)."""
     import subprocess
     import sys
 
     _, env = pipeline
-    good, bad = tmp_path / "cli.png", tmp_path / "cli-truncated.jpg"
-    good.write_bytes(render("cli.png", ["SUBMITTED FROM THE CLI 31"]))
-    jpeg = render("x.jpg", ["truncated page"])
+    good, bad, empty = tmp_path / "cli.png", tmp_path / "cli-truncated.jpg", tmp_path / "cli-empty.png"
+    good.write_bytes(render("cli.png", [f"SUBMITTED FROM THE CLI 31 {via.upper()}"]))
+    jpeg = render("x.jpg", [f"truncated page {via}"])
     bad.write_bytes(jpeg[: len(jpeg) // 2])
-    cli = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300"]
+    empty.write_bytes(b"")
+    cli = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300", "--via", via]
+    asyncio.run(wait_http(f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}/healthz"))  # else auto takes Kafka
     out = subprocess.run(cli + [str(good)], env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr
-    assert "[done]" in out.stdout and cer([out.stdout.split("\n")[-2]], ["SUBMITTED FROM THE CLI 31"]) < 0.1, out.stdout
+    assert "[done]" in out.stdout, out.stdout
+    assert cer([out.stdout.split("\n")[-2]], [f"SUBMITTED FROM THE CLI 31 {via.upper()}"]) < 0.1, out.stdout
+    document_id = out.stdout.split()[0]
 
-    out = subprocess.run(cli + [str(good), str(bad)], env=env, capture_output=True, text=True, timeout=400)
+    async def source() -> str:
+        conn = await asyncpg.connect(stack_settings.dsn)
+        try:
+            return await conn.fetchval("SELECT source FROM documents WHERE document_id = $1", document_id)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(source()) == door
+
+    out = subprocess.run(cli + [str(good), str(bad), str(empty)], env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "[done]" in out.stdout and "[failed]" in out.stdout
     assert "failed in preprocess: TruncatedImageError" in out.stdout
-    assert "1 of 2 document(s) failed: cli-truncated.jpg (preprocess: TruncatedImageError)" in out.stderr
+    assert "cli-empty.png  rejected at ingest: EmptyDocumentError" in out.stdout
+    assert ("2 of 3 document(s) failed: cli-truncated.jpg (preprocess: TruncatedImageError); "
+            "cli-empty.png (ingest: EmptyDocumentError)") in out.stderr
 
 
 async def test_http_post_with_wait_answers_with_the_result(pipeline):

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     api_keys_file: str | None = None
     require_api_key: bool = False
     rate_limit_per_minute: int = 600
+    # Clients (`ocrstream submit`, services/http_submit.py): the ingest HTTP door's URL (None: the
+    # stage's own http_host/http_port) and the API key they send to the HTTP doors.
+    ingest_url: str | None = None
+    api_key: SecretStr | None = None
     # Re-submitted bytes (same sha256 and template) already done: process again, or reuse the
     # earlier document (its id is returned, nothing is reprocessed).
     duplicates: Literal["reprocess", "reuse"] = "reprocess"
