@@ -121,6 +121,28 @@ async def test_a_dropped_file_is_read_once_and_an_overwrite_is_a_new_document(dr
     assert counted.get("ingested", 0) >= 3 and counted.get("failed", 0) >= 1, counted
 
 
+async def test_an_idle_pipeline_consumes_no_notifications(dropped, pipeline):
+    """Notifications of the pipeline's own writes (crops, the delivery-attempt ledger) are ignored
+    without writing anything, so they stop once the pipeline is idle. They used to feed back (each
+    ignored notification's ledger write was notified in turn: ~4 messages/s forever, issue 13)."""
+    stages, _ = pipeline
+    url = f"http://127.0.0.1:{stages.stage_env['ingest']['OCRSTREAM_METRICS_PORT']}/metrics"
+    name = 'ocrstream_messages_in_total{stage="ingest",topic="ocr.bucket-notifications"}'
+
+    async def consumed(client: httpx.AsyncClient) -> float:
+        lines = (await client.get(url)).text.splitlines()
+        return next(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+
+    async with httpx.AsyncClient() as client:
+        counts = [await consumed(client)]
+        for _ in range(20):  # until 5 s pass without a notification (at most ~100 s)
+            await asyncio.sleep(5)
+            counts.append(await consumed(client))
+            if counts[-1] == counts[-2]:
+                break
+    assert counts[0] > 0 and counts[-1] == counts[-2], counts
+
+
 async def test_search_finds_the_dropped_document(dropped, pipeline):
     _, env = pipeline
     api = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"

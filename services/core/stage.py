@@ -24,6 +24,10 @@ One set of rules for every stage (after arq's jobs and quixstreams' sinks):
   ``max_delivery_attempts`` times, is dead-lettered (``PoisonMessageError``, or
   ``HandlerTimeoutError`` when it timed out in this process) without being handled again.
   A batch whose handler raises as a whole is split in halves until the bad record is alone.
+* **Nothing to do, nothing written.** Records the stage :meth:`~Stage.ignores` (e.g. ingest's
+  bucket notifications of objects outside the inbox) are committed with their batch without
+  being handled or recorded in the ledger: a ledger write is itself an object-store write, and
+  notified writes that each caused another one kept the embedded stack busy forever (issue 13).
 * **Typed dead letters.** Any other failure of one record becomes a dead-letter event on
   ``ocr.dlq.v1`` with one of our error types (:func:`~services.core.errors.as_typed`); the store
   stage turns it into a ``failed`` row and a ``failed`` results event.
@@ -122,6 +126,12 @@ class Stage(ABC):
 
     async def published(self, outputs: Sequence[Output]) -> None:
         """Called once ``outputs`` of a batch are acked by the broker, before the offset commit."""
+
+    def ignores(self, record: ConsumerRecord) -> bool:
+        """True for a record this stage does nothing with (no output, no side effect): it is
+        committed without being handled or counted as a delivery attempt. Runs on the Kafka
+        loop: it must be cheap (parse a small header or key, never I/O). Default: False."""
+        return False
 
     @abstractmethod
     async def handle(self, record: ConsumerRecord) -> list[Output]:
@@ -438,6 +448,7 @@ class StageRunner:
         by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
         for r in records:
             by_partition.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        ignored = {id(r) for r in records if self.stage.ignores(r)}
         taken: list[ConsumerRecord] = []
         poisoned: dict[int, BaseException] = {}
 
@@ -445,15 +456,20 @@ class StageRunner:
             taken.clear()
             poisoned.clear()
             for tp, mine in by_partition.items():
+                if all(id(r) in ignored for r in mine):
+                    taken.extend(mine)  # nothing to handle: no ledger write
+                    continue
                 unfinished = await self.attempts.unfinished(tp)
                 if not any(r.offset in unfinished for r in mine):
                     taken.extend(mine)
-                    await self.attempts.begin(tp, [r.offset for r in mine])
+                    await self.attempts.begin(tp, [r.offset for r in mine if id(r) not in ignored])
                     continue
                 first, times = mine[0], unfinished.get(mine[0].offset, 0)
                 if len(mine) > 1:
                     self.consumer.seek(tp, mine[1].offset)
                 taken.append(first)
+                if id(first) in ignored:
+                    continue
                 if times >= self.settings.max_delivery_attempts:
                     poisoned[id(first)] = self._poison_error(first, times)
                 else:
@@ -464,8 +480,8 @@ class StageRunner:
 
         if not await retry_transient("record delivery attempts", self.stage.name, self.settings, stop, begin):
             return None
-        handle = [r for r in taken if id(r) not in poisoned]
-        results: dict[int, Result] = dict(poisoned)
+        handle = [r for r in taken if id(r) not in poisoned and id(r) not in ignored]
+        results: dict[int, Result] = {**dict.fromkeys(ignored, []), **poisoned}
         if handle:
             handled = await self._handle_with_retries(handle, stop)
             if handled is None:

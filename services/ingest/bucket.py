@@ -207,6 +207,22 @@ class BucketDoor:
             raise
         return outputs
 
+    def ignores(self, record: ConsumerRecord) -> bool:
+        """True when every event of the notification is ignored (deletes, other buckets, keys
+        outside the prefix: the pipeline's own crops, originals and ledger objects); counted in
+        ``ocrstream_bucket_events_total``. Undecodable messages are not ignored (:meth:`handle`
+        dead-letters them). Cheap (a small JSON or protobuf message), no I/O."""
+        try:
+            found = parse_notification(record.value, record.key, self.settings.seaweedfs_buckets_dir)
+        except InvalidEventError:
+            return False
+        outcomes = [self._outcome(event) for event in found]
+        if any(outcome is None for outcome in outcomes):
+            return False
+        for outcome in outcomes:
+            BUCKET_EVENTS.labels("ingest", outcome).inc()
+        return True
+
     async def published(self, outputs: Sequence[Output]) -> None:
         """Mark the object versions whose events the broker acked as delivered."""
         done = {o.key for o in outputs} & self._pending

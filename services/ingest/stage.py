@@ -170,6 +170,10 @@ class IngestStage(Stage):
             await serve_until(create_app(submitter, auth, results), self.settings.http_host, self.settings.http_port,
                               stop, self.name)
 
+    def ignores(self, record: ConsumerRecord) -> bool:
+        """Bucket notifications with nothing to ingest (:meth:`BucketDoor.ignores`)."""
+        return self.bucket is not None and record.topic == self.bucket.topic and self.bucket.ignores(record)
+
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         if self.bucket is not None and record.topic == self.bucket.topic:
             return await self.bucket.handle(record)

@@ -162,3 +162,18 @@ async def test_outputs_of_a_handled_record_go_to_the_stage_topic(harness):
     h = harness(scripted())
     await h.runner.deliver([record(9)], asyncio.Event())
     assert h.producer.acked == [(OUT_TOPIC, "doc-9", {"offset": 9})]
+
+
+async def test_ignored_records_are_committed_without_being_handled_or_recorded(harness):
+    class Ignoring(ScriptedStage):
+        def ignores(self, r) -> bool:
+            return r.offset % 2 == 1
+
+    h = harness(lambda settings: Ignoring(settings))
+    await h.runner.deliver([record(1), record(3, partition=1)], asyncio.Event())  # nothing to do at all
+    assert h.stage.calls == [] and h.producer.outputs() == [] and h.store.objects == {}
+    assert h.consumer.commits == [{TP0: 2, TP1: 4}]
+    await h.runner.deliver([record(4), record(5), record(6)], asyncio.Event())
+    assert h.stage.calls == [4, 6] and h.producer.outputs() == ["doc-4", "doc-6"]
+    assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"4": 1, "6": 1}}
+    assert h.consumer.commits[-1] == {TP0: 7}
