@@ -96,6 +96,7 @@ class HttpDoor:
 
     def __init__(self, settings: Settings):
         self.url = door_url(settings)
+        self.max_bytes = settings.max_document_bytes
         self.headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
         self.pool = urllib3.PoolManager(maxsize=MAX_IN_FLIGHT, retries=False)
 
@@ -109,6 +110,7 @@ class HttpDoor:
 
     def submit(self, path: Path, template: str | None = None, wait_s: float = 0.0) -> DoorAnswer:
         """Post one file and wait up to ``wait_s`` seconds (capped at MAX_DOOR_WAIT_S) for its result.
+        A file over ``OCRSTREAM_MAX_DOCUMENT_BYTES`` is rejected here, without reading it whole.
 
         Raises:
             DoorUnavailableError: the door does not answer.
@@ -116,7 +118,12 @@ class HttpDoor:
             OSError: the file cannot be read.
         """
         wait_s = min(max(wait_s, 0.0), MAX_DOOR_WAIT_S)
-        fields: dict[str, Any] = {"file": (path.name, path.read_bytes(),
+        with path.open("rb") as f:
+            data = f.read(self.max_bytes + 1)  # bounded: the door refuses more anyway (413)
+        if len(data) > self.max_bytes:
+            return DoorAnswer(path.name, "rejected", error=(
+                "DocumentTooLargeError", f"{path.name} is larger than OCRSTREAM_MAX_DOCUMENT_BYTES ({self.max_bytes})"))
+        fields: dict[str, Any] = {"file": (path.name, data,
                                            mimetypes.guess_type(path.name)[0] or "application/octet-stream")}
         if template:
             fields["template"] = template

@@ -34,3 +34,13 @@ def test_answers_are_read_by_status():
         with pytest.raises(DoorRefusedError) as caught:
             _answer("c.png", status, body)
         assert caught.value.status == status
+
+
+def test_a_file_over_the_limit_is_rejected_without_a_request(tmp_path):
+    from services.http_submit import HttpDoor
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"0" * 2000)
+    door = HttpDoor(Settings(_env_file=None, max_document_bytes=1000, ingest_url="http://127.0.0.1:1"))
+    answer = door.submit(big)  # no door at that address: answered before any connection
+    assert answer.status == "rejected" and answer.error[0] == "DocumentTooLargeError"
