@@ -139,9 +139,15 @@ class Client:
 
     async def submit_paths(self, paths: Sequence[Path], template: str | None = None,
                            templates: dict[str, str] | None = None) -> list[Receipt]:
-        """Submit files in order (``template`` for all, or per file name from ``templates``)."""
-        return [await self.submit(path.read_bytes(), path.name, template or (templates or {}).get(path.name))
-                for path in paths]
+        """Submit files in order (``template`` for all, or per file name from ``templates``). At most
+        ``max_document_bytes + 1`` bytes of a file are read: a larger one is refused as too large."""
+        limit = self.settings.max_document_bytes + 1
+        receipts = []
+        for path in paths:
+            with path.open("rb") as f:
+                data = f.read(limit)
+            receipts.append(await self.submit(data, path.name, template or (templates or {}).get(path.name)))
+        return receipts
 
     async def wait(self, receipts: Sequence[Receipt], *, timeout_s: float,
                    on_result: Callable[[ResultsEvent], None] = lambda e: None,
