@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response
 
 from services.core import events
 from services.core.auth import Authenticator
-from services.core.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
+from services.core.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError, is_transient
 from services.core.http import BodyLimit
 from services.ingest.ingestor import Submitter
 from services.results import ResultWaiters
@@ -22,6 +22,8 @@ from services.results import ResultWaiters
 REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
 #: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
 MAX_WAIT_S = 60.0
+#: ``Retry-After`` (seconds) of a 503: the broker or object store did not take the document.
+RETRY_AFTER_S = 5
 
 
 def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters | None = None) -> FastAPI:
@@ -45,10 +47,18 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
 
         202 with its id once its event is acknowledged by the broker (200 with its result when
         ``?wait=`` saw it stored); refused with 400 (empty), 413 (too large), 415 (unsupported
-        type), 401/403 (API key), 429 (rate limit).
+        type), 401/403 (API key), 429 (rate limit); 503 with ``Retry-After`` when the broker or
+        the object store does not answer (nothing was accepted: submit again later).
         """
         data = await file.read(limit + 1)
-        receipt = await submitter.submit(data, file.filename, "http", template)
+        try:
+            receipt = await submitter.submit(data, file.filename, "http", template)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise HTTPException(503, headers={"Retry-After": str(RETRY_AFTER_S)}, detail={
+                "error": type(exc).__name__,
+                "message": f"the pipeline's broker or object store did not answer ({exc}); submit again later"}) from exc
         if receipt.error is not None:
             status = next((code for cls, code in REFUSAL_STATUS.items() if isinstance(receipt.error, cls)), 422)
             raise HTTPException(status, detail={"error": type(receipt.error).__name__,
