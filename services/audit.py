@@ -41,13 +41,7 @@ from services.core.lag import LagReader
 from services.core.settings import Settings
 from services.dlq import read_partitions
 
-#: Input topics of each stage's consumer group (``<prefix>-<stage>``).
-STAGE_INPUTS = {
-    "ingest": (events.RAW,),
-    "preprocess": (events.INGESTED,),
-    "recognize": (events.REGIONS,),
-    "store": (events.RECOGNIZED, events.DLQ),
-}
+STAGE_INPUTS = events.STAGE_INPUTS
 
 
 @dataclass(frozen=True)

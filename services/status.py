@@ -34,14 +34,7 @@ from pathlib import Path
 from services.core import events
 from services.core.settings import DEV_ENV_FILE, Settings
 
-#: Each stage's consumed topics (a stage's own module declares them; importing the stages here
-#: would load their models' libraries, so they are repeated and checked by a test).
-STAGE_INPUTS = {
-    "ingest": (events.RAW,),
-    "preprocess": (events.INGESTED,),
-    "recognize": (events.REGIONS,),
-    "store": (events.RECOGNIZED, events.DLQ),
-}
+STAGE_INPUTS = events.STAGE_INPUTS
 CHECK_TIMEOUT_S = 5.0
 RECENT_WINDOW_S = 3600
 

@@ -316,9 +316,7 @@ def compare(expect: Expect, door: Door, obs: Observed, goal_s: float = RESOLVE_G
 
 # --- stuck partitions --------------------------------------------------------------------------------
 
-#: Input topics of each stage's consumer group ``<prefix>-<stage>`` (services/core/stage.py).
-STAGE_INPUTS = {"ingest": (events.RAW,), "preprocess": (events.INGESTED,), "recognize": (events.REGIONS,),
-                "store": (events.RECOGNIZED, events.DLQ)}
+STAGE_INPUTS = events.STAGE_INPUTS
 
 
 async def group_lag(settings: Settings) -> dict[str, int]:

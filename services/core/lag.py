@@ -36,10 +36,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Input topics of each stage's consumer group (tests check these equal each Stage.input_topics;
-#: kept here so the exporter does not import the stages' models).
-STAGE_INPUTS = {"ingest": (events.RAW,), "preprocess": (events.INGESTED,),
-                "recognize": (events.REGIONS,), "store": (events.RECOGNIZED, events.DLQ)}
+STAGE_INPUTS = events.STAGE_INPUTS
 
 
 def stage_inputs(settings: Settings) -> dict[str, tuple[str, ...]]:
