@@ -202,7 +202,8 @@ def inprocess_reader(threads: int) -> Callable[[bytes], str]:
 
     :class:`services.pipeline.OCRPipeline` whole (decode, clean-up, DBNet, crops, recogniser,
     word boxes, blocks, the store's post-processing, text rendering): the same step functions the
-    stages run, without Kafka, S3 and PostgreSQL; ``threads`` ONNX Runtime threads per model.
+    stages run, without Kafka, S3 and PostgreSQL; ``threads`` ONNX Runtime threads per model and
+    as many recogniser calls at once (1: the whole path on one core, as the row says).
     """
     from services.core.settings import Settings
     from services.pipeline import OCRPipeline
@@ -213,7 +214,8 @@ def inprocess_reader(threads: int) -> Callable[[bytes], str]:
     pipeline = OCRPipeline.from_settings(
         settings,
         detector=LineDetector(max_side=settings.detect_max_side, device="cpu", threads=threads),
-        recognizer=load_recognizer("ppocr", device="cpu", threads=threads, max_batch_size=settings.batch_max_size,
+        recognizer=load_recognizer("ppocr", device="cpu", threads=threads, concurrent_calls=threads,
+                                   max_batch_size=settings.batch_max_size,
                                    max_chars=settings.max_region_chars))
     pipeline.postprocessor.preload()
 
