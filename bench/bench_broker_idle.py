@@ -1,6 +1,6 @@
 """Issue 13: what the embedded stack burns with no work, broker log on S3 vs in memory.
 
-    .venv/bin/python bench/bench_broker_idle.py [--idle-s 20] [--storage s3 memory]
+    .venv/bin/python bench/bench_broker_idle.py [--idle-s 20] [--storage s3 memory] [--fetch-wait-ms 100 500]
 
 For each ``--storage`` (``EmbeddedStack(kafka_storage=...)``; ``s3``, the default of the stack,
 keeps tansu's log in its own SeaweedFS process ``kafka-s3``; ``memory`` keeps it in the broker's
@@ -8,9 +8,10 @@ memory, lost when it stops): a fresh embedded stack, then
 
 1. ``stack only``: ``--idle-s`` seconds with nothing connected;
 2. ``stages attached``: the four stage processes started with their defaults (consumer groups
-   joined, fetch wait ``OCRSTREAM_KAFKA_FETCH_MAX_WAIT_MS``), one rendered receipt through them
-   (models loaded, topics created, groups settled), a 5 s pause, then ``--idle-s`` seconds with
-   no work.
+   joined), one rendered receipt through them (models loaded, topics created, groups settled),
+   a 5 s pause, then ``--idle-s`` seconds with no work; once per ``--fetch-wait-ms`` value
+   (``OCRSTREAM_KAFKA_FETCH_MAX_WAIT_MS`` of the stages, restarted for each; default: the
+   setting's default only).
 
 Prints CPU-s per second (user + system of the process and its descendants, ``psutil``) of the
 broker (tansu), the broker's log S3 (``kafka-s3``, s3 storage only), the users' S3, PostgreSQL
@@ -71,17 +72,19 @@ def idle_rates(pids: dict[str, list[int]], seconds: float) -> dict[str, float]:
     return {k: (after[k] - before[k]) / span for k in pids}
 
 
-async def one_receipt(settings: Settings) -> None:
-    """A rendered receipt through the stages, waited for (models loaded, groups settled)."""
+async def one_receipt(settings: Settings, tag: str) -> None:
+    """A rendered receipt (``tag`` printed on it: new bytes, not answered by ingest's dedup)
+    through the stages, waited for (models loaded, groups settled)."""
     async with Client(settings) as client:
-        receipt = await client.submit(encode(render_page(RECEIPT, size=24)), "idle-warm.png")
+        receipt = await client.submit(encode(render_page([*RECEIPT, f"REF {tag}"], size=24)), "idle-warm.png")
         _, missing = await client.wait([receipt], timeout_s=600)
         if missing:
             raise RuntimeError("the warm-up receipt did not come through the stages")
 
 
-def measure(storage: str, idle_s: float, tmp: Path) -> list[tuple[str, dict[str, float]]]:
-    """The two idle phases on a fresh stack with the broker's log in ``storage``."""
+def measure(storage: str, idle_s: float, tmp: Path, fetch_waits: list[int | None]) -> list[tuple[str, dict[str, float]]]:
+    """The idle phases on a fresh stack with the broker's log in ``storage``: stack only, then
+    the stages attached with each fetch wait (None: the setting's default)."""
     rows = []
     with EmbeddedStack(tmp / storage, kafka_storage=storage, log=lambda m: None) as stack:
         env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
@@ -92,13 +95,17 @@ def measure(storage: str, idle_s: float, tmp: Path) -> list[tuple[str, dict[str,
             pids.setdefault(service.name, []).append(service.pid)
         print(f"{storage}: stack only, idle {idle_s:g} s ...", file=sys.stderr, flush=True)
         rows.append(("stack only", idle_rates(pids, idle_s)))
-        with StageProcesses(env, tmp / storage / "stage-logs", stages=STAGES) as stages:
-            print(f"{storage}: stages started, one receipt through them ...", file=sys.stderr, flush=True)
-            asyncio.run(one_receipt(Settings.from_env(env)))
-            time.sleep(5)
-            pids["stages"] = [p.pid for p in stages.procs.values()]
-            print(f"{storage}: stages attached, idle {idle_s:g} s ...", file=sys.stderr, flush=True)
-            rows.append(("stages attached", idle_rates(pids, idle_s)))
+        for wait_ms in fetch_waits:
+            stage_env = env if wait_ms is None else {**env, "OCRSTREAM_KAFKA_FETCH_MAX_WAIT_MS": str(wait_ms)}
+            settings = Settings.from_env(stage_env)
+            label = f"stages attached, fetch wait {settings.kafka_fetch_max_wait_ms} ms"
+            with StageProcesses(stage_env, tmp / storage / "stage-logs", stages=STAGES) as stages:
+                print(f"{storage}: stages started, one receipt through them ...", file=sys.stderr, flush=True)
+                asyncio.run(one_receipt(settings, f"{storage}-{wait_ms}"))
+                time.sleep(5)
+                pids["stages"] = [p.pid for p in stages.procs.values()]
+                print(f"{storage}: {label}, idle {idle_s:g} s ...", file=sys.stderr, flush=True)
+                rows.append((label, idle_rates(pids, idle_s)))
     return rows
 
 
@@ -106,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle measured per phase")
     parser.add_argument("--storage", nargs="+", default=["s3", "memory"], choices=["s3", "memory"])
+    parser.add_argument("--fetch-wait-ms", type=int, nargs="+", default=[None],
+                        help="OCRSTREAM_KAFKA_FETCH_MAX_WAIT_MS values of the stages (default: the setting's)")
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="ocrs-idle-") as tmp:
         for storage in args.storage:
-            results += [(storage, phase, rates) for phase, rates in measure(storage, args.idle_s, Path(tmp))]
+            results += [(storage, phase, rates) for phase, rates in measure(storage, args.idle_s, Path(tmp), args.fetch_wait_ms)]
     load = os.getloadavg()
     print(f"\nidle CPU-s per second, {args.idle_s:g} s per phase; {os.cpu_count()} CPUs, load average {load[0]:.1f}")
     print("| broker log | phase | tansu | kafka-s3 (broker's log S3) | S3 | PostgreSQL | 4 stages | "
