@@ -1,7 +1,7 @@
 """Issue 13: the pipeline against its own model work and the peers, same pages, one run.
 
     .venv/bin/python bench/bench_e2e.py [--input DIR] [--limit N] [--skip tesseract rapidocr pipeline ...]
-                                        [--replicas N]
+                                        [--replicas N] [--broker-log s3 memory]
 
 Default input: the SROIE dev pages ``<repo>/../shared/data/sroie-dev/pages/img`` (or the folder
 in ``$OCRSTREAM_BENCH_INPUT``), with ground truth from the ``pages.jsonl`` beside the folder
@@ -25,6 +25,9 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
   to its stage's, its RSS is the largest replica's. A throughput table then puts the rows side by side: pages/s at
   saturation, busy cores (CPU-s of every pipeline process / wall s), CPU-s per page and pages/s
   per busy core (the issue's "no loss of throughput per core" compares this last one);
+* ``pipeline, broker log in memory`` (``--broker-log s3 memory``): the one-replica pipeline
+  again on a stack whose broker keeps its log in memory (``EmbeddedStack(kafka_storage=
+  "memory")``, not durable) instead of on its own SeaweedFS (``kafka-s3``, the default);
 * ``rapidocr 3.10``: ``rapidocr.RapidOCR`` in-process (same PP-OCRv6 weights, no angle
   classifier), 1 thread;
 * ``tesseract``: the ``tesseract`` CLI (``--psm 3``, ``OMP_THREAD_LIMIT=1``), skipped with a
@@ -283,13 +286,14 @@ REPLICATED = ("preprocess", "recognize")  # the stages ``--replicas`` runs N pro
 
 
 def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: Path = REPO,
-                 name: str = "pipeline", replicas: int = 1) -> Row:
+                 name: str = "pipeline", replicas: int = 1, kafka_storage: str = "s3") -> Row:
     """The four stage processes on their own embedded stack: warm-up, latency, steady state.
 
     ``checkout``: the source tree the stage processes run (``--before DIR``: an older commit
     unpacked with ``git archive``, measured in the same run as this one). ``replicas``:
     processes each of preprocess and recognize (``preprocess-2``, ... join the stage's consumer
-    group; their CPU and RSS count under the stage's name)."""
+    group; their CPU and RSS count under the stage's name). ``kafka_storage``: where the
+    embedded broker keeps its log (``EmbeddedStack``)."""
     from services.client import Client
     from services.core.settings import Settings
     from services.devstack import EmbeddedStack
@@ -299,7 +303,7 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
     row = Row(name, replicas=replicas)
     with tempfile.TemporaryDirectory(prefix="ocrs-e2e-") as tmp:
         tmp = Path(tmp)
-        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack:
+        with EmbeddedStack(tmp / "stack", kafka_storage=kafka_storage, log=lambda m: None) as stack:
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
@@ -453,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1,
                         help="also run the pipeline with N processes each of preprocess and recognize (N <= 4 "
                              "partitions), after the one-replica row, in the same run")
+    parser.add_argument("--broker-log", nargs="+", default=["s3"], choices=["s3", "memory"],
+                        help="a one-replica pipeline row per storage of the embedded broker's log "
+                             "(s3: durable, the default; memory: lost when the broker stops)")
     parser.add_argument("--before", type=Path, default=None,
                         help="also run the pipeline from this checkout (e.g. `git archive main | tar -x -C DIR`), "
                              "before this one, in the same run")
@@ -475,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         latency_n = min(args.latency_n, len(paths))
         if args.before is not None:
             rows.append(run_pipeline(paths, latency_n, args.timeout, args.before.resolve(), f"pipeline {args.before}"))
-        rows.append(run_pipeline(paths, latency_n, args.timeout))
+        for storage in args.broker_log:
+            rows.append(run_pipeline(paths, latency_n, args.timeout, kafka_storage=storage,
+                                     name="pipeline" if storage == "s3" else f"pipeline, broker log in {storage}"))
         if args.replicas > 1:
             rows.append(run_pipeline(paths, 0, args.timeout, name=f"pipeline, {args.replicas} replicas",
                                      replicas=args.replicas))
