@@ -22,9 +22,10 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
   each of preprocess and recognize in their consumer groups (dynamic members, every topic
   ``OCRSTREAM_TOPIC_PARTITIONS`` = 4 partitions, so a group of N <= 4 shares them by
   rebalancing), measured the same way but without the latency part; a replica's CPU is added
-  to its stage's, its RSS is the largest replica's. A throughput table then puts the rows side by side: pages/s at
-  saturation, busy cores (CPU-s of every pipeline process / wall s), CPU-s per page and pages/s
-  per busy core (the issue's "no loss of throughput per core" compares this last one);
+  to its stage's, its RSS is the largest replica's. A throughput table then puts the rows side
+  by side: pages/s at saturation, busy cores (CPU-s of every pipeline process / wall s), CPU-s
+  per page and pages/s per busy core (the issue's "no loss of throughput per core" compares
+  this last one); measured 2026-11-23: README "Performance";
 * ``pipeline, broker log in memory`` (``--broker-log s3 memory``): the one-replica pipeline
   again on a stack whose broker keeps its log in memory (``EmbeddedStack(kafka_storage=
   "memory")``, not durable) instead of on its own SeaweedFS (``kafka-s3``, the default);
