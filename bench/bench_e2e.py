@@ -1,6 +1,7 @@
 """Issue 13: the pipeline against its own model work and the peers, same pages, one run.
 
     .venv/bin/python bench/bench_e2e.py [--input DIR] [--limit N] [--skip tesseract rapidocr pipeline ...]
+                                        [--replicas N] [--broker-log s3 memory]
 
 Default input: the SROIE dev pages ``<repo>/../shared/data/sroie-dev/pages/img`` (or the folder
 in ``$OCRSTREAM_BENCH_INPUT``), with ground truth from the ``pages.jsonl`` beside the folder
@@ -17,6 +18,17 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
   submitted at once (bytes made distinct by a JPEG comment / PNG text chunk, so ingest's dedup
   does not answer), CPU of every process group read from /proc before and after (all threads,
   children included), RSS per stage sampled every 0.5 s (max);
+* ``pipeline, N replicas`` (``--replicas N``, N > 1): the same on a fresh stack with N processes
+  each of preprocess and recognize in their consumer groups (dynamic members, every topic
+  ``OCRSTREAM_TOPIC_PARTITIONS`` = 4 partitions, so a group of N <= 4 shares them by
+  rebalancing), measured the same way but without the latency part; a replica's CPU is added
+  to its stage's, its RSS is the largest replica's. A throughput table then puts the rows side
+  by side: pages/s at saturation, busy cores (CPU-s of every pipeline process / wall s), CPU-s
+  per page and pages/s per busy core (the issue's "no loss of throughput per core" compares
+  this last one); measured 2026-11-23: README "Performance";
+* ``pipeline, broker log in memory`` (``--broker-log s3 memory``): the one-replica pipeline
+  again on a stack whose broker keeps its log in memory (``EmbeddedStack(kafka_storage=
+  "memory")``, not durable) instead of on its own SeaweedFS (``kafka-s3``, the default);
 * ``rapidocr 3.10``: ``rapidocr.RapidOCR`` in-process (same PP-OCRv6 weights, no angle
   classifier), 1 thread;
 * ``tesseract``: the ``tesseract`` CLI (``--psm 3``, ``OMP_THREAD_LIMIT=1``), skipped with a
@@ -55,7 +67,9 @@ os.chdir(REPO)  # stage processes run `python -m services.cli` from the current 
 
 from services.evaluation import cer, wer  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "sroie-dev"
+#: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
+DATA = next((d / "shared" / "data" / "sroie-dev" for d in (REPO.parent, REPO.parent.parent)
+             if (d / "shared" / "data" / "sroie-dev").is_dir()), REPO.parent / "shared" / "data" / "sroie-dev")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".pdf"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -137,10 +151,13 @@ def _group_processes() -> dict[int, list[tuple[int, float, int]]]:
 
 class GroupMeter:
     """CPU seconds and RSS of named process groups (a stage process and its decoder workers; a
-    stack service and its children), read from /proc; RSS maxima sampled every 0.5 s."""
+    stack service and its children), read from /proc; RSS maxima sampled every 0.5 s: of all the
+    name's groups together, or of its largest one for the names in ``replicated`` (the RSS of
+    one replica of a stage)."""
 
-    def __init__(self, groups: dict[str, list[int]]):
+    def __init__(self, groups: dict[str, list[int]], replicated: frozenset[str] = frozenset()):
         self.groups = groups  # name -> process group ids
+        self.replicated = replicated
         self.max_rss = dict.fromkeys(groups, 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,7 +170,9 @@ class GroupMeter:
         while not self._stop.wait(0.5):
             procs = _group_processes()
             for name, ids in self.groups.items():
-                self.max_rss[name] = max(self.max_rss[name], sum(r for g in ids for _, _, r in procs.get(g, [])))
+                rss = [sum(r for _, _, r in procs.get(g, [])) for g in ids]
+                now = max(rss, default=0) if name in self.replicated else sum(rss)
+                self.max_rss[name] = max(self.max_rss[name], now)
 
     def __enter__(self) -> "GroupMeter":
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -176,6 +195,7 @@ class Row:
     latencies: list[float] = field(default_factory=list)
     note: str = ""
     per_process: dict[str, float] = field(default_factory=dict)  # CPU-s per page
+    replicas: int = 1  # processes each of preprocess and recognize (pipeline rows)
     rss: dict[str, int] = field(default_factory=dict)  # bytes
     idle: dict[str, float] = field(default_factory=dict)  # CPU-s per second with no work
 
@@ -265,22 +285,28 @@ def tesseract_reader(binary: str) -> Callable[[bytes], str]:
     return read
 
 
+REPLICATED = ("preprocess", "recognize")  # the stages ``--replicas`` runs N processes of
+
+
 def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: Path = REPO,
-                 name: str = "pipeline") -> Row:
+                 name: str = "pipeline", replicas: int = 1, kafka_storage: str = "s3") -> Row:
     """The four stage processes on their own embedded stack: warm-up, latency, steady state.
 
     ``checkout``: the source tree the stage processes run (``--before DIR``: an older commit
-    unpacked with ``git archive``, measured in the same run as this one)."""
+    unpacked with ``git archive``, measured in the same run as this one). ``replicas``:
+    processes each of preprocess and recognize (``preprocess-2``, ... join the stage's consumer
+    group; their CPU and RSS count under the stage's name). ``kafka_storage``: where the
+    embedded broker keeps its log (``EmbeddedStack``)."""
     from services.client import Client
     from services.core.settings import Settings
     from services.devstack import EmbeddedStack
     from services.launcher import StageProcesses, free_port
     from tools.render_samples import RECEIPT, encode, render_page
 
-    row = Row(name)
+    row = Row(name, replicas=replicas)
     with tempfile.TemporaryDirectory(prefix="ocrs-e2e-") as tmp:
         tmp = Path(tmp)
-        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack:
+        with EmbeddedStack(tmp / "stack", kafka_storage=kafka_storage, log=lambda m: None) as stack:
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
@@ -290,25 +316,33 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
             os.chdir(checkout)  # the stage processes import `services` from their working directory
             try:
                 stages.start()
+                for stage in REPLICATED:
+                    for i in range(2, replicas + 1):
+                        stages.start_one(stage, f"{stage}-{i}")
             finally:
                 os.chdir(REPO)
             try:
-                groups = {name: [proc.pid] for name, proc in stages.procs.items()}
+                groups: dict[str, list[int]] = {}
+                for proc_name, proc in stages.procs.items():  # "recognize-2" counts as "recognize"
+                    stage = proc_name.rsplit("-", 1)[0] if proc_name.rsplit("-", 1)[-1].isdigit() else proc_name
+                    groups.setdefault(stage, []).append(proc.pid)
                 groups["broker"] = [pid for name, pid in services.items() if name.startswith("kafka")]
                 groups["S3"] = [services["s3"]]
                 groups["PostgreSQL"] = [services["postgres"]]
-                meter = GroupMeter(groups)
+                meter = GroupMeter(groups, frozenset(REPLICATED))
 
                 async def drive() -> None:
                     async with Client(settings) as client:
                         progress("pipeline: warming up (models, consumer groups) ...")
+                        # two documents per replica at once (keys spread over the partitions, so
+                        # every replica most likely gets work and warms its models)
                         warm = [encode(render_page([line.replace("25.50", f"{25 + i}.00") for line in RECEIPT], size=24))
-                                for i in range(2)]
-                        for i, data in enumerate(warm):
-                            receipt = await client.submit(data, f"warm-{i}.png")
-                            _, missing = await client.wait([receipt], timeout_s=300)
-                            if missing:
-                                raise RuntimeError(f"warm-up document not done; stage logs:\n{stages.log_tail('recognize')}")
+                                for i in range(2 * replicas)]
+                        receipts = [await client.submit(data, f"warm-{i}.png") for i, data in enumerate(warm)]
+                        _, missing = await client.wait(receipts, timeout_s=300 * replicas)
+                        if missing or stages.dead():
+                            raise RuntimeError(f"warm-up documents not done (exited: {stages.dead()}); stage logs:\n"
+                                               f"{stages.log_tail('recognize')}")
                         await asyncio.sleep(2)
                         for i, path in enumerate(paths[:latency_n]):  # low load: one at a time
                             t0 = time.perf_counter()
@@ -370,8 +404,10 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
             score = ("—",) * 3
         per_page = r.cpu_s / n
         ratio = f"{per_page / (base.cpu_s / n):.2f}" if base and base.cpu_s else "—"
+        latency = (f"{percentile(r.latencies, 0.5):.2f} | {percentile(r.latencies, 0.95):.2f}" if r.latencies
+                   else "— | —")
         print(f"| {r.name} | {' | '.join(score)} | {per_page:.3f} | {ratio} | {n / r.wall_s:.2f} | "
-              f"{percentile(r.latencies, 0.5):.2f} | {percentile(r.latencies, 0.95):.2f} | {r.note} |")
+              f"{latency} | {r.note} |")
     for r in rows:
         if r.per_process:
             names = list(r.per_process)
@@ -380,7 +416,7 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
             print("|---|" + "---|" * (len(names) + 1))
             print("| CPU-s per page | " + " | ".join(f"{r.per_process[k]:.3f}" for k in names)
                   + f" | {sum(r.per_process.values()):.3f} |")
-            print("| RSS MiB | " + " | ".join(f"{r.rss[k] / 2**20:.0f}" for k in names) + " | |")
+            print("| RSS MiB (a replica: the largest) | " + " | ".join(f"{r.rss[k] / 2**20:.0f}" for k in names) + " | |")
             if r.idle:
                 print("| idle CPU-s per second | " + " | ".join(f"{r.idle[k]:.3f}" for k in names)
                       + f" | {sum(r.idle.values()):.3f} |")
@@ -392,6 +428,24 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
             print(f"\nstages {stage_total:.3f} + broker/S3/PostgreSQL {sum(r.per_process.values()) - stage_total:.3f}"
                   f" CPU-s per page; goals: <= 1.1 x in-process, <= 0.6 CPU-s per page, p50 <= 0.8 s, "
                   f"p95 <= 1.5 s, RSS <= 1024 MiB per stage")
+    print_throughput([r for r in rows if r.per_process], n)
+
+
+def print_throughput(rows: list[Row], n: int) -> None:
+    """Pipeline rows side by side at saturation: pages/s, busy cores, CPU-s per page, pages/s per
+    busy core and its ratio to the one-replica row (the goal: no loss with more replicas)."""
+    base = next((r for r in rows if r.replicas == 1 and r.name == "pipeline"), None)
+    if base is None or not any(r.replicas > 1 for r in rows):
+        return
+    per_core = {r.name: (n / r.wall_s) / (r.cpu_s / r.wall_s) for r in rows}
+    print(f"\nthroughput at saturation ({n} pages submitted at once; {os.cpu_count()} CPUs; "
+          f"busy cores = CPU-s of every pipeline process / wall s)")
+    print("| pipeline | preprocess + recognize processes | pages/s | busy cores | CPU-s per page | "
+          "pages/s per busy core | x 1 replica |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.name} | {r.replicas} + {r.replicas} | {n / r.wall_s:.3f} | {r.cpu_s / r.wall_s:.2f} | "
+              f"{r.cpu_s / n:.3f} | {per_core[r.name]:.3f} | {per_core[r.name] / per_core[base.name]:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,10 +457,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads of the in-process rows")
     parser.add_argument("--latency-n", type=int, default=10, help="pages submitted one at a time for latency")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per page before giving up")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="also run the pipeline with N processes each of preprocess and recognize (N <= 4 "
+                             "partitions), after the one-replica row, in the same run")
+    parser.add_argument("--broker-log", nargs="+", default=["s3"], choices=["s3", "memory"],
+                        help="a one-replica pipeline row per storage of the embedded broker's log "
+                             "(s3: durable, the default; memory: lost when the broker stops)")
     parser.add_argument("--before", type=Path, default=None,
                         help="also run the pipeline from this checkout (e.g. `git archive main | tar -x -C DIR`), "
                              "before this one, in the same run")
     args = parser.parse_args(argv)
+    if not 1 <= args.replicas <= 4:
+        parser.error("--replicas must be 1..4 (the topics' partitions, OCRSTREAM_TOPIC_PARTITIONS)")
     if not args.input.is_dir():
         print(f"skipped: {args.input} absent (pass --input DIR or set OCRSTREAM_BENCH_INPUT)")
         return 0
@@ -423,7 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         latency_n = min(args.latency_n, len(paths))
         if args.before is not None:
             rows.append(run_pipeline(paths, latency_n, args.timeout, args.before.resolve(), f"pipeline {args.before}"))
-        rows.append(run_pipeline(paths, latency_n, args.timeout))
+        for storage in args.broker_log:
+            rows.append(run_pipeline(paths, latency_n, args.timeout, kafka_storage=storage,
+                                     name="pipeline" if storage == "s3" else f"pipeline, broker log in {storage}"))
+        if args.replicas > 1:
+            rows.append(run_pipeline(paths, 0, args.timeout, name=f"pipeline, {args.replicas} replicas",
+                                     replicas=args.replicas))
     if "rapidocr" not in args.skip:
         progress("rapidocr: loading models ...")
         rows.append(run_serially("rapidocr 3.10 in-process", rapidocr_reader(), paths, "1 thread, no cls"))
