@@ -75,8 +75,9 @@ class Ingestor:
         if not data:
             raise EmptyDocumentError("document is empty (0 bytes)")
         if len(data) > self.settings.max_document_bytes:
+            # the doors read at most limit + 1 bytes: the true size may be larger still
             raise DocumentTooLargeError(
-                f"document is {len(data)} bytes; the limit is {self.settings.max_document_bytes} "
+                f"document is over {self.settings.max_document_bytes} bytes, the limit "
                 "(OCRSTREAM_MAX_DOCUMENT_BYTES)")
         if sniff(data) is None:
             raise NotAnImageError(f"unsupported type (looks like {identify(data)}); supported: "
