@@ -16,7 +16,7 @@ Policy (one place, so detection, recognition and later models behave alike):
   (``InferenceSession.run`` is thread-safe; each call runs on its caller's thread with one
   intra-op thread), from ``OCRSTREAM_ORT_CONCURRENT_CALLS``, else :data:`DEFAULT_CONCURRENT_CALLS`
   (2, this machine's cores). Measured (issue 15, ``samples/receipt.png``, 12 lines, in-process
-  page, median of 5 after warm-up, alternating runs on the shared 2-core host): 1 call at a time
+  page, 5 pages after warm-up in each of two alternating runs on the shared 2-core host): 1 call at a time
   0.88-1.07 s wall per page, 2 at once 0.58-0.71 s, the same text and recogniser CPU within
   noise (0.67-0.81 vs 0.71-0.83 CPU-s). Unlike a second intra-op thread it adds no
   synchronisation per operator; under load the stage's other processes take the cores anyway;
