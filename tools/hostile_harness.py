@@ -463,7 +463,9 @@ class HostileRun:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / filename
         path.write_bytes(data)
-        args = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", str(int(limit)), str(path)]
+        # --via kafka: the CLI door itself (auto would take the HTTP door, which Door.HTTP covers)
+        args = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", str(int(limit)), "--via", "kafka",
+                str(path)]
         if case.template:
             args[4:4] = ["--template", str(case.template)]
         proc = await asyncio.create_subprocess_exec(*args, env=self.env, stdout=asyncio.subprocess.PIPE,
