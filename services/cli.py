@@ -105,11 +105,11 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     if not files:
         raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
     settings = get_settings()
-    if via == "http" or (via == "auto" and len(files) <= HTTP_DOOR_MAX_FILES):
+    if via != "kafka":
         from services.http_submit import DoorRefusedError, DoorUnavailableError, HttpDoor
 
         door = HttpDoor(settings)
-        if via == "http" or door.available():
+        if takes_http_door(via, len(files), door):
             try:
                 sys.exit(_submit_http(door, settings, files, wait, timeout, template))
             except DoorUnavailableError as exc:
@@ -123,6 +123,15 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     _submit_kafka(settings, files, wait, timeout, template)
 
 
+def takes_http_door(via: str, n_files: int, door) -> bool:
+    """Whether ``submit --via VIA`` of ``n_files`` files goes through ``door`` (an
+    :class:`services.http_submit.HttpDoor`): ``http`` always, ``kafka`` never, ``auto`` when at
+    most HTTP_DOOR_MAX_FILES files are given and the door answers."""
+    if via in ("http", "kafka"):
+        return via == "http"
+    return n_files <= HTTP_DOOR_MAX_FILES and door.available()
+
+
 def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> None:
     """``submit`` through the CLI door (S3 and the broker from this process); exits."""
     from services.client import StackUnreachableError
@@ -133,6 +142,15 @@ def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, templ
     except StackUnreachableError as exc:
         click.echo(f"ocrstream: {exc.hint}", err=True)
         sys.exit(EXIT_NO_STACK)
+
+
+def _echo_receipt(settings, document_id: str, filename: str | None, error: tuple[str, str] | None,
+                  reused: bool, object_key: str | None) -> None:
+    """One line per submitted file: its id, name, and where its original is (or why it was refused)."""
+    state = (f"rejected at ingest: {error[0]}: {error[1]}" if error
+             else "reused: same bytes as this done document" if reused
+             else f"s3://{settings.s3_bucket}/{object_key}")
+    click.echo(f"{document_id}  {filename}  {state}")
 
 
 class Finished(NamedTuple):
@@ -166,10 +184,7 @@ def _submit_http(door, settings, files: list[Path], wait: bool, timeout: float, 
         answers = door.submit_all(files, template, wait_s=timeout if wait else 0.0,
                                   on_answer=lambda a: bar.update(1))
     for a in answers:
-        state = (f"rejected at ingest: {a.error[0]}: {a.error[1]}" if a.error
-                 else "reused: same bytes as this done document" if a.status == "reused"
-                 else f"s3://{settings.s3_bucket}/{a.object_key}")
-        click.echo(f"{a.document_id or '-'}  {a.filename}  {state}")
+        _echo_receipt(settings, a.document_id or "-", a.filename, a.error, a.status == "reused", a.object_key)
     if not wait:
         return EXIT_FAILED if any(a.error for a in answers) else 0
     pending = [a for a in answers if a.result is None and not a.error]
@@ -210,10 +225,8 @@ async def _submit(settings, files: list[Path], wait: bool, timeout: float, templ
     async with Client(settings, wait=wait) as client:
         receipts = await client.submit_paths(files, template)
         for r in receipts:
-            state = (f"rejected at ingest: {type(r.error).__name__}: {r.error}" if r.error
-                     else "reused: same bytes as this done document" if r.reused
-                     else f"s3://{settings.s3_bucket}/{r.object_key}")
-            click.echo(f"{r.document_id}  {r.filename}  {state}")
+            error = (type(r.error).__name__, str(r.error)) if r.error else None
+            _echo_receipt(settings, r.document_id, r.filename, error, r.reused, r.object_key)
         if not wait:
             return EXIT_FAILED if any(r.error for r in receipts) else 0
         with click.progressbar(length=len(receipts), label="processing", file=sys.stderr,

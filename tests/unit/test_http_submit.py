@@ -44,3 +44,104 @@ def test_a_file_over_the_limit_is_rejected_without_a_request(tmp_path):
     door = HttpDoor(Settings(_env_file=None, max_document_bytes=1000, ingest_url="http://127.0.0.1:1"))
     answer = door.submit(big)  # no door at that address: answered before any connection
     assert answer.status == "rejected" and answer.error[0] == "DocumentTooLargeError"
+
+
+class StandInDoor:
+    """A real HTTP server on loopback that answers like the ingest door (``/healthz`` 200,
+    ``POST /v1/documents`` 202 after ``delay_s``) and records the ``wait`` asked for and the
+    most requests it held at once."""
+
+    def __init__(self, delay_s: float = 0.0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        door = self
+        self.waits: list[float] = []
+        self.in_flight = self.most_in_flight = 0
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self.answer(200, b'{"ok": true}')
+
+            def do_POST(self):
+                import time
+
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    door.waits.append(float(parse_qs(urlparse(self.path).query)["wait"][0]))
+                    door.in_flight += 1
+                    door.most_in_flight = max(door.most_in_flight, door.in_flight)
+                time.sleep(delay_s)
+                with lock:
+                    door.in_flight -= 1
+                self.answer(202, json.dumps({"document_id": f"d{len(door.waits)}", "object_key": "k",
+                                             "status": "accepted"}).encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stand_in():
+    doors: list[StandInDoor] = []
+
+    def make(delay_s: float = 0.0) -> StandInDoor:
+        doors.append(StandInDoor(delay_s))
+        return doors[-1]
+
+    yield make
+    for door in doors:
+        door.close()
+
+
+def test_the_wait_asked_of_the_door_is_capped(stand_in, tmp_path):
+    from services.http_submit import MAX_DOOR_WAIT_S, HttpDoor
+
+    door = stand_in()
+    (tmp_path / "a.png").write_bytes(b"\x89PNG....")
+    client = HttpDoor(Settings(_env_file=None, ingest_url=door.url))
+    assert client.submit(tmp_path / "a.png", wait_s=600).status == "accepted"
+    assert client.submit(tmp_path / "a.png", wait_s=5).status == "accepted"
+    assert door.waits == [MAX_DOOR_WAIT_S, 5.0]
+
+
+def test_at_most_max_in_flight_files_are_posted_at_once(stand_in, tmp_path):
+    from services.http_submit import MAX_IN_FLIGHT, HttpDoor
+
+    door = stand_in(delay_s=0.5)
+    paths = []
+    for i in range(3 * MAX_IN_FLIGHT):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(b"\x89PNG....")
+    answers = HttpDoor(Settings(_env_file=None, ingest_url=door.url)).submit_all(paths)
+    assert [a.filename for a in answers] == [p.name for p in paths]  # in the order given
+    assert door.most_in_flight == MAX_IN_FLIGHT
+
+
+def test_auto_takes_the_door_only_for_few_files_and_when_it_answers(stand_in):
+    from services.cli import HTTP_DOOR_MAX_FILES, takes_http_door
+    from services.http_submit import HttpDoor
+
+    door = HttpDoor(Settings(_env_file=None, ingest_url=stand_in().url))
+    absent = HttpDoor(Settings(_env_file=None, ingest_url="http://127.0.0.1:1"))
+    assert takes_http_door("auto", HTTP_DOOR_MAX_FILES, door)
+    assert not takes_http_door("auto", HTTP_DOOR_MAX_FILES + 1, door)
+    assert not takes_http_door("auto", 1, absent)
+    assert takes_http_door("http", 100, absent) and not takes_http_door("kafka", 1, door)
