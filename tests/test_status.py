@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.status import STAGE_INPUTS, Endpoint, StageStatus, _is_loopback, find_problems
+from services.core import events
+from services.status import Endpoint, StageStatus, _is_loopback, find_problems
 
 
 def test_status_knows_each_stage_input_topics():
@@ -12,7 +13,7 @@ def test_status_knows_each_stage_input_topics():
     from services.store.stage import StoreStage
 
     assert {cls.name: cls.input_topics for cls in (IngestStage, PreprocessStage, RecognizeStage, StoreStage)} \
-        == STAGE_INPUTS
+        == events.STAGE_INPUTS
 
 
 def test_problems_say_what_to_do():

@@ -316,7 +316,6 @@ def compare(expect: Expect, door: Door, obs: Observed, goal_s: float = RESOLVE_G
 
 # --- stuck partitions --------------------------------------------------------------------------------
 
-STAGE_INPUTS = events.STAGE_INPUTS
 
 
 async def group_lag(settings: Settings) -> dict[str, int]:
@@ -335,7 +334,7 @@ async def group_lag(settings: Settings) -> dict[str, int]:
     try:
         cluster = await reader._client.fetch_all_metadata()  # noqa: SLF001 - fresh partition counts
         lag = {}
-        for stage, topics in STAGE_INPUTS.items():
+        for stage, topics in events.STAGE_INPUTS.items():
             tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
             group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                      group_id=f"{settings.consumer_group_prefix}-{stage}")

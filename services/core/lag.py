@@ -36,13 +36,12 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGE_INPUTS = events.STAGE_INPUTS
 
 
 def stage_inputs(settings: Settings) -> dict[str, tuple[str, ...]]:
-    """:data:`STAGE_INPUTS` with ingest's bucket-notifications topic when the bucket door is on."""
+    """:data:`services.core.events.STAGE_INPUTS` with ingest's bucket-notifications topic when the bucket door is on."""
     topic = settings.bucket_notifications_topic
-    return {**STAGE_INPUTS, "ingest": (events.RAW, topic)} if topic else dict(STAGE_INPUTS)
+    return {**events.STAGE_INPUTS, "ingest": (events.RAW, topic)} if topic else dict(events.STAGE_INPUTS)
 
 GROUP_LAG = Gauge("ocrstream_group_lag", "Consumer-group lag: fetch high-water mark minus committed offset",
                   ["stage", "group", "topic", "partition"])
