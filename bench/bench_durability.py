@@ -31,27 +31,11 @@ from services.core.settings import Settings  # noqa: E402
 from services.devstack import EmbeddedStack  # noqa: E402
 from services.launcher import StageProcesses, free_port  # noqa: E402
 from tools.loadgen import LoadGenerator, make_documents  # noqa: E402
+from tools.proc_groups import group_cpu_s  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 STAGE_ENV = {"OCRSTREAM_SESSION_TIMEOUT_MS": "6000", "OCRSTREAM_HEARTBEAT_INTERVAL_MS": "1000",
              "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_QUERY_PORT": "0", "OMP_WAIT_POLICY": "PASSIVE",
              "OCRSTREAM_ORT_THREADS": "1"}
-
-
-def group_cpu_s(pgids: list[int]) -> float:
-    """User + system CPU seconds (reaped children included) of every live process in ``pgids``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parts = raw[raw.rindex(")") + 2:].split()
-        if int(parts[2]) in pgids:  # field 5: process group
-            total += sum(int(x) for x in parts[11:15])  # utime, stime, cutime, cstime
-    return total / TICKS
 
 
 async def measure(settings: Settings, http_url: str, documents, stages: StageProcesses,

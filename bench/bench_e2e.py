@@ -66,13 +66,12 @@ sys.path.insert(0, str(REPO))
 os.chdir(REPO)  # stage processes run `python -m services.cli` from the current directory
 
 from services.evaluation import cer, wer  # noqa: E402
+from tools.proc_groups import group_processes  # noqa: E402
 
 #: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
 DATA = next((d / "shared" / "data" / "sroie-dev" for d in (REPO.parent, REPO.parent.parent)
              if (d / "shared" / "data" / "sroie-dev").is_dir()), REPO.parent / "shared" / "data" / "sroie-dev")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".pdf"}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 IDLE_S = 20.0  # seconds the warm pipeline is left idle to measure its CPU without work
 
 
@@ -131,24 +130,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _group_processes() -> dict[int, list[tuple[int, float, int]]]:
-    """Process group -> [(pid, CPU seconds incl. reaped children, RSS bytes)] from /proc."""
-    groups: dict[int, list[tuple[int, float, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
-        pgrp = int(fields[2])
-        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-        rss = int(fields[21]) * PAGE_SIZE
-        groups.setdefault(pgrp, []).append((int(entry), (utime + stime + cutime + cstime) / CLK_TCK, rss))
-    return groups
-
-
 class GroupMeter:
     """CPU seconds and RSS of named process groups (a stage process and its decoder workers; a
     stack service and its children), read from /proc; RSS maxima sampled every 0.5 s: of all the
@@ -163,12 +144,12 @@ class GroupMeter:
         self._thread: threading.Thread | None = None
 
     def cpu(self) -> dict[str, float]:
-        procs = _group_processes()
+        procs = group_processes()
         return {name: sum(c for g in ids for _, c, _ in procs.get(g, [])) for name, ids in self.groups.items()}
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            procs = _group_processes()
+            procs = group_processes()
             for name, ids in self.groups.items():
                 rss = [sum(r for _, _, r in procs.get(g, [])) for g in ids]
                 now = max(rss, default=0) if name in self.replicated else sum(rss)
