@@ -71,6 +71,16 @@ class Totals:
     n_gt: int = 0
 
 
+def dev_pages(data_dir: Path) -> list[dict] | None:
+    """The records of ``data_dir/pages.jsonl`` (``id``, ``image``, ``text``, ``boxes``), or None
+    (printed: skipped) when it is absent."""
+    manifest = data_dir / "pages.jsonl"
+    if not manifest.is_file():
+        print(f"skipped: {manifest} absent")
+        return None
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix ``(len(a), len(b))`` of axis-aligned boxes ``[x0, y0, x1, y1]``."""
     if len(a) == 0 or len(b) == 0:
@@ -187,12 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-texts", type=Path, default=None, help="write {page id: text} as JSON here")
     args = parser.parse_args(argv)
     steps = cleanup.parse_steps(args.cleanup)
-    manifest = args.data / "pages.jsonl"
-    if not manifest.is_file():
-        print(f"skipped: {manifest} absent")
+    records = dev_pages(args.data)
+    if records is None:
         return 0
     logging.basicConfig(level=logging.WARNING)
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     records = records[: args.limit] if args.limit else records
     detector = LineDetector(max_side=args.max_side, unclip_ratio=args.unclip_ratio, device="cpu", threads=args.threads)
     recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)

@@ -62,12 +62,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
+import hashlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -75,9 +75,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_pages import DATA, Totals, run_page, scores  # noqa: E402
+from bench_pages import DATA, Totals, dev_pages, run_page, scores  # noqa: E402
 
 from services.evaluation import cer, wer  # noqa: E402
 from services.pipeline.ocr import OCRPipeline  # noqa: E402
@@ -85,6 +84,7 @@ from services.preprocess import detect  # noqa: E402
 from services.preprocess.detect import LineDetector  # noqa: E402
 from services.recognize import ppocr  # noqa: E402
 from services.recognize.registry import load_recognizer  # noqa: E402
+from services.training.manifest import load_image, read_manifest  # noqa: E402
 
 
 def progress(message: str) -> None:
@@ -112,6 +112,12 @@ def dynamic_int8(source: Path, target: Path) -> Path:
         progress(f"quantize_dynamic {source.name} -> {target}")
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8, per_channel=False)
     return target
+
+
+def calibrated_on(ids: Iterable[str]) -> str:
+    """A short key of a calibration set (its record ids): part of a cached static model's name,
+    so that a model calibrated on other records is never reused."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
 
 
 def static_qdq_int8(source: Path, target: Path, calibration: Callable[[], list[np.ndarray]],
@@ -178,22 +184,21 @@ def detector_calibration(records: list[dict], data_dir: Path, recognizer) -> lis
 
 
 def run_detectors(args: argparse.Namespace) -> None:
-    manifest = args.data / "pages.jsonl"
-    if not manifest.is_file():
-        print(f"det: skipped, {manifest} absent")
+    records = dev_pages(args.data)
+    if records is None:
         return
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     evaluated, calibrating = records[: args.pages], records[len(records) - args.calib_pages:]
     if set(r["id"] for r in evaluated) & set(r["id"] for r in calibrating):
         raise SystemExit(f"--pages {args.pages} + --calib-pages {args.calib_pages} > {len(records)} dev pages")
     recognizer = load_recognizer("ppocr", device="cpu", threads=1, max_batch_size=32)
     source = detect.model_path()
     calibration = functools.cache(lambda: detector_calibration(calibrating, args.data, recognizer))
+    key = calibrated_on(r["id"] for r in calibrating)
     models = {
         "fp32": None,
         "int8 dynamic": dynamic_int8(source, args.cache / "det.int8-dynamic.onnx"),
-        "int8 static QDQ": static_qdq_int8(source, args.cache / "det.int8-qdq.onnx", calibration),
-        "int8 static QDQ, Conv only": static_qdq_int8(source, args.cache / "det.int8-qdq-conv.onnx", calibration,
+        "int8 static QDQ": static_qdq_int8(source, args.cache / f"det.int8-qdq.{key}.onnx", calibration),
+        "int8 static QDQ, Conv only": static_qdq_int8(source, args.cache / f"det.int8-qdq-conv.{key}.onnx", calibration,
                                                       ["Conv"]),
     }
     runs = {}
@@ -236,17 +241,17 @@ def run_recognizers(args: argparse.Namespace) -> None:
     if not manifest.is_file():
         print(f"rec: skipped, {manifest} absent")
         return
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    evaluated = records[: args.lines]
-    calibrating = records[args.lines: args.lines + args.calib_lines]
-    images = [cv2.imread(str(args.data / r["image"])) for r in evaluated]
-    refs = [r["text"] for r in evaluated]
+    records = read_manifest(manifest, limit=args.lines + args.calib_lines)
+    evaluated, calibrating = records[: args.lines], records[args.lines:]
+    images = [load_image(r) for r in evaluated]
+    refs = [r.text for r in evaluated]
     source = ppocr.model_path()
     int8 = dynamic_int8(source, args.cache / "PP-OCRv6_rec_small.int8.onnx")
     calibration = functools.cache(lambda: recognizer_calibration(
-        [cv2.imread(str(args.data / r["image"])) for r in calibrating]))
-    qdq = static_qdq_int8(source, args.cache / "rec.int8-qdq.onnx", calibration)
-    qdq_conv = static_qdq_int8(source, args.cache / "rec.int8-qdq-conv.onnx", calibration, ["Conv"])
+        [load_image(r) for r in calibrating]))
+    key = calibrated_on(r.id for r in calibrating)
+    qdq = static_qdq_int8(source, args.cache / f"rec.int8-qdq.{key}.onnx", calibration)
+    qdq_conv = static_qdq_int8(source, args.cache / f"rec.int8-qdq-conv.{key}.onnx", calibration, ["Conv"])
     configs = {"fp32, 1 thread": (None, 1), "fp32, 2 threads": (None, 2), "int8 dynamic, 1 thread": (int8, 1),
                "int8 static QDQ, 1 thread": (qdq, 1), "int8 static QDQ Conv only, 1 thread": (qdq_conv, 1)}
     readers = {name: load_recognizer("ppocr", device="cpu", threads=t, max_batch_size=32,
