@@ -71,6 +71,25 @@ class DeviceUnavailableError(RuntimeError):
     """``device="cuda"`` was requested but this onnxruntime build has no CUDA provider."""
 
 
+def _positive(value: int | None, env: str, default: int) -> int:
+    """``value`` if given, else the integer in ``$env``, else ``default``.
+
+    Raises:
+        ValueError: the value (argument or environment) is not a positive integer.
+    """
+    if value is None:
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise ValueError(f"{env}={raw!r} is not an integer") from exc
+    if value < 1:
+        raise ValueError(f"{env} must be >= 1, got {value}")
+    return value
+
+
 def resolve_threads(threads: int | None) -> int | None:
     """Intra-op thread count: ``threads`` if given, else ``$OCRSTREAM_ORT_THREADS``, else
     :data:`DEFAULT_THREADS`; ``OCRSTREAM_ORT_THREADS=auto`` gives None (onnxruntime's default:
@@ -79,19 +98,9 @@ def resolve_threads(threads: int | None) -> int | None:
     Raises:
         ValueError: the value (argument or environment) is not a positive integer.
     """
-    if threads is None:
-        raw = os.environ.get(THREADS_ENV, "").strip()
-        if not raw:
-            return DEFAULT_THREADS
-        if raw == "auto":
-            return None
-        try:
-            threads = int(raw)
-        except ValueError as exc:
-            raise ValueError(f"{THREADS_ENV}={raw!r} is not an integer") from exc
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    return threads
+    if threads is None and os.environ.get(THREADS_ENV, "").strip() == "auto":
+        return None
+    return _positive(threads, THREADS_ENV, DEFAULT_THREADS)
 
 
 def resolve_concurrent_calls(calls: int | None) -> int:
@@ -101,15 +110,7 @@ def resolve_concurrent_calls(calls: int | None) -> int:
     Raises:
         ValueError: the value (argument or environment) is not a positive integer.
     """
-    if calls is None:
-        raw = os.environ.get(CALLS_ENV, "").strip()
-        try:
-            calls = int(raw) if raw else DEFAULT_CONCURRENT_CALLS
-        except ValueError as exc:
-            raise ValueError(f"{CALLS_ENV}={raw!r} is not an integer") from exc
-    if calls < 1:
-        raise ValueError(f"concurrent calls must be >= 1, got {calls}")
-    return calls
+    return _positive(calls, CALLS_ENV, DEFAULT_CONCURRENT_CALLS)
 
 
 def resolve_graph_opt() -> ort.GraphOptimizationLevel:
