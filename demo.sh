@@ -5,6 +5,5 @@
 #   ./demo.sh --input ../shared/data/sroie-dev/pages/img  # 60 real receipts
 set -euo pipefail
 cd "$(dirname "$0")"
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+tools/venv.sh
 exec .venv/bin/ocrstream demo "$@"

@@ -28,8 +28,23 @@ def schema_of(topic: str) -> dict[str, Any]:
     (_,), components = msgspec.json.schema_components([model], ref_template="#/$defs/{name}")
     top = components.pop(model.__name__)
     doc = (model.__doc__ or "").strip().split("\n\n")[0]
-    return {"$schema": DRAFT, "$id": f"https://ocrstream.dev/schemas/{topic}.schema.json",
-            **top, "description": " ".join(doc.split()), "$defs": dict(sorted(components.items()))}
+    schema = {"$schema": DRAFT, "$id": f"https://ocrstream.dev/schemas/{topic}.schema.json",
+              **top, "description": doc, "$defs": dict(sorted(components.items()))}
+    return _collapse_descriptions(schema)
+
+
+def _collapse_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` string's whitespace runs collapsed to one space.
+
+    msgspec copies a Struct's docstring into its schema's ``description``, and how it treats the
+    docstring's indentation changed between releases (0.22 kept it, 0.23 does not): collapsing makes
+    the generated files independent of that."""
+    if isinstance(node, dict):
+        return {key: " ".join(value.split()) if key == "description" and isinstance(value, str)
+                else _collapse_descriptions(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_collapse_descriptions(item) for item in node]
+    return node
 
 
 def render(topic: str) -> str:

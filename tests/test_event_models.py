@@ -167,3 +167,21 @@ def test_compact_probs_round_down_keeps_threshold_decisions_on_the_001_grid():
     for t in (0.9, 0.98, 0.5):
         assert [p < t for p in probs] == [p < t for p in out]
     assert json.dumps(out, separators=(",", ":")) == "[0,0.89,0.9,0.9,0.97,0.98,0.99,1,0.29,0.57]"
+
+
+def test_generated_descriptions_do_not_depend_on_docstring_indentation():
+    """Every description is one line with single spaces, whatever msgspec does with docstrings."""
+    def descriptions(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "description" and isinstance(value, str):
+                    yield value
+                else:
+                    yield from descriptions(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from descriptions(item)
+
+    found = [d for path, text in generate().items() for d in descriptions(json.loads(text))]
+    assert len(found) > 20
+    assert all(d == " ".join(d.split()) for d in found)

@@ -28,7 +28,7 @@ from services.recognize.ppocr import PPOCRRecognizer  # noqa: E402
 from services.recognize.registry import load_recognizer  # noqa: E402
 from services.training import synth  # noqa: E402
 from services.training.finetune import FinetuneConfig, GateRefused, Trainer, backbone_parameters, finetune_ppocr  # noqa: E402
-from services.training.manifest import ManifestError, read_manifest  # noqa: E402
+from services.training.manifest import ManifestError, load_image, read_manifest  # noqa: E402
 from services.training.ppocr_torch import (  # noqa: E402
     TorchPPOCR,
     convert,
@@ -140,8 +140,33 @@ def _cfg(lines_dir: Path, out: Path, **kw) -> FinetuneConfig:
     return FinetuneConfig(**defaults)
 
 
-def test_tiny_finetune_lowers_loss_and_resumes(lines_dir, tmp_path):
-    trainer = Trainer(_cfg(lines_dir, tmp_path))
+@pytest.fixture(scope="module")
+def misread_dir(tmp_path_factory):
+    """Training lines the shipped model misreads: clean synthetic lines brought down to a sixth of
+    their resolution and back (about 8 px of text height), then only the lines whose reading differs
+    from the label (case-insensitive). Learning shows as a lower loss on them; the clean lines of
+    ``lines_dir`` are read perfectly already, so training on them cannot show it."""
+    from services.training.manifest import write_manifest
+
+    root = tmp_path_factory.mktemp("misread")
+    synth.synthesize(root / "all", 64, seed=5, degrade=False, progress=False)
+    records = [json.loads(line) for line in (root / "all" / "lines.jsonl").read_text().splitlines()]
+    for record in records:
+        path = root / "all" / record["image"]
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        h, w = image.shape
+        small = cv2.resize(image, (max(1, w // 6), max(1, h // 6)), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(path), cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR))
+    reader = PPOCRRecognizer(device="cpu", threads=1)
+    readings = [r.text for r in reader.recognize([load_image(s) for s in read_manifest(root / "all" / "lines.jsonl")])]
+    misread = [r for r, text in zip(records, readings) if text.upper() != r["text"].upper()]
+    assert len(misread) >= 8, f"only {len(misread)} of {len(records)} low-resolution lines misread"
+    write_manifest(root / "all" / "misread.jsonl", misread)
+    return root / "all" / "misread.jsonl"
+
+
+def test_tiny_finetune_lowers_loss_and_resumes(lines_dir, misread_dir, tmp_path):
+    trainer = Trainer(_cfg(lines_dir, tmp_path, train=[str(misread_dir)]))
     before = trainer.mean_loss()
     trainer.run()
     after = trainer.mean_loss()
@@ -149,7 +174,7 @@ def test_tiny_finetune_lowers_loss_and_resumes(lines_dir, tmp_path):
     assert after < 0.8 * before
     assert trainer.ckpt.is_file()
     # Resume: a new trainer continues from the checkpoint's step.
-    again = Trainer(_cfg(lines_dir, tmp_path, max_steps=10))
+    again = Trainer(_cfg(lines_dir, tmp_path, train=[str(misread_dir)], max_steps=10))
     again.load()
     assert again.step == trainer.step == 8
     again.run()
