@@ -35,12 +35,12 @@ import psutil
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.chdir(REPO)  # stage processes run `python -m services.cli` from the current directory
+os.chdir(REPO)  # stage processes run `python -m ocrstream.cli` from the current directory
 
-from services.client import Client  # noqa: E402
-from services.core.settings import Settings  # noqa: E402
-from services.devstack import EmbeddedStack  # noqa: E402
-from services.launcher import STAGES, StageProcesses, free_port  # noqa: E402
+from ocrstream.client.client import Client  # noqa: E402
+from ocrstream.devstack import EmbeddedStack  # noqa: E402
+from ocrstream.ops.launcher import STAGES, StageProcesses, free_port  # noqa: E402
+from ocrstream.settings import Settings  # noqa: E402
 from tools.render_samples import RECEIPT, encode, render_page  # noqa: E402
 
 COLUMNS = ("kafka", "kafka-s3", "s3", "postgres", "stages")

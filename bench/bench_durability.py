@@ -7,7 +7,7 @@ For each storage: a fresh embedded stack and the four stage processes (one ONNX 
 in the tests); one warm-up document through the pipeline (models loaded, topics created); then
 the same ``--documents`` distinct rendered one-page documents (tools/loadgen.py) submitted
 through the CLI, HTTP and raw-topic doors at once, and the time until every one has its
-published row (services/audit.py). CPU is read from /proc (user + system, children included)
+published row (ocrstream/ops/audit.py). CPU is read from /proc (user + system, children included)
 for the stage processes and for the stack's processes (broker, S3, PostgreSQL) over that
 window only. Prints a table. Needs no data beside the repo.
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.audit import audit, wait_until_drained  # noqa: E402
-from services.core.settings import Settings  # noqa: E402
-from services.devstack import EmbeddedStack  # noqa: E402
-from services.launcher import StageProcesses, free_port  # noqa: E402
+from ocrstream.devstack import EmbeddedStack  # noqa: E402
+from ocrstream.ops.audit import audit, wait_until_drained  # noqa: E402
+from ocrstream.ops.launcher import StageProcesses, free_port  # noqa: E402
+from ocrstream.settings import Settings  # noqa: E402
 from tools.loadgen import LoadGenerator, make_documents  # noqa: E402
 from tools.proc_groups import group_cpu_s  # noqa: E402
 

@@ -36,7 +36,7 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
 
 CPU-s per page are process CPU (``resource.getrusage`` of this process and its children, or
 /proc for the pipeline's processes); the machine is shared, so compare rows of ONE run. Texts
-are scored case-insensitively (:mod:`services.evaluation`). Progress goes to stderr, the tables
+are scored case-insensitively (:mod:`ocrstream.ocr.evaluation`). Progress goes to stderr, the tables
 to stdout. Goals (issue 13): pipeline <= 1.1 x in-process CPU, <= 0.6 CPU-s per SROIE page,
 p50 <= 0.8 s, p95 <= 1.5 s, RSS <= 1 GiB per stage.
 """
@@ -63,9 +63,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.chdir(REPO)  # stage processes run `python -m services.cli` from the current directory
+os.chdir(REPO)  # stage processes run `python -m ocrstream.cli` from the current directory
 
-from services.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
 from tools.proc_groups import group_processes  # noqa: E402
 
 #: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
@@ -201,15 +201,15 @@ def run_serially(name: str, read: Callable[[bytes], str], paths: list[Path], not
 def inprocess_reader(threads: int) -> Callable[[bytes], str]:
     """ocrstream's page path in this process: bytes of a one-page image -> page text.
 
-    :class:`services.pipeline.OCRPipeline` whole (decode, clean-up, DBNet, crops, recogniser,
+    :class:`ocrstream.ocr.OCRPipeline` whole (decode, clean-up, DBNet, crops, recogniser,
     word boxes, blocks, the store's post-processing, text rendering): the same step functions the
     stages run, without Kafka, S3 and PostgreSQL; ``threads`` ONNX Runtime threads per model and
     as many recogniser calls at once (1: the whole path on one core, as the row says).
     """
-    from services.core.settings import Settings
-    from services.pipeline import OCRPipeline
-    from services.preprocess.detect import LineDetector
-    from services.recognize.registry import load_recognizer
+    from ocrstream.ocr import OCRPipeline
+    from ocrstream.ocr.detection import LineDetector
+    from ocrstream.ocr.recognition.registry import load_recognizer
+    from ocrstream.settings import Settings
 
     settings = Settings(_env_file=None)
     pipeline = OCRPipeline.from_settings(
@@ -233,7 +233,7 @@ def rapidocr_reader() -> Callable[[bytes], str]:
     import numpy as np
     from rapidocr import RapidOCR
 
-    from services.preprocess.detect import visual_lines
+    from ocrstream.ocr.detection import visual_lines
 
     engine = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "error",
                               "EngineConfig.onnxruntime.intra_op_num_threads": 1,
@@ -278,10 +278,10 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
     processes each of preprocess and recognize (``preprocess-2``, ... join the stage's consumer
     group; their CPU and RSS count under the stage's name). ``kafka_storage``: where the
     embedded broker keeps its log (``EmbeddedStack``)."""
-    from services.client import Client
-    from services.core.settings import Settings
-    from services.devstack import EmbeddedStack
-    from services.launcher import StageProcesses, free_port
+    from ocrstream.client.client import Client
+    from ocrstream.devstack import EmbeddedStack
+    from ocrstream.ops.launcher import StageProcesses, free_port
+    from ocrstream.settings import Settings
     from tools.render_samples import RECEIPT, encode, render_page
 
     row = Row(name, replicas=replicas)

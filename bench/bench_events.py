@@ -6,11 +6,11 @@ per character, word boxes) and prints, per variant, the median CPU time over ``-
 
 * before: ``json.loads`` + JSON Schema validation (jsonschema Draft 2020-12, the runtime check
   until issue 12) and ``json.dumps`` + the same validation for encoding;
-* after: :func:`services.core.events.decode` (msgspec decode + every model constraint) and
-  :func:`services.core.events.encode` (msgspec encode + one validating decode).
+* after: :func:`ocrstream.contracts.events.decode` (msgspec decode + every model constraint) and
+  :func:`ocrstream.contracts.events.encode` (msgspec encode + one validating decode).
 
 It also prints the event's size with ``char_probs`` as before (rounded to 3 decimals) and as now
-(:func:`~services.core.event_models.compact_probs`). Target: decode + validate <= 5 ms.
+(:func:`~ocrstream.contracts.event_models.compact_probs`). Target: decode + validate <= 5 ms.
 
     .venv/bin/python bench/bench_events.py [--regions 2000] [--repeat 20]
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import schemas  # noqa: E402
-from services.core import events  # noqa: E402
-from services.core.event_models import compact_probs  # noqa: E402
+from ocrstream.contracts import events  # noqa: E402
+from ocrstream.contracts.event_models import compact_probs  # noqa: E402
 
 WORDS = ["TOTAL", "RM", "125.40", "INVOICE", "NO", "20931", "Meeting", "moved", "to", "Friday", "Room", "4B"]
 

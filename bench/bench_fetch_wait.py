@@ -24,7 +24,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.devstack import EmbeddedStack
+from ocrstream.devstack import EmbeddedStack
 
 TOPIC = "bench-fetch-wait"
 

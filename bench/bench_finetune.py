@@ -30,7 +30,7 @@ LICENSES = Path("/usr/share/common-licenses")
 
 def prepare(out: Path, synth_train: int, synth_eval: int) -> dict[str, Path]:
     """Write the manifests; returns their paths by role."""
-    from services.training.synth import synthesize
+    from ocrstream.training.synth import synthesize
 
     out.mkdir(parents=True, exist_ok=True)
     split = {"even": [], "odd": []}
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = prepare(args.dir, args.synth, args.synth_eval)
     model = args.dir / "model"
-    finetune = [sys.executable, "-m", "services.cli", "model", "finetune", str(model), "--base", "ppocr",
+    finetune = [sys.executable, "-m", "ocrstream.cli", "model", "finetune", str(model), "--base", "ppocr",
                 "--train", str(p["synth_train"]), "--train-caseless", str(p["sroie_even"]), "--val", str(p["sroie_odd"]),
                 "--threads", str(args.threads), "--budget-min", str(args.budget_min), "--lr", str(args.lr), "--force"]
-    evaluate = [sys.executable, "-m", "services.cli", "model", "evaluate", "ppocr", str(model),
+    evaluate = [sys.executable, "-m", "ocrstream.cli", "model", "evaluate", "ppocr", str(model),
                 "--set", str(p["sroie_odd"]), "--set", str(p["synth_article"]), "--threads", str(args.threads)]
     print("manifests:", json.dumps({k: str(v) for k, v in p.items()}, indent=2))
     print("finetune:", " ".join(finetune))

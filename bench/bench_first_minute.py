@@ -9,7 +9,7 @@ Starts its own embedded stack (tansu, SeaweedFS, PostgreSQL) and the four stage 
 warms them up (models loaded, consumer groups joined) and then, on the idle pipeline, submits
 ``--n`` receipts one after another, each waited for before the next:
 
-* ``cli``: ``python -m services.cli submit --wait FILE`` as a new process per receipt (process
+* ``cli``: ``python -m ocrstream.cli submit --wait FILE`` as a new process per receipt (process
   start, imports, connections and the wait included: what a user at a shell sees); with the
   stages up it goes through the ingest stage's HTTP door (``--via auto``);
 * ``cli-kafka``: the same with ``--via kafka``: the CLI door (S3 and the broker from the process);
@@ -50,14 +50,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.chdir(REPO)  # stage and CLI processes run `python -m services.cli` from this checkout
+os.chdir(REPO)  # stage and CLI processes run `python -m ocrstream.cli` from this checkout
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 
-from services.core.settings import Settings  # noqa: E402
-from services.devstack import EmbeddedStack  # noqa: E402
-from services.launcher import StageProcesses, free_port  # noqa: E402
+from ocrstream.devstack import EmbeddedStack  # noqa: E402
+from ocrstream.ops.launcher import StageProcesses, free_port  # noqa: E402
+from ocrstream.settings import Settings  # noqa: E402
 from tools.render_samples import RECEIPT, encode, render_page  # noqa: E402
 
 GOAL_P50_S, GOAL_P95_S = 1.0, 1.5
@@ -91,7 +91,7 @@ def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO, options: 
     """Wall seconds of one ``submit --wait`` process (the CLI of ``checkout``, with ``options``)
     and the document id it printed."""
     started, epoch = time.perf_counter(), time.time()
-    out = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "120", *options,
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "submit", "--wait", "--timeout", "120", *options,
                           str(path)], env=env, capture_output=True, text=True, timeout=180, cwd=checkout)
     wall = time.perf_counter() - started
     if out.returncode != 0 or "[done]" not in out.stdout:
@@ -101,7 +101,8 @@ def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO, options: 
 
 
 #: what each CLI door's process imports before it submits (``--via http``: no Kafka/S3 client).
-SUBMIT_IMPORTS = {"cli": "import services.cli, services.http_submit", "cli-kafka": "import services.cli, services.client"}
+SUBMIT_IMPORTS = {"cli": "import ocrstream.cli.main, ocrstream.client.http_submit",
+                  "cli-kafka": "import ocrstream.cli.main, ocrstream.client.client"}
 
 
 def import_seconds(door: str) -> float:

@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.core.settings import Settings  # noqa: E402
-from services.devstack import EmbeddedStack  # noqa: E402
-from services.launcher import StageProcesses  # noqa: E402
+from ocrstream.devstack import EmbeddedStack  # noqa: E402
+from ocrstream.ops.launcher import StageProcesses  # noqa: E402
+from ocrstream.settings import Settings  # noqa: E402
 from tools.hostile_corpus import corpus  # noqa: E402
 from tools.hostile_harness import HostileRun, create_api_key, hostile_env  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_recognize import DATA, load_lines  # noqa: E402
 
-from services.recognize.registry import load_recognizer  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
 
 
 def cpu_ms_per_line(recognizer, docs: list[list], per_poll: int) -> float:

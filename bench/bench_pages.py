@@ -1,4 +1,4 @@
-"""End-to-end page benchmark on the SROIE dev receipts through :class:`services.pipeline.OCRPipeline`.
+"""End-to-end page benchmark on the SROIE dev receipts through :class:`ocrstream.ocr.OCRPipeline`.
 
 Data: ``sroie-dev/pages.jsonl`` (60 receipts, JPEG; see its README) under ``--data`` (default
 ``<repo>/../shared/data/sroie-dev``, or ``<repo>/../../shared/...`` from a worktree one level
@@ -6,9 +6,9 @@ deeper); skipped cleanly when absent.
 Per page: the pipeline whole (decode with the budget checks, clean-up, DBNet lines, crops,
 recognition with ``load_recognizer("ppocr")``, word boxes, blocks; the same parts the stages run),
 then the Document's text (a visual line's regions joined by " ", lines by "\\n") scored for page
-CER/WER (case-insensitive, :mod:`services.evaluation`) against the record's ``text``. The text
+CER/WER (case-insensitive, :mod:`ocrstream.ocr.evaluation`) against the record's ``text``. The text
 is the recogniser's raw reading (no post-processor): ``--postprocess`` adds a row with the
-store stage's post-processing (:class:`services.store.postprocess.PostProcessor`, default rules).
+store stage's post-processing (:class:`ocrstream.ocr.postprocess.processor.PostProcessor`, default rules).
 Detection recall/precision: the regions' boxes (axis-aligned, original page px) matched
 one-to-one (greedy by IoU) to the ground-truth ``lines[].box`` at IoU >= 0.5.
 CPU time is ``time.process_time`` (all threads of the process), per pipeline step
@@ -18,13 +18,13 @@ CPU time is ``time.process_time`` (all threads of the process), per pipeline ste
                                 [--unclip-ratio R] [--min-confidence C] [--show N]
                                 [--cleanup STEPS] [--ablation] [--postprocess]
 
-``--cleanup`` cleans each page before detection (:mod:`services.preprocess.cleanup`, a comma
+``--cleanup`` cleans each page before detection (:mod:`ocrstream.ocr.cleanup`, a comma
 list; default: ``cleanup.DEFAULT_STEPS``; ``""`` = none). ``--ablation`` prints one row per
 configuration: no clean-up, each step alone, the default combination (CER/WER ci, detection,
 CPU-ms per page of decode, clean-up+detection+crops and their sum).
 (Earlier one-off ablations, now fixed in the pipeline: crops cut from the cleaned page read as
-well as from the original, :func:`services.preprocess.regions.detected_regions`; isolated colons
-attached to lines, :func:`services.preprocess.detect.attach_colons`.)
+well as from the original, :func:`ocrstream.ocr.regions.detected_regions`; isolated colons
+attached to lines, :func:`ocrstream.ocr.detection.attach_colons`.)
 
 ``--min-confidence`` drops regions below that confidence before joining (RapidOCR
 drops < 0.5: rapidocr ``config.yaml`` ``Global.text_score``); default 0 keeps all.
@@ -45,13 +45,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.document import Document  # noqa: E402
-from services.evaluation import cer, wer  # noqa: E402
-from services.pipeline.ocr import STEPS, OCRPipeline  # noqa: E402
-from services.preprocess import cleanup  # noqa: E402
-from services.preprocess.detect import DB_UNCLIP_RATIO, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
-from services.recognize.registry import load_recognizer  # noqa: E402
-from services.store.postprocess import PostProcessor  # noqa: E402
+from ocrstream.ocr import cleanup  # noqa: E402
+from ocrstream.ocr.detection import DB_UNCLIP_RATIO, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
+from ocrstream.ocr.document import Document  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.postprocess.processor import PostProcessor  # noqa: E402
+from ocrstream.ocr.predictor import STEPS, OCRPipeline  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
 
 #: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
 DATA = next((d / "shared" / "data" / "sroie-dev" for d in (REPO.parent, REPO.parent.parent)

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
 
 PAGES = REPO.parent / "shared" / "data" / "sroie-dev" / "pages.jsonl"
 STEPS = [("ingest", "submitted", "ingested"), ("preprocess", "ingested", "preprocessed"),

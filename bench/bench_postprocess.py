@@ -1,4 +1,4 @@
-"""Does post-processing (services/store/postprocess/) correct real receipt text? Per rule, measured.
+"""Does post-processing (ocrstream/ocr/postprocess/) correct real receipt text? Per rule, measured.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_postprocess.py [--limit N] [--split test]
         [--charset latin|all] [--sweep] [--refresh]
@@ -6,13 +6,13 @@
 Data: ``<repo>/../shared/data/sroie-dev/lines.jsonl`` (1500 SROIE line crops; exits 0 with a
 message when absent). The shipped ``ppocr`` recogniser reads every crop once; readings (text,
 confidence, char_probs) are cached in ``.ocrstream/cache/`` keyed by the sha256 of lines.jsonl,
-of ``services/recognize/ppocr.py`` and the charset, so reruns take seconds (``--refresh`` rereads).
+of ``ocrstream/ocr/recognition/ppocr.py`` and the charset, so reruns take seconds (``--refresh`` rereads).
 
 Split: lines of even-numbered receipts (``sroie_NNN``, NNN even) are the *tuning* split where
 the module's thresholds were chosen (``--sweep`` prints those sweeps); the tables report on the
 odd-numbered receipts (*test*) unless ``--split`` says otherwise. Receipts never straddle splits.
 
-Scores (``services.evaluation``, case-insensitive as the all-upper-case ground truth requires):
+Scores (``ocrstream.ocr.evaluation``, case-insensitive as the all-upper-case ground truth requires):
 CER, CER without spaces, WER (micro-averaged), and per line whether the CER rose (worse) or fell
 (better). Field rules need a field type: a line is a field when its *ground truth* validates as
 a date, time, integer or RM decimal, i.e. a template would have named it so; those lines are
@@ -36,8 +36,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.evaluation import cer, char_edits, wer  # noqa: E402
-from services.store.postprocess import (  # noqa: E402
+from ocrstream.ocr.evaluation import cer, char_edits, wer  # noqa: E402
+from ocrstream.ocr.postprocess.processor import (  # noqa: E402
     DEFAULT_RULES,
     RULES,
     Corrected,
@@ -82,7 +82,7 @@ def _sha(path: Path) -> str:
 def cache_path(charset: str) -> Path:
     """Cache file of readings for this data, recogniser source and charset."""
     key = hashlib.sha256(
-        f"{_sha(DATA / 'lines.jsonl')}:{_sha(REPO / 'services/recognize/ppocr.py')}:{charset}".encode()
+        f"{_sha(DATA / 'lines.jsonl')}:{_sha(REPO / 'ocrstream/ocr/recognition/ppocr.py')}:{charset}".encode()
     ).hexdigest()[:16]
     return CACHE / f"postprocess-ppocr-{charset}-{key}.jsonl"
 
@@ -91,7 +91,7 @@ def _recognise(records: Sequence[dict], charset: str) -> list[dict]:
     """Read ``records``' crops with the shipped ppocr recogniser, 64 at a time."""
     import cv2
 
-    from services.recognize.registry import load_recognizer
+    from ocrstream.ocr.recognition.registry import load_recognizer
 
     rec = load_recognizer("ppocr", charset=charset)
     out = []

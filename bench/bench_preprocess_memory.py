@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from services.core.settings import Settings  # noqa: E402
+from ocrstream.settings import Settings  # noqa: E402
 from services.preprocess.worker import DecoderPool  # noqa: E402
 from tools.render_samples import RECEIPT, encode, render_page  # noqa: E402
 

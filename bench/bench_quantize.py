@@ -22,7 +22,7 @@ nothing is downloaded, nothing is committed) with ``onnxruntime.quantization``:
 Data: ``../shared/data/sroie-dev`` (``pages.jsonl``, ``lines.jsonl``; skipped when absent).
 
 * ``det`` rows: the first ``--pages`` dev pages through the whole page path
-  (:class:`services.pipeline.OCRPipeline`, fp32 recogniser, raw readings, no post-processing,
+  (:class:`ocrstream.ocr.OCRPipeline`, fp32 recogniser, raw readings, no post-processing,
   as ``bench/bench_pages.py``) with each detector, the configurations alternating page by page
   so each sees the same machine load: page CER/WER ci, detection recall/precision (IoU >= 0.5),
   CPU-s per page of the detector's model call alone and of the whole page.
@@ -55,7 +55,7 @@ detector's static QDQ model saves 24 % of the detector's CPU (8 % of the page's)
 0.40 point of page CER and 1.6 points of detection recall; dynamic int8 is slower than fp32
 (ConvInteger beside ORT's NCHWc float kernels); the recogniser's static QDQ saves 22 % CPU per
 line at 5 points of line CER (the same with only its convolutions quantised). Models and
-threads stay fp32 and 1 ORT thread (services/core/onnx_session.py).
+threads stay fp32 and 1 ORT thread (ocrstream/ocr/runtime/onnx_session.py).
 """
 
 from __future__ import annotations
@@ -78,13 +78,13 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 from bench_pages import DATA, Totals, dev_pages, run_page, scores  # noqa: E402
 
-from services.evaluation import cer, wer  # noqa: E402
-from services.pipeline.ocr import OCRPipeline  # noqa: E402
-from services.preprocess import detect  # noqa: E402
-from services.preprocess.detect import LineDetector  # noqa: E402
-from services.recognize import ppocr  # noqa: E402
-from services.recognize.registry import load_recognizer  # noqa: E402
-from services.training.manifest import load_image, read_manifest  # noqa: E402
+from ocrstream.ocr import detection as detect  # noqa: E402
+from ocrstream.ocr.detection import LineDetector  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.predictor import OCRPipeline  # noqa: E402
+from ocrstream.ocr.recognition import ppocr  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
+from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
 
 
 def progress(message: str) -> None:

@@ -1,7 +1,7 @@
 """Line-recognition benchmark on the SROIE dev line crops (PP-OCRv6 rec on ONNX Runtime).
 
 Data: ``<repo>/../shared/data/sroie-dev/lines.jsonl`` (1500 crops; see its README). The
-ground truth is upper case, so every score is case-insensitive (:mod:`services.evaluation`).
+ground truth is upper case, so every score is case-insensitive (:mod:`ocrstream.ocr.evaluation`).
 
 Prints: CER ci, CER ci without spaces and WER ci with and without space restoration
 (plus the other decoding options switched off one at a time with ``--ablation``), then
@@ -26,8 +26,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.evaluation import cer, wer  # noqa: E402
-from services.recognize.registry import load_recognizer  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 ACCURACY_CONFIGS = {

@@ -1,4 +1,4 @@
-"""Search query time on generated stored documents (services/store/search.py).
+"""Search query time on generated stored documents (ocrstream/storage/search.py).
 
     .venv/bin/python bench/bench_search.py [--documents 10000] [--repeat 20] [--dsn DSN]
 
@@ -7,7 +7,7 @@ Generates ``--documents`` receipt-like documents (deterministic: seed 11), one o
 shop words, prices and codes; every 10th document is a ``lab-report`` form with template fields.
 They are bulk-loaded (COPY) into a fresh database ``ocrstream_bench`` on the embedded PostgreSQL
 (started in a temporary folder; or on ``--dsn``'s server) with the store's migrations, then each
-query below runs ``--repeat`` times through :func:`services.store.search.search` (the code path
+query below runs ``--repeat`` times through :func:`ocrstream.storage.search.search` (the code path
 of ``GET /v1/search``). Prints rows loaded, load time, and per query: matching pages, median and
 95th-percentile wall milliseconds, and which GIN indexes the plan uses. Nothing is timed-asserted.
 """
@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
-from services.store.migrate import apply_migrations  # noqa: E402
-from services.store.search import SEARCH_SQL, SearchQuery, search  # noqa: E402
+from ocrstream.storage.migrate import apply_migrations  # noqa: E402
+from ocrstream.storage.search import SEARCH_SQL, SearchQuery, search  # noqa: E402
 
 BENCH_DB = "ocrstream_bench"
 SHOP = ["SDN", "BHD", "TOTAL", "GST", "CASH", "CHANGE", "INVOICE", "RECEIPT", "QTY", "PRICE", "AMOUNT",
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dsn:
         asyncio.run(bench(args.dsn, args.documents, args.repeat))
         return 0
-    from services.devstack import EmbeddedStack
+    from ocrstream.devstack import EmbeddedStack
 
     with tempfile.TemporaryDirectory(prefix="ocrs-bench-") as tmp, EmbeddedStack(Path(tmp)) as stack:
         asyncio.run(bench(stack.endpoints.postgres_dsn, args.documents, args.repeat))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from services.devstack import EmbeddedStack, create_topics  # noqa: E402
+from ocrstream.devstack import EmbeddedStack, create_topics  # noqa: E402
 
 TOPIC = "bench.takeover"
 PARTITIONS = 4

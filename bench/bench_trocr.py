@@ -1,4 +1,4 @@
-"""TrOCR speed: ONNX Runtime (services/recognize/trocr.py) vs PyTorch ``generate()``, per line.
+"""TrOCR speed: ONNX Runtime (ocrstream/ocr/recognition/trocr/) vs PyTorch ``generate()``, per line.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_trocr.py            # tiny random model
     .venv/bin/python bench/bench_trocr.py --src CHECKPOINT_DIR --lines 16    # a real local checkpoint
@@ -51,8 +51,8 @@ def main() -> int:
         from PIL import Image
         from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
-        from services.recognize.trocr import TrOCRRecognizer
-        from services.recognize.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines
+        from ocrstream.ocr.recognition.trocr import TrOCRRecognizer
+        from ocrstream.training.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines
     except ImportError as exc:
         print(f"skipped: {exc} (install the export extra: pip install -e '.[export]')")
         return 0

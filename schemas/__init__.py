@@ -1,5 +1,5 @@
 """Versioned JSON Schemas of the event contracts, one file per topic (``<topic>.schema.json``),
-generated from the typed models in :mod:`services.core.event_models` (``python -m schemas.generate``).
+generated from the typed models in :mod:`ocrstream.contracts.event_models` (``python -m schemas.generate``).
 The runtime validates with the models; :func:`validator` is for tests and outside consumers.
 
 Compatibility rule: within a major version (``.v1``) only additive, optional changes are allowed;

@@ -1,7 +1,7 @@
 """Write the JSON Schemas of the event contracts from the typed models.
 
 ``python -m schemas.generate`` (re)writes ``schemas/<topic>.schema.json`` for every model in
-:data:`services.core.event_models.MODELS`; ``--check`` only reports files that differ (exit 1).
+:data:`ocrstream.contracts.event_models.MODELS`; ``--check`` only reports files that differ (exit 1).
 The models are the source; a test checks the committed files equal :func:`generate`'s output.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from services.core.event_models import MODELS
+from ocrstream.contracts.event_models import MODELS
 
 HERE = Path(__file__).resolve().parent
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from services.core.settings import Settings
+from ocrstream.settings import Settings
 
 
 def pytest_addoption(parser):
@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory):
     """The running :class:`EmbeddedStack` (for tests that pause/resume its servers)."""
-    from services.devstack import EmbeddedStack
+    from ocrstream.devstack import EmbeddedStack
 
     with EmbeddedStack(tmp_path_factory.mktemp("stack")) as running:
         yield running
@@ -83,7 +83,7 @@ def pipeline(stack_env, tmp_path_factory):
     """The four stages as processes on the test stack, for one test module (stopped after it, so
     no stage of it consumes what later modules produce): ``(StageProcesses, env)``. Readiness
     probes and lag refreshes every second (tests/test_operability_e2e.py)."""
-    from services.launcher import STAGES, StageProcesses, free_port
+    from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
 
     env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:6]}",

@@ -1,4 +1,4 @@
-"""services/audit.py against the real embedded broker and PostgreSQL: rows and results events
+"""ocrstream/ops/audit.py against the real embedded broker and PostgreSQL: rows and results events
 written by hand, the audit must count done, failed as expected, wrong, lost and duplicated
 results events (same document and version twice) and read a group's lag without joining it."""
 
@@ -10,12 +10,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.audit import Expectation, audit, stage_lag
-from services.core import events
-from services.core.errors import BadInputError
-from services.core.kafka import client_options, ensure_topics, make_producer
-from services.core.stage import dead_letter
-from services.store.migrate import apply_migrations
+from ocrstream.contracts import events
+from ocrstream.errors import BadInputError
+from ocrstream.ops.audit import Expectation, audit, stage_lag
+from ocrstream.storage.migrate import apply_migrations
+from ocrstream.streaming.kafka import client_options, ensure_topics, make_producer
+from ocrstream.streaming.stage import dead_letter
 
 pytestmark = pytest.mark.slow
 

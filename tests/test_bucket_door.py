@@ -11,8 +11,8 @@ import uuid
 import pytest
 from aiokafka import ConsumerRecord
 
-from services.core import events
-from services.core.objectstore import ObjectStore
+from ocrstream.contracts import events
+from ocrstream.storage.objectstore import ObjectStore
 from services.ingest.bucket import BucketDoor, ObjectEvent, parse_notification
 from services.ingest.seaweedfs import filer_pb2
 from services.ingest.stage import Ingestor
@@ -60,7 +60,7 @@ def test_s3_records_and_filer_events_become_the_same_object_events():
 
 @pytest.mark.parametrize("value", [b"{not json", b'{"Records": 5}', b"\xff\xff\xff"])
 def test_undecodable_notifications_raise_a_typed_error(value):
-    from services.core.errors import InvalidEventError
+    from ocrstream.errors import InvalidEventError
 
     with pytest.raises(InvalidEventError):
         parse_notification(value)

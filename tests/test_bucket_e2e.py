@@ -21,11 +21,11 @@ import pypdfium2 as pdfium
 import pytest
 from minio import Minio
 
-from services.core import events
-from services.evaluation import cer
+from ocrstream.contracts import events
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ops.launcher import StageProcesses, free_port
+from ocrstream.streaming.results import wait_for_results
 from services.ingest.bucket import ObjectEvent
-from services.launcher import StageProcesses, free_port
-from services.results import wait_for_results
 from tests.test_pipeline_e2e import wait_http
 from tools.render_samples import encode, render_page
 
@@ -219,7 +219,7 @@ def test_cli_export_writes_the_searchable_pdf(dropped, pipeline, tmp_path):
 
     _, env = pipeline
     out = tmp_path / "receipt.pdf"
-    run = subprocess.run([sys.executable, "-m", "services.cli", "export", dropped["ids"]["jpeg"], "-o", str(out)],
+    run = subprocess.run([sys.executable, "-m", "ocrstream.cli", "export", dropped["ids"]["jpeg"], "-o", str(out)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     text = pdfium.PdfDocument(out.read_bytes())[0].get_textpage().get_text_range()

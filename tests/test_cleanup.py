@@ -1,4 +1,4 @@
-"""Tests of the page clean-up steps (services/preprocess/cleanup.py) and their wiring.
+"""Tests of the page clean-up steps (ocrstream/ocr/cleanup.py) and their wiring.
 
 Pages are real images rendered here with ``tools.render_samples.render_page`` (Pillow's
 bundled TrueType font): a receipt, then given a black scanner border, a skew, a quarter or
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from services.core.settings import Settings
-from services.evaluation import cer
-from services.preprocess import cleanup
-from services.preprocess.cleanup import Transform
-from services.preprocess.detect import LineDetector, attach_colons, crop_line
-from services.preprocess.regions import detected_regions
-from services.recognize.registry import load_recognizer
+from ocrstream.ocr import cleanup
+from ocrstream.ocr.cleanup import Transform
+from ocrstream.ocr.detection import LineDetector, attach_colons, crop_line
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ocr.recognition.registry import load_recognizer
+from ocrstream.ocr.regions import detected_regions
+from ocrstream.settings import Settings
 from tools.render_samples import RECEIPT, render_page
 
 BORDER = (150, 90, 60, 120)  # left, top, right, bottom (px)

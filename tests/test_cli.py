@@ -9,7 +9,7 @@ import pytest
 
 
 def ocrstream(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ocrstream.cli", *args], capture_output=True, text=True,
                           timeout=120, cwd=cwd)
 
 
@@ -52,7 +52,7 @@ def test_without_a_stack_the_cli_prints_a_one_line_hint(args):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "ocrstream.cli", *args], capture_output=True, text=True,
                             timeout=120, cwd=repo, env={**os.environ, **NO_STACK_ENV})
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no traceback, no client logs
@@ -65,7 +65,7 @@ def test_submit_via_http_without_a_door_is_a_one_line_error():
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, **NO_STACK_ENV, "OCRSTREAM_INGEST_URL": "http://127.0.0.1:1"}
-    result = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--via", "http", "--wait",
+    result = subprocess.run([sys.executable, "-m", "ocrstream.cli", "submit", "--via", "http", "--wait",
                              "samples/receipt.png"], capture_output=True, text=True, timeout=120, cwd=repo, env=env)
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr

@@ -1,6 +1,6 @@
 """Code quality, run by ./test.sh like every other test (``./test.sh -m quality`` alone):
-ruff (lint and import order), mypy (strict on services/core), import-linter's contracts (no stage
-imports another stage; services.core imports no stage) and the import graph without cycles
+ruff (lint and import order), mypy (strict on the stage runtime and the OCR domain), import-linter's contracts (no stage
+imports another stage; ocrstream.streaming imports no stage) and the import graph without cycles
 (tools/import_graph.py). Configuration: pyproject.toml ([tool.ruff], [tool.mypy],
 [tool.importlinter]). Each test fails with the tool's own report."""
 

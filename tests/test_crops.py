@@ -1,4 +1,4 @@
-"""The crop pack (services/core/crops.py): one object per page, raw pixels, bounded; and the
+"""The crop pack (ocrstream/storage/crops.py): one object per page, raw pixels, bounded; and the
 recognize stage reading it from the real embedded S3 — a corrupt or missing pack is a typed
 error (TruncatedImageError / MissingObjectError: dead letter), never a crash or a wrong crop."""
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from aiokafka import ConsumerRecord
 
-from services.core import events
-from services.core.crops import MAGIC, crop_reference, pack_crops, page_crops_key, parse_reference, stored_crop, unpack_crops
-from services.core.errors import DocumentTooLargeError, InvalidEventError, MissingObjectError, TruncatedImageError
-from services.core.event_models import Region
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import Region
+from ocrstream.errors import DocumentTooLargeError, InvalidEventError, MissingObjectError, TruncatedImageError
+from ocrstream.storage.crops import MAGIC, crop_reference, pack_crops, page_crops_key, parse_reference, stored_crop, unpack_crops
 
 
 def crops_of(seed: int = 0) -> list[np.ndarray]:
@@ -118,7 +118,7 @@ def record_of(value: bytes) -> ConsumerRecord:
 
 
 async def test_recognize_loads_one_pack_per_page_and_fails_typed_on_corrupt_or_missing(stack_settings):
-    from services.core.objectstore import ObjectStore
+    from ocrstream.storage.objectstore import ObjectStore
     from services.recognize.stage import RecognizeStage
 
     stage = RecognizeStage(stack_settings)
@@ -143,7 +143,7 @@ async def test_recognize_still_reads_an_older_event_with_one_png_per_region(stac
     """Events written before the crop pack (no crop_offset/crop_shape; v1 changes are additive)."""
     import cv2
 
-    from services.core.objectstore import ObjectStore
+    from ocrstream.storage.objectstore import ObjectStore
     from services.recognize.stage import RecognizeStage
 
     stage = RecognizeStage(stack_settings)

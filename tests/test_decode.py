@@ -1,7 +1,7 @@
 """Safe decoding: real files made here in every accepted format, every guard, and the isolated worker.
 
 Every file is made in the test (Pillow, pikepdf, hand-written TIFF/JPEG bytes): nothing is read
-from disk. Header-level rules run in-process (:mod:`services.preprocess.decode`); the worker
+from disk. Header-level rules run in-process (:mod:`ocrstream.ocr.decode`); the worker
 tests start real spawned processes (:mod:`services.preprocess.worker`).
 """
 
@@ -18,7 +18,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from services.core.errors import (
+from ocrstream.errors import (
     ConfigurationError,
     CorruptImageError,
     DecoderCrashedError,
@@ -28,9 +28,9 @@ from services.core.errors import (
     NotAnImageError,
     TruncatedImageError,
 )
-from services.core.formats import identify, is_supported, sniff
-from services.preprocess.decode import Budget, decode_pages, open_document
-from services.preprocess.templates import get_template
+from ocrstream.ocr.decode import Budget, decode_pages, open_document
+from ocrstream.ocr.formats import identify, is_supported, sniff
+from ocrstream.ocr.templates import get_template
 from services.preprocess.worker import DecoderPool, WorkerConfig
 from tools.render_samples import LAB_FIELDS, LAB_TITLE, encode, render_form, render_page
 
@@ -316,7 +316,7 @@ def detecting_pool():
 
 @pytest.mark.slow
 async def test_worker_detects_lines_and_returns_one_crop_pack(detecting_pool):
-    from services.core.crops import unpack_crops
+    from ocrstream.storage.crops import unpack_crops
 
     [page] = await decode_in(detecting_pool, encode(render_page(["TOTAL 12.50", "CASH 20.00"], size=28), "PNG"))
     assert len(page.regions) == 2

@@ -78,7 +78,8 @@ def registry_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     import services.store.api  # noqa: F401 - registers the query API's series
-    from services.core import events, lag, metrics
+    from ocrstream.contracts import events
+    from ocrstream.streaming import lag, metrics
     from services.ingest.bucket import BUCKET_EVENTS
 
     BUCKET_EVENTS.labels("ingest", "ingested")  # a labelled series exists once a label set is used
@@ -135,7 +136,8 @@ def test_new_error_types_and_topics_are_pre_initialised():
     """The first dead letter of a type must be an increase from 0, not a series born at 1."""
     from prometheus_client import REGISTRY
 
-    from services.core import errors, metrics
+    from ocrstream import errors
+    from ocrstream.streaming import metrics
 
     metrics.init_stage("preprocess", ("ocr.ingested.v1",))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -254,7 +256,7 @@ def test_kubernetes_core_resources_validate(tmp_path):
 
 
 def test_kubernetes_stages_have_probes_resources_pdb_and_lag_scaling():
-    from services.core.events import STAGE_INPUTS
+    from ocrstream.contracts.events import STAGE_INPUTS
 
     docs = k8s_documents()
     by_kind: dict[str, dict[str, dict]] = {}

@@ -1,4 +1,4 @@
-"""End-to-end test of services.devstack: start the embedded stack and really use it."""
+"""End-to-end test of ocrstream.devstack: start the embedded stack and really use it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.devstack import (
+from ocrstream.devstack import (
     EmbeddedStack,
     StackEndpoints,
     StackError,

@@ -14,10 +14,10 @@ import uuid
 import httpx
 import pytest
 
-from services.core.auth import create_key, is_loopback
-from services.core.names import sanitize_filename
+from ocrstream.ops.launcher import StageProcesses, free_port
+from ocrstream.streaming.auth import create_key, is_loopback
+from ocrstream.streaming.names import sanitize_filename
 from services.ingest.stage import raw_document_id, raw_key_document_id
-from services.launcher import StageProcesses, free_port
 from tests.test_pipeline_e2e import render, wait_http
 
 LIMIT = 200_000  # OCRSTREAM_MAX_DOCUMENT_BYTES of the doors under test
@@ -124,7 +124,7 @@ async def test_bodies_over_the_limit_are_refused_before_they_are_read(doors):
 def test_a_public_port_without_keys_fails_start_up(stack_env, tmp_path):
     env = {**stack_env, "OCRSTREAM_HTTP_HOST": "0.0.0.0", "OCRSTREAM_HTTP_PORT": str(free_port()),
            "OCRSTREAM_API_KEYS_FILE": ""}
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "run", "ingest"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "ocrstream.cli", "run", "ingest"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "beyond loopback" in proc.stderr and "ocrstream apikey create" in proc.stderr
@@ -132,7 +132,7 @@ def test_a_public_port_without_keys_fails_start_up(stack_env, tmp_path):
 
 def test_a_missing_templates_directory_fails_start_up(stack_env, tmp_path):
     env = {**stack_env, "OCRSTREAM_TEMPLATES_DIR": str(tmp_path / "nope")}
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "run", "preprocess"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "ocrstream.cli", "run", "preprocess"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "OCRSTREAM_TEMPLATES_DIR" in proc.stderr and "Traceback" not in proc.stderr
@@ -168,13 +168,13 @@ def test_loopback_detection():
 
 
 def test_rate_limit_of_zero_means_unlimited(stack_settings):
-    from services.core.auth import Authenticator
+    from ocrstream.streaming.auth import Authenticator
     auth = Authenticator(stack_settings.model_copy(update={"rate_limit_per_minute": 0}), "127.0.0.1")
     assert auth.limit is None and not auth.required
 
 
 def test_raw_template_header_is_bounded():
-    from services.core.errors import InvalidSubmissionError
+    from ocrstream.errors import InvalidSubmissionError
     from services.ingest.stage import MAX_TEMPLATE_NAME_CHARS, template_header
 
     assert template_header(b"lab-report") == "lab-report" and template_header(b"") is None

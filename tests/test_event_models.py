@@ -1,4 +1,4 @@
-"""The typed event models (services/core/event_models.py) and the JSON Schemas generated from them.
+"""The typed event models (ocrstream/contracts/event_models.py) and the JSON Schemas generated from them.
 
 Golden events (tests/golden_events/<topic>.<name>.json) are events as the previous version's
 producers wrote them, each valid against the hand-written v1 schemas: the compatibility rule
@@ -15,10 +15,8 @@ import jsonschema
 import pytest
 
 import schemas
-from schemas.generate import generate
-from services.core import events
-from services.core.errors import InvalidEventError
-from services.core.event_models import (
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import (
     MODELS,
     DocumentRef,
     ErrorInfo,
@@ -28,6 +26,8 @@ from services.core.event_models import (
     Timestamps,
     compact_probs,
 )
+from ocrstream.errors import InvalidEventError
+from schemas.generate import generate
 
 GOLDEN = sorted((Path(__file__).parent / "golden_events").glob("*.json"))
 #: Golden events written by today's producers' code paths: decode -> encode gives the same bytes.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree as ET
 
-from services.document import Document
-from services.exports import ALTO_NS, to_alto, to_hocr
+from ocrstream.ocr.document import Document
+from ocrstream.ocr.exports import ALTO_NS, to_alto, to_hocr
 
 EVENT = {
     "document_id": "doc1", "status": "done", "document": {"filename": "r.png"},
@@ -78,7 +78,7 @@ def test_searchable_pdf_of_a_png_keeps_its_pixels_and_places_words_in_their_boxe
     import pypdfium2 as pdfium
     from PIL import Image
 
-    from services.exports import to_searchable_pdf
+    from ocrstream.ocr.exports import to_searchable_pdf
 
     rgb = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     opaque = io.BytesIO()
@@ -103,7 +103,7 @@ def test_searchable_pdf_of_a_png_keeps_its_pixels_and_places_words_in_their_boxe
 def test_searchable_pdf_refuses_what_is_not_a_page():
     import pytest
 
-    from services.exports import to_searchable_pdf
+    from ocrstream.ocr.exports import to_searchable_pdf
 
     with pytest.raises(ValueError):
         to_searchable_pdf(Document.from_results(EVENT), b"not an image at all")

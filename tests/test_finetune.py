@@ -2,7 +2,7 @@
 parity, the CER gate, serving a fine-tuned model, evaluation CLI, label export, TrOCR fine-tuning.
 
 Real crops: the text lines of ``samples/receipt.png`` found by the real detector (DBNet) and
-cut as the preprocess stage cuts them. Training lines: rendered by ``services.training.synth``
+cut as the preprocess stage cuts them. Training lines: rendered by ``ocrstream.training.synth``
 (real fonts, clean so that labels are exact). Kept tiny (a few steps, a few lines) for CI.
 """
 
@@ -22,14 +22,14 @@ pytest.importorskip("albumentations")
 
 from click.testing import CliRunner  # noqa: E402
 
-from services.cli import main  # noqa: E402
-from services.recognize.model_manifest import ModelIntegrityError, load_model_manifest  # noqa: E402
-from services.recognize.ppocr import PPOCRRecognizer  # noqa: E402
-from services.recognize.registry import load_recognizer  # noqa: E402
-from services.training import synth  # noqa: E402
-from services.training.finetune import FinetuneConfig, GateRefused, Trainer, backbone_parameters, finetune_ppocr  # noqa: E402
-from services.training.manifest import ManifestError, load_image, read_manifest  # noqa: E402
-from services.training.ppocr_torch import (  # noqa: E402
+from ocrstream.cli.main import main  # noqa: E402
+from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError, load_model_manifest  # noqa: E402
+from ocrstream.ocr.recognition.ppocr import PPOCRRecognizer  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
+from ocrstream.training import synth  # noqa: E402
+from ocrstream.training.finetune import FinetuneConfig, GateRefused, Trainer, backbone_parameters, finetune_ppocr  # noqa: E402
+from ocrstream.training.manifest import ManifestError, load_image, read_manifest  # noqa: E402
+from ocrstream.training.ppocr_torch import (  # noqa: E402
     TorchPPOCR,
     convert,
     explicit_pads,
@@ -56,7 +56,7 @@ def base():
 @pytest.fixture(scope="module")
 def receipt_crops():
     """Line crops of samples/receipt.png (real detector, real perspective crops)."""
-    from services.preprocess.detect import LineDetector, crop_line
+    from ocrstream.ocr.detection import LineDetector, crop_line
 
     page = cv2.imread(str(SAMPLES / "receipt.png"), cv2.IMREAD_COLOR)
     lines = LineDetector(device="cpu", threads=1).detect(page)
@@ -111,7 +111,7 @@ def test_synth_lines_are_labelled_correctly(lines_dir):
     record = json.loads((lines_dir / "train" / "lines.jsonl").read_text().splitlines()[0])
     assert set(record) >= {"id", "image", "text", "src"} and not Path(record["image"]).is_absolute()
     # The shipped model reads clean renderings nearly perfectly: labels match their images.
-    from services.training.evaluate import score
+    from ocrstream.training.evaluate import score
 
     result, _ = score(PPOCRRecognizer(device="cpu", threads=1), samples, "synth")
     assert result.cer_ci < 0.1
@@ -146,7 +146,7 @@ def misread_dir(tmp_path_factory):
     their resolution and back (about 8 px of text height), then only the lines whose reading differs
     from the label (case-insensitive). Learning shows as a lower loss on them; the clean lines of
     ``lines_dir`` are read perfectly already, so training on them cannot show it."""
-    from services.training.manifest import write_manifest
+    from ocrstream.training.manifest import write_manifest
 
     root = tmp_path_factory.mktemp("misread")
     synth.synthesize(root / "all", 64, seed=5, degrade=False, progress=False)
@@ -220,8 +220,8 @@ def test_gate_refuses_worse_model_and_force_writes_a_servable_one(lines_dir, tmp
 
 
 def test_recognize_stage_reports_the_served_model(lines_dir, tmp_path, monkeypatch):
-    from services.core import metrics
-    from services.core.settings import Settings
+    from ocrstream.settings import Settings
+    from ocrstream.streaming import metrics
     from services.recognize.stage import RecognizeStage
 
     result = finetune_ppocr(_cfg(lines_dir, tmp_path, max_steps=2, eval_every=100, val_limit=1, lr=1e-6))
@@ -233,7 +233,7 @@ def test_recognize_stage_reports_the_served_model(lines_dir, tmp_path, monkeypat
     asyncio.run(stage.setup())
     assert stage.recognizer.version == model_id
     assert metrics.STAGE_INFO.labels("recognize", "model", model_id)._value.get() == 1
-    from services.core.event_models import DocumentRef, RegionsEvent, Timestamps
+    from ocrstream.contracts.event_models import DocumentRef, RegionsEvent, Timestamps
 
     event = RegionsEvent(document_id="d", document=DocumentRef(object_key="k", content_sha256="0" * 64, size_bytes=1,
                                                                source="cli"),
@@ -261,8 +261,8 @@ def test_synth_and_label_export_cli(tmp_path):
 
 def test_trocr_finetune_path(tmp_path, lines_dir):
     pytest.importorskip("transformers")
-    from services.recognize.trocr_export import make_tiny_trocr
-    from services.training.trocr_finetune import finetune_trocr
+    from ocrstream.training.trocr_export import make_tiny_trocr
+    from ocrstream.training.trocr_finetune import finetune_trocr
 
     src = make_tiny_trocr(tmp_path / "tiny")
     summary = finetune_trocr(src, [str(lines_dir / "train" / "lines.jsonl")], str(lines_dir / "val" / "lines.jsonl"),
@@ -278,10 +278,10 @@ async def test_label_export_from_store_takes_verified_lines_only(stack_settings,
 
     import asyncpg
 
-    from services.core.crops import crop_reference, pack_crops, page_crops_key
-    from services.core.objectstore import ObjectStore
-    from services.store.migrate import apply_migrations
-    from services.training.labels import verified_lines
+    from ocrstream.storage.crops import crop_reference, pack_crops, page_crops_key
+    from ocrstream.storage.migrate import apply_migrations
+    from ocrstream.storage.objectstore import ObjectStore
+    from ocrstream.training.labels import verified_lines
 
     store = ObjectStore(stack_settings)
     await store.ensure_bucket()

@@ -16,8 +16,8 @@ import json
 
 import pytest
 
-from services.core.settings import Settings
-from services.launcher import STAGES, StageProcesses
+from ocrstream.ops.launcher import STAGES, StageProcesses
+from ocrstream.settings import Settings
 from tools.hostile_corpus import submissions
 from tools.hostile_harness import HostileRun, Report, create_api_key, hostile_env
 

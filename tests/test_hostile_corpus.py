@@ -11,7 +11,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageOps
 
-from services.core.errors import DEAD_LETTER_TYPES
+from ocrstream.errors import DEAD_LETTER_TYPES
 from tools.hostile_corpus import ALL_DOORS, Budget, Door, corpus, submissions
 
 BUDGET = Budget(max_document_bytes=1024**2, max_image_pixels=4_000_000, max_document_pixels=10_000_000,

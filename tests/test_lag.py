@@ -13,8 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
-from services.core import events, lag, metrics
-from services.devstack import create_topics
+from ocrstream.contracts import events
+from ocrstream.devstack import create_topics
+from ocrstream.streaming import lag, metrics
 
 pytestmark = pytest.mark.slow
 
@@ -70,11 +71,11 @@ async def test_external_lag_of_a_group_that_is_not_running(stack_settings, stack
 
 
 async def test_lag_exporter_command_prints_every_stage_group(stack_env, stack_settings):
-    from services.core.stage import ensure_topics
+    from ocrstream.streaming.stage import ensure_topics
 
     await ensure_topics(stack_settings)
     env = {**stack_env, "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"cli-{uuid.uuid4().hex[:6]}"}
-    out = subprocess.run([sys.executable, "-m", "services.cli", "lag-exporter", "--once"], env=env,
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "lag-exporter", "--once"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for stage, topics in events.STAGE_INPUTS.items():
@@ -83,8 +84,8 @@ async def test_lag_exporter_command_prints_every_stage_group(stack_env, stack_se
 
 
 def test_stage_inputs_match_the_stages():
-    from services.cli import _stage
-    from services.core.settings import get_settings
+    from ocrstream.cli.main import _stage
+    from ocrstream.settings import get_settings
 
     for name, topics in lag.stage_inputs(get_settings()).items():
         assert _stage(name).input_topics == topics

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from services.core.formats import sniff
+from ocrstream.ocr.formats import sniff
 from tools.loadgen import DONE, TRUNCATED, make_documents
 
 

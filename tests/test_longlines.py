@@ -1,4 +1,4 @@
-"""The crop budget shared by every recogniser (services/recognize/longlines.py).
+"""The crop budget shared by every recogniser (ocrstream/ocr/recognition/longlines.py).
 
 docTR's merge rules on its own test cases; the budget on real PP-OCRv6 readings of lines rendered
 here with Pillow's bundled font: long lines split and merged, hostile crops (20000x3 px, 1 px)
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.evaluation import cer
-from services.recognize.longlines import (
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ocr.recognition.longlines import (
     CropBudget,
     as_bgr,
     merge_chunk_texts,
@@ -19,9 +19,9 @@ from services.recognize.longlines import (
     read_within_budget,
     split_wide_crop,
 )
-from services.recognize.ppocr import MAX_RATIO, REC_HEIGHT, PPOCRRecognizer
-from services.recognize.recognizer import EMPTY_READING, LineReading
-from services.recognize.trocr_export import render_lines
+from ocrstream.ocr.recognition.ppocr import MAX_RATIO, REC_HEIGHT, PPOCRRecognizer
+from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
+from ocrstream.training.trocr_export import render_lines
 
 LINE = "TOTAL INCL. GST 25.50 CASH 50.00"
 LONG_LINE = "   ".join(["MILK 1L 2 X 6.90 13.80", "WHOLEMEAL BREAD 1 X 4.50 4.50", "EGGS GRADE A 10 1 X 7.20",

@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from services.core import onnx_session
-from services.core.onnx_session import DeviceUnavailableError, chosen_provider, make_session
-from services.evaluation import cer, normalize, wer
-from services.preprocess.detect import LineDetector, crop_line, reading_order, visual_line_ids
-from services.recognize.ppocr import ctc_greedy, fix_lookalikes, model_path, resized_width
-from services.recognize.recognizer import LineReading, Recognizer
-from services.recognize.registry import known_recognizers, load_recognizer
+from ocrstream.ocr.detection import LineDetector, crop_line, reading_order, visual_line_ids
+from ocrstream.ocr.evaluation import cer, normalize, wer
+from ocrstream.ocr.recognition.ppocr import ctc_greedy, fix_lookalikes, model_path, resized_width
+from ocrstream.ocr.recognition.recognizer import LineReading, Recognizer
+from ocrstream.ocr.recognition.registry import known_recognizers, load_recognizer
+from ocrstream.ocr.runtime import onnx_session
+from ocrstream.ocr.runtime.onnx_session import DeviceUnavailableError, chosen_provider, make_session
 
 # Receipt-like rows: (left column, right column or None).
 ROWS = [

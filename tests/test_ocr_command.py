@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from services.exports import ALTO_NS
+from ocrstream.ocr.exports import ALTO_NS
 from tools.render_samples import encode, render_page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def ocr(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env.update(OCRSTREAM_ENV_FILE="/nonexistent/stack.env", OCRSTREAM_KAFKA_BOOTSTRAP="127.0.0.1:9",
                OCRSTREAM_S3_ENDPOINT="http://127.0.0.1:9", OMP_WAIT_POLICY="PASSIVE",
                OCRSTREAM_POSTGRES_DSN="postgresql://nobody@127.0.0.1:9/none")
-    return subprocess.run([sys.executable, "-m", "services.cli", "ocr", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ocrstream.cli", "ocr", *args], capture_output=True, text=True,
                           timeout=600, cwd=cwd, env=env)
 
 

@@ -1,5 +1,5 @@
-"""Units of the operability code: latency metrics from event timestamps (services/core/metrics.py)
-and the readiness rules (services/core/health.py)."""
+"""Units of the operability code: latency metrics from event timestamps (ocrstream/streaming/metrics.py)
+and the readiness rules (ocrstream/streaming/health.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import time
 
 from prometheus_client import REGISTRY
 
-from services.core import events, health, metrics
-from services.core.event_models import DeadLetterEvent, DocumentRef, ErrorInfo, ResultsEvent, Source, Timestamps
-from services.core.settings import Settings
-from services.core.stage import Output
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import DeadLetterEvent, DocumentRef, ErrorInfo, ResultsEvent, Source, Timestamps
+from ocrstream.settings import Settings
+from ocrstream.streaming import health, metrics
+from ocrstream.streaming.stage import Output
 
 
 def value(name: str, **labels) -> float:

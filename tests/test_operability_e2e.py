@@ -27,10 +27,10 @@ import httpx
 import pytest
 import yaml
 
-from services.client import submit_all
+from ocrstream.client.client import submit_all
+from ocrstream.ops.launcher import STAGES, free_port
+from ocrstream.streaming.results import wait_for_results
 from services.ingest.stage import raw_key_document_id
-from services.launcher import STAGES, free_port
-from services.results import wait_for_results
 from tests.promql import selectors
 from tests.test_pipeline_e2e import render, submit_raw
 
@@ -106,7 +106,7 @@ def lag_exporter(pipeline, tmp_path_factory):
     _, env = pipeline
     port = free_port()
     log = open(tmp_path_factory.mktemp("lag") / "lag-exporter.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "lag-exporter", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "ocrstream.cli", "lag-exporter", "--port", str(port)],
                             env={**env, "OCRSTREAM_LAG_EXPORTER_INTERVAL_S": "1"}, stdout=log,
                             stderr=subprocess.STDOUT)
     yield port

@@ -22,12 +22,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
-from services.client import submit_all
-from services.core import events
-from services.evaluation import cer
+from ocrstream.client.client import submit_all
+from ocrstream.contracts import events
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ops.launcher import STAGES
+from ocrstream.streaming.results import wait_for_results
 from services.ingest.stage import raw_key_document_id
-from services.launcher import STAGES
-from services.results import wait_for_results
 from tools.render_samples import encode, render_page
 
 pytestmark = pytest.mark.slow
@@ -317,7 +317,7 @@ def test_cli_submit_wait_prints_results_and_fails_on_a_failed_document(pipeline,
     jpeg = render("x.jpg", [f"truncated page {via}"])
     bad.write_bytes(jpeg[: len(jpeg) // 2])
     empty.write_bytes(b"")
-    cli = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", "300", "--via", via]
+    cli = [sys.executable, "-m", "ocrstream.cli", "submit", "--wait", "--timeout", "300", "--via", via]
     asyncio.run(wait_http(f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}/healthz"))  # else auto takes Kafka
     out = subprocess.run(cli + [str(good)], env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr
@@ -367,7 +367,7 @@ def status_json(env) -> tuple[int, dict]:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "services.cli", "status", "--json"], env=env,
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "status", "--json"], env=env,
                          capture_output=True, text=True, timeout=120)
     return out.returncode, json.loads(out.stdout)
 
@@ -422,7 +422,7 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
     """A form names a template preprocess does not know: failed. The fix (the template is
     installed, preprocess restarted), then `ocrstream dlq replay`: the document is done, once;
     a second replay skips it; the replay is recorded on the row and failures are listed by reason."""
-    from services import dlq
+    from ocrstream.ops import dlq
     from tools.render_samples import LAB_FIELDS, LAB_TITLE, render_form
 
     stages, env = pipeline
@@ -439,7 +439,7 @@ async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, t
 
     templates = tmp_path / "templates"
     templates.mkdir()
-    shipped = (Path(__file__).parents[1] / "services/preprocess/templates/lab-report.yaml").read_text()
+    shipped = (Path(__file__).parents[1] / "ocrstream/ocr/templates/lab-report.yaml").read_text()
     (templates / f"{name}.yaml").write_text(shipped.replace("name: lab-report", f"name: {name}"))
     stages.stop_one("preprocess")
     stages.stage_env["preprocess"]["OCRSTREAM_TEMPLATES_DIR"] = str(templates)

@@ -1,10 +1,10 @@
-"""services/store/postprocess/: field validation/correction, dictionary protection, NFKC, review."""
+"""ocrstream/ocr/postprocess/: field validation/correction, dictionary protection, NFKC, review."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.store.postprocess import RULES, FieldSpec, PostProcessor
+from ocrstream.ocr.postprocess.processor import RULES, FieldSpec, PostProcessor
 
 DECIMAL_RM = FieldSpec("total", "decimal", unit="RM")
 INTEGER = FieldSpec("qty", "integer")

@@ -8,10 +8,10 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.core import events
-from services.core.event_models import ErrorInfo, ResultsEvent, Timestamps
-from services.core.stage import ensure_topics
-from services.results import ResultsReader, ResultsTimeoutError, ResultWaiters
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import ErrorInfo, ResultsEvent, Timestamps
+from ocrstream.streaming.results import ResultsReader, ResultsTimeoutError, ResultWaiters
+from ocrstream.streaming.stage import ensure_topics
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Search (services/store/search.py) against the real embedded PostgreSQL: full text, OCR-noisy
+"""Search (ocrstream/storage/search.py) against the real embedded PostgreSQL: full text, OCR-noisy
 words by trigram similarity, regions with boxes, snippets, filters and pagination."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.core import events
-from services.store.search import SearchQuery, search
+from ocrstream.contracts import events
+from ocrstream.storage.search import SearchQuery, search
 from services.store.stage import StoreStage
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ async def test_template_field_filter(corpus, stack_settings):
     pool, _, tag = corpus
     stage = StoreStage(stack_settings)
     stage.postprocessor, stage.pool = None, pool
-    from services.store.postprocess import PostProcessor
+    from ocrstream.ocr.postprocess.processor import PostProcessor
 
     stage.postprocessor = PostProcessor(enabled_rules=["nfkc", "whitespace"])
     event = stored_dict(f"search-form-{tag}", [[f"LAB {tag} REPORT", "13.9"]], template="lab-report")
@@ -113,12 +113,12 @@ def test_cli_search_prints_ranked_hits(corpus, stack_env):
     import sys
 
     _, ids, tag = corpus
-    out = subprocess.run([sys.executable, "-m", "services.cli", "search", f"zephyrine {tag}", "--json", "--limit", "2"],
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "search", f"zephyrine {tag}", "--json", "--limit", "2"],
                          env=stack_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["total"] == 3 and result["hits"][0]["document_id"] == ids["other"]
-    text = subprocess.run([sys.executable, "-m", "services.cli", "search", f"zephyrine {tag}"],
+    text = subprocess.run([sys.executable, "-m", "ocrstream.cli", "search", f"zephyrine {tag}"],
                           env=stack_env, capture_output=True, text=True, timeout=120)
     assert "3 matching page(s)" in text.stdout and ids["memo"] in text.stdout and "box [" in text.stdout
 

@@ -13,10 +13,11 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.core import events, metrics
-from services.core.errors import BadInputError, ConfigurationError
-from services.core.event_models import DeadLetterEvent, ResultsEvent, Source, Timestamps
-from services.core.stage import Output, Stage, StageRunner, ensure_topics
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import DeadLetterEvent, ResultsEvent, Source, Timestamps
+from ocrstream.errors import BadInputError, ConfigurationError
+from ocrstream.streaming import metrics
+from ocrstream.streaming.stage import Output, Stage, StageRunner, ensure_topics
 from tests.test_pipeline_e2e import read_topic
 
 pytestmark = pytest.mark.slow
@@ -272,7 +273,7 @@ async def test_a_configuration_error_in_setup_stops_before_consuming(stack_setti
 def test_a_dead_letter_carries_its_input_only_up_to_the_bound():
     from aiokafka import ConsumerRecord
 
-    from services.core.stage import MAX_ORIGINAL_BYTES, dead_letter_record
+    from ocrstream.streaming.stage import MAX_ORIGINAL_BYTES, dead_letter_record
 
     def record(value: bytes) -> ConsumerRecord:
         return ConsumerRecord("ocr.ingested.v1", 0, 7, 0, 0, b"doc-1", value, None, len(b"doc-1"), len(value), ())

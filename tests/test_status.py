@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.core import events
-from services.status import Endpoint, StageStatus, _is_loopback, find_problems
+from ocrstream.contracts import events
+from ocrstream.ops.status import Endpoint, StageStatus, _is_loopback, find_problems
 
 
 def test_status_knows_each_stage_input_topics():

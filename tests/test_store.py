@@ -7,12 +7,12 @@ import uuid
 import asyncpg
 import pytest
 
-from services.core import events
-from services.core.errors import NotAnImageError
-from services.core.event_models import RecognizedEvent, Source
-from services.core.stage import dead_letter
-from services.document import Document
-from services.store.migrate import apply_migrations, migration_files
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import RecognizedEvent, Source
+from ocrstream.errors import NotAnImageError
+from ocrstream.ocr.document import Document
+from ocrstream.storage.migrate import apply_migrations, migration_files
+from ocrstream.streaming.stage import dead_letter
 from services.store.stage import StoreStage
 
 pytestmark = pytest.mark.slow
@@ -78,8 +78,8 @@ async def test_migrations_apply_once(stack_settings, store):
 async def test_the_query_api_pool_reads_but_cannot_write(stack_settings, store):
     """The query API's pool (ocrstream run api) has the read role's rights only, in read-only
     transactions; the repository's reads work through it."""
-    from services.core import documents
-    from services.core.db import READ_ROLE, create_read_pool
+    from ocrstream.storage import documents
+    from ocrstream.storage.db import READ_ROLE, create_read_pool
 
     doc_id = uuid.uuid4().hex
     await store.store_done(recognized_event(doc_id, [(0, "READ ONLY")]))

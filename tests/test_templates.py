@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.preprocess.templates import UnknownTemplateError, get_template, load_template, load_templates
+from ocrstream.ocr.templates import UnknownTemplateError, get_template, load_template, load_templates
 from tools.render_samples import LAB_FIELDS, form_value_box
 
 

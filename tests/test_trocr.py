@@ -24,11 +24,11 @@ pytest.importorskip("optimum.exporters.onnx")
 
 from PIL import Image  # noqa: E402
 
-from services.recognize.longlines import merge_chunk_texts, split_wide_crop  # noqa: E402
-from services.recognize.recognizer import LineReading  # noqa: E402
-from services.recognize.registry import load_recognizer  # noqa: E402
-from services.recognize.trocr import MODEL_DIR_ENV, TrOCRRecognizer  # noqa: E402
-from services.recognize.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines  # noqa: E402
+from ocrstream.ocr.recognition.longlines import merge_chunk_texts, split_wide_crop  # noqa: E402
+from ocrstream.ocr.recognition.recognizer import LineReading  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
+from ocrstream.ocr.recognition.trocr import MODEL_DIR_ENV, TrOCRRecognizer  # noqa: E402
+from ocrstream.training.trocr_export import CHECK_LINES, export_trocr, make_tiny_trocr, render_lines  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_preprocessing_equals_vit_image_processor(tiny, runtimes):
 def test_preprocessing_other_filters(tiny, resample):
     from transformers import ViTImageProcessor
 
-    from services.recognize.trocr import ImageProcessorSpec
+    from ocrstream.ocr.recognition.trocr import ImageProcessorSpec
 
     _, _, _, images = tiny
     cfg = dict(size={"height": 48, "width": 96}, resample=resample,
@@ -99,7 +99,7 @@ def test_preprocessing_other_filters(tiny, resample):
 def test_token_decoder_matches_transformers_batch_decode(tiny, clean_up):
     from transformers import AutoTokenizer
 
-    from services.recognize.trocr import TokenDecoder
+    from ocrstream.ocr.recognition.trocr import TokenDecoder
 
     _, _, onnx_dir, _ = tiny
     hf = AutoTokenizer.from_pretrained(onnx_dir.parent / "src", clean_up_tokenization_spaces=clean_up)
@@ -241,7 +241,7 @@ async def test_recognize_stage_uses_the_configured_recogniser(tiny, monkeypatch)
     """``OCRSTREAM_RECOGNIZER=trocr`` selects TrOCR in the recognize stage (metrics name it)."""
     from prometheus_client import REGISTRY
 
-    from services.core.settings import Settings
+    from ocrstream.settings import Settings
     from services.recognize.stage import RecognizeStage
 
     monkeypatch.setenv(MODEL_DIR_ENV, str(tiny[2]))

@@ -14,7 +14,7 @@ A :class:`Case` is one input: its bytes (made lazily by ``make(budget)``, sized 
 through and, per door, an :class:`Expect`:
 
 * ``done`` (optionally with the text lines that must be read),
-* ``failed`` with the stage and the typed error of :mod:`services.core.errors`,
+* ``failed`` with the stage and the typed error of :mod:`ocrstream.errors`,
 * ``refused`` at the door: HTTP answers ``http_status`` (413 over the byte limit, 415 not a
   supported type, 401 no/bad API key, 422 malformed request) and the CLI reports it and exits
   non-zero; in both cases with no dead letter and no ``documents`` row.
@@ -36,7 +36,7 @@ from enum import Enum
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, features
 
-from services.core.settings import Settings
+from ocrstream.settings import Settings
 from tools.render_samples import encode, render_page
 
 
@@ -82,7 +82,7 @@ class Expect:
     """The expected outcome of one case at one door.
 
     ``outcome``: ``"done"``, ``"failed"`` or ``"refused"``. ``stage``/``error_type``: for
-    ``failed`` (error type = a class name of services/core/errors.py). ``http_status``: what
+    ``failed`` (error type = a class name of ocrstream/errors.py). ``http_status``: what
     ``POST /v1/documents`` answers (202 when accepted). ``text``: lines a ``done`` document must
     contain (each matched to its closest line of the result, CER <= ``TEXT_MAX_CER``).
     """

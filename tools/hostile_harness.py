@@ -1,13 +1,13 @@
 """Submit the hostile corpus (:mod:`tools.hostile_corpus`) to a running pipeline and judge it.
 
 Used by ``tests/test_hostile.py`` and ``bench/bench_hostile.py``; both start the embedded stack
-and the four stage processes (:class:`services.launcher.StageProcesses`) with :func:`hostile_env`,
+and the four stage processes (:class:`ocrstream.ops.launcher.StageProcesses`) with :func:`hostile_env`,
 then call :func:`run_corpus`.
 
 Each (case, door) is submitted alone and resolved before the next, so its time and memory are
 its own:
 
-* CLI: ``python -m services.cli submit --wait --timeout 30 FILE`` (a subprocess; exit code and
+* CLI: ``python -m ocrstream.cli submit --wait --timeout 30 FILE`` (a subprocess; exit code and
   output kept; the document id is the 32-hex token it prints);
 * HTTP: ``POST /v1/documents`` with a hand-built multipart body (so that filenames reach the
   server byte for byte: httpx would percent-escape a NUL) and ``Authorization: Bearer <key>``;
@@ -40,12 +40,12 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.core import events
-from services.core.errors import InvalidEventError
-from services.core.event_models import UNSET
-from services.core.settings import Settings
-from services.evaluation import cer
-from services.launcher import STAGES, free_port
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import UNSET
+from ocrstream.errors import InvalidEventError
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ops.launcher import STAGES, free_port
+from ocrstream.settings import Settings
 from tools.hostile_corpus import TEST_BUDGET_ENV, TEXT_MAX_CER, Budget, Case, Door, Expect, Key, corpus
 
 RESOLVE_GOAL_S = 30.0  # issue 8: every bad document resolved within 30 s
@@ -78,7 +78,7 @@ def create_api_key(env: dict[str, str]) -> tuple[str | None, str]:
     """
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "services.cli", "apikey", "create", "hostile",
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "apikey", "create", "hostile",
                           "--scopes", "ingest,query"], env=env, capture_output=True, text=True, timeout=120)
     tokens = re.findall(r"[A-Za-z0-9_.~+/=-]{20,}", out.stdout) if out.returncode == 0 else []
     key = max(tokens, key=len) if tokens else None
@@ -323,7 +323,7 @@ async def group_lag(settings: Settings) -> dict[str, int]:
     offset, summed over its input partitions. tansu quirks: its end offsets are wrong after batched
     produce (so the high-water mark of a fetch is used) and AIOKafkaAdminClient's offset listing
     fails on it (so committed offsets come from a consumer carrying the group id that never
-    subscribes, hence never joins the group). Issue 10's services/core/lag.py does the same for
+    subscribes, hence never joins the group). Issue 10's ocrstream/streaming/lag.py does the same for
     the exporter; this copy keeps the harness independent of it until both are merged.
     """
     from aiokafka import TopicPartition
@@ -463,7 +463,7 @@ class HostileRun:
         path = folder / filename
         path.write_bytes(data)
         # --via kafka: the CLI door itself (auto would take the HTTP door, which Door.HTTP covers)
-        args = [sys.executable, "-m", "services.cli", "submit", "--wait", "--timeout", str(int(limit)), "--via", "kafka",
+        args = [sys.executable, "-m", "ocrstream.cli", "submit", "--wait", "--timeout", str(int(limit)), "--via", "kafka",
                 str(path)]
         if case.template:
             args[4:4] = ["--template", str(case.template)]

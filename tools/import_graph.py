@@ -1,11 +1,13 @@
-"""Print the import graph of ``services/`` and its import cycles (issue 12: "no cycle").
+"""Print the import graph of ``ocrstream/`` and ``services/`` and its import cycles (issues 12, 23: "no cycle").
 
-Usage: ``python -m tools.import_graph [--modules] [--package services]``
+Usage: ``python -m tools.import_graph [--modules] [--package ocrstream --package services]``
 
-Per package (``services.core``, ``services.ingest``, ... and the top-level modules such as
-``services.cli``) it prints which other packages of ``services`` it imports, then either
-``no cycles`` or every cycle between modules (module level), one per strongly connected
-component of the module graph: its modules, then its shortest cycle (``a.b -> a.c -> a.b``).
+Per package (``ocrstream.streaming``, ``services.ingest``, ... and the top-level modules such as
+``ocrstream.settings``) it prints which other packages it imports, then either ``no cycles`` or
+every cycle, at two levels: between modules (one per strongly connected component of the module
+graph: its modules, then its shortest cycle ``a.b -> a.c -> a.b``) and between packages
+(``ocrstream.ocr -> ocrstream.streaming -> ocrstream.ocr``: two rooms that import each other
+through different modules, which the module level does not see).
 With ``--modules`` it prints every module's direct imports instead of the package summary.
 Exit status: 0 without cycles, 1 with.
 
@@ -30,10 +32,9 @@ from pathlib import Path
 import grimp
 
 
-def package_of(module: str, root: str) -> str:
-    """``services.core.stage`` -> ``services.core``; ``services.cli`` -> ``services.cli``."""
-    parts = module.split(".")
-    return ".".join(parts[:2]) if len(parts) > 1 else root
+def package_of(module: str) -> str:
+    """``ocrstream.streaming.stage`` -> ``ocrstream.streaming``; ``ocrstream.settings`` -> itself."""
+    return ".".join(module.split(".")[:2])
 
 
 def module_edges(graph: grimp.ImportGraph) -> dict[str, set[str]]:
@@ -41,8 +42,9 @@ def module_edges(graph: grimp.ImportGraph) -> dict[str, set[str]]:
     return {m: set(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
 
 
-def source_path(module: str, root: str) -> Path | None:
-    """The file of ``module`` (a module of package ``root``), found without importing it."""
+def source_path(module: str) -> Path | None:
+    """The file of ``module``, found without importing it."""
+    root = module.split(".")[0]
     spec = importlib.util.find_spec(root)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -53,9 +55,9 @@ def source_path(module: str, root: str) -> Path | None:
     return None
 
 
-def dynamic_imports(module: str, root: str, known: set[str]) -> set[str]:
+def dynamic_imports(module: str, known: set[str]) -> set[str]:
     """Modules of ``known`` that ``module`` imports by ``importlib.import_module("<literal>")``."""
-    path = source_path(module, root)
+    path = source_path(module)
     if path is None:
         return set()
     found = set()
@@ -124,45 +126,49 @@ def shortest_cycle(start: str, edges: dict[str, set[str]], within: Iterable[str]
     return []
 
 
-def report(root: str, show_modules: bool) -> tuple[list[str], list[list[str]]]:
-    """The printed lines and the cycles (each a list of modules) of package ``root``."""
-    graph = grimp.build_graph(root, cache_dir=None)
+def report(roots: list[str], show_modules: bool) -> tuple[list[str], list[list[str]]]:
+    """The printed lines and the cycles (each a list of modules or packages) of packages ``roots``."""
+    graph = grimp.build_graph(*roots, cache_dir=None)
     edges = module_edges(graph)
-    dynamic = {m: dynamic_imports(m, root, set(edges)) - edges[m] for m in edges}
+    dynamic = {m: dynamic_imports(m, set(edges)) - edges[m] for m in edges}
     for module, imported in dynamic.items():
         edges[module] |= imported
-    lines = [f"import graph of {root} (module level, grimp {grimp.__version__}): {len(edges)} modules, "
+    lines = [f"import graph of {', '.join(roots)} (module level, grimp {grimp.__version__}): {len(edges)} modules, "
              f"{sum(len(v) for v in edges.values())} imports ({sum(map(len, dynamic.values()))} dynamic)"]
+    packages: dict[str, set[str]] = {}
+    for module, imported in edges.items():
+        mine = package_of(module)
+        packages.setdefault(mine, set()).update(package_of(m) for m in imported if package_of(m) != mine)
     if show_modules:
         for module, imported in edges.items():
             names = [m + (" (dynamic)" if m in dynamic[module] else "") for m in sorted(imported)]
             lines.append(f"{module} -> {', '.join(names) or '-'}")
     else:
-        packages: dict[str, set[str]] = {}
-        for module, imported in edges.items():
-            mine = package_of(module, root)
-            packages.setdefault(mine, set()).update(package_of(m, root) for m in imported)
         for package, imported in sorted(packages.items()):
-            others = sorted(imported - {package})
-            lines.append(f"{package} -> {', '.join(others) or '-'}")
-    components = strongly_connected(edges)
-    cycles = [shortest_cycle(component[0], edges, component) for component in components]
-    if cycles:
-        lines.append(f"{len(cycles)} import cycle(s) (modules that import each other, and the shortest cycle):")
-        for component, cycle in zip(components, cycles, strict=True):
-            lines.append(f"  {', '.join(component)}")
-            lines.append(f"    {' -> '.join(cycle)}")
-    else:
-        lines.append("no cycles")
+            lines.append(f"{package} -> {', '.join(sorted(imported)) or '-'}")
+    cycles = []
+    for level, level_edges in (("module", edges), ("package", packages)):
+        components = strongly_connected(level_edges)
+        found = [shortest_cycle(component[0], level_edges, component) for component in components]
+        if found:
+            lines.append(f"{len(found)} {level}-level import cycle(s) (members that import each other, "
+                         "and the shortest cycle):")
+            for component, cycle in zip(components, found, strict=True):
+                lines.append(f"  {', '.join(component)}")
+                lines.append(f"    {' -> '.join(cycle)}")
+        cycles += found
+    if not cycles:
+        lines.append("no cycles (module level and package level)")
     return lines, cycles
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--package", default="services", help="top-level package to graph (default: services)")
+    parser.add_argument("--package", action="append", dest="packages",
+                        help="top-level package to graph, repeatable (default: ocrstream and services)")
     parser.add_argument("--modules", action="store_true", help="every module's direct imports")
     args = parser.parse_args(argv)
-    lines, cycles = report(args.package, args.modules)
+    lines, cycles = report(args.packages or ["ocrstream", "services"], args.modules)
     print("\n".join(lines))
     return 1 if cycles else 0
 

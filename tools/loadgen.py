@@ -9,7 +9,7 @@ Documents (:func:`make_documents`) are small rendered pages (two short lines, 18
 ``TruncatedImageError`` in preprocess. They are dealt round-robin to the doors, which submit
 concurrently:
 
-* ``cli``: the in-process :class:`services.ingest.ingestor.Submitter` (what ``ocrstream submit`` runs);
+* ``cli``: the in-process :class:`ocrstream.streaming.ingestor.Submitter` (what ``ocrstream submit`` runs);
 * ``http``: ``POST /v1/documents`` on the ingest stage (loopback, no API key needed);
 * ``raw``: an aiokafka producer (``acks=all``) to ``ocr.raw.v1`` with a unique key; the
   document id is :func:`services.ingest.stage.raw_key_document_id` of that key and the bytes.
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from services.audit import DONE, Expectation
-from services.core import events
-from services.core.kafka import make_producer
-from services.core.settings import Settings
-from services.ingest.ingestor import Submitter
+from ocrstream.contracts import events
+from ocrstream.ops.audit import DONE, Expectation
+from ocrstream.settings import Settings
+from ocrstream.streaming.ingestor import Submitter
+from ocrstream.streaming.kafka import make_producer
 from services.ingest.stage import raw_key_document_id
 from tools.render_samples import encode, render_page
 

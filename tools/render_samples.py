@@ -32,7 +32,7 @@ RECEIPT = [
 ]
 
 #: The lab report is a fixed-layout form: title, then (label, value) rows; its template is
-#: services/preprocess/templates/lab-report.yaml (boxes from FORM_GEOMETRY below).
+#: ocrstream/ocr/templates/lab-report.yaml (boxes from FORM_GEOMETRY below).
 LAB_TITLE = "City Hospital Laboratory"
 LAB_FIELDS = [
     ("Patient ID", "88231-X"),

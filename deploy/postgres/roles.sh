@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs once when the postgres container creates its database (/docker-entrypoint-initdb.d):
 # the read-only group role of the query API and its login role. The store's migration
-# 0009_read_role (services/store/sql/) grants ocrstream_read SELECT on every table.
+# 0009_read_role (ocrstream/storage/sql/) grants ocrstream_read SELECT on every table.
 set -eu
 psql -v ON_ERROR_STOP=1 -v api_password="$POSTGRES_API_PASSWORD" \
      --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'

@@ -11,7 +11,7 @@ default ``ocr.bucket-notifications``), which ``ocrstream run ingest`` consumes b
   SQS source) must copy them to the topic unchanged. ``s3.object.key`` is URL-encoded.
 * **SeaweedFS filer metadata events** (protobuf ``filer_pb.EventNotification``, message key =
   the entry's full path ``/buckets/<bucket>/<key>``): what SeaweedFS's ``[notification.kafka]``
-  publishes; the embedded stack (services/devstack/s3.py) configures it. Decoded with the vendored
+  publishes; the embedded stack (ocrstream/devstack/s3.py) configures it. Decoded with the vendored
   ``services/ingest/seaweedfs/filer.proto`` (see its README for source and version).
 
 Rules (each outcome counted in ``ocrstream_bucket_events_total{outcome}``):
@@ -48,11 +48,11 @@ from google.protobuf.message import DecodeError
 from minio.error import S3Error
 from prometheus_client import Counter
 
-from services.core.errors import BadInputError, DocumentTooLargeError, InvalidEventError, MissingObjectError
-from services.core.event_models import Source
-from services.core.objectstore import ObjectStore
-from services.core.settings import Settings
-from services.core.stage import Output, dead_letter, ensure_topics
+from ocrstream.contracts.event_models import Source
+from ocrstream.errors import BadInputError, DocumentTooLargeError, InvalidEventError, MissingObjectError
+from ocrstream.settings import Settings
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming.stage import Output, dead_letter, ensure_topics
 
 log = logging.getLogger(__name__)
 

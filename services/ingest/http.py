@@ -3,7 +3,7 @@
 Served by ``ocrstream run ingest`` beside its Kafka loop (:meth:`services.ingest.stage.IngestStage.background`),
 on a loop of its own. Every submission goes through the same :class:`~services.ingest.stage.Submitter`
 as the CLI door; this module only maps HTTP onto it (multipart field ``file``, optional form field
-``template``, the API key of :mod:`services.core.auth`). It lives apart from the stage so that the
+``template``, the API key of :mod:`ocrstream.streaming.auth`). It lives apart from the stage so that the
 CLI's submit path never imports FastAPI.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 
-from services.core import events
-from services.core.auth import Authenticator
-from services.core.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError, is_transient
-from services.core.http import BodyLimit
-from services.ingest.ingestor import Submitter
-from services.results import ResultWaiters
+from ocrstream.contracts import events
+from ocrstream.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
+from ocrstream.streaming.auth import Authenticator
+from ocrstream.streaming.http import BodyLimit
+from ocrstream.streaming.ingestor import Submitter
+from ocrstream.streaming.results import ResultWaiters
+from ocrstream.streaming.retry import is_transient
 
 #: HTTP status of each refusal at the HTTP door.
 REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
@@ -31,7 +32,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
     (``?wait=`` needs ``results``).
 
     Bodies over the byte limit are refused with 413 before they are read (``Content-Length``)
-    or as soon as the streamed body passes it (:class:`~services.core.http.BodyLimit`).
+    or as soon as the streamed body passes it (:class:`~ocrstream.streaming.http.BodyLimit`).
     """
     limit = submitter.settings.max_document_bytes
     app = FastAPI(title="ocrstream ingest", version="1")

@@ -1,8 +1,8 @@
 """ingest: originals into the bucket, ``ocr.ingested.v1`` out (claim check).
 
-Three doors, one path (:class:`~services.ingest.ingestor.Ingestor`, services/ingest/ingestor.py):
+Three doors, one path (:class:`~ocrstream.streaming.ingestor.Ingestor`, ocrstream/streaming/ingestor.py):
 
-* ``ocrstream submit PATH...`` (files or folders) - :class:`~services.ingest.ingestor.Submitter`, in the caller's process;
+* ``ocrstream submit PATH...`` (files or folders) - :class:`~ocrstream.streaming.ingestor.Submitter`, in the caller's process;
 * ``POST /v1/documents`` (FastAPI, multipart field ``file``; services/ingest/http.py) - served by
   ``ocrstream run ingest``;
 * the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
@@ -16,8 +16,8 @@ The CLI and HTTP doors refuse what cannot be processed before anything is stored
 over ``OCRSTREAM_MAX_DOCUMENT_BYTES``: 413, checked on ``Content-Length`` and while streaming,
 before the body is read; an unsupported type by its magic bytes: 415): the caller is told, no
 dead letter is written. The raw topic has no caller to answer, so its rejections become dead
-letters and ``failed`` rows. File names are sanitised (:func:`~services.core.names.sanitize_filename`).
-The HTTP door needs an API key with the ``ingest`` scope (:mod:`services.core.auth`).
+letters and ``failed`` rows. File names are sanitised (:func:`~ocrstream.streaming.names.sanitize_filename`).
+The HTTP door needs an API key with the ``ingest`` scope (:mod:`ocrstream.streaming.auth`).
 
 Raw-topic document ids are scoped (:func:`raw_document_id`): a producer's key never becomes a
 document id as such, so no producer can overwrite another's document; the key is kept as the
@@ -38,17 +38,17 @@ from typing import TYPE_CHECKING
 
 from aiokafka import ConsumerRecord
 
-from services.core import events
-from services.core.errors import InvalidSubmissionError
-from services.core.names import sanitize_filename
-from services.core.objectstore import ObjectStore
-from services.core.settings import Settings
-from services.core.stage import Output, Stage
-from services.ingest.ingestor import Ingestor, Submitter, content_sha256
+from ocrstream.contracts import events
+from ocrstream.errors import InvalidSubmissionError
+from ocrstream.settings import Settings
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming.ingestor import Ingestor, Submitter, content_sha256
+from ocrstream.streaming.names import sanitize_filename
+from ocrstream.streaming.stage import Output, Stage
 
 if TYPE_CHECKING:  # the HTTP door, the bucket door and asyncpg load only where used (issue 15:
 
-    from services.core.auth import Authenticator
+    from ocrstream.streaming.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,15 @@ class IngestStage(Stage):
 
     async def setup_check(self) -> Authenticator:
         """The HTTP door's authenticator; raises ConfigurationError (e.g. public port, no keys)."""
-        from services.core.auth import Authenticator
+        from ocrstream.streaming.auth import Authenticator
 
         return Authenticator(self.settings, self.settings.http_host)
 
     async def _serve_http(self, stop: asyncio.Event) -> None:
         """The HTTP door (services/ingest/http.py) until ``stop``."""
-        from services.core.http import serve_until
+        from ocrstream.streaming.http import serve_until
+        from ocrstream.streaming.results import ResultWaiters
         from services.ingest.http import create_app
-        from services.results import ResultWaiters
 
         auth = await self.setup_check()
         async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:

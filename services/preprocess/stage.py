@@ -2,7 +2,7 @@
 
 Per document, this process does only I/O: download the original (claim check), hand it to the
 isolated decoder (:mod:`.worker`: a worker process with a memory limit and a timeout per page),
-upload each page's crops as ONE object, raw pixels (:mod:`services.core.crops`), under
+upload each page's crops as ONE object, raw pixels (:mod:`ocrstream.storage.crops`), under
 ``crops/<document_id>/p<page>.crops`` as soon as the page is done, and emit one event with every
 region's box in page pixels, its visual line and its place in reading order. In the worker: the
 document's budget is checked from its headers before any pixel is decoded (:mod:`.decode`: sniffed
@@ -10,7 +10,7 @@ type, pages, pixels per page and in total, truncation, lying headers, encryption
 it is decoded, cleaned, and cut into regions (:mod:`.regions`): the named field boxes of a fixed-
 layout template (:mod:`.templates`), otherwise text lines detected with the PP-OCRv6 DBNet model
 (:mod:`.detect`). A bomb or a decoder crash costs only its document
-(:class:`~services.core.errors.DecoderCrashedError`).
+(:class:`~ocrstream.errors.DecoderCrashedError`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from __future__ import annotations
 import msgspec
 from aiokafka import ConsumerRecord
 
-from services.core import events
-from services.core.crops import page_crops_key
-from services.core.errors import DocumentTooLargeError
-from services.core.event_models import Page, Region, RegionsEvent
-from services.core.objectstore import ObjectStore
-from services.core.stage import Output, Stage
-from services.preprocess.layout import block_ids
-from services.preprocess.templates import get_template
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import Page, Region, RegionsEvent
+from ocrstream.errors import DocumentTooLargeError
+from ocrstream.ocr.layout import block_ids
+from ocrstream.ocr.templates import get_template
+from ocrstream.storage.crops import page_crops_key
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming.stage import Output, Stage
 from services.preprocess.worker import DecoderPool, PageResult
 
 

@@ -20,7 +20,7 @@ Each worker:
 * loads the DBNet detector once (pool initializer);
 * runs one task per call: :func:`_inspect` (open the document, check the whole budget from
   headers, return every page's size) and :func:`_analyse_page` (decode one page, clean, detect,
-  crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`services.core.crops`),
+  crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`ocrstream.storage.crops`),
   each with ``decode_timeout_s`` of wall time, after which pebble kills the worker (-> :class:`DecoderCrashedError`);
 * is replaced after ``decode_worker_max_tasks`` tasks (heap fragmentation does not stay), and
   returns freed heap to the OS after every task (glibc ``malloc_trim``).
@@ -50,9 +50,9 @@ from typing import Any
 
 import pebble
 
-from services.core.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
-from services.preprocess.decode import Budget, Document, open_document
-from services.preprocess.templates import Template
+from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
+from ocrstream.ocr.decode import Budget, Document, open_document
+from ocrstream.ocr.templates import Template
 
 __all__ = ["DecoderPool", "IsolatedDocument", "PageResult", "WorkerConfig"]
 
@@ -71,11 +71,11 @@ class WorkerConfig:
     Attributes:
         budget: the document budget (pages, pixels).
         memory_bytes: the worker's address-space limit (``RLIMIT_AS``), bytes; 0 = none.
-        cleanup_steps: page clean-up before detection (:func:`services.preprocess.cleanup.apply`).
+        cleanup_steps: page clean-up before detection (:func:`ocrstream.ocr.cleanup.apply`).
         detect_max_side: DBNet input long side, px.
         device: ONNX Runtime device (``auto``, ``cpu``, ``cuda``).
         load_detector: False for a pool that only serves template documents (tests, tools).
-        crop_codec: codec of a page's crop pack (:func:`services.core.crops.pack_crops`).
+        crop_codec: codec of a page's crop pack (:func:`ocrstream.storage.crops.pack_crops`).
         max_page_crop_bytes: pixel bytes of one page's crops (more: DocumentTooLargeError).
     """
 
@@ -98,7 +98,7 @@ class PageResult:
         regions: per region, its event fields (``line_index``, ``order``, ``box``, ``quad``,
             and ``field`` or ``detection_score``; page px) and where its crop lies in ``crops``:
             ``crop_offset`` (bytes into the unpacked payload) and ``crop_shape`` (``[h, w]``).
-        crops: the page's crop pack, one object (:func:`services.core.crops.pack_crops`).
+        crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`).
     """
 
     width: int
@@ -129,7 +129,7 @@ def _initialise(config: WorkerConfig) -> None:
         if config.memory_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (config.memory_bytes, config.memory_bytes))
         if config.load_detector:
-            from services.preprocess.detect import LineDetector
+            from ocrstream.ocr.detection import LineDetector
 
             _state.detector = LineDetector(max_side=config.detect_max_side, device=config.device)
     except BaseException as exc:  # noqa: BLE001 - reported by the first task
@@ -169,8 +169,8 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
     """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
-    from services.core.crops import pack_crops
-    from services.preprocess.regions import cut_regions
+    from ocrstream.ocr.regions import cut_regions
+    from ocrstream.storage.crops import pack_crops
 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
@@ -249,7 +249,7 @@ class DecoderPool:
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> DecoderPool:
-        """A pool configured by :class:`services.core.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
+        """A pool configured by :class:`ocrstream.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
         config = WorkerConfig(Budget.from_settings(settings), settings.decode_memory_bytes,
                               settings.cleanup_steps, settings.detect_max_side, settings.device,
                               crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes)
@@ -314,7 +314,7 @@ class DecoderPool:
         The bytes go through a private temporary file (mode 0600), removed on exit.
 
         Raises:
-            The typed errors of :func:`services.preprocess.decode.open_document`, and
+            The typed errors of :func:`ocrstream.ocr.decode.open_document`, and
             DecoderCrashedError.
         """
         path = await asyncio.to_thread(self._write, data)
@@ -349,7 +349,7 @@ def _context() -> multiprocessing.context.BaseContext:
     fork of the asyncio stage process and its threads) that has imported the decoders and ONNX
     Runtime already, so replacing a dead or recycled worker costs only the model load."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["services.preprocess.worker", "services.preprocess.regions"])
+    context.set_forkserver_preload(["services.preprocess.worker", "ocrstream.ocr.regions"])
     return context
 
 

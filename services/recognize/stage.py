@@ -17,14 +17,15 @@ import msgspec
 import numpy as np
 from aiokafka import ConsumerRecord
 
-from services.core import events, metrics
-from services.core.crops import region_crops
-from services.core.event_models import UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent
-from services.core.objectstore import ObjectStore
-from services.core.stage import Output, Result, Stage
-from services.pipeline.words import reading_fields
-from services.recognize.recognizer import LineReading
-from services.recognize.registry import load_recognizer
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent
+from ocrstream.ocr.recognition.recognizer import LineReading
+from ocrstream.ocr.recognition.registry import load_recognizer
+from ocrstream.ocr.words import reading_fields
+from ocrstream.storage.crops import region_crops
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming import metrics
+from ocrstream.streaming.stage import Output, Result, Stage
 
 
 class RecognizeStage(Stage):
@@ -52,7 +53,7 @@ class RecognizeStage(Stage):
 
     async def load(self, record: ConsumerRecord) -> tuple[RegionsEvent, list[np.ndarray]]:
         """The record's event and its crops: one GET per page's crop pack (concurrently), cut
-        out in a thread (:func:`services.core.crops.region_crops`; errors: MissingObjectError,
+        out in a thread (:func:`ocrstream.storage.crops.region_crops`; errors: MissingObjectError,
         TruncatedImageError -> dead letter)."""
         event = events.decode(events.REGIONS, record.value)
         keys = list(dict.fromkeys(r.crop_key for r in event.regions))

@@ -1,7 +1,7 @@
 """The query API over PostgreSQL (FastAPI), its own process: ``ocrstream run api`` (:func:`run_api`).
 
 The store stage only writes (the sink); this process only reads, on a read-only pool of its own
-(:func:`services.core.db.create_read_pool`: role ``ocrstream_read``, read-only transactions),
+(:func:`ocrstream.storage.db.create_read_pool`: role ``ocrstream_read``, read-only transactions),
 on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/healthz`` and
 ``/readyz`` (PostgreSQL answers) on its metrics port (9105) like every stage.
 
@@ -13,11 +13,11 @@ on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/he
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto|pdf`` - standard exports; ``pdf`` is
   a searchable PDF (original pages, invisible text layer; needs the object store).
 * ``GET /v1/search?q=&status=&since=&until=&template=&field=NAME:VALUE&limit=&offset=`` - ranked
-  full-text + trigram search (services/store/search.py).
+  full-text + trigram search (ocrstream/storage/search.py).
 * ``GET /v1/failures`` - failed documents by stage and error type.
 * ``GET /healthz`` - liveness (no key needed).
 OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query`` scope
-(:mod:`services.core.auth`); exports are rendered in a worker thread.
+(:mod:`ocrstream.streaming.auth`); exports are rendered in a worker thread.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Histogram
 
-from services.core import documents
-from services.core.auth import Authenticator
-from services.core.errors import ConfigurationError, MissingObjectError
-from services.core.objectstore import ObjectStore
-from services.core.settings import Settings
-from services.document import Document
-from services.exports import to_alto, to_hocr, to_searchable_pdf
-from services.store.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
+from ocrstream.errors import ConfigurationError, MissingObjectError
+from ocrstream.ocr.document import Document
+from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
+from ocrstream.settings import Settings
+from ocrstream.storage import documents
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.storage.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
+from ocrstream.streaming.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +160,15 @@ def run_api(settings: Settings) -> None:
     """``ocrstream run api``: serve the query API until SIGTERM/SIGINT.
 
     Its own read-only pool (``api_pool_size`` connections), the originals' bucket for
-    ``format=pdf``, the API keys of :mod:`services.core.auth`; ``/metrics``, ``/healthz``,
+    ``format=pdf``, the API keys of :mod:`ocrstream.streaming.auth`; ``/metrics``, ``/healthz``,
     ``/readyz`` on ``metrics_port_for("api")`` (9105). The port opens once the store has
     migrated the database to the schema this code reads (:func:`wait_for_schema`); PostgreSQL
     that does not answer yet is retried with backoff. Exits with status 2 on a configuration
     error (port 0, a public host without API keys).
     """
-    from services.core import health
-    from services.core.http import serve_until
-    from services.core.stage import retry_transient
+    from ocrstream.streaming import health
+    from ocrstream.streaming.http import serve_until
+    from ocrstream.streaming.stage import retry_transient
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -178,7 +178,7 @@ def run_api(settings: Settings) -> None:
         pools: list[asyncpg.Pool] = []
 
         async def connect() -> None:
-            from services.core.db import create_read_pool
+            from ocrstream.storage.db import create_read_pool
 
             pools.append(await create_read_pool(settings, max_size=settings.api_pool_size))
 
@@ -208,7 +208,7 @@ def run_api(settings: Settings) -> None:
 async def wait_for_schema(settings: Settings, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
     """Wait until ``schema_migrations`` holds the newest migration of this code (the store
     applies them at its start; the API only reads a schema it knows). False if ``stop`` came first."""
-    from services.store.migrate import migration_files
+    from ocrstream.storage.migrate import migration_files
 
     newest = migration_files()[-1][0]
     dsn = settings.api_postgres_dsn.get_secret_value() if settings.api_postgres_dsn else settings.dsn

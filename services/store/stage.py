@@ -2,7 +2,7 @@
 
 Consumes ``ocr.recognized.v1`` (successes) and ``ocr.dlq.v1`` (failures of any stage).
 
-Each region is post-processed first (:mod:`services.store.postprocess`: NFKC, template field
+Each region is post-processed first (:mod:`ocrstream.ocr.postprocess.processor`: NFKC, template field
 validation and confusable fixes, confidence-protected lexicon correction, ``needs_review``);
 raw and corrected text are both kept.
 
@@ -30,11 +30,8 @@ from typing import TypeVar
 import msgspec
 from aiokafka import ConsumerRecord
 
-from services.core import events, metrics
-from services.core.crops import stored_crop
-from services.core.db import create_pool
-from services.core.errors import is_transient
-from services.core.event_models import (
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import (
     UNSET,
     DeadLetterEvent,
     DocumentRef,
@@ -46,12 +43,16 @@ from services.core.event_models import (
     Timestamps,
     UnsetType,
 )
-from services.core.names import clean_text, strip_nul
-from services.core.stage import Output, Stage
-from services.document import Document
-from services.pipeline.correct import correct_region
-from services.store.migrate import apply_migrations
-from services.store.postprocess import PostProcessor
+from ocrstream.ocr.document import Document
+from ocrstream.ocr.postprocess.correct import correct_region
+from ocrstream.ocr.postprocess.processor import PostProcessor
+from ocrstream.storage.crops import stored_crop
+from ocrstream.storage.db import create_pool
+from ocrstream.storage.migrate import apply_migrations
+from ocrstream.streaming import metrics
+from ocrstream.streaming.names import clean_text, strip_nul
+from ocrstream.streaming.retry import is_transient
+from ocrstream.streaming.stage import Output, Stage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,8 +204,8 @@ class StoreStage(Stage):
 
     def postprocess(self, region: RecognizedRegion) -> ResultRegion:
         """The results region of ``region``: corrected ``text`` and ``raw_text``, ``value``,
-        ``valid``, ``reason``, ``needs_review`` (:func:`services.pipeline.correct.correct_region`, the
-        one implementation :class:`~services.pipeline.ocr.OCRPipeline` uses too)."""
+        ``valid``, ``reason``, ``needs_review`` (:func:`ocrstream.ocr.postprocess.correct.correct_region`, the
+        one implementation :class:`~ocrstream.ocr.predictor.OCRPipeline` uses too)."""
         corrected = correct_region(self.postprocessor, events.to_json_object(region))
         return events.convert(ResultRegion, corrected, events.RESULTS)
 

@@ -1,7 +1,7 @@
 """The fault suite's rig: one embedded stack (broker log on S3, the default) and the four stage
 processes, shared by the scenarios of tests/faults/ (dependencies come back on the same ports
 and data, so the stages survive every scenario); documents from tools/loadgen.py; the outcome
-audited by services/audit.py; one figures row per scenario, printed at the end of the run and
+audited by ocrstream/ops/audit.py; one figures row per scenario, printed at the end of the run and
 written to ``$OCRSTREAM_FAULT_REPORT`` (JSON) when set.
 
 Options: ``--fault-docs N`` documents per scenario (default 30: eight scenarios, 240 distinct
@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.audit import AuditReport, audit, final_count, wait_until_drained
-from services.core.settings import Settings
-from services.devstack import EmbeddedStack, purge, stop_running
-from services.launcher import STAGES, StageProcesses, free_port
+from ocrstream.devstack import EmbeddedStack, purge, stop_running
+from ocrstream.ops.audit import AuditReport, audit, final_count, wait_until_drained
+from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
+from ocrstream.settings import Settings
 from tools.loadgen import LoadGenerator, Submission, make_documents
 
 SESSION_TIMEOUT_MS = 6000

@@ -1,7 +1,7 @@
 """Faults under load: while documents flow in through the CLI, HTTP and raw-topic doors at once,
 a stage, a replica, the broker, S3 or PostgreSQL is killed, frozen or stopped, and comes back.
 
-After each scenario the audit (services/audit.py) must find every acknowledged submission with
+After each scenario the audit (ocrstream/ops/audit.py) must find every acknowledged submission with
 exactly one final row (``done``, or ``failed`` with the expected error for the truncated pages
 the load generator mixes in), a results event for it, no stage lagging, and - except where the
 issue's rule "duplicates possible on the results topic" applies (a broker killed, frozen or cut
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from services.audit import audit
+from ocrstream.ops.audit import audit
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import TopicPartition
 
-from services.core.attempts import DeliveryAttempts
-from services.core.settings import Settings
-from services.core.stage import Stage, StageRunner
+from ocrstream.settings import Settings
+from ocrstream.streaming.attempts import DeliveryAttempts
+from ocrstream.streaming.stage import Stage, StageRunner
 
 from .fakes import IN_TOPIC, FakeConsumer, FakeProducer, InMemoryObjectStore
 

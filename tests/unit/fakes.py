@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.core.errors import MissingObjectError
-from services.core.stage import Output, Result, Stage
+from ocrstream.errors import MissingObjectError
+from ocrstream.streaming.stage import Output, Result, Stage
 
 IN_TOPIC = "ocr.ingested.v1"
 OUT_TOPIC = "unit.out"

@@ -1,4 +1,4 @@
-"""The stage runner's delivery rules (services/core/stage.py), one micro-batch at a time against
+"""The stage runner's delivery rules (ocrstream/streaming/stage.py), one micro-batch at a time against
 fakes (tests/unit/fakes.py): commit only after acks, capped retries with backoff, typed dead
 letters, poison isolation through the delivery-attempt ledger, batch bisection, timeouts.
 
@@ -12,7 +12,7 @@ import json
 
 from aiokafka import TopicPartition
 
-from services.core.errors import NotAnImageError, TransientError
+from ocrstream.errors import NotAnImageError, TransientError
 
 from .fakes import IN_TOPIC, OUT_TOPIC, BatchStage, ScriptedStage, record
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from services.core.settings import Settings
-from services.http_submit import DoorAnswer, DoorRefusedError, _answer, door_url
+from ocrstream.client.http_submit import DoorAnswer, DoorRefusedError, _answer, door_url
+from ocrstream.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def test_answers_are_read_by_status():
 
 
 def test_a_file_over_the_limit_is_rejected_without_a_request(tmp_path):
-    from services.http_submit import HttpDoor
+    from ocrstream.client.http_submit import HttpDoor
 
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"0" * 2000)
@@ -112,7 +112,7 @@ def stand_in():
 
 
 def test_the_wait_asked_of_the_door_is_capped(stand_in, tmp_path):
-    from services.http_submit import MAX_DOOR_WAIT_S, HttpDoor
+    from ocrstream.client.http_submit import MAX_DOOR_WAIT_S, HttpDoor
 
     door = stand_in()
     (tmp_path / "a.png").write_bytes(b"\x89PNG....")
@@ -123,7 +123,7 @@ def test_the_wait_asked_of_the_door_is_capped(stand_in, tmp_path):
 
 
 def test_at_most_max_in_flight_files_are_posted_at_once(stand_in, tmp_path):
-    from services.http_submit import MAX_IN_FLIGHT, HttpDoor
+    from ocrstream.client.http_submit import MAX_IN_FLIGHT, HttpDoor
 
     door = stand_in(delay_s=0.5)
     paths = []
@@ -136,8 +136,8 @@ def test_at_most_max_in_flight_files_are_posted_at_once(stand_in, tmp_path):
 
 
 def test_auto_takes_the_door_only_for_few_files_and_when_it_answers(stand_in):
-    from services.cli import HTTP_DOOR_MAX_FILES, takes_http_door
-    from services.http_submit import HttpDoor
+    from ocrstream.cli.main import HTTP_DOOR_MAX_FILES, takes_http_door
+    from ocrstream.client.http_submit import HttpDoor
 
     door = HttpDoor(Settings(_env_file=None, ingest_url=stand_in().url))
     absent = HttpDoor(Settings(_env_file=None, ingest_url="http://127.0.0.1:1"))

@@ -4,8 +4,8 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from services.core.auth import Authenticator
-from services.core.settings import Settings
+from ocrstream.settings import Settings
+from ocrstream.streaming.auth import Authenticator
 from services.ingest.http import RETRY_AFTER_S, create_app
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,5 @@
+"""``python -m ocrstream.cli``."""
+
+from ocrstream.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Submitting documents (Kafka or the HTTP door) and waiting for their results."""

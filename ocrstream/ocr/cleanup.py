@@ -1,0 +1,482 @@
+"""Page clean-up before text-line detection: named, switchable steps with a geometric record.
+
+Every step is a function ``(page (H, W, 3) uint8 BGR) -> (page', Transform)``; pixel-only
+steps return :meth:`Transform.identity`. :func:`apply` runs the requested steps in the
+order of :data:`STEPS` (cheap geometry first, so later steps work on fewer pixels) and
+composes their transforms, so that boxes found on the cleaned page can be mapped back to
+ORIGINAL page pixels with :meth:`Transform.to_original` (events always carry original
+page pixels).
+
+Steps (constants and their sources are at each function):
+
+* ``border``      crop to the paper: trim the dark scanner border (row/column profiles).
+* ``downscale``   huge scans (long side > :data:`DOWNSCALE_MAX_SIDE`) shrunk with area
+  averaging before detection.
+* ``orientation`` 0/90/180/270: text-line blob length for 90 vs 0, then a page vote of the
+  PP-OCR text-direction classifier (``ch_ppocr_mobile_v2.0_cls_mobile.onnx`` from the
+  rapidocr wheel) over text-line blobs for 0 vs 180.
+* ``deskew``      small angles (<= :data:`MAX_SKEW_DEG`), projection-profile search.
+* ``denoise``     3x3 median filter (salt-and-pepper specks of thermal paper).
+* ``contrast``    CLAHE on the L channel of CIE L*a*b*.
+
+Which of them are worth it on real receipts is measured by ``bench/bench_pages.py
+--ablation``; :data:`DEFAULT_STEPS` is the winning combination (only ``border``: the other
+steps work, see tests/test_cleanup.py, but do not lower page CER on the SROIE dev receipts).
+
+Coordinates are pixel-index coordinates: x to the right, y down, (0, 0) the centre of the
+top-left pixel (OpenCV's convention for ``warpAffine``/``resize``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+from rapidocr.ch_ppocr_cls.main import TextClassifier
+
+from ocrstream.ocr.runtime.models import rapidocr_model
+from ocrstream.ocr.runtime.onnx_session import make_session
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "STEPS",
+    "Transform",
+    "apply",
+    "contrast",
+    "denoise",
+    "deskew",
+    "downscale",
+    "estimate_skew",
+    "ink_mask",
+    "orientation",
+    "page_orientation",
+    "parse_steps",
+    "remove_border",
+    "rotate_quarters",
+    "thumbnail",
+    "upside_down_probability",
+]
+
+
+# --- geometry record ----------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Transform:
+    """Affine map from ORIGINAL page pixels to cleaned page pixels.
+
+    Attributes:
+        matrix: ``(3, 3)`` float64 homogeneous matrix; ``[x', y', 1] = matrix @ [x, y, 1]``.
+    """
+
+    matrix: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    @classmethod
+    def identity(cls) -> Transform:
+        """The transform of a step that does not move pixels."""
+        return cls(np.eye(3))
+
+    @classmethod
+    def from_affine(cls, m: np.ndarray) -> Transform:
+        """From a ``(2, 3)`` OpenCV affine matrix (as given to ``cv2.warpAffine``)."""
+        return cls(np.vstack([np.asarray(m, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]]))
+
+    def then(self, other: Transform) -> Transform:
+        """This transform followed by ``other``."""
+        return Transform(other.matrix @ self.matrix)
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.allclose(self.matrix, np.eye(3)))
+
+    def to_cleaned(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` original page px -> ``(N, 2)`` float32 cleaned page px."""
+        return _map(self.matrix, points)
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` cleaned page px (e.g. a detected quad) -> ``(N, 2)`` float32 original page px."""
+        return _map(np.linalg.inv(self.matrix), points)
+
+
+def _map(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
+
+
+Step = Callable[[np.ndarray], tuple[np.ndarray, Transform]]
+
+
+# --- helpers ------------------------------------------------------------------------------
+#: pixel count of the grey thumbnail the page analyses run on (cost independent of scan size;
+#: a 4961x7016 receipt scan keeps ~10 px glyphs).
+ANALYSIS_PIXELS = 1_500_000
+
+
+def thumbnail(page: np.ndarray, pixels: int = ANALYSIS_PIXELS) -> tuple[np.ndarray, float]:
+    """(grey ``(h, w)`` uint8 thumbnail of about ``pixels`` px, its scale vs the page).
+
+    Area-averaged (``cv2.INTER_AREA``), never enlarged.
+    """
+    scale = min(1.0, float(np.sqrt(pixels / (page.shape[0] * page.shape[1]))))
+    if scale < 1.0:
+        page = cv2.resize(page, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(page, cv2.COLOR_BGR2GRAY), scale
+
+
+#: local threshold for ink: a pixel is ink when darker than the mean of its INK_BLOCK x INK_BLOCK
+#: neighbourhood minus INK_OFFSET grey levels (robust to dark borders and uneven light,
+#: unlike one global Otsu threshold).
+INK_BLOCK, INK_OFFSET = 31, 15
+
+
+def ink_mask(grey: np.ndarray) -> np.ndarray:
+    """Binary ``(h, w)`` uint8 mask (1 = ink, dark text on light paper) by a local mean threshold."""
+    return cv2.adaptiveThreshold(grey, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV,
+                                 INK_BLOCK, INK_OFFSET)
+
+
+def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INTER_LINEAR,
+            expand: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(image rotated counter-clockwise by ``angle_deg`` about its centre, ``(2, 3)`` matrix).
+
+    ``expand`` grows the canvas so nothing is cut; new pixels replicate the border.
+    """
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle_deg, 1.0)
+    size = (w, h)
+    if expand:
+        cos, sin = abs(m[0, 0]), abs(m[0, 1])
+        size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos)))
+        m[0, 2] += (size[0] - w) / 2
+        m[1, 2] += (size[1] - h) / 2
+    return cv2.warpAffine(image, m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE), m
+
+
+# --- border -------------------------------------------------------------------------------
+#: grey level below which a thumbnail pixel is "scanner background" (black lid/border);
+#: receipt paper, even grey thermal paper, is far above it on the SROIE scans.
+BORDER_DARK = 80
+#: a thumbnail row/column is border when more than this fraction of it is dark.
+BORDER_MIN_FRACTION = 0.5
+#: trimming stops this far into the page (fraction of the side) whatever the profile says.
+BORDER_MAX_TRIM = 0.45
+#: paper kept around the cut (fraction of the long side), so tilted paper corners are not cut into text.
+BORDER_MARGIN = 0.005
+
+
+def _dark_run(profile: np.ndarray) -> int:
+    """Length of the leading run of ``profile`` (dark fraction per row/column) above the limit."""
+    limit = int(len(profile) * BORDER_MAX_TRIM)
+    light = np.flatnonzero(profile[:limit] <= BORDER_MIN_FRACTION)
+    return int(light[0]) if len(light) else limit
+
+
+def remove_border(page: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """Crop a ``(H, W, 3)`` uint8 BGR page to the paper, dropping a dark scanner border.
+
+    On a grey thumbnail, the rows and columns at each edge of which more than
+    ``BORDER_MIN_FRACTION`` of the pixels are darker than ``BORDER_DARK`` are trimmed (up to
+    ``BORDER_MAX_TRIM`` of the side), then ``BORDER_MARGIN`` of paper is given back. A border
+    along only part of an edge (a receipt sticking out of it) stays. The crop is a view of ``page`` (no copy).
+    Tesseract returned empty pages on two receipts with such a border; DBNet is robust to it
+    but sees the paper larger once the border is gone. Returns (page, translation); an
+    unchanged page and the identity when there is no border.
+    """
+    grey, scale = thumbnail(page)
+    dark = (grey < BORDER_DARK).astype(np.float32)
+    rows, cols = dark.mean(axis=1), dark.mean(axis=0)
+    runs = [_dark_run(cols), _dark_run(cols[::-1]), _dark_run(rows), _dark_run(rows[::-1])]
+    if not any(runs):
+        return page, Transform.identity()
+    h, w = page.shape[:2]
+    margin = BORDER_MARGIN * max(h, w)
+    left, right, top, bottom = (int(max(0.0, r / scale - margin)) for r in runs)
+    x0, x1, y0, y1 = left, w - right, top, h - bottom
+    if x1 - x0 < 32 or y1 - y0 < 32:  # all dark: nothing that looks like paper, keep the page
+        return page, Transform.identity()
+    return page[y0:y1, x0:x1], Transform.from_affine([[1, 0, -x0], [0, 1, -y0]])
+
+
+# --- downscale ----------------------------------------------------------------------------
+#: long side (px) above which a scan is shrunk before detection: 1.7x the detector's own
+#: ``detect_max_side`` (1536), so crops cut from the shrunk page keep receipt glyphs >= ~25 px
+#: tall for the 48-px recogniser input (the 4961x7016 SROIE scans have ~50-px glyphs).
+DOWNSCALE_MAX_SIDE = 2560
+
+
+def downscale(page: np.ndarray, max_side: int = DOWNSCALE_MAX_SIDE) -> tuple[np.ndarray, Transform]:
+    """Shrink a ``(H, W, 3)`` uint8 BGR page so that its long side is <= ``max_side`` px.
+
+    ``cv2.INTER_AREA`` (pixel-area averaging, no aliasing; the detector's own resize is
+    bilinear). Smaller pages are returned unchanged with the identity.
+    """
+    h, w = page.shape[:2]
+    if max(h, w) <= max_side:
+        return page, Transform.identity()
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    sx, sy = size[0] / w, size[1] / h
+    small = cv2.resize(page, size, interpolation=cv2.INTER_AREA)
+    # cv2.resize maps pixel centres: x' = (x + 0.5) * sx - 0.5
+    return small, Transform.from_affine([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+
+
+# --- orientation --------------------------------------------------------------------------
+CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
+#: rapidocr ``config.yaml`` ``Cls``: input (3, 48, 192), labels ["0", "180"].
+CLS_SHAPE = (3, 48, 192)
+CLS_LABELS = ["0", "180"]
+#: a line's direction counts when the classifier is this sure (rapidocr ``Cls.cls_thresh``).
+CLS_THRESH = 0.9
+#: at least this many glyph-sized components are needed to judge; fewer -> left as is.
+MIN_GLYPHS = 20
+#: text-line blobs sent to the direction classifier (the widest ones).
+CLS_LINES = 16
+
+
+def rotate_quarters(page: np.ndarray, quarters: int) -> tuple[np.ndarray, Transform]:
+    """``page`` turned clockwise by ``quarters`` x 90 degrees (``cv2.rotate``, exact) and its transform."""
+    h, w = page.shape[:2]
+    quarters %= 4
+    if quarters == 0:
+        return page, Transform.identity()
+    code, m = {
+        1: (cv2.ROTATE_90_CLOCKWISE, [[0, -1, h - 1], [1, 0, 0]]),
+        2: (cv2.ROTATE_180, [[-1, 0, w - 1], [0, -1, h - 1]]),
+        3: (cv2.ROTATE_90_COUNTERCLOCKWISE, [[0, 1, 0], [-1, 0, w - 1]]),
+    }[quarters]
+    return cv2.rotate(page, code), Transform.from_affine(m)
+
+
+def _glyphs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``(N, 2)`` (width, height) of the glyph-sized connected components of an ink mask,
+    ``(h, w)`` uint8 mask of only those components).
+
+    Glyph-sized: both sides >= 3 px, long side <= 5 % of the page's, area >= 8 px; this drops
+    halftone dots, speckle, rules and photos.
+    """
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    wh = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
+    keep = ((wh.min(axis=1) >= 3) & (wh.max(axis=1) <= max(ink.shape) * 0.05)
+            & (stats[:, cv2.CC_STAT_AREA] >= 8))
+    keep[0] = False  # background
+    return wh[keep], keep[labels].astype(np.uint8)
+
+
+def _line_boxes(ink: np.ndarray, glyph_height: float) -> np.ndarray:
+    """``(N, 4)`` [x, y, w, h] of horizontal text-line blobs, widest first.
+
+    Glyphs are joined by a morphological closing with a ``glyph_height``-wide horizontal
+    segment; blobs 0.6-2.5 glyph heights tall and at least 4x as wide as tall are lines.
+    """
+    k = max(3, round(glyph_height))
+    closed = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    boxes = stats[1:, :4]
+    w, h = boxes[:, 2], boxes[:, 3]
+    lines = boxes[(h >= 0.6 * glyph_height) & (h <= 2.5 * glyph_height) & (w >= 4 * h)]
+    return lines[np.argsort(-lines[:, 2], kind="stable")]
+
+
+def _line_length(ink: np.ndarray, glyph_height: float) -> float:
+    """Total length of the horizontal text-line blobs of ``ink``, in page widths."""
+    return float(_line_boxes(ink, glyph_height)[:, 2].sum()) / ink.shape[1]
+
+
+@lru_cache(maxsize=1)
+def _direction_classifier():
+    return make_session(rapidocr_model(CLS_MODEL), device="cpu")
+
+
+def upside_down_probability(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """P("180") per line crop ``(h, w, 3)`` uint8 BGR, by the PP-OCR text-direction classifier.
+
+    Pre-processing is rapidocr's ``TextClassifier.resize_norm_img`` (height 48, width <= 192,
+    ``(x / 255 - 0.5) / 0.5``, zero padding); the model's output is already softmaxed.
+    Returns ``(N,)`` float32.
+    """
+    if not len(crops):
+        return np.zeros(0, dtype=np.float32)
+    shape = SimpleNamespace(cls_image_shape=list(CLS_SHAPE))
+    batch = np.stack([TextClassifier.resize_norm_img(shape, c) for c in crops]).astype(np.float32)
+    session = _direction_classifier()
+    probs = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    return probs[:, CLS_LABELS.index("180")].astype(np.float32)
+
+
+def _line_crops(page: np.ndarray, boxes: np.ndarray, scale: float) -> list[np.ndarray]:
+    """Full-resolution crops of thumbnail line boxes ``[x, y, w, h]`` (margin 0.25 h)."""
+    crops = []
+    for x, y, w, h in boxes[:CLS_LINES] / scale:
+        m = 0.25 * h
+        y0, y1 = int(max(0, y - m)), int(min(page.shape[0], y + h + m))
+        x0, x1 = int(max(0, x - m)), int(min(page.shape[1], x + w + m))
+        crops.append(page[y0:y1, x0:x1])
+    return crops
+
+
+def _is_upside_down(page: np.ndarray, ink: np.ndarray, glyph_height: float, scale: float) -> bool:
+    """Page vote of the direction classifier over the widest line blobs (``ink``: thumbnail of ``page``)."""
+    boxes = _line_boxes(ink, glyph_height)
+    p180 = upside_down_probability(_line_crops(page, boxes, scale))
+    return int((p180 > CLS_THRESH).sum()) > int((p180 < 1 - CLS_THRESH).sum())
+
+
+def page_orientation(page: np.ndarray) -> int:
+    """Clockwise quarter turns (0-3) that put a ``(H, W, 3)`` uint8 BGR page upright.
+
+    1. Sideways (90/270) when text-line blobs (:func:`_line_boxes`) are longer in total on
+       the page turned by 90 degrees than on the page as it is (on 60 real receipts and their
+       90-degree turns the right frame has 1.5-70x the line length of the wrong one).
+    2. On the page turned so its lines run horizontally, the ``CLS_LINES`` widest line
+       blobs are read by the PP-OCR direction classifier (PaddleOCR's angle classifier,
+       0/180 per line); the page is upside down when more lines are confidently "180" than
+       confidently "0" (confidence ``CLS_THRESH``).
+
+    Pages with fewer than ``MIN_GLYPHS`` glyph-sized components are judged upright.
+    """
+    grey, scale = thumbnail(page)
+    glyphs, ink = _glyphs(ink_mask(grey))
+    if len(glyphs) < MIN_GLYPHS:
+        return 0
+    height, width = float(np.median(glyphs[:, 1])), float(np.median(glyphs[:, 0]))
+    turned_ink = np.ascontiguousarray(np.rot90(ink, -1))  # clockwise, as rotate_quarters(.., 1)
+    quarters = 1 if _line_length(turned_ink, width) > _line_length(ink, height) else 0
+    if quarters:
+        page, ink, height = rotate_quarters(page, 1)[0], turned_ink, width
+    return quarters + 2 if _is_upside_down(page, ink, height, scale) else quarters
+
+
+def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """Turn a ``(H, W, 3)`` uint8 BGR page upright (:func:`page_orientation`); (page, transform)."""
+    return rotate_quarters(page, page_orientation(page))
+
+
+# --- deskew -------------------------------------------------------------------------------
+#: the skew search covers +-MAX_SKEW_DEG (small angles; larger ones are layout, not skew).
+MAX_SKEW_DEG = 5.0
+#: coarse and fine search steps (degrees); the result has a resolution of SKEW_FINE_STEP.
+SKEW_COARSE_STEP, SKEW_FINE_STEP = 0.5, 0.1
+#: pages skewed less than this are left alone (no resampling blur for nothing).
+MIN_SKEW_DEG = 0.3
+#: thumbnail pixel count for the search.
+SKEW_PIXELS = 500_000
+
+
+def _profile_sharpness(ink: np.ndarray, angle: float) -> float:
+    """Postl's criterion: sum of squared differences of adjacent row sums of the rotated ink."""
+    rotated, _ = _rotate(ink, angle, interpolation=cv2.INTER_NEAREST, expand=False)
+    rows = rotated.sum(axis=1, dtype=np.float64)
+    return float(np.sum(np.diff(rows) ** 2))
+
+
+def _best_angle(ink: np.ndarray, angles: np.ndarray) -> float:
+    return float(angles[int(np.argmax([_profile_sharpness(ink, a) for a in angles]))])
+
+
+def estimate_skew(page: np.ndarray) -> float:
+    """Counter-clockwise skew (degrees, within +-``MAX_SKEW_DEG``) of the text lines of a page.
+
+    Projection-profile search (W. Postl, "Detection of linear oblique structures and skew
+    scan in digitized documents", ICPR 1986; the same criterion as Leptonica's
+    ``pixFindSkewSweep``): the rotation of the glyph mask (:func:`_glyphs`) of a
+    ``SKEW_PIXELS`` thumbnail whose row-sum profile has the largest sum of squared adjacent
+    differences, found on a ``SKEW_COARSE_STEP`` grid and refined at ``SKEW_FINE_STEP``.
+    Input ``(H, W, 3)`` uint8 BGR.
+    """
+    grey, _ = thumbnail(page, SKEW_PIXELS)
+    _, ink = _glyphs(ink_mask(grey))
+    coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, SKEW_COARSE_STEP)
+    best = _best_angle(ink, coarse)
+    fine = best + np.arange(-SKEW_COARSE_STEP, SKEW_COARSE_STEP + 1e-9, SKEW_FINE_STEP)
+    return -_best_angle(ink, fine[np.abs(fine) <= MAX_SKEW_DEG])
+
+
+def deskew(page: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """Rotate a ``(H, W, 3)`` uint8 BGR page so its text lines are horizontal.
+
+    Skew from :func:`estimate_skew`; below ``MIN_SKEW_DEG`` the page is returned unchanged.
+    Bilinear resampling on a canvas grown to keep every pixel, replicated border.
+    """
+    skew = estimate_skew(page)
+    if abs(skew) < MIN_SKEW_DEG:
+        return page, Transform.identity()
+    rotated, m = _rotate(page, -skew)
+    return rotated, Transform.from_affine(m)
+
+
+# --- pixel-only steps ---------------------------------------------------------------------
+#: median filter aperture (px).
+DENOISE_KERNEL = 3
+#: CLAHE settings: OpenCV's tutorial values (clip limit 2.0, 8x8 tiles).
+CLAHE_CLIP, CLAHE_TILES = 2.0, (8, 8)
+
+
+def denoise(page: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """``DENOISE_KERNEL`` median filter of a ``(H, W, 3)`` uint8 BGR page (``cv2.medianBlur``)."""
+    return cv2.medianBlur(page, DENOISE_KERNEL), Transform.identity()
+
+
+def contrast(page: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """CLAHE (Zuiderveld, Graphics Gems IV, 1994; ``cv2.createCLAHE``) on the L channel of L*a*b*.
+
+    Input and output ``(H, W, 3)`` uint8 BGR.
+    """
+    lab = cv2.cvtColor(page, cv2.COLOR_BGR2LAB)
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES)
+    lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), Transform.identity()
+
+
+# --- registry -----------------------------------------------------------------------------
+#: every step, in the order :func:`apply` runs them.
+STEPS: dict[str, Step] = {
+    "border": remove_border,
+    "downscale": downscale,
+    "orientation": orientation,
+    "deskew": deskew,
+    "denoise": denoise,
+    "contrast": contrast,
+}
+#: the combination that wins on bench_pages --ablation (60 SROIE receipts, colons attached):
+#: ``border`` alone is the only step that helps both page CER and WER (2.97 -> 2.94 %,
+#: 12.32 -> 12.31 %) and it is cheap (~10 CPU-ms); deskew helps WER (12.13 %) but not CER
+#: and not combined with border (3.03 / 12.28 %); downscale and orientation change nothing
+#: on these upright, <= 7016 px scans; denoise (4.98 %) and contrast (3.17 %) hurt.
+DEFAULT_STEPS: tuple[str, ...] = ("border",)
+
+
+def parse_steps(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Step names from a comma list (``"border, deskew"``; ``""`` = none) or a sequence.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown clean-up step(s) {unknown}; known: {', '.join(STEPS)}")
+    return tuple(names)
+
+
+def apply(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> tuple[np.ndarray, Transform]:
+    """Clean a ``(H, W, 3)`` uint8 BGR page with ``steps`` (run in :data:`STEPS` order).
+
+    Returns (cleaned page ``(H', W', 3)`` uint8 BGR, transform original -> cleaned px).
+
+    Raises:
+        ValueError: an unknown step name (the message lists the known ones), or a page
+            that is not ``(H, W, 3)``.
+    """
+    wanted = set(parse_steps(steps))
+    if page.ndim != 3 or page.shape[2] != 3:
+        raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {page.shape}")
+    transform = Transform.identity()
+    for name, step in STEPS.items():
+        if name in wanted:
+            page, moved = step(page)
+            transform = transform.then(moved)
+    return page, transform

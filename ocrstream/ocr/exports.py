@@ -1,0 +1,177 @@
+"""Standard exports of a :class:`~ocrstream.ocr.document.Document`: hOCR, ALTO XML, searchable PDF.
+
+* hOCR 1.2 (http://kba.github.io/hocr-spec/1.2/): XHTML with ``ocr_page`` > ``ocr_carea`` (a
+  block) > ``ocr_par`` > ``ocr_line`` (a visual line) > ``ocrx_word``; ``title`` carries ``bbox x0 y0 x1 y1`` (integer page pixels) and
+  ``x_wconf`` (confidence 0-100).
+* ALTO v4 (https://www.loc.gov/standards/alto/v4/alto-4-4.xsd): ``Page`` > ``PrintSpace`` >
+  ``TextBlock`` > ``TextLine`` > ``String``/``SP``; ``MeasurementUnit`` pixel, ``WC`` in [0, 1].
+
+* Searchable PDF (:func:`to_searchable_pdf`): the original pages with an invisible text layer
+  (PDF text render mode 3) at the word boxes, as OCRmyPDF makes it - with OCRmyPDF's own
+  fpdf2 text-layer renderer and its glyphless font, grafted onto the pages with pikepdf.
+
+Regions without word boxes are exported as one word spanning the region.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from ocrstream.ocr.document import Box, Document, Page
+
+ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
+
+
+def _bbox(box: Box) -> str:
+    return "bbox " + " ".join(str(round(v)) for v in box)
+
+
+def to_hocr(doc: Document) -> str:
+    """The document as an hOCR 1.2 XHTML string."""
+    html = ET.Element("html", xmlns="http://www.w3.org/1999/xhtml", lang="en")
+    head = ET.SubElement(html, "head")
+    ET.SubElement(head, "title").text = f"ocrstream {doc.document_id}"
+    ET.SubElement(head, "meta", {"http-equiv": "Content-Type", "content": "text/html; charset=utf-8"})
+    ET.SubElement(head, "meta", name="ocr-system", content="ocrstream")
+    ET.SubElement(head, "meta", name="ocr-capabilities", content="ocr_page ocr_carea ocr_line ocrx_word")
+    body = ET.SubElement(html, "body")
+    for page in doc.pages:
+        n = page.page_index + 1
+        p = ET.SubElement(body, "div", {"class": "ocr_page", "id": f"page_{n}",
+                                        "title": f"bbox 0 0 {page.width} {page.height}; ppageno {page.page_index}"})
+        for b, block in enumerate(page.blocks, start=1):
+            area = ET.SubElement(p, "div", {"class": "ocr_carea", "id": f"block_{n}_{b}", "title": _bbox(block.box)})
+            par = ET.SubElement(area, "p", {"class": "ocr_par", "id": f"par_{n}_{b}", "title": _bbox(block.box)})
+            for k, line in enumerate(block.lines, start=1):
+                span = ET.SubElement(par, "span", {"class": "ocr_line", "id": f"line_{n}_{b}_{k}",
+                                                   "title": _bbox(line.box)})
+                for w, word in enumerate(line.words, start=1):
+                    el = ET.SubElement(span, "span", {"class": "ocrx_word", "id": f"word_{n}_{b}_{k}_{w}",
+                                                      "title": f"{_bbox(word.box)}; x_wconf {round(word.confidence * 100)}"})
+                    el.text = word.text
+                    el.tail = " "
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"'
+            ' "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
+            + ET.tostring(html, encoding="unicode"))
+
+
+def to_alto(doc: Document) -> str:
+    """The document as an ALTO v4 XML string."""
+    ET.register_namespace("", ALTO_NS)
+    q = lambda tag: f"{{{ALTO_NS}}}{tag}"  # noqa: E731
+    alto = ET.Element(q("alto"))
+    desc = ET.SubElement(alto, q("Description"))
+    ET.SubElement(desc, q("MeasurementUnit")).text = "pixel"
+    info = ET.SubElement(ET.SubElement(desc, q("sourceImageInformation")), q("fileName"))
+    info.text = ((doc.meta.get("document") or {}).get("filename")) or doc.document_id
+    layout = ET.SubElement(alto, q("Layout"))
+    for page in doc.pages:
+        n = page.page_index
+        pg = ET.SubElement(layout, q("Page"), ID=f"p{n}", PHYSICAL_IMG_NR=str(n + 1),
+                           WIDTH=str(page.width), HEIGHT=str(page.height))
+        space = ET.SubElement(pg, q("PrintSpace"), **_pos((0, 0, page.width, page.height)))
+        for b, block in enumerate(page.blocks):
+            tb = ET.SubElement(space, q("TextBlock"), ID=f"p{n}_b{b}", **_pos(block.box))
+            for k, line in enumerate(block.lines):
+                tl = ET.SubElement(tb, q("TextLine"), ID=f"p{n}_b{b}_l{k}", **_pos(line.box))
+                for w, word in enumerate(line.words):
+                    if w:
+                        ET.SubElement(tl, q("SP"))
+                    ET.SubElement(tl, q("String"), CONTENT=word.text, WC=f"{word.confidence:.3f}", **_pos(word.box))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(alto, encoding="unicode")
+
+
+def _pos(box: Box) -> dict[str, str]:
+    x0, y0, x1, y1 = box
+    return {"HPOS": f"{x0:.0f}", "VPOS": f"{y0:.0f}", "WIDTH": f"{max(0.0, x1 - x0):.0f}",
+            "HEIGHT": f"{max(0.0, y1 - y0):.0f}"}
+
+
+# --------------------------------------------------------------------------- searchable PDF
+
+PDF_MAGIC = b"%PDF-"
+
+
+def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
+    """The document as a searchable PDF: its original pages, each with an invisible text layer
+    whose words sit at their boxes.
+
+    ``original`` is the submitted file. A PDF keeps its own pages untouched (the text layer is
+    added as an overlay Form XObject per page); an image (JPEG, PNG, TIFF, ...) becomes one page
+    per frame through img2pdf, which embeds JPEG/JPEG 2000 data as-is and other formats
+    losslessly (Flate), so the page images are the originals; an image with an alpha channel,
+    which PDF image XObjects cannot hold as such, is flattened onto white first (lossless PNG).
+    Word boxes are page pixels (``Page.width`` x ``Page.height``) and are scaled to each page's
+    crop box. The text layer is OCRmyPDF's renderer (ocrmypdf.fpdf_renderer, its Occulta
+    glyphless font; each word stretched to its box width). Pages with a ``/Rotate`` are not
+    handled (their layer would be rotated too).
+
+    CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
+    original's page count differs from the document's or the original is not an image or PDF.
+    """
+    import pikepdf
+
+    base = pikepdf.open(io.BytesIO(_base_pdf(original)))
+    pages = {p.page_index: p for p in doc.pages}
+    if len(base.pages) != len(doc.pages):
+        raise ValueError(f"the original has {len(base.pages)} pages, the document {len(doc.pages)}")
+    layer = pikepdf.open(io.BytesIO(_text_layer([pages[i] for i in sorted(pages)])))
+    for target, text_page in zip(base.pages, layer.pages):
+        target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
+    out = io.BytesIO()
+    base.save(out)
+    return out.getvalue()
+
+
+def _base_pdf(original: bytes) -> bytes:
+    """``original`` if it is a PDF, else its image(s) as PDF pages via img2pdf (no re-encoding)."""
+    if original[:1024].lstrip().startswith(PDF_MAGIC):
+        return original
+    import img2pdf
+
+    try:
+        return img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid)
+    except img2pdf.AlphaChannelError:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(original)) as im:
+            flat = Image.new("RGB", im.size, "white")
+            flat.paste(im, mask=im.convert("RGBA").getchannel("A"))
+            png = io.BytesIO()
+            flat.save(png, "PNG")
+        return img2pdf.convert(png.getvalue())
+    except (img2pdf.ImageOpenError, OSError) as exc:
+        raise ValueError(f"the original is neither a PDF nor an image img2pdf can embed: {exc}") from exc
+
+
+def _ocr_page(page: Page):
+    """One page as OCRmyPDF's OcrElement tree: page > paragraph (block) > line > word, boxes
+    in page pixels with a top-left origin."""
+    from ocrmypdf.models.ocr_element import BoundingBox, OcrClass, OcrElement
+
+    bbox = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
+    return OcrElement(ocr_class=OcrClass.PAGE, bbox=BoundingBox(0, 0, page.width, page.height), children=[
+        OcrElement(ocr_class=OcrClass.PARAGRAPH, bbox=bbox(block.box), children=[
+            OcrElement(ocr_class=OcrClass.LINE, bbox=bbox(line.box), children=[
+                OcrElement(ocr_class=OcrClass.WORD, bbox=bbox(w.box), text=w.text, confidence=w.confidence)
+                for w in line.words if w.text.strip()])
+            for line in block.lines])
+        for block in page.blocks])
+
+
+def _text_layer(pages: list[Page]) -> bytes:
+    """A text-only PDF, one page per ``Page`` at 72 dpi (1 pixel = 1 point), all text invisible."""
+    import ocrmypdf
+    from ocrmypdf.font import MultiFontManager
+    from ocrmypdf.fpdf_renderer import Fpdf2MultiPageRenderer
+
+    fonts = MultiFontManager(Path(ocrmypdf.__file__).parent / "data")
+    renderer = Fpdf2MultiPageRenderer([(p.page_index, _ocr_page(p), 72.0) for p in pages], fonts,
+                                      invisible_text=True)
+    with tempfile.TemporaryDirectory(prefix="ocrstream-pdf-") as tmp:
+        path = Path(tmp) / "layer.pdf"
+        renderer.render(path)
+        return path.read_bytes()

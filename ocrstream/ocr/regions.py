@@ -1,0 +1,78 @@
+"""One decoded page -> its text regions and their crops (CPU work, run in the decoder worker).
+
+Fixed-layout documents (a template, :mod:`.templates`) give their named field boxes, cut without
+detection; free layout gives DBNet text lines (:mod:`.detect`) on the cleaned page
+(:mod:`.cleanup`), colons attached, grouped into visual lines, each with its perspective crop.
+Boxes are in ORIGINAL page pixels. Crops leave as uint8 arrays; the decoder worker packs a page's
+crops into one object (:mod:`ocrstream.storage.crops`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ocrstream.ocr import cleanup
+from ocrstream.ocr.detection import LineDetector, attach_colons, crop_line, visual_line_ids
+from ocrstream.ocr.templates import Template
+
+__all__ = ["Region", "cut_regions", "detected_regions", "template_regions"]
+
+Region = tuple[dict, np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
+
+
+def _box(quad: np.ndarray) -> list[float]:
+    """Axis-aligned ``[x0, y0, x1, y1]`` (page px, 0.1 px precision) around a ``(4, 2)`` quad."""
+    (x0, y0), (x1, y1) = quad.min(axis=0), quad.max(axis=0)
+    return [round(float(v), 1) for v in (x0, y0, x1, y1)]
+
+
+def template_regions(page: np.ndarray, page_index: int, template: Template) -> list[Region]:
+    """Fixed layout: the template's regions of this page, cut without detection, with their fields."""
+    height, width = page.shape[:2]
+    regions = []
+    for order, spec in enumerate(r for r in template.regions if r.page == page_index):
+        x0, y0, x1, y1 = spec.pixel_box(width, height)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)  # >= 1 px even on a tiny page (x0 < width always)
+        quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
+        region = {"line_index": order, "order": order, "box": _box(quad), "quad": quad.tolist(),
+                  "field": spec.field()}
+        regions.append((region, page[y0:y1, x0:x1]))
+    return regions
+
+
+def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str]) -> list[Region]:
+    """Free layout: DBNet text lines in reading order, each with its perspective crop.
+
+    The page is cleaned first (``cleanup_steps``, :mod:`.cleanup`); detection, colon
+    attachment, visual lines and crops work on the cleaned page (bench_pages: crops from it
+    read as well as from the original), ``box``/``quad`` are mapped back to ORIGINAL page pixels.
+    """
+    cleaned, transform = cleanup.apply(page, cleanup_steps)
+    lines = detector.detect(cleaned)
+    quads = attach_colons(cleaned, [line.quad for line in lines])
+    line_ids = visual_line_ids(quads)
+    regions = []
+    for order, (line, quad, line_id) in enumerate(zip(lines, quads, line_ids)):
+        original = transform.to_original(quad).astype(float)
+        region = {"line_index": int(line_id), "order": order, "box": _box(original),
+                  "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in original],
+                  "detection_score": round(float(line.score), 4)}
+        regions.append((region, crop_line(cleaned, quad)))
+    return regions
+
+
+def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
+                cleanup_steps: str | Sequence[str]) -> list[Region]:
+    """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else detection).
+
+    Raises:
+        ValueError: no template and no detector.
+    """
+    if template is not None:
+        return template_regions(page, page_index, template)
+    if detector is not None:
+        return detected_regions(page, detector, cleanup_steps)
+    raise ValueError("a page without a template needs a line detector")
+

@@ -1,0 +1,1 @@
+"""Operating a running pipeline: status, dead letters, audit, the stage launcher, the demo."""

@@ -1,0 +1,431 @@
+"""``ocrstream status``: is the pipeline running, is anything stuck, what failed last, what to do.
+
+:func:`collect` checks, concurrently and each within a few seconds:
+
+* the stack's endpoints: the Kafka API (a metadata request; which pipeline topics exist), S3 (the
+  bucket), PostgreSQL (a query), the ingest HTTP API (``/healthz``) and the query API
+  (``/healthz``), at the addresses of this process's settings (``OCRSTREAM_*``, or the dev
+  stack's ``.ocrstream/dev/stack.env``);
+* each stage: its consumer group as the broker sees it (state and members: one member per
+  running process, wherever it runs), the stage processes on this host that talk to the same
+  broker (PID, uptime, RSS, log file, from ``/proc``), readiness (a process runs and the group is
+  ``Stable`` with at least one member: models loaded, partitions assigned; with a broker on
+  loopback, as the embedded one, "a process runs" means one on this host, because tansu keeps
+  a stopped process in the member list) and consumer lag computed from outside:
+  the fetch high-water mark of each input partition minus the group's committed offset (see
+  :mod:`ocrstream.streaming.offsets`);
+* documents ``done``/``failed`` in the last hour and the last few failures with the stage and
+  error type (PostgreSQL ``documents``).
+
+Every problem found comes with what to do about it. :func:`render` draws one screen (rich
+tables); :meth:`StatusReport.as_dict` is the ``--json`` form. Exit code (:attr:`StatusReport.exit_code`):
+0 healthy, 1 something is down or not ready, 3 no stack at all (nothing answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ocrstream.contracts import events
+from ocrstream.settings import DEV_ENV_FILE, Settings
+
+CHECK_TIMEOUT_S = 5.0
+RECENT_WINDOW_S = 3600
+
+
+@dataclass
+class Endpoint:
+    """One service of the stack: ``ok`` None means not configured (port 0)."""
+
+    name: str
+    address: str
+    ok: bool | None
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+@dataclass
+class StageProcess:
+    """A stage process on this host (from /proc)."""
+
+    pid: int
+    uptime_s: float
+    rss_mib: float
+    log: str | None
+
+
+@dataclass
+class StageStatus:
+    """A stage's consumer group, processes, readiness and lag (messages not yet committed)."""
+
+    name: str
+    consumes: list[str]
+    group: str
+    group_state: str | None = None
+    members: int | None = None
+    processes: list[StageProcess] = field(default_factory=list)
+    running: bool = False
+    ready: bool = False
+    lag: int | None = None
+    lag_by_topic: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    """A recently failed document."""
+
+    document_id: str
+    filename: str | None
+    stage: str | None
+    error_type: str | None
+    message: str | None
+    at: str | None
+
+
+@dataclass
+class Problem:
+    """Something down or stuck, and what to do about it."""
+
+    what: str
+    do: str
+
+
+@dataclass
+class StatusReport:
+    """Everything ``ocrstream status`` shows."""
+
+    checked_at: str
+    endpoints: list[Endpoint]
+    stages: list[StageStatus]
+    documents: dict[str, int] | None  # {"done": n, "failed": n} in the last hour; None if unknown
+    failures: list[Failure]
+    problems: list[Problem]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    @property
+    def no_stack(self) -> bool:
+        """Nothing of the stack answers (Kafka, S3 and PostgreSQL all unreachable)."""
+        return all(e.ok is False for e in self.endpoints if e.name in ("Kafka API", "S3", "PostgreSQL"))
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.no_stack else 0 if self.healthy else 1
+
+    def as_dict(self) -> dict:
+        return {"healthy": self.healthy, **asdict(self)}
+
+
+async def _timed(coro, timeout_s: float = CHECK_TIMEOUT_S):
+    """(result, milliseconds) of ``coro``; raises its exception or TimeoutError."""
+    started = time.perf_counter()
+    result = await asyncio.wait_for(coro, timeout_s)
+    return result, (time.perf_counter() - started) * 1000
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+
+
+async def check_kafka(settings: Settings) -> Endpoint:
+    """A metadata request; the detail says which pipeline topics exist."""
+    from aiokafka.client import AIOKafkaClient
+
+    from ocrstream.streaming.kafka import client_options
+
+    async def probe() -> set[str]:
+        client = AIOKafkaClient(**{**client_options(settings), "request_timeout_ms": 3000})
+        try:
+            await client.bootstrap()
+            return set((await client.fetch_all_metadata()).topics())
+        finally:
+            await client.close()
+
+    try:
+        topics, ms = await _timed(probe())
+    except Exception as exc:  # noqa: BLE001 - reported
+        return Endpoint("Kafka API", settings.kafka_bootstrap, False, _error(exc))
+    present = [t for t in events.ALL_TOPICS if t in topics]
+    return Endpoint("Kafka API", settings.kafka_bootstrap, True,
+                    f"{len(present)}/{len(events.ALL_TOPICS)} pipeline topics", ms)
+
+
+async def check_s3(settings: Settings) -> Endpoint:
+    """The bucket exists (a client that fails fast: no urllib3 retries)."""
+    import minio
+    import urllib3
+
+    def probe() -> bool:
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=3), retries=urllib3.Retry(total=0))
+        client = minio.Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
+                             secret_key=settings.s3_secret_key.get_secret_value(), secure=settings.s3_secure,
+                             region=settings.s3_region, http_client=http)
+        return client.bucket_exists(settings.s3_bucket)
+
+    try:
+        exists, ms = await _timed(asyncio.to_thread(probe))
+    except Exception as exc:  # noqa: BLE001 - reported
+        return Endpoint("S3", settings.s3_endpoint, False, _error(exc))
+    return Endpoint("S3", settings.s3_endpoint, True,
+                    f"bucket {settings.s3_bucket}" + ("" if exists else " not created yet (ingest creates it)"), ms)
+
+
+async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint, dict | None, list[Failure]]:
+    """Connect and read the last hour's counts and the last ``n_failures`` failures."""
+    import asyncpg
+
+    from ocrstream.storage import documents
+
+    address = settings.dsn.rsplit("@", 1)[-1]
+
+    async def probe():
+        conn = await asyncpg.connect(settings.dsn, timeout=3)
+        try:
+            if not await documents.has_documents_table(conn):
+                return None, []
+            return (await documents.recent_counts(conn, RECENT_WINDOW_S),
+                    await documents.last_failures(conn, n_failures))
+        finally:
+            await conn.close()
+
+    try:
+        (counts, rows), ms = await _timed(probe())
+    except Exception as exc:  # noqa: BLE001 - reported
+        return Endpoint("PostgreSQL", address, False, _error(exc)), None, []
+    if counts is None:
+        return Endpoint("PostgreSQL", address, True, "no documents table yet (the store stage creates it)"), None, []
+    failures = [Failure(r["document_id"], r["filename"], r["error_stage"], r["error_type"],
+                        (r["error_message"] or "")[:160], r["stored_at"].isoformat() if r["stored_at"] else None)
+                for r in rows]
+    return (Endpoint("PostgreSQL", address, True, "documents table", ms),
+            {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}, failures)
+
+
+async def check_http(name: str, host: str, port: int) -> Endpoint:
+    """``GET /healthz`` on a stage's HTTP API (``ok`` None when the port is 0: not served)."""
+    import httpx
+
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{host}:{port}"
+    if not port:
+        return Endpoint(name, "-", None, "off (port 0)")
+    try:
+        async with httpx.AsyncClient(timeout=3) as client:
+            response, ms = await _timed(client.get(url + "/healthz"))
+        response.raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - reported
+        return Endpoint(name, url, False, _error(exc))
+    return Endpoint(name, url, True, "GET /healthz", ms)
+
+
+async def check_stages(settings: Settings) -> list[StageStatus]:
+    """Group state, members, committed offsets and lag of every stage (Kafka must answer)."""
+    from ocrstream.streaming.offsets import committed_offsets, describe_groups, fetch_highwaters, partitions_of, probe_consumer
+
+    stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
+              for name, topics in events.STAGE_INPUTS.items()]
+    probe = probe_consumer(settings, fetch_max_wait_ms=10)
+    await probe.start()
+    try:
+        partitions = await partitions_of(probe, sorted({t for s in stages for t in s.consumes}))
+        probe.assign(partitions)
+        highwaters = await fetch_highwaters(probe, partitions, timeout_s=CHECK_TIMEOUT_S)
+        beginnings = await probe.beginning_offsets(partitions) if partitions else {}
+    finally:
+        await probe.stop()
+    groups = await describe_groups(settings, [s.group for s in stages])
+    committed = await asyncio.gather(*[
+        committed_offsets(settings, s.group, [tp for tp in partitions if tp.topic in s.consumes]) for s in stages])
+    local = local_stage_processes(settings)
+    loopback = all(_is_loopback(address.rsplit(":", 1)[0]) for address in settings.kafka_bootstrap.split(","))
+    for stage, offsets in zip(stages, committed):
+        group = groups.get(stage.group)
+        stage.group_state = group.state if group else "Dead"
+        stage.members = len(group.members) if group else 0
+        stage.processes = local.get(stage.name, [])
+        # A broker on loopback only serves this host, so this host's processes are the truth
+        # (tansu keeps a stopped process in the group's member list).
+        stage.running = bool(stage.processes) if loopback else stage.members > 0
+        stage.ready = stage.running and stage.group_state == "Stable" and stage.members > 0
+        for tp, offset in offsets.items():
+            behind = max(0, highwaters[tp] - (beginnings[tp] if offset is None else offset))
+            stage.lag_by_topic[tp.topic] = stage.lag_by_topic.get(tp.topic, 0) + behind
+        stage.lag = sum(stage.lag_by_topic.values())
+    return stages
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip().strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _bootstrap_of(pid: int) -> str:
+    """The Kafka bootstrap a stage process uses: its environment, else the dotenv file it reads."""
+    env = _env_of(pid)
+    if "OCRSTREAM_KAFKA_BOOTSTRAP" in env:
+        return env["OCRSTREAM_KAFKA_BOOTSTRAP"]
+    env_file = Path(os.readlink(f"/proc/{pid}/cwd")) / env.get("OCRSTREAM_ENV_FILE", str(DEV_ENV_FILE))
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("OCRSTREAM_KAFKA_BOOTSTRAP="):
+                return line.split("=", 1)[1].strip()
+    return Settings.model_fields["kafka_bootstrap"].default
+
+
+def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
+    """``{stage: [StageProcess]}`` of ``ocrstream run STAGE`` processes on this host that use the
+    same Kafka bootstrap as ``settings`` (other stacks' stages are left out)."""
+    ticks, boot_uptime = os.sysconf("SC_CLK_TCK"), float(Path("/proc/uptime").read_text().split()[0])
+    found: dict[str, list[StageProcess]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            stage = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "run"
+                          and argv[i + 1] in events.STAGE_INPUTS), None)
+            if stage is None or not any(a == "ocrstream.cli" or a.endswith("ocrstream") for a in argv):
+                continue
+            if _bootstrap_of(pid) != settings.kafka_bootstrap:
+                continue
+            stat = (entry / "stat").read_text()
+            started_s = int(stat[stat.rindex(")") + 2:].split()[19]) / ticks
+            rss_kib = next((int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
+                            if line.startswith("VmRSS:")), 0)
+            log = os.readlink(entry / "fd" / "1")
+        except (OSError, ValueError, StopIteration):
+            continue  # gone meanwhile, or not ours to read
+        found.setdefault(stage, []).append(StageProcess(
+            pid, round(boot_uptime - started_s, 1), round(rss_kib / 1024, 1), log if log.startswith("/") else None))
+    return found
+
+
+def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[Problem]:
+    """What is down or not ready, each with the command or check that fixes it."""
+    problems = []
+    by_name = {e.name: e for e in endpoints}
+    for e in endpoints:
+        if e.ok is not False:
+            continue
+        if e.name in ("Kafka API", "S3", "PostgreSQL"):
+            problems.append(Problem(f"{e.name} at {e.address} does not answer",
+                                    "local stack: `ocrstream dev down && ocrstream dev up` (logs in "
+                                    ".ocrstream/dev/logs/); elsewhere check OCRSTREAM_* and the service"))
+        else:
+            stage = "ingest" if e.name.startswith("ingest") else "api"
+            problems.append(Problem(f"{e.name} at {e.address} does not answer",
+                                    f"it is served by `ocrstream run {stage}`: start that stage, or give it and "
+                                    f"this command the same OCRSTREAM_{'HTTP' if stage == 'ingest' else 'QUERY'}_PORT"))
+    if by_name.get("Kafka API") and by_name["Kafka API"].ok is False:
+        return problems  # stages cannot be seen without the broker
+    for s in stages:
+        if s.ready:
+            continue
+        waiting = f"; {s.lag} message(s) wait for it" if s.lag else ""
+        log = next((p.log for p in s.processes if p.log), None)
+        if s.running:
+            pids = ", ".join(str(p.pid) for p in s.processes) or "elsewhere"
+            problems.append(Problem(
+                f"stage {s.name} is not ready (process {pids} running, group {s.group} {s.group_state}){waiting}",
+                "it is starting (loading models, joining its group) or stuck: wait a minute, then read "
+                + (f"its log {log}" if log else "its log")))
+        else:
+            where = "no process on this host" if s.members else f"no member in group {s.group}"
+            problems.append(Problem(f"stage {s.name} is not running ({where}){waiting}",
+                                    f"start it: `ocrstream run {s.name}` (with the same OCRSTREAM_* settings)"))
+    return problems
+
+
+async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
+    """Run every check; the :class:`StatusReport`."""
+    import asyncpg  # noqa: F401 - imported before the concurrent checks so that no check's
+    import httpx  # noqa: F401   latency includes another's imports
+    import minio  # noqa: F401
+    from aiokafka.client import AIOKafkaClient  # noqa: F401
+
+    kafka, s3, (pg, documents, failures), ingest_api, query_api = await asyncio.gather(
+        check_kafka(settings), check_s3(settings), check_postgres(settings, n_failures),
+        check_http("ingest API", settings.http_host, settings.http_port),
+        check_http("query API", settings.http_host, settings.query_port))
+    endpoints = [kafka, s3, pg, ingest_api, query_api]
+    stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
+              for name, topics in events.STAGE_INPUTS.items()]
+    if kafka.ok:
+        try:
+            stages = await asyncio.wait_for(check_stages(settings), 3 * CHECK_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - reported as a problem of the broker
+            kafka.ok, kafka.detail = False, f"consumer groups unreadable: {_error(exc)}"
+    return StatusReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), endpoints, stages,
+                        documents, failures, find_problems(endpoints, stages))
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def render(report: StatusReport, console=None) -> None:
+    """Draw the report as one screen of rich tables on ``console`` (default: stdout)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    verdict = "[bold green]healthy[/]" if report.healthy else f"[bold red]UNHEALTHY[/] ({len(report.problems)} problem(s))"
+    console.print(f"[bold]ocrstream status[/]  {report.checked_at}  {verdict}")
+
+    mark = {True: "[green]ok[/]", False: "[red]DOWN[/]", None: "[dim]off[/]"}
+    stack = Table(title="stack", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("component", "address", "state", "ms", "detail"):
+        stack.add_column(col, justify="right" if col == "ms" else "left")
+    for e in report.endpoints:
+        stack.add_row(e.name, e.address, mark[e.ok], f"{e.latency_ms:.0f}" if e.latency_ms is not None else "",
+                      e.detail)
+    console.print(stack)
+
+    stages = Table(title="stages", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("stage", "consumes", "group members", "processes on this host", "ready", "lag"):
+        stages.add_column(col, justify="right" if col == "lag" else "left")
+    for s in report.stages:
+        procs = ", ".join(f"pid {p.pid} up {_age(p.uptime_s)} {p.rss_mib:.0f} MiB" for p in s.processes) or "-"
+        members = "?" if s.members is None else f"{s.members} ({s.group_state})"
+        ready = "[green]yes[/]" if s.ready else "[red]no[/]"
+        lag = "?" if s.lag is None else str(s.lag)
+        stages.add_row(s.name, ", ".join(s.consumes), members, procs, ready, lag)
+    console.print(stages)
+
+    docs = report.documents
+    console.print("documents in the last hour: " + (
+        "unknown" if docs is None else f"[green]{docs['done']} done[/], "
+        + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")))
+    if report.failures:
+        failed = Table(title="last failures", title_justify="left", box=box.SIMPLE_HEAD)
+        for col in ("stored", "document", "file", "stage", "error type", "message"):
+            failed.add_column(col, overflow="fold" if col == "message" else "ellipsis")
+        for f in report.failures:
+            failed.add_row((f.at or "")[11:19], f.document_id[:12], f.filename or "-", f.stage or "-",
+                           f.error_type or "-", (f.message or "")[:80])
+        console.print(failed)
+    if report.problems:
+        console.print("[bold]what to do[/]")
+        for p in report.problems:
+            console.print(f" [red]x[/] {p.what}\n     -> {p.do}")
+    else:
+        console.print("[green]everything answers and every stage is ready[/]")
