@@ -11,13 +11,21 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from jsonschema import Draft202012Validator
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 
 @cache
 def validator(topic: str) -> Draft202012Validator:
-    """The JSON Schema validator of ``topic``; raises FileNotFoundError for unknown topics."""
+    """The JSON Schema validator of ``topic``; raises FileNotFoundError for unknown topics and
+    ImportError when jsonschema (the ``schemas`` extra, in ``test`` too) is not installed."""
+    try:
+        from jsonschema import Draft202012Validator
+    except ImportError as exc:
+        raise ImportError(f"{exc}: validating against the schemas needs jsonschema "
+                          "(pip install 'ocrstream[schemas]')") from exc
     text = resources.files(__name__).joinpath(f"{topic}.schema.json").read_text("utf-8")
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)

@@ -4,7 +4,7 @@
 #   tools/lock.sh --upgrade  # every package to the newest version the ranges allow
 #   tools/lock.sh --no-test  # only write the locks
 # Writes requirements.lock (runtime + every extra but gpu: what demo.sh, test.sh and CI install)
-# and deploy/requirements.lock (the runtime only, for the image), the second constrained by the
+# and deploy/requirements.lock (the runtime with the pdf and trocr extras, for the image), the second constrained by the
 # first so that both name the same versions. Both carry hashes. Resolution by uv (pinned below);
 # torch resolves to the CPU build on this kind of machine's disk (/opt/wheels).
 set -euo pipefail
@@ -23,7 +23,7 @@ uv=("$tooldir/bin/uv" pip compile pyproject.toml --python-version 3.11 --python-
     --generate-hashes --no-header --annotation-style line --quiet)
 head='# Locked with hashes (python 3.11, linux x86_64). Do not edit: tools/lock.sh rewrites it (README, "Dependencies").'
 "${uv[@]}" "${upgrade[@]}" --find-links /opt/wheels --extra test -o requirements.lock
-"${uv[@]}" --constraint requirements.lock -o deploy/requirements.lock
+"${uv[@]}" --constraint requirements.lock --extra pdf --extra trocr -o deploy/requirements.lock
 for f in requirements.lock deploy/requirements.lock; do
   { echo "$head"; grep -v '^# Locked with hashes' "$f"; } >"$f.tmp" && mv "$f.tmp" "$f"
 done

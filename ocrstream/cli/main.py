@@ -379,7 +379,13 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     if fmt == "pdf" and original is None:
         raise click.ClickException(f"document {document_id} is {data['status']}: no PDF")
     doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
-    content: bytes = (to_searchable_pdf(doc, original) if fmt == "pdf" else
+    from ocrstream.errors import ConfigurationError
+
+    try:
+        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" else b""
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    content: bytes = (pdf if fmt == "pdf" else
                       (doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else
                        to_alto(doc) if fmt == "alto" else json.dumps(doc.export(), ensure_ascii=False)).encode())
     output = output or Path(f"{document_id}.{fmt}")

@@ -28,11 +28,10 @@ import os
 import socket
 from pathlib import Path
 
-from aiokafka.client import AIOKafkaClient
-
 from ocrstream.devstack.processes import HOST, Launch, Service, StackError, free_ports, package_dir, run_coroutine
 from ocrstream.devstack.s3 import S3_REGION, ensure_bucket
 from ocrstream.devstack.state import StateDir
+from ocrstream.streaming.offsets import topic_names
 
 __all__ = ["BUCKET_NOTIFICATIONS_TOPIC", "KAFKA_BUCKET", "tansu_binary", "tansu_launch"]
 
@@ -60,11 +59,7 @@ def _tcp_open(port: int) -> None:
 
 async def _kafka_metadata(bootstrap: str) -> None:
     """One real Kafka metadata request (ApiVersions + Metadata) via aiokafka."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        await client.bootstrap()
-    finally:
-        await client.close()
+    await topic_names({"bootstrap_servers": bootstrap, "request_timeout_ms": 3000})
 
 
 def tansu_launch(dirs: StateDir, creds: dict[str, str], storage_mode: str, s3_endpoint: str | None,

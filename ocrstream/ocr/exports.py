@@ -15,11 +15,13 @@ Regions without word boxes are exported as one word spanning the region.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import tempfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.document import Box, Document, Page
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
@@ -95,6 +97,18 @@ def _pos(box: Box) -> dict[str, str]:
 PDF_MAGIC = b"%PDF-"
 
 
+#: The libraries of the searchable-PDF export (the ``pdf`` extra: ``pip install 'ocrstream[pdf]'``).
+PDF_EXTRA = ("ocrmypdf", "pikepdf", "img2pdf")
+
+
+def require_pdf_extra() -> None:
+    """Raise ConfigurationError naming the missing libraries when the ``pdf`` extra is not installed."""
+    missing = [name for name in PDF_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(f"the searchable-PDF export needs the 'pdf' extra (missing: {', '.join(missing)}): "
+                                 "pip install 'ocrstream[pdf]'")
+
+
 def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     """The document as a searchable PDF: its original pages, each with an invisible text layer
     whose words sit at their boxes.
@@ -110,8 +124,10 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     handled (their layer would be rotated too).
 
     CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
-    original's page count differs from the document's or the original is not an image or PDF.
+    original's page count differs from the document's or the original is not an image or PDF, and
+    ConfigurationError when the ``pdf`` extra (ocrmypdf, pikepdf, img2pdf) is not installed.
     """
+    require_pdf_extra()
     import pikepdf
 
     base = pikepdf.open(io.BytesIO(_base_pdf(original)))

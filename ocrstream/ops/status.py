@@ -136,20 +136,11 @@ def _error(exc: BaseException) -> str:
 
 async def check_kafka(settings: Settings) -> Endpoint:
     """A metadata request; the detail says which pipeline topics exist."""
-    from aiokafka.client import AIOKafkaClient
-
     from ocrstream.streaming.kafka import client_options
-
-    async def probe() -> set[str]:
-        client = AIOKafkaClient(**{**client_options(settings), "request_timeout_ms": 3000})
-        try:
-            await client.bootstrap()
-            return set((await client.fetch_all_metadata()).topics())
-        finally:
-            await client.close()
+    from ocrstream.streaming.offsets import topic_names
 
     try:
-        topics, ms = await _timed(probe())
+        topics, ms = await _timed(topic_names({**client_options(settings), "request_timeout_ms": 3000}))
     except Exception as exc:  # noqa: BLE001 - reported
         return Endpoint("Kafka API", settings.kafka_bootstrap, False, _error(exc))
     present = [t for t in events.ALL_TOPICS if t in topics]
@@ -356,10 +347,10 @@ def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[
 
 async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     """Run every check; the :class:`StatusReport`."""
+    import aiokafka  # noqa: F401
     import asyncpg  # noqa: F401 - imported before the concurrent checks so that no check's
     import httpx  # noqa: F401   latency includes another's imports
     import minio  # noqa: F401
-    from aiokafka.client import AIOKafkaClient  # noqa: F401
 
     kafka, s3, (pg, documents, failures), ingest_api, query_api = await asyncio.gather(
         check_kafka(settings), check_s3(settings), check_postgres(settings, n_failures),

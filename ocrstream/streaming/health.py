@@ -150,21 +150,14 @@ class Health:
             self.checks[name] = Check(False, reason[:300], started)
 
     async def _probe_kafka(self) -> str:
-        from aiokafka.client import AIOKafkaClient
-
         from ocrstream.streaming.kafka import client_options
+        from ocrstream.streaming.offsets import bootstrap_client
 
         s = self.settings
         assert s is not None
         if self._kafka is None:
-            client = AIOKafkaClient(**{**client_options(s),
-                                       "request_timeout_ms": int(s.health_probe_timeout_s * 1000)})
-            try:
-                await client.bootstrap()
-            except BaseException:
-                await client.close()
-                raise
-            self._kafka = client
+            self._kafka = await bootstrap_client({**client_options(s),
+                                                  "request_timeout_ms": int(s.health_probe_timeout_s * 1000)})
         metadata = await self._kafka.fetch_all_metadata()
         if not metadata.brokers():
             raise ConnectionError("no broker in the metadata")

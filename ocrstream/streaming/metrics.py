@@ -16,12 +16,13 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from ocrstream import errors
 from ocrstream.contracts import events
+from ocrstream.contracts.event_models import SourceKind
 from ocrstream.streaming import retry
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ LOOP_LAG = Gauge(
 )
 STAGE_INFO = Gauge("ocrstream_stage_info", "Static facts of a stage (value 1)", ["stage", "key", "value"])
 
-# Ingest doors: ``source`` of the ingested event.
-DOORS = ("http", "cli", "kafka")
+#: Ingest doors: every ``source`` an ingested event can name (the contract's SourceKind, one source of truth).
+DOORS: tuple[str, ...] = get_args(SourceKind)
 INGEST_DOCUMENTS = Counter("ocrstream_ingest_documents_total", "Documents accepted by ingest", ["door"])
 INGEST_BYTES = Counter("ocrstream_ingest_bytes_total", "Bytes of documents accepted by ingest", ["door"])
 INGEST_REJECTED = Counter(
@@ -142,7 +143,7 @@ def init_stage(stage: str, input_topics: Iterable[str]) -> None:
 
 
 def count_ingested(door: str, size_bytes: int) -> None:
-    """One document of ``size_bytes`` accepted at ``door`` (http, cli, kafka)."""
+    """One document of ``size_bytes`` accepted at ``door`` (one of :data:`DOORS`)."""
     INGEST_DOCUMENTS.labels(door).inc()
     INGEST_BYTES.labels(door).inc(size_bytes)
 

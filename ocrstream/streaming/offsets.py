@@ -16,6 +16,10 @@ Kafka too:
   without joining it); aiokafka's ``list_consumer_group_offsets`` fails against tansu;
 * group members come from DescribeGroups pinned to v0-v2: aiokafka 0.14 decodes a v3 answer
   with the v2 schema and fails ("Buffer underrun").
+
+This is the one module that uses aiokafka's non-public API (``aiokafka.client``,
+``aiokafka.protocol``, a consumer's ``_client``): pyproject.toml allows aiokafka only within the
+minor release these calls were checked against, and a unit test keeps every other module off it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,28 @@ from ocrstream.streaming.kafka import client_options
 #: Bytes a position probe may read (the first records of each partition are fetched only to
 #: learn the high-water mark; Kafka and tansu still return one whole batch if it is larger).
 PROBE_FETCH_BYTES = 1024 * 1024
+
+
+async def bootstrap_client(options: Mapping[str, Any]) -> AIOKafkaClient:
+    """A low-level client (``options``: :func:`~ocrstream.streaming.kafka.client_options` plus e.g.
+    ``request_timeout_ms``) after its bootstrap (ApiVersions + Metadata); closed again and the
+    error raised if the bootstrap fails (e.g. KafkaConnectionError). The caller closes it."""
+    client = AIOKafkaClient(**options)
+    try:
+        await client.bootstrap()
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def topic_names(options: Mapping[str, Any]) -> set[str]:
+    """The names of every topic of the cluster: one metadata request on a client of its own."""
+    client = await bootstrap_client(options)
+    try:
+        return set((await client.fetch_all_metadata()).topics())
+    finally:
+        await client.close()
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

@@ -192,7 +192,7 @@ class ResultWaiters:
     def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024):
         self.settings, self.keep_bytes = settings, keep_bytes
         self.reader: ResultsReader | None = None
-        self._waiting: dict[str, list[asyncio.Future[ResultsEvent | None]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[ConsumerRecord]]] = {}
         self._recent: OrderedDict[str, ConsumerRecord] = OrderedDict()
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None

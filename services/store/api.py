@@ -136,6 +136,8 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
             pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        except ConfigurationError as exc:  # the pdf extra is not installed on this server
+            raise HTTPException(501, str(exc)) from None
         name = (data["filename"] or data["document_id"]).rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".pdf"
         return Response(pdf, media_type="application/pdf",
                         headers={"Content-Disposition": f'inline; filename="{name}"'})

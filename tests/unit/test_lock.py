@@ -47,9 +47,11 @@ def test_every_dependency_and_extra_but_gpu_is_locked():
 
 
 def test_image_lock_is_the_runtime_at_the_same_versions():
+    """The image: the runtime with the pdf (query API exports) and trocr extras, nothing for tests."""
     full = read_lock(ROOT / "requirements.lock")
     image = read_lock(ROOT / "deploy" / "requirements.lock")
-    assert _declared(_project()["dependencies"]) <= set(image), "run tools/lock.sh"
+    extras = _project()["optional-dependencies"]
+    assert _declared(_project()["dependencies"] + extras["pdf"] + extras["trocr"]) <= set(image), "run tools/lock.sh"
     assert {name: (version, full.get(name)) for name, version in image.items() if full.get(name) != version} == {}
     assert "torch" not in image and "pytest" not in image  # the runtime only
 

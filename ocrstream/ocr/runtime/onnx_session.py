@@ -27,6 +27,7 @@ Policy (one place, so detection, recognition and later models behave alike):
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from pathlib import Path
@@ -125,6 +126,32 @@ def resolve_graph_opt() -> ort.GraphOptimizationLevel:
     return GRAPH_OPT_LEVELS[raw]
 
 
+#: Distributions that install the module ``onnxruntime`` (CPU and CUDA builds); exactly one belongs in
+#: an environment: with both, the module is whichever was installed last.
+RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+
+
+def installed_runtimes() -> list[str]:
+    """The distributions of :data:`RUNTIME_DISTRIBUTIONS` installed here, e.g. ``["onnxruntime"]``."""
+    found = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def runtime_conflict() -> str | None:
+    """What to do when both the CPU and the CUDA build of ONNX Runtime are installed, else None."""
+    if len(installed_runtimes()) > 1:
+        return ("both onnxruntime and onnxruntime-gpu are installed and share the module onnxruntime "
+                "(the last one installed wins): keep one, e.g. pip uninstall -y onnxruntime onnxruntime-gpu "
+                "&& pip install onnxruntime-gpu")
+    return None
+
+
 def _providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -134,7 +161,8 @@ def _providers_for(device: str) -> list[str]:
             raise DeviceUnavailableError(
                 f"device='cuda' requested but {CUDA_PROVIDER} is not available "
                 f"(onnxruntime {ort.__version__} offers {available}); "
-                "install onnxruntime-gpu matching your CUDA/cuDNN or use device='cpu'"
+                "install onnxruntime-gpu matching your CUDA/cuDNN (in place of onnxruntime) or use device='cpu'"
+                + (f"; {runtime_conflict()}" if runtime_conflict() else "")
             )
         return [CUDA_PROVIDER, CPU_PROVIDER]
     if device == "auto":
