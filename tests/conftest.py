@@ -18,6 +18,9 @@ def pytest_addoption(parser):
     group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
 
 
+#: The bound on one unit test, seconds (the rest: ``timeout`` in pyproject.toml's pytest options).
+UNIT_TIMEOUT_S = 120
+
 UNIT_DIR = os.path.join(os.path.dirname(__file__), "unit") + os.sep
 
 
@@ -32,12 +35,14 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test is ``unit`` (tests/unit: fakes, milliseconds), ``quality`` (lint, types, import
+    """Every test is ``unit`` (tests/unit: no stack, no network), ``quality`` (lint, types, import
     contracts) or ``integration`` (the rest: real embedded stack, models, processes), so
     ``./test.sh -m unit`` runs the fast ones alone."""
     for item in items:
         if str(item.path).startswith(UNIT_DIR):
             item.add_marker("unit")
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
         elif item.get_closest_marker("quality") is None:
             item.add_marker("integration")
 

@@ -21,7 +21,7 @@ Steps (constants and their sources are at each function):
 
 Which of them are worth it on real receipts is measured by ``bench/bench_pages.py
 --ablation``; :data:`DEFAULT_STEPS` is the winning combination (only ``border``: the other
-steps work, see tests/test_cleanup.py, but do not lower page CER on the SROIE dev receipts).
+steps work, see tests/unit/test_cleanup.py, but do not lower page CER on the SROIE dev receipts).
 
 Coordinates are pixel-index coordinates: x to the right, y down, (0, 0) the centre of the
 top-left pixel (OpenCV's convention for ``warpAffine``/``resize``).

@@ -1,8 +1,11 @@
-"""Fast unit tests: no embedded stack, no processes, no network (``./test.sh -m unit``)."""
+"""Unit tests: no embedded stack and no network (``./test.sh -m unit``); the real models, images and
+decoder processes are fine. Shared fakes for the stage runtime are in :mod:`.fakes`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka import TopicPartition
@@ -50,3 +53,12 @@ def harness() -> Iterator:
     yield make
     for h in made:
         h.runner.handler.stop()
+
+
+async def eventually(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+    """Return once ``predicate()`` is truthy (checked every millisecond); AssertionError after
+    ``timeout_s`` seconds (a bound, not a speed check: the suite's per-test timeout is longer)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s"
+        await asyncio.sleep(0.001)

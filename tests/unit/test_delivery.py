@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 
 from ocrstream.errors import NotAnImageError, TransientError
 
+from .conftest import eventually
 from .fakes import IN_TOPIC, OUT_TOPIC, BatchStage, ScriptedStage, record
 
 TP0, TP1 = TopicPartition(IN_TOPIC, 0), TopicPartition(IN_TOPIC, 1)
@@ -75,8 +76,7 @@ async def test_stop_during_a_retry_backoff_commits_nothing(harness):
     h = harness(scripted({0: [TransientError("db down")] * 10}), retry_initial_s=30, retry_max_s=30)
     stop = asyncio.Event()
     delivery = asyncio.create_task(h.runner.deliver([record(0)], stop))
-    while not h.stage.calls:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: h.stage.calls)
     stop.set()
     await asyncio.wait_for(delivery, 2)
     assert h.consumer.commits == [] and h.producer.acked == []
@@ -120,8 +120,7 @@ async def test_batch_failing_as_a_whole_is_split_until_the_bad_record_is_alone(h
 async def test_every_batch_is_recorded_in_the_ledger_before_it_is_handled(harness):
     h = harness(scripted({1: ["hang"]}), record_timeout_s=0.05)
     delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], asyncio.Event()))
-    while 1 not in h.stage.calls:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: 1 in h.stage.calls)
     assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"0": 1, "1": 1}}
     await asyncio.wait_for(delivery, 2)
 

@@ -29,7 +29,7 @@ from ocrstream.contracts.event_models import (
 from ocrstream.errors import InvalidEventError
 from schemas.generate import generate
 
-GOLDEN = sorted((Path(__file__).parent / "golden_events").glob("*.json"))
+GOLDEN = sorted((Path(__file__).resolve().parents[1] / "golden_events").glob("*.json"))
 #: Golden events written by today's producers' code paths: decode -> encode gives the same bytes.
 BYTE_EXACT = {"ocr.dlq.v1.kafka", "ocr.dlq.v1.http-no-original", "ocr.ingested.v1.cli", "ocr.ingested.v1.raw-minimal",
               "ocr.regions.v1.detected-and-template", "ocr.recognized.v1.full", "ocr.results.v1.done",

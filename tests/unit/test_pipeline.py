@@ -27,7 +27,7 @@ from services.preprocess.worker import DecoderPool
 from services.recognize.stage import RecognizeStage
 from tools.render_samples import encode, render_page
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
 LINES = ["INVOICE NO 20931", "DATE 02/11/2026", "TOTAL RM 125.40"]
 
