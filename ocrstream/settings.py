@@ -21,9 +21,6 @@ from ocrstream.errors import ConfigurationError
 
 DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
 
-# Default Prometheus port per stage (0 disables the metrics endpoint).
-DEFAULT_METRICS_PORTS = {"ingest": 9101, "preprocess": 9102, "recognize": 9103, "store": 9104, "api": 9105}
-
 
 class Settings(BaseSettings):
     """All knobs of the pipeline. Units are in the field names (``_ms``, ``_bytes``, ``_s``)."""
@@ -130,7 +127,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = 20
     max_region_chars: int = 1000  # characters kept per region (longer readings are cut)
 
-    # Metrics: None -> the stage's default port from DEFAULT_METRICS_PORTS, 0 -> off.
+    # Metrics: None -> the process's default port (ocrstream/contracts/stages.py), 0 -> off.
     # The same port serves /healthz and /readyz (ocrstream/streaming/health.py).
     metrics_port: int | None = None
     lag_refresh_s: float = 5.0  # ocrstream_consumer_lag refresh period
@@ -171,9 +168,6 @@ class Settings(BaseSettings):
                   if k.startswith("OCRSTREAM_") and k != "OCRSTREAM_ENV_FILE"}
         return cls(**{k: v for k, v in values.items() if k in cls.model_fields})
 
-    def metrics_port_for(self, stage: str) -> int:
-        """Prometheus port for ``stage`` (0 means: do not serve metrics)."""
-        return DEFAULT_METRICS_PORTS[stage] if self.metrics_port is None else self.metrics_port
 
 
 @lru_cache(maxsize=1)

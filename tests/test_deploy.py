@@ -78,13 +78,13 @@ def registry_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     import services.store.api  # noqa: F401 - registers the query API's series
-    from ocrstream.contracts import events
+    from ocrstream.contracts.stages import STAGE_INPUTS
     from ocrstream.streaming import lag, metrics
     from services.ingest.bucket import BUCKET_EVENTS
 
     BUCKET_EVENTS.labels("ingest", "ingested")  # a labelled series exists once a label set is used
 
-    for stage, topics in events.STAGE_INPUTS.items():
+    for stage, topics in STAGE_INPUTS.items():
         metrics.init_stage(stage, topics)
         metrics.LAST_COMMIT.labels(stage)
         metrics.CONSUMER_LAG.labels(stage, topics[0], "0")
@@ -256,7 +256,7 @@ def test_kubernetes_core_resources_validate(tmp_path):
 
 
 def test_kubernetes_stages_have_probes_resources_pdb_and_lag_scaling():
-    from ocrstream.contracts.events import STAGE_INPUTS
+    from ocrstream.contracts.stages import STAGE_INPUTS
 
     docs = k8s_documents()
     by_kind: dict[str, dict[str, dict]] = {}

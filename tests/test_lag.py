@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
-from ocrstream.contracts import events
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.devstack import create_topics
 from ocrstream.streaming import lag, metrics
 
@@ -78,7 +78,7 @@ async def test_lag_exporter_command_prints_every_stage_group(stack_env, stack_se
     out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "lag-exporter", "--once"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for stage, topics in events.STAGE_INPUTS.items():
+    for stage, topics in STAGE_INPUTS.items():
         for topic in topics:
             assert f"{env['OCRSTREAM_CONSUMER_GROUP_PREFIX']}-{stage}  {topic}[0]" in out.stdout, out.stdout
 

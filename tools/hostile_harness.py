@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import UNSET
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.errors import InvalidEventError
 from ocrstream.ocr.evaluation import cer
 from ocrstream.ops.launcher import STAGES, free_port
@@ -334,7 +335,7 @@ async def group_lag(settings: Settings) -> dict[str, int]:
     try:
         cluster = await reader._client.fetch_all_metadata()  # noqa: SLF001 - fresh partition counts
         lag = {}
-        for stage, topics in events.STAGE_INPUTS.items():
+        for stage, topics in STAGE_INPUTS.items():
             tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
             group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                      group_id=f"{settings.consumer_group_prefix}-{stage}")

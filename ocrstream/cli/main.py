@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import click
 
+from ocrstream.contracts.stages import PROCESSES
+
 
 def get_settings():
     """The process's :class:`~ocrstream.settings.Settings` (pydantic is imported on first use,
@@ -44,7 +46,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["ingest", "preprocess", "recognize", "store", "api"]))
+@click.argument("stage", type=click.Choice(list(PROCESSES)))
 def run(stage: str) -> None:
     """Run one pipeline STAGE, or the query API (``api``), until SIGTERM/SIGINT (configured by
     OCRSTREAM_* variables)."""

@@ -36,14 +36,6 @@ RECOGNIZED: Final = "ocr.recognized.v1"
 RESULTS: Final = "ocr.results.v1"
 DLQ: Final = "ocr.dlq.v1"
 ALL_TOPICS = (RAW, INGESTED, REGIONS, RECOGNIZED, RESULTS, DLQ)
-#: Input topics of each stage's consumer group ``<prefix>-<stage>``: the one copy that readers
-#: outside the stages use (lag exporter, status, audit), so they need not import the stages and
-#: their models' libraries; tests check it equals each ``Stage.input_topics``. The ingest stage
-#: also consumes the bucket-notifications topic when the bucket door is on
-#: (:func:`ocrstream.streaming.lag.stage_inputs`).
-STAGE_INPUTS: Final[dict[str, tuple[str, ...]]] = {
-    "ingest": (RAW,), "preprocess": (INGESTED,), "recognize": (REGIONS,), "store": (RECOGNIZED, DLQ)}
-
 #: Any typed event (one model per JSON topic).
 Event = AnyEvent
 #: A JSON object as plain builtins (a dead letter's ``original``, an unknown event).

@@ -36,6 +36,7 @@ import asyncpg
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import ResultsEvent
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.errors import InvalidEventError
 from ocrstream.ops.dlq import read_partitions
 from ocrstream.settings import Settings
@@ -133,13 +134,13 @@ async def final_count(settings: Settings, document_ids: Iterable[str]) -> int:
         await conn.close()
 
 
-async def stage_lag(settings: Settings, stages: Iterable[str] = events.STAGE_INPUTS) -> dict[str, int]:
+async def stage_lag(settings: Settings, stages: Iterable[str] = STAGE_INPUTS) -> dict[str, int]:
     """Records not yet committed per stage group: sum over its input partitions of the fetch
     high-water mark minus the committed offset (0 when nothing is committed and the partition
     is empty), read by :class:`ocrstream.streaming.lag.LagReader` (OffsetFetch, never joining the group)."""
     async with LagReader(settings, fetch_timeout_ms=10_000) as reader:
         return {stage: sum(row.lag for row in await reader.read(f"{settings.consumer_group_prefix}-{stage}",
-                                                                 events.STAGE_INPUTS[stage]))
+                                                                 STAGE_INPUTS[stage]))
                 for stage in stages}
 
 

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("ingest", "preprocess", "recognize", "store")
-#: Every process of the pipeline: the stages and the query API.
-PROCESSES = (*STAGES, "api")
+from ocrstream.contracts import stages
+
+#: The four stages and every process of the pipeline (the stages and the query API), in order.
+STAGES: tuple[str, ...] = tuple(stages.STAGES)
+PROCESSES: tuple[str, ...] = tuple(stages.PROCESSES)
 
 
 def free_port() -> int:

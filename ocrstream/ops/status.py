@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ocrstream.contracts import events
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.settings import DEV_ENV_FILE, Settings
 
 CHECK_TIMEOUT_S = 5.0
@@ -221,7 +222,7 @@ async def check_stages(settings: Settings) -> list[StageStatus]:
     from ocrstream.streaming.offsets import committed_offsets, describe_groups, fetch_highwaters, partitions_of, probe_consumer
 
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
-              for name, topics in events.STAGE_INPUTS.items()]
+              for name, topics in STAGE_INPUTS.items()]
     probe = probe_consumer(settings, fetch_max_wait_ms=10)
     await probe.start()
     try:
@@ -292,7 +293,7 @@ def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             stage = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "run"
-                          and argv[i + 1] in events.STAGE_INPUTS), None)
+                          and argv[i + 1] in STAGE_INPUTS), None)
             if stage is None or not any(a == "ocrstream.cli" or a.endswith("ocrstream") for a in argv):
                 continue
             if _bootstrap_of(pid) != settings.kafka_bootstrap:
@@ -358,7 +359,7 @@ async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
         check_http("query API", settings.http_host, settings.query_port))
     endpoints = [kafka, s3, pg, ingest_api, query_api]
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
-              for name, topics in events.STAGE_INPUTS.items()]
+              for name, topics in STAGE_INPUTS.items()]
     if kafka.ok:
         try:
             stages = await asyncio.wait_for(check_stages(settings), 3 * CHECK_TIMEOUT_S)

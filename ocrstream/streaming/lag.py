@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from ocrstream.contracts import events
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.settings import Settings
 from ocrstream.streaming import offsets
 
@@ -40,9 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def stage_inputs(settings: Settings) -> dict[str, tuple[str, ...]]:
-    """:data:`ocrstream.contracts.events.STAGE_INPUTS` with ingest's bucket-notifications topic when the bucket door is on."""
+    """:data:`ocrstream.contracts.stages.STAGE_INPUTS` with ingest's bucket-notifications topic when the bucket door is on."""
     topic = settings.bucket_notifications_topic
-    return {**events.STAGE_INPUTS, "ingest": (events.RAW, topic)} if topic else dict(events.STAGE_INPUTS)
+    return {**STAGE_INPUTS, "ingest": (events.RAW, topic)} if topic else dict(STAGE_INPUTS)
 
 GROUP_LAG = Gauge("ocrstream_group_lag", "Consumer-group lag: fetch high-water mark minus committed offset",
                   ["stage", "group", "topic", "partition"])

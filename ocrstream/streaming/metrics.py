@@ -1,6 +1,6 @@
 """Prometheus metrics of a stage (prometheus-client), all labelled by ``stage``.
 
-Served on the stage's own port (``Settings.metrics_port_for``) at ``/metrics`` together with
+Served on the stage's own port (:func:`ocrstream.contracts.stages.metrics_port`) at ``/metrics`` together with
 the health probes (:mod:`ocrstream.streaming.health`); the Grafana dashboard and the alert rules in
 ``deploy/`` read these. Every labelled counter is created at start for its known label values
 (:func:`init_stage`) so that ``rate()``/``increase()`` see the first event of a series (a series
@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ocrstream import errors
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import SourceKind
+from ocrstream.contracts.stages import STAGES
 from ocrstream.streaming import retry
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,10 @@ STAGE_SECONDS = Histogram(
 )
 
 #: The event timestamp each stage sets, in pipeline order.
-STAGE_TIMESTAMPS = {"ingest": "ingested", "preprocess": "preprocessed", "recognize": "recognized",
-                    "store": "stored"}
+STAGE_TIMESTAMPS = {name: spec.timestamp for name, spec in STAGES.items()}
 TIMESTAMP_ORDER = ("submitted", "ingested", "preprocessed", "recognized", "stored")
 #: Topics each stage produces to (for pre-initialising ``ocrstream_messages_out_total``).
-STAGE_OUTPUTS = {"ingest": (events.INGESTED, events.DLQ), "preprocess": (events.REGIONS, events.DLQ),
-                 "recognize": (events.RECOGNIZED, events.DLQ), "store": (events.RESULTS,)}
+STAGE_OUTPUTS = {name: spec.outputs for name, spec in STAGES.items()}
 
 
 def _subclass_names(cls: type) -> set[str]:

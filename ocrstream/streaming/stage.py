@@ -54,6 +54,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import DeadLetterEvent, ErrorInfo, Source
+from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import (
     ConfigurationError,
     DocumentTooLargeError,
@@ -621,7 +622,7 @@ def run_stage(stage: Stage) -> None:
             loop.add_signal_handler(sig, stop.set)
         await StageRunner(stage, stage.settings).run(stop)
 
-    port = stage.settings.metrics_port_for(stage.name)
+    port = metrics_port(stage.name, stage.settings.metrics_port)
     metrics.init_stage(stage.name, stage.input_topics)  # operability hook (issue 10)
     health.serve(port, stage.name, stage.settings)  # operability hook (issue 10): /metrics /healthz /readyz
     metrics.STAGE_INFO.labels(stage.name, "input_topics", ",".join(stage.input_topics)).set(1)

@@ -35,6 +35,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Histogram
 
+from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import ConfigurationError, MissingObjectError
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
@@ -163,7 +164,7 @@ def run_api(settings: Settings) -> None:
 
     Its own read-only pool (``api_pool_size`` connections), the originals' bucket for
     ``format=pdf``, the API keys of :mod:`ocrstream.streaming.auth`; ``/metrics``, ``/healthz``,
-    ``/readyz`` on ``metrics_port_for("api")`` (9105). The port opens once the store has
+    ``/readyz`` on ``metrics_port("api", ...)`` (9105). The port opens once the store has
     migrated the database to the schema this code reads (:func:`wait_for_schema`); PostgreSQL
     that does not answer yet is retried with backoff. Exits with status 2 on a configuration
     error (port 0, a public host without API keys).
@@ -203,7 +204,7 @@ def run_api(settings: Settings) -> None:
     except ConfigurationError as exc:
         log.error("api: cannot start: %s: %s", type(exc).__name__, exc)
         sys.exit(2)
-    health.serve(settings.metrics_port_for("api"), "api", settings)
+    health.serve(metrics_port("api", settings.metrics_port), "api", settings)
     asyncio.run(main())
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ocrstream.contracts import events
+from ocrstream.contracts.stages import STAGE_INPUTS
 from ocrstream.ops.status import Endpoint, StageStatus, _is_loopback, find_problems
 
 
@@ -13,7 +13,7 @@ def test_status_knows_each_stage_input_topics():
     from services.store.stage import StoreStage
 
     assert {cls.name: cls.input_topics for cls in (IngestStage, PreprocessStage, RecognizeStage, StoreStage)} \
-        == events.STAGE_INPUTS
+        == STAGE_INPUTS
 
 
 def test_problems_say_what_to_do():
@@ -28,3 +28,19 @@ def test_problems_say_what_to_do():
     down = find_problems([Endpoint("Kafka API", "k", False)], [stopped])  # no broker: stages unknown
     assert len(down) == 1 and "ocrstream dev up" in down[0].do
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("kafka-0.internal")
+
+
+def test_one_table_of_processes_feeds_every_reader():
+    """contracts.stages is the one table: metrics, health, launcher and the CLI read it."""
+    from ocrstream.cli.main import run
+    from ocrstream.contracts.stages import PROCESSES, STAGES, metrics_port
+    from ocrstream.ops import launcher
+    from ocrstream.streaming import health, metrics
+
+    assert launcher.STAGES == ("ingest", "preprocess", "recognize", "store")
+    assert launcher.PROCESSES == (*launcher.STAGES, "api")
+    assert metrics.STAGE_OUTPUTS == {name: s.outputs for name, s in STAGES.items()}
+    assert health.NEEDS["api"] == ("postgres",) and set(health.NEEDS) == set(PROCESSES)
+    assert list(run.params[0].type.choices) == list(PROCESSES)
+    assert [metrics_port(n, None) for n in PROCESSES] == [9101, 9102, 9103, 9104, 9105]
+    assert metrics_port("store", 0) == 0
