@@ -22,132 +22,173 @@ from ocrstream.errors import ConfigurationError
 DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
 
 
+def _setting(group: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A settings field: its default, what it does (units in the name or here) and its group."""
+    return Field(default, description=description, json_schema_extra={"group": group}, **constraints)
+
+
+#: The groups of :class:`Settings`, in the order ``ocrstream settings`` prints them.
+GROUPS = ("Kafka", "Object store", "PostgreSQL", "Delivery", "Doors", "Limits", "OCR", "Models",
+          "Observability", "HTTP APIs")
+
+
+def _kafka(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Kafka", default, description, **kw)
+
+
+def _s3(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Object store", default, description, **kw)
+
+
+def _pg(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("PostgreSQL", default, description, **kw)
+
+
+def _delivery(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Delivery", default, description, **kw)
+
+
+def _doors(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Doors", default, description, **kw)
+
+
+def _limits(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Limits", default, description, **kw)
+
+
+def _ocr(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("OCR", default, description, **kw)
+
+
+def _models(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Models", default, description, **kw)
+
+
+def _obs(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("Observability", default, description, **kw)
+
+
+def _http(default: Any, description: str, **kw: Any) -> Any:
+    return _setting("HTTP APIs", default, description, **kw)
+
+
 class Settings(BaseSettings):
-    """All knobs of the pipeline. Units are in the field names (``_ms``, ``_bytes``, ``_s``)."""
+    """All knobs of the pipeline, grouped by concern (:data:`GROUPS`; ``ocrstream settings`` lists them
+    with their descriptions and values). Units are in the field names (``_ms``, ``_bytes``, ``_s``)."""
 
     model_config = SettingsConfigDict(env_prefix="OCRSTREAM_", frozen=True, extra="ignore")
 
     # Kafka (security: ocrstream/streaming/kafka.py)
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_ssl_cafile: str | None = None
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_request_timeout_ms: int = 30_000
-    kafka_idempotent_producer: bool = True  # the embedded broker cannot: dev up sets false
-    # Longest a fetch waits on the broker for data to arrive (aiokafka default 500). Each hop of a
-    # document pays part of it at low load: measured on tansu, produce-ack -> consumed median 102 ms
-    # at 500, 23 ms at 200, 10 ms at 100, for ~0.01 CPU-s/s more per idle consumer (broker + client).
-    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
-    topic_partitions: int = 4
-    topic_replication_factor: int = 1
-    consumer_group_prefix: str = "ocrstream"
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 2_000
-    # Static group membership (KIP-345): a stable id per stage process (e.g. the pod name). A
-    # process restarted with its id within session_timeout_ms takes its partitions back without
-    # a rebalance (bench/bench_takeover.py); a stopped one is not replaced before the timeout.
-    group_instance_id: str | None = None
-    max_message_bytes: int = 16 * 1024 * 1024
-    poll_max_records: int = 16
+    kafka_bootstrap: str = _kafka("127.0.0.1:9092", "bootstrap servers, host:port[,host:port...]")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _kafka(
+        "PLAINTEXT", "TLS and/or SASL to the brokers")
+    kafka_ssl_cafile: str | None = _kafka(None, "CA bundle for TLS to the brokers (None: the system's)")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _kafka("PLAIN", "SASL mechanism")
+    kafka_sasl_username: str | None = _kafka(None, "SASL user")
+    kafka_sasl_password: SecretStr | None = _kafka(None, "SASL password (never printed)")
+    kafka_request_timeout_ms: int = _kafka(30_000, "timeout of one Kafka request")
+    kafka_idempotent_producer: bool = _kafka(True, "idempotent producer (the embedded broker cannot: dev up sets false)")
+    # Each hop of a document pays part of the fetch wait at low load: measured on tansu, produce-ack ->
+    # consumed median 102 ms at 500 (aiokafka's default), 23 ms at 200, 10 ms at 100, for ~0.01 CPU-s/s
+    # more per idle consumer (broker + client).
+    kafka_fetch_max_wait_ms: int = _kafka(100, "longest an idle consumer's fetch waits on the broker", ge=1, le=10_000)
+    topic_partitions: int = _kafka(4, "partitions of the topics the pipeline creates")
+    topic_replication_factor: int = _kafka(1, "replication factor of the topics the pipeline creates")
+    consumer_group_prefix: str = _kafka("ocrstream", "consumer groups are <prefix>-<stage>")
+    session_timeout_ms: int = _kafka(10_000, "consumer group session timeout")
+    heartbeat_interval_ms: int = _kafka(2_000, "consumer group heartbeat interval")
+    # Static group membership (KIP-345): a process restarted with its id within session_timeout_ms
+    # takes its partitions back without a rebalance (bench/bench_takeover.py).
+    group_instance_id: str | None = _kafka(None, "static group member id of this process (e.g. the pod name)")
+    max_message_bytes: int = _kafka(16 * 1024 * 1024, "largest event a stage produces or accepts")
+    poll_max_records: int = _kafka(16, "records taken per poll")
 
     # Object store (S3 API: MinIO, SeaweedFS, AWS S3)
-    s3_endpoint: str = "127.0.0.1:9000"
-    s3_access_key: str = "minioadmin"
-    s3_secret_key: SecretStr = SecretStr("minioadmin")
-    s3_secure: bool = False  # TLS to S3 (production); the CA bundle from SSL_CERT_FILE / certifi
-    s3_timeout_s: float = 10.0  # connect and read timeout of one S3 request
-    s3_region: str = "us-east-1"
-    s3_bucket: str = "ocrstream"
+    s3_endpoint: str = _s3("127.0.0.1:9000", "host:port of the S3 API")
+    s3_access_key: str = _s3("minioadmin", "S3 access key")
+    s3_secret_key: SecretStr = _s3(SecretStr("minioadmin"), "S3 secret key (never printed)")
+    s3_secure: bool = _s3(False, "TLS to S3 (production); the CA bundle from SSL_CERT_FILE / certifi")
+    s3_timeout_s: float = _s3(10.0, "connect and read timeout of one S3 request")
+    s3_region: str = _s3("us-east-1", "S3 region")
+    s3_bucket: str = _s3("ocrstream", "bucket of originals and crops (claim checks)")
 
     # PostgreSQL (TLS in production: ?sslmode=verify-full&sslrootcert=... in the DSN)
-    postgres_dsn: SecretStr = SecretStr("postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream")
-    postgres_timeout_s: float = 10.0  # connect and per-statement timeout
+    postgres_dsn: SecretStr = _pg(SecretStr("postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream"),
+                                  "DSN of the store's database (never printed)")
+    postgres_timeout_s: float = _pg(10.0, "connect and per-statement timeout")
 
     # Retries of transient faults (broker, S3, database down): exponential backoff with full
     # jitter, at most retry_max_attempts per record, then a dead letter (RetriesExhaustedError).
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    retry_max_attempts: int = 30  # ~12 min of backoff at the defaults
-    # Poison-message isolation: a record whose handling crashed, hung or OOM-killed the process
-    # this many times is dead-lettered (PoisonMessageError) and the partition moves on.
-    max_delivery_attempts: int = 3
-    record_timeout_s: float = 600.0  # wall time to handle one record (a batch gets n times this): a 200-page PDF fits
-    shutdown_grace_s: float = 10.0  # on SIGTERM, time for the batch in hand to finish
+    retry_initial_s: float = _delivery(0.5, "first backoff delay of a transient fault")
+    retry_max_s: float = _delivery(30.0, "longest backoff delay")
+    retry_max_attempts: int = _delivery(30, "attempts per record before RetriesExhaustedError (~12 min at the defaults)")
+    max_delivery_attempts: int = _delivery(
+        3, "a record that crashed, hung or OOM-killed its stage this many times is dead-lettered (PoisonMessageError)")
+    record_timeout_s: float = _delivery(600.0, "wall time to handle one record (a batch gets n times this)")
+    shutdown_grace_s: float = _delivery(10.0, "on SIGTERM, time for the batch in hand to finish")
 
-    # Ingest
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    max_document_bytes: int = 64 * 1024 * 1024
-    # HTTP doors (ingest and query API): API keys (ocrstream/streaming/auth.py), required whenever a
-    # door binds beyond loopback; requests per minute per key (0 = unlimited).
-    api_keys_file: str | None = None
-    require_api_key: bool = False
-    rate_limit_per_minute: int = 600
-    # Clients (`ocrstream submit`, ocrstream/client/http_submit.py): the ingest HTTP door's URL (None: the
-    # stage's own http_host/http_port) and the API key they send to the HTTP doors.
-    ingest_url: str | None = None
-    api_key: SecretStr | None = None
-    # Re-submitted bytes (same sha256 and template) already done: process again, or reuse the
-    # earlier document (its id is returned, nothing is reprocessed).
-    duplicates: Literal["reprocess", "reuse"] = "reprocess"
-    # The bucket door (services/ingest/bucket.py): S3 event notifications of objects dropped
-    # under s3://<inbox_bucket or s3_bucket>/<inbox_prefix>; an empty topic turns it off.
-    bucket_notifications_topic: str = "ocr.bucket-notifications"
-    inbox_bucket: str | None = None
-    inbox_prefix: str = "inbox/"
-    seaweedfs_buckets_dir: str = "/buckets"  # the filer folder holding S3 buckets (SeaweedFS events)
+    # Doors: the ingest HTTP door, API keys, clients, duplicates, the bucket door
+    http_host: str = _doors("127.0.0.1", "address the ingest HTTP door binds")
+    http_port: int = _doors(8080, "port of the ingest HTTP door")
+    api_keys_file: str | None = _doors(None, "API keys of the HTTP doors (ocrstream/streaming/auth.py)")
+    require_api_key: bool = _doors(False, "require a key even on loopback (always required beyond it)")
+    rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
+    ingest_url: str | None = _doors(None, "the ingest HTTP door's URL for clients (None: http_host:http_port)")
+    api_key: SecretStr | None = _doors(None, "the API key clients send to the HTTP doors (never printed)")
+    duplicates: Literal["reprocess", "reuse"] = _doors(
+        "reprocess", "re-submitted bytes (same sha256 and template) already done: process again, or reuse the id")
+    bucket_notifications_topic: str = _doors(
+        "ocr.bucket-notifications", "topic of the bucket door's S3 event notifications ('' = off)")
+    inbox_bucket: str | None = _doors(None, "bucket watched by the bucket door (None: s3_bucket)")
+    inbox_prefix: str = _doors("inbox/", "key prefix watched by the bucket door")
+    seaweedfs_buckets_dir: str = _doors("/buckets", "the filer folder holding S3 buckets (SeaweedFS events)")
 
-    # Preprocess: the budget of one document, checked before the work is done
-    max_image_pixels: int = 80_000_000  # one page or frame (A3 at 600 dpi is 70 Mpx)
-    max_document_pixels: int = 800_000_000  # all pages and frames together (200 A4 pages at 200 dpi)
-    max_pages: int = 200
-    decode_memory_bytes: int = 2 * 1024**3  # address-space limit of the isolated decoder process
-    decode_timeout_s: float = 60.0  # wall time of decoding + detecting one page
-    decode_workers: int = 1  # isolated decoder processes (services/preprocess/worker.py)
-    decode_worker_max_tasks: int = 100  # a decoder process is replaced after this many pages
-    pdf_dpi: int = 200
-    detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
-    cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
-    templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
+    # Limits: the budget of one document, checked before the work is done
+    max_document_bytes: int = _limits(64 * 1024 * 1024, "largest document accepted by the doors")
+    max_image_pixels: int = _limits(80_000_000, "pixels of one page or frame (A3 at 600 dpi is 70 Mpx)")
+    max_document_pixels: int = _limits(800_000_000, "pixels of all pages together (200 A4 pages at 200 dpi)")
+    max_pages: int = _limits(200, "pages or frames of one document")
+    decode_memory_bytes: int = _limits(2 * 1024**3, "address-space limit of the isolated decoder process")
+    decode_timeout_s: float = _limits(60.0, "wall time of decoding + detecting one page")
+    decode_workers: int = _limits(1, "isolated decoder processes (services/preprocess/worker.py)")
+    decode_worker_max_tasks: int = _limits(100, "a decoder process is replaced after this many pages")
+    max_region_chars: int = _limits(1000, "characters kept per region (longer readings are cut)")
+    max_page_crop_bytes: int = _limits(128 * 1024**2, "pixel bytes of one page's crops (h * w * 3 summed)")
 
-    # Query API port (served by `ocrstream run api`; 0 = off) and post-processing (ocrstream/ocr/postprocess/)
-    query_port: int = 8081
-    postprocess_rules: str = "nfkc,whitespace,confusables,dictionary"  # comma-separated; "" = off
-    review_threshold: float = 0.98  # regions below this confidence get needs_review
+    # OCR: decoding, clean-up, detection, templates, post-processing
+    pdf_dpi: int = _ocr(200, "resolution PDF pages are rendered at")
+    detect_max_side: int = _ocr(1536, "longest side the detector sees (bench_pages: 2048 costs ~90 CPU-ms/page, no CER gain)")
+    cleanup_steps: str = _ocr("border", "comma list of ocrstream/ocr/cleanup.py STEPS, '' = off (bench_pages --ablation)")
+    templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
+    postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
+    review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")
+    crop_codec: Literal["none", "zlib"] = _ocr(
+        "none", "crop transport preprocess -> recognize (zlib level 1: +36 CPU-ms per page for 1.8 -> 0.56 MB)")
 
-    # Recognize
-    recognizer: str = "ppocr"
-    # A fine-tuned PP-OCR model: its manifest.json (or folder) from `ocrstream model finetune`;
-    # the model file's sha256 is checked at load. None = the shipped PP-OCRv6 model.
-    ppocr_model: str | None = None
-    device: str = "auto"  # auto | cpu | cuda
-    batch_max_size: int = 32
-    batch_max_wait_ms: int = 20
-    max_region_chars: int = 1000  # characters kept per region (longer readings are cut)
+    # Models: the recogniser and where it runs
+    recognizer: str = _models("ppocr", "recogniser name (ocrstream/ocr/recognition/registry.py)")
+    ppocr_model: str | None = _models(
+        None, "a fine-tuned PP-OCR model's manifest.json or folder (sha256 checked at load); None = PP-OCRv6")
+    device: str = _models("auto", "auto | cpu | cuda (auto: CUDA when onnxruntime-gpu and a GPU are there)")
+    batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
+    batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
 
-    # Metrics: None -> the process's default port (ocrstream/contracts/stages.py), 0 -> off.
-    # The same port serves /healthz and /readyz (ocrstream/streaming/health.py).
-    metrics_port: int | None = None
-    lag_refresh_s: float = 5.0  # ocrstream_consumer_lag refresh period
-    health_probe_interval_s: float = 5.0  # Kafka/S3/PostgreSQL readiness probes
-    health_probe_timeout_s: float = 3.0
-    health_max_poll_age_s: float = 30.0  # not ready when the loop has not polled for longer
-    health_max_retry_s: float = 60.0  # not ready when retrying without a commit for longer
-    # `ocrstream lag-exporter` (ocrstream/streaming/lag.py): consumer-group lag from outside the stages
-    lag_exporter_port: int = 9108
-    lag_exporter_interval_s: float = 15.0
+    # Observability: metrics, probes, lag
+    metrics_port: int | None = _obs(
+        None, "port of /metrics, /healthz, /readyz (None: the process's default, contracts/stages.py; 0 = off)")
+    lag_refresh_s: float = _obs(5.0, "ocrstream_consumer_lag refresh period")
+    health_probe_interval_s: float = _obs(5.0, "period of the Kafka/S3/PostgreSQL readiness probes")
+    health_probe_timeout_s: float = _obs(3.0, "timeout of one readiness probe")
+    health_max_poll_age_s: float = _obs(30.0, "not ready when the stage loop has not polled for longer")
+    health_max_retry_s: float = _obs(60.0, "not ready when retrying without a commit for longer")
+    lag_exporter_port: int = _obs(9108, "port of `ocrstream lag-exporter`")
+    lag_exporter_interval_s: float = _obs(15.0, "how often the lag exporter reads the groups' lag")
 
-    # Crop transport preprocess -> recognize: one object per page (ocrstream/storage/crops.py)
-    crop_codec: Literal["none", "zlib"] = "none"  # zlib level 1: +36 CPU-ms per page for 1.8 -> 0.56 MB (issue 13)
-    max_page_crop_bytes: int = 128 * 1024**2  # pixel bytes of one page's crops (h * w * 3 summed)
-
-    # Query API process (`ocrstream run api`, services/store/api.py; port: query_port above):
-    # its own read-only pool (ocrstream/storage/db.py create_read_pool). api_postgres_dsn: a login
-    # role that is a member of ocrstream_read; None = the store's DSN with that role set at connect.
-    api_postgres_dsn: SecretStr | None = None
-    api_pool_size: int = 4
+    # HTTP APIs: the query API process (`ocrstream run api`, services/store/api.py)
+    query_port: int = _http(8081, "port of the query API (0 = off)")
+    api_postgres_dsn: SecretStr | None = _http(
+        None, "a login role in ocrstream_read for the query API (None: the store's DSN with that role set)")
+    api_pool_size: int = _http(4, "connections of the query API's read-only pool")
 
     @field_validator("templates_dir")
     @classmethod
@@ -168,6 +209,20 @@ class Settings(BaseSettings):
                   if k.startswith("OCRSTREAM_") and k != "OCRSTREAM_ENV_FILE"}
         return cls(**{k: v for k, v in values.items() if k in cls.model_fields})
 
+
+
+def describe(settings: Settings) -> list[dict[str, Any]]:
+    """Every setting as ``{"group", "name", "env", "value", "description"}``, in :data:`GROUPS` order
+    then declaration order; secrets as ``**********`` (pydantic's SecretStr repr), never their value."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        value = getattr(settings, name)
+        rows.append({"group": str(extra.get("group", "")), "name": name, "env": f"OCRSTREAM_{name.upper()}",
+                     "value": str(value) if isinstance(value, SecretStr) else value,
+                     "description": info.description or ""})
+    order = {group: i for i, group in enumerate(GROUPS)}
+    return sorted(rows, key=lambda r: order.get(r["group"], len(order)))
 
 
 @lru_cache(maxsize=1)

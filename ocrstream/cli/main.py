@@ -847,5 +847,23 @@ def demo(input_dir: Path, state_dir: Path, timeout: float) -> None:
     sys.exit(run_demo(input_dir, state_dir, timeout))
 
 
+@main.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per setting.")
+def settings_cmd(as_json: bool) -> None:
+    """Every OCRSTREAM_* setting by group: its value in this environment and what it does (secrets masked)."""
+    from ocrstream.settings import describe
+
+    group = None
+    for row in describe(get_settings()):
+        if as_json:
+            click.echo(json.dumps(row, default=str))
+            continue
+        if row["group"] != group:
+            group = row["group"]
+            click.echo(f"\n{group}")
+        click.echo(f"  {row['env']}={row['value'] if row['value'] is not None else ''}")
+        click.echo(f"      {row['description']}")
+
+
 if __name__ == "__main__":
     main()

@@ -44,3 +44,23 @@ def test_one_table_of_processes_feeds_every_reader():
     assert list(run.params[0].type.choices) == list(PROCESSES)
     assert [metrics_port(n, None) for n in PROCESSES] == [9101, 9102, 9103, 9104, 9105]
     assert metrics_port("store", 0) == 0
+
+
+def test_settings_are_grouped_described_and_print_no_secret(monkeypatch):
+    from click.testing import CliRunner
+
+    from ocrstream.cli.main import main
+    from ocrstream.settings import GROUPS, Settings, describe, get_settings
+
+    monkeypatch.setenv("OCRSTREAM_S3_SECRET_KEY", "hunter2-secret")
+    get_settings.cache_clear()
+    try:
+        rows = describe(Settings())
+        assert {r["group"] for r in rows} == set(GROUPS) and all(r["description"] for r in rows)
+        assert len(rows) == len(Settings.model_fields)
+        out = CliRunner().invoke(main, ["settings"])
+        assert out.exit_code == 0, out.output
+        assert "OCRSTREAM_S3_SECRET_KEY=**********" in out.output and "hunter2" not in out.output
+        assert out.output.index("\nKafka\n") < out.output.index("\nObject store\n")
+    finally:
+        get_settings.cache_clear()
