@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     query_port: int = 8081
     postprocess_rules: str = "nfkc,whitespace,confusables,dictionary"  # comma-separated; "" = off
     review_threshold: float = 0.98  # regions below this confidence get needs_review
+    # Receipt fields without a template (vendor, address, date, total, ...: ocrstream/ocr/receipt_fields.py),
+    # found by OCRPipeline and the store stage for documents without a template; on|off (true|false).
+    receipt_fields: bool = True
 
     # Recognize
     recognizer: str = "ppocr"
