@@ -73,8 +73,11 @@ MAX_CANDIDATES = 200
 #: line items kept; lines of an address.
 MAX_ITEMS = 100
 MAX_ADDRESS_LINES = 5
-#: lines from the top of a page searched for the vendor.
+#: the years a receipt date may have (others are not dates: "21 - 6/72" is a price, not 1972).
+MIN_YEAR, MAX_YEAR = 1990, 2069
+#: lines from the top of a page searched for the vendor; the least confidence of a vendor line.
 VENDOR_SEARCH_LINES = 8
+VENDOR_MIN_CONFIDENCE = 0.8
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -92,8 +95,8 @@ _MONTHS = {m: i for i, names in enumerate(
 _MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|AUG(?:UST)?" \
          r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
 _DATE_PATTERNS = (
-    re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})[/.-](?P<m>\d{1,2})[/.-](?P<d>\d{1,2})(?![\d/.-]*\d)"),
-    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?[/.-]\s?(?P<m>\d{1,2})\s?[/.-]\s?(?P<y>\d{4}|\d{2})(?![\d/.]*\d)"),
+    re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})(?![\d/.]*\d)"),
     re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
     re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
 )
@@ -101,14 +104,14 @@ _DATE_PATTERNS = (
 # ----------------------------------------------------------------------------- labels
 
 _TOTAL_STRONG = re.compile(
-    r"grand\s*total|net+\s*total|net+\s*amount|total\s*amount|total\s*amt|amount\s*due|total\s*due|"
+    r"grand\s*total|net+\s*total|net+\s*am(?:oun)?t\b|total\s*amount|total\s*amt|amount\s*due|total\s*due|"
     r"total\s*payable|amount\s*payable|rounded\s*total|total\s*rounded|total\s*incl|total\s*\(?rm\)?\s*:?\s*$|"
     r"total\s*sales?\s*\(?incl|balance\s*due|total\s*\(inclusive|total\s*\(?myr\)?|jumlah", re.I)
 _TOTAL = re.compile(r"t[o0]ta[l1]|amount\s*due|\bdue\b", re.I)
 _NOT_TOTAL = re.compile(
     r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
-    r"pcs|units?|tax|gst|sst|vat|saving|discount|disc\b|weight|points?|tips?)|excl\b|"
-    r"\bqty\b|item\(?s\)?\s*:|\d\s*%|\btax\s*code\b|change|pts\b", re.I)
+    r"pcs|units?|tax|gst|sst|vat|saving|discount|disc\b|weight|points?|tips?|rounding)|excl\b|"
+    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|rounding\b|round\s*adj", re.I)
 _SUBTOTAL = re.compile(r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*excl|total\s*before\s*tax|amount\s*excl", re.I)
 _TAX = re.compile(r"\b(?:gst|sst|vat|tax)\b(?!\s*(?:reg|id|no|num|invoice|code|summary|#))", re.I)
 _NOT_TAX = re.compile(r"reg|invoice|summary|\bno\b|\bid\b|incl|excl|t[o0]tal\s*sales|amount\s*\(|code", re.I)
@@ -139,6 +142,8 @@ _ADDRESS_STOP = re.compile(
 _LEGAL_FORM = re.compile(
     r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
+_BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
+                         r"\bmember|\*{3}", re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -214,15 +219,17 @@ def parse_amount(text: str) -> tuple[Decimal, str | None, tuple[int, int]] | Non
 
 
 def _year(text: str) -> int:
+    """A printed year: four digits as they are, two digits 00-69 -> 20YY, 70-99 -> 19YY."""
     y = int(text)
-    return y + 2000 if y < 100 else y
+    return y if y >= 100 else y + 2000 if y < 70 else y + 1900
 
 
 def parse_date(text: str) -> tuple[date, tuple[int, int]] | None:
     """The first real date in ``text``: (date, (start, end) of the token); None when there is
     none. Layouts: ``YYYY-MM-DD`` (any of ``/ . -``), day first ``DD/MM/YYYY`` or ``DD/MM/YY``
     (month first when day first is no date, e.g. ``12/25/2018``), ``DD MON YYYY``,
-    ``MON DD, YYYY``; years 1990..2099 (two digits: 20YY)."""
+    ``MON DD, YYYY``; the same separator twice; years :data:`MIN_YEAR`..:data:`MAX_YEAR` (two
+    digits: 00-69 -> 20YY, 70-99 -> 19YY)."""
     found = _dates(text, 1)
     return found[0] if found else None
 
@@ -242,7 +249,7 @@ def _dates(text: str, limit: int) -> list[tuple[date, tuple[int, int]]]:
 def _to_date(m: re.Match) -> date | None:
     groups = m.groupdict()
     year = _year(m["y"])
-    if not 1990 <= year <= 2099:
+    if not MIN_YEAR <= year <= MAX_YEAR:
         return None
     day = int(m["d"])
     months = [_MONTHS[groups["mon"].upper()]] if groups.get("mon") else [int(m["m"])]
@@ -342,7 +349,8 @@ def _amounts(rows: Sequence[_Row]) -> list[_Token]:
                 value = Decimal(m["num"].replace(",", ""))
             except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
                 continue
-            start = m.start("cur") if m["cur"] else m.start("num")
+            # a currency printed apart ("RM 8.60") is a word of its own, not part of the amount's text
+            start = m.start("cur") if m["cur"] and not row.text[m.end("cur"):m.start("num")] else m.start("num")
             out.append(_Token(row, start, m.end(), row.text[start:m.end()], value, m["cur"]))
             if len(out) >= MAX_CANDIDATES:
                 return out
@@ -363,6 +371,10 @@ def _same_row_amounts(rows: Sequence[_Row], amounts: Sequence[_Token], row: _Row
     if own:
         return own
     x0, y0, x1, y1 = row.box
+    below = [a for a in amounts if a.row.index == row.index + 1 and not _has_label(a.row)
+             and 0 <= a.row.box[1] - y1 <= 0.5 * (y1 - y0)]  # the value printed right under its label
+    if below:
+        return below
     out = []
     for a in amounts:
         bx0, by0, bx1, by1 = a.row.box
@@ -418,23 +430,30 @@ def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
     return out
 
 
-def _pick_total(found: _Amounts) -> tuple[_Token, float] | None:
-    """The total: best label, then agreement with subtotal + tax (+ rounding) or cash - change,
-    then the larger amount, then the later one."""
-    if not found.total:
-        return None
-    checks: set[Decimal] = set()
+def _among(token: _Token, tokens: Sequence[_Token]) -> bool:
+    return any(token is t for t in tokens)
+
+
+def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
+    """The total: best label, then agreement with subtotal + tax (+ rounding), cash - change or
+    another total + rounding (the rounded one), then the larger amount, then the later one.
+    Without a labelled total: an amount printed with cash - change (change > 0), low confidence."""
+    totals = [(t, s) for t, s in found.total if t.value > 0]
+    paid = {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
+    if not totals:
+        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
+        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
+        return (unlabelled[-1], 0.4) if unlabelled else None
+    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
+    checks: set[Decimal] = set(paid)
     for sub in found.subtotal[-2:]:
         for tax in [None, *found.tax[-2:]]:
             for rnd in [None, *found.rounding[-1:]]:
                 checks.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
-    for cash in found.cash[-2:]:
-        for change in found.change[-2:]:
-            checks.add(cash.value - change.value)
     best, best_key = None, None
-    for order, (token, strength) in enumerate(found.total):
-        agrees = token.value in checks and token.value > 0
-        key = (strength + (0.3 if agrees else 0.0), token.value, order)
+    for order, (token, strength) in enumerate(totals):
+        agrees = token.value in checks or token.value in rounded
+        key = (strength + (0.3 if agrees else 0.0) + (0.3 if token.value in rounded else 0.0), token.value, order)
         if best_key is None or key > best_key:
             best, best_key = (token, min(1.0, 0.7 * strength + (0.3 if agrees else 0.15))), key
     return best
@@ -457,38 +476,67 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
     return best
 
 
-def _is_skippable_top(text: str) -> bool:
-    """A line at the top that is not a vendor name: a title, registration number, phone, date,
-    or something without three letters in a row."""
+def _is_skippable_top(row: _Row) -> bool:
+    """A line at the top that is not (part of) a vendor name: a title, registration number,
+    phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
+    line starting in lower case or without two letters in a row, or more digits than letters."""
+    text = row.text
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
-            or len(re.findall(r"\d", text)) > len(letters))
+            or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
+            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower())
+
+
+def _joinable(row: _Row) -> bool:
+    """A line that may be part of a vendor name printed on several lines."""
+    return not _is_skippable_top(row) and not re.search(r"[@#]|\d{4,}", row.text)
 
 
 def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
-    """The vendor's rows and the index (in ``rows``) of the first row after them."""
-    top = [i for i in range(min(len(rows), VENDOR_SEARCH_LINES)) if not _is_skippable_top(rows[i].text)]
+    """The vendor's rows and the index (in ``rows``) of the first row after them: the first
+    candidate line at the top, or the line holding a legal form among the next ones together
+    with the candidate lines right above it; a name cut at "&", "-" or "," or an open
+    parenthesis goes on, and a line holding only a legal form joins."""
+    n = min(len(rows), VENDOR_SEARCH_LINES)
+    top = [i for i in range(n) if not _is_skippable_top(rows[i])]
     if not top:
         return None
     first = top[0]
-    # a legal form on one of the next two candidate lines names the company (the first is a brand)
-    for i in top[:3]:
-        if _LEGAL_FORM.search(rows[i].text) and not _LEGAL_ONLY.match(rows[i].text) and i - first <= 2 \
-                and not any(re.search(r"\d", rows[k].text) for k in range(first, i)):
-            first = i
-            break
-    chosen = [rows[first]]
-    nxt = first + 1
-    while nxt < len(rows) and len(chosen) < 3:
-        text, prev = rows[nxt].text, chosen[-1].text
-        if _LEGAL_ONLY.match(text) or (prev.rstrip().endswith(("&", "-", ",")) and not re.search(r"\d", text)
-                                       and not _is_skippable_top(text)):
-            chosen.append(rows[nxt])
-            nxt += 1
+    legal = next((i for i in top[:4] if _LEGAL_FORM.search(rows[i].text) and i - first <= 3), None)
+    start = end = first
+    if legal is not None:
+        start = end = legal
+        while start - 1 >= first and start - 1 in top and _joinable(rows[start - 1]) and legal - (start - 1) <= 2:
+            start -= 1
+    while end + 1 < len(rows) and end - start < 2:
+        text, prev = rows[end + 1].text, " ".join(r.text for r in rows[start:end + 1])
+        cut = prev.rstrip().endswith(("&", "-", ",")) or prev.count("(") > prev.count(")")
+        if _LEGAL_ONLY.match(text) or (cut and _joinable(rows[end + 1])) or (
+                legal is None and _LEGAL_FORM.search(text) and _joinable(rows[end + 1])):
+            end += 1
         else:
             break
-    return chosen, nxt
+    return list(rows[start:end + 1]), end + 1
+
+
+_TRAILING_REG = re.compile(
+    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
+    r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
+_LEGAL_MISREAD = ((re.compile(r"\bS[O0]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+
+
+def _vendor_text(rows: Sequence[_Row]) -> str:
+    """The vendor's lines joined by a space: a registration number after the name
+    ("(139386 X)", "(Co. No:20154-T)"), a leading "#000002" dropped, a legal form misread in one
+    letter ("SON BHD", "5/B") read as printed."""
+    text = " ".join(r.text for r in rows)
+    text = re.sub(r"^\W*#\d+\s*", "", text)
+    for _ in range(2):
+        text = _TRAILING_REG.sub("", text)
+    for pattern, fixed in _LEGAL_MISREAD:
+        text = pattern.sub(fixed, text)
+    return text.strip()
 
 
 def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
@@ -591,14 +639,16 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
     vendor = _vendor(rows)
     if vendor is not None:
         chosen, after = vendor
-        out["vendor_name"] = _rows_field("vendor_name", chosen, " ".join(r.text for r in chosen), 0.8, p)
+        name = _vendor_text(chosen)
+        if name:
+            out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
         address = _address(rows, after)
         if address:
             out["vendor_address"] = _rows_field("vendor_address", address, " ".join(r.text for r in address), 0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)
-    total = _pick_total(found)
+    total = _pick_total(found, amounts)
     currency = _currency(rows, total[0] if total else None)
     code = currency.value if currency else None
     if total is not None:
