@@ -132,7 +132,7 @@ _TITLE = re.compile(
     r"^\W*(?:(?:simplified\s*|full\s*)?tax\s*invoice|invoice|(?:official\s*|cash\s*)?receipts?|cash\s*sales?|"
     r"cash\s*bill|bill|welcome|copy|duplicate|reprint|original|sales\s*receipt|tel|thank\s*you)\b", re.I)
 _REG_NUMBER = re.compile(
-    r"^\W*(?:co\.?\s*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]?\s*\)?\W*$|"
+    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
     r"gst|sst|tax\s*(?:id|no|reg))", re.I)
 _PHONE = re.compile(r"\b(?:tel|tele?phone|phone|fax|h/?p|mobile|hotline|call|whatsapp|contact)\b|"
                     r"e-?mail|@\S+\.|www\.|https?://|\.com\b|\.my\b", re.I)
@@ -144,6 +144,8 @@ _LEGAL_FORM = re.compile(
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
 _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
                          r"\bmember|\*{3}", re.I)
+_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
+_NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -479,13 +481,15 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
     phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
-    line starting in lower case or without two letters in a row, or more digits than letters."""
+    line starting in lower case or without two letters in a row, more digits than letters, or
+    a run of five digits that is not a registration number after the name."""
     text = row.text
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
-            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower())
+            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower()
+            or bool(re.search(r"\d{5,}", _vendor_text([row]))))
 
 
 def _joinable(row: _Row) -> bool:
@@ -503,7 +507,7 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     if not top:
         return None
     first = top[0]
-    legal = next((i for i in top[:4] if _LEGAL_FORM.search(rows[i].text) and i - first <= 3), None)
+    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text) and i - first <= 4), None)
     start = end = first
     if legal is not None:
         start = end = legal
@@ -512,8 +516,9 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     while end + 1 < len(rows) and end - start < 2:
         text, prev = rows[end + 1].text, " ".join(r.text for r in rows[start:end + 1])
         cut = prev.rstrip().endswith(("&", "-", ",")) or prev.count("(") > prev.count(")")
+        strict = any(_STRICT_LEGAL.search(r.text) for r in rows[start:end + 1])
         if _LEGAL_ONLY.match(text) or (cut and _joinable(rows[end + 1])) or (
-                legal is None and _LEGAL_FORM.search(text) and _joinable(rows[end + 1])):
+                not strict and _STRICT_LEGAL.search(text) and _joinable(rows[end + 1])):
             end += 1
         else:
             break
@@ -547,8 +552,10 @@ def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
         text = rows[i].text
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
-                or parse_date(text) is not None or parse_amount(text) is not None)
-        if not out and (_REG_NUMBER.search(text) or (parse_date(text) and i - start < 2)):
+                or parse_date(text) is not None or parse_amount(text) is not None
+                or (out and ":" in text))
+        if not out and i - start < 3 and (_REG_NUMBER.search(text) or _PHONE.search(text) or _NOT_ADDRESS.search(text)
+                                          or re.fullmatch(r"\s*\(.*\)\s*", text) or parse_date(text)):
             i += 1
             continue
         if stop:

@@ -95,8 +95,9 @@ ORDER BY r.score DESC, r.stored_at DESC, r.document_id, r.page_index
 @dataclass(frozen=True)
 class SearchQuery:
     """What to find: words ``q`` (may be blank when there are field filters: then a hit is a page
-    of a document whose fields match, with the regions those fields were read from). ``fields``: field name (a template's, or a receipt field found without a
-    template: ``total``, ``date``, ``vendor_name``, ...) -> value: the field's text, or its typed
+    of a document whose fields match, with the regions those fields were read from). ``fields``:
+    field name (a template's, or a receipt field found without a template: ``total``, ``date``,
+    ``vendor_name``, ...) -> value: the field's text, or its typed
     value (an ISO date; a number compared as a number, so ``total:13.1`` finds ``13.10``);
     ``since``/``until``: stored time, [since, until)."""
 

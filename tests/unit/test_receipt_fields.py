@@ -73,7 +73,8 @@ def test_a_receipt_with_tax_lines_gives_every_field_with_its_regions():
     assert f["vendor_name"].text == "CORNER GROCER SDN BHD"
     assert f["vendor_address"].text == "NO 12 JALAN MERANTI 47301 PETALING JAYA, SELANGOR"
     assert (f["date"].text, f["date"].value) == ("21/11/2026", "2026-11-21")
-    assert (f["total"].text, f["total"].value, f["total"].currency) == ("RM 19.40", Decimal("19.40"), "MYR")
+    # the amount as printed; a currency printed apart is a word of its own (an attached one stays: "RM7.00")
+    assert (f["total"].text, f["total"].value, f["total"].currency) == ("19.40", Decimal("19.40"), "MYR")
     assert f["total"].value == f["subtotal"].value + f["tax"].value  # the rule that picked it
     assert (f["subtotal"].value, f["tax"].value, f["currency"].value) == (Decimal("18.30"), Decimal("1.10"), "MYR")
     items = f["line_items"].value
@@ -84,6 +85,19 @@ def test_a_receipt_with_tax_lines_gives_every_field_with_its_regions():
     assert [regions[i].text for i in f["total"].region_ids] == ["RM 19.40"]  # the value's region, not the label's
     assert f["total"].boxes == (regions[f["total"].region_ids[0]].box,)
     assert all(0 < v.confidence <= 1 and v.page_index == 0 for v in f.values())
+
+
+def test_an_attached_currency_is_part_of_the_printed_total_and_a_rounded_total_wins():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("Total RM Incl. of GST", "RM31.47"),
+                            ("Rounding Adj", "-0.02"), ("Total RM", "RM31.45"), ("CASH", "RM50.00")]))
+    assert (f["total"].text, f["total"].value, f["currency"].value) == ("RM31.45", Decimal("31.45"), "MYR")
+
+
+def test_without_a_total_label_cash_minus_change_finds_the_total():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("SUBTOTAL:", "44.90"), ("TL:RM", "44.90"),
+                            ("CASH", "100.00"), ("CHANGE", "55.10")]))
+    assert f["total"].value == Decimal("44.90") and f["total"].confidence < 0.5
+    assert f["total"].region_ids == ("p0-r5",)  # the unlabelled amount, not the subtotal's
 
 
 def test_the_largest_labelled_total_agreeing_with_cash_minus_change_wins():
@@ -228,7 +242,7 @@ def test_the_vendor_is_searched_in_the_first_lines_only():
 def test_fields_json_fits_the_results_event_and_the_document_export():
     d = doc(RECEIPT)
     fields = document_fields(d)
-    assert fields["total"]["value"] == 19.4 and fields["total"]["text"] == "RM 19.40"
+    assert fields["total"]["value"] == 19.4 and fields["total"]["text"] == "19.40"
     assert fields["total"]["source"] == "receipt" and fields["total"]["currency"] == "MYR"
     typed = events.convert(dict[str, FieldResult], fields, events.RESULTS)  # the event model accepts them
     assert typed["date"].value == "2026-11-21" and typed["total"].regions
