@@ -146,6 +146,7 @@ _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welc
                          r"\bmember|\*{3}", re.I)
 _STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
 _NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
+_CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -499,9 +500,11 @@ def _joinable(row: _Row) -> bool:
 
 def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     """The vendor's rows and the index (in ``rows``) of the first row after them: the first
-    candidate line at the top, or the line holding a legal form among the next ones together
-    with the candidate lines right above it; a name cut at "&", "-" or "," or an open
-    parenthesis goes on, and a line holding only a legal form joins."""
+    candidate line at the top, or the line holding a legal form among the next ones (a brand
+    line above it is not part of the name, unless the legal-form line reads as the end of a name
+    begun above: "RESTAURANT SDN BHD", "CO. (M) SDN BHD", "ALAM) SDN BHD", or the line above ends
+    with "&" or "-"); a name cut at "&", "-" or "," or an open parenthesis goes on, and a line
+    holding only a legal form joins; at most three lines."""
     n = min(len(rows), VENDOR_SEARCH_LINES)
     top = [i for i in range(n) if not _is_skippable_top(rows[i])]
     if not top:
@@ -511,8 +514,10 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     start = end = first
     if legal is not None:
         start = end = legal
-        while start - 1 >= first and start - 1 in top and _joinable(rows[start - 1]) and legal - (start - 1) <= 2:
-            start -= 1
+        if start - 1 >= first and start - 1 in top and _joinable(rows[start - 1]) and (
+                _CONTINUATION.match(rows[legal].text) or _LEGAL_ONLY.match(rows[legal].text)
+                or rows[start - 1].text.rstrip().endswith(("&", "-"))):
+            start -= 1  # "LIAN CHI PU TIAN VEGETARIAN" / "RESTAURANT SDN BHD": one name on two lines
     while end + 1 < len(rows) and end - start < 2:
         text, prev = rows[end + 1].text, " ".join(r.text for r in rows[start:end + 1])
         cut = prev.rstrip().endswith(("&", "-", ",")) or prev.count("(") > prev.count(")")
