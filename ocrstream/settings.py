@@ -162,6 +162,8 @@ class Settings(BaseSettings):
     templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
     postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
     review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")
+    receipt_fields: bool = _ocr(True, "receipt fields (vendor, address, date, total, ...: ocrstream/ocr/receipt_fields.py) "
+                                      "for documents without a template, in OCRPipeline and the store stage")
     crop_codec: Literal["none", "zlib"] = _ocr(
         "none", "crop transport preprocess -> recognize (zlib level 1: +36 CPU-ms per page for 1.8 -> 0.56 MB)")
 

@@ -68,6 +68,11 @@ def test_ocr_json_lines_and_a_corrupt_file(note):
         texts.append(" ".join(w["text"] for w in words))
     assert all(word in texts[0] for word in RECEIPT_WORDS), texts[0]
     assert "Friday" in texts[1] and "10:30" in texts[1], texts[1]
+    # receipt fields without a template (ocrstream/ocr/receipt_fields.py); a note has none
+    receipt = docs[0]["fields"]
+    assert (receipt["total"]["text"], receipt["total"]["value"]) == ("25.50", 25.5)
+    assert receipt["date"]["value"] == "2026-11-21" and receipt["vendor_name"]["text"] == "CORNER GROCER SDN BHD"
+    assert docs[1]["fields"] == {}
 
 
 def test_ocr_hocr_and_alto_are_xml_with_the_words(tmp_path, note):

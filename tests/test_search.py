@@ -3,12 +3,14 @@ words by trigram similarity, regions with boxes, snippets, filters and paginatio
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from ocrstream.contracts import events
+from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.storage.search import SearchQuery, search
 from services.store.stage import StoreStage
 
@@ -83,15 +85,33 @@ async def test_filters_and_pagination(corpus):
     future = datetime.now(timezone.utc) + timedelta(days=1)
     assert (await search(pool, SearchQuery(q, since=future)))["total"] == 0
     assert (await search(pool, SearchQuery(q, until=future)))["total"] == first["total"]
-    assert (await search(pool, SearchQuery(q, fields={"total": "125.40"})))["total"] == 0  # no template fields
+    # the invoice has no template: its receipt fields (ocrstream/ocr/receipt_fields.py) are searchable
+    found = await search(pool, SearchQuery(q, fields={"total": "125.40"}))
+    assert [h["document_id"] for h in found["hits"]] == [ids["invoice"]]
+    assert (await search(pool, SearchQuery(q, fields={"total": "125.41"})))["total"] == 0
+
+
+async def test_receipt_fields_are_stored_and_found_by_field_alone(corpus, stack_settings):
+    pool, ids, tag = corpus
+    row = await pool.fetchrow("SELECT fields FROM documents WHERE document_id = $1", ids["invoice"])
+    total = json.loads(row["fields"])["total"]
+    assert (total["text"], total["value"], total["source"], total["regions"]) == ("125.40", 125.4, "receipt", ["p0-r2"])
+    for value in ("125.40", "125.4"):  # the printed text, or the amount as a number
+        hit = await search(pool, SearchQuery("", fields={"total": value, "vendor_name": f"ZEPHYRINE {tag} TRADING"}))
+        assert [(h["document_id"], [r["region_id"] for r in h["regions"]]) for h in hit["hits"]] \
+            == [(ids["invoice"], ["p0-r0", "p0-r2"])]
+    with pytest.raises(ValueError):
+        SearchQuery("")  # neither words nor fields
+    off = StoreStage(stack_settings.model_copy(update={"receipt_fields": False}))
+    off.postprocessor, off.pool = PostProcessor(enabled_rules=["whitespace"]), pool
+    out = await off.store_done(stored_event(f"search-off-{tag}", [["ACME TRADING", "CASH RECEIPT", "TOTAL 9.90"]]))
+    assert out.event.fields == {}
 
 
 async def test_template_field_filter(corpus, stack_settings):
     pool, _, tag = corpus
     stage = StoreStage(stack_settings)
     stage.postprocessor, stage.pool = None, pool
-    from ocrstream.ocr.postprocess.processor import PostProcessor
-
     stage.postprocessor = PostProcessor(enabled_rules=["nfkc", "whitespace"])
     event = stored_dict(f"search-form-{tag}", [[f"LAB {tag} REPORT", "13.9"]], template="lab-report")
     event["regions"][1]["field"] = {"name": "haemoglobin", "type": "decimal", "unit": "g/dL"}

@@ -293,17 +293,19 @@ def tail_results(group: str | None, idle_timeout: float | None) -> None:
 
 
 @main.command("search")
-@click.argument("query")
+@click.argument("query", required=False, default="")
 @click.option("--status", type=click.Choice(["done", "failed"]), default=None)
 @click.option("--since", type=click.DateTime(), default=None, help="Stored at or after (ISO date/time, UTC).")
 @click.option("--until", type=click.DateTime(), default=None, help="Stored before (ISO date/time, UTC).")
 @click.option("--template", default=None, help="Only documents of this fixed-layout template.")
-@click.option("--field", "fields", multiple=True, metavar="NAME:VALUE", help="Template field value (repeatable).")
+@click.option("--field", "fields", multiple=True, metavar="NAME:VALUE",
+              help="Field value: a template's, or a receipt field's (total:13.10, date:2018-03-01); repeatable.")
 @click.option("--limit", default=10, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw result (as GET /v1/search returns it).")
 def search_cmd(query: str, status, since, until, template, fields, limit: int, offset: int, as_json: bool) -> None:
-    """Find documents by their words (PostgreSQL full text + trigram similarity for OCR noise)."""
+    """Find documents by their words (PostgreSQL full text + trigram similarity for OCR noise)
+    and/or their fields (--field; QUERY may then be left out)."""
     import json
     from datetime import timezone
 

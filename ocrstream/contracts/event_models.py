@@ -197,11 +197,23 @@ class ErrorInfo(_Model, kw_only=True):
 
 
 class FieldResult(_Model, kw_only=True):
-    """A template field of a done document: typed value, corrected text, whether it validated."""
+    """A field of a done document: typed value, corrected text, whether it validated. A template
+    field has only these three; a receipt field found without a template
+    (:mod:`ocrstream.ocr.receipt_fields`) also has its confidence, page, regions, boxes, source
+    ``"receipt"`` and, for amounts, the currency."""
 
     value: Any = UNSET
     text: str | UnsetType = UNSET
     valid: bool | None | UnsetType = UNSET
+    confidence: Annotated[Probability, Meta(description="receipt field: the regions' confidence times "
+                                                        "the rule's certainty")] | UnsetType = UNSET
+    page_index: Index | UnsetType = UNSET
+    regions: Annotated[list[str], Meta(description="region ids the field was read from")] | UnsetType = UNSET
+    boxes: Annotated[list[Box], Meta(description="word or region boxes the field was read from")] \
+        | UnsetType = UNSET
+    source: Annotated[Literal["template", "receipt"], Meta(description="receipt: found without a template")] \
+        | UnsetType = UNSET
+    currency: Annotated[str, Meta(description="ISO 4217 code of an amount, when printed")] | UnsetType = UNSET
 
 
 class Source(_Model, kw_only=True):
@@ -264,7 +276,8 @@ class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1
     document: DocumentRef | UnsetType = UNSET
     needs_review: Annotated[bool, Meta(description="some region has low confidence or failed validation")] \
         | UnsetType = UNSET
-    fields: Annotated[dict[str, FieldResult], Meta(description="template fields by name: {value, text, valid}")] \
+    fields: Annotated[dict[str, FieldResult], Meta(description="template fields, or receipt fields found without "
+                                                               "a template, by name: {value, text, valid, ...}")] \
         | UnsetType = UNSET
     recognizer: Recognizer | UnsetType = UNSET
 

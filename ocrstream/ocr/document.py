@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import groupby
 from typing import Any, Literal, get_args
 
@@ -171,29 +171,36 @@ def _box(box: list[int | float]) -> Box:
 
 @dataclass(frozen=True)
 class Document:
-    """A processed document: status, pages (when done), error (when failed)."""
+    """A processed document: status, pages (when done), error (when failed), and its fields:
+    ``{name: {"text", "value", "valid", ...}}`` as the results event's ``fields`` (template
+    fields, or receipt fields found without a template: :mod:`ocrstream.ocr.receipt_fields`)."""
 
     document_id: str
     status: str
     pages: tuple[Page, ...] = ()
     error: dict[str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_results(cls, event: ResultsEvent | Mapping[str, Any]) -> "Document":
         """Build from an ``ocr.results.v1`` event, or from a dict shaped like one (``document_id``,
-        ``status``, ``pages``, ``regions``, optional ``error``, ``document``, ``timestamps``:
-        e.g. the query API's rows); raises InvalidEventError for pages or regions that do not fit
-        the results model."""
+        ``status``, ``pages``, ``regions``, optional ``error``, ``document``, ``timestamps``,
+        ``fields``: e.g. the query API's rows); raises InvalidEventError for pages or regions that
+        do not fit the results model."""
         if isinstance(event, Mapping):
-            return cls.from_parts(
+            doc = cls.from_parts(
                 event["document_id"], event["status"], convert(list[wire.Page], event["pages"], RESULTS),
                 convert(list[ResultRegion], event["regions"], RESULTS), event.get("error"),
                 {"document": event.get("document"), "timestamps": event.get("timestamps")})
-        return cls.from_parts(event.document_id, event.status, event.pages, event.regions,
-                              to_json_object(event.error) if event.error else None,
-                              {"document": to_json_object(event.document) if event.document else None,
-                               "timestamps": to_json_object(event.timestamps)})
+            fields = event.get("fields") or {}
+        else:
+            doc = cls.from_parts(event.document_id, event.status, event.pages, event.regions,
+                                 to_json_object(event.error) if event.error else None,
+                                 {"document": to_json_object(event.document) if event.document else None,
+                                  "timestamps": to_json_object(event.timestamps)})
+            fields = {k: to_json_object(v) for k, v in event.fields.items()} if event.fields else {}
+        return replace(doc, fields=dict(fields)) if fields else doc
 
     @classmethod
     def from_parts(cls, document_id: str, status: str, pages: Iterable[wire.Page],

@@ -14,6 +14,7 @@ recognise, words   ``Recognizer.recognize``,                          recognize
 blocks             :func:`ocrstream.ocr.layout.block_ids`       preprocess
 post-process       :func:`ocrstream.ocr.postprocess.correct.correct_region`   store
 build              :meth:`ocrstream.ocr.document.Document.from_results`    store
+fields             :func:`ocrstream.ocr.receipt_fields.document_fields`    store
 =================  ==============================================  =======================
 
 Bounded as the stages are: the document's bytes (``max_document_bytes``), then its pages and
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ocrstream.errors import DocumentTooLargeError
@@ -40,6 +42,7 @@ from ocrstream.ocr.document import Document
 from ocrstream.ocr.layout import block_ids
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
+from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.ocr.recognition.recognizer import Recognizer
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.regions import Region, cut_regions
@@ -64,6 +67,8 @@ class OCRPipeline:
         budget: pages and pixels one document may have, checked from its headers (None: the defaults).
         max_document_bytes: the largest document accepted, bytes.
         templates_dir: extra template folder for template names (``OCRSTREAM_TEMPLATES_DIR``).
+        receipt_fields: find receipt fields (vendor, date, total, ...) in documents without a
+            template (``OCRSTREAM_RECEIPT_FIELDS``; :mod:`ocrstream.ocr.receipt_fields`).
 
     Attributes:
         cpu_s: CPU seconds (``time.process_time``: every thread of the process) spent so far
@@ -77,8 +82,10 @@ class OCRPipeline:
     def __init__(self, recognizer: Recognizer, detector: LineDetector | None = None,
                  postprocessor: PostProcessor | None = None, *,
                  cleanup_steps: str | Sequence[str] = cleanup.DEFAULT_STEPS, budget: Budget | None = None,
-                 max_document_bytes: int = 64 * 1024 * 1024, templates_dir: str | None = None) -> None:
+                 max_document_bytes: int = 64 * 1024 * 1024, templates_dir: str | None = None,
+                 receipt_fields: bool = True) -> None:
         self.recognizer, self.detector, self.postprocessor = recognizer, detector, postprocessor
+        self.receipt_fields = receipt_fields
         self.cleanup_steps = cleanup.parse_steps(cleanup_steps)
         self.budget, self.max_document_bytes, self.templates_dir = budget or Budget(), max_document_bytes, templates_dir
         self.cpu_s: dict[str, float] = dict.fromkeys(STEPS, 0.0)
@@ -95,7 +102,8 @@ class OCRPipeline:
             options["model"] = settings.ppocr_model
         parts: dict[str, Any] = {
             "cleanup_steps": settings.cleanup_steps, "budget": Budget.from_settings(settings),
-            "max_document_bytes": settings.max_document_bytes, "templates_dir": settings.templates_dir}
+            "max_document_bytes": settings.max_document_bytes, "templates_dir": settings.templates_dir,
+            "receipt_fields": settings.receipt_fields}
         parts.update(overrides)
         if "recognizer" not in parts:
             parts["recognizer"] = load_recognizer(settings.recognizer, **options)
@@ -169,13 +177,16 @@ class OCRPipeline:
 
     def build(self, document_id: str, pages: list[dict[str, Any]], regions: list[dict[str, Any]],
               filename: str | None = None) -> Document:
-        """Post-process every region (when a post-processor is set) and build the Document
-        (Document > Page > Block > Line > Region > Word) as the store stage does."""
+        """Post-process every region (when a post-processor is set), build the Document
+        (Document > Page > Block > Line > Region > Word) and its ``fields`` as the store stage
+        does: template fields from their regions, else receipt fields (when ``receipt_fields``)."""
         with self._timed("build"):
             if self.postprocessor is not None:
                 regions = [correct_region(self.postprocessor, r) for r in regions]
-            return Document.from_results({"document_id": document_id, "status": "done", "pages": pages,
-                                          "regions": regions, "document": {"filename": filename}})
+            doc = Document.from_results({"document_id": document_id, "status": "done", "pages": pages,
+                                         "regions": regions, "document": {"filename": filename}})
+            fields = document_fields(doc, regions, receipts=self.receipt_fields)
+            return replace(doc, fields=fields) if fields else doc
 
     @contextlib.contextmanager
     def _timed(self, step: str) -> Iterator[None]:

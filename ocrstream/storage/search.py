@@ -43,7 +43,12 @@ hits AS MATERIALIZED (  -- matching regions, from the two GIN indexes (BitmapOr)
            ts_rank(r.tsv, q.tsq) + word_similarity($1, r.text) AS score,
            r.tsv @@ q.tsq AS exact
     FROM regions r, q
-    WHERE (r.tsv @@ q.tsq OR $1 <% r.text)
+    WHERE (r.tsv @@ q.tsq OR $1 <% r.text
+           -- no words, only field filters: the regions the filtered fields were read from
+           OR ($1 = '' AND EXISTS (SELECT 1 FROM jsonb_each($6::jsonb) f(name, v) JOIN documents d2
+                                   ON d2.document_id = r.document_id
+                                   WHERE coalesce(d2.fields -> f.name -> 'regions' ? r.region_id, false)
+                                      OR r.field ->> 'name' = f.name)))
 ),
 pages AS (
     SELECT h.document_id, h.page_index, sum(h.score) AS score, bool_or(h.exact) AS exact,
@@ -56,7 +61,11 @@ pages AS (
       AND ($6::jsonb = '{{}}'::jsonb OR NOT EXISTS (
           SELECT 1 FROM jsonb_each_text($6::jsonb) f(name, value)
           WHERE NOT coalesce(d.fields -> f.name ->> 'text' = f.value
-                             OR d.fields -> f.name ->> 'value' = f.value, false)))
+                             OR d.fields -> f.name ->> 'value' = f.value
+                             OR CASE WHEN jsonb_typeof(d.fields -> f.name -> 'value') = 'number'
+                                      AND f.value ~ '^-?[0-9]{{1,15}}([.][0-9]{{1,6}})?$'
+                                     THEN (d.fields -> f.name ->> 'value')::numeric = f.value::numeric END,
+                             false)))
     GROUP BY h.document_id, h.page_index
 ),
 ranked AS (  -- one page of results: regions and snippets are built for these rows only
@@ -85,8 +94,12 @@ ORDER BY r.score DESC, r.stored_at DESC, r.document_id, r.page_index
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """What to find. ``fields``: template field name -> value (the corrected text, or the typed
-    value when it is a number or ISO date); ``since``/``until``: stored time, [since, until)."""
+    """What to find: words ``q`` (may be blank when there are field filters: then a hit is a page
+    of a document whose fields match, with the regions those fields were read from). ``fields``:
+    field name (a template's, or a receipt field found without a template: ``total``, ``date``,
+    ``vendor_name``, ...) -> value: the field's text, or its typed
+    value (an ISO date; a number compared as a number, so ``total:13.1`` finds ``13.10``);
+    ``since``/``until``: stored time, [since, until)."""
 
     q: str
     status: str | None = None
@@ -98,8 +111,8 @@ class SearchQuery:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        if not self.q.strip():
-            raise ValueError("the query is empty")
+        if not self.q.strip() and not self.fields:
+            raise ValueError("the query is empty (give words, field filters or both)")
         if len(self.q) > MAX_QUERY_CHARS:
             raise ValueError(f"the query is longer than {MAX_QUERY_CHARS} characters")
         if not 1 <= self.limit <= MAX_LIMIT or self.offset < 0:
@@ -121,13 +134,14 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> dict[str, Any]:
     """Ranked, paginated hits: ``{"q", "total", "limit", "offset", "hits": [...]}``; each hit has
     ``document_id``, ``page_index``, ``score``, ``snippet`` (HTML-marked), ``regions`` (id, box
     ``[x0, y0, x1, y1]`` in page pixels, text, words) and the document's status, filename,
-    template, fields and ``stored_at``. A field filter matches the field's corrected text or
-    its typed value as text (``glucose:5.4``)."""
+    template, fields and ``stored_at``. A field filter matches the field's corrected text, its
+    typed value as text (``glucose:5.4``, ``date:2018-03-01``) or, for a number, its value as a
+    number (``total:13.10`` finds 13.1)."""
     async with pool.acquire() as conn, conn.transaction():
         # A generic plan (asyncpg prepares statements) cannot use the trigram index for an
         # unknown $1: always plan for the actual query.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        rows = await conn.fetch(SEARCH_SQL, query.q, query.status, query.since, query.until, query.template,
+        rows = await conn.fetch(SEARCH_SQL, query.q.strip(), query.status, query.since, query.until, query.template,
                                 json.dumps(query.fields), query.limit, query.offset)
     return {"q": query.q, "total": rows[0]["total"] if rows else 0, "limit": query.limit,
             "offset": query.offset, "hits": [_hit(r, query.q) for r in rows]}

@@ -13,7 +13,8 @@ on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/he
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto|pdf`` - standard exports; ``pdf`` is
   a searchable PDF (original pages, invisible text layer; needs the object store).
 * ``GET /v1/search?q=&status=&since=&until=&template=&field=NAME:VALUE&limit=&offset=`` - ranked
-  full-text + trigram search (ocrstream/storage/search.py).
+  full-text + trigram search (ocrstream/storage/search.py); ``field`` filters on template or receipt
+  fields (``total:13.10``), alone or with ``q``.
 * ``GET /v1/failures`` - failed documents by stage and error type.
 * ``GET /healthz`` - liveness (no key needed).
 OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query`` scope
@@ -91,7 +92,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
         return await documents.failure_groups(pool, since)
 
     @api.get("/v1/search")
-    async def search_documents(q: str = Query(..., min_length=1, max_length=500),
+    async def search_documents(q: str = Query("", max_length=500),
                                status: Literal["done", "failed"] | None = None,
                                since: datetime | None = None, until: datetime | None = None,
                                template: str | None = None,
@@ -99,7 +100,8 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                                limit: int = Query(20, ge=1, le=MAX_LIMIT),
                                offset: int = Query(0, ge=0)) -> dict:
         """Pages whose text matches ``q`` (full text, or trigram-similar for OCR-noisy words),
-        best first, with the matching regions, their boxes and a ``<mark>``-highlighted snippet."""
+        best first, with the matching regions, their boxes and a ``<mark>``-highlighted snippet;
+        ``field=NAME:VALUE`` filters on template or receipt fields (``q`` may then be empty)."""
         try:
             query = SearchQuery(q, status, since, until, template, parse_field_filters(field), limit, offset)
         except ValueError as exc:

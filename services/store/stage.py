@@ -4,7 +4,10 @@ Consumes ``ocr.recognized.v1`` (successes) and ``ocr.dlq.v1`` (failures of any s
 
 Each region is post-processed first (:mod:`ocrstream.ocr.postprocess.processor`: NFKC, template field
 validation and confusable fixes, confidence-protected lexicon correction, ``needs_review``);
-raw and corrected text are both kept.
+raw and corrected text are both kept. A document without a template gets its receipt fields
+(vendor, address, date, total, ...: :mod:`ocrstream.ocr.receipt_fields`; off with
+``OCRSTREAM_RECEIPT_FIELDS=off``) where template fields go: ``documents.fields`` and the results
+event's ``fields``.
 
 Writes are an idempotent sink: one transaction per document, upserts keyed on ``document_id``
 and ``(document_id, region_id)``; the row records its *version* (the recognized or dead-letter
@@ -46,6 +49,7 @@ from ocrstream.contracts.event_models import (
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
+from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.migrate import apply_migrations
@@ -165,9 +169,7 @@ class StoreStage(Stage):
             return None  # redelivered: this version is stored and its results event was acked
         # CPU work (symspell lookups, field rules, reading order): in a worker thread, so the
         # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
-        regions, text = await asyncio.to_thread(self.postprocess_document, event)
-        fields = {r.field.name: FieldResult(value=r.value, text=r.text, valid=r.valid)
-                  for r in regions if r.field}
+        regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
         needs_review = any(r.needs_review for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -196,11 +198,19 @@ class StoreStage(Stage):
             regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
             recognizer=event.recognizer))
 
-    def postprocess_document(self, event: RecognizedEvent) -> tuple[list[ResultRegion], str]:
-        """Every region of a recognized event post-processed (:meth:`postprocess`) and the
-        document's text in reading order (lines by ``\\n``, pages by ``\\f``). Pure CPU, no I/O."""
+    def postprocess_document(self, event: RecognizedEvent) -> tuple[list[ResultRegion], str, dict[str, FieldResult]]:
+        """Every region of a recognized event post-processed (:meth:`postprocess`), the
+        document's text in reading order (lines by ``\\n``, pages by ``\\f``) and its fields:
+        the template fields of its regions, else (``OCRSTREAM_RECEIPT_FIELDS``, a document
+        without a template) the receipt fields (:func:`ocrstream.ocr.receipt_fields.document_fields`,
+        as :class:`~ocrstream.ocr.predictor.OCRPipeline`). Pure CPU, no I/O."""
         regions = [self.postprocess(r) for r in event.regions]
-        return regions, Document.from_parts(event.document_id, "done", event.pages, regions).render_text()
+        doc = Document.from_parts(event.document_id, "done", event.pages, regions)
+        fields = {r.field.name: FieldResult(value=r.value, text=r.text, valid=r.valid)
+                  for r in regions if r.field}
+        if not fields and not event.document.template and self.settings.receipt_fields:
+            fields = events.convert(dict[str, FieldResult], document_fields(doc), events.RESULTS)
+        return regions, doc.render_text(), fields
 
     def postprocess(self, region: RecognizedRegion) -> ResultRegion:
         """The results region of ``region``: corrected ``text`` and ``raw_text``, ``value``,

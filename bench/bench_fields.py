@@ -1,0 +1,280 @@
+"""Receipt fields without templates, scored as ICDAR 2019 SROIE task 3, end to end on our own OCR.
+
+Data (skipped cleanly when absent): ``../shared/data/sroie-dev`` (60 receipts: ``pages.jsonl``
+images, ``keys.jsonl`` keys) and ``../shared/data/sroie-kie`` (71 receipts, keys in
+``pages.jsonl``); keys ``company``, ``date``, ``address``, ``total`` as printed, UPPER CASE.
+
+Each receipt goes through :class:`ocrstream.ocr.OCRPipeline` (decode, clean-up, DBNet lines,
+PP-OCRv6 recognition, word boxes, blocks, the store's post-processing) and
+:func:`ocrstream.ocr.receipt_fields.extract_fields`, whose fields map to the keys
+``vendor_name`` -> company, ``vendor_address`` -> address, ``date`` -> date, ``total`` -> total.
+
+Metric (SROIE task 3): a field is right when its text equals the key after collapsing runs of
+whitespace; precision = right / fields output, recall = right / keys, F1 per field and over all
+fields of all receipts. Text is compared case-insensitively (``--case-sensitive`` to compare
+case too: every SROIE key is upper case although receipts print mixed case, so a case-sensitive
+score measures case, not reading). The "typed" F1 compares dates as dates (ISO, the key parsed
+day first) and totals as amounts (Decimal, currency prefix dropped); company and address as text.
+Confusions (``--confusions N``, default 15 per set): wrong outputs as ``key <- ours``.
+
+CPU: ``time.process_time`` of the whole OCR of a page (decode .. build) against the extractor's
+own time on the built Document (run ``--repeat`` times, the median kept), printed as a share.
+
+The OCR of each receipt is cached (``--cache``, default ``/tmp/ocrstream-fields-cache``, one
+JSON per image keyed by the image's SHA-256 and the pipeline's settings): iterating on the
+extractor then costs no OCR. ``--no-cache`` reads everything again.
+
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_fields.py [--sets dev,kie] [--limit N]
+        [--threads 1] [--cache DIR | --no-cache] [--confusions N] [--case-sensitive] [--show ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ocrstream.ocr import cleanup  # noqa: E402
+from ocrstream.ocr.document import Document  # noqa: E402
+from ocrstream.ocr.postprocess.processor import PostProcessor  # noqa: E402
+from ocrstream.ocr.receipt_fields import extract_fields  # noqa: E402
+
+#: ``<repo>/../shared/data`` (a worktree one level deeper: ``<repo>/../../shared/data``).
+SHARED = next((d / "shared" / "data" for d in (REPO.parent, REPO.parent.parent)
+               if (d / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
+#: SROIE key -> our field name.
+KEYS = {"company": "vendor_name", "address": "vendor_address", "date": "date", "total": "total"}
+CACHE_VERSION = 1
+
+
+def load_set(name: str, shared: Path) -> list[dict] | None:
+    """Records ``{id, path, keys: {company, date, address, total}}`` of set ``dev`` or ``kie``;
+    None (printed: skipped) when its files are absent."""
+    if name == "dev":
+        folder = shared / "sroie-dev"
+        pages, keys_file = folder / "pages.jsonl", folder / "keys.jsonl"
+    elif name == "kie":
+        folder = shared / "sroie-kie"
+        pages = keys_file = folder / "pages.jsonl"
+    else:
+        raise ValueError(f"unknown set {name!r} (dev, kie)")
+    if not pages.is_file() or not keys_file.is_file():
+        print(f"skipped {name}: {pages} or {keys_file} absent")
+        return None
+    keys = {r["id"]: r for r in map(json.loads, keys_file.read_text().splitlines()) if r}
+    out = []
+    for line in pages.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            k = keys.get(r["id"])
+            if k is not None:
+                out.append({"id": r["id"], "path": folder / r["image"], "keys": {f: k.get(f) for f in KEYS}})
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+@dataclass
+class OcrReader:
+    """OCR with a JSON cache: pages and the recognised regions (before post-processing) plus the
+    page's CPU seconds, per image SHA-256."""
+
+    threads: int
+    cache: Path | None
+    _pipeline: Any = None
+
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            from ocrstream.ocr.detection import LineDetector
+            from ocrstream.ocr.predictor import OCRPipeline
+            from ocrstream.ocr.recognition.registry import load_recognizer
+            self._pipeline = OCRPipeline(load_recognizer("ppocr", device="cpu", threads=self.threads),
+                                         LineDetector(device="cpu", threads=self.threads), None,
+                                         cleanup_steps=cleanup.DEFAULT_STEPS)
+        return self._pipeline
+
+    def read(self, path: Path) -> dict:
+        """``{"pages", "regions", "cpu_s"}`` of the image at ``path`` (cached)."""
+        data = path.read_bytes()
+        key = hashlib.sha256(data + f"v{CACHE_VERSION}:{','.join(cleanup.DEFAULT_STEPS)}".encode()).hexdigest()
+        file = self.cache / f"{key}.json" if self.cache else None
+        if file is not None and file.is_file():
+            return json.loads(file.read_text())
+        pipeline = self.pipeline()
+        start = time.process_time()
+        pages, regions = [], []
+        for index, page in enumerate(pipeline.pages(data)):
+            height, width = page.shape[:2]
+            pages.append({"page_index": index, "width": int(width), "height": int(height)})
+            regions += pipeline.read_page(index, pipeline.cut(page, index))
+        out = {"pages": pages, "regions": regions, "cpu_s": time.process_time() - start}
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(out, default=_jsonable))
+        return out
+
+
+def norm(text: str | None, case_sensitive: bool = False) -> str:
+    """Whitespace runs -> one space, ends stripped (and lower-cased unless ``case_sensitive``)."""
+    out = " ".join((text or "").split())
+    return out if case_sensitive else out.lower()
+
+
+def key_date(text: str) -> date | None:
+    """A key's date (day first, as the receipts print), None when it does not parse."""
+    from ocrstream.ocr.receipt_fields import parse_date
+    found = parse_date(text)
+    return found[0] if found else None
+
+
+def key_amount(text: str) -> Decimal | None:
+    """A key's amount without currency or spaces, None when it does not parse."""
+    digits = re.sub(r"[^0-9.\-]", "", text.replace(",", ""))
+    try:
+        return Decimal(digits) if digits else None
+    except InvalidOperation:
+        return None
+
+
+@dataclass
+class Score:
+    """Counts per field: outputs, keys, right (text) and right (typed); confusions."""
+
+    out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    keys: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    right: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    typed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    confusions: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def add(self, doc_id: str, keys: dict[str, str | None], fields: dict[str, Any], case_sensitive: bool) -> None:
+        for key, name in KEYS.items():
+            ref = keys.get(key)
+            got = fields.get(name)
+            self.keys[key] += bool(ref)
+            self.out[key] += got is not None
+            if got is None:
+                if ref:
+                    self.confusions.append((doc_id, key, ref, "(none)"))
+                continue
+            ok = bool(ref) and norm(got["text"], case_sensitive) == norm(ref, case_sensitive)
+            self.right[key] += ok
+            self.typed[key] += bool(ref) and typed_equal(key, ref, got, case_sensitive)
+            if not ok:
+                self.confusions.append((doc_id, key, ref or "(no key)", got["text"]))
+
+
+def typed_equal(key: str, ref: str, got: dict[str, Any], case_sensitive: bool) -> bool:
+    """Dates as dates, totals as amounts, text fields as text."""
+    if key == "date":
+        d = key_date(ref)
+        return d is not None and got.get("value") == d.isoformat()
+    if key == "total":
+        a = key_amount(ref)
+        return a is not None and got.get("value") is not None and Decimal(str(got["value"])) == a
+    return norm(got["text"], case_sensitive) == norm(ref, case_sensitive)
+
+
+def prf(right: int, out: int, keys: int) -> tuple[float, float, float]:
+    p = right / out if out else 0.0
+    r = right / keys if keys else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def report(name: str, n: int, score: Score, cpu_page: list[float], cpu_extract: list[float], confusions: int) -> None:
+    print(f"\n## {name}: {n} receipts")
+    print("| field | P | R | F1 | F1 typed | right / out / keys |")
+    print("|---|---|---|---|---|---|")
+    for key in [*KEYS, "all"]:
+        if key == "all":
+            right, out, keys, typed = (sum(d.values()) for d in (score.right, score.out, score.keys, score.typed))
+        else:
+            right, out, keys, typed = score.right[key], score.out[key], score.keys[key], score.typed[key]
+        p, r, f = prf(right, out, keys)
+        ft = prf(typed, out, keys)[2]
+        label = f"**{key}**" if key == "all" else key
+        print(f"| {label} | {p:.3f} | {r:.3f} | {f:.3f} | {ft:.3f} | {right} / {out} / {keys} |")
+    page, extract = sum(cpu_page), sum(cpu_extract)
+    print(f"CPU: OCR {1000 * page / max(n, 1):.0f} ms/page, extractor {1000 * extract / max(n, 1):.2f} ms/page "
+          f"(max {1000 * max(cpu_extract, default=0):.2f}) = {100 * extract / max(page, 1e-9):.2f} % of a page's CPU")
+    if confusions:
+        print(f"confusions (first {confusions} of {len(score.confusions)}): id field: key <- ours")
+        for doc_id, key, ref, got in score.confusions[:confusions]:
+            print(f"  {doc_id} {key}: {ref!r} <- {got!r}")
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[Any, float]:
+    """``fn()`` and its median CPU seconds over ``repeat`` runs."""
+    times, out = [], None
+    for _ in range(max(repeat, 1)):
+        start = time.process_time()
+        out = fn()
+        times.append(time.process_time() - start)
+    return out, statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("OCRSTREAM_SHARED_DATA", SHARED)),
+                        help="the folder holding sroie-dev/ and sroie-kie/ (default ../shared/data)")
+    parser.add_argument("--sets", default="dev,kie", help="comma list of dev, kie")
+    parser.add_argument("--limit", type=int, default=None, help="first N receipts of each set")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ocrstream-fields-cache"))
+    parser.add_argument("--no-cache", action="store_true", help="OCR every receipt again, cache nothing")
+    parser.add_argument("--confusions", type=int, default=15, help="wrong fields listed per set")
+    parser.add_argument("--case-sensitive", action="store_true", help="compare case too")
+    parser.add_argument("--repeat", type=int, default=3, help="extractor runs per page (median CPU kept)")
+    parser.add_argument("--show", default=None, help="print the lines and fields of this receipt id")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    reader = OcrReader(args.threads, None if args.no_cache else args.cache)
+    postprocessor = PostProcessor()
+    for name in args.sets.split(","):
+        records = load_set(name, args.data)
+        if records is None:
+            continue
+        records = records[: args.limit] if args.limit else records
+        score, cpu_page, cpu_extract = Score(), [], []
+        for record in records:
+            ocr = reader.read(record["path"])
+            start = time.process_time()
+            from ocrstream.ocr.postprocess.correct import correct_region
+            regions = [correct_region(postprocessor, r) for r in ocr["regions"]]
+            doc = Document.from_results({"document_id": record["id"], "status": "done", "pages": ocr["pages"],
+                                         "regions": regions})
+            post_s = time.process_time() - start
+            fields, extract_s = timed(lambda d=doc: extract_fields(d), args.repeat)
+            cpu_page.append(ocr["cpu_s"] + post_s + extract_s)
+            cpu_extract.append(extract_s)
+            flat = {k: v.as_json() for k, v in fields.items()}
+            score.add(record["id"], record["keys"], flat, args.case_sensitive)
+            if args.show == record["id"]:
+                print(doc.render_text())
+                print(json.dumps({k: {"text": v["text"], "value": v.get("value"), "confidence": v["confidence"]}
+                                  for k, v in flat.items()}, indent=1, default=str))
+                print(record["keys"])
+        report(name, len(records), score, cpu_page, cpu_extract, args.confusions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,726 @@
+"""Receipt fields without a template: vendor, address, date, totals, tax, currency, line items.
+
+:func:`extract_fields` reads a built :class:`~ocrstream.ocr.document.Document` (its pages'
+visual lines in reading order, their regions' text, boxes, word boxes and confidences) and
+returns the fields it finds, by name:
+
+=================  =========================================================================
+name               how it is found (layout-aware rules, no learned weights)
+=================  =========================================================================
+``vendor_name``    the first prominent line at the top of the page that is not a document
+                   title, registration number, phone or date; a nearby line holding a legal
+                   form (SDN BHD, LTD, ENTERPRISE, ...) wins over a brand line above it; a
+                   name cut at "&" or followed by a line holding only a legal form is joined.
+``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
+                   phone, fax, e-mail, tax-number, document-title or date line; at most
+                   :data:`MAX_ADDRESS_LINES`, and one of them holds a digit.
+``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
+                   ``14 MAR 2018``, ``OCT 3, 2016``) that is a real date in 1990..2099; a
+                   DATE label on its line and an early position win.
+``total``          amounts (two decimals) on lines labelled TOTAL / GRAND TOTAL / NETT TOTAL /
+                   AMOUNT DUE / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., tax summaries), or
+                   the amount right of such a label on the same row; preferred when it equals
+                   subtotal + tax (+ rounding) or cash - change; the largest wins a tie.
+``subtotal``       the amount of a SUBTOTAL / SUB-TOTAL / TOTAL EXCL. line.
+``tax``            the amount of a GST / SST / VAT / TAX line that is not a rate or a tax number.
+``currency``       an explicit code or symbol printed with the amounts (RM/MYR, S$/SGD, USD,
+                   EUR/€, GBP/£, ...): ISO 4217 code; a bare ``$`` gives no currency.
+``line_items``     rows between the item header (or the top) and the subtotal/total with an
+                   amount at the end: description, quantity, unit price, amount.
+=================  =========================================================================
+
+Each :class:`ReceiptField` carries the text as printed (the token or lines read), a typed
+value (ISO date text; :class:`decimal.Decimal` amount; ISO currency code; text; a list of
+item dicts), a confidence in [0, 1] (the regions' mean character probability times the rule's
+certainty), the page and the region ids and boxes it came from (word boxes where the token is
+one word, else region boxes; page pixels).
+
+Absent fields are absent: a page is only read as a receipt when it holds at least one amount
+and a total label or a receipt word (:data:`_RECEIPT_WORDS`); other pages, text in another
+language (amounts with a decimal comma, unknown labels) and empty pages give ``{}``, never an
+error. Bounded: at most :data:`MAX_PAGES` pages, :data:`MAX_LINES` lines per page,
+:data:`MAX_LINE_CHARS` characters per line, :data:`MAX_CANDIDATES` amount and date candidates
+per page and :data:`MAX_ITEMS` line items; what is beyond a bound is not read.
+
+Measured with ``bench/bench_fields.py`` (SROIE task 3, our own OCR; figures in the README).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ocrstream.ocr.document import Box, Document, Line, Page
+
+__all__ = [
+    "FIELD_NAMES", "MAX_ADDRESS_LINES", "MAX_CANDIDATES", "MAX_ITEMS", "MAX_LINE_CHARS", "MAX_LINES",
+    "MAX_PAGES", "ReceiptField", "document_fields", "extract_fields", "fields_json", "parse_amount", "parse_date",
+]
+
+#: every field name :func:`extract_fields` may return.
+FIELD_NAMES = ("vendor_name", "vendor_address", "date", "total", "subtotal", "tax", "currency", "line_items")
+#: pages of a document read (the first ones); lines of a page read (the first in reading order).
+MAX_PAGES = 20
+MAX_LINES = 400
+#: characters of a line read (the rest is ignored).
+MAX_LINE_CHARS = 200
+#: amount candidates and date candidates kept per page (the first in reading order).
+MAX_CANDIDATES = 200
+#: line items kept; lines of an address.
+MAX_ITEMS = 100
+MAX_ADDRESS_LINES = 5
+#: the years a receipt date may have (others are not dates: "21 - 6/72" is a price, not 1972).
+MIN_YEAR, MAX_YEAR = 1990, 2069
+#: lines from the top of a page searched for the vendor; the least confidence of a vendor line.
+VENDOR_SEARCH_LINES = 8
+VENDOR_MIN_CONFIDENCE = 0.8
+
+# ----------------------------------------------------------------------------- tokens
+
+_AMOUNT = re.compile(
+    r"(?<![\w.,/:-])(?P<cur>RM|MYR|S\$|US\$|USD|SGD|EUR|GBP|\$|€|£)?\s?"
+    r"(?P<num>-?(?:\d{1,3}(?:,\d{3})+|\d{1,7})\.\d{2})(?![\d.,/:]?\d)")
+_CURRENCY_CODES = {"RM": "MYR", "MYR": "MYR", "S$": "SGD", "SGD": "SGD", "US$": "USD", "USD": "USD",
+                   "EUR": "EUR", "€": "EUR", "GBP": "GBP", "£": "GBP"}
+_CURRENCY_WORD = re.compile(r"(?<![A-Za-z])(RM|MYR|SGD|USD|EUR|GBP)(?![A-Za-z])|(S\$|US\$|€|£)")
+
+_MONTHS = {m: i for i, names in enumerate(
+    [("JAN", "JANUARY"), ("FEB", "FEBRUARY"), ("MAR", "MARCH"), ("APR", "APRIL"), ("MAY",), ("JUN", "JUNE"),
+     ("JUL", "JULY"), ("AUG", "AUGUST"), ("SEP", "SEPT", "SEPTEMBER"), ("OCT", "OCTOBER"), ("NOV", "NOVEMBER"),
+     ("DEC", "DECEMBER")], start=1) for m in names}
+_MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|AUG(?:UST)?" \
+         r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
+_DATE_PATTERNS = (
+    re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})(?![\d/.]*\d)"),
+    re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
+    re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
+)
+
+# ----------------------------------------------------------------------------- labels
+
+_TOTAL_STRONG = re.compile(
+    r"grand\s*total|net+\s*total|net+\s*am(?:oun)?t\b|total\s*amount|total\s*amt|amount\s*due|total\s*due|"
+    r"total\s*payable|amount\s*payable|rounded\s*total|total\s*rounded|total\s*incl|total\s*\(?rm\)?\s*:?\s*$|"
+    r"total\s*sales?\s*\(?incl|balance\s*due|total\s*\(inclusive|total\s*\(?myr\)?|jumlah", re.I)
+_TOTAL = re.compile(r"t[o0]ta[l1]|amount\s*due|\bdue\b", re.I)
+_NOT_TOTAL = re.compile(
+    r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
+    r"pcs|units?|tax|gst|sst|vat|saving|discount|disc\b|weight|points?|tips?|rounding)|excl\b|"
+    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|rounding\b|round\s*adj", re.I)
+_SUBTOTAL = re.compile(r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*excl|total\s*before\s*tax|amount\s*excl", re.I)
+_TAX = re.compile(r"\b(?:gst|sst|vat|tax)\b(?!\s*(?:reg|id|no|num|invoice|code|summary|#))", re.I)
+_NOT_TAX = re.compile(r"reg|invoice|summary|\bno\b|\bid\b|incl|excl|t[o0]tal\s*sales|amount\s*\(|code", re.I)
+_ROUNDING = re.compile(r"round", re.I)
+_CASH = re.compile(r"\b(?:cash|tender(?:ed)?|paid|payment|visa|master|card|credit)\b", re.I)
+_CHANGE = re.compile(r"\bchange\b|\bbalance\b(?!\s*due)", re.I)
+_SUMMARY = re.compile(r"summary|\bsr\b\s*[@=]|\bzr\b\s*[@=]", re.I)
+
+_DATE_LABEL = re.compile(r"\bdate\b|\btarikh\b|\bdated\b", re.I)
+_NOT_DATE_LABEL = re.compile(r"expir|\bexp\b|valid|due\s*date|birth|\bdob\b|print", re.I)
+
+#: words that make a page with amounts a receipt (besides a total label).
+_RECEIPT_WORDS = re.compile(
+    r"\b(?:receipt|invoice|cash(?:ier)?|change|qty|subtotal|sub-total|gst|sst|vat|tax|amount|price|"
+    r"payment|paid|tender|bill|rounding)\b", re.I)
+
+_TITLE = re.compile(
+    r"^\W*(?:(?:simplified\s*|full\s*)?tax\s*invoice|invoice|(?:official\s*|cash\s*)?receipts?|cash\s*sales?|"
+    r"cash\s*bill|bill|welcome|copy|duplicate|reprint|original|sales\s*receipt|tel|thank\s*you)\b", re.I)
+_REG_NUMBER = re.compile(
+    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
+    r"gst|sst|tax\s*(?:id|no|reg))", re.I)
+_PHONE = re.compile(r"\b(?:tel|tele?phone|phone|fax|h/?p|mobile|hotline|call|whatsapp|contact)\b|"
+                    r"e-?mail|@\S+\.|www\.|https?://|\.com\b|\.my\b", re.I)
+_ADDRESS_STOP = re.compile(
+    r"\b(?:gst|sst|tax|invoice|receipt|cashier|date|time|table|order|counter|bill|member|served|"
+    r"reg\.?\s*no|company\s*reg|co\.?\s*reg|business\s*reg|roc)\b", re.I)
+_LEGAL_FORM = re.compile(
+    r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
+    r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
+_BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
+                         r"\bmember|\*{3}", re.I)
+_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
+_NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
+_CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
+_LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class ReceiptField:
+    """One field found on a receipt.
+
+    Attributes:
+        name: one of :data:`FIELD_NAMES`.
+        text: as printed (the OCR text of the token, or of the lines joined by a space).
+        value: typed value: ISO ``YYYY-MM-DD`` text (date), :class:`decimal.Decimal` (amounts),
+            ISO 4217 code (currency), text (vendor, address), list of item dicts (line items:
+            ``description`` text, ``quantity`` Decimal or None, ``unit_price`` Decimal or None,
+            ``amount`` Decimal, ``region_ids``).
+        confidence: in [0, 1]: the regions' mean confidence times the rule's certainty.
+        page_index: the page it was read on.
+        region_ids: the regions it came from, in reading order.
+        boxes: ``(x0, y0, x1, y1)`` page pixels: word boxes of a one-word token, else its regions'.
+        currency: ISO 4217 code of an amount when the page prints one (None otherwise).
+    """
+
+    name: str
+    text: str
+    value: Any
+    confidence: float
+    page_index: int
+    region_ids: tuple[str, ...]
+    boxes: tuple[Box, ...]
+    currency: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The field as the results event's ``fields`` entry (JSON types): ``text``, ``value``
+        (amounts as JSON numbers, line items as objects), ``valid`` (True), ``confidence`` (3
+        decimals), ``page_index``, ``regions``, ``boxes`` (0.1 px), ``source`` ("receipt") and
+        ``currency`` when known."""
+        out: dict[str, Any] = {
+            "text": self.text, "value": _json_value(self.value), "valid": True,
+            "confidence": round(self.confidence, 3), "page_index": self.page_index,
+            "regions": list(self.region_ids), "boxes": [[round(float(v), 1) for v in b] for b in self.boxes],
+            "source": "receipt"}
+        if self.currency:
+            out["currency"] = self.currency
+        return out
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def fields_json(fields: dict[str, ReceiptField]) -> dict[str, dict[str, Any]]:
+    """``{name: field.as_json()}`` (the results event's and the Document's ``fields``)."""
+    return {name: f.as_json() for name, f in fields.items()}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def parse_amount(text: str) -> tuple[Decimal, str | None, tuple[int, int]] | None:
+    """The first amount with two decimals in ``text``: (value, currency prefix as printed or None,
+    (start, end) of the token in ``text``); None when there is none. Thousands commas allowed
+    ("1,234.50"); a decimal comma ("12,50") is not an amount."""
+    m = _AMOUNT.search(text)
+    if not m:
+        return None
+    return Decimal(m["num"].replace(",", "")), m["cur"], m.span()
+
+
+def _year(text: str) -> int:
+    """A printed year: four digits as they are, two digits 00-69 -> 20YY, 70-99 -> 19YY."""
+    y = int(text)
+    return y if y >= 100 else y + 2000 if y < 70 else y + 1900
+
+
+def parse_date(text: str) -> tuple[date, tuple[int, int]] | None:
+    """The first real date in ``text``: (date, (start, end) of the token); None when there is
+    none. Layouts: ``YYYY-MM-DD`` (any of ``/ . -``), day first ``DD/MM/YYYY`` or ``DD/MM/YY``
+    (month first when day first is no date, e.g. ``12/25/2018``), ``DD MON YYYY``,
+    ``MON DD, YYYY``; the same separator twice; years :data:`MIN_YEAR`..:data:`MAX_YEAR` (two
+    digits: 00-69 -> 20YY, 70-99 -> 19YY)."""
+    found = _dates(text, 1)
+    return found[0] if found else None
+
+
+def _dates(text: str, limit: int) -> list[tuple[date, tuple[int, int]]]:
+    """Up to ``limit`` real dates of ``text`` in order of position (overlapping matches dropped)."""
+    hits: list[tuple[date, tuple[int, int]]] = []
+    for pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            d = _to_date(m)
+            if d is not None and not any(s < m.end() and m.start() < e for _, (s, e) in hits):
+                hits.append((d, m.span()))
+    hits.sort(key=lambda h: h[1][0])
+    return hits[:limit]
+
+
+def _to_date(m: re.Match) -> date | None:
+    groups = m.groupdict()
+    year = _year(m["y"])
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        return None
+    day = int(m["d"])
+    months = [_MONTHS[groups["mon"].upper()]] if groups.get("mon") else [int(m["m"])]
+    if not groups.get("mon") and len(m["y"]) == 4 and m.start("y") < m.start("d"):  # year first
+        pass
+    elif not groups.get("mon"):
+        months.append(-1)  # month first when day first fails (12/25/2018)
+    for month in months:
+        d, mo = (day, month) if month > 0 else (months[0], day)
+        try:
+            return date(year, mo, d)
+        except ValueError:
+            continue
+    return None
+
+
+# ----------------------------------------------------------------------------- page model
+
+@dataclass
+class _Row:
+    """A visual line as the rules see it: text (bounded) with each region's character span."""
+
+    index: int
+    line: Line
+    text: str
+    spans: list[tuple[int, int]]  # per region of line.regions: (start, end) in text
+    box: Box
+    confidence: float
+
+    def regions_in(self, start: int, end: int) -> list[int]:
+        return [i for i, (s, e) in enumerate(self.spans) if s < end and start < e]
+
+
+def _rows(page: Page) -> list[_Row]:
+    rows = []
+    for index, line in enumerate(page.lines[:MAX_LINES]):
+        text, spans = "", []
+        for region in line.regions:
+            part = region.text[: max(MAX_LINE_CHARS - len(text), 0)] if region.text else ""
+            if text and part:
+                text += " "
+            spans.append((len(text), len(text) + len(part)))
+            text += part
+        if not text.strip():
+            continue
+        conf = sum(r.confidence for r in line.regions) / len(line.regions)
+        rows.append(_Row(index, line, text, spans, line.box, conf))
+    return rows
+
+
+@dataclass(frozen=True)
+class _Token:
+    """A token found on a row: its text, value and character span."""
+
+    row: _Row
+    start: int
+    end: int
+    text: str
+    value: Any
+    currency: str | None = None
+
+
+def _source(token: _Token) -> tuple[tuple[str, ...], tuple[Box, ...], float]:
+    """Region ids, boxes (the word box when the token is one whole word) and mean confidence."""
+    idx = token.row.regions_in(token.start, token.end) or list(range(len(token.row.line.regions)))
+    regions = [token.row.line.regions[i] for i in idx]
+    boxes: list[Box] = []
+    for region in regions:
+        word = next((w for w in region.words if w.text.strip() and w.text.strip() in token.text
+                     and token.text.strip().startswith(w.text.strip()[:1])), None)
+        boxes.append(word.box if word is not None and len(regions) == 1 and
+                     word.text.strip() == token.text.strip() else region.box)
+    conf = sum(r.confidence for r in regions) / len(regions)
+    return tuple(r.region_id for r in regions), tuple(boxes), conf
+
+
+def _field(name: str, token: _Token, certainty: float, page_index: int, value: Any = None,
+           currency: str | None = None) -> ReceiptField:
+    ids, boxes, conf = _source(token)
+    return ReceiptField(name, token.text, token.value if value is None else value,
+                        max(0.0, min(1.0, conf * certainty)), page_index, ids, boxes, currency)
+
+
+def _rows_field(name: str, rows: Sequence[_Row], text: str, certainty: float, page_index: int) -> ReceiptField:
+    regions = [r for row in rows for r in row.line.regions]
+    conf = sum(r.confidence for r in regions) / max(len(regions), 1)
+    return ReceiptField(name, text, text, max(0.0, min(1.0, conf * certainty)), page_index,
+                        tuple(r.region_id for r in regions), tuple(r.box for r in regions))
+
+
+def _amounts(rows: Sequence[_Row]) -> list[_Token]:
+    """Every two-decimal amount of the rows, in reading order (at most :data:`MAX_CANDIDATES`)."""
+    out: list[_Token] = []
+    for row in rows:
+        for m in _AMOUNT.finditer(row.text):
+            try:
+                value = Decimal(m["num"].replace(",", ""))
+            except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
+                continue
+            # a currency printed apart ("RM 8.60") is a word of its own, not part of the amount's text
+            start = m.start("cur") if m["cur"] and not row.text[m.end("cur"):m.start("num")] else m.start("num")
+            out.append(_Token(row, start, m.end(), row.text[start:m.end()], value, m["cur"]))
+            if len(out) >= MAX_CANDIDATES:
+                return out
+    return out
+
+
+# ----------------------------------------------------------------------------- the rules
+
+def _label(row: _Row, token: _Token) -> str:
+    """The row's text left of the token (where its label is printed)."""
+    return row.text[: token.start]
+
+
+def _same_row_amounts(rows: Sequence[_Row], amounts: Sequence[_Token], row: _Row) -> list[_Token]:
+    """Amounts on ``row``, else right of it on an adjacent row whose vertical span overlaps
+    its own by half the smaller height (a label and its value split into two visual lines)."""
+    own = [a for a in amounts if a.row is row]
+    if own:
+        return own
+    x0, y0, x1, y1 = row.box
+    below = [a for a in amounts if a.row.index == row.index + 1 and not _has_label(a.row)
+             and 0 <= a.row.box[1] - y1 <= 0.5 * (y1 - y0)]  # the value printed right under its label
+    if below:
+        return below
+    out = []
+    for a in amounts:
+        bx0, by0, bx1, by1 = a.row.box
+        if a.row is row or abs(a.row.index - row.index) > 2:
+            continue
+        overlap = min(y1, by1) - max(y0, by0)
+        if overlap > 0.5 * min(y1 - y0, by1 - by0) and bx0 >= x1 - 0.1 * (x1 - x0) and not _has_label(a.row):
+            out.append(a)
+    return out
+
+
+def _has_label(row: _Row) -> bool:
+    return bool(re.search(r"[A-Za-z]{3}", row.text))
+
+
+@dataclass
+class _Amounts:
+    """Labelled amounts of a page: (token, label strength) per kind."""
+
+    total: list[tuple[_Token, float]] = field(default_factory=list)
+    subtotal: list[_Token] = field(default_factory=list)
+    tax: list[_Token] = field(default_factory=list)
+    rounding: list[_Token] = field(default_factory=list)
+    cash: list[_Token] = field(default_factory=list)
+    change: list[_Token] = field(default_factory=list)
+
+
+def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
+    out = _Amounts()
+    in_summary = False
+    for row in rows:
+        if _SUMMARY.search(row.text):
+            in_summary = True
+        row_amounts = _same_row_amounts(rows, amounts, row)
+        if not row_amounts:
+            continue
+        label = _label(row, row_amounts[0]) if row_amounts[0].row is row else row.text
+        last = row_amounts[-1]
+        if _SUBTOTAL.search(label):
+            out.subtotal.append(last)
+        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label) and not in_summary:
+            strength = 1.0 if _TOTAL_STRONG.search(label) else 0.8
+            strength += 0.1 if _ROUNDING.search(label) else 0.0
+            out.total.append((last, strength))
+        elif _ROUNDING.search(label):
+            out.rounding.append(last)
+        elif _TAX.search(label) and not _NOT_TAX.search(label) and not in_summary:
+            out.tax.append(last)
+        elif _CHANGE.search(label):
+            out.change.append(last)
+        elif _CASH.search(label):
+            out.cash.append(last)
+    return out
+
+
+def _among(token: _Token, tokens: Sequence[_Token]) -> bool:
+    return any(token is t for t in tokens)
+
+
+def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
+    """The total: best label, then agreement with subtotal + tax (+ rounding), cash - change or
+    another total + rounding (the rounded one), then the larger amount, then the later one.
+    Without a labelled total: an amount printed with cash - change (change > 0), low confidence."""
+    totals = [(t, s) for t, s in found.total if t.value > 0]
+    paid = {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
+    if not totals:
+        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
+        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
+        return (unlabelled[-1], 0.4) if unlabelled else None
+    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
+    checks: set[Decimal] = set(paid)
+    for sub in found.subtotal[-2:]:
+        for tax in [None, *found.tax[-2:]]:
+            for rnd in [None, *found.rounding[-1:]]:
+                checks.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
+    best, best_key = None, None
+    for order, (token, strength) in enumerate(totals):
+        agrees = token.value in checks or token.value in rounded
+        key = (strength + (0.3 if agrees else 0.0) + (0.3 if token.value in rounded else 0.0), token.value, order)
+        if best_key is None or key > best_key:
+            best, best_key = (token, min(1.0, 0.7 * strength + (0.3 if agrees else 0.15))), key
+    return best
+
+
+def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
+    """The receipt's date: a DATE-labelled one first, else the first in reading order."""
+    best, best_key, seen = None, None, 0
+    for row in rows:
+        for d, (s, e) in _dates(row.text, MAX_CANDIDATES):
+            seen += 1
+            if seen > MAX_CANDIDATES:
+                return best
+            labelled = bool(_DATE_LABEL.search(row.text[:s])) and not _NOT_DATE_LABEL.search(row.text[:s])
+            unwanted = bool(_NOT_DATE_LABEL.search(row.text[:s]))
+            key = (labelled, not unwanted, -row.index)
+            if best_key is None or key > best_key:
+                token = _Token(row, s, e, row.text[s:e], d.isoformat())
+                best, best_key = (token, 0.95 if labelled else 0.8 if not unwanted else 0.5), key
+    return best
+
+
+def _is_skippable_top(row: _Row) -> bool:
+    """A line at the top that is not (part of) a vendor name: a title, registration number,
+    phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
+    line starting in lower case or without two letters in a row, more digits than letters, or
+    a run of five digits that is not a registration number after the name."""
+    text = row.text
+    letters = re.findall(r"[A-Za-z]", text)
+    return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
+            or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
+            or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
+            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower()
+            or bool(re.search(r"\d{5,}", _vendor_text([row]))))
+
+
+def _joinable(row: _Row) -> bool:
+    """A line that may be part of a vendor name printed on several lines."""
+    return not _is_skippable_top(row) and not re.search(r"[@#]|\d{4,}", row.text)
+
+
+def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
+    """The vendor's rows and the index (in ``rows``) of the first row after them: the first
+    candidate line at the top, or the line holding a legal form among the next ones (a brand
+    line above it is not part of the name, unless the legal-form line reads as the end of a name
+    begun above: "RESTAURANT SDN BHD", "CO. (M) SDN BHD", "ALAM) SDN BHD", or the line above ends
+    with "&" or "-"); a name cut at "&", "-" or "," or an open parenthesis goes on, and a line
+    holding only a legal form joins; at most three lines."""
+    n = min(len(rows), VENDOR_SEARCH_LINES)
+    top = [i for i in range(n) if not _is_skippable_top(rows[i])]
+    if not top:
+        return None
+    first = top[0]
+    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text) and i - first <= 4), None)
+    start = end = first
+    if legal is not None:
+        start = end = legal
+        if start - 1 >= first and start - 1 in top and _joinable(rows[start - 1]) and (
+                _CONTINUATION.match(rows[legal].text) or _LEGAL_ONLY.match(rows[legal].text)
+                or rows[start - 1].text.rstrip().endswith(("&", "-"))):
+            start -= 1  # "LIAN CHI PU TIAN VEGETARIAN" / "RESTAURANT SDN BHD": one name on two lines
+    while end + 1 < len(rows) and end - start < 2:
+        text, prev = rows[end + 1].text, " ".join(r.text for r in rows[start:end + 1])
+        cut = prev.rstrip().endswith(("&", "-", ",")) or prev.count("(") > prev.count(")")
+        strict = any(_STRICT_LEGAL.search(r.text) for r in rows[start:end + 1])
+        if _LEGAL_ONLY.match(text) or (cut and _joinable(rows[end + 1])) or (
+                not strict and _STRICT_LEGAL.search(text) and _joinable(rows[end + 1])):
+            end += 1
+        else:
+            break
+    return list(rows[start:end + 1]), end + 1
+
+
+_TRAILING_REG = re.compile(
+    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
+    r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
+_LEGAL_MISREAD = ((re.compile(r"\bS[O0]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+
+
+def _vendor_text(rows: Sequence[_Row]) -> str:
+    """The vendor's lines joined by a space: a registration number after the name
+    ("(139386 X)", "(Co. No:20154-T)"), a leading "#000002" dropped, a legal form misread in one
+    letter ("SON BHD", "5/B") read as printed."""
+    text = " ".join(r.text for r in rows)
+    text = re.sub(r"^\W*#\d+\s*", "", text)
+    for _ in range(2):
+        text = _TRAILING_REG.sub("", text)
+    for pattern, fixed in _LEGAL_MISREAD:
+        text = pattern.sub(fixed, text)
+    return text.strip()
+
+
+def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
+    """Address lines from ``rows[start]``: registration lines before it skipped, up to the
+    first stop line, at most :data:`MAX_ADDRESS_LINES`; [] when none holds a digit."""
+    out: list[_Row] = []
+    i = start
+    while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
+        text = rows[i].text
+        stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
+                or parse_date(text) is not None or parse_amount(text) is not None
+                or (out and ":" in text))
+        if not out and i - start < 3 and (_REG_NUMBER.search(text) or _PHONE.search(text) or _NOT_ADDRESS.search(text)
+                                          or re.fullmatch(r"\s*\(.*\)\s*", text) or parse_date(text)):
+            i += 1
+            continue
+        if stop:
+            break
+        if not re.search(r"[A-Za-z]{2}", text):
+            if out:
+                break
+            i += 1
+            continue
+        out.append(rows[i])
+        i += 1
+    return out if any(re.search(r"\d", r.text) for r in out) else []
+
+
+def _currency(rows: Sequence[_Row], total: _Token | None) -> _Token | None:
+    """An explicit currency: on the total's token, else the first code/symbol on an amount row
+    or a header row (``AMOUNT (RM)``)."""
+    if total is not None and total.currency and total.currency in _CURRENCY_CODES:
+        return _Token(total.row, total.start, total.start + len(total.currency), total.currency,
+                      _CURRENCY_CODES[total.currency])
+    ordered = ([total.row] if total is not None else []) + list(rows)
+    for row in ordered:
+        m = _CURRENCY_WORD.search(row.text)
+        if m:
+            code = m.group(1) or m.group(2)
+            if code.upper() in _CURRENCY_CODES or code in _CURRENCY_CODES:
+                return _Token(row, m.start(), m.end(), code, _CURRENCY_CODES.get(code.upper(), _CURRENCY_CODES.get(code)))
+    return None
+
+
+_QTY_PRICE = re.compile(r"(?P<q>\d+(?:\.\d+)?)\s*[xX*@]\s*(?:RM\s?)?(?P<p>\d+\.\d{2,3})")
+_ITEM_HEADER = re.compile(r"\b(?:item|description|desc|qty|quantity|price|u/?p|product)\b", re.I)
+
+
+def _line_items(rows: Sequence[_Row], amounts: Sequence[_Token], end_row: int) -> list[dict[str, Any]]:
+    """Rows above ``end_row`` (the subtotal or total row) ending in an amount, after the item
+    header when there is one: description, quantity, unit price, amount."""
+    header = next((r.index for r in rows if r.index < end_row and _ITEM_HEADER.search(r.text)
+                   and parse_amount(r.text) is None), None)
+    if header is None:
+        return []
+    items: list[dict[str, Any]] = []
+    pending: list[_Row] = []
+    by_row: dict[int, list[_Token]] = {}
+    for a in amounts:
+        by_row.setdefault(a.row.index, []).append(a)
+    for row in rows:
+        if row.index <= header or row.index >= end_row:
+            continue
+        own = by_row.get(row.index)
+        if not own:
+            if re.search(r"[A-Za-z]{2}", row.text):
+                pending = [row]
+            continue
+        last = own[-1]
+        head = row.text[: own[0].start]
+        description = re.sub(r"^[\W\d]*(?=[A-Za-z])", "", re.sub(r"\s+\d+(?:\.\d+)?\s*[xX*@]\s*$", "", head)).strip()
+        qp = _QTY_PRICE.search(row.text)
+        quantity = Decimal(qp["q"]) if qp else None
+        unit = Decimal(qp["p"]) if qp else (own[-2].value if len(own) >= 2 else None)
+        source = [row]
+        if not re.search(r"[A-Za-z]{2}", description) and pending:
+            description, source = pending[0].text, [pending[0], row]
+        if not re.search(r"[A-Za-z]{2}", description):
+            continue
+        items.append({"description": description, "quantity": quantity, "unit_price": unit, "amount": last.value,
+                      "region_ids": [r.region_id for s in source for r in s.line.regions]})
+        pending = []
+        if len(items) >= MAX_ITEMS:
+            break
+    return items
+
+
+def _is_receipt(rows: Sequence[_Row], amounts: Sequence[_Token], found: _Amounts) -> bool:
+    return bool(amounts) and (bool(found.total) or sum(bool(_RECEIPT_WORDS.search(r.text)) for r in rows) >= 2)
+
+
+def extract_page(page: Page) -> dict[str, ReceiptField]:
+    """The receipt fields of one page (rules: the module docstring); ``{}`` when the page does
+    not read as a receipt."""
+    rows = _rows(page)
+    amounts = _amounts(rows)
+    found = _labelled(rows, amounts)
+    if not _is_receipt(rows, amounts, found):
+        return {}
+    p = page.page_index
+    out: dict[str, ReceiptField] = {}
+    vendor = _vendor(rows)
+    if vendor is not None:
+        chosen, after = vendor
+        name = _vendor_text(chosen)
+        if name:
+            out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
+        address = _address(rows, after)
+        if address:
+            out["vendor_address"] = _rows_field("vendor_address", address, " ".join(r.text for r in address), 0.7, p)
+    picked_date = _pick_date(rows)
+    if picked_date is not None:
+        out["date"] = _field("date", *picked_date, p)
+    total = _pick_total(found, amounts)
+    currency = _currency(rows, total[0] if total else None)
+    code = currency.value if currency else None
+    if total is not None:
+        out["total"] = _field("total", *total, p, currency=code)
+    if found.subtotal:
+        out["subtotal"] = _field("subtotal", found.subtotal[-1], 0.8, p, currency=code)
+    if found.tax:
+        out["tax"] = _field("tax", found.tax[-1], 0.7, p, currency=code)
+    if currency is not None:
+        out["currency"] = _field("currency", currency, 0.9, p)
+    end = min([t.row.index for t in found.subtotal] + [t.row.index for t, _ in found.total], default=None)
+    if end is not None:
+        items = _line_items(rows, amounts, end)
+        if items:
+            item_rows = [r for r in rows if any(reg.region_id in set(i["region_ids"]) for i in items
+                                                for reg in r.line.regions)]
+            text = "\n".join(r.text for r in item_rows)
+            fld = _rows_field("line_items", item_rows, text, 0.6, p)
+            out["line_items"] = ReceiptField("line_items", text, items, fld.confidence, p, fld.region_ids, fld.boxes,
+                                             code)
+    return out
+
+
+def extract_fields(document: Document, pages: Iterable[Page] | None = None) -> dict[str, ReceiptField]:
+    """The receipt fields of ``document`` (rules and bounds: the module docstring).
+
+    Args:
+        document: a built Document (post-processed text, boxes in page pixels).
+        pages: the pages to read (default: the document's, at most :data:`MAX_PAGES`).
+
+    Returns:
+        ``{name: ReceiptField}`` for the fields found (names in :data:`FIELD_NAMES`): those of
+        the page with the most fields (a total counts double; the first page wins a tie); ``{}``
+        when no page reads as a receipt. Never raises on any text.
+    """
+    best: dict[str, ReceiptField] = {}
+    for page in list(pages if pages is not None else document.pages)[:MAX_PAGES]:
+        found = extract_page(page)
+        if len(found) + ("total" in found) > len(best) + ("total" in best):
+            best = found
+    return best
+
+
+def document_fields(document: Document, regions: Iterable[Mapping[str, Any]] = (), *,
+                    receipts: bool = True) -> dict[str, dict[str, Any]]:
+    """A document's ``fields`` as the results event carries them (one rule for
+    :class:`~ocrstream.ocr.predictor.OCRPipeline` and the store stage).
+
+    Args:
+        document: the built Document.
+        regions: its post-processed region dicts (``field`` spec, ``text``, ``value``, ``valid``).
+        receipts: look for receipt fields when no region holds a template field.
+
+    Returns:
+        Template fields ``{name: {"value", "text", "valid"}}`` when a region holds one; else,
+        when ``receipts``, the receipt fields (:func:`fields_json` of :func:`extract_fields`);
+        else ``{}``.
+    """
+    template = {r["field"]["name"]: {"value": r.get("value"), "text": r.get("text"), "valid": r.get("valid")}
+                for r in regions if r.get("field")}
+    if template or any(region.field for page in document.pages for line in page.lines for region in line.regions):
+        return template
+    return fields_json(extract_fields(document)) if receipts else {}

@@ -1,0 +1,254 @@
+"""Receipt fields without a template (ocrstream/ocr/receipt_fields.py): the rules on Documents built
+from lines of text (no OCR; rendered and real receipts through the OCR are in
+tests/test_receipt_fields.py), every bound crossed, and the fields in the Document and its export."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from ocrstream.contracts import events
+from ocrstream.contracts.event_models import FieldResult
+from ocrstream.ocr import receipt_fields as rf
+from ocrstream.ocr.document import Document
+from ocrstream.ocr.receipt_fields import document_fields, extract_fields, parse_amount, parse_date
+
+PITCH = 30.0
+
+
+def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99) -> Document:
+    """A done Document: each page a list of visual lines; a line is a text (one region) or a tuple
+    of texts (regions side by side, left to right)."""
+    regions, sizes = [], []
+    for p, lines in enumerate(pages):
+        sizes.append({"page_index": p, "width": 1000, "height": max(100, int(PITCH * (len(lines) + 2)))})
+        order = 0
+        for i, line in enumerate(lines):
+            parts = (line,) if isinstance(line, str) else line
+            x = 10.0
+            for text in parts:
+                width = 12.0 * max(len(text), 1)
+                regions.append({"region_id": f"p{p}-r{order}", "page_index": p, "line_index": i, "order": order,
+                                "box": [x, PITCH * i + 5, x + width, PITCH * i + 25], "text": text,
+                                "confidence": confidence})
+                x += width + 40
+                order += 1
+    return Document.from_results({"document_id": "d", "status": "done", "pages": sizes, "regions": regions})
+
+
+RECEIPT = [
+    "CORNER GROCER SDN BHD",
+    "(123456-X)",
+    "NO 12 JALAN MERANTI",
+    "47301 PETALING JAYA, SELANGOR",
+    "TEL: 03-7781 2200",
+    "TAX INVOICE",
+    "INVOICE NO: CS 104522",
+    ("DATE: 21/11/2026", "14:03"),
+    "ITEM QTY PRICE AMOUNT",
+    "MILK 1L",
+    ("2 X 6.90", "13.80"),
+    ("WHOLEMEAL BREAD 1 X 4.50", "4.50"),
+    ("SUBTOTAL", "18.30"),
+    ("GST 6%", "1.10"),
+    ("ROUNDING", "0.00"),
+    ("TOTAL", "RM 19.40"),
+    ("CASH", "50.00"),
+    ("CHANGE", "30.60"),
+    "GST SUMMARY AMOUNT TAX",
+    ("SR @ 6%", "18.30", "1.10"),
+    "THANK YOU PLEASE COME AGAIN",
+]
+
+
+def values(fields):
+    return {k: (v.text, v.value) for k, v in fields.items() if k != "line_items"}
+
+
+def test_a_receipt_with_tax_lines_gives_every_field_with_its_regions():
+    d = doc(RECEIPT)
+    f = extract_fields(d)
+    assert f["vendor_name"].text == "CORNER GROCER SDN BHD"
+    assert f["vendor_address"].text == "NO 12 JALAN MERANTI 47301 PETALING JAYA, SELANGOR"
+    assert (f["date"].text, f["date"].value) == ("21/11/2026", "2026-11-21")
+    # the amount as printed; a currency printed apart is a word of its own (an attached one stays: "RM7.00")
+    assert (f["total"].text, f["total"].value, f["total"].currency) == ("19.40", Decimal("19.40"), "MYR")
+    assert f["total"].value == f["subtotal"].value + f["tax"].value  # the rule that picked it
+    assert (f["subtotal"].value, f["tax"].value, f["currency"].value) == (Decimal("18.30"), Decimal("1.10"), "MYR")
+    items = f["line_items"].value
+    assert [(i["description"], i["quantity"], i["unit_price"], i["amount"]) for i in items] == [
+        ("MILK 1L", Decimal("2"), Decimal("6.90"), Decimal("13.80")),
+        ("WHOLEMEAL BREAD", Decimal("1"), Decimal("4.50"), Decimal("4.50"))]
+    regions = {r.region_id: r for p in d.pages for line in p.lines for r in line.regions}
+    assert [regions[i].text for i in f["total"].region_ids] == ["RM 19.40"]  # the value's region, not the label's
+    assert f["total"].boxes == (regions[f["total"].region_ids[0]].box,)
+    assert all(0 < v.confidence <= 1 and v.page_index == 0 for v in f.values())
+
+
+def test_an_attached_currency_is_part_of_the_printed_total_and_a_rounded_total_wins():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("Total RM Incl. of GST", "RM31.47"),
+                            ("Rounding Adj", "-0.02"), ("Total RM", "RM31.45"), ("CASH", "RM50.00")]))
+    assert (f["total"].text, f["total"].value, f["currency"].value) == ("RM31.45", Decimal("31.45"), "MYR")
+
+
+def test_without_a_total_label_cash_minus_change_finds_the_total():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("SUBTOTAL:", "44.90"), ("TL:RM", "44.90"),
+                            ("CASH", "100.00"), ("CHANGE", "55.10")]))
+    assert f["total"].value == Decimal("44.90") and f["total"].confidence < 0.5
+    assert f["total"].region_ids == ("p0-r5",)  # the unlabelled amount, not the subtotal's
+
+
+def test_the_largest_labelled_total_agreeing_with_cash_minus_change_wins():
+    lines = ["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("TOTAL QTY: 3", "3.00"), ("TOTAL", "12.00"),
+             ("TOTAL INCL. GST", "12.72"), ("CASH", "20.00"), ("CHANGE", "7.28"),
+             "GST SUMMARY", ("TOTAL :", "12.00", "0.72")]
+    f = extract_fields(doc(lines))
+    assert f["total"].value == Decimal("12.72")
+    no_agreement = extract_fields(doc(lines[:5]))
+    assert no_agreement["total"].value == Decimal("12.72")  # the stronger label (INCL.) still wins
+
+
+def test_several_dates_a_labelled_one_wins_else_the_first():
+    lines = ["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "PRINTED 02/01/2019 10:00", "EXPIRY DATE: 31/12/2019",
+             "DATE : 01-03-18 5:23 PM", ("TOTAL", "5.00")]
+    assert extract_fields(doc(lines))["date"].value == "2018-03-01"
+    unlabelled = [line for line in lines if "DATE" not in line]
+    assert extract_fields(doc(unlabelled))["date"].value == "2019-01-02"
+
+
+def test_a_receipt_without_a_total_has_no_total_and_invents_nothing():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT", "ITEM QTY",
+                            ("PENCIL", "1.20"), ("CASH", "5.00")]))
+    assert "total" not in f and "subtotal" not in f and "tax" not in f
+    assert f["vendor_name"].text == "ACME TRADING"
+
+
+@pytest.mark.parametrize("lines", [
+    [],
+    ["", "   "],
+    ["Meeting moved to Friday", "Room 4B at 10:30", "Kind regards, the team 2024"],  # not a receipt
+    ["Dear customer,", "your parcel 4471-2209 left our depot on 03/04/2024", "Questions? Call 03-7781 2200."],
+    ["BÄCKEREI MÜLLER GMBH", "HAUPTSTRASSE 5, 10115 BERLIN", "BROT 2,50", "SUMME EUR 2,50", "BAR 5,00",
+     "RÜCKGELD 2,50"],  # German: decimal commas, no label known
+    ["東京スーパー", "合計 ¥1,200", "ありがとうございました"],  # Japanese
+    ["ГАСТРОНОМ", "ИТОГО 120.00", "СПАСИБО"],  # Russian: an amount but no label or receipt word
+])
+def test_pages_that_are_not_receipts_or_in_another_language_give_no_fields(lines):
+    assert extract_fields(doc(lines)) == {}
+
+
+def test_junk_text_never_raises():
+    junk = ["%%%%", "1.00.00.00", "31/02/2018", "TOTAL", "TOTAL TOTAL", ":::: 9" * 80, "RM", "$", "-",
+            "99/99/9999 TOTAL 1.1", "DATE", "\x00\ufffd", "TOTAL -0.00", "TOTAL 99999999.99"]
+    for i in range(len(junk)):
+        extract_fields(doc(junk[i:] + junk[:i]))
+
+
+def test_parse_date_layouts_and_impossible_dates():
+    assert parse_date("DATE : 22/12/2017 14:03") == (date(2017, 12, 22), (7, 17))
+    cases = {"01-03-18": date(2018, 3, 1), "2018-03-01": date(2018, 3, 1), "14 MAR 2018": date(2018, 3, 14),
+             "05-AUG-2017": date(2017, 8, 5), "OCT 3, 2016": date(2016, 10, 3), "24 Mar 18": date(2018, 3, 24),
+             "(06/12/2016)": date(2016, 12, 6), "12/25/2018": date(2018, 12, 25), "2016/05/01": date(2016, 5, 1)}
+    for text, want in cases.items():
+        assert parse_date(text)[0] == want, text
+    for text in ("31/02/2018", "13/13/2018 x", "1.00", "INV 2018-99-99", "01/01/1850", "20931", "3.30/1"):
+        assert parse_date(text) is None, text
+
+
+def test_parse_amount_needs_two_decimals_and_keeps_the_printed_currency():
+    assert parse_amount("TOTAL RM15.90") == (Decimal("15.90"), "RM", (6, 13))
+    assert parse_amount("1,234.50")[0] == Decimal("1234.50")
+    assert parse_amount("$8.20")[1] == "$"
+    for text in ("12,50", "15", "1.5", "03-7781 2200", "22/12/2017", "v1.2.30"):
+        assert parse_amount(text) is None, text
+
+
+# ----------------------------------------------------------------------------- bounds, each crossed
+
+def receipt_with_total_at_line(n_filler: int) -> Document:
+    return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT", *["." * 3] * n_filler,
+                ("TOTAL", "7.70")])
+
+
+def test_lines_beyond_max_lines_are_not_read():
+    assert extract_fields(receipt_with_total_at_line(rf.MAX_LINES - 4))["total"].value == Decimal("7.70")
+    assert "total" not in extract_fields(receipt_with_total_at_line(rf.MAX_LINES - 3))
+
+
+def test_characters_beyond_max_line_chars_are_not_read():
+    def with_pad(n: int) -> Document:
+        return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT", "TOTAL" + " " * n + "7.70"])
+
+    inside = rf.MAX_LINE_CHARS - len("TOTAL7.70")
+    assert extract_fields(with_pad(inside))["total"].value == Decimal("7.70")
+    assert "total" not in extract_fields(with_pad(inside + 1))
+
+
+def test_amount_candidates_beyond_max_candidates_are_not_read():
+    def with_amounts(n: int) -> Document:
+        return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT",
+                    *[("ITEM", "1.00")] * n, ("TOTAL", "7.70")])
+
+    assert extract_fields(with_amounts(rf.MAX_CANDIDATES - 1))["total"].value == Decimal("7.70")
+    assert "total" not in extract_fields(with_amounts(rf.MAX_CANDIDATES))
+
+
+def test_date_candidates_beyond_max_candidates_are_not_read():
+    def with_dates(n: int) -> Document:
+        return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", *["PRINTED 01/01/2019"] * n,
+                    "DATE 05/05/2020", ("TOTAL", "7.70")])
+
+    assert extract_fields(with_dates(rf.MAX_CANDIDATES - 1))["date"].value == "2020-05-05"
+    assert extract_fields(with_dates(rf.MAX_CANDIDATES))["date"].value == "2019-01-01"
+
+
+def test_line_items_beyond_max_items_are_not_kept():
+    def with_items(n: int) -> Document:
+        return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "ITEM QTY AMOUNT",
+                    *[(f"WIDGET {i}", "1.00") for i in range(n)], ("TOTAL", f"{n}.00")])
+
+    assert len(extract_fields(with_items(rf.MAX_ITEMS))["line_items"].value) == rf.MAX_ITEMS
+    assert len(extract_fields(with_items(rf.MAX_ITEMS + 1))["line_items"].value) == rf.MAX_ITEMS
+
+
+def test_address_lines_beyond_max_address_lines_are_not_kept():
+    def with_lines(n: int) -> Document:
+        return doc(["ACME TRADING", *[f"LOT {i} JALAN" for i in range(n)], "TEL 03-1234 5678", ("TOTAL", "1.00")])
+
+    assert extract_fields(with_lines(rf.MAX_ADDRESS_LINES))["vendor_address"].text.count("JALAN") == rf.MAX_ADDRESS_LINES
+    assert extract_fields(with_lines(rf.MAX_ADDRESS_LINES + 1))["vendor_address"].text.count("JALAN") \
+        == rf.MAX_ADDRESS_LINES
+
+
+def test_pages_beyond_max_pages_are_not_read():
+    blank = ["Meeting moved to Friday"]
+    receipt = ["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT", ("TOTAL", "7.70")]
+    assert extract_fields(doc(*[blank] * (rf.MAX_PAGES - 1), receipt))["total"].page_index == rf.MAX_PAGES - 1
+    assert extract_fields(doc(*[blank] * rf.MAX_PAGES, receipt)) == {}
+
+
+def test_the_vendor_is_searched_in_the_first_lines_only():
+    def with_top(n: int) -> Document:
+        return doc([*["TAX INVOICE"] * n, "ACME TRADING", "CASH RECEIPT", ("TOTAL", "7.70")])
+
+    assert extract_fields(with_top(rf.VENDOR_SEARCH_LINES - 1))["vendor_name"].text == "ACME TRADING"
+    assert "vendor_name" not in extract_fields(with_top(rf.VENDOR_SEARCH_LINES))
+
+
+# ----------------------------------------------------------------------------- where the fields go
+
+def test_fields_json_fits_the_results_event_and_the_document_export():
+    d = doc(RECEIPT)
+    fields = document_fields(d)
+    assert fields["total"]["value"] == 19.4 and fields["total"]["text"] == "19.40"
+    assert fields["total"]["source"] == "receipt" and fields["total"]["currency"] == "MYR"
+    typed = events.convert(dict[str, FieldResult], fields, events.RESULTS)  # the event model accepts them
+    assert typed["date"].value == "2026-11-21" and typed["total"].regions
+    assert document_fields(d, receipts=False) == {}
+    template = [{"field": {"name": "total", "type": "decimal"}, "text": "1.00", "value": 1.0, "valid": True}]
+    assert document_fields(d, template) == {"total": {"value": 1.0, "text": "1.00", "valid": True}}
+    event = {"document_id": "d", "status": "done", "pages": [{"page_index": 0, "width": 10, "height": 10}],
+             "regions": [], "fields": fields}
+    assert Document.from_results(event).export()["fields"] == fields
