@@ -7,11 +7,13 @@ cd "$(dirname "$0")"
 # lock or pyproject.toml changed).
 tools/venv.sh
 # Debian tools the deploy tests use: promtool/prometheus (alert rule unit tests, a real Prometheus
-# scraping the stages) and kubectl (kustomize). Installed when missing and we are root (CI is);
+# scraping the stages) and kubectl (kustomize); chromium for the review page's browser test
+# (tests/test_review_page.py, Playwright driving Debian's chromium; never `playwright install`). Installed when missing and we are root (CI is);
 # otherwise those tests skip and say how to get them.
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing ${missing[*]} (apt-get)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \

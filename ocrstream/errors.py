@@ -115,3 +115,28 @@ DEAD_LETTER_TYPES: tuple[str, ...] = tuple(sorted(
         UnknownTemplateError,
         InvalidEventError, MissingObjectError, HandlerTimeoutError, PoisonMessageError,
         RetriesExhaustedError, InternalError)))
+
+
+class RequestError(OcrStreamError):
+    """A request to an HTTP API that cannot be served as asked: a 4xx answer (``status``), with
+    this class's name as the error ``type`` in the body; never retried."""
+
+    status = 400
+
+
+class InvalidRequestError(RequestError):
+    """A request's values are unusable (an empty or over-long correction, a bad filter): 422."""
+
+    status = 422
+
+
+class UnknownRegionError(RequestError):
+    """The region asked for does not exist (or its document is gone): 404."""
+
+    status = 404
+
+
+class OriginalUnavailableError(RequestError):
+    """A region's original page is not in the object store any more (or cannot be decoded): 410."""
+
+    status = 410

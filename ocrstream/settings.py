@@ -191,6 +191,18 @@ class Settings(BaseSettings):
     api_postgres_dsn: SecretStr | None = _http(
         None, "a login role in ocrstream_read for the query API (None: the store's DSN with that role set)")
     api_pool_size: int = _http(4, "connections of the query API's read-only pool")
+    # Review (the query API's /v1/review, /v1/regions/{id}/verify and /review page: services/store/review.py)
+    review_postgres_dsn: SecretStr | None = _http(
+        None, "a login role in ocrstream_review for verifying (None: the store's DSN with that role set)")
+    review_crop_max_pixels: int = _http(
+        400_000, "pixels (width * height) of one review crop at most: larger crops are scaled down", ge=1024)
+    review_crop_margin_px: int = _http(6, "page pixels added around a region's box in its review crop", ge=0, le=200)
+    review_max_text_chars: int = _http(1000, "characters of one verified text at most (longer: 422)", ge=1)
+    review_history_max: int = _http(20, "earlier corrections kept per region (older ones are dropped)", ge=1)
+    review_char_threshold: float = _http(
+        0.9, "characters read with a probability under this are marked on the review page", ge=0, le=1)
+    review_session_ttl_s: int = _http(8 * 3600, "lifetime of a review page login (session cookie), seconds", ge=60)
+    review_max_sessions: int = _http(1000, "review page sessions kept per query API process (oldest dropped)", ge=1)
 
     @field_validator("templates_dir")
     @classmethod

@@ -661,7 +661,7 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.argument("name")
-@click.option("--scopes", default="ingest,query", show_default=True, help="Comma list of: ingest, query.")
+@click.option("--scopes", default="ingest,query", show_default=True, help="Comma list of: ingest, query, review.")
 @click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
               help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
 def apikey_create(name: str, scopes: str, keys_file: Path | None) -> None:

@@ -72,3 +72,39 @@ async def create_read_pool(settings: Settings, max_size: int = 4) -> asyncpg.Poo
     return await asyncpg.create_pool(own or settings.dsn, min_size=1, max_size=max_size, connect=connect,
                                      timeout=settings.postgres_timeout_s,
                                      command_timeout=settings.postgres_timeout_s)
+
+
+#: The role the query API verifies regions as (migration ``0010_review``): in :data:`READ_ROLE`,
+#: plus UPDATE of the verified columns of ``regions`` and writing ``region_corrections``.
+REVIEW_ROLE = "ocrstream_review"
+
+
+async def create_review_pool(settings: Settings, max_size: int = 2) -> asyncpg.Pool:
+    """A small pool that may store corrections (the query API's verify route).
+
+    * ``OCRSTREAM_REVIEW_POSTGRES_DSN`` set (production): that DSN, a login role in
+      :data:`REVIEW_ROLE` (``CREATE ROLE ocrstream_reviewer LOGIN PASSWORD '...' IN ROLE ocrstream_review``).
+    * unset (the embedded stack): the store's DSN with the session's role set to
+      :data:`REVIEW_ROLE` at connect; when that role does not exist (the store's user may not
+      create roles), the store's user itself, with a warning (as :func:`create_read_pool`).
+
+    Raises asyncpg's connection errors (transient).
+    """
+    import asyncpg
+
+    own = settings.review_postgres_dsn.get_secret_value() if settings.review_postgres_dsn else None
+
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        if own is not None:
+            return await asyncpg.connect(*args, **kwargs)
+        try:
+            return await asyncpg.connect(*args, **{**kwargs, "server_settings": {
+                **(kwargs.get("server_settings") or {}), "role": REVIEW_ROLE}})
+        except (asyncpg.InvalidParameterValueError, asyncpg.InsufficientPrivilegeError) as exc:
+            log.warning("query API: role %s not usable (%s); corrections are written as the store's user "
+                        "(set OCRSTREAM_REVIEW_POSTGRES_DSN to a login role in %s)", REVIEW_ROLE, exc, REVIEW_ROLE)
+            return await asyncpg.connect(*args, **kwargs)
+
+    return await asyncpg.create_pool(own or settings.dsn, min_size=1, max_size=max_size, connect=connect,
+                                     timeout=settings.postgres_timeout_s,
+                                     command_timeout=settings.postgres_timeout_s)

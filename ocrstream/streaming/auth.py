@@ -34,7 +34,10 @@ from limits.strategies import MovingWindowRateLimiter
 from ocrstream.errors import ConfigurationError
 from ocrstream.settings import Settings
 
-SCOPES = ("ingest", "query")
+#: Scopes a key may hold: ``ingest`` (the ingest door), ``query`` (the query API's reads), ``review``
+#: (the review queue, verifying regions, the ``/review`` page). New keys get :data:`DEFAULT_SCOPES`.
+SCOPES = ("ingest", "query", "review")
+DEFAULT_SCOPES = ("ingest", "query")
 TOKEN_PREFIX = "ocs_"
 
 
@@ -51,7 +54,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_key(path: Path, name: str, scopes: tuple[str, ...] = SCOPES) -> str:
+def create_key(path: Path, name: str, scopes: tuple[str, ...] = DEFAULT_SCOPES) -> str:
     """Append a new key named ``name`` to the keys file at ``path``; returns the token (shown once).
 
     Raises ValueError for an unknown scope or an empty name.
@@ -115,6 +118,17 @@ class Authenticator:
         self.limit = RateLimitItemPerMinute(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
+    def key_for(self, token: str) -> ApiKey | None:
+        """The stored key whose token is ``token``, or None (constant-time in the token: by hash)."""
+        return self.keys.get(_digest(token)) if token else None
+
+    def check_rate(self, name: str) -> None:
+        """Count one request of key ``name``; raises HTTPException 429 (with ``Retry-After``) over the limit."""
+        if self.limit and not self.limiter.hit(self.limit, name):
+            reset = self.limiter.get_window_stats(self.limit, name).reset_time
+            raise HTTPException(429, f"rate limit of {self.limit.amount} requests per minute reached",
+                                headers={"Retry-After": str(max(1, int(reset - datetime.now().timestamp())))})
+
     def require(self, scope: str) -> Callable[[Request], Awaitable[str | None]]:
         """A dependency that admits a request holding a key with ``scope``; returns the key name."""
 
@@ -125,16 +139,13 @@ class Authenticator:
             auth = request.headers.get("authorization", "")
             if auth[:7].lower() == "bearer ":
                 token = auth[7:].strip()
-            key = self.keys.get(_digest(token)) if token else None
+            key = self.key_for(token)
             if key is None:
                 raise HTTPException(401, "missing or unknown API key (Authorization: Bearer <key>)",
                                     headers={"WWW-Authenticate": "Bearer"})
             if scope not in key.scopes:
                 raise HTTPException(403, f"API key {key.name!r} lacks the {scope!r} scope")
-            if self.limit and not self.limiter.hit(self.limit, key.name):
-                reset = self.limiter.get_window_stats(self.limit, key.name).reset_time
-                raise HTTPException(429, f"rate limit of {self.limit.amount} requests per minute reached",
-                                    headers={"Retry-After": str(max(1, int(reset - datetime.now().timestamp())))})
+            self.check_rate(key.name)
             return key.name
 
         return check

@@ -17,8 +17,12 @@ on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/he
   fields (``total:13.10``), alone or with ``q``.
 * ``GET /v1/failures`` - failed documents by stage and error type.
 * ``GET /healthz`` - liveness (no key needed).
-OpenAPI docs at ``/docs``. Every ``/v1`` route needs an API key with the ``query`` scope
-(:mod:`ocrstream.streaming.auth`); exports are rendered in a worker thread.
+* Review (scope ``review``; services/store/review.py): ``GET /v1/review``,
+  ``POST /v1/regions/{id}/verify``, ``GET /v1/regions/{id}/crop``, ``GET /v1/regions/{id}/corrections``
+  and the page ``/review`` (login form, session cookie, CSRF token).
+OpenAPI docs at ``/docs``. Every other ``/v1`` route needs an API key with the ``query`` scope
+(:mod:`ocrstream.streaming.auth`); exports are rendered in a worker thread. Request bodies over
+64 KiB get 413.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from ocrstream.storage import documents
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.storage.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 from ocrstream.streaming.auth import Authenticator
+from ocrstream.streaming.http import BodyLimit
+from services.store.review import add_review
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +60,20 @@ REQUEST_SECONDS = Histogram("ocrstream_api_request_seconds", "Query API request 
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 MAX_PAGE = 200
+#: Request bodies (review corrections, the login form) at most, bytes; larger: 413.
+MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | None = None) -> FastAPI:
+def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | None = None,
+               settings: Settings | None = None, review_pool: asyncpg.Pool | None = None) -> FastAPI:
     """The query API on ``pool``; every ``/v1`` route requires ``auth``'s ``query`` scope;
-    ``store`` (the originals' bucket) serves ``format=pdf``."""
+    ``store`` (the originals' bucket) serves ``format=pdf`` and review crops. With ``settings``,
+    the review routes and page too (:func:`services.store.review.add_review`; ``review_pool``
+    may store corrections)."""
     app = FastAPI(title="ocrstream documents", version="1")
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if settings is not None:
+        add_review(app, pool, auth, settings, store, review_pool)
     api = APIRouter(dependencies=[Depends(auth.require("query"))])
 
     @app.middleware("http")
@@ -183,15 +197,21 @@ def run_api(settings: Settings) -> None:
         pools: list[asyncpg.Pool] = []
 
         async def connect() -> None:
-            from ocrstream.storage.db import create_read_pool
+            from ocrstream.storage.db import create_read_pool, create_review_pool
 
-            pools.append(await create_read_pool(settings, max_size=settings.api_pool_size))
+            read = await create_read_pool(settings, max_size=settings.api_pool_size)
+            try:
+                write = await create_review_pool(settings)  # corrections (the review routes)
+            except BaseException:
+                await read.close()
+                raise
+            pools.extend((read, write))
 
         try:
             if await wait_for_schema(settings, stop) and \
                     await retry_transient("connect to PostgreSQL", "api", settings, stop, connect):
-                await serve_until(create_app(pools[0], auth, ObjectStore(settings)), settings.http_host,
-                                  settings.query_port, stop, "api")
+                await serve_until(create_app(pools[0], auth, ObjectStore(settings), settings, pools[1]),
+                                  settings.http_host, settings.query_port, stop, "api")
         finally:
             stop.set()
             await asyncio.gather(probes, return_exceptions=True)

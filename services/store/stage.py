@@ -96,16 +96,17 @@ ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, heig
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
     quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review,
-    block_index)
+    block_index, char_probs)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb,
-    $17, $18::jsonb, $19, $20, $21, $22)
+    $17, $18::jsonb, $19, $20, $21, $22, $23::jsonb)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
     crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
     text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
     field = EXCLUDED.field, raw_text = EXCLUDED.raw_text, value = EXCLUDED.value, valid = EXCLUDED.valid,
-    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index
+    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index,
+    char_probs = EXCLUDED.char_probs
 """
 
 UPSERT_FAILED = """
@@ -191,7 +192,8 @@ class StoreStage(Stage):
                  _json(_opt(r.quad)), stored_crop(seen), _opt(r.detection_score),
                  r.text, r.confidence, _json(r.words or []),
                  _json(r.field) if r.field else None, r.raw_text,
-                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0)
+                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0,
+                 _json(seen.char_probs) if seen.char_probs is not UNSET else None)
                 for r, seen in zip(regions, event.regions)])
         return Output(events.RESULTS, doc_id, ResultsEvent(
             version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,

@@ -1,0 +1,338 @@
+"""Review on the query API: the queue, verifying regions, their crops, and the ``/review`` page.
+
+Routes (added to the query API by :func:`add_review`; scope ``review``):
+
+* ``GET /v1/review?threshold=&template=&field=&since=&document=&limit=&offset=`` - regions that
+  need a person (:func:`ocrstream.storage.review.review_queue`), oldest first, at most
+  :data:`~ocrstream.storage.review.MAX_REVIEW_PAGE` per page.
+* ``POST /v1/regions/{id}/verify`` ``{"text": ...}`` - stores the correction with the key's
+  name and the time; the earlier one goes to the history. Empty, over-long
+  (``OCRSTREAM_REVIEW_MAX_TEXT_CHARS``) or control characters: 422.
+* ``GET /v1/regions/{id}/crop`` - a PNG of the region cut on the fly from its original page in the
+  object store, at most ``OCRSTREAM_REVIEW_CROP_MAX_PIXELS`` pixels (scaled down to fit).
+* ``GET /v1/regions/{id}/corrections`` - the region's earlier corrections, newest first.
+* ``GET /review`` - the page (plain HTML + ``/review/app.js``, no build step); without a session
+  it is a login form. ``POST /review/login`` (form field ``key``) checks the key's ``review``
+  scope and sets an HttpOnly, SameSite=Strict session cookie (Secure over HTTPS);
+  ``POST /review/logout`` ends it.
+
+Authentication: a bearer key (as every ``/v1`` route), or the page's session cookie; a POST with
+the cookie must carry the session's CSRF token in ``X-CSRF-Token`` (the page reads it from its
+``<meta name="csrf-token">``), else 403. Sessions live in the process's memory (bounded by
+``OCRSTREAM_REVIEW_MAX_SESSIONS``, ``OCRSTREAM_REVIEW_SESSION_TTL_S``): several API replicas
+behind one address need sticky sessions for the page (the bearer API works anywhere).
+
+Errors are 4xx with a typed body ``{"detail", "type"}`` (:class:`ocrstream.errors.RequestError`):
+never a 500 for bad input. Decoding the original page, cutting and PNG-encoding the crop run in
+a worker thread; the last few decoded pages are cached (:class:`PageCache`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+
+import asyncpg
+import cv2
+import numpy as np
+from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from ocrstream.errors import (
+    BadInputError,
+    MissingObjectError,
+    OriginalUnavailableError,
+    RequestError,
+)
+from ocrstream.ocr.decode import Budget, open_document
+from ocrstream.settings import Settings
+from ocrstream.storage import review
+from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming.auth import Authenticator
+
+COOKIE = "ocrstream_review"
+CSRF_HEADER = "x-csrf-token"
+#: Largest region id PostgreSQL's bigint holds (a larger one is a 422, not an overflow).
+MAX_ID = 2**63 - 1
+_PAGE_FILES = resources.files("services.store").joinpath("review_page")
+
+
+class Correction(BaseModel):
+    """Body of ``POST /v1/regions/{id}/verify``."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+@dataclass
+class Session:
+    """A review page login: the key's name, the CSRF token, when it ends (``time.monotonic()`` s)."""
+
+    name: str
+    csrf: str
+    expires: float
+
+
+class Sessions:
+    """The review page's logins in this process: at most ``max_sessions`` (the oldest dropped),
+    each for ``ttl_s`` seconds. Session ids and CSRF tokens: 256 bits from ``secrets``."""
+
+    def __init__(self, ttl_s: float, max_sessions: int):
+        self.ttl_s, self.max_sessions = ttl_s, max_sessions
+        self._by_id: OrderedDict[str, Session] = OrderedDict()
+
+    def create(self, name: str) -> tuple[str, Session]:
+        """A new session for key ``name``: ``(session id, session)``."""
+        sid = secrets.token_urlsafe(32)
+        self._by_id[sid] = session = Session(name, secrets.token_urlsafe(32), time.monotonic() + self.ttl_s)
+        while len(self._by_id) > self.max_sessions:
+            self._by_id.popitem(last=False)
+        return sid, session
+
+    def get(self, sid: str | None) -> Session | None:
+        """The live session ``sid``, or None (unknown or expired: an expired one is dropped)."""
+        session = self._by_id.get(sid) if sid else None
+        if session is not None and session.expires < time.monotonic():
+            del self._by_id[sid]  # type: ignore[arg-type]
+            return None
+        return session
+
+    def drop(self, sid: str | None) -> None:
+        """End session ``sid`` (nothing if unknown)."""
+        if sid:
+            self._by_id.pop(sid, None)
+
+
+class PageCache:
+    """The last ``size`` decoded pages (``(object_key, page_index)`` -> BGR array), for crops of
+    the same page one after the other; thread-safe (crops are cut in worker threads)."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._pages: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> np.ndarray | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+            return page
+
+    def put(self, key: tuple[str, int], page: np.ndarray) -> None:
+        with self._lock:
+            self._pages[key] = page
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+
+
+def decode_page(original: bytes, page_index: int, budget: Budget) -> np.ndarray:
+    """Page ``page_index`` of an original document as ``(h, w, 3)`` uint8 BGR (CPU: call it in a thread).
+
+    Raises OriginalUnavailableError: the original does not decode (within ``budget``) or has no such page.
+    """
+    try:
+        with open_document(original, budget) as doc:
+            if not 0 <= page_index < len(doc):
+                raise OriginalUnavailableError(f"the original has {len(doc)} pages; no page {page_index + 1}")
+            return doc.page(page_index)
+    except BadInputError as exc:
+        raise OriginalUnavailableError(f"the original page does not decode: {type(exc).__name__}: {exc}") from None
+
+
+def cut_crop(page: np.ndarray, box: list[float], page_size: tuple[int, int], *, margin_px: int,
+             max_pixels: int) -> bytes:
+    """The PNG of ``box`` (``[x0, y0, x1, y1]`` in the stored page's pixels, ``page_size`` =
+    ``(width, height)``) on ``page`` plus ``margin_px`` around it, scaled down (area
+    interpolation) to at most ``max_pixels`` pixels. A page decoded at another size than stored
+    (e.g. another ``pdf_dpi``) has the box scaled to it. CPU work: call it in a thread.
+
+    Raises OriginalUnavailableError: the box lies outside the page.
+    """
+    height, width = page.shape[:2]
+    sx, sy = width / max(1, page_size[0]), height / max(1, page_size[1])
+    x0 = max(0, int(np.floor((box[0] - margin_px) * sx)))
+    y0 = max(0, int(np.floor((box[1] - margin_px) * sy)))
+    x1 = min(width, int(np.ceil((box[2] + margin_px) * sx)))
+    y1 = min(height, int(np.ceil((box[3] + margin_px) * sy)))
+    if x1 <= x0 or y1 <= y0:
+        raise OriginalUnavailableError(f"the region's box {box} lies outside its {width}x{height} page")
+    crop = page[y0:y1, x0:x1]
+    pixels = crop.shape[0] * crop.shape[1]
+    if pixels > max_pixels:
+        scale = (max_pixels / pixels) ** 0.5
+        size = (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", crop)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR array
+        raise OriginalUnavailableError("the crop could not be encoded")
+    return png.tobytes()
+
+
+def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: Settings,
+               store: ObjectStore | None = None, write_pool: asyncpg.Pool | None = None) -> None:
+    """Add the review routes and page to the query API ``app``.
+
+    ``pool``: the read-only pool; ``write_pool``: one that may store corrections
+    (:func:`ocrstream.storage.db.create_review_pool`; None: verify answers 503); ``store``: the
+    originals' bucket (None: crops answer 503).
+    """
+    sessions = Sessions(settings.review_session_ttl_s, settings.review_max_sessions)
+    pages = PageCache()
+    budget = Budget.from_settings(settings)
+    char_threshold = settings.review_char_threshold
+    bearer = auth.require("review")
+
+    @app.exception_handler(RequestError)
+    async def typed_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(exc.errors()), "type": "RequestValidationError"},
+                            status_code=422)
+
+    async def reviewer(request: Request) -> str | None:
+        """The reviewer's name: from the session cookie (a POST must carry its CSRF token), else a key."""
+        has_key = request.headers.get("authorization") or request.headers.get("x-api-key")
+        session = None if has_key else sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return await bearer(request)
+        if request.method == "POST" and not hmac.compare_digest(
+                request.headers.get(CSRF_HEADER, "").encode(), session.csrf.encode()):
+            raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token)")
+        auth.check_rate(session.name)
+        return session.name
+
+    region_id = Path(..., ge=1, le=MAX_ID, description="the region's id (``id`` of GET /v1/review)")
+
+    @app.get("/v1/review", tags=["review"])
+    async def review_list(who: str | None = Depends(reviewer),
+                          threshold: float | None = Query(None, ge=0, le=1),
+                          template: str | None = Query(None, max_length=200),
+                          field: str | None = Query(None, max_length=200),
+                          since: datetime | None = None,
+                          document: str | None = Query(None, max_length=200),
+                          limit: int = Query(50, ge=1, le=review.MAX_REVIEW_PAGE),
+                          offset: int = Query(0, ge=0, le=10_000_000)) -> dict:
+        """Regions that need a person: flagged ``needs_review``, or (``threshold``) a confidence
+        under it; not yet verified; oldest document first; ``next_offset`` pages on."""
+        query = review.ReviewQuery(threshold, template, field, since, document, limit, offset)
+        return await review.review_queue(pool, query, char_threshold)
+
+    @app.post("/v1/regions/{region_id}/verify", tags=["review"])
+    async def verify(body: Correction, region_id: int = region_id, who: str | None = Depends(reviewer)) -> dict:
+        """Store ``text`` as the region's verified text (by the key's name, now); 422 when empty,
+        over ``OCRSTREAM_REVIEW_MAX_TEXT_CHARS`` or holding control characters; 404 unknown."""
+        if write_pool is None:
+            raise HTTPException(503, "this query API cannot store corrections (no review pool)")
+        return await review.verify_region(write_pool, region_id, body.text, who or "anonymous",
+                                          max_chars=settings.review_max_text_chars,
+                                          history_max=settings.review_history_max)
+
+    @app.get("/v1/regions/{region_id}/corrections", tags=["review"])
+    async def region_corrections(region_id: int = region_id, who: str | None = Depends(reviewer)) -> list[dict]:
+        """The region's earlier corrections, newest first (at most ``OCRSTREAM_REVIEW_HISTORY_MAX``)."""
+        return await review.corrections(pool, region_id)
+
+    @app.get("/v1/regions/{region_id}/crop", tags=["review"])
+    async def crop(region_id: int = region_id, who: str | None = Depends(reviewer)) -> Response:
+        """PNG of the region cut from its original page (at most ``OCRSTREAM_REVIEW_CROP_MAX_PIXELS``)."""
+        region = await review.load_region(pool, region_id, char_threshold)
+        if store is None:
+            raise HTTPException(503, "this query API has no object store (crops unavailable)")
+        key = (region["object_key"] or "", region["page_index"])
+        page = pages.get(key)
+        if page is None:
+            if not region["object_key"]:
+                raise OriginalUnavailableError(f"region {region_id}'s document has no original in the object store")
+            try:
+                original = await store.get(region["object_key"])
+            except MissingObjectError as exc:
+                raise OriginalUnavailableError(str(exc)) from None
+            page = await asyncio.to_thread(decode_page, original, region["page_index"], budget)
+            pages.put(key, page)
+        png = await asyncio.to_thread(cut_crop, page, region["box"], (region["page_width"], region["page_height"]),
+                                      margin_px=settings.review_crop_margin_px,
+                                      max_pixels=settings.review_crop_max_pixels)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/review", include_in_schema=False)
+    async def page(request: Request) -> Response:
+        """The review page, or its login form without a session."""
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return _html(_page_file("login.html").replace("{{error}}", ""))
+        return _html(_page_file("review.html").replace("{{csrf}}", html.escape(session.csrf))
+                     .replace("{{name}}", html.escape(session.name)))
+
+    @app.get("/review/app.js", include_in_schema=False)
+    async def script() -> Response:
+        return Response(_page_file("app.js"), media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/review/app.css", include_in_schema=False)
+    async def style() -> Response:
+        return Response(_page_file("app.css"), media_type="text/css",
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+    @app.post("/review/login", include_in_schema=False)
+    async def login(request: Request, key: str = Form("", max_length=200)) -> Response:
+        """Check ``key`` (a key with the ``review`` scope; any, when keys are not required) and
+        start a session: 303 to ``/review`` with the cookie, or the form again with 401/403."""
+        if auth.required:
+            found = auth.key_for(key.strip())
+            if found is None:
+                return _html(_login_error("unknown API key"), 401)
+            if "review" not in found.scopes:
+                return _html(_login_error(f"API key {found.name!r} lacks the review scope"), 403)
+            auth.check_rate(found.name)
+            name = found.name
+        else:
+            name = "local"
+        sessions.drop(request.cookies.get(COOKIE))
+        sid, _ = sessions.create(name)
+        response = RedirectResponse("/review", status_code=303)
+        response.set_cookie(COOKIE, sid, max_age=int(settings.review_session_ttl_s), path="/", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    @app.post("/review/logout", include_in_schema=False)
+    async def logout(request: Request, who: str | None = Depends(reviewer)) -> Response:
+        """End the session (CSRF token required) and clear the cookie."""
+        sessions.drop(request.cookies.get(COOKIE))
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+
+def _page_file(name: str) -> str:
+    return _PAGE_FILES.joinpath(name).read_text("utf-8")
+
+
+def _login_error(message: str) -> str:
+    return _page_file("login.html").replace("{{error}}", f'<p class="error" role="alert">{html.escape(message)}</p>')
+
+
+#: The page's policy: its own scripts, styles and images only; never framed.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status, headers={"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+                                               "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+
+
+__all__ = ["COOKIE", "CSP", "Correction", "PageCache", "Sessions", "add_review", "cut_crop", "decode_page"]
