@@ -202,7 +202,9 @@ class Settings(BaseSettings):
     review_char_threshold: float = _http(
         0.9, "characters read with a probability under this are marked on the review page", ge=0, le=1)
     review_session_ttl_s: int = _http(8 * 3600, "lifetime of a review page login (session cookie), seconds", ge=60)
-    review_max_sessions: int = _http(1000, "review page sessions kept per query API process (oldest dropped)", ge=1)
+    review_session_secret: SecretStr | None = _http(
+        None, "signs review page session cookies; the same on every API replica (None: random per process)")
+    review_max_sessions: int = _http(1000, "logged-out review sessions remembered per process (oldest forgotten)", ge=1)
 
     @field_validator("templates_dir")
     @classmethod

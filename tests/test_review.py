@@ -189,11 +189,13 @@ async def test_a_crop_whose_original_is_gone_is_410(review_api, stack_settings):
 async def test_the_page_logs_in_with_a_review_key_into_a_strict_httponly_cookie(review_api):
     client, keys, _, ids, _ = review_api
     assert 'name="key"' in (await client.get("/review")).text  # no session: the login form
+    hostile = (await client.get("/review", params={"template": '"><script>alert(1)</script>'})).text
+    assert "<script>alert" not in hostile and "/review/login?template=" in hostile  # filters kept, escaped
     assert (await client.post("/review/login", data={"key": "ocs_nope"})).status_code == 401
     assert (await client.post("/review/login", data={"key": keys["reader"]})).status_code == 403
     assert (await client.post("/review/login", data={"key": "x" * 201})).status_code == 422
-    response = await client.post("/review/login", data={"key": keys["reviewer"]})
-    assert response.status_code == 303
+    response = await client.post("/review/login?template=t1", data={"key": keys["reviewer"]})
+    assert response.status_code == 303 and response.headers["location"] == "/review?template=t1"
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     sid = response.cookies[COOKIE]

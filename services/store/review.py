@@ -18,9 +18,9 @@ Routes (added to the query API by :func:`add_review`; scope ``review``):
 
 Authentication: a bearer key (as every ``/v1`` route), or the page's session cookie; a POST with
 the cookie must carry the session's CSRF token in ``X-CSRF-Token`` (the page reads it from its
-``<meta name="csrf-token">``), else 403. Sessions live in the process's memory (bounded by
-``OCRSTREAM_REVIEW_MAX_SESSIONS``, ``OCRSTREAM_REVIEW_SESSION_TTL_S``): several API replicas
-behind one address need sticky sessions for the page (the bearer API works anywhere).
+``<meta name="csrf-token">``), else 403. Sessions are signed cookies (:class:`Sessions`), valid on
+every replica that shares ``OCRSTREAM_REVIEW_SESSION_SECRET``, for ``OCRSTREAM_REVIEW_SESSION_TTL_S``,
+and only while their key is in the keys file with the ``review`` scope.
 
 Errors are 4xx with a typed body ``{"detail", "type"}`` (:class:`ocrstream.errors.RequestError`):
 never a 500 for bad input. Decoding the original page, cutting and PNG-encoding the crop run in
@@ -30,12 +30,15 @@ a worker thread; the last few decoded pages are cached (:class:`PageCache`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import html
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -59,7 +62,7 @@ from ocrstream.ocr.decode import Budget, open_document
 from ocrstream.settings import Settings
 from ocrstream.storage import review
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming.auth import Authenticator
+from ocrstream.streaming.auth import ApiKey, Authenticator
 
 COOKIE = "ocrstream_review"
 CSRF_HEADER = "x-csrf-token"
@@ -75,43 +78,77 @@ class Correction(BaseModel):
     text: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """A review page login: the key's name, the CSRF token, when it ends (``time.monotonic()`` s)."""
+    """A review page login: the key's name, the key's hash prefix, the CSRF token, when it ends
+    (Unix seconds) and the token's nonce."""
 
     name: str
+    key_id: str
     csrf: str
-    expires: float
+    expires: int
+    nonce: str
 
 
 class Sessions:
-    """The review page's logins in this process: at most ``max_sessions`` (the oldest dropped),
-    each for ``ttl_s`` seconds. Session ids and CSRF tokens: 256 bits from ``secrets``."""
+    """The review page's logins as signed cookies (no server state, so any API replica accepts
+    them): ``name.key_id.expires.nonce.mac``, ``mac`` = HMAC-SHA256 of the rest under ``secret``
+    (``OCRSTREAM_REVIEW_SESSION_SECRET``; a random one per process when unset: then a login
+    holds on that replica only). The CSRF token is an HMAC of the session token. A session
+    ends after ``ttl_s``, at logout (its nonce is refused by this process: at most
+    ``max_revoked`` remembered) and when its API key leaves the keys file (:meth:`get` with
+    ``keys``).
+    """
 
-    def __init__(self, ttl_s: float, max_sessions: int):
-        self.ttl_s, self.max_sessions = ttl_s, max_sessions
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+    def __init__(self, secret: bytes, ttl_s: int, max_revoked: int = 1000):
+        self.secret, self.ttl_s, self.max_revoked = secret, ttl_s, max_revoked
+        self._revoked: OrderedDict[str, None] = OrderedDict()
 
-    def create(self, name: str) -> tuple[str, Session]:
-        """A new session for key ``name``: ``(session id, session)``."""
-        sid = secrets.token_urlsafe(32)
-        self._by_id[sid] = session = Session(name, secrets.token_urlsafe(32), time.monotonic() + self.ttl_s)
-        while len(self._by_id) > self.max_sessions:
-            self._by_id.popitem(last=False)
-        return sid, session
+    def _mac(self, what: str) -> str:
+        return hmac.new(self.secret, what.encode(), hashlib.sha256).hexdigest()
 
-    def get(self, sid: str | None) -> Session | None:
-        """The live session ``sid``, or None (unknown or expired: an expired one is dropped)."""
-        session = self._by_id.get(sid) if sid else None
-        if session is not None and session.expires < time.monotonic():
-            del self._by_id[sid]  # type: ignore[arg-type]
+    def create(self, name: str, key_id: str = "-", now: float | None = None) -> tuple[str, Session]:
+        """A new session for key ``name`` (``key_id``: its hash prefix): ``(cookie value, session)``."""
+        expires = int((time.time() if now is None else now) + self.ttl_s)
+        payload = ".".join((base64.urlsafe_b64encode(name.encode()).decode().rstrip("="), key_id, str(expires),
+                            secrets.token_urlsafe(16)))
+        token = f"{payload}.{self._mac(payload)}"
+        session = self.get(token, now=now)
+        assert session is not None
+        return token, session
+
+    def get(self, token: str | None, keys: Mapping[str, ApiKey] | None = None,
+            now: float | None = None) -> Session | None:
+        """The session of cookie value ``token``, or None: malformed, not signed by this secret,
+        expired, logged out, or (``keys``: the key file's keys by hash) its key gone or without
+        the ``review`` scope."""
+        if not token or len(token) > 1024:
             return None
-        return session
+        payload, _, mac = token.rpartition(".")
+        parts = payload.split(".")
+        if len(parts) != 4 or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        name_b64, key_id, expires_s, nonce = parts
+        try:
+            name = base64.urlsafe_b64decode(name_b64 + "=" * (-len(name_b64) % 4)).decode()
+            expires = int(expires_s)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if expires < (time.time() if now is None else now) or nonce in self._revoked:
+            return None
+        if keys is not None:
+            key = next((k for h, k in keys.items() if h.startswith(key_id)), None) if key_id != "-" else None
+            if key is None or key.name != name or "review" not in key.scopes:
+                return None
+        return Session(name, key_id, self._mac("csrf." + payload), expires, nonce)
 
-    def drop(self, sid: str | None) -> None:
-        """End session ``sid`` (nothing if unknown)."""
-        if sid:
-            self._by_id.pop(sid, None)
+    def drop(self, token: str | None) -> None:
+        """Log out the session of ``token`` in this process (nothing if it is not one)."""
+        session = self.get(token)
+        if session is not None:
+            self._revoked[session.nonce] = None
+            while len(self._revoked) > self.max_revoked:
+                self._revoked.popitem(last=False)
 
 
 class PageCache:
@@ -188,7 +225,12 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
     (:func:`ocrstream.storage.db.create_review_pool`; None: verify answers 503); ``store``: the
     originals' bucket (None: crops answer 503).
     """
-    sessions = Sessions(settings.review_session_ttl_s, settings.review_max_sessions)
+    secret = settings.review_session_secret.get_secret_value().encode() if settings.review_session_secret \
+        else secrets.token_bytes(32)
+    sessions = Sessions(secret, settings.review_session_ttl_s, settings.review_max_sessions)
+
+    def session_of(request: Request) -> Session | None:
+        return sessions.get(request.cookies.get(COOKIE), auth.keys if auth.required else None)
     pages = PageCache()
     budget = Budget.from_settings(settings)
     char_threshold = settings.review_char_threshold
@@ -206,7 +248,7 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
     async def reviewer(request: Request) -> str | None:
         """The reviewer's name: from the session cookie (a POST must carry its CSRF token), else a key."""
         has_key = request.headers.get("authorization") or request.headers.get("x-api-key")
-        session = None if has_key else sessions.get(request.cookies.get(COOKIE))
+        session = None if has_key else session_of(request)
         if session is None:
             return await bearer(request)
         if request.method == "POST" and not hmac.compare_digest(
@@ -271,9 +313,9 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
     @app.get("/review", include_in_schema=False)
     async def page(request: Request) -> Response:
         """The review page, or its login form without a session."""
-        session = sessions.get(request.cookies.get(COOKIE))
+        session = session_of(request)
         if session is None:
-            return _html(_page_file("login.html").replace("{{error}}", ""))
+            return _html(_login_page("", request.url.query))
         return _html(_page_file("review.html").replace("{{csrf}}", html.escape(session.csrf))
                      .replace("{{name}}", html.escape(session.name)))
 
@@ -294,16 +336,17 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
         if auth.required:
             found = auth.key_for(key.strip())
             if found is None:
-                return _html(_login_error("unknown API key"), 401)
+                return _html(_login_page("unknown API key", request.url.query), 401)
             if "review" not in found.scopes:
-                return _html(_login_error(f"API key {found.name!r} lacks the review scope"), 403)
+                return _html(_login_page(f"API key {found.name!r} lacks the review scope", request.url.query), 403)
             auth.check_rate(found.name)
-            name = found.name
+            name, key_id = found.name, found.sha256[:16]
         else:
-            name = "local"
+            name, key_id = "local", "-"
         sessions.drop(request.cookies.get(COOKIE))
-        sid, _ = sessions.create(name)
-        response = RedirectResponse("/review", status_code=303)
+        sid, _ = sessions.create(name, key_id)
+        # back to the page with the filters it was opened with (the login form's query string)
+        response = RedirectResponse("/review" + (f"?{request.url.query}" if request.url.query else ""), 303)
         response.set_cookie(COOKIE, sid, max_age=int(settings.review_session_ttl_s), path="/", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
         return response
@@ -321,8 +364,11 @@ def _page_file(name: str) -> str:
     return _PAGE_FILES.joinpath(name).read_text("utf-8")
 
 
-def _login_error(message: str) -> str:
-    return _page_file("login.html").replace("{{error}}", f'<p class="error" role="alert">{html.escape(message)}</p>')
+def _login_page(error: str, query: str) -> str:
+    """The login form; it posts to ``/review/login`` with the page's ``query`` (its filters)."""
+    action = "/review/login" + (f"?{query}" if query else "")
+    return (_page_file("login.html").replace("{{action}}", html.escape(action, quote=True))
+            .replace("{{error}}", f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""))
 
 
 #: The page's policy: its own scripts, styles and images only; never framed.
