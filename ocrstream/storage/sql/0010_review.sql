@@ -4,7 +4,7 @@
 --   regions.verified_by: the API key name of who verified the text (verified_text/verified_at: 0008).
 -- * region_corrections: earlier verified texts of a region, kept when a later correction replaces one
 --   (newest OCRSTREAM_REVIEW_HISTORY_MAX per region; older ones are dropped by the verify transaction).
--- * ocrstream_review: the role the query API verifies as (NOLOGIN, in ocrstream_read; may update only
+-- * ocrstream_review: the role the query API verifies as (NOLOGIN; reads the tables, may update only
 --   the three verified columns of regions and write region_corrections). Created like ocrstream_read
 --   (0009) when the migrating user may create roles; otherwise a NOTICE.
 ALTER TABLE regions ADD COLUMN id bigserial;
@@ -38,9 +38,6 @@ BEGIN
                 'verifies as the store user', current_user;
             RETURN;
         END IF;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ocrstream_read') THEN
-        GRANT ocrstream_read TO ocrstream_review;
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO ocrstream_review', current_schema());
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO ocrstream_review', current_schema());
