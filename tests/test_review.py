@@ -237,3 +237,24 @@ def test_marked_reading_marks_low_characters_and_tolerates_misaligned_probabilit
     assert marked_reading("abc", [0.1], 0.9) == [{"text": "abc", "low": False}]
     assert marked_reading("abc", None, 0.9) == [{"text": "abc", "low": False}]
     assert marked_reading("", None, 0.9) == []
+
+
+async def test_label_export_takes_the_corrections_with_crops_cut_from_the_original(review_api, stack_settings,
+                                                                                  tmp_path):
+    """``ocrstream model label-export --from-store`` (ocrstream/training/labels.py) exports what
+    reviewers verified; these regions' crop packs were never stored, so their crops are cut from
+    the original page in the object store."""
+    import cv2
+
+    from ocrstream.training.labels import verified_lines
+
+    client, keys, _, ids, pool = review_api
+    item = (await queue(client, keys, document=ids[1], limit=1))["items"][0]
+    response = await client.post(f"/v1/regions/{item['id']}/verify", json={"text": "CASH 20.00"}, headers=bearer(keys))
+    assert response.status_code == 200
+    records = {r["id"]: r for r in await verified_lines(stack_settings, tmp_path) if r["id"].startswith(ids[1])}
+    mine = records[f"{ids[1]}/{item['region_id']}"]
+    assert (mine["text"], mine["verified_by"]) == ("CASH 20.00", "alice")
+    crop = cv2.imread(str(tmp_path / mine["image"]))
+    x0, y0, x1, y1 = item["box"]
+    assert crop.shape[:2] == (int(y1) - int(y0), int(x1) - int(x0)) and crop.min() < 100  # ink of the line

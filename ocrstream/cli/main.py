@@ -830,6 +830,77 @@ def evaluate_cmd(models: tuple[str, ...], sets: tuple[str, ...], limit: int | No
         click.echo(format_scores(rows))
 
 
+@model.command("register")
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+def register_cmd(manifest: Path) -> None:
+    """Store a fine-tuned model (MANIFEST: its manifest.json or folder) in the object store under
+    models/<sha256>/ (model.onnx, then manifest.json); the same model again changes nothing."""
+    import asyncio
+
+    from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
+    from ocrstream.training.registry import register_model
+
+    try:
+        registered = asyncio.run(register_model(get_settings(), manifest))
+    except ModelIntegrityError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    info = registered.summary()
+    click.echo(f"{'registered' if registered.new else 'already registered'}: {registered.sha256} "
+               f"({info['id']}, gate {'passed' if info['gate_passed'] else 'NOT passed'}) -> "
+               f"s3://{get_settings().s3_bucket}/models/{registered.sha256}/")
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+def list_cmd(as_json: bool) -> None:
+    """Registered models (object store models/<sha256>/), newest first: id, created, base,
+    training lines, validation CER ci base -> tuned, whether the gate passed."""
+    import asyncio
+
+    from ocrstream.training.registry import list_models
+
+    rows = [m.summary() for m in asyncio.run(list_models(get_settings()))]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no registered models (ocrstream model register MANIFEST)")
+        return
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(f"{'sha256':<14} {'id':<22} {'created':<26} {'train lines':>11} {'CER ci base -> tuned':>22}  gate")
+    for r in rows:
+        cer = f"{pct(r['cer_ci_base'])} -> {pct(r['cer_ci_tuned'])}"
+        click.echo(f"{r['sha256'][:12] + '…':<14} {str(r['id']):<22} {str(r['created']):<26} "
+                   f"{str(r['train_lines'] if r['train_lines'] is not None else '-'):>11} {cer:>22}  "
+                   f"{'passed' if r['gate_passed'] else 'not passed'}")
+
+
+@model.command("pull")
+@click.argument("sha")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def pull_cmd(sha: str, dest: Path) -> None:
+    """Download registered model SHA (its sha256, a unique prefix of >= 6 hex, or its id) into
+    DEST, verified; serve it with OCRSTREAM_PPOCR_MODEL=DEST/manifest.json."""
+    import asyncio
+
+    from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
+    from ocrstream.training.registry import UnknownModelError, fetch_model, resolve
+
+    async def pull() -> Path:
+        found = await resolve(get_settings(), sha)
+        return await fetch_model(get_settings(), found.sha256, dest)
+
+    try:
+        path = asyncio.run(pull())
+    except (UnknownModelError, ModelIntegrityError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    click.echo(f"{path}")
+
+
 @main.command()
 @click.option("--input", "input_dir", default=None,
               type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -70,6 +70,18 @@ class ObjectStore:
             response.close()
             response.release_conn()
 
+    async def list(self, prefix: str, limit: int = 10_000) -> list[str]:
+        """Keys under ``prefix`` (recursive, in key order), at most ``limit``."""
+        return await asyncio.to_thread(self._list, prefix, limit)
+
+    def _list(self, prefix: str, limit: int) -> list[str]:
+        keys: list[str] = []
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            keys.append(obj.object_name)
+            if len(keys) >= limit:
+                break
+        return keys
+
     async def exists(self, key: str) -> bool:
         """True when ``key`` exists in the bucket."""
         try:
