@@ -70,7 +70,7 @@ class ObjectStore:
             response.close()
             response.release_conn()
 
-    async def list(self, prefix: str, limit: int = 10_000) -> list[str]:
+    async def list_keys(self, prefix: str, limit: int = 10_000) -> list[str]:
         """Keys under ``prefix`` (recursive, in key order), at most ``limit``."""
         return await asyncio.to_thread(self._list, prefix, limit)
 

@@ -127,7 +127,7 @@ async def list_models(settings: Settings) -> list[RegisteredModel]:
     """Every registered model (those with a manifest), newest ``created`` first."""
     store = ObjectStore(settings)
     await store.ensure_bucket()
-    shas = sorted({key[len(PREFIX):].split("/", 1)[0] for key in await store.list(PREFIX)
+    shas = sorted({key[len(PREFIX):].split("/", 1)[0] for key in await store.list_keys(PREFIX)
                    if key.endswith("/" + MANIFEST_NAME)})
     models = [RegisteredModel(sha, await _manifest(store, sha)) for sha in shas if _SHA.match(sha)]
     return sorted(models, key=lambda m: str(m.manifest.get("created", "")), reverse=True)
