@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     ppocr_model: str | None = _models(
         None, "a fine-tuned PP-OCR model's manifest.json or folder (sha256 checked at load); None = PP-OCRv6")
     device: str = _models("auto", "auto | cpu | cuda (auto: CUDA when onnxruntime-gpu and a GPU are there)")
+    follow_promoted_model: bool = _models(
+        False, "recognize serves the model promoted by `ocrstream model promote` (PostgreSQL pointer), "
+               "switching between batches when a newer one is promoted (needs PostgreSQL)")
+    model_poll_s: float = _models(10.0, "how often a following recognize stage asks for the promoted model, seconds",
+                                  gt=0)
+    model_cache_dir: str | None = _models(
+        None, "where promoted models are downloaded (None: <temp dir>/ocrstream-models)")
     batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
     batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
 

@@ -1,4 +1,4 @@
-"""The model registry (ocrstream/training/registry.py) on the embedded stack's object store, through
+"""The model registry (ocrstream.storage.models.py) on the embedded stack's object store, through
 the command line as users run it: ``ocrstream model register MANIFEST``, ``model list``, ``model pull``."""
 
 from __future__ import annotations

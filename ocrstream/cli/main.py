@@ -838,7 +838,7 @@ def register_cmd(manifest: Path) -> None:
     import asyncio
 
     from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
-    from ocrstream.training.registry import register_model
+    from ocrstream.storage.models import register_model
 
     try:
         registered = asyncio.run(register_model(get_settings(), manifest))
@@ -857,7 +857,7 @@ def list_cmd(as_json: bool) -> None:
     training lines, validation CER ci base -> tuned, whether the gate passed."""
     import asyncio
 
-    from ocrstream.training.registry import list_models
+    from ocrstream.storage.models import list_models
 
     rows = [m.summary() for m in asyncio.run(list_models(get_settings()))]
     if as_json:
@@ -879,6 +879,47 @@ def list_cmd(as_json: bool) -> None:
                    f"{'passed' if r['gate_passed'] else 'not passed'}")
 
 
+@model.command("promote")
+@click.argument("sha")
+@click.option("--force", is_flag=True, help="Promote a model that did not pass the fine-tuning gate.")
+@click.option("--by", "who", default=None, help="Who promotes (recorded; default: $USER).")
+def promote_cmd(sha: str, force: bool, who: str | None) -> None:
+    """Make registered model SHA (sha256, a unique prefix of >= 6 hex, or its id) the live model:
+    a row in PostgreSQL's model_promotions; recognize stages run with
+    OCRSTREAM_FOLLOW_PROMOTED_MODEL switch to it between batches. A model that did not pass
+    the gate needs --force."""
+    import asyncio
+
+    import asyncpg
+
+    from ocrstream.storage.db import create_pool
+    from ocrstream.storage.migrate import apply_migrations
+    from ocrstream.storage.models import GateNotPassedError, UnknownModelError, live_model, promote, resolve
+
+    settings = get_settings()
+
+    async def run() -> tuple[dict, dict | None]:
+        found = await resolve(settings, sha)
+        pool = await create_pool(settings, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await apply_migrations(conn)  # the table, when the store has not started yet
+            before = await live_model(pool)
+            return await promote(pool, found, who or os.environ.get("USER"), force=force), before
+        finally:
+            await pool.close()
+
+    try:
+        row, before = asyncio.run(run())
+    except (UnknownModelError, GateNotPassedError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise click.ClickException(f"PostgreSQL: {type(exc).__name__}: {exc}") from None
+    click.echo(f"live model: {row['model_id']} ({row['sha256']})"
+               + (" [forced past the gate]" if row["forced"] else "")
+               + (f"; was {before['model_id']}" if before else "; was the configured one"))
+
+
 @model.command("pull")
 @click.argument("sha")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
@@ -888,7 +929,7 @@ def pull_cmd(sha: str, dest: Path) -> None:
     import asyncio
 
     from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
-    from ocrstream.training.registry import UnknownModelError, fetch_model, resolve
+    from ocrstream.storage.models import UnknownModelError, fetch_model, resolve
 
     async def pull() -> Path:
         found = await resolve(get_settings(), sha)

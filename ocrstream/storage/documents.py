@@ -20,7 +20,7 @@ from typing import Any
 
 #: Row fields of a document summary (the query API's list rows), and its timestamps (ISO 8601).
 SUMMARY_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256",
-                  "size_bytes", "recognizer", "provider", "error_stage", "error_type", "error_message", "replays")
+                  "size_bytes", "recognizer", "provider", "model", "error_stage", "error_type", "error_message", "replays")
 TIME_FIELDS = ("submitted_at", "ingested_at", "preprocessed_at", "recognized_at", "stored_at", "replayed_at")
 
 

@@ -65,6 +65,9 @@ LOOP_LAG = Gauge(
     "How late the stage's Kafka event loop last woke up (CPU work on the loop shows here)", ["stage"],
 )
 STAGE_INFO = Gauge("ocrstream_stage_info", "Static facts of a stage (value 1)", ["stage", "key", "value"])
+MODEL_SWITCH_FAILURES = Counter("ocrstream_model_switch_failures_total",
+                                "Promoted models a recognize stage could not fetch or load (it kept serving its own)",
+                                ["stage"])
 
 #: Ingest doors: every ``source`` an ingested event can name (the contract's SourceKind, one source of truth).
 DOORS: tuple[str, ...] = get_args(SourceKind)

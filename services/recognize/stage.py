@@ -6,12 +6,25 @@ downloads the crops of all of them, reads them in one recogniser call (which bat
 ``batch_max_size`` crops, grouped by aspect ratio) and splits the readings back per document.
 Under load batches fill up and throughput grows; a lone document waits at most the linger.
 The recogniser is chosen by ``OCRSTREAM_RECOGNIZER`` (default ``ppocr``).
+
+With ``OCRSTREAM_FOLLOW_PROMOTED_MODEL`` (ppocr only) the stage serves the model promoted by
+``ocrstream model promote`` (the newest row of ``model_promotions`` in PostgreSQL, the model
+from the object store's registry, ocrstream/storage/models.py): at start, then every
+``OCRSTREAM_MODEL_POLL_S`` it asks for the live model and, when it changed, downloads and loads
+it in a thread and swaps it in. A batch reads with the model it started with, so the switch
+happens between batches, without a restart; every recognized event names its model
+(``recognizer.model``). A promoted model that cannot be fetched or loaded is logged and
+counted (``ocrstream_model_switch_failures_total``) and the current one keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -19,13 +32,17 @@ from aiokafka import ConsumerRecord
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import UNSET, RecognizedEvent, RecognizedRegion, Recognizer, RegionsEvent
+from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.recognition.recognizer import LineReading
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.words import reading_fields
+from ocrstream.storage import models
 from ocrstream.storage.crops import region_crops
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming import metrics
 from ocrstream.streaming.stage import Output, Result, Stage
+
+log = logging.getLogger(__name__)
 
 
 class RecognizeStage(Stage):
@@ -39,17 +56,87 @@ class RecognizeStage(Stage):
         return self.settings.batch_max_wait_ms
 
     async def setup(self) -> None:
+        """The object store, the recogniser (``OCRSTREAM_RECOGNIZER``, ``OCRSTREAM_PPOCR_MODEL``)
+        and, when following promotions, the promoted model and the task that polls for newer ones.
+
+        Raises ConfigurationError: following promotions with another recogniser than ppocr.
+        """
         self.store = ObjectStore(self.settings)
-        options = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
-                   "max_chars": self.settings.max_region_chars}
+        self.options: dict[str, Any] = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
+                                        "max_chars": self.settings.max_region_chars}
+        options = dict(self.options)
         if self.settings.recognizer == "ppocr" and self.settings.ppocr_model:
             options["model"] = self.settings.ppocr_model  # fine-tuned: hash checked at load
-        self.recognizer = await asyncio.to_thread(load_recognizer, self.settings.recognizer, **options)
-        self.model_version = getattr(self.recognizer, "version", None)
+        recognizer = await asyncio.to_thread(load_recognizer, self.settings.recognizer, **options)
+        self.use(recognizer)
         metrics.STAGE_INFO.labels(self.name, "recognizer", self.recognizer.name).set(1)
         metrics.STAGE_INFO.labels(self.name, "provider", self.recognizer.provider).set(1)
+        self.live_sha: str | None = None
+        self.model_pool: Any = None
+        self._poller: asyncio.Task[None] | None = None
+        if self.settings.follow_promoted_model:
+            if self.settings.recognizer != "ppocr":
+                raise ConfigurationError("OCRSTREAM_FOLLOW_PROMOTED_MODEL serves promoted ppocr models; "
+                                         f"OCRSTREAM_RECOGNIZER is {self.settings.recognizer!r}")
+            from ocrstream.storage.db import create_pool
+
+            self.model_pool = await create_pool(self.settings, max_size=1)
+            await self.refresh_model()
+            self._poller = asyncio.create_task(self._poll_promotions())
+
+    def use(self, recognizer: Any) -> None:
+        """Serve ``recognizer`` from the next batch on (one assignment: a batch in flight keeps its own)."""
+        old = getattr(self, "model_version", None)
+        self.current = (recognizer, getattr(recognizer, "version", None))
+        self.model_version = self.current[1]
+        if old and old != self.model_version:
+            try:
+                metrics.STAGE_INFO.remove(self.name, "model", old)
+            except KeyError:
+                pass
         if self.model_version:
             metrics.STAGE_INFO.labels(self.name, "model", self.model_version).set(1)
+
+    @property
+    def recognizer(self) -> Any:
+        """The recogniser serving now."""
+        return self.current[0]
+
+    async def refresh_model(self) -> bool:
+        """Ask PostgreSQL for the promoted model; when it is not the one serving, fetch it from
+        the registry (cached in ``OCRSTREAM_MODEL_CACHE_DIR``), load it in a thread and serve it
+        from the next batch. True when it switched. Raises the registry's, loader's and
+        database's errors (:meth:`_poll_promotions` logs and counts them)."""
+        live = await models.live_model(self.model_pool)
+        if live is None or live["sha256"] == self.live_sha:
+            return False
+        cache = self.settings.model_cache_dir or str(Path(tempfile.gettempdir()) / "ocrstream-models")
+        manifest = await models.cached_model(self.settings, live["sha256"], cache)
+        recognizer = await asyncio.to_thread(load_recognizer, "ppocr", model=str(manifest), **self.options)
+        self.use(recognizer)
+        self.live_sha = live["sha256"]
+        log.info("recognize: serving promoted model %s (%s)", live["model_id"], live["sha256"][:12])
+        return True
+
+    async def _poll_promotions(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                await self.refresh_model()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bad or unreachable model never stops the serving one
+                metrics.MODEL_SWITCH_FAILURES.labels(self.name).inc()
+                log.error("recognize: cannot switch to the promoted model: %s: %s", type(exc).__name__, exc)
+
+    async def teardown(self) -> None:
+        """Stop polling for promotions; close the pool."""
+        if getattr(self, "_poller", None) is not None:
+            self._poller.cancel()  # type: ignore[union-attr]
+            await asyncio.gather(self._poller, return_exceptions=True)  # type: ignore[arg-type]
+        if getattr(self, "model_pool", None) is not None:
+            await self.model_pool.close()
+        await super().teardown()
 
     async def load(self, record: ConsumerRecord) -> tuple[RegionsEvent, list[np.ndarray]]:
         """The record's event and its crops: one GET per page's crop pack (concurrently), cut
@@ -73,8 +160,10 @@ class RecognizeStage(Stage):
         if crops:
             metrics.RECOGNIZER_BATCH.observe(len(crops))
         # A recogniser failure fails the batch as a whole: the runtime splits it until the
-        # document that causes it is alone, so the other documents are read.
-        readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []
+        # document that causes it is alone, so the other documents are read. The whole batch
+        # reads with the model serving when it started (a promotion switches between batches).
+        recognizer, version = self.current
+        readings = await asyncio.to_thread(recognizer.recognize, crops) if crops else []
         results: list[Result] = []
         start = 0
         for item in loaded:
@@ -83,13 +172,17 @@ class RecognizeStage(Stage):
                 continue
             event, doc_crops = item
             widths = [crop.shape[1] for crop in doc_crops]
-            results.append([self.output(event, readings[start:start + len(doc_crops)], widths)])
+            results.append([self.output(event, readings[start:start + len(doc_crops)], widths, recognizer, version)])
             start += len(doc_crops)
         return results
 
-    def output(self, event: RegionsEvent, readings: Sequence[LineReading], widths: Sequence[int]) -> Output:
+    def output(self, event: RegionsEvent, readings: Sequence[LineReading], widths: Sequence[int],
+               recognizer: Any = None, version: str | None = None) -> Output:
         """The ``recognized`` event: ``event``'s regions with text, confidence, per-character
-        probabilities and word boxes added (``widths``: crop widths in px, for the word boxes)."""
+        probabilities and word boxes added (``widths``: crop widths in px, for the word boxes),
+        naming ``recognizer`` and its model ``version`` (default: the serving ones)."""
+        if recognizer is None:
+            recognizer, version = self.current
         regions = [events.convert(RecognizedRegion, {**events.to_json_object(region),
                                                      **reading_fields(reading, width, region.quad or None)},
                                   events.RECOGNIZED)
@@ -98,7 +191,7 @@ class RecognizeStage(Stage):
             document_id=event.document_id, document=event.document,
             timestamps=msgspec.structs.replace(event.timestamps, recognized=events.now_iso()),
             pages=event.pages,
-            recognizer=Recognizer(name=self.recognizer.name, provider=self.recognizer.provider,
-                                  model=self.model_version or UNSET),
+            recognizer=Recognizer(name=recognizer.name, provider=recognizer.provider,
+                                  model=version or UNSET),
             regions=regions)
         return Output(events.RECOGNIZED, event.document_id, out)

@@ -74,15 +74,15 @@ def _ts(value: str | None | UnsetType) -> datetime | None:
 UPSERT_DONE = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
     text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
-    version, template, needs_review, fields, published_at, error_stage, error_type, error_message)
+    version, template, needs_review, fields, published_at, error_stage, error_type, error_message, model)
 VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb,
-    NULL, NULL, NULL, NULL)
+    NULL, NULL, NULL, NULL, $19)
 ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.version,
     template = EXCLUDED.template, needs_review = EXCLUDED.needs_review, fields = EXCLUDED.fields,
     published_at = NULL, source = EXCLUDED.source,
     filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
     content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
-    recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider,
+    recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider, model = EXCLUDED.model,
     submitted_at = EXCLUDED.submitted_at, ingested_at = EXCLUDED.ingested_at,
     preprocessed_at = EXCLUDED.preprocessed_at, recognized_at = EXCLUDED.recognized_at,
     stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL
@@ -179,7 +179,7 @@ class StoreStage(Stage):
                 event.recognizer.provider, _ts(ts.submitted), _ts(ts.ingested),
                 _ts(ts.preprocessed), _ts(ts.recognized), _ts(ts.stored), version,
                 doc.template or None, needs_review,
-                _json(fields) if fields else None)
+                _json(fields) if fields else None, _opt(event.recognizer.model))
             # A new version may have fewer regions/pages: drop what it no longer has.
             await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
                                doc_id, [r.region_id for r in regions])

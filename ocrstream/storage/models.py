@@ -12,6 +12,11 @@ A fine-tuned recogniser (``ocrstream model finetune``: ``model.onnx`` + ``manife
 
 Registering the same model again changes nothing (content-addressed). :func:`fetch_model` brings
 a registered model back into a folder, verified, for serving (``OCRSTREAM_PPOCR_MODEL``).
+
+The live model is a pointer in PostgreSQL (``model_promotions``, migration 0011): ``ocrstream
+model promote SHA`` adds a row (:func:`promote`; a model that did not pass the gate needs
+``force``), the newest row is live (:func:`live_model`). Recognize stages started with
+``OCRSTREAM_FOLLOW_PROMOTED_MODEL`` poll it and switch between batches (services/recognize/stage.py).
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from ocrstream.ocr.recognition.model_manifest import (
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
 
-__all__ = ["PREFIX", "RegisteredModel", "UnknownModelError", "fetch_model", "gate_passed", "list_models",
-           "model_prefix", "register_model", "resolve"]
+__all__ = ["PREFIX", "GateNotPassedError", "RegisteredModel", "UnknownModelError", "cached_model", "fetch_model",
+           "gate_passed", "list_models", "live_model", "model_prefix", "promote", "promotion_history",
+           "register_model", "resolve"]
 
 PREFIX = "models/"
 MODEL_FILE = "model.onnx"
@@ -165,3 +171,61 @@ async def fetch_model(settings: Settings, sha256: str, dest: str | Path) -> Path
     (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     load_model_manifest(dest)  # the sha256 check
     return dest / MANIFEST_NAME
+
+
+# ---------------------------------------------------------------- the live model (PostgreSQL)
+
+class GateNotPassedError(ValueError):
+    """Promoting a model that did not pass ``finetune``'s gate without ``force``."""
+
+
+async def promote(db: Any, model: RegisteredModel, who: str | None, *, force: bool = False) -> dict[str, Any]:
+    """Make registered ``model`` the live one: a new row of ``model_promotions`` (migration 0011;
+    the newest row is live). Returns the row as a dict.
+
+    Raises:
+        GateNotPassedError: the model did not pass the gate (:func:`gate_passed`) and not ``force``.
+    """
+    passed = gate_passed(model.manifest)
+    if not passed and not force:
+        raise GateNotPassedError(f"model {model.sha256[:12]}… ({model.model_id}) did not pass the fine-tuning gate "
+                                 "(its validation CER ci is above the base's, or the gate was forced): use --force")
+    row = await db.fetchrow("INSERT INTO model_promotions (sha256, model_id, promoted_by, gate_passed, forced)"
+                            " VALUES ($1, $2, $3, $4, $5) RETURNING *", model.sha256, model.model_id, who, passed,
+                            force and not passed)
+    return _promotion(row)
+
+
+def _promotion(row: Any) -> dict[str, Any]:
+    return {"sha256": row["sha256"], "model_id": row["model_id"], "promoted_at": row["promoted_at"].isoformat(),
+            "promoted_by": row["promoted_by"], "gate_passed": row["gate_passed"], "forced": row["forced"]}
+
+
+async def live_model(db: Any) -> dict[str, Any] | None:
+    """The newest promotion (see :func:`promote`), or None: none yet, or the store has not
+    created the table yet."""
+    import asyncpg
+
+    try:
+        row = await db.fetchrow("SELECT * FROM model_promotions ORDER BY id DESC LIMIT 1")
+    except asyncpg.UndefinedTableError:
+        return None
+    return _promotion(row) if row else None
+
+
+async def promotion_history(db: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The ``limit`` newest promotions, newest (the live one) first."""
+    rows = await db.fetch("SELECT * FROM model_promotions ORDER BY id DESC LIMIT $1", limit)
+    return [_promotion(r) for r in rows]
+
+
+async def cached_model(settings: Settings, sha256: str, cache_dir: str | Path) -> Path:
+    """The manifest path of registered model ``sha256`` under ``cache_dir/<sha256>/``, downloaded
+    (:func:`fetch_model`) unless a verified copy is there already."""
+    folder = Path(cache_dir) / sha256
+    try:
+        if load_model_manifest(folder).sha256 == sha256:
+            return folder / MANIFEST_NAME
+    except ModelIntegrityError:
+        pass
+    return await fetch_model(settings, sha256, folder)
