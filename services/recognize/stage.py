@@ -45,6 +45,15 @@ from ocrstream.streaming.stage import Output, Result, Stage
 log = logging.getLogger(__name__)
 
 
+def _prune(cache: Path, keep: str) -> None:
+    """Delete the downloaded models in ``cache`` but ``keep`` (one model on disk at a time)."""
+    import shutil
+
+    for folder in cache.iterdir() if cache.is_dir() else ():
+        if folder.is_dir() and folder.name != keep and len(folder.name) == 64:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class RecognizeStage(Stage):
     """Consumes ``ocr.regions.v1``, produces ``ocr.recognized.v1``."""
 
@@ -104,9 +113,10 @@ class RecognizeStage(Stage):
 
     async def refresh_model(self) -> bool:
         """Ask PostgreSQL for the promoted model; when it is not the one serving, fetch it from
-        the registry (cached in ``OCRSTREAM_MODEL_CACHE_DIR``), load it in a thread and serve it
-        from the next batch. True when it switched. Raises the registry's, loader's and
-        database's errors (:meth:`_poll_promotions` logs and counts them)."""
+        the registry (cached in ``OCRSTREAM_MODEL_CACHE_DIR``; other models there are deleted
+        once it serves), load it in a thread and serve it from the next batch. True when it
+        switched. Raises the registry's, loader's and database's errors (:meth:`_poll_promotions`
+        logs and counts them)."""
         live = await models.live_model(self.model_pool)
         if live is None or live["sha256"] == self.live_sha:
             return False
@@ -115,6 +125,7 @@ class RecognizeStage(Stage):
         recognizer = await asyncio.to_thread(load_recognizer, "ppocr", model=str(manifest), **self.options)
         self.use(recognizer)
         self.live_sha = live["sha256"]
+        await asyncio.to_thread(_prune, Path(cache), keep=live["sha256"])
         log.info("recognize: serving promoted model %s (%s)", live["model_id"], live["sha256"][:12])
         return True
 
