@@ -97,7 +97,6 @@ class RecognizeStage(Stage):
         """Serve ``recognizer`` from the next batch on (one assignment: a batch in flight keeps its own)."""
         old = getattr(self, "model_version", None)
         self.current = (recognizer, getattr(recognizer, "version", None))
-        self.model_version = self.current[1]
         if old and old != self.model_version:
             try:
                 metrics.STAGE_INFO.remove(self.name, "model", old)
@@ -108,8 +107,21 @@ class RecognizeStage(Stage):
 
     @property
     def recognizer(self) -> Any:
-        """The recogniser serving now."""
+        """The recogniser serving now (setting it serves another from the next batch, no metrics)."""
         return self.current[0]
+
+    @recognizer.setter
+    def recognizer(self, recognizer: Any) -> None:
+        self.current = (recognizer, getattr(recognizer, "version", None))
+
+    @property
+    def model_version(self) -> str | None:
+        """The serving model's version (``recognizer.model`` of the events), or None."""
+        return self.current[1]
+
+    @model_version.setter
+    def model_version(self, version: str | None) -> None:
+        self.current = (self.current[0], version)
 
     async def refresh_model(self) -> bool:
         """Ask PostgreSQL for the promoted model; when it is not the one serving, fetch it from
