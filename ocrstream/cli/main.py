@@ -47,14 +47,22 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("stage", type=click.Choice(list(PROCESSES)))
-def run(stage: str) -> None:
+@click.option("--shadow", "shadow", default=None, metavar="SHA",
+              help="With recognize: read live regions with registered model SHA in a consumer group of its own, "
+                   "readings to PostgreSQL only (compare with `ocrstream model compare SHA`).")
+def run(stage: str, shadow: str | None) -> None:
     """Run one pipeline STAGE, or the query API (``api``), until SIGTERM/SIGINT (configured by
     OCRSTREAM_* variables)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ocrstream.errors import ConfigurationError
 
+    if shadow is not None and stage != "recognize":
+        raise click.UsageError("--shadow goes with `run recognize`")
     try:
-        instance = get_settings() if stage == "api" else _stage(stage)
+        if shadow is not None:
+            instance = _shadow_stage(shadow)
+        else:
+            instance = get_settings() if stage == "api" else _stage(stage)
     except ConfigurationError as exc:
         click.echo(f"ocrstream run {stage}: {exc}", err=True)
         sys.exit(2)
@@ -66,6 +74,23 @@ def run(stage: str) -> None:
     from ocrstream.streaming.stage import run_stage
 
     run_stage(instance)
+
+
+def _shadow_stage(sha: str):
+    """The shadow stage of registered model ``sha`` (resolved to its full sha256 first, so the
+    consumer group is named by it). Raises ConfigurationError for an unknown model."""
+    import asyncio
+
+    from ocrstream.errors import ConfigurationError
+    from ocrstream.storage.models import UnknownModelError, resolve
+    from services.recognize.shadow import ShadowStage
+
+    settings = get_settings()
+    try:
+        found = asyncio.run(resolve(settings, sha))
+    except UnknownModelError as exc:
+        raise ConfigurationError(f"--shadow {sha}: {exc}") from None
+    return ShadowStage(settings, found.sha256)
 
 
 def _quiet_clients() -> None:
@@ -918,6 +943,51 @@ def promote_cmd(sha: str, force: bool, who: str | None) -> None:
     click.echo(f"live model: {row['model_id']} ({row['sha256']})"
                + (" [forced past the gate]" if row["forced"] else "")
                + (f"; was {before['model_id']}" if before else "; was the configured one"))
+
+
+@model.command("compare")
+@click.argument("sha")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+def compare_cmd(sha: str, as_json: bool) -> None:
+    """The shadow model SHA (`ocrstream run recognize --shadow SHA`) against the live model over
+    the same regions: agreement, CER ci against verified text of both, CPU per line, regions compared."""
+    import asyncio
+
+    import asyncpg
+
+    from ocrstream.storage.models import UnknownModelError, compare_shadow, resolve
+
+    settings = get_settings()
+
+    async def run() -> dict:
+        found = await resolve(settings, sha)
+        conn = await asyncpg.connect(settings.dsn, timeout=settings.postgres_timeout_s)
+        try:
+            return {"model_id": found.model_id, **await compare_shadow(conn, found.sha256)}
+        finally:
+            await conn.close()
+
+    try:
+        result = asyncio.run(run())
+    except UnknownModelError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except asyncpg.UndefinedTableError as exc:
+        raise click.ClickException(f"{exc}: no shadow has run yet (ocrstream run recognize --shadow SHA)") from None
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(f"shadow {result['model_id']} ({result['sha256'][:12]}…) vs the live readings")
+    click.echo(f"  regions compared      {result['regions']}" +
+               (f" (+{result['shadow_only']} not stored yet)" if result["shadow_only"] else ""))
+    click.echo(f"  agreement             {pct(result['agreement'])}")
+    click.echo(f"  verified regions      {result['verified']}")
+    click.echo(f"  CER ci vs verified    shadow {pct(result['cer_ci_shadow'])}, live {pct(result['cer_ci_live'])}")
+    cpu = result["cpu_ms_per_line"]
+    click.echo(f"  CPU per line (shadow) {'-' if cpu is None else f'{cpu:.2f} ms'}")
 
 
 @model.command("pull")

@@ -52,11 +52,20 @@ STAGES: Final[dict[str, StageSpec]] = {s.name: s for s in (
 #: Every process: the stages and the query API (``ocrstream run api``, beside store).
 PROCESSES: Final[dict[str, StageSpec]] = {**STAGES, "api": StageSpec("api", (), (), 9105, None, ("postgres",))}
 
+#: Processes started only on purpose, never by the launcher: a candidate model reading live
+#: regions beside recognize (``ocrstream run recognize --shadow SHA``, services/recognize/shadow.py;
+#: consumer group ``<prefix>-recognize-shadow-<sha256[:12]>``, readings to PostgreSQL only).
+OPTIONAL_PROCESSES: Final[dict[str, StageSpec]] = {
+    "recognize-shadow": StageSpec("recognize-shadow", (REGIONS,), (), 9106, None, ("kafka", "s3", "postgres")),
+}
+
 #: Input topics of each stage's consumer group (the lag exporter, status and audit read these).
 STAGE_INPUTS: Final[dict[str, tuple[str, ...]]] = {name: s.inputs for name, s in STAGES.items()}
 
 
 def metrics_port(name: str, configured: int | None) -> int:
-    """The metrics/probe port of process ``name``: ``configured`` (``OCRSTREAM_METRICS_PORT``; 0 = off)
-    or the process's default. Raises KeyError for an unknown process."""
-    return PROCESSES[name].metrics_port if configured is None else configured
+    """The metrics/probe port of process ``name`` (of :data:`PROCESSES` or :data:`OPTIONAL_PROCESSES`):
+    ``configured`` (``OCRSTREAM_METRICS_PORT``; 0 = off) or the process's default. Raises KeyError
+    for an unknown process."""
+    spec = PROCESSES[name] if name in PROCESSES else OPTIONAL_PROCESSES[name]
+    return spec.metrics_port if configured is None else configured

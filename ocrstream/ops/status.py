@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -217,12 +218,13 @@ async def check_http(name: str, host: str, port: int) -> Endpoint:
     return Endpoint(name, url, True, "GET /healthz", ms)
 
 
-async def check_stages(settings: Settings) -> list[StageStatus]:
-    """Group state, members, committed offsets and lag of every stage (Kafka must answer)."""
+async def check_stages(settings: Settings, extra: Sequence[StageStatus] = ()) -> list[StageStatus]:
+    """Group state, members, committed offsets and lag of every stage and of ``extra`` groups
+    (shadow models, :func:`shadow_stages`; Kafka must answer)."""
     from ocrstream.streaming.offsets import committed_offsets, describe_groups, fetch_highwaters, partitions_of, probe_consumer
 
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
-              for name, topics in STAGE_INPUTS.items()]
+              for name, topics in STAGE_INPUTS.items()] + list(extra)
     probe = probe_consumer(settings, fetch_max_wait_ms=10)
     await probe.start()
     try:
@@ -294,6 +296,8 @@ def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             stage = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "run"
                           and argv[i + 1] in STAGE_INPUTS), None)
+            if stage == "recognize" and "--shadow" in argv[:-1]:  # a shadow model, by its sha256's first 12 hex
+                stage = f"recognize-shadow-{argv[argv.index('--shadow') + 1][:12]}"
             if stage is None or not any(a == "ocrstream.cli" or a.endswith("ocrstream") for a in argv):
                 continue
             if _bootstrap_of(pid) != settings.kafka_bootstrap:
@@ -346,6 +350,26 @@ def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[
     return problems
 
 
+async def shadow_stages(settings: Settings) -> list[StageStatus]:
+    """A :class:`StageStatus` per shadow model registered in PostgreSQL (``model_shadows``: ``ocrstream
+    run recognize --shadow SHA``), named ``recognize-shadow-<sha256[:12]>``; [] when PostgreSQL does
+    not answer or no shadow ever ran."""
+    import asyncpg
+
+    from ocrstream.contracts.events import REGIONS
+    from ocrstream.storage.models import shadows
+
+    try:
+        conn = await asyncpg.connect(settings.dsn, timeout=3)
+        try:
+            rows = await shadows(conn)
+        finally:
+            await conn.close()
+    except Exception:  # noqa: BLE001 - PostgreSQL's own check reports it
+        return []
+    return [StageStatus(f"recognize-shadow-{r['sha256'][:12]}", [REGIONS], r["consumer_group"]) for r in rows]
+
+
 async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     """Run every check; the :class:`StatusReport`."""
     import aiokafka  # noqa: F401
@@ -353,20 +377,22 @@ async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     import httpx  # noqa: F401   latency includes another's imports
     import minio  # noqa: F401
 
-    kafka, s3, (pg, documents, failures), ingest_api, query_api = await asyncio.gather(
+    kafka, s3, (pg, documents, failures), ingest_api, query_api, shadow = await asyncio.gather(
         check_kafka(settings), check_s3(settings), check_postgres(settings, n_failures),
         check_http("ingest API", settings.http_host, settings.http_port),
-        check_http("query API", settings.http_host, settings.query_port))
+        check_http("query API", settings.http_host, settings.query_port), shadow_stages(settings))
     endpoints = [kafka, s3, pg, ingest_api, query_api]
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
-              for name, topics in STAGE_INPUTS.items()]
+              for name, topics in STAGE_INPUTS.items()] + shadow
     if kafka.ok:
         try:
-            stages = await asyncio.wait_for(check_stages(settings), 3 * CHECK_TIMEOUT_S)
+            stages = await asyncio.wait_for(check_stages(settings, shadow), 3 * CHECK_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported as a problem of the broker
             kafka.ok, kafka.detail = False, f"consumer groups unreadable: {_error(exc)}"
+    # a shadow that is not running is no problem of the pipeline (it ran once, or is stopped on purpose)
+    pipeline = [st for st in stages if st.name in STAGE_INPUTS]
     return StatusReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), endpoints, stages,
-                        documents, failures, find_problems(endpoints, stages))
+                        documents, failures, find_problems(endpoints, pipeline))
 
 
 def _age(seconds: float) -> str:

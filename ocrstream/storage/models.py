@@ -37,7 +37,8 @@ from ocrstream.ocr.recognition.model_manifest import (
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
 
-__all__ = ["PREFIX", "GateNotPassedError", "RegisteredModel", "UnknownModelError", "cached_model", "fetch_model",
+__all__ = ["PREFIX", "GateNotPassedError", "RegisteredModel", "UnknownModelError", "cached_model", "compare_shadow",
+           "fetch_model", "shadows",
            "gate_passed", "list_models", "live_model", "model_prefix", "promote", "promotion_history",
            "register_model", "resolve"]
 
@@ -229,3 +230,49 @@ async def cached_model(settings: Settings, sha256: str, cache_dir: str | Path) -
     except ModelIntegrityError:
         pass
     return await fetch_model(settings, sha256, folder)
+
+
+# ---------------------------------------------------------------- shadow evaluation (PostgreSQL)
+
+_COMPARE = """
+SELECT s.text AS shadow, coalesce(r.raw_text, r.text) AS live, r.verified_text, s.cpu_ms
+FROM shadow_readings s JOIN regions r ON r.document_id = s.document_id AND r.region_id = s.region_id
+WHERE s.sha256 = $1
+"""
+
+
+async def compare_shadow(db: Any, sha256: str) -> dict[str, Any]:
+    """The shadow model ``sha256`` against the live one over the same regions (read by both):
+
+    ``regions`` compared; ``agreement`` (fraction with the same text, whitespace-normalised);
+    ``verified`` (how many of them a person verified) with ``cer_ci_shadow`` and ``cer_ci_live``
+    against the verified text (None without any); ``cpu_ms_per_line`` of the shadow (mean
+    process CPU ms per line of its batches); ``shadow_only``: regions the shadow read that the
+    store has not (yet) got. Raises asyncpg's errors.
+    """
+    from ocrstream.ocr.evaluation import cer, normalize
+
+    rows = await db.fetch(_COMPARE, sha256)
+    total = await db.fetchval("SELECT count(*) FROM shadow_readings WHERE sha256 = $1", sha256)
+    same = sum(normalize(r["shadow"], case_insensitive=False) == normalize(r["live"], case_insensitive=False)
+               for r in rows)
+    verified = [r for r in rows if r["verified_text"] is not None]
+    refs = [r["verified_text"] for r in verified]
+    return {"sha256": sha256, "regions": len(rows), "shadow_only": int(total) - len(rows),
+            "agreement": same / len(rows) if rows else None, "verified": len(verified),
+            "cer_ci_shadow": cer([r["shadow"] for r in verified], refs) if verified else None,
+            "cer_ci_live": cer([r["live"] for r in verified], refs) if verified else None,
+            "cpu_ms_per_line": sum(r["cpu_ms"] for r in rows) / len(rows) if rows else None}
+
+
+async def shadows(db: Any) -> list[dict[str, Any]]:
+    """Registered shadow runs (``model_shadows``): sha256, model id, consumer group, start; [] before
+    the migration."""
+    import asyncpg
+
+    try:
+        rows = await db.fetch("SELECT * FROM model_shadows ORDER BY started_at")
+    except asyncpg.UndefinedTableError:
+        return []
+    return [{"sha256": r["sha256"], "model_id": r["model_id"], "consumer_group": r["consumer_group"],
+             "started_at": r["started_at"].isoformat()} for r in rows]

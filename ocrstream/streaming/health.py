@@ -35,14 +35,14 @@ from minio import Minio
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ocrstream.contracts.stages import PROCESSES
+from ocrstream.contracts.stages import OPTIONAL_PROCESSES, PROCESSES
 from ocrstream.settings import Settings
 from ocrstream.streaming import metrics
 
 log = logging.getLogger(__name__)
 
 #: What each process needs to be ready (ingest needs PostgreSQL too when duplicates are reused).
-NEEDS = {name: spec.needs for name, spec in PROCESSES.items()}
+NEEDS = {name: spec.needs for name, spec in {**PROCESSES, **OPTIONAL_PROCESSES}.items()}
 
 
 @dataclass

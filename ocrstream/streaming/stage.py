@@ -119,6 +119,10 @@ class Stage(ABC):
     async def teardown(self) -> None:
         """Close what ``setup`` opened."""
 
+    def consumer_group(self) -> str:
+        """The stage's Kafka consumer group: ``<OCRSTREAM_CONSUMER_GROUP_PREFIX>-<name>``."""
+        return f"{self.settings.consumer_group_prefix}-{self.name}"
+
     def background(self) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
         """Servers run beside the loop until stop (e.g. ingest's HTTP API), each on its own loop."""
         return []
@@ -242,7 +246,7 @@ class StageRunner:
 
     def __init__(self, stage: Stage, settings: Settings, *, attempts: DeliveryAttempts | None = None):
         self.stage, self.settings = stage, settings
-        self.group = f"{settings.consumer_group_prefix}-{stage.name}"
+        self.group = stage.consumer_group()
         # None until run() makes them (aiokafka has no type information: Any to mypy)
         self.consumer: AIOKafkaConsumer = None
         self.producer: AIOKafkaProducer = None

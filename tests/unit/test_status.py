@@ -40,7 +40,8 @@ def test_one_table_of_processes_feeds_every_reader():
     assert launcher.STAGES == ("ingest", "preprocess", "recognize", "store")
     assert launcher.PROCESSES == (*launcher.STAGES, "api")
     assert metrics.STAGE_OUTPUTS == {name: s.outputs for name, s in STAGES.items()}
-    assert health.NEEDS["api"] == ("postgres",) and set(health.NEEDS) == set(PROCESSES)
+    assert health.NEEDS["api"] == ("postgres",) and set(health.NEEDS) == set(PROCESSES) | {"recognize-shadow"}
+    assert health.NEEDS["recognize-shadow"] == ("kafka", "s3", "postgres") and metrics_port("recognize-shadow", None) == 9106
     assert list(run.params[0].type.choices) == list(PROCESSES)
     assert [metrics_port(n, None) for n in PROCESSES] == [9101, 9102, 9103, 9104, 9105]
     assert metrics_port("store", 0) == 0
