@@ -1013,6 +1013,58 @@ def pull_cmd(sha: str, dest: Path) -> None:
 
 
 @main.command()
+@click.option("--document", "document", default=None, help="One document id.")
+@click.option("--since", default=None, help="Documents stored at/after this ISO 8601 time.")
+@click.option("--model-not", "model_not", default=None, metavar="SHA",
+              help="Documents read by another model than SHA (a registered model's sha256/prefix/id, or a model id).")
+@click.option("--all", "every", is_flag=True, help="Every done document.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be read again.")
+@click.option("--rate", default=2.0, show_default=True, type=click.FloatRange(0, 1000, min_open=True),
+              help="Documents sent per second at most (live documents keep their latency).")
+@click.option("--force", is_flag=True, help="Also documents already read by the model that would read them now.")
+@click.option("--limit", default=1_000_000, show_default=True, type=click.IntRange(1))
+def reprocess(document: str | None, since: str | None, model_not: str | None, every: bool, dry_run: bool,
+              rate: float, force: bool, limit: int) -> None:
+    """Read stored documents again (their originals in the object store; nothing re-uploaded).
+    Each makes a new result version; earlier versions are kept, verified text carries over."""
+    from datetime import datetime
+
+    import asyncpg
+
+    from ocrstream.ops import reprocess as rp
+
+    settings = get_settings()
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {since}", param_hint="--since") from None
+
+    async def run() -> tuple[rp.Plan, int]:
+        conn = await asyncpg.connect(settings.dsn, timeout=settings.postgres_timeout_s)
+        try:
+            found = await rp.plan(settings, conn, document=document, since=when, model_not=model_not, every=every,
+                                  force=force, limit=limit)
+        finally:
+            await conn.close()
+        sent = 0 if dry_run else await rp.send(settings, found.documents, rate=rate)
+        return found, sent
+
+    try:
+        found, sent = asyncio.run(run())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    for row in found.documents:
+        click.echo(f"{'would read' if dry_run else 'sent'} {row['document_id']} (result v{row['result_version']}, "
+                   f"model {row['model'] or '?'}) {row['filename'] or ''}".rstrip())
+    if found.same_model:
+        click.echo(f"skipped {len(found.same_model)} already read by {found.current_model} (--force to read them again)")
+    click.echo(f"{len(found.documents)} document(s) {'would be read again' if dry_run else 'sent'}"
+               + ("" if dry_run else f" at <= {rate:g}/s; new versions appear as the pipeline reads them"))
+
+
+@main.command()
 @click.option("--input", "input_dir", default=None,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of documents to process (e.g. ../shared/data/sroie-dev/pages/img); "

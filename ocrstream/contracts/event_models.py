@@ -260,8 +260,8 @@ class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1
     """``ocr.results.v1``: a document's final outcome, its text and regions, or why it failed.
 
     ``text`` is the full text in reading order (a line's regions joined by a space, lines by
-    newline, pages by form feed). ``needs_review``, ``fields`` and ``recognizer`` are set for
-    done documents.
+    newline, pages by form feed). ``needs_review``, ``fields``, ``recognizer`` (with its
+    ``model``), ``result_version`` and ``previous_version`` are set for done documents.
     """
 
     version: Annotated[Literal[1], Meta(description="contract version; v1 only ever grows by optional fields")]
@@ -280,6 +280,10 @@ class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1
                                                                "a template, by name: {value, text, valid, ...}")] \
         | UnsetType = UNSET
     recognizer: Recognizer | UnsetType = UNSET
+    result_version: Annotated[int, Meta(ge=1, description="the document's result version (1, 2, ... each time it "
+                                                          "is read again: ocrstream reprocess)")] | UnsetType = UNSET
+    previous_version: Annotated[int | None, Meta(description="the result version this one replaces (kept), null "
+                                                             "for the first")] | UnsetType = UNSET
 
 
 class DeadLetterEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.dlq.v1"):

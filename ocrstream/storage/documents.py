@@ -107,22 +107,29 @@ async def last_failures(db: Any, n: int) -> list[Any]:
 
 async def load_document(pool: Any, document_id: str) -> dict[str, Any] | None:
     """The document as a dict: summary fields, ``text``, ``needs_review``, ``fields``, ``error``,
-    ``pages`` and ``regions`` (reading order; box, words, field, value, validity); None if unknown.
-    ``pool``: an asyncpg Pool (the three reads share one connection)."""
+    ``result_version``, ``pages`` and ``regions`` (reading order; box, words, field, value,
+    validity, verified text); None if unknown. ``pool``: an asyncpg Pool (the three reads share
+    one connection)."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
-        if row is None:
-            return None
-        pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
-                                 " ORDER BY page_index", document_id)
-        regions = await conn.fetch(
-            "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
-            " words, field, raw_text, value, valid, reason, needs_review"
-            " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
+        return await read_document(conn, document_id)
+
+
+async def read_document(conn: Any, document_id: str) -> dict[str, Any] | None:
+    """:func:`load_document` on one connection (e.g. inside the store's transaction)."""
+    row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
+    if row is None:
+        return None
+    pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
+                             " ORDER BY page_index", document_id)
+    regions = await conn.fetch(
+        "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
+        " words, field, raw_text, value, valid, reason, needs_review, verified_text"
+        " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
     return {**summary(row), "text": row["text"], "needs_review": row["needs_review"],
             "fields": json.loads(row["fields"]) if row["fields"] else {},
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
                       if row["status"] == "failed" else None),
+            "result_version": row["result_version"],
             "pages": [dict(p) for p in pages],
             "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
                          "line_index": r["line_index"], "order": r["reading_order"],
@@ -130,4 +137,34 @@ async def load_document(pool: Any, document_id: str) -> dict[str, Any] | None:
                          "confidence": r["confidence"], "words": json.loads(r["words"]),
                          "raw_text": r["raw_text"], "value": json.loads(r["value"]) if r["value"] else None,
                          "valid": r["valid"], "reason": r["reason"], "needs_review": r["needs_review"],
+                         "verified_text": r["verified_text"],
                          **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
+
+
+async def document_version(db: Any, document_id: str, version: int) -> dict[str, Any] | None:
+    """Result ``version`` of a document (an earlier one from ``document_versions``, or the current
+    one when it is the current ``result_version``); None when there is no such version."""
+    current = await db.fetchval("SELECT result_version FROM documents WHERE document_id = $1", document_id)
+    if current is None:
+        return None
+    if version == current:
+        return await load_document(db, document_id)
+    raw = await db.fetchval("SELECT result FROM document_versions WHERE document_id = $1 AND result_version = $2",
+                            document_id, version)
+    return dict(json.loads(raw)) if raw else None
+
+
+async def document_versions(db: Any, document_id: str) -> list[dict[str, Any]] | None:
+    """Every result version of a document, oldest first: ``{version, model, stored_at, current}``;
+    None if the document is unknown."""
+    row = await db.fetchrow("SELECT result_version, model, stored_at FROM documents WHERE document_id = $1",
+                            document_id)
+    if row is None:
+        return None
+    earlier = await db.fetch("SELECT result_version, model, stored_at FROM document_versions"
+                             " WHERE document_id = $1 ORDER BY result_version", document_id)
+    return [{"version": r["result_version"], "model": r["model"],
+             "stored_at": r["stored_at"].isoformat() if r["stored_at"] else None, "current": False}
+            for r in earlier] + [{"version": row["result_version"], "model": row["model"],
+                                  "stored_at": row["stored_at"].isoformat() if row["stored_at"] else None,
+                                  "current": True}]

@@ -8,8 +8,10 @@ on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/he
 * ``GET /v1/documents?status=&since=&before=&needs_review=&limit=`` - newest first; ``since`` and
   ``before`` are ISO 8601 (``before``: the ``stored_at`` of the last row of the previous page);
   at most 200 rows per page.
-* ``GET /v1/documents/{id}`` - status, text, fields, review flag, pages, regions (raw and
-  corrected text, value, validity), error.
+* ``GET /v1/documents/{id}?version=N`` - status, text, fields, review flag, pages, regions (raw and
+  corrected text, value, validity, verified text), error, ``result_version``; the newest result
+  unless ``version`` names an earlier one (kept when the document is read again).
+* ``GET /v1/documents/{id}/versions`` - its result versions: version, model, stored time, current.
 * ``GET /v1/documents/{id}/export?format=json|txt|hocr|alto|pdf`` - standard exports; ``pdf`` is
   a searchable PDF (original pages, invisible text layer; needs the object store).
 * ``GET /v1/search?q=&status=&since=&until=&template=&field=NAME:VALUE&limit=&offset=`` - ranked
@@ -123,18 +125,32 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
         return await search(pool, query)
 
     @api.get("/v1/documents/{document_id}")
-    async def get_document(document_id: str) -> dict:
-        """One document with its text, pages and regions (404 if unknown)."""
-        doc = await documents.load_document(pool, document_id)
+    async def get_document(document_id: str, version: int | None = Query(None, ge=1, le=1_000_000)) -> dict:
+        """One document with its text, pages and regions: the newest result, or result ``version``
+        (earlier results are kept when a document is read again: ``ocrstream reprocess``); 404 if
+        unknown."""
+        if version is None:
+            doc = await documents.load_document(pool, document_id)
+        else:
+            doc = await documents.document_version(pool, document_id, version)
         if doc is None:
-            raise HTTPException(404, f"no document {document_id}")
+            raise HTTPException(404, f"no document {document_id}" + (f" version {version}" if version else ""))
         return doc
 
+    @api.get("/v1/documents/{document_id}/versions")
+    async def get_versions(document_id: str) -> list[dict]:
+        """The document's result versions, oldest first: version, model, stored_at, current (404 if unknown)."""
+        found = await documents.document_versions(pool, document_id)
+        if found is None:
+            raise HTTPException(404, f"no document {document_id}")
+        return found
+
     @api.get("/v1/documents/{document_id}/export")
-    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json") -> Response:
+    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json",
+                     version: int | None = Query(None, ge=1, le=1_000_000)) -> Response:
         """The document as JSON (document model), plain text, hOCR (XHTML), ALTO v4 XML, or a
         searchable PDF (original pages with an invisible text layer; 409 unless ``done``)."""
-        data = await get_document(document_id)
+        data = await get_document(document_id, version)
         if format == "pdf":
             return await searchable_pdf(data)
         return await asyncio.to_thread(render_export, data, format)

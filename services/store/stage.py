@@ -28,7 +28,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiokafka import ConsumerRecord
@@ -52,6 +52,7 @@ from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
+from ocrstream.storage.documents import read_document
 from ocrstream.storage.migrate import apply_migrations
 from ocrstream.streaming import metrics
 from ocrstream.streaming.names import clean_text, strip_nul
@@ -74,15 +75,17 @@ def _ts(value: str | None | UnsetType) -> datetime | None:
 UPSERT_DONE = """
 INSERT INTO documents (document_id, status, source, filename, object_key, content_sha256, size_bytes,
     text, recognizer, provider, submitted_at, ingested_at, preprocessed_at, recognized_at, stored_at,
-    version, template, needs_review, fields, published_at, error_stage, error_type, error_message, model)
+    version, template, needs_review, fields, published_at, error_stage, error_type, error_message, model,
+    result_version)
 VALUES ($1, 'done', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb,
-    NULL, NULL, NULL, NULL, $19)
+    NULL, NULL, NULL, NULL, $19, $20)
 ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.version,
     template = EXCLUDED.template, needs_review = EXCLUDED.needs_review, fields = EXCLUDED.fields,
     published_at = NULL, source = EXCLUDED.source,
     filename = EXCLUDED.filename, object_key = EXCLUDED.object_key,
     content_sha256 = EXCLUDED.content_sha256, size_bytes = EXCLUDED.size_bytes, text = EXCLUDED.text,
     recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider, model = EXCLUDED.model,
+    result_version = EXCLUDED.result_version,
     submitted_at = EXCLUDED.submitted_at, ingested_at = EXCLUDED.ingested_at,
     preprocessed_at = EXCLUDED.preprocessed_at, recognized_at = EXCLUDED.recognized_at,
     stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL
@@ -173,15 +176,20 @@ class StoreStage(Stage):
         regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
         needs_review = any(r.needs_review for r in regions)
         async with self.pool.acquire() as conn, conn.transaction():
+            previous = await self._keep_previous_result(conn, doc_id, version)
+            result_version = previous + 1 if previous else await conn.fetchval(
+                "SELECT result_version FROM documents WHERE document_id = $1", doc_id) or 1
             await conn.execute(
                 UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
                 doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
                 event.recognizer.provider, _ts(ts.submitted), _ts(ts.ingested),
                 _ts(ts.preprocessed), _ts(ts.recognized), _ts(ts.stored), version,
                 doc.template or None, needs_review,
-                _json(fields) if fields else None, _opt(event.recognizer.model))
-            # A new version may have fewer regions/pages: drop what it no longer has.
-            await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])",
+                _json(fields) if fields else None, _opt(event.recognizer.model), result_version)
+            # A new version may have fewer regions/pages: drop what it no longer has (verified
+            # regions of an earlier result, renamed kept-N-..., stay until matched below).
+            await conn.execute("DELETE FROM regions WHERE document_id = $1 AND NOT region_id = ANY($2::text[])"
+                               " AND NOT (region_id LIKE 'kept-%' AND verified_text IS NOT NULL)",
                                doc_id, [r.region_id for r in regions])
             await conn.execute("DELETE FROM pages WHERE document_id = $1 AND NOT page_index = ANY($2::int[])",
                                doc_id, [p.page_index for p in event.pages])
@@ -195,10 +203,59 @@ class StoreStage(Stage):
                  json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0,
                  _json(seen.char_probs) if seen.char_probs is not UNSET else None)
                 for r, seen in zip(regions, event.regions)])
+            if previous:
+                await self._carry_verified(conn, doc_id, regions)
         return Output(events.RESULTS, doc_id, ResultsEvent(
             version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
             regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
-            recognizer=event.recognizer))
+            recognizer=event.recognizer, result_version=result_version, previous_version=previous or None))
+
+    async def _keep_previous_result(self, conn: Any, doc_id: str, version: str) -> int:
+        """When ``version`` replaces a done result of another version: snapshot that result into
+        ``document_versions``, rename its verified regions ``kept-<n>-<region_id>`` (with their
+        correction history) so the new regions cannot take their ids; returns its result version
+        ``n``. 0 when there is no earlier done result (first store, a redelivery, failed before)."""
+        row = await conn.fetchrow("SELECT status, version, result_version, model, stored_at FROM documents"
+                                  " WHERE document_id = $1 FOR UPDATE", doc_id)
+        if row is None or row["status"] != "done" or row["version"] == version:
+            return 0
+        n = int(row["result_version"])
+        snapshot = await read_document(conn, doc_id)
+        await conn.execute("INSERT INTO document_versions (document_id, result_version, model, stored_at, result)"
+                           " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING", doc_id, n, row["model"],
+                           row["stored_at"], json.dumps(snapshot, default=str))
+        renamed = await conn.fetch(
+            "UPDATE regions SET region_id = 'kept-' || $2::int || '-' || region_id WHERE document_id = $1"
+            " AND verified_text IS NOT NULL AND region_id NOT LIKE 'kept-%' RETURNING region_id", doc_id, n)
+        for r in renamed:
+            old = r["region_id"].split("-", 2)[2]
+            await conn.execute("UPDATE region_corrections SET region_id = $3 WHERE document_id = $1 AND region_id = $2",
+                               doc_id, old, r["region_id"])
+        return n
+
+    async def _carry_verified(self, conn: Any, doc_id: str, regions: Sequence[ResultRegion]) -> None:
+        """Give each verified region of the earlier result (``kept-...``) to the new region on
+        its page that overlaps it most (box IoU >= :data:`CARRY_MIN_IOU`, each new region once):
+        verified text, who, when and correction history move; the kept row goes. A verified
+        region without such a match stays as it is (never lost)."""
+        kept = await conn.fetch("SELECT region_id, page_index, x0, y0, x1, y1, verified_text, verified_by, verified_at"
+                                " FROM regions WHERE document_id = $1 AND region_id LIKE 'kept-%'"
+                                " AND verified_text IS NOT NULL ORDER BY verified_at", doc_id)
+        taken: set[str] = set()
+        for k in kept:
+            box = (k["x0"], k["y0"], k["x1"], k["y1"])
+            scored = [(iou(box, tuple(r.box)), r.region_id) for r in regions
+                      if r.page_index == k["page_index"] and r.region_id not in taken]
+            best = max(scored, default=(0.0, ""))
+            if best[0] < CARRY_MIN_IOU:
+                continue
+            taken.add(best[1])
+            await conn.execute("UPDATE regions SET verified_text = $3, verified_by = $4, verified_at = $5"
+                               " WHERE document_id = $1 AND region_id = $2", doc_id, best[1], k["verified_text"],
+                               k["verified_by"], k["verified_at"])
+            await conn.execute("UPDATE region_corrections SET region_id = $3 WHERE document_id = $1 AND region_id = $2",
+                               doc_id, k["region_id"], best[1])
+            await conn.execute("DELETE FROM regions WHERE document_id = $1 AND region_id = $2", doc_id, k["region_id"])
 
     def postprocess_document(self, event: RecognizedEvent) -> tuple[list[ResultRegion], str, dict[str, FieldResult]]:
         """Every region of a recognized event post-processed (:meth:`postprocess`), the
@@ -274,6 +331,19 @@ class StoreStage(Stage):
 def _opt(value: T | UnsetType) -> T | None:
     """An optional event field as None when unset (for a nullable column)."""
     return None if value is UNSET else value  # type: ignore[return-value]
+
+
+#: Box overlap (intersection over union) a new region needs to take a verified region's text.
+CARRY_MIN_IOU = 0.5
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes ``[x0, y0, x1, y1]`` (0.0 when either has no area)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _json(value: object) -> str:
