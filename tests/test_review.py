@@ -194,6 +194,8 @@ async def test_the_page_logs_in_with_a_review_key_into_a_strict_httponly_cookie(
     assert (await client.post("/review/login", data={"key": "ocs_nope"})).status_code == 401
     assert (await client.post("/review/login", data={"key": keys["reader"]})).status_code == 403
     assert (await client.post("/review/login", data={"key": "x" * 201})).status_code == 422
+    cross = await client.post("/review/login", data={"key": keys["reviewer"]}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and COOKIE not in cross.cookies  # login CSRF
     response = await client.post("/review/login?template=t1", data={"key": keys["reviewer"]})
     assert response.status_code == 303 and response.headers["location"] == "/review?template=t1"
     cookie = response.headers["set-cookie"].lower()

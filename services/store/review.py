@@ -332,7 +332,11 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
     @app.post("/review/login", include_in_schema=False)
     async def login(request: Request, key: str = Form("", max_length=200)) -> Response:
         """Check ``key`` (a key with the ``review`` scope; any, when keys are not required) and
-        start a session: 303 to ``/review`` with the cookie, or the form again with 401/403."""
+        start a session: 303 to ``/review`` with the cookie, or the form again with 401/403.
+        A login posted from another site (the browser's ``Sec-Fetch-Site: cross-site``) is
+        refused: no one can log a reviewer in under their own key."""
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            return _html(_login_page("a login must come from this page", request.url.query), 403)
         if auth.required:
             found = auth.key_for(key.strip())
             if found is None:
