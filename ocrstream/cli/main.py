@@ -35,14 +35,20 @@ def _stage(name: str):
     return cls(get_settings())
 
 
+#: Libraries whose INFO lines are noise to a user (fontTools: ~45 lines per searchable-PDF export);
+#: shown with ``-v``.
+CHATTY_LOGGERS = ("aiokafka", "httpx", "fontTools", "ocrmypdf", "pikepdf")
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="ocrstream", prog_name="ocrstream")
 def main(verbose: bool) -> None:
     """ocrstream: event-driven streaming OCR (Kafka stages, S3, ONNX Runtime, PostgreSQL)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 @main.command()
@@ -461,6 +467,7 @@ def ocr_cmd(files: tuple[Path, ...], fmt: str, template: str | None, output_dir:
 
 def _ocr_file(pipeline, path: Path, template, fmt: str) -> tuple[str | None, str]:
     """(None, the document rendered as ``fmt``) or (``"ErrorType: message"``, "") for one file."""
+    from ocrstream.ocr.document import VISIBLE_PAGE_BREAK
     from ocrstream.ocr.exports import to_alto, to_hocr
     from ocrstream.streaming.retry import as_typed
 
@@ -472,19 +479,29 @@ def _ocr_file(pipeline, path: Path, template, fmt: str) -> tuple[str | None, str
         return f"{type(typed).__name__}: {typed}", ""
     if fmt == "json":
         return None, json.dumps(doc.export(), ensure_ascii=False)
-    return None, doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else to_alto(doc)
+    if fmt == "txt":
+        return None, doc.render_text(VISIBLE_PAGE_BREAK)
+    return None, to_hocr(doc) if fmt == "hocr" else to_alto(doc)
 
 
 @main.command()
 @click.argument("path", default="/readyz")
-@click.option("--port", default=None, type=int, help="Port (default: OCRSTREAM_METRICS_PORT, else 9100).")
+@click.option("--stage", type=click.Choice(list(PROCESSES)), default=None,
+              help="Probe this process's port (ingest 9101 ... api 9105, or OCRSTREAM_METRICS_PORT).")
+@click.option("--port", default=None, type=int, help="Port (default: the stage's, else OCRSTREAM_METRICS_PORT).")
 @click.option("--timeout", default=4.0, show_default=True, help="Seconds to wait for the answer.")
-def probe(path: str, port: int | None, timeout: float) -> None:
+def probe(path: str, stage: str | None, port: int | None, timeout: float) -> None:
     """Exit 0 if http://127.0.0.1:PORT/PATH answers 200, else 1 (container health checks)."""
     import urllib.error
     import urllib.request
 
-    port = port or get_settings().metrics_port or 9100
+    from ocrstream.contracts.stages import metrics_port
+
+    configured = get_settings().metrics_port
+    port = port or (metrics_port(stage, configured) if stage else configured)
+    if not port:
+        raise click.UsageError("which process? --stage ingest|preprocess|recognize|store|api (ports 9101-9105), "
+                               "--port N, or OCRSTREAM_METRICS_PORT")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
             click.echo(resp.read(2000).decode("utf-8", "replace"))
@@ -677,6 +694,48 @@ def apikey_create(name: str, scopes: str, keys_file: Path | None) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(token)
     click.echo(f"stored hashed in {path} (mode 0600); send it as: Authorization: Bearer <key>", err=True)
+
+
+def _keys_file(keys_file: Path | None) -> Path:
+    path = keys_file or (Path(get_settings().api_keys_file) if get_settings().api_keys_file else None)
+    if path is None:
+        raise click.UsageError("name the keys file with --file or OCRSTREAM_API_KEYS_FILE")
+    return path
+
+
+@apikey.command("list")
+@click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
+              help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
+def apikey_list(keys_file: Path | None) -> None:
+    """The keys by name: scopes and creation time (tokens are not stored, so never shown)."""
+    from ocrstream.errors import ConfigurationError
+    from ocrstream.streaming.auth import key_records
+
+    try:
+        records = key_records(_keys_file(keys_file))
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in records:
+        click.echo(f"{r['name']:<24} {','.join(r['scopes']):<20} {r.get('created', '')}")
+    click.echo(f"{len(records)} key(s)", err=True)
+
+
+@apikey.command("revoke")
+@click.argument("name")
+@click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
+              help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
+def apikey_revoke(name: str, keys_file: Path | None) -> None:
+    """Remove every key called NAME (running doors re-read the file within seconds, or at restart)."""
+    from ocrstream.errors import ConfigurationError
+    from ocrstream.streaming.auth import revoke_key
+
+    try:
+        removed = revoke_key(_keys_file(keys_file), name)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no key called {name!r}")
+    click.echo(f"revoked {removed} key(s) called {name!r}", err=True)
 
 
 @main.group()

@@ -22,6 +22,9 @@ from ocrstream.contracts.events import RESULTS, convert, to_json_object
 
 Box = tuple[float, float, float, float]
 
+#: How text printed for a person separates pages (``ocrstream ocr``, the demo): a form feed is invisible.
+VISIBLE_PAGE_BREAK = "\n[page break]\n"
+
 FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
 _FIELD_TYPES = frozenset(get_args(FieldType))
 
@@ -211,9 +214,10 @@ class Document:
         built = tuple(_page(p, [r for r in regions if r.page_index == p.page_index]) for p in pages)
         return cls(document_id, status, built, error, meta or {})
 
-    def render_text(self) -> str:
-        """Plain text: a visual line's regions joined by a space, lines by newline, pages by form feed."""
-        return "\f".join(page.text for page in self.pages)
+    def render_text(self, page_break: str = "\f") -> str:
+        """Plain text: a visual line's regions joined by a space, lines by newline, pages by
+        ``page_break`` (a form feed, as in the results event; :data:`VISIBLE_PAGE_BREAK` for people)."""
+        return page_break.join(page.text for page in self.pages)
 
     def export(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole tree."""
