@@ -577,9 +577,16 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
     endpoints.write_env_file(env_file)
     from ocrstream.settings import DEV_ENV_FILE
 
-    click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
+    click.echo(f"stack up; settings in {env_file} (mode 0600; read automatically from {DEV_ENV_FILE} "
+               "under this directory, elsewhere with OCRSTREAM_ENV_FILE=<that file>)")
     for key, value in endpoints.as_env().items():
-        click.echo(f"export {key}={value}")
+        shown = "********  (in the file)" if is_secret_setting(key) else value
+        click.echo(f"export {key}={shown}")
+
+
+def is_secret_setting(env_name: str) -> bool:
+    """True for variables whose value is a secret (keys, passwords, DSNs that carry a password)."""
+    return any(word in env_name for word in ("SECRET", "PASSWORD", "DSN", "API_KEY"))
 
 
 @dev.command("down")
