@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     ppocr_model: str | None = _models(
         None, "a fine-tuned PP-OCR model's manifest.json or folder (sha256 checked at load); None = PP-OCRv6")
     device: str = _models("auto", "auto | cpu | cuda (auto: CUDA when onnxruntime-gpu and a GPU are there)")
+    inference: str = _models("auto", "backend: auto (OpenVINO bf16 on CPUs with native bfloat16, else ONNX Runtime; "
+                                     "CUDA: ONNX Runtime) | onnxruntime | openvino-bf16 | openvino-fp32")
     batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
     batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
 

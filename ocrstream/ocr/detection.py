@@ -87,9 +87,11 @@ class LineDetector:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``ocrstream.ocr.runtime.onnx_session``).
         threads: intra-op threads; None reads ``$OCRSTREAM_ORT_THREADS``.
         model: alternative ``.onnx`` with the same contract.
+        backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
+            ``$OCRSTREAM_INFERENCE`` (default auto).
 
     Raises:
-        ValueError: ``max_side < 32``.
+        ValueError: ``max_side < 32``, an unknown backend.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class LineDetector:
         device: str = "auto",
         threads: int | None = None,
         model: str | Path | None = None,
+        backend: str | None = None,
     ) -> None:
         if max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {max_side}")
@@ -115,7 +118,7 @@ class LineDetector:
             score_mode="fast",
             use_dilation=True,
         )
-        self._session = make_session(model or model_path(), device=device, threads=threads)
+        self._session = make_session(model or model_path(), device=device, threads=threads, backend=backend)
         self._input = self._session.get_inputs()[0].name
         self.provider = chosen_provider(self._session)
         # Return the CPU arena's free chunks after every run: pages vary in size, and the arena

@@ -271,6 +271,8 @@ class PPOCRRecognizer:
         max_ratio, target_ratio: long-line split (:mod:`.longlines`).
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
+        backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
+            ``$OCRSTREAM_INFERENCE`` (default auto: bf16 OpenVINO where the CPU has it).
 
     Attributes:
         version: ``"PP-OCRv6_rec_small"`` for the shipped model, the manifest's ``id`` for a
@@ -303,6 +305,7 @@ class PPOCRRecognizer:
         max_ratio: float = MAX_RATIO,
         target_ratio: float = TARGET_RATIO,
         model: str | Path | None = None,
+        backend: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -316,7 +319,7 @@ class PPOCRRecognizer:
         self.max_batch_bytes = max_batch_bytes
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
-        self._session = make_session(onnx_path, device=device, threads=threads)
+        self._session = make_session(onnx_path, device=device, threads=threads, backend=backend)
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
