@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,6 +25,9 @@ def get_settings():
 
 
 def _stage(name: str):
+    from ocrstream.streaming.stage import Stage
+
+    cls: type[Stage]
     if name == "ingest":
         from services.ingest.stage import IngestStage as cls
     elif name == "preprocess":
@@ -241,7 +245,7 @@ async def _submit(settings, files: list[Path], wait: bool, timeout: float, templ
     return _report([_finished(o) for o in outcomes], len(receipts), [(r.filename, r.document_id) for r in missing], timeout)
 
 
-def _report(finished: list[Finished], total: int, missing: list[tuple[str, str]], timeout: float) -> int:
+def _report(finished: list[Finished], total: int, missing: Sequence[tuple[str | None, str]], timeout: float) -> int:
     """Print each finished document and what failed or is missing; the exit code of ``submit --wait``."""
     for f in finished:
         click.secho(f"\n== {f.filename} [{f.status}] {f.document_id}", bold=True)
@@ -392,7 +396,7 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     from ocrstream.errors import ConfigurationError
 
     try:
-        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" else b""
+        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" and original is not None else b""
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     content: bytes = (pdf if fmt == "pdf" else

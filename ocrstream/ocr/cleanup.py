@@ -33,9 +33,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
+from typing import cast
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 from rapidocr.ch_ppocr_cls.main import TextClassifier
 
 from ocrstream.ocr.runtime.models import rapidocr_model
@@ -79,7 +81,7 @@ class Transform:
         return cls(np.eye(3))
 
     @classmethod
-    def from_affine(cls, m: np.ndarray) -> Transform:
+    def from_affine(cls, m: np.ndarray | Sequence[Sequence[float]]) -> Transform:
         """From a ``(2, 3)`` OpenCV affine matrix (as given to ``cv2.warpAffine``)."""
         return cls(np.vstack([np.asarray(m, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]]))
 
@@ -102,7 +104,8 @@ class Transform:
 
 def _map(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
+    mapped: np.ndarray = (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
+    return mapped
 
 
 Step = Callable[[np.ndarray], tuple[np.ndarray, Transform]]
@@ -282,11 +285,11 @@ def _line_boxes(ink: np.ndarray, glyph_height: float) -> np.ndarray:
 
 def _line_length(ink: np.ndarray, glyph_height: float) -> float:
     """Total length of the horizontal text-line blobs of ``ink``, in page widths."""
-    return float(_line_boxes(ink, glyph_height)[:, 2].sum()) / ink.shape[1]
+    return float(_line_boxes(ink, glyph_height)[:, 2].sum()) / int(ink.shape[1])
 
 
 @lru_cache(maxsize=1)
-def _direction_classifier():
+def _direction_classifier() -> ort.InferenceSession:
     return make_session(rapidocr_model(CLS_MODEL), device="cpu")
 
 
@@ -299,10 +302,11 @@ def upside_down_probability(crops: Sequence[np.ndarray]) -> np.ndarray:
     """
     if not len(crops):
         return np.zeros(0, dtype=np.float32)
-    shape = SimpleNamespace(cls_image_shape=list(CLS_SHAPE))
+    # a stand-in ``self``: resize_norm_img reads only ``self.cls_image_shape``
+    shape = cast(TextClassifier, SimpleNamespace(cls_image_shape=list(CLS_SHAPE)))
     batch = np.stack([TextClassifier.resize_norm_img(shape, c) for c in crops]).astype(np.float32)
     session = _direction_classifier()
-    probs = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    probs: np.ndarray = session.run(None, {session.get_inputs()[0].name: batch})[0]
     return probs[:, CLS_LABELS.index("180")].astype(np.float32)
 
 

@@ -43,11 +43,12 @@ import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import pypdfium2 as pdfium
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from ocrstream.errors import (
     CorruptImageError,
@@ -87,7 +88,7 @@ class Budget:
     pdf_dpi: int = 200
 
     @classmethod
-    def from_settings(cls, settings) -> Budget:
+    def from_settings(cls, settings: Any) -> Budget:  # Settings (not imported: no pydantic_settings here)
         """The budget of :class:`ocrstream.settings.Settings` (``OCRSTREAM_MAX_*``, ``PDF_DPI``)."""
         return cls(settings.max_image_pixels, settings.max_document_pixels, settings.max_pages,
                    settings.pdf_dpi)
@@ -143,7 +144,7 @@ class Document:
     def __enter__(self) -> Document:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def page(self, index: int) -> np.ndarray:
@@ -386,6 +387,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
         elif ctype == b"IEND":
             break
         pos += 12 + length
+    assert header is not None  # the first chunk was IHDR (checked above)
     width, height, depth, colour = header
     if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
         raise CorruptImageError(f"PNG colour type {colour} / bit depth {depth} is not valid")
@@ -429,8 +431,10 @@ _STRIP_TAGS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (Tile
 
 def _tiff_sizes(data: bytes, budget: Budget) -> list[tuple[int, int]]:
     """Every frame's ``(width, height)`` from its IFD, the budget checked frame by frame."""
-    sizes, total = [], 0
+    sizes: list[tuple[int, int]] = []
+    total = 0
     with _pillow(data) as image:
+        assert isinstance(image, TiffImagePlugin.TiffImageFile)  # sniffed as TIFF: only this plugin takes its magic
         while True:
             try:
                 image.seek(len(sizes))
@@ -447,7 +451,7 @@ def _tiff_sizes(data: bytes, budget: Budget) -> list[tuple[int, int]]:
     return sizes
 
 
-def _check_tiff_strips(image: Image.Image, data: bytes, index: int) -> None:
+def _check_tiff_strips(image: TiffImagePlugin.TiffImageFile, data: bytes, index: int) -> None:
     for offsets_tag, counts_tag in _STRIP_TAGS:
         offsets, counts = image.tag_v2.get(offsets_tag), image.tag_v2.get(counts_tag)
         if offsets is None or counts is None:

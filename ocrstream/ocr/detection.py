@@ -19,7 +19,7 @@ extends line quads over the isolated colons DBNet does not detect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from rapidocr.utils.process_img import get_rotate_crop_image
 
 from ocrstream.ocr.cleanup import ink_mask, thumbnail
 from ocrstream.ocr.runtime.models import rapidocr_model
-from ocrstream.ocr.runtime.onnx_session import chosen_provider, make_session
+from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session
 
 __all__ = [
     "DET_MODEL",
@@ -101,7 +101,7 @@ class LineDetector:
         thresh: float = DB_THRESH,
         box_thresh: float = DB_BOX_THRESH,
         unclip_ratio: float = DB_UNCLIP_RATIO,
-        device: str = "auto",
+        device: Device = "auto",
         threads: int | None = None,
         model: str | Path | None = None,
         backend: str | None = None,
@@ -133,7 +133,8 @@ class LineDetector:
         x = self._pre(image_bgr)
         if x is None:
             return None
-        return self._session.run(None, {self._input: x}, self._run_options)[0]
+        probs: np.ndarray = self._session.run(None, {self._input: x}, self._run_options)[0]
+        return probs
 
     def detect(self, image_bgr: np.ndarray) -> list[DetectedLine]:
         """Text lines of a page ``(H, W, 3)`` uint8 BGR, in reading order (:func:`reading_order`).
@@ -184,7 +185,7 @@ def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float,
     return np.stack([x, y, x + w, y + h], axis=1)[keep].astype(np.float64)
 
 
-def _stacked_pairs(centres: np.ndarray, sizes: np.ndarray, line_height: float):
+def _stacked_pairs(centres: np.ndarray, sizes: np.ndarray, line_height: float) -> Iterator[tuple[int, int]]:
     """(i, j) index pairs of dots where j sits under i, as the dots of a colon (``COLON_GAP``)."""
     for i, (x, y) in enumerate(centres):
         dx, dy = np.abs(centres[:, 0] - x), (centres[:, 1] - y) / line_height

@@ -18,11 +18,16 @@ from __future__ import annotations
 import importlib.util
 import io
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 from xml.etree import ElementTree as ET
 
 from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.document import Box, Document, Page
+
+if TYPE_CHECKING:
+    from ocrmypdf.models.ocr_element import OcrElement
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
 
@@ -63,7 +68,7 @@ def to_hocr(doc: Document) -> str:
 def to_alto(doc: Document) -> str:
     """The document as an ALTO v4 XML string."""
     ET.register_namespace("", ALTO_NS)
-    q = lambda tag: f"{{{ALTO_NS}}}{tag}"  # noqa: E731
+    q: Callable[[str], str] = lambda tag: f"{{{ALTO_NS}}}{tag}"  # noqa: E731
     alto = ET.Element(q("alto"))
     desc = ET.SubElement(alto, q("Description"))
     ET.SubElement(desc, q("MeasurementUnit")).text = "pixel"
@@ -86,7 +91,16 @@ def to_alto(doc: Document) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(alto, encoding="unicode")
 
 
-def _pos(box: Box) -> dict[str, str]:
+class _Pos(TypedDict):
+    """ALTO position attributes (keyword arguments of ``ET.SubElement``)."""
+
+    HPOS: str
+    VPOS: str
+    WIDTH: str
+    HEIGHT: str
+
+
+def _pos(box: Box) -> _Pos:
     x0, y0, x1, y1 = box
     return {"HPOS": f"{x0:.0f}", "VPOS": f"{y0:.0f}", "WIDTH": f"{max(0.0, x1 - x0):.0f}",
             "HEIGHT": f"{max(0.0, y1 - y0):.0f}"}
@@ -149,7 +163,7 @@ def _base_pdf(original: bytes) -> bytes:
     import img2pdf
 
     try:
-        return img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid)
+        return bytes(img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid))
     except img2pdf.AlphaChannelError:
         from PIL import Image
 
@@ -158,17 +172,17 @@ def _base_pdf(original: bytes) -> bytes:
             flat.paste(im, mask=im.convert("RGBA").getchannel("A"))
             png = io.BytesIO()
             flat.save(png, "PNG")
-        return img2pdf.convert(png.getvalue())
+        return bytes(img2pdf.convert(png.getvalue()))
     except (img2pdf.ImageOpenError, OSError) as exc:
         raise ValueError(f"the original is neither a PDF nor an image img2pdf can embed: {exc}") from exc
 
 
-def _ocr_page(page: Page):
+def _ocr_page(page: Page) -> OcrElement:
     """One page as OCRmyPDF's OcrElement tree: page > paragraph (block) > line > word, boxes
     in page pixels with a top-left origin."""
     from ocrmypdf.models.ocr_element import BoundingBox, OcrClass, OcrElement
 
-    bbox = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
+    bbox: Callable[[Box], BoundingBox] = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
     return OcrElement(ocr_class=OcrClass.PAGE, bbox=BoundingBox(0, 0, page.width, page.height), children=[
         OcrElement(ocr_class=OcrClass.PARAGRAPH, bbox=bbox(block.box), children=[
             OcrElement(ocr_class=OcrClass.LINE, bbox=bbox(line.box), children=[

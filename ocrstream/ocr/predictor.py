@@ -91,7 +91,7 @@ class OCRPipeline:
         self.cpu_s: dict[str, float] = dict.fromkeys(STEPS, 0.0)
 
     @classmethod
-    def from_settings(cls, settings, *, postprocess: bool = True, **overrides: Any) -> OCRPipeline:
+    def from_settings(cls, settings: Any, *, postprocess: bool = True, **overrides: Any) -> OCRPipeline:
         """The pipeline the stages run, configured by :class:`ocrstream.settings.Settings`:
         the same recogniser options as the recognize stage, detector and clean-up as the
         preprocess stage's worker, budget and post-processing rules as preprocess and store.

@@ -10,6 +10,7 @@ crops into one object (:mod:`ocrstream.storage.crops`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ocrstream.ocr.templates import Template
 
 __all__ = ["Region", "cut_regions", "detected_regions", "template_regions"]
 
-Region = tuple[dict, np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
+Region = tuple[dict[str, Any], np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
 
 
 def _box(quad: np.ndarray) -> list[float]:

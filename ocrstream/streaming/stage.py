@@ -105,9 +105,12 @@ class Stage(ABC):
     """
 
     name: ClassVar[str]
-    input_topics: ClassVar[tuple[str, ...]]
-    #: Once a poll returned records, wait up to this many ms for more (micro-batching).
-    linger_ms: int = 0
+    input_topics: tuple[str, ...]  # a class attribute; the ingest stage sets its own per instance
+
+    @property
+    def linger_ms(self) -> int:
+        """Once a poll returned records, wait up to this many ms for more (micro-batching)."""
+        return 0
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -124,7 +124,7 @@ class IngestStage(Stage):
     dropped into the inbox, services/ingest/bucket.py), and serves the HTTP API beside them."""
 
     name = "ingest"
-    input_topics = (events.RAW,)
+    input_topics: tuple[str, ...] = (events.RAW,)
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -189,6 +189,6 @@ class IngestStage(Stage):
                                                 source="kafka", template=template, sha=sha,
                                                 external_id=external_id)
         except Exception as exc:
-            exc.document_id = document_id
+            setattr(exc, "document_id", document_id)  # noqa: B010 - read back by dead_letter (getattr)
             raise
         return [] if isinstance(output, str) else [output]

@@ -46,13 +46,17 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pebble
 
 from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
 from ocrstream.ocr.decode import Budget, Document, open_document
 from ocrstream.ocr.templates import Template
+
+if TYPE_CHECKING:
+    from ocrstream.ocr.runtime.onnx_session import Device
+    from ocrstream.storage.crops import Codec
 
 __all__ = ["DecoderPool", "IsolatedDocument", "PageResult", "WorkerConfig"]
 
@@ -83,9 +87,9 @@ class WorkerConfig:
     memory_bytes: int = 2 * 1024**3
     cleanup_steps: str = "border"
     detect_max_side: int = 1536
-    device: str = "auto"
+    device: Device = "auto"
     load_detector: bool = True
-    crop_codec: str = "none"
+    crop_codec: Codec = "none"
     max_page_crop_bytes: int = 128 * 1024**2
 
 
@@ -121,6 +125,12 @@ class _WorkerState:
 _state = _WorkerState()
 
 
+def _config() -> WorkerConfig:
+    """The pool's config (the initializer sets it before any task runs)."""
+    assert _state.config is not None
+    return _state.config
+
+
 def _initialise(config: WorkerConfig) -> None:
     """Pool initializer: memory limit, then the detector. Never raises (pebble would respawn the
     worker for ever); a failure is kept and raised by every task instead."""
@@ -148,8 +158,9 @@ def _document(path: str, token: str) -> Document:
     tells documents apart: a temporary file's name may come again)."""
     if _state.token != token:
         _forget()
-        _state.document = open_document(Path(path).read_bytes(), _state.config.budget)
+        _state.document = open_document(Path(path).read_bytes(), _config().budget)
         _state.token = token
+    assert _state.document is not None  # opened above for this token
     return _state.document
 
 
@@ -175,9 +186,9 @@ def _analyse_page(path: str, token: str, index: int, template: Template | None) 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
         page = _document(path, token).page(index)
-        regions = cut_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
-        pack, spans = pack_crops([crop for _, crop in regions], codec=_state.config.crop_codec,
-                                 max_bytes=_state.config.max_page_crop_bytes)
+        regions = cut_regions(page, index, template, _state.detector, _config().cleanup_steps)
+        pack, spans = pack_crops([crop for _, crop in regions], codec=_config().crop_codec,
+                                 max_bytes=_config().max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}
                   for (region, _), (offset, shape) in zip(regions, spans)]
         return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
@@ -194,7 +205,7 @@ def _worker_errors(what: str):
     except BaseException as exc:
         _forget()
         if isinstance(exc, MemoryError) or any(w in str(exc).lower() for w in _OOM_WORDS):
-            limit = _state.config.memory_bytes
+            limit = _config().memory_bytes
             raise DecoderCrashedError(
                 f"the decoder ran out of memory while {what} (limit {limit} bytes, "
                 f"OCRSTREAM_DECODE_MEMORY_BYTES): {type(exc).__name__}: {str(exc)[:200]}") from None

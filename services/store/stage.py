@@ -271,7 +271,7 @@ class StoreStage(Stage):
 
 def _opt(value: T | UnsetType) -> T | None:
     """An optional event field as None when unset (for a nullable column)."""
-    return None if value is UNSET else value  # type: ignore[return-value]
+    return None if value is UNSET else value
 
 
 def _json(value: object) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ocrstream.ocr.runtime.onnx_session import make_session
+from ocrstream.ocr.runtime.onnx_session import Device, make_session
 
 __all__ = ["KVCacheDecoder"]
 
@@ -23,7 +23,7 @@ __all__ = ["KVCacheDecoder"]
 class KVCacheDecoder:
     """First step (no past) and next steps (with past) over optimum's decoder file(s)."""
 
-    def __init__(self, model_dir: Path, files: dict[str, str], mode: str, device: str, threads: int | None,
+    def __init__(self, model_dir: Path, files: dict[str, str], mode: str, device: Device, threads: int | None,
                  step_reads_states: bool = True):
         if mode == "merged":
             self.first_sess = self.step_sess = make_session(
