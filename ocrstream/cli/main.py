@@ -727,7 +727,8 @@ def apikey_list(keys_file: Path | None) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     for r in records:
-        click.echo(f"{r['name']:<24} {','.join(r['scopes']):<20} {r.get('created', '')}")
+        scopes = r["scopes"] if isinstance(r["scopes"], list) else []
+        click.echo(f"{r['name']:<24} {','.join(map(str, scopes)):<20} {r.get('created', '')}")
     click.echo(f"{len(records)} key(s)", err=True)
 
 
