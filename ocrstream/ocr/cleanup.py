@@ -355,8 +355,10 @@ def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
 
 
 # --- deskew -------------------------------------------------------------------------------
-#: the skew search covers +-MAX_SKEW_DEG (small angles; larger ones are layout, not skew).
-MAX_SKEW_DEG = 5.0
+#: the skew search covers +-MAX_SKEW_DEG: a receipt laid askew on a scanner or photographed by
+#: hand is off by up to ~15 degrees (issue 20's dev stream skews 4-15); larger turns are the
+#: orientation step's quarter turns or layout, not skew.
+MAX_SKEW_DEG = 15.0
 #: coarse and fine search steps (degrees); the result has a resolution of SKEW_FINE_STEP.
 SKEW_COARSE_STEP, SKEW_FINE_STEP = 0.5, 0.1
 #: pages skewed less than this are left alone (no resampling blur for nothing).
