@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     decode_workers: int = 1  # isolated decoder processes (services/preprocess/worker.py)
     decode_worker_max_tasks: int = 100  # a decoder process is replaced after this many pages
     pdf_dpi: int = 200
+    # PDF text layers page by page (ocrstream/ocr/pdftext.py): auto = a page whose text is drawn visibly is
+    # read from the PDF, others (no text, an invisible earlier OCR layer, garbage) are OCRed; text | ocr
+    pdf_text: Literal["auto", "ocr", "text"] = "auto"
+    pdf_max_page_chars: int = Field(default=100_000, ge=1)  # characters of one page's text layer read at most
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
     cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
     templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
