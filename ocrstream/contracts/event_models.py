@@ -29,9 +29,9 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
     "UNSET", "UnsetType", "Box", "Quad", "Probability", "DocumentRef", "Timestamps", "Page", "FieldSpec",
-    "Word", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
+    "Word", "LayerText", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
     "Source", "IngestedEvent", "RegionsEvent", "RecognizedEvent", "ResultsEvent", "DeadLetterEvent",
-    "SourceKind", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
+    "SourceKind", "TextSource", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
 ]
 
 # ----------------------------------------------------------------------------- value types
@@ -117,6 +117,13 @@ class Word(_Model, kw_only=True):
     confidence: Probability
 
 
+class LayerText(_Model, kw_only=True):
+    """A region's text as the PDF's own text layer gives it (``source`` pdf-text): nothing to recognise."""
+
+    text: str
+    words: list[Word]
+
+
 class Region(_Model, kw_only=True):
     """A text region of ``ocr.regions.v1``: id, page, block, crop object key, visual line,
     reading order, box/quad in page pixels, detector score or template field."""
@@ -140,6 +147,8 @@ class Region(_Model, kw_only=True):
     field: FieldSpec | UnsetType = UNSET
     source: Annotated[TextSource, Meta(description="pdf-text: read from the PDF's text layer; ocr: recognised")] \
         | UnsetType = UNSET
+    layer_text: Annotated[LayerText, Meta(description="source pdf-text: the text and words from the PDF "
+                                                       "(crop_key is then empty: no crop)")] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         """Raises ValueError (a validation error on decode) when only one of crop_offset/crop_shape is set."""
