@@ -25,7 +25,7 @@ read and the page is OCRed (reason ``text-too-large``).
 
 Geometry: characters' boxes come in PDF user space (points, y up, unrotated page); they are
 mapped to the displayed page's pixels at the render scale (the page as PDFium renders it: crop
-box, ``/Rotate`` applied clockwise, ISO 32000-1 7.7.3.3), the space of every box in ocrstream.
+box (``FPDF_GetPageBoundingBox``: inherited boxes too), ``/Rotate`` applied clockwise, ISO 32000-1 7.7.3.3), the space of every box in ocrstream.
 Characters are grouped into words (split at spaces) and lines (split at PDFium's generated line
 breaks), one region per line, confidence 1.0.
 """
@@ -33,6 +33,7 @@ breaks), one region per line, confidence 1.0.
 from __future__ import annotations
 
 import ctypes
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,11 +72,24 @@ INVISIBLE_MODES = frozenset((3, 7))
 @dataclass
 class TextLine:
     """One line of a text layer: its text, ``box`` ``[x0, y0, x1, y1]`` in displayed page px,
-    and its words as ``(text, box)`` pairs (same units)."""
+    its words as ``(text, box)`` pairs (same units) and its writing ``direction`` (clockwise
+    degrees on the displayed page, a multiple of 90: a /Rotate 90 page whose text is drawn
+    upright in user space shows it running down, 90)."""
 
     text: str
     box: list[float]
     words: list[tuple[str, list[float]]] = field(default_factory=list)
+    direction: int = 0
+
+    @property
+    def quad(self) -> list[list[float]]:
+        """The box's corners clockwise from the TEXT's top-left (``direction``: the clockwise
+        quarter turn, 0/90/180/270 degrees, of the writing direction on the displayed page), as
+        DBNet's quads are ordered, so that lines are grouped in the text's own frame."""
+        x0, y0, x1, y1 = self.box
+        corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]  # top-left, clockwise, upright text
+        shift = {0: 0, 90: 1, 180: 2, 270: 3}[self.direction]
+        return corners[shift:] + corners[:shift]
 
 
 @dataclass
@@ -112,9 +126,11 @@ class _DisplayMap:
     """PDF user space (points, y up) -> displayed page pixels (y down, ``/Rotate`` applied)."""
 
     def __init__(self, page: pdfium.PdfPage, scale: float):
-        self.x0, self.y0, x1, y1 = page.get_cropbox()
+        self.x0, self.y0, x1, y1 = page.get_bbox()  # the effective crop box (inherited too, unrotated)
         self.w, self.h = (x1 - self.x0) * scale, (y1 - self.y0) * scale
         self.scale, self.rotation = scale, page.get_rotation() % 360
+        #: the displayed page's size, px (width and height swapped by a quarter turn)
+        self.width, self.height = (self.h, self.w) if self.rotation in (90, 270) else (self.w, self.h)
 
     def box(self, left: float, bottom: float, right: float, top: float) -> list[float]:
         """An axis-aligned user-space box -> ``[x0, y0, x1, y1]`` displayed px (0.1 px precision)."""
@@ -134,12 +150,12 @@ class _DisplayMap:
 
 
 def _image_fraction(page: pdfium.PdfPage) -> float:
-    """Fraction of the page (crop box) covered by image objects' bounds (summed, capped at 1)."""
-    x0, y0, x1, y1 = page.get_cropbox()
+    """Fraction of the page (its effective crop box) covered by image objects' bounds (summed, capped at 1)."""
+    x0, y0, x1, y1 = page.get_bbox()
     area = max((x1 - x0) * (y1 - y0), 1e-9)
     covered = 0.0
     for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
-        left, bottom, right, top = obj.get_pos()
+        left, bottom, right, top = obj.get_bounds()
         covered += max(0.0, min(right, x1) - max(left, x0)) * max(0.0, min(top, y1) - max(bottom, y0))
     return min(1.0, covered / area)
 
@@ -164,12 +180,13 @@ def read_text_layer(page: pdfium.PdfPage, scale: float, max_chars: int = MAX_PAG
         if layer.chars <= 0:
             return layer
         display = _DisplayMap(page, scale)
-        margin_x, margin_y = OUTSIDE_MARGIN * display.w, OUTSIDE_MARGIN * display.h
+        margin_x, margin_y = OUTSIDE_MARGIN * display.width, OUTSIDE_MARGIN * display.height
         modes: dict[int, int] = {}
         left, bottom, right, top = (ctypes.c_double() for _ in range(4))
         words: list[tuple[str, list[float]]] = []
         word_text, word_box = "", None
         lines: list[TextLine] = []
+        directions: dict[int, int] = {}
 
         def end_word() -> None:
             nonlocal word_text, word_box
@@ -182,8 +199,10 @@ def read_text_layer(page: pdfium.PdfPage, scale: float, max_chars: int = MAX_PAG
             if words:
                 box = [min(b[0] for _, b in words), min(b[1] for _, b in words),
                        max(b[2] for _, b in words), max(b[3] for _, b in words)]
-                lines.append(TextLine(" ".join(t for t, _ in words), box, list(words)))
+                direction = max(directions, key=directions.__getitem__) if directions else 0
+                lines.append(TextLine(" ".join(t for t, _ in words), box, list(words), direction))
             words.clear()
+            directions.clear()
 
         raw = textpage.raw
         for i in range(layer.chars):
@@ -206,12 +225,15 @@ def read_text_layer(page: pdfium.PdfPage, scale: float, max_chars: int = MAX_PAG
                 layer.garbage += 1
                 continue
             box = display.box(left.value, bottom.value, right.value, top.value)
-            outside = (box[2] < -margin_x or box[0] > display.w + margin_x
-                       or box[3] < -margin_y or box[1] > display.h + margin_y)
+            outside = (box[2] < -margin_x or box[0] > display.width + margin_x
+                       or box[3] < -margin_y or box[1] > display.height + margin_y)
             if _is_garbage_code(code) or pdfium_c.FPDFText_HasUnicodeMapError(raw, i) or outside:
                 layer.garbage += 1
                 continue
             word_text += chr(code)
+            angle = pdfium_c.FPDFText_GetCharAngle(raw, i)  # radians, counter-clockwise in user space; -1: unknown
+            direction = (display.rotation - round(math.degrees(max(angle, 0.0)) / 90) * 90) % 360
+            directions[direction] = directions.get(direction, 0) + 1
             word_box = box if word_box is None else [min(word_box[0], box[0]), min(word_box[1], box[1]),
                                                      max(word_box[2], box[2]), max(word_box[3], box[3])]
         end_line()
@@ -242,10 +264,12 @@ def decide(layer: TextLayer | None, mode: str) -> tuple[Literal["pdf-text", "ocr
     if layer.too_large:
         return "ocr", "text-too-large"
     total = layer.visible + layer.invisible
-    if total == 0 or not layer.lines:
+    if total == 0:
         return "ocr", "no-text"
     if layer.garbage > GARBAGE_FRACTION * total:
         return "ocr", "garbage-text"
+    if not layer.lines:
+        return "ocr", "no-text"
     if mode == "auto":
         if layer.invisible > layer.visible:
             return "ocr", "invisible-text"
@@ -258,7 +282,8 @@ def layer_regions(layer: TextLayer, page_index: int) -> list[dict]:
     """A text layer's lines as the region dicts of a results event, in reading order.
 
     One region per line: ``region_id`` ``p<page>-t<order>``, ``line_index`` (visual lines:
-    :func:`ocrstream.ocr.detection.visual_lines` on the tight boxes, ``span_scale`` 1.0),
+    :func:`ocrstream.ocr.detection.visual_lines` on the tight boxes, ``span_scale`` 1.0, in the
+    text's own frame: quads ordered from the text's top-left, :attr:`TextLine.quad`),
     ``block_index`` (:func:`ocrstream.ocr.layout.block_ids`), ``order``, ``box``, ``quad``,
     ``text``, ``confidence`` 1.0, ``char_probs`` (1.0 each), ``words`` (confidence 1.0) and
     ``source`` ``"pdf-text"``. Boxes in displayed page px.
@@ -266,7 +291,7 @@ def layer_regions(layer: TextLayer, page_index: int) -> list[dict]:
     from ocrstream.ocr.detection import visual_lines
     from ocrstream.ocr.layout import block_ids
 
-    quads = [[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]] for b in (line.box for line in layer.lines)]
+    quads = [line.quad for line in layer.lines]
     groups = visual_lines(quads, span_scale=1.0) if quads else []
     ordered = [(line_id, i) for line_id, group in enumerate(groups) for i in group]
     blocks = block_ids([layer.lines[i].box for _, i in ordered], [line_id for line_id, _ in ordered])
