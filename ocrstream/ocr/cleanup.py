@@ -12,10 +12,11 @@ Steps (constants and their sources are at each function):
 * ``border``      crop to the paper: trim the dark scanner border (row/column profiles).
 * ``downscale``   huge scans (long side > :data:`DOWNSCALE_MAX_SIDE`) shrunk with area
   averaging before detection.
+* ``deskew``      skew up to :data:`MAX_SKEW_DEG`, projection-profile search (in the page's frame
+  or turned a quarter, so a sideways page is straightened before it is turned).
 * ``orientation`` 0/90/180/270: text-line blob length for 90 vs 0, then a page vote of the
   PP-OCR text-direction classifier (``ch_ppocr_mobile_v2.0_cls_mobile.onnx`` from the
   rapidocr wheel) over text-line blobs for 0 vs 180.
-* ``deskew``      small angles (<= :data:`MAX_SKEW_DEG`), projection-profile search.
 * ``denoise``     3x3 median filter (salt-and-pepper specks of thermal paper).
 * ``contrast``    CLAHE on the L channel of CIE L*a*b*.
 
@@ -386,14 +387,20 @@ def estimate_skew(page: np.ndarray) -> float:
     ``pixFindSkewSweep``): the rotation of the glyph mask (:func:`_glyphs`) of a
     ``SKEW_PIXELS`` thumbnail whose row-sum profile has the largest sum of squared adjacent
     differences, found on a ``SKEW_COARSE_STEP`` grid and refined at ``SKEW_FINE_STEP``.
-    Input ``(H, W, 3)`` uint8 BGR.
+    The search runs on the mask as it is and turned by 90 degrees, and keeps the sharper of the
+    two: a page turned sideways (lines running up or down) is deskewed too, before
+    ``orientation`` turns it (whose line-blob test needs straight lines; a rotation by an angle
+    is the same rotation in either frame). Input ``(H, W, 3)`` uint8 BGR.
     """
     grey, _ = thumbnail(page, SKEW_PIXELS)
     _, ink = _glyphs(ink_mask(grey))
     coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, SKEW_COARSE_STEP)
-    best = _best_angle(ink, coarse)
+    frames = [ink, np.ascontiguousarray(np.rot90(ink, -1))]  # as it is, and turned a quarter
+    sharpness = [[_profile_sharpness(frame, a) for a in coarse] for frame in frames]
+    frame = int(np.argmax([max(row) for row in sharpness]))
+    best = float(coarse[int(np.argmax(sharpness[frame]))])
     fine = best + np.arange(-SKEW_COARSE_STEP, SKEW_COARSE_STEP + 1e-9, SKEW_FINE_STEP)
-    return -_best_angle(ink, fine[np.abs(fine) <= MAX_SKEW_DEG])
+    return -_best_angle(frames[frame], fine[np.abs(fine) <= MAX_SKEW_DEG])
 
 
 def deskew(page: np.ndarray) -> tuple[np.ndarray, Transform]:
@@ -437,8 +444,8 @@ def contrast(page: np.ndarray) -> tuple[np.ndarray, Transform]:
 STEPS: dict[str, Step] = {
     "border": remove_border,
     "downscale": downscale,
+    "deskew": deskew,  # before orientation: its line blobs need straight lines (bench_pages --stream)
     "orientation": orientation,
-    "deskew": deskew,
     "denoise": denoise,
     "contrast": contrast,
 }

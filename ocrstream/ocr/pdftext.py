@@ -24,10 +24,12 @@ it (:data:`MAX_PAGE_CHARS` by default, ``OCRSTREAM_PDF_MAX_PAGE_CHARS``); a larg
 read and the page is OCRed (reason ``text-too-large``).
 
 Geometry: characters' boxes come in PDF user space (points, y up, unrotated page); they are
-mapped to the displayed page's pixels at the render scale (the page as PDFium renders it: crop
-box (``FPDF_GetPageBoundingBox``: inherited boxes too), ``/Rotate`` applied clockwise, ISO 32000-1 7.7.3.3), the space of every box in ocrstream.
-Characters are grouped into words (split at spaces) and lines (split at PDFium's generated line
-breaks), one region per line, confidence 1.0.
+mapped to the displayed page's pixels at the render scale (the page as PDFium renders it: its
+effective crop box, ``FPDF_GetPageBoundingBox``, inherited boxes too; ``/Rotate`` applied
+clockwise, ISO 32000-1 7.7.3.3), the space of every box in ocrstream. Characters are grouped
+into words (split at spaces) and lines (split at PDFium's generated line breaks), one region per
+line, confidence 1.0; lines are put in reading order in the text's own writing direction (a
+``/Rotate`` page whose text runs down is read line by line along it).
 """
 
 from __future__ import annotations
