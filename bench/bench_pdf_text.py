@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_pages import DATA, dev_pages  # noqa: E402
+
 from ocrstream.ocr.detection import LineDetector  # noqa: E402
 from ocrstream.ocr.evaluation import cer  # noqa: E402
 from ocrstream.ocr.predictor import OCRPipeline  # noqa: E402
