@@ -98,6 +98,15 @@ async def recent_counts(db: Any, window_s: float) -> dict[str, int]:
                                " WHERE stored_at > now() - make_interval(secs => $1) GROUP BY status", window_s))
 
 
+async def recent_page_sources(db: Any, window_s: float) -> dict[str, int]:
+    """``{text_source: pages}`` of the documents stored in the last ``window_s`` seconds
+    (``pdf-text``: read from the PDF's text layer, ``ocr``; pages stored before migration 0010 are left out)."""
+    return dict(await db.fetch(
+        "SELECT p.text_source, count(*) FROM pages p JOIN documents d USING (document_id)"
+        " WHERE d.stored_at > now() - make_interval(secs => $1) AND p.text_source IS NOT NULL"
+        " GROUP BY p.text_source", window_s))
+
+
 async def last_failures(db: Any, n: int) -> list[Any]:
     """The ``n`` newest failed rows: document_id, filename, error_stage, error_type, error_message, stored_at."""
     return list(await db.fetch("SELECT document_id, filename, error_stage, error_type, error_message, stored_at"
