@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 from rapidocr.ch_ppocr_cls.main import TextClassifier
+from rapidocr.utils.process_img import get_rotate_crop_image
 
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import make_session
@@ -52,6 +53,7 @@ __all__ = [
     "deskew",
     "downscale",
     "estimate_skew",
+    "mask_skew",
     "ink_mask",
     "orientation",
     "page_orientation",
@@ -139,10 +141,11 @@ def ink_mask(grey: np.ndarray) -> np.ndarray:
 
 
 def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INTER_LINEAR,
-            expand: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            expand: bool = True, border: int = cv2.BORDER_REPLICATE) -> tuple[np.ndarray, np.ndarray]:
     """(image rotated counter-clockwise by ``angle_deg`` about its centre, ``(2, 3)`` matrix).
 
-    ``expand`` grows the canvas so nothing is cut; new pixels replicate the border.
+    ``expand`` grows the canvas so nothing is cut; new pixels replicate the border (``border``
+    ``cv2.BORDER_CONSTANT``: zeros, for masks).
     """
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle_deg, 1.0)
@@ -152,7 +155,7 @@ def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INT
         size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos)))
         m[0, 2] += (size[0] - w) / 2
         m[1, 2] += (size[1] - h) / 2
-    return cv2.warpAffine(image, m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE), m
+    return cv2.warpAffine(image, m, size, flags=interpolation, borderMode=border), m
 
 
 # --- border -------------------------------------------------------------------------------
@@ -235,6 +238,9 @@ CLS_THRESH = 0.9
 MIN_GLYPHS = 20
 #: text-line blobs sent to the direction classifier (the widest ones).
 CLS_LINES = 16
+#: a page skewed by at least this much is judged on its straightened glyph mask; below it the
+#: horizontal line blobs hold (the SROIE scans, 0-2 degrees off, are judged as they are).
+ORIENTATION_SKEW_DEG = 2.0
 
 
 def rotate_quarters(page: np.ndarray, quarters: int) -> tuple[np.ndarray, Transform]:
@@ -318,16 +324,31 @@ def _line_crops(page: np.ndarray, boxes: np.ndarray, scale: float) -> list[np.nd
     return crops
 
 
-def _is_upside_down(page: np.ndarray, ink: np.ndarray, glyph_height: float, scale: float) -> bool:
-    """Page vote of the direction classifier over the widest line blobs (``ink``: thumbnail of ``page``)."""
-    boxes = _line_boxes(ink, glyph_height)
-    p180 = upside_down_probability(_line_crops(page, boxes, scale))
+def _warped_line_crops(page: np.ndarray, boxes: np.ndarray, frame: Transform) -> list[np.ndarray]:
+    """Full-resolution crops of line boxes ``[x, y, w, h]`` of a turned analysis frame
+    (``frame``: page px -> frame px), each cut along its line (margin 0.25 h; rapidocr's
+    ``get_rotate_crop_image``), so it reads as it runs in the frame."""
+    crops = []
+    for x, y, w, h in boxes[:CLS_LINES].astype(np.float64):
+        m = 0.25 * h
+        quad = np.array([[x - m, y - m], [x + w + m, y - m], [x + w + m, y + h + m], [x - m, y + h + m]])
+        crops.append(get_rotate_crop_image(page, frame.to_original(quad)))
+    return crops
+
+
+def _upside_down_vote(crops: Sequence[np.ndarray]) -> bool:
+    """Page vote of the direction classifier: more lines confidently "180" than confidently "0"."""
+    p180 = upside_down_probability(crops)
     return int((p180 > CLS_THRESH).sum()) > int((p180 < 1 - CLS_THRESH).sum())
 
 
 def page_orientation(page: np.ndarray) -> int:
     """Clockwise quarter turns (0-3) that put a ``(H, W, 3)`` uint8 BGR page upright.
 
+    0. A skewed page (:func:`mask_skew` of the glyph mask of the thumbnail, at least
+       ``ORIENTATION_SKEW_DEG``) is judged on its glyph mask turned straight (the page itself is not
+       resampled: a phone photo 4-15 degrees off broke the horizontal line blobs below, and
+       judged skewed receipts sideways).
     1. Sideways (90/270) when text-line blobs (:func:`_line_boxes`) are longer in total on
        the page turned by 90 degrees than on the page as it is (on 60 real receipts and their
        90-degree turns the right frame has 1.5-70x the line length of the wrong one).
@@ -343,11 +364,21 @@ def page_orientation(page: np.ndarray) -> int:
     if len(glyphs) < MIN_GLYPHS:
         return 0
     height, width = float(np.median(glyphs[:, 1])), float(np.median(glyphs[:, 0]))
-    turned_ink = np.ascontiguousarray(np.rot90(ink, -1))  # clockwise, as rotate_quarters(.., 1)
+    frame = None  # page px -> analysis frame px, when the frame is not the page's own axes
+    skew = mask_skew(ink)
+    if abs(skew) >= ORIENTATION_SKEW_DEG:
+        ink, m = _rotate(ink, -skew, interpolation=cv2.INTER_NEAREST, border=cv2.BORDER_CONSTANT)
+        frame = Transform.from_affine([[scale, 0, 0], [0, scale, 0]]).then(Transform.from_affine(m))
+    turned_ink, turn = rotate_quarters(ink, 1)  # clockwise
     quarters = 1 if _line_length(turned_ink, width) > _line_length(ink, height) else 0
     if quarters:
-        page, ink, height = rotate_quarters(page, 1)[0], turned_ink, width
-    return quarters + 2 if _is_upside_down(page, ink, height, scale) else quarters
+        ink, height = turned_ink, width
+    boxes = _line_boxes(ink, height)
+    if frame is None:
+        crops = _line_crops(rotate_quarters(page, quarters)[0], boxes, scale)
+    else:
+        crops = _warped_line_crops(page, boxes, frame.then(turn) if quarters else frame)
+    return quarters + 2 if _upside_down_vote(crops) else quarters
 
 
 def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
@@ -364,8 +395,9 @@ MAX_SKEW_DEG = 15.0
 SKEW_COARSE_STEP, SKEW_FINE_STEP = 0.5, 0.1
 #: pages skewed less than this are left alone (no resampling blur for nothing).
 MIN_SKEW_DEG = 0.3
-#: thumbnail pixel count for the search.
-SKEW_PIXELS = 500_000
+#: thumbnail pixel count for the search, and of the mask its coarse pass runs on (about 1/3 of
+#: the receipt's glyph height: lines stay apart at the coarse step's resolution).
+SKEW_PIXELS, SKEW_COARSE_PIXELS = 500_000, 150_000
 
 
 def _profile_sharpness(ink: np.ndarray, angle: float) -> float:
@@ -384,23 +416,46 @@ def estimate_skew(page: np.ndarray) -> float:
 
     Projection-profile search (W. Postl, "Detection of linear oblique structures and skew
     scan in digitized documents", ICPR 1986; the same criterion as Leptonica's
-    ``pixFindSkewSweep``): the rotation of the glyph mask (:func:`_glyphs`) of a
-    ``SKEW_PIXELS`` thumbnail whose row-sum profile has the largest sum of squared adjacent
-    differences, found on a ``SKEW_COARSE_STEP`` grid and refined at ``SKEW_FINE_STEP``.
-    The search runs on the mask as it is and turned by 90 degrees, and keeps the sharper of the
-    two: a page turned sideways (lines running up or down) is deskewed too, before
-    ``orientation`` turns it (whose line-blob test needs straight lines; a rotation by an angle
-    is the same rotation in either frame). Input ``(H, W, 3)`` uint8 BGR.
+    ``pixFindSkewSweep``) on the glyph mask (:func:`_glyphs`) of a ``SKEW_PIXELS`` thumbnail:
+    :func:`mask_skew`. Input ``(H, W, 3)`` uint8 BGR.
     """
     grey, _ = thumbnail(page, SKEW_PIXELS)
     _, ink = _glyphs(ink_mask(grey))
+    return mask_skew(ink)
+
+
+def _shrunk(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """A 0/1 uint8 mask area-averaged down to about ``pixels`` px (a pixel is ink when at least
+    half its area was); unchanged when already that small."""
+    shrink = min(1.0, float(np.sqrt(pixels / mask.size)))
+    return cv2.resize(mask, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1.0 else mask
+
+
+def mask_skew(ink: np.ndarray) -> float:
+    """Counter-clockwise skew (degrees, within +-``MAX_SKEW_DEG``) of the text lines of a
+    ``(h, w)`` uint8 0/1 glyph mask: the rotation whose row-sum profile has the largest sum of
+    squared adjacent differences (Postl's criterion).
+
+    Coarse search every ``SKEW_COARSE_STEP`` degrees on the mask shrunk to about
+    ``SKEW_COARSE_PIXELS`` (area average, >= half ink; the fine search on at most
+    ``SKEW_PIXELS``), on the mask as it is and turned by 90
+    degrees, keeping the sharper of the two: a page turned sideways (lines running up or down)
+    gets its skew too (a rotation by an angle is the same rotation in either frame), so that
+    ``orientation`` can judge it; then a ``SKEW_FINE_STEP`` search within one coarse step on
+    the full mask in the chosen frame.
+    """
+    if not ink.any():
+        return 0.0
+    ink = _shrunk(ink, SKEW_PIXELS)
+    small = _shrunk(ink, SKEW_COARSE_PIXELS)
     coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, SKEW_COARSE_STEP)
-    frames = [ink, np.ascontiguousarray(np.rot90(ink, -1))]  # as it is, and turned a quarter
+    frames = [small, np.ascontiguousarray(np.rot90(small, -1))]  # as it is, and turned a quarter
     sharpness = [[_profile_sharpness(frame, a) for a in coarse] for frame in frames]
-    frame = int(np.argmax([max(row) for row in sharpness]))
-    best = float(coarse[int(np.argmax(sharpness[frame]))])
+    sideways = int(np.argmax([max(row) for row in sharpness]))
+    best = float(coarse[int(np.argmax(sharpness[sideways]))])
     fine = best + np.arange(-SKEW_COARSE_STEP, SKEW_COARSE_STEP + 1e-9, SKEW_FINE_STEP)
-    return -_best_angle(frames[frame], fine[np.abs(fine) <= MAX_SKEW_DEG])
+    full = np.ascontiguousarray(np.rot90(ink, -1)) if sideways else ink
+    return -_best_angle(full, fine[np.abs(fine) <= MAX_SKEW_DEG])
 
 
 def deskew(page: np.ndarray) -> tuple[np.ndarray, Transform]:
