@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = make_stream(records, args.data, seed=args.seed)
         if args.ablation:
             configs = ([cleanup.parse_steps(c) for c in args.configs.split(";")] if args.configs else
-                       list(dict.fromkeys([(), ("border",), ("border", "orientation"), ("border", "deskew"),
-                                           ("border", "orientation", "deskew"), cleanup.DEFAULT_STEPS])))
+                       list(dict.fromkeys([("border",), ("border", "orientation"), ("border", "deskew"),
+                                           ("border", "deskew", "orientation"), cleanup.DEFAULT_STEPS])))
         else:
             configs = [steps]
         print(f"max_side={args.max_side}  threads={args.threads}  seed={args.seed}")

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     pdf_text: Literal["auto", "ocr", "text"] = "auto"
     pdf_max_page_chars: int = Field(default=100_000, ge=1)  # characters of one page's text layer read at most
     detect_max_side: int = 1536  # bench_pages: 2048 costs ~90 CPU-ms more per page for no CER gain
-    cleanup_steps: str = "border"  # comma list of preprocess/cleanup.py STEPS, "" = off; bench_pages --ablation
+    cleanup_steps: str = "border,orientation"  # comma list of ocr/cleanup.py STEPS, "" = off; bench_pages --stream --ablation
     templates_dir: str | None = None  # extra fixed-layout templates (*.yaml), beside the shipped ones
 
     # Query API port (served by `ocrstream run api`; 0 = off) and post-processing (ocrstream/ocr/postprocess/)

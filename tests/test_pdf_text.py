@@ -251,8 +251,9 @@ def test_a_rotated_scan_is_read_as_the_viewer_shows_it(ocr_pipeline, receipt):
     doc = ocr_pipeline(scanned(receipt, rotate=90), document_id="r")
     page = doc.pages[0]
     assert page.width > page.height  # landscape as displayed
-    # the receipt is shown turned: the orientation clean-up reads it
-    assert "CORNER" in doc.render_text() or page.text_source == "ocr"
+    assert page.text_source == "ocr"
+    # the receipt is shown turned a quarter: the orientation clean-up (on by default) reads it
+    assert "CORNER GROCER" in doc.render_text() and "TOTAL INCL. GST 25.50" in rows(doc.render_text())
 
 
 @pytest.mark.parametrize("rotate", [0, 90, 180, 270])
@@ -318,3 +319,43 @@ def test_ocr_command_json_shows_each_page_s_text_source(tmp_path, receipt):
     first = [r for b in doc["pages"][0]["blocks"] for line in b["lines"] for r in line["regions"]]
     assert {r["source"] for r in first} == {"pdf-text"}
     assert "finance@example.com" in run.stdout
+
+
+# ------------------------------------------------------------- turned and skewed images (Pillow)
+def pillow_turned(data: bytes, degrees: float, expand_fill: str = "white") -> bytes:
+    """``data`` (an image) turned counter-clockwise by ``degrees`` with Pillow, as PNG."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        turned = image.convert("RGB").rotate(degrees, expand=True, fillcolor=expand_fill,
+                                             resample=Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    turned.save(out, "PNG")
+    return out.getvalue()
+
+
+def rows(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_turned_receipt_reads_as_upright_by_default(ocr_pipeline, receipt, degrees):
+    upright = ocr_pipeline(receipt).render_text()
+    turned = ocr_pipeline(pillow_turned(receipt, degrees)).render_text()
+    assert "CORNER GROCER" in turned and "TOTAL INCL. GST 25.50" in rows(turned)
+    assert cer([turned], [upright]) < 0.02
+
+
+@pytest.mark.parametrize("degrees", [6.0, -12.0])
+def test_a_skewed_receipt_keeps_each_amount_on_its_label_s_line(ocr_pipeline, receipt, degrees):
+    text = ocr_pipeline(pillow_turned(receipt, degrees)).render_text()
+    lines = rows(text)
+    assert "TOTAL INCL. GST 25.50" in lines and "CASH 50.00" in lines and "CHANGE 24.50" in lines, text
+
+
+def test_ocr_command_reads_a_turned_receipt_by_default(tmp_path, receipt):
+    path = tmp_path / "turned.png"
+    path.write_bytes(pillow_turned(receipt, 90))
+    run = ocr(str(path))
+    assert run.returncode == 0, run.stderr
+    assert "CORNER GROCER" in run.stdout and "TOTAL INCL. GST 25.50" in rows(run.stdout)

@@ -20,9 +20,10 @@ Steps (constants and their sources are at each function):
 * ``denoise``     3x3 median filter (salt-and-pepper specks of thermal paper).
 * ``contrast``    CLAHE on the L channel of CIE L*a*b*.
 
-Which of them are worth it on real receipts is measured by ``bench/bench_pages.py
---ablation``; :data:`DEFAULT_STEPS` is the winning combination (only ``border``: the other
-steps work, see tests/test_cleanup.py, but do not lower page CER on the SROIE dev receipts).
+Which of them are worth it on a user's stream is measured by ``bench/bench_pages.py --stream
+--ablation`` (upright, turned, skewed and perspective receipts); :data:`DEFAULT_STEPS` is the
+winning combination (``border`` and ``orientation``; the other steps work, see
+tests/test_cleanup.py, but do not lower page CER).
 
 Coordinates are pixel-index coordinates: x to the right, y down, (0, 0) the centre of the
 top-left pixel (OpenCV's convention for ``warpAffine``/``resize``).
@@ -504,12 +505,20 @@ STEPS: dict[str, Step] = {
     "denoise": denoise,
     "contrast": contrast,
 }
-#: the combination that wins on bench_pages --ablation (60 SROIE receipts, colons attached):
-#: ``border`` alone is the only step that helps both page CER and WER (2.97 -> 2.94 %,
-#: 12.32 -> 12.31 %) and it is cheap (~10 CPU-ms); deskew helps WER (12.13 %) but not CER
-#: and not combined with border (3.03 / 12.28 %); downscale and orientation change nothing
-#: on these upright, <= 7016 px scans; denoise (4.98 %) and contrast (3.17 %) hurt.
-DEFAULT_STEPS: tuple[str, ...] = ("border",)
+#: the combination that wins on the dev stream (bench_pages --stream --ablation, issue 20: the 60
+#: SROIE dev receipts upright plus 15 of them turned 90/180/270, 11 skewed 4-15 degrees, 4 skewed
+#: and in perspective; CER ci of those pages, and in brackets of the same receipts upright):
+#:   border                     upright 2.94 %, turned 77.26 (2.87), skewed 2.53 (2.32), persp. 3.98 (3.95)
+#:   border,orientation         upright 2.94 %, turned  2.85 (2.87), skewed 2.53 (2.32), persp. 3.98 (3.95)
+#:   border,deskew,orientation  upright 3.04 %, turned  2.92 (2.94), skewed 2.44 (2.34), persp. 4.47 (3.95)
+#: ``orientation`` puts turned pages within 0.1 point of upright and changes no upright reading
+#: (+81 CPU-ms per upright page, 9 %); skewed pages need no resampling once lines are assembled
+#: in the page's own frame (:func:`ocrstream.ocr.detection.visual_lines`), and ``deskew`` costs
+#: upright and perspective pages CER. Earlier, on upright receipts only: ``border`` is the only
+#: step that helps both page CER and WER (2.97 -> 2.94 %, 12.32 -> 12.31 %) and it is cheap
+#: (~10 CPU-ms); ``downscale`` changes nothing on <= 7016-px scans; denoise (4.98 %) and
+#: contrast (3.17 %) hurt.
+DEFAULT_STEPS: tuple[str, ...] = ("border", "orientation")
 
 
 def parse_steps(spec: str | Sequence[str]) -> tuple[str, ...]:

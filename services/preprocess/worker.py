@@ -83,7 +83,7 @@ class WorkerConfig:
 
     budget: Budget = field(default_factory=Budget)
     memory_bytes: int = 2 * 1024**3
-    cleanup_steps: str = "border"
+    cleanup_steps: str = "border,orientation"
     detect_max_side: int = 1536
     device: str = "auto"
     load_detector: bool = True
