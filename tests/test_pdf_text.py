@@ -174,6 +174,31 @@ def test_a_rotated_born_digital_page_has_boxes_where_the_viewer_shows_the_text(r
     assert_boxes_cover_the_ink(page, pixels)
 
 
+def landscape_by_rotate(lines: list[str]) -> bytes:
+    """A landscape page as many generators make one: a portrait A4 page with ``/Rotate 90`` whose
+    text is drawn turned counter-clockwise in user space, so a viewer shows it upright."""
+    pdf = FPDF(format="A4")
+    pdf.set_font("Helvetica", size=14)
+    pdf.add_page()
+    for i, line in enumerate(lines):
+        x, y = 30 + 12 * i, pdf.h - 20  # displayed (20 mm, 30 mm + 12 i) from the top-left
+        with pdf.rotation(90, x, y):
+            pdf.text(x, y, line)
+    return _rotate(bytes(pdf.output()), 90)
+
+
+def test_a_landscape_rotate_page_drawn_upright_reads_in_order_with_boxes_on_the_text():
+    data = landscape_by_rotate(INVOICE)
+    doc = OCRPipeline(NoRecognizer(), None)(data)
+    page = doc.pages[0]
+    assert page.width > page.height and page.text_source == "pdf-text"
+    assert page.text.splitlines() == INVOICE
+    with open_document(data) as opened:
+        assert_boxes_cover_the_ink(page, opened.page(0))
+    first, second = page.lines[0].box, page.lines[1].box
+    assert first[1] < second[1] and first[2] - first[0] > 5 * (first[3] - first[1])  # horizontal, top first
+
+
 def test_the_decision_rules():
     visible = pdftext.TextLayer(chars=10, visible=10, lines=[pdftext.TextLine("x", [0, 0, 1, 1])])
     assert pdftext.decide(visible, "auto") == ("pdf-text", "text-layer")

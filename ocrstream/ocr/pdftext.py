@@ -105,6 +105,7 @@ class TextLayer:
         image_fraction: area of the page covered by image objects (bounding boxes, summed, capped at 1).
         lines: the lines (empty when the layer was not read: over the bound).
         too_large: ``chars`` exceeded the bound, nothing was read.
+        rotation: the page's ``/Rotate`` (0, 90, 180, 270: clockwise when displayed).
     """
 
     chars: int = 0
@@ -114,6 +115,7 @@ class TextLayer:
     image_fraction: float = 0.0
     lines: list[TextLine] = field(default_factory=list)
     too_large: bool = False
+    rotation: int = 0
 
 
 def _is_garbage_code(code: int) -> bool:
@@ -175,7 +177,8 @@ def read_text_layer(page: pdfium.PdfPage, scale: float, max_chars: int = MAX_PAG
     """
     textpage = page.get_textpage()
     try:
-        layer = TextLayer(chars=textpage.count_chars(), image_fraction=_image_fraction(page))
+        layer = TextLayer(chars=textpage.count_chars(), image_fraction=_image_fraction(page),
+                          rotation=page.get_rotation() % 360)
         if layer.chars > max_chars:
             layer.too_large = True
             return layer
@@ -233,8 +236,10 @@ def read_text_layer(page: pdfium.PdfPage, scale: float, max_chars: int = MAX_PAG
                 layer.garbage += 1
                 continue
             word_text += chr(code)
-            angle = pdfium_c.FPDFText_GetCharAngle(raw, i)  # radians, counter-clockwise in user space; -1: unknown
-            direction = (display.rotation - round(math.degrees(max(angle, 0.0)) / 90) * 90) % 360
+            # PDFium's angle: radians in [0, 2 pi), clockwise as displayed before /Rotate (text drawn
+            # turned 90 degrees counter-clockwise in user space gives 3 pi / 2); -1: unknown
+            angle = pdfium_c.FPDFText_GetCharAngle(raw, i)
+            direction = (display.rotation + round(math.degrees(max(angle, 0.0)) / 90) * 90) % 360
             directions[direction] = directions.get(direction, 0) + 1
             word_box = box if word_box is None else [min(word_box[0], box[0]), min(word_box[1], box[1]),
                                                      max(word_box[2], box[2]), max(word_box[3], box[3])]
@@ -283,19 +288,28 @@ def decide(layer: TextLayer | None, mode: str) -> tuple[Literal["pdf-text", "ocr
 def layer_regions(layer: TextLayer, page_index: int) -> list[dict]:
     """A text layer's lines as the region dicts of a results event, in reading order.
 
-    One region per line: ``region_id`` ``p<page>-t<order>``, ``line_index`` (visual lines:
-    :func:`ocrstream.ocr.detection.visual_lines` on the tight boxes, ``span_scale`` 1.0, in the
-    text's own frame: quads ordered from the text's top-left, :attr:`TextLine.quad`),
-    ``block_index`` (:func:`ocrstream.ocr.layout.block_ids`), ``order``, ``box``, ``quad``,
-    ``text``, ``confidence`` 1.0, ``char_probs`` (1.0 each), ``words`` (confidence 1.0) and
-    ``source`` ``"pdf-text"``. Boxes in displayed page px.
+    One region per PDFium line, each its own visual line (``line_index``): ``region_id``
+    ``p<page>-t<order>``, ``block_index`` (:func:`ocrstream.ocr.layout.block_ids`), ``order``,
+    ``box``, ``quad``, ``text``, ``confidence`` 1.0, ``char_probs`` (1.0 each), ``words``
+    (confidence 1.0) and ``source`` ``"pdf-text"``. Boxes in displayed page px. Lines keep
+    PDFium's order (the PDF's own text, as pypdfium2 extracts it) on an unrotated page with
+    upright text; a ``/Rotate`` page, or text running down, up or upside down, is ordered in
+    the text's own frame as displayed (:func:`ocrstream.ocr.detection.visual_lines` on the
+    quads from the text's top-left, :attr:`TextLine.quad`): there PDFium's order follows the
+    unrotated page (a landscape page made by ``/Rotate 90`` came out last line first).
     """
     from ocrstream.ocr.detection import visual_lines
     from ocrstream.ocr.layout import block_ids
 
     quads = [line.quad for line in layer.lines]
-    groups = visual_lines(quads, span_scale=1.0) if quads else []
-    ordered = [(line_id, i) for line_id, group in enumerate(groups) for i in group]
+    weights: dict[int, int] = {}
+    for line in layer.lines:
+        weights[line.direction] = weights.get(line.direction, 0) + len(line.text)
+    if layer.rotation == 0 and (not weights or max(weights, key=weights.__getitem__) == 0):
+        order_of = list(range(len(layer.lines)))
+    else:
+        order_of = [i for group in visual_lines(quads, span_scale=1.0) for i in group]
+    ordered = list(enumerate(order_of))  # (line_index, index into layer.lines)
     blocks = block_ids([layer.lines[i].box for _, i in ordered], [line_id for line_id, _ in ordered])
     regions = []
     for order, ((line_id, i), block) in enumerate(zip(ordered, blocks)):
