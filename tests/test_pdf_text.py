@@ -22,7 +22,7 @@ from ocrstream.ocr import pdftext
 from ocrstream.ocr.decode import open_document
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.evaluation import cer
-from ocrstream.ocr.exports import to_searchable_pdf
+from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
 from ocrstream.ocr.predictor import OCRPipeline
 from ocrstream.settings import Settings
 from tests.test_ocr_command import ocr
@@ -197,6 +197,12 @@ def test_a_landscape_rotate_page_drawn_upright_reads_in_order_with_boxes_on_the_
         assert_boxes_cover_the_ink(page, opened.page(0))
     first, second = page.lines[0].box, page.lines[1].box
     assert first[1] < second[1] and first[2] - first[0] > 5 * (first[3] - first[1])  # horizontal, top first
+    # hOCR and ALTO give the same displayed page and boxes
+    hocr, alto = to_hocr(doc), to_alto(doc)
+    assert f"bbox 0 0 {page.width} {page.height}" in hocr
+    x0, y0, x1, y1 = (int(round(v)) for v in page.lines[0].words[0].box)
+    assert f"bbox {x0} {y0} {x1} {y1}" in hocr
+    assert f'WIDTH="{page.width}" HEIGHT="{page.height}"' in alto
 
 
 def test_the_decision_rules():

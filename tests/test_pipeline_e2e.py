@@ -273,6 +273,12 @@ async def test_a_mixed_pdf_is_read_page_by_page_through_the_stages(pipeline, sta
     finally:
         await conn.close()
     assert [r["text_source"] for r in rows] == ["pdf-text", "ocr"]
+    stages, _ = pipeline
+    async with httpx.AsyncClient() as client:
+        scraped = (await client.get(
+            f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
+    counted = dict(re.findall(r'^ocrstream_pages_total\{path="([a-z-]+)"\} ([0-9.]+)$', scraped, re.M))
+    assert float(counted["pdf-text"]) >= 1 and float(counted["ocr"]) >= 1, counted
 
 
 async def test_resubmitted_bytes_are_reused_or_reprocessed(pipeline, stack_settings, tmp_path):
