@@ -158,7 +158,13 @@ class Settings(BaseSettings):
     # OCR: decoding, clean-up, detection, templates, post-processing
     pdf_dpi: int = _ocr(200, "resolution PDF pages are rendered at")
     detect_max_side: int = _ocr(1536, "longest side the detector sees (bench_pages: 2048 costs ~90 CPU-ms/page, no CER gain)")
-    cleanup_steps: str = _ocr("border", "comma list of ocrstream/ocr/cleanup.py STEPS, '' = off (bench_pages --ablation)")
+    cleanup_steps: str = _ocr("border,orientation",
+                              "comma list of ocrstream/ocr/cleanup.py STEPS, '' = off (bench_pages --stream --ablation)")
+    pdf_text: Literal["auto", "ocr", "text"] = _ocr(
+        "auto", "PDF text layers page by page (ocrstream/ocr/pdftext.py): auto reads a page whose text is drawn "
+                "visibly from the PDF and OCRs the others (no text, an invisible earlier OCR layer, garbage); text | ocr")
+    pdf_max_page_chars: int = _limits(100_000, "characters of one page's PDF text layer read at most (more: OCRed)",
+                                      ge=1)
     templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
     postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
     review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")

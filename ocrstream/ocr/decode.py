@@ -59,6 +59,7 @@ from ocrstream.errors import (
     TruncatedImageError,
 )
 from ocrstream.ocr.formats import MEDIA_TYPES, identify, sniff
+from ocrstream.ocr.pdftext import TextLayer, read_text_layer
 
 __all__ = ["Budget", "Document", "decode_pages", "open_document"]
 
@@ -166,6 +167,11 @@ class Document:
         for index in range(len(self)):
             yield self.page(index)
 
+    def text_layer(self, index: int, max_chars: int) -> TextLayer | None:
+        """Page ``index``'s text layer (:func:`ocrstream.ocr.pdftext.read_text_layer`, boxes in the
+        page's displayed pixels at the render dpi); None for images (no text layer)."""
+        return None
+
     def close(self) -> None:
         """Release the decoder's resources (the PDF handle)."""
 
@@ -237,6 +243,23 @@ class _PdfDocument(Document):
                 return np.ascontiguousarray(bitmap.to_numpy()[:, :, :3])
             finally:
                 bitmap.close()
+        finally:
+            page.close()
+
+    def text_layer(self, index: int, max_chars: int) -> TextLayer | None:
+        """Page ``index``'s text layer, at most ``max_chars`` characters read (see the base class).
+
+        Raises:
+            CorruptImageError: the page cannot be loaded or its text page built.
+        """
+        try:
+            page = self._pdf[index]
+        except pdfium.PdfiumError as exc:
+            raise CorruptImageError(f"PDF page {index + 1} could not be loaded: {exc}") from None
+        try:
+            return read_text_layer(page, self._scale, max_chars)
+        except pdfium.PdfiumError as exc:
+            raise CorruptImageError(f"PDF page {index + 1}'s text could not be read: {exc}") from None
         finally:
             page.close()
 

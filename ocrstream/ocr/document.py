@@ -17,7 +17,7 @@ from itertools import groupby
 from typing import Any, Literal, get_args
 
 from ocrstream.contracts import event_models as wire
-from ocrstream.contracts.event_models import ResultRegion, ResultsEvent
+from ocrstream.contracts.event_models import UNSET, ResultRegion, ResultsEvent
 from ocrstream.contracts.events import RESULTS, convert, to_json_object
 
 Box = tuple[float, float, float, float]
@@ -89,6 +89,7 @@ class Region:
     confidence: float
     words: tuple[Word, ...] = ()
     field: dict[str, Any] | None = None
+    source: str | None = None  # "pdf-text" (the PDF's own text layer) or "ocr"; None: not recorded
 
     def word_list(self) -> tuple[Word, ...]:
         """The region's words; a region without word boxes is one word spanning the region."""
@@ -133,6 +134,7 @@ class Page:
     width: int
     height: int
     blocks: tuple[Block, ...] = ()
+    text_source: str | None = None  # "pdf-text" or "ocr" (ocrstream.ocr.pdftext.decide); None: not recorded
 
     @property
     def lines(self) -> tuple[Line, ...]:
@@ -162,9 +164,14 @@ def _page(page: wire.Page, regions: list[ResultRegion]) -> Page:
             lines.append(Line(tuple(
                 Region(r.region_id, r.text, _box(r.box), r.confidence,
                        tuple(Word(w.text, _box(w.box), w.confidence) for w in r.words or ()),
-                       to_json_object(r.field) if r.field else None) for r in line)))
+                       to_json_object(r.field) if r.field else None, _set(r.source)) for r in line)))
         blocks.append(Block(tuple(lines)))
-    return Page(page.page_index, page.width, page.height, tuple(blocks))
+    return Page(page.page_index, page.width, page.height, tuple(blocks), _set(page.text_source))
+
+
+def _set(value: Any) -> Any:
+    """``value``, or None when it is msgspec's UNSET (an optional field the event did not carry)."""
+    return None if value is UNSET else value
 
 
 def _box(box: list[int | float]) -> Box:

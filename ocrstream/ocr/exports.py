@@ -134,8 +134,12 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     which PDF image XObjects cannot hold as such, is flattened onto white first (lossless PNG).
     Word boxes are page pixels (``Page.width`` x ``Page.height``) and are scaled to each page's
     crop box. The text layer is OCRmyPDF's renderer (ocrmypdf.fpdf_renderer, its Occulta
-    glyphless font; each word stretched to its box width). Pages with a ``/Rotate`` are not
-    handled (their layer would be rotated too).
+    glyphless font; each word stretched to its box width). Boxes are in the page as displayed
+    (decoding renders a ``/Rotate`` page turned, as a viewer shows it); pikepdf's ``add_overlay``
+    (QPDF ``placeFormXObject``) turns the layer back into the rotated page's user space, so the
+    words land on their text (tests/test_pdf_text.py checks all four rotations). A page whose
+    text was read from the PDF's own text layer (``text_source`` ``pdf-text``) is left as it is:
+    no second text layer on a born-digital page.
 
     CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
     original's page count differs from the document's or the original is not an image or PDF, and
@@ -148,9 +152,12 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     pages = {p.page_index: p for p in doc.pages}
     if len(base.pages) != len(doc.pages):
         raise ValueError(f"the original has {len(base.pages)} pages, the document {len(doc.pages)}")
-    layer = pikepdf.open(io.BytesIO(_text_layer([pages[i] for i in sorted(pages)])))
-    for target, text_page in zip(base.pages, layer.pages):
-        target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
+    ocr_pages = [pages[i] for i in sorted(pages) if pages[i].text_source != "pdf-text"]
+    if ocr_pages:
+        layer = pikepdf.open(io.BytesIO(_text_layer(ocr_pages)))
+        for page, text_page in zip(ocr_pages, layer.pages):
+            target = base.pages[sorted(pages).index(page.page_index)]
+            target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
     out = io.BytesIO()
     base.save(out)
     return out.getvalue()

@@ -14,8 +14,9 @@
   a stopped process in the member list) and consumer lag computed from outside:
   the fetch high-water mark of each input partition minus the group's committed offset (see
   :mod:`ocrstream.streaming.offsets`);
-* documents ``done``/``failed`` in the last hour and the last few failures with the stage and
-  error type (PostgreSQL ``documents``).
+* documents ``done``/``failed`` in the last hour, their pages by text source (read from the
+  PDF's text layer or OCRed), and the last few failures with the stage and error type
+  (PostgreSQL ``documents``, ``pages``).
 
 Every problem found comes with what to do about it. :func:`render` draws one screen (rich
 tables); :meth:`StatusReport.as_dict` is the ``--json`` form. Exit code (:attr:`StatusReport.exit_code`):
@@ -103,7 +104,9 @@ class StatusReport:
     checked_at: str
     endpoints: list[Endpoint]
     stages: list[StageStatus]
-    documents: dict[str, int] | None  # {"done": n, "failed": n} in the last hour; None if unknown
+    #: {"done": n, "failed": n, "pages_pdf_text": n, "pages_ocr": n} in the last hour (pages by where their
+    #: text came from: the PDF's text layer or OCR); None if unknown
+    documents: dict[str, int] | None
     failures: list[Failure]
     problems: list[Problem]
 
@@ -182,7 +185,9 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
         try:
             if not await documents.has_documents_table(conn):
                 return None, []
-            return (await documents.recent_counts(conn, RECENT_WINDOW_S),
+            counts = await documents.recent_counts(conn, RECENT_WINDOW_S)
+            pages = await documents.recent_page_sources(conn, RECENT_WINDOW_S)
+            return ({**counts, **{f"pages_{k.replace('-', '_')}": v for k, v in pages.items()}},
                     await documents.last_failures(conn, n_failures))
         finally:
             await conn.close()
@@ -197,7 +202,8 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
                         (r["error_message"] or "")[:160], r["stored_at"].isoformat() if r["stored_at"] else None)
                 for r in rows]
     return (Endpoint("PostgreSQL", address, True, "documents table", ms),
-            {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}, failures)
+            {"done": counts.get("done", 0), "failed": counts.get("failed", 0),
+             "pages_pdf_text": counts.get("pages_pdf_text", 0), "pages_ocr": counts.get("pages_ocr", 0)}, failures)
 
 
 async def check_http(name: str, host: str, port: int) -> Endpoint:
@@ -406,7 +412,8 @@ def render(report: StatusReport, console=None) -> None:
     docs = report.documents
     console.print("documents in the last hour: " + (
         "unknown" if docs is None else f"[green]{docs['done']} done[/], "
-        + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")))
+        + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")
+        + f"; pages: {docs.get('pages_pdf_text', 0)} read from the PDF's text, {docs.get('pages_ocr', 0)} OCRed"))
     if report.failures:
         failed = Table(title="last failures", title_justify="left", box=box.SIMPLE_HEAD)
         for col in ("stored", "document", "file", "stage", "error type", "message"):

@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pebble
 
@@ -81,16 +81,20 @@ class WorkerConfig:
         load_detector: False for a pool that only serves template documents (tests, tools).
         crop_codec: codec of a page's crop pack (:func:`ocrstream.storage.crops.pack_crops`).
         max_page_crop_bytes: pixel bytes of one page's crops (more: DocumentTooLargeError).
+        pdf_text: PDF text layers (``auto``, ``ocr``, ``text``; :mod:`ocrstream.ocr.pdftext`).
+        pdf_max_page_chars: the most characters of one page's text layer read.
     """
 
     budget: Budget = field(default_factory=Budget)
     memory_bytes: int = 2 * 1024**3
-    cleanup_steps: str = "border"
+    cleanup_steps: str = "border,orientation"
     detect_max_side: int = 1536
     device: Device = "auto"
     load_detector: bool = True
     crop_codec: Codec = "none"
     max_page_crop_bytes: int = 128 * 1024**2
+    pdf_text: str = "auto"
+    pdf_max_page_chars: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,17 @@ class PageResult:
         regions: per region, its event fields (``line_index``, ``order``, ``box``, ``quad``,
             and ``field`` or ``detection_score``; page px) and where its crop lies in ``crops``:
             ``crop_offset`` (bytes into the unpacked payload) and ``crop_shape`` (``[h, w]``).
-        crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`).
+        crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`); empty
+            for a page read from its PDF text layer.
+        text_source: ``"pdf-text"`` (regions carry ``text``, ``words``, ``source``: nothing to
+            recognise, no crops) or ``"ocr"``.
     """
 
     width: int
     height: int
     regions: list[dict]
     crops: bytes
+    text_source: Literal["pdf-text", "ocr"] = "ocr"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,17 +187,27 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
-    """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
+    """Task: page ``index`` -> PageResult: read from its PDF text layer when
+    :func:`ocrstream.ocr.pdftext.decide` says so (no rendering), else decoded and cut into
+    regions (template, else detection)."""
+    from ocrstream.ocr import pdftext
     from ocrstream.ocr.regions import cut_regions
     from ocrstream.storage.crops import pack_crops
 
     _ready()
+    config = _config()
     with _worker_errors(f"decoding page {index + 1}"):
-        page = _document(path, token).page(index)
-        regions = cut_regions(page, index, template, _state.detector, _config().cleanup_steps)
-        pack, spans = pack_crops([crop for _, crop in regions], codec=_config().crop_codec,
-                                 max_bytes=_config().max_page_crop_bytes)
-        fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}
+        document = _document(path, token)
+        if template is None and config.pdf_text != "ocr" and document.kind == "pdf":
+            layer = document.text_layer(index, config.pdf_max_page_chars)
+            if pdftext.decide(layer, config.pdf_text)[0] == "pdf-text" and layer is not None:
+                width, height = document.page_sizes[index]
+                return PageResult(width, height, pdftext.layer_regions(layer, index), b"", "pdf-text")
+        page = document.page(index)
+        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps)
+        pack, spans = pack_crops([crop for _, crop in regions], codec=config.crop_codec,
+                                 max_bytes=config.max_page_crop_bytes)
+        fields = [{**region, "crop_offset": offset, "crop_shape": list(shape), "source": "ocr"}
                   for (region, _), (offset, shape) in zip(regions, spans)]
         return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
 
@@ -263,7 +281,8 @@ class DecoderPool:
         """A pool configured by :class:`ocrstream.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
         config = WorkerConfig(Budget.from_settings(settings), settings.decode_memory_bytes,
                               settings.cleanup_steps, settings.detect_max_side, settings.device,
-                              crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes)
+                              crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes,
+                              pdf_text=settings.pdf_text, pdf_max_page_chars=settings.pdf_max_page_chars)
         options = dict(timeout_s=settings.decode_timeout_s, workers=settings.decode_workers,
                        max_tasks=settings.decode_worker_max_tasks)
         return cls(config, **{**options, **overrides})

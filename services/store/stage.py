@@ -89,23 +89,25 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.vers
 """
 
 UPSERT_PAGE = """
-INSERT INTO pages (document_id, page_index, width, height) VALUES ($1, $2, $3, $4)
-ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, height = EXCLUDED.height
+INSERT INTO pages (document_id, page_index, width, height, text_source) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, height = EXCLUDED.height,
+    text_source = EXCLUDED.text_source
 """
 
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
     quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review,
-    block_index)
+    block_index, source)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb,
-    $17, $18::jsonb, $19, $20, $21, $22)
+    $17, $18::jsonb, $19, $20, $21, $22, $23)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
     crop_key = EXCLUDED.crop_key, detection_score = EXCLUDED.detection_score,
     text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
     field = EXCLUDED.field, raw_text = EXCLUDED.raw_text, value = EXCLUDED.value, valid = EXCLUDED.valid,
-    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index
+    reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index,
+    source = EXCLUDED.source
 """
 
 UPSERT_FAILED = """
@@ -185,13 +187,13 @@ class StoreStage(Stage):
             await conn.execute("DELETE FROM pages WHERE document_id = $1 AND NOT page_index = ANY($2::int[])",
                                doc_id, [p.page_index for p in event.pages])
             await conn.executemany(UPSERT_PAGE, [
-                (doc_id, p.page_index, p.width, p.height) for p in event.pages])
+                (doc_id, p.page_index, p.width, p.height, _opt(p.text_source)) for p in event.pages])
             await conn.executemany(UPSERT_REGION, [
                 (doc_id, r.region_id, r.page_index, r.line_index, r.order, *r.box,
                  _json(_opt(r.quad)), stored_crop(seen), _opt(r.detection_score),
                  r.text, r.confidence, _json(r.words or []),
                  _json(r.field) if r.field else None, r.raw_text,
-                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0)
+                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0, _opt(r.source))
                 for r, seen in zip(regions, event.regions)])
         return Output(events.RESULTS, doc_id, ResultsEvent(
             version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
