@@ -26,7 +26,7 @@ from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
 from ocrstream.ocr.predictor import OCRPipeline
 from ocrstream.settings import Settings
 from tests.test_ocr_command import ocr
-from tests.test_pipeline import SAMPLES, stages_document
+from tests.unit.test_pipeline import SAMPLES, stages_document
 
 INVOICE = ["ACME SUPPLIES SDN BHD", "INVOICE NO: INV-2026-0042", "TOTAL INCL. GST 50.00", "CASH 24.50",
            "Contact: finance@example.com"]
