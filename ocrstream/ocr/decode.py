@@ -3,7 +3,7 @@
 :func:`open_document` sniffs the real type from the leading bytes (:mod:`ocrstream.ocr.formats`,
 never the file name), checks the file's structure and reads every page's (or frame's) size from
 the headers without decoding any pixel, and checks the document :class:`Budget` (pages, pixels
-per page, pixels over all pages) before a single page is decoded. :meth:`Document.pages` then
+per page, pixels over all pages) before a single page is decoded. :meth:`OpenedDocument.pages` then
 decodes one page at a time (a generator: never every page in memory). Run it where a bomb cannot
 hurt (the preprocess stage runs it in :mod:`services.preprocess.worker`).
 
@@ -61,7 +61,7 @@ from ocrstream.errors import (
 from ocrstream.ocr.formats import MEDIA_TYPES, identify, sniff
 from ocrstream.ocr.pdftext import TextLayer, read_text_layer
 
-__all__ = ["Budget", "Document", "decode_pages", "open_document"]
+__all__ = ["Budget", "OpenedDocument", "decode_pages", "open_document"]
 
 #: deflate's largest expansion (RFC 1951: a length-258 match coded in 1 + 1 bits).
 DEFLATE_MAX_RATIO = 1032
@@ -123,7 +123,7 @@ class Budget:
         return total
 
 
-class Document:
+class OpenedDocument:
     """An opened document: its kind and every page's size (headers only, within the budget).
 
     ``page(i)`` decodes page ``i`` as ``(H, W, 3) uint8`` BGR; ``pages()`` yields them one at a
@@ -142,7 +142,7 @@ class Document:
     def __len__(self) -> int:
         return len(self.page_sizes)
 
-    def __enter__(self) -> Document:
+    def __enter__(self) -> OpenedDocument:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +179,7 @@ class Document:
         raise NotImplementedError
 
 
-class _ImageDocument(Document):
+class _ImageDocument(OpenedDocument):
     """PNG, JPEG, BMP, GIF (first frame), WebP: one page, decoded by OpenCV."""
 
     def __init__(self, kind: str, data: bytes, size: tuple[int, int]):
@@ -212,7 +212,7 @@ def on_white(page: np.ndarray, alpha: np.ndarray, rows: int = 512) -> np.ndarray
     return out
 
 
-class _TiffDocument(Document):
+class _TiffDocument(OpenedDocument):
     """TIFF: frame ``k`` decoded alone by OpenCV."""
 
     def __init__(self, data: bytes, sizes: Sequence[tuple[int, int]]):
@@ -225,7 +225,7 @@ class _TiffDocument(Document):
         return frames[0] if ok and frames else None
 
 
-class _PdfDocument(Document):
+class _PdfDocument(OpenedDocument):
     """PDF: page ``k`` rendered by PDFium at the budget's dpi."""
 
     def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float):
@@ -267,7 +267,7 @@ class _PdfDocument(Document):
         self._pdf.close()
 
 
-def open_document(data: bytes, budget: Budget = Budget()) -> Document:
+def open_document(data: bytes, budget: Budget = Budget()) -> OpenedDocument:
     """Open ``data`` and check it: sniffed type, structure, every page's size against ``budget``.
 
     No pixel is decoded here. Raises EmptyDocumentError (0 bytes), NotAnImageError (not a

@@ -36,8 +36,7 @@ from typing import Any
 
 from ocrstream.errors import DocumentTooLargeError
 from ocrstream.ocr import cleanup, pdftext
-from ocrstream.ocr.decode import Budget, open_document
-from ocrstream.ocr.decode import Document as DecodedDocument
+from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.detection import LineDetector
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.layout import block_ids
@@ -46,7 +45,7 @@ from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.ocr.recognition.recognizer import Recognizer
 from ocrstream.ocr.recognition.registry import load_recognizer
-from ocrstream.ocr.regions import Region, cut_regions
+from ocrstream.ocr.regions import CutRegion, cut_regions
 from ocrstream.ocr.templates import Template, get_template
 from ocrstream.ocr.words import reading_fields
 
@@ -164,7 +163,7 @@ class OCRPipeline:
                               "text_source": source})
         return self.build(document_id, pages, regions, filename)
 
-    def page_text_source(self, document: DecodedDocument, page_index: int, template: Template | None = None
+    def page_text_source(self, document: OpenedDocument, page_index: int, template: Template | None = None
                          ) -> tuple[str, str, pdftext.TextLayer | None]:
         """(``"pdf-text"`` or ``"ocr"``, the reason, the text layer to use or None) for one page
         (:func:`ocrstream.ocr.pdftext.decide` with :attr:`pdf_text`); template documents are always
@@ -194,13 +193,13 @@ class OCRPipeline:
                     page = document.page(index)
                 yield page
 
-    def cut(self, page: Any, page_index: int, template: Template | None = None) -> list[Region]:
+    def cut(self, page: Any, page_index: int, template: Template | None = None) -> list[CutRegion]:
         """A page's regions with their crops: the template's fields, else clean-up, DBNet lines
         and perspective crops (:func:`ocrstream.ocr.regions.cut_regions`)."""
         with self._timed("regions"):
             return cut_regions(page, page_index, template, self.detector, self.cleanup_steps)
 
-    def read_page(self, page_index: int, regions: Sequence[Region]) -> list[dict[str, Any]]:
+    def read_page(self, page_index: int, regions: Sequence[CutRegion]) -> list[dict[str, Any]]:
         """Recognise a page's regions -> their region dicts as the recognize stage emits them
         (``region_id``, ``page_index``, ``block_index``, the cut fields, text, confidence,
         ``char_probs``, ``words``), in reading order."""

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pebble
 
 from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
-from ocrstream.ocr.decode import Budget, Document, open_document
+from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.templates import Template
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class _WorkerState:
     detector: Any = None
     error: str | None = None  # why initialisation failed; every task then reports it
     token: str | None = None  # the document currently open (a token per document), and its handle
-    document: Document | None = None
+    document: OpenedDocument | None = None
 
 
 _state = _WorkerState()
@@ -161,7 +161,7 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _document(path: str, token: str) -> Document:
+def _document(path: str, token: str) -> OpenedDocument:
     """The document at ``path``, kept open between the page tasks of one document (``token``
     tells documents apart: a temporary file's name may come again)."""
     if _state.token != token:
