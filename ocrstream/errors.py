@@ -71,6 +71,11 @@ class InvalidSubmissionError(BadInputError):
     """A submission's metadata is unusable (e.g. a raw-topic key that is not a valid id)."""
 
 
+class InvalidParameterError(PermanentError):
+    """A request parameter of an HTTP API is malformed or out of range (a NUL or control character,
+    an integer or a time beyond its bounds): the request is refused with 422."""
+
+
 class InvalidEventError(PermanentError):
     """An event is not valid JSON or does not match its topic's schema."""
 

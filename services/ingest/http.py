@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response
 from ocrstream.contracts import events
 from ocrstream.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
 from ocrstream.streaming.auth import Authenticator
-from ocrstream.streaming.http import BodyLimit
+from ocrstream.streaming.http import NAME_PATTERN, BodyLimit, create_api
 from ocrstream.streaming.ingestor import Submitter
 from ocrstream.streaming.results import ResultWaiters
 from ocrstream.streaming.retry import is_transient
@@ -25,6 +25,8 @@ REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImag
 MAX_WAIT_S = 60.0
 #: ``Retry-After`` (seconds) of a 503: the broker or object store did not take the document.
 RETRY_AFTER_S = 5
+#: Longest ``template`` form field (the raw topic's header has the same bound).
+MAX_TEMPLATE_CHARS = 64
 
 
 def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters | None = None) -> FastAPI:
@@ -35,11 +37,13 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
     or as soon as the streamed body passes it (:class:`~ocrstream.streaming.http.BodyLimit`).
     """
     limit = submitter.settings.max_document_bytes
-    app = FastAPI(title="ocrstream ingest", version="1")
+    app = create_api("ocrstream ingest", auth, "ingest")
     app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
+    async def post_document(response: Response, file: UploadFile = File(...),
+                            template: str | None = Form(None, min_length=1, max_length=MAX_TEMPLATE_CHARS,
+                                                        pattern=NAME_PATTERN),
                             wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
                                 "Seconds to wait for the result: 200 with it (status done or failed, "
                                 "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
