@@ -76,6 +76,10 @@ class InvalidParameterError(PermanentError):
     an integer or a time beyond its bounds): the request is refused with 422."""
 
 
+class IdempotencyKeyReusedError(BadInputError):
+    """An ``Idempotency-Key`` sent again with another document (other bytes or template): 422."""
+
+
 class InvalidEventError(PermanentError):
     """An event is not valid JSON or does not match its topic's schema."""
 

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     api_keys_file: str | None = None
     require_api_key: bool = False
     rate_limit_per_minute: int = 600
+    # How long the ingest door remembers an Idempotency-Key's answer (services/ingest/idempotency.py).
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     # Clients (`ocrstream submit`, ocrstream/client/http_submit.py): the ingest HTTP door's URL (None: the
     # stage's own http_host/http_port) and the API key they send to the HTTP doors.
     ingest_url: str | None = None

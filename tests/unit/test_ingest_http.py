@@ -18,7 +18,7 @@ class UnreachableBroker:
         self.settings = Settings(_env_file=None)
         self.error = error
 
-    async def submit(self, data, filename, door, template):
+    async def submit(self, data, filename, door, template, document_id=None, sha=None):
         raise self.error
 
 
