@@ -7,6 +7,7 @@ fuzzer (schemathesis, bounded in examples) finds no server error on either API's
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -113,6 +114,26 @@ async def test_docs_need_a_key_when_keys_are_required(apis, door):
         assert (await client.get("/redoc")).status_code == 404
         schema = (await client.get("/openapi.json", headers=bearer(apis["key"]))).json()
     assert "/v1/documents" in schema["paths"]
+
+
+async def test_an_idempotency_key_survives_an_ingest_restart(apis):
+    """The door remembers a keyed answer in the object store: after ``kill -9`` of ingest and a
+    restart, the retry gets the same document and answer; the key with other bytes is a 422."""
+    from tests.test_pipeline_e2e import render
+
+    png = render("idem.png", [f"IDEMPOTENT {uuid.uuid4().hex[:8]}"])
+    headers = {**bearer(apis["key"]), "Idempotency-Key": uuid.uuid4().hex}
+    await wait_http(apis["ingest"] + "/healthz")
+    async with httpx.AsyncClient(base_url=apis["ingest"], headers=headers) as client:
+        first = await client.post("/v1/documents", files={"file": ("idem.png", png)})
+        assert first.status_code == 202, first.text
+        apis["stages"].stop_one("ingest", sig=signal.SIGKILL)
+        apis["stages"].start_one("ingest")
+        await wait_http(apis["ingest"] + "/healthz", timeout_s=120)
+        again = await client.post("/v1/documents", files={"file": ("idem.png", png)})
+        assert again.status_code == 202 and again.json() == first.json()
+        other = await client.post("/v1/documents", files={"file": ("idem.png", png + b"\0")})
+        assert other.status_code == 422 and other.json()["detail"]["error"] == "IdempotencyKeyReusedError"
 
 
 @pytest.mark.parametrize("door", ["ingest", "query"])
