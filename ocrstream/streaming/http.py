@@ -19,8 +19,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator
 
-from ocrstream.errors import InvalidParameterError
+from ocrstream.errors import InternalError, InvalidParameterError, TransientError
 from ocrstream.streaming.auth import Authenticator
+from ocrstream.streaming.retry import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,31 @@ async def _invalid_parameter(request: Request, exc: Exception) -> JSONResponse:
         "error": InvalidParameterError.__name__, "message": message, "errors": errors}}))
 
 
+#: ``Retry-After`` (seconds) of a 503: a dependency (database, object store, broker) did not answer.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """What an exception no route handled answers: 503 with ``Retry-After`` for a dependency that
+    did not answer (:func:`~ocrstream.streaming.retry.is_transient`), else 500; both typed, and
+    neither names a host, port, object key or the exception's text (that goes to the log)."""
+    if is_transient(exc):
+        log.warning("%s %s: a dependency did not answer: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}, content={
+            "detail": {"error": TransientError.__name__,
+                       "message": "a dependency of this API (database, object store or broker) did not answer; "
+                                  "try again later"}})
+    log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": {"error": InternalError.__name__,
+                                                             "message": "internal error (logged by the server)"}})
+
+
 def create_api(title: str, auth: Authenticator, scope: str) -> FastAPI:
     """A FastAPI app for one door: typed 422s for bad parameters (:class:`InvalidParameterError`),
-    and ``/openapi.json`` and ``/docs`` that need a key with ``scope`` when ``auth`` requires keys
-    (the schema names every route and parameter: not for anyone who can reach the port)."""
+    typed 503/500s that show no internals (:func:`_unhandled`), and ``/openapi.json`` and
+    ``/docs`` that need a key with ``scope`` when ``auth`` requires keys (the schema names every
+    route and parameter: not for anyone who can reach the port)."""
     if not auth.required:
         app = FastAPI(title=title, version="1")
     else:
@@ -90,6 +112,7 @@ def create_api(title: str, auth: Authenticator, scope: str) -> FastAPI:
             return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
 
     app.add_exception_handler(RequestValidationError, _invalid_parameter)
+    app.add_exception_handler(Exception, _unhandled)
     return app
 
 

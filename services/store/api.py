@@ -148,8 +148,10 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
             raise HTTPException(503, "this query API has no object store (format=pdf unavailable)")
         try:
             original = await store.get(data["object_key"])
-        except MissingObjectError as exc:
-            raise HTTPException(410, str(exc)) from None
+        except MissingObjectError as exc:  # the key stays in the log, not in the answer
+            log.warning("api: the original of %s is gone: %s", data["document_id"], exc)
+            raise HTTPException(410, {"error": MissingObjectError.__name__, "message":
+                                      f"the original of document {data['document_id']} is no longer stored"}) from None
         doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
         try:
             pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
