@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     health_probe_timeout_s: float = 3.0
     health_max_poll_age_s: float = 30.0  # not ready when the loop has not polled for longer
     health_max_retry_s: float = 60.0  # not ready when retrying without a commit for longer
+    # Crash-only: a stage (or the query API) whose dependencies stay unreachable for longer exits
+    # with status 3, so its supervisor restarts it with fresh settings (0 = never).
+    dependency_exit_s: float = Field(120.0, ge=0)
     # `ocrstream lag-exporter` (ocrstream/streaming/lag.py): consumer-group lag from outside the stages
     lag_exporter_port: int = 9108
     lag_exporter_interval_s: float = 15.0

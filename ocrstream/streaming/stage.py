@@ -611,7 +611,9 @@ class StageRunner:
 def run_stage(stage: Stage) -> None:
     """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage runtime.
 
-    Exits with status 2 and the message on a configuration error.
+    Exits with status 2 and the message on a configuration error, with status 3 when its
+    dependencies stayed unreachable past ``OCRSTREAM_DEPENDENCY_EXIT_S`` (crash-only:
+    :mod:`ocrstream.streaming.health`).
     """
 
     async def main() -> None:
@@ -631,3 +633,5 @@ def run_stage(stage: Stage) -> None:
     except (ConfigurationError, PermanentError) as exc:
         log.error("%s: cannot start: %s: %s", stage.name, type(exc).__name__, exc)
         sys.exit(2)
+    if health.HEALTH.stranded:  # crash-only: its dependencies stayed unreachable (logged by health)
+        sys.exit(health.STRANDED_EXIT_STATUS)

@@ -224,6 +224,8 @@ def run_api(settings: Settings) -> None:
         sys.exit(2)
     health.serve(settings.metrics_port_for("api"), "api", settings)
     asyncio.run(main())
+    if health.HEALTH.stranded:  # crash-only: PostgreSQL stayed unreachable (logged by health)
+        sys.exit(health.STRANDED_EXIT_STATUS)
 
 
 async def wait_for_schema(settings: Settings, stop: asyncio.Event, poll_s: float = 1.0) -> bool:
