@@ -2,7 +2,8 @@
 processes on the embedded stack: raw-topic records refused for a bad key are replayed twice and
 still resolve to their original failed documents (no new rows); a replay pending (ingest stopped)
 is not sent again unless forced; a forged ``ocrstream-replay-of`` header on the raw topic does not
-merge a submission into another's document."""
+merge a submission into another's document; the failed rows of the raw door keep its source,
+file name and content hash."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ async def test_replays_are_idempotent(stages, stack_settings):
     await producer.start()
     try:
         for length, data in zip(lengths, originals):
-            await producer.send_and_wait(events.RAW, data, key=b"k" * length)
+            await producer.send_and_wait(events.RAW, data, key=b"k" * length,
+                                         headers=[("filename", f"scan-{length}.png".encode())])
         # a forged replay header: other bytes' position, then the same bytes as another submission
         victim = png(seed + 7)
         sent = await producer.send_and_wait(events.RAW, victim, timestamp_ms=int(time.time() * 1000))
@@ -79,14 +81,19 @@ async def test_replays_are_idempotent(stages, stack_settings):
     try:
         async def rows_of(length: int) -> list:
             return await conn.fetch(
-                "SELECT document_id, replays, replay_pending_since FROM documents WHERE status = 'failed'"
+                "SELECT document_id, replays, replay_pending_since, source, filename, content_sha256"
+                " FROM documents WHERE status = 'failed'"
                 " AND error_type = 'InvalidSubmissionError' AND error_message LIKE $1", f"raw-topic key of {length} bytes%")
 
         async def one_row_each():
             found = [await rows_of(n) for n in lengths]
             return found if all(found) else None
 
-        ids = [rows[0]["document_id"] for rows in await poll("the refused records' failed rows", one_row_each)]
+        found = await poll("the refused records' failed rows", one_row_each)
+        ids = [rows[0]["document_id"] for rows in found]
+        # the failed rows of the raw door keep what is known: source, file name, content hash
+        assert [(r[0]["source"], r[0]["filename"], r[0]["content_sha256"]) for r in found] == [
+            ("kafka", f"scan-{n}.png", content_sha256(data)) for n, data in zip(lengths, originals)]
         letters = [d for d in await dlq.dead_letters(stack_settings, error_type="InvalidSubmissionError")
                    if d.document_id in ids]
         assert {d.document_id for d in letters} == set(ids)

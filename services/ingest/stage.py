@@ -235,5 +235,8 @@ class IngestStage(Stage):
                                                 external_id=external_id)
         except Exception as exc:
             exc.document_id = document_id
+            # what is known of the document, for its failed row (the raw bytes are no event)
+            exc.document_ref = {"source": "kafka", "filename": filename, "content_sha256": sha,  # type: ignore[attr-defined]
+                                "size_bytes": len(data)}
             raise
         return [] if isinstance(output, str) else [output]
