@@ -67,6 +67,10 @@ class UnknownTemplateError(BadInputError):
     """A document names a fixed-layout template that does not exist."""
 
 
+class NotARegularFileError(BadInputError):
+    """A path names a FIFO, device or socket, not a file: reading it could block for ever."""
+
+
 class InvalidSubmissionError(BadInputError):
     """A submission's metadata is unusable (e.g. a raw-topic key that is not a valid id)."""
 

@@ -97,9 +97,14 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     rejected or failed (its stage and error type are printed); 3 when no stack answers;
     4 when --timeout passed before every result came.
     """
+    from ocrstream.errors import NotARegularFileError
     from ocrstream.streaming.paths import iter_paths
 
-    files = iter_paths(paths)
+    try:
+        files = iter_paths(paths, on_skip=lambda path, kind: click.echo(
+            f"ocrstream: skipped {path}: a {kind}, not a file", err=True))
+    except NotARegularFileError as exc:
+        raise click.ClickException(str(exc)) from None
     if not files:
         raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
     settings = get_settings()
