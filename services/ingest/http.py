@@ -12,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 
 from ocrstream.contracts import events
-from ocrstream.errors import DocumentTooLargeError, EmptyDocumentError, IdempotencyKeyReusedError, NotAnImageError
+from ocrstream.errors import (
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    IdempotencyKeyReusedError,
+    InvalidSubmissionError,
+    NotAnImageError,
+)
 from ocrstream.streaming.auth import Authenticator
 from ocrstream.streaming.http import NAME_PATTERN, BodyLimit, create_api
 from ocrstream.streaming.ingestor import Submitter, content_sha256
@@ -49,7 +55,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
     app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
 
     @app.post("/v1/documents", status_code=202)
-    async def post_document(response: Response, file: UploadFile = File(...),
+    async def post_document(request: Request, response: Response, file: UploadFile = File(...),
                             template: str | None = Form(None, min_length=1, max_length=MAX_TEMPLATE_CHARS,
                                                         pattern=NAME_PATTERN),
                             wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
@@ -67,7 +73,13 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
         type), 401/403 (API key), 429 (rate limit); 503 with ``Retry-After`` when the broker or
         the object store does not answer (nothing was accepted: submit again later). With an
         ``Idempotency-Key``, a retry gets the first answer (422 if the key came with another document).
+        One document per request: more than one ``file`` (or ``template``) field is a 400.
         """
+        form = await request.form()  # parsed once already for the parameters: cached
+        for name in ("file", "template"):
+            if len(form.getlist(name)) > 1:
+                raise HTTPException(400, detail={"error": InvalidSubmissionError.__name__, "message": (
+                    f"{len(form.getlist(name))} '{name}' fields: one document per request (post each file on its own)")})
         data = await file.read(limit + 1)
         if idempotency_key is None:
             return await accept(response, data, file.filename, template, wait)

@@ -1,6 +1,7 @@
 """``Idempotency-Key`` at the ingest HTTP door (services/ingest/idempotency.py) on fakes: same key
 and bytes -> same document and answer; other bytes -> 422; scoped per API key; bounded retention;
-an answer lost before it was remembered still yields the same document id."""
+an answer lost before it was remembered still yields the same document id; and one document per
+request (two ``file`` fields: 400)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,19 @@ async def test_a_malformed_key_is_a_typed_422(door, bad):
         return  # the client itself refuses to send it
     assert resp.status_code == 422 and resp.json()["detail"]["error"] == "InvalidParameterError"
     assert submitter.submitted == []
+
+
+
+async def test_two_file_fields_are_a_400_not_the_last_one_silently():
+    """Before, FastAPI kept the last ``file`` and dropped the first without a word."""
+    submitter = RecordingSubmitter(Settings(_env_file=None))
+    app = create_app(submitter, Authenticator(submitter.settings, "127.0.0.1"),
+                     idempotency=IdempotencyKeys(InMemoryObjectStore(), TTL_S))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://door") as client:
+        two = await client.post("/v1/documents", files=[("file", ("a.png", b"\x89PNG a")),
+                                                         ("file", ("b.png", b"\x89PNG b"))])
+        assert two.status_code == 400 and two.json()["detail"]["error"] == "InvalidSubmissionError"
+        assert "2 'file' fields" in two.json()["detail"]["message"]
+        one = await client.post("/v1/documents", files=[("file", ("a.png", b"\x89PNG a"))])
+        assert one.status_code == 202
+    assert len(submitter.submitted) == 1
