@@ -109,7 +109,7 @@ class EmbeddedStack:
             log_s3 = self._start_s3(creds, deadline, self._reuse(saved, BROKER_S3), name=BROKER_S3) \
                 if self.kafka_storage == "s3" else None
             bootstrap = self._start_kafka(creds, log_s3, deadline, self._reuse(saved, "kafka"))
-            run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+            self._create_topic(bootstrap, topic, deadline)
             s3_endpoint = self._start_s3(creds, deadline, self._reuse(saved, "s3"), notify=(bootstrap, topic))
             dsn = self._start_postgres(creds, deadline, self._reuse(saved, "postgres"))
             self.endpoints = StackEndpoints(
@@ -198,6 +198,21 @@ class EmbeddedStack:
         self.stop()
 
     # ---- services
+    def _create_topic(self, bootstrap: str, topic: str, deadline: float) -> None:
+        """Create ``topic`` (4 partitions), retrying transient errors until ``deadline``: a broker
+        restarted on its recorded data may time out its first requests."""
+        from ocrstream.streaming.retry import is_transient
+
+        while True:
+            try:
+                run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+                return
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() > deadline:
+                    raise
+                self.log(f"kafka: creating {topic}: {type(exc).__name__}; retrying")
+                time.sleep(0.5)
+
     def _reuse(self, saved: dict[str, dict[str, int]], name: str) -> dict[str, int] | None:
         """The ports service ``name`` had when last started from this state dir, if all are still
         free (else None: fresh ports, and the log says that clients need the new endpoints)."""
