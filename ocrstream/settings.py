@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     api_keys_file: str | None = _doors(None, "API keys of the HTTP doors (ocrstream/streaming/auth.py)")
     require_api_key: bool = _doors(False, "require a key even on loopback (always required beyond it)")
     rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
+    idempotency_ttl_s: float = _doors(24 * 3600.0, "how long the ingest door remembers an Idempotency-Key's answer "
+                                                   "(services/ingest/idempotency.py)", gt=0)
     ingest_url: str | None = _doors(None, "the ingest HTTP door's URL for clients (None: http_host:http_port)")
     api_key: SecretStr | None = _doors(None, "the API key clients send to the HTTP doors (never printed)")
     duplicates: Literal["reprocess", "reuse"] = _doors(
@@ -191,6 +193,8 @@ class Settings(BaseSettings):
     health_probe_timeout_s: float = _obs(3.0, "timeout of one readiness probe")
     health_max_poll_age_s: float = _obs(30.0, "not ready when the stage loop has not polled for longer")
     health_max_retry_s: float = _obs(60.0, "not ready when retrying without a commit for longer")
+    dependency_exit_s: float = _obs(120.0, "crash-only: a process whose dependencies stay unreachable for longer "
+                                           "exits with status 3 for its supervisor to restart (0 = never)", ge=0)
     lag_exporter_port: int = _obs(9108, "port of `ocrstream lag-exporter`")
     lag_exporter_interval_s: float = _obs(15.0, "how often the lag exporter reads the groups' lag")
 

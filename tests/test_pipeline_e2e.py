@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
+import os
 import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -451,6 +454,45 @@ def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
         assert all(s["ready"] for s in report["stages"] if s["name"] != "ingest")
     finally:
         stages.start_one("ingest")
+
+def test_status_sees_a_frozen_stage_within_15_s(pipeline):
+    """``kill -STOP`` of recognize: its process exists and its group stays Stable, but its own
+    ``/readyz`` does not answer. ``status`` says it is frozen and what to do, exit 1, within 15 s
+    (the subprocess's timeout); after ``kill -CONT`` it is healthy again."""
+    import signal
+    import subprocess
+    import time
+
+    stages, env = pipeline
+    for _ in range(60):  # earlier tests restarted stages: wait until all are back in their groups
+        code, report = status_json(env)
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0, report["problems"]
+    recognize = stages.procs["recognize"].pid
+    os.kill(recognize, signal.SIGSTOP)
+    try:
+        out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "status", "--json"], env=env,
+                             capture_output=True, text=True, timeout=15)
+        report = json.loads(out.stdout)
+        assert out.returncode == 1 and not report["healthy"]
+        stage = next(s for s in report["stages"] if s["name"] == "recognize")
+        assert not stage["ready"] and stage["group_state"] == "Stable"
+        process = next(p for p in stage["processes"] if p["pid"] == recognize)
+        assert process["readiness"] == "frozen", process
+        problem = next(p for p in report["problems"] if "recognize" in p["what"])
+        assert "frozen" in problem["what"] and f"kill -CONT {recognize}" in problem["do"]
+        assert all(s["ready"] for s in report["stages"] if s["name"] != "recognize")
+    finally:
+        os.kill(recognize, signal.SIGCONT)
+    for _ in range(60):
+        code, report = status_json(env)
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0, report["problems"]
+
 
 async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, tmp_path):
     """A form names a template preprocess does not know: failed. The fix (the template is

@@ -109,9 +109,14 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     rejected or failed (its stage and error type are printed); 3 when no stack answers;
     4 when --timeout passed before every result came.
     """
+    from ocrstream.errors import NotARegularFileError
     from ocrstream.streaming.paths import iter_paths
 
-    files = iter_paths(paths)
+    try:
+        files = iter_paths(paths, on_skip=lambda path, kind: click.echo(
+            f"ocrstream: skipped {path}: a {kind}, not a file", err=True))
+    except NotARegularFileError as exc:
+        raise click.ClickException(str(exc)) from None
     if not files:
         raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
     settings = get_settings()
@@ -667,18 +672,20 @@ def dlq_show(document_id: str) -> None:
 @click.option("--document", "document_id", default=None, help="Only this document.")
 @click.option("--all", "everything", is_flag=True, help="Replay every dead letter (no filter needed).")
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed, send nothing.")
-def dlq_replay(stage, error_type, since, document_id, everything, dry_run) -> None:
-    """Send the inputs of the selected dead letters again (documents already done are skipped)."""
+@click.option("--force", is_flag=True, help="Send even when an earlier replay of a document is still pending "
+              "(its outcome not stored yet, e.g. because that replay was lost).")
+def dlq_replay(stage, error_type, since, document_id, everything, dry_run, force) -> None:
+    """Send the inputs of the selected dead letters again. Idempotent: documents already done are
+    skipped, and so are documents whose earlier replay is still pending (unless --force)."""
     from ocrstream.ops import dlq as dl
 
     if not (stage or error_type or since or document_id or everything):
         raise click.UsageError("name a filter (--stage, --error-type, --since, --document) or --all")
     letters = _select(stage, error_type, since, document_id)
-    outcomes = dl.run(dl.replay(get_settings(), letters, dry_run=dry_run))
+    outcomes = dl.run(dl.replay(get_settings(), letters, dry_run=dry_run, force=force))
     for o in outcomes:
         click.echo(f"{o.action:<15} {o.letter.document_id}  {o.letter.error_type}  -> {o.topic}")
-    counts = {a: sum(o.action == a for o in outcomes) for a in ("replayed", "would-replay", "skipped-done",
-                                                                "not-replayable")}
+    counts = {a: sum(o.action == a for o in outcomes) for a in dl.ACTIONS}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing to replay", err=True)
 
 

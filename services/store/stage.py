@@ -85,7 +85,8 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.vers
     recognizer = EXCLUDED.recognizer, provider = EXCLUDED.provider,
     submitted_at = EXCLUDED.submitted_at, ingested_at = EXCLUDED.ingested_at,
     preprocessed_at = EXCLUDED.preprocessed_at, recognized_at = EXCLUDED.recognized_at,
-    stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL
+    stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL,
+    replay_pending_since = NULL
 """
 
 UPSERT_PAGE = """
@@ -117,7 +118,7 @@ VALUES ($1, 'failed', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.version,
     published_at = NULL, error_stage = EXCLUDED.error_stage,
     error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
-    stored_at = EXCLUDED.stored_at
+    stored_at = EXCLUDED.stored_at, replay_pending_since = NULL
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
