@@ -26,6 +26,12 @@ CPU-ms per page of decode, clean-up+detection+crops and their sum).
 well as from the original, :func:`ocrstream.ocr.regions.detected_regions`; isolated colons
 attached to lines, :func:`ocrstream.ocr.detection.attach_colons`.)
 
+``--stream`` reads the seeded dev stream of :mod:`bench.dev_stream` instead (every page upright,
+a quarter turned 90/180/270, a quarter skewed 4-15 degrees, a few in perspective) and prints
+CER ci per kind of page next to the CER ci of the SAME receipts upright, CPU-ms per page by kind
+and the CPU of the orientation decision alone (:func:`ocrstream.ocr.cleanup.page_orientation`
+on the decoded page); with ``--ablation``, one such row per clean-up configuration.
+
 ``--min-confidence`` drops regions below that confidence before joining (RapidOCR
 drops < 0.5: rapidocr ``config.yaml`` ``Global.text_score``); default 0 keeps all.
 """
@@ -37,6 +43,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +51,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from dev_stream import KINDS, StreamPage, make_stream  # noqa: E402
 
 from ocrstream.ocr import cleanup  # noqa: E402
+from ocrstream.ocr.decode import decode_pages  # noqa: E402
 from ocrstream.ocr.detection import DB_UNCLIP_RATIO, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
 from ocrstream.ocr.document import Document  # noqa: E402
 from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
@@ -163,6 +174,68 @@ def ablation(records: list[dict], pipeline: OCRPipeline, args: argparse.Namespac
               + f" | {ms['decode']:.0f} | {ms['regions']:.0f} | {ms['decode'] + ms['regions']:.0f} |", flush=True)
 
 
+def run_stream(stream: list[StreamPage], pipeline: OCRPipeline) -> dict[str, dict]:
+    """Every stream page through ``pipeline`` -> {page id: {kind, base, hyp, ref, cpu_s}}."""
+    out = {}
+    for item in stream:
+        before = sum(pipeline.cpu_s.values())
+        document = pipeline(item.data, document_id=item.id)
+        out[item.id] = {"kind": item.kind, "base": item.record["id"], "hyp": document.render_text(),
+                        "ref": item.record["text"], "cpu_s": sum(pipeline.cpu_s.values()) - before}
+    return out
+
+
+def stream_row(result: dict[str, dict]) -> dict[str, str]:
+    """Per kind: CER ci of its pages, CER ci of the same receipts upright, CPU-ms per page."""
+    upright = {r["base"]: r for r in result.values() if r["kind"] == "upright"}
+    row = {}
+    for kind in KINDS:
+        pages = [r for r in result.values() if r["kind"] == kind]
+        if not pages:
+            continue
+        same = [upright[r["base"]] for r in pages if r["base"] in upright]
+        c = 100 * cer([r["hyp"] for r in pages], [r["ref"] for r in pages])
+        c0 = 100 * cer([r["hyp"] for r in same], [r["ref"] for r in same])
+        ms = 1000 * sum(r["cpu_s"] for r in pages) / len(pages)
+        if kind == "upright":
+            row[kind] = f"{c:.2f} % / WER {100 * wer([r['hyp'] for r in pages], [r['ref'] for r in pages]):.2f} %"
+        else:
+            row[kind] = f"{c:.2f} % ({c0:.2f} %)"
+        row[kind + " ms"] = f"{ms:.0f}"
+    return row
+
+
+def orientation_cost(stream: list[StreamPage]) -> tuple[float, int]:
+    """(CPU-ms per page of :func:`cleanup.page_orientation` on the bordered page, pages judged wrong)."""
+    spent, wrong = 0.0, 0
+    for item in stream:
+        page = cleanup.remove_border(next(iter(decode_pages(item.data))))[0]
+        start = time.process_time()
+        quarters = cleanup.page_orientation(page)
+        spent += time.process_time() - start
+        expected = (4 - int(item.detail) // 90) % 4 if item.kind == "turned" else 0
+        wrong += quarters != expected
+    return 1000 * spent / len(stream), wrong
+
+
+def stream_report(stream: list[StreamPage], pipeline: OCRPipeline, configs: list[tuple[str, ...]]) -> None:
+    """One row per clean-up configuration: CER ci per kind (same receipts upright), CPU-ms per page per kind."""
+    counts = {k: sum(p.kind == k for p in stream) for k in KINDS}
+    print("stream: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    print("| clean-up | upright CER ci | turned CER ci (same upright) | skewed | perspective "
+          "| CPU-ms upright | turned | skewed | perspective |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for steps in configs:
+        pipeline.cleanup_steps = steps
+        row = stream_row(run_stream(stream, pipeline))
+        label = ",".join(steps) or "none"
+        label += " (default)" if steps == cleanup.DEFAULT_STEPS else ""
+        print(f"| {label} | " + " | ".join(row.get(k, "") for k in KINDS) + " | "
+              + " | ".join(row.get(k + " ms", "") for k in KINDS) + " |", flush=True)
+    ms, wrong = orientation_cost(stream)
+    print(f"orientation decision alone: {ms:.0f} CPU-ms per page; pages judged wrong: {wrong}/{len(stream)}")
+
+
 def report(totals: Totals, n_pages: int, args: argparse.Namespace) -> None:
     print(f"pages: {n_pages}  max_side={args.max_side}  unclip_ratio={args.unclip_ratio}  "
           f"threads={args.threads}  batch={args.batch}  min_confidence={args.min_confidence}  "
@@ -194,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true", help="one row per clean-up configuration")
     parser.add_argument("--postprocess", action="store_true",
                         help="score the store stage's post-processed text instead of the raw readings")
+    parser.add_argument("--stream", action="store_true",
+                        help="the seeded dev stream (bench/dev_stream.py): CER and CPU per kind of page")
+    parser.add_argument("--configs", default=None,
+                        help="with --stream --ablation: ';'-separated clean-up configurations to compare")
+    parser.add_argument("--seed", type=int, default=20, help="dev stream seed")
     parser.add_argument("--save-texts", type=Path, default=None, help="write {page id: text} as JSON here")
     args = parser.parse_args(argv)
     steps = cleanup.parse_steps(args.cleanup)
@@ -206,6 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
     postprocessor = PostProcessor() if args.postprocess else None
     pipeline = OCRPipeline(recognizer, detector, postprocessor, cleanup_steps=steps)
+    if args.stream:
+        stream = make_stream(records, args.data, seed=args.seed)
+        if args.ablation:
+            configs = ([cleanup.parse_steps(c) for c in args.configs.split(";")] if args.configs else
+                       list(dict.fromkeys([("border",), ("border", "orientation"), ("border", "deskew"),
+                                           ("border", "deskew", "orientation"), cleanup.DEFAULT_STEPS])))
+        else:
+            configs = [steps]
+        print(f"max_side={args.max_side}  threads={args.threads}  seed={args.seed}")
+        stream_report(stream, pipeline, configs)
+        return 0
     if args.ablation:
         ablation(records, pipeline, args)
         return 0

@@ -67,8 +67,21 @@ class UnknownTemplateError(BadInputError):
     """A document names a fixed-layout template that does not exist."""
 
 
+class NotARegularFileError(BadInputError):
+    """A path names a FIFO, device or socket, not a file: reading it could block for ever."""
+
+
 class InvalidSubmissionError(BadInputError):
     """A submission's metadata is unusable (e.g. a raw-topic key that is not a valid id)."""
+
+
+class InvalidParameterError(PermanentError):
+    """A request parameter of an HTTP API is malformed or out of range (a NUL or control character,
+    an integer or a time beyond its bounds): the request is refused with 422."""
+
+
+class IdempotencyKeyReusedError(BadInputError):
+    """An ``Idempotency-Key`` sent again with another document (other bytes or template): 422."""
 
 
 class InvalidEventError(PermanentError):

@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     api_keys_file: str | None = _doors(None, "API keys of the HTTP doors (ocrstream/streaming/auth.py)")
     require_api_key: bool = _doors(False, "require a key even on loopback (always required beyond it)")
     rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
+    idempotency_ttl_s: float = _doors(24 * 3600.0, "how long the ingest door remembers an Idempotency-Key's answer "
+                                                   "(services/ingest/idempotency.py)", gt=0)
     ingest_url: str | None = _doors(None, "the ingest HTTP door's URL for clients (None: http_host:http_port)")
     api_key: SecretStr | None = _doors(None, "the API key clients send to the HTTP doors (never printed)")
     duplicates: Literal["reprocess", "reuse"] = _doors(
@@ -158,7 +160,13 @@ class Settings(BaseSettings):
     # OCR: decoding, clean-up, detection, templates, post-processing
     pdf_dpi: int = _ocr(200, "resolution PDF pages are rendered at")
     detect_max_side: int = _ocr(1536, "longest side the detector sees (bench_pages: 2048 costs ~90 CPU-ms/page, no CER gain)")
-    cleanup_steps: str = _ocr("border", "comma list of ocrstream/ocr/cleanup.py STEPS, '' = off (bench_pages --ablation)")
+    cleanup_steps: str = _ocr("border,orientation",
+                              "comma list of ocrstream/ocr/cleanup.py STEPS, '' = off (bench_pages --stream --ablation)")
+    pdf_text: Literal["auto", "ocr", "text"] = _ocr(
+        "auto", "PDF text layers page by page (ocrstream/ocr/pdftext.py): auto reads a page whose text is drawn "
+                "visibly from the PDF and OCRs the others (no text, an invisible earlier OCR layer, garbage); text | ocr")
+    pdf_max_page_chars: int = _limits(100_000, "characters of one page's PDF text layer read at most (more: OCRed)",
+                                      ge=1)
     templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
     postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
     review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")
@@ -172,6 +180,8 @@ class Settings(BaseSettings):
     ppocr_model: str | None = _models(
         None, "a fine-tuned PP-OCR model's manifest.json or folder (sha256 checked at load); None = PP-OCRv6")
     device: str = _models("auto", "auto | cpu | cuda (auto: CUDA when onnxruntime-gpu and a GPU are there)")
+    inference: str = _models("auto", "backend: auto (OpenVINO bf16 on CPUs with native bfloat16, else ONNX Runtime; "
+                                     "CUDA: ONNX Runtime) | onnxruntime | openvino-bf16 | openvino-fp32")
     follow_promoted_model: bool = _models(
         False, "recognize serves the model promoted by `ocrstream model promote` (PostgreSQL pointer), "
                "switching between batches when a newer one is promoted (needs PostgreSQL)")
@@ -190,6 +200,8 @@ class Settings(BaseSettings):
     health_probe_timeout_s: float = _obs(3.0, "timeout of one readiness probe")
     health_max_poll_age_s: float = _obs(30.0, "not ready when the stage loop has not polled for longer")
     health_max_retry_s: float = _obs(60.0, "not ready when retrying without a commit for longer")
+    dependency_exit_s: float = _obs(120.0, "crash-only: a process whose dependencies stay unreachable for longer "
+                                           "exits with status 3 for its supervisor to restart (0 = never)", ge=0)
     lag_exporter_port: int = _obs(9108, "port of `ocrstream lag-exporter`")
     lag_exporter_interval_s: float = _obs(15.0, "how often the lag exporter reads the groups' lag")
 

@@ -18,6 +18,12 @@ def pytest_addoption(parser):
     group.addoption("--soak", action="store_true", help="soak: 200 documents per scenario, longer outages")
 
 
+# The tests pin the fp32 ONNX Runtime backend (stage processes they start inherit it): many assert
+# exact invariances (batching, export parity, stages vs pipeline) that hold bit for bit in fp32.
+# The default backend (auto: OpenVINO bf16 where the CPU has it) is tested against it in
+# tests/unit/test_backends.py and measured by bench/bench_backends.py.
+os.environ.setdefault("OCRSTREAM_INFERENCE", "onnxruntime")
+
 #: The bound on one unit test, seconds (the rest: ``timeout`` in pyproject.toml's pytest options).
 UNIT_TIMEOUT_S = 120
 

@@ -23,6 +23,9 @@ def test_dev_up_writes_settings_and_down_stops(tmp_path):
         assert env["OCRSTREAM_KAFKA_BOOTSTRAP"].startswith("127.0.0.1:")
         assert env["OCRSTREAM_POSTGRES_DSN"].startswith("postgresql://")
         assert f"export OCRSTREAM_S3_ENDPOINT={env['OCRSTREAM_S3_ENDPOINT']}" in up.stdout
+        secrets = [env[k] for k in ("OCRSTREAM_S3_SECRET_KEY", "OCRSTREAM_POSTGRES_DSN")]
+        assert not any(secret in up.stdout + up.stderr for secret in secrets)  # printed as ********
+        assert "export OCRSTREAM_S3_SECRET_KEY=********" in up.stdout
         again = ocrstream("dev", "up", "--state-dir", str(state))  # already up: same endpoints
         assert again.returncode == 0 and (state / "stack.env").read_text().count("127.0.0.1") >= 3
         assert f"OCRSTREAM_KAFKA_BOOTSTRAP={env['OCRSTREAM_KAFKA_BOOTSTRAP']}" in again.stdout

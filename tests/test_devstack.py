@@ -257,3 +257,36 @@ async def test_dead_services_come_back_on_their_ports_and_data(tmp_path: Path) -
         st.stop()
     assert (tmp_path / "pg" / "data").is_dir()  # dev down keeps data
     assert purge(tmp_path) is True and not tmp_path.exists()
+
+
+@pytest.mark.slow
+def test_dev_down_then_up_keeps_every_endpoint(tmp_path: Path) -> None:
+    """`dev down` then `dev up` on the same state dir: every service comes back on the port it had
+    (ports.json), so stages still running keep working; a port taken meanwhile gets a new one."""
+    import socket
+
+    lines: list[str] = []
+    st = EmbeddedStack(tmp_path, log=lines.append)
+    first = st.start()
+    ports = json.loads((tmp_path / "ports.json").read_text())
+    assert set(ports) == {"kafka-s3", "kafka", "s3", "postgres"}
+    assert stop_running(tmp_path) is True and read_running(tmp_path) is None  # dev down
+    st = EmbeddedStack(tmp_path, log=lines.append)
+    try:
+        assert st.start() == first  # dev up: the same endpoints
+        assert json.loads((tmp_path / "ports.json").read_text()) == ports
+    finally:
+        stop_running(tmp_path)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped server's TIME_WAITs
+    squatter.bind(("127.0.0.1", ports["postgres"]["postgres"]))
+    squatter.listen(1)
+    try:
+        st = EmbeddedStack(tmp_path, log=lines.append)
+        moved = st.start()
+        assert moved.kafka_bootstrap == first.kafka_bootstrap and moved.s3_endpoint == first.s3_endpoint
+        assert moved.postgres_dsn != first.postgres_dsn
+        assert any("postgres: its recorded port(s)" in line and "taken" in line for line in lines)
+    finally:
+        stop_running(tmp_path)
+        squatter.close()

@@ -56,7 +56,7 @@ async def test_keys_are_required_and_scoped(doors):
                                   headers=bearer(doors["reader"]))).status_code == 403
         ok = await client.post(url, files={"file": ("k.png", png)}, headers={"X-API-Key": doors["full"]})
         assert ok.status_code == 202, ok.text
-        await wait_http(doors["query"] + "/docs")
+        await wait_http(doors["query"] + "/healthz")
         assert (await client.get(doors["query"] + "/v1/documents")).status_code == 401
         listed = await client.get(doors["query"] + "/v1/documents", headers=bearer(doors["reader"]))
         assert listed.status_code == 200

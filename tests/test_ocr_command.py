@@ -105,3 +105,11 @@ def test_ocr_with_a_template_reads_its_fields():
 def test_ocr_usage_errors_exit_2(args, message):
     result = ocr(*args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_txt_output_shows_where_a_page_ends():
+    """A form feed is invisible in a terminal or pipe ("MondayMemo page 2"): people get a line."""
+    out = ocr(str(REPO / "samples" / "memo.pdf"))
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.split("\n[page break]\n")
+    assert first.strip() and second.strip() and "\f" not in out.stdout

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
+import os
 import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -249,6 +252,38 @@ async def test_fixed_layout_template_cuts_named_fields(pipeline, stack_settings,
     assert "lab-report" in failed.error.message  # lists the known templates
 
 
+async def test_a_mixed_pdf_is_read_page_by_page_through_the_stages(pipeline, stack_settings, tmp_path):
+    """A born-digital page read from the PDF's text layer, a scanned page OCRed: decided per page,
+    recorded in the results event and PostgreSQL (issue 20)."""
+    from tests.test_pdf_text import INVOICE, born_digital, merge, scanned
+
+    path = tmp_path / "mixed.pdf"
+    path.write_bytes(merge(born_digital([INVOICE]), scanned((Path(__file__).parents[1] / "samples" /
+                                                             "receipt.png").read_bytes())))
+    receipt, = await submit_all(stack_settings, [path])
+    results = await wait_for_results(stack_settings, [receipt.document_id], timeout_s=300)
+    done = events.to_json_object(results[receipt.document_id])
+    assert done["status"] == "done", done.get("error")
+    assert [p["text_source"] for p in done["pages"]] == ["pdf-text", "ocr"]
+    first = [r for r in done["regions"] if r["page_index"] == 0]
+    assert {r["source"] for r in first} == {"pdf-text"} and {r["confidence"] for r in first} == {1.0}
+    assert done["text"].split("\f")[0] == "\n".join(INVOICE)
+    assert "CORNER" in done["text"].split("\f")[1]
+    conn = await asyncpg.connect(stack_settings.dsn)
+    try:
+        rows = await conn.fetch("SELECT page_index, text_source FROM pages WHERE document_id = $1 ORDER BY page_index",
+                                receipt.document_id)
+    finally:
+        await conn.close()
+    assert [r["text_source"] for r in rows] == ["pdf-text", "ocr"]
+    stages, _ = pipeline
+    async with httpx.AsyncClient() as client:
+        scraped = (await client.get(
+            f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
+    counted = dict(re.findall(r'^ocrstream_pages_total\{path="([a-z-]+)"\} ([0-9.]+)$', scraped, re.M))
+    assert float(counted["pdf-text"]) >= 1 and float(counted["ocr"]) >= 1, counted
+
+
 async def test_resubmitted_bytes_are_reused_or_reprocessed(pipeline, stack_settings, tmp_path):
     path = tmp_path / "again.png"
     path.write_bytes(render("again.png", [f"RESUBMIT {uuid.uuid4().hex[:6].upper()}"]))
@@ -403,7 +438,9 @@ def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
         assert by_stage[name]["ready"] and by_stage[name]["members"] >= 1
         assert stages.procs[name].pid in [p["pid"] for p in by_stage[name]["processes"]]
     counts, newest_failure = asyncio.run(documents_last_hour(stack_settings))
-    assert report["documents"] == {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}
+    assert {k: report["documents"][k] for k in ("done", "failed")} == {"done": counts.get("done", 0),
+                                                                      "failed": counts.get("failed", 0)}
+    assert report["documents"]["pages_ocr"] >= 1 and report["documents"]["pages_pdf_text"] >= 0
     assert [f["document_id"] for f in report["failures"]][:1] == ([newest_failure] if newest_failure else [])
 
     stages.stop_one("ingest")
@@ -417,6 +454,45 @@ def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
         assert all(s["ready"] for s in report["stages"] if s["name"] != "ingest")
     finally:
         stages.start_one("ingest")
+
+def test_status_sees_a_frozen_stage_within_15_s(pipeline):
+    """``kill -STOP`` of recognize: its process exists and its group stays Stable, but its own
+    ``/readyz`` does not answer. ``status`` says it is frozen and what to do, exit 1, within 15 s
+    (the subprocess's timeout); after ``kill -CONT`` it is healthy again."""
+    import signal
+    import subprocess
+    import time
+
+    stages, env = pipeline
+    for _ in range(60):  # earlier tests restarted stages: wait until all are back in their groups
+        code, report = status_json(env)
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0, report["problems"]
+    recognize = stages.procs["recognize"].pid
+    os.kill(recognize, signal.SIGSTOP)
+    try:
+        out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "status", "--json"], env=env,
+                             capture_output=True, text=True, timeout=15)
+        report = json.loads(out.stdout)
+        assert out.returncode == 1 and not report["healthy"]
+        stage = next(s for s in report["stages"] if s["name"] == "recognize")
+        assert not stage["ready"] and stage["group_state"] == "Stable"
+        process = next(p for p in stage["processes"] if p["pid"] == recognize)
+        assert process["readiness"] == "frozen", process
+        problem = next(p for p in report["problems"] if "recognize" in p["what"])
+        assert "frozen" in problem["what"] and f"kill -CONT {recognize}" in problem["do"]
+        assert all(s["ready"] for s in report["stages"] if s["name"] != "recognize")
+    finally:
+        os.kill(recognize, signal.SIGCONT)
+    for _ in range(60):
+        code, report = status_json(env)
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0, report["problems"]
+
 
 async def test_dead_letters_are_replayed_after_a_fix(pipeline, stack_settings, tmp_path):
     """A form names a template preprocess does not know: failed. The fix (the template is

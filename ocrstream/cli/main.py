@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,6 +25,9 @@ def get_settings():
 
 
 def _stage(name: str):
+    from ocrstream.streaming.stage import Stage
+
+    cls: type[Stage]
     if name == "ingest":
         from services.ingest.stage import IngestStage as cls
     elif name == "preprocess":
@@ -35,14 +39,20 @@ def _stage(name: str):
     return cls(get_settings())
 
 
+#: Libraries whose INFO lines are noise to a user (fontTools: ~45 lines per searchable-PDF export);
+#: shown with ``-v``.
+CHATTY_LOGGERS = ("aiokafka", "httpx", "fontTools", "ocrmypdf", "pikepdf")
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="ocrstream", prog_name="ocrstream")
 def main(verbose: bool) -> None:
     """ocrstream: event-driven streaming OCR (Kafka stages, S3, ONNX Runtime, PostgreSQL)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 @main.command()
@@ -124,9 +134,14 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     rejected or failed (its stage and error type are printed); 3 when no stack answers;
     4 when --timeout passed before every result came.
     """
+    from ocrstream.errors import NotARegularFileError
     from ocrstream.streaming.paths import iter_paths
 
-    files = iter_paths(paths)
+    try:
+        files = iter_paths(paths, on_skip=lambda path, kind: click.echo(
+            f"ocrstream: skipped {path}: a {kind}, not a file", err=True))
+    except NotARegularFileError as exc:
+        raise click.ClickException(str(exc)) from None
     if not files:
         raise click.ClickException(f"no files under {', '.join(map(str, paths))}")
     settings = get_settings()
@@ -260,7 +275,7 @@ async def _submit(settings, files: list[Path], wait: bool, timeout: float, templ
     return _report([_finished(o) for o in outcomes], len(receipts), [(r.filename, r.document_id) for r in missing], timeout)
 
 
-def _report(finished: list[Finished], total: int, missing: list[tuple[str, str]], timeout: float) -> int:
+def _report(finished: list[Finished], total: int, missing: Sequence[tuple[str | None, str]], timeout: float) -> int:
     """Print each finished document and what failed or is missing; the exit code of ``submit --wait``."""
     for f in finished:
         click.secho(f"\n== {f.filename} [{f.status}] {f.document_id}", bold=True)
@@ -411,7 +426,7 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
     from ocrstream.errors import ConfigurationError
 
     try:
-        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" else b""
+        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" and original is not None else b""
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     content: bytes = (pdf if fmt == "pdf" else
@@ -486,6 +501,7 @@ def ocr_cmd(files: tuple[Path, ...], fmt: str, template: str | None, output_dir:
 
 def _ocr_file(pipeline, path: Path, template, fmt: str) -> tuple[str | None, str]:
     """(None, the document rendered as ``fmt``) or (``"ErrorType: message"``, "") for one file."""
+    from ocrstream.ocr.document import VISIBLE_PAGE_BREAK
     from ocrstream.ocr.exports import to_alto, to_hocr
     from ocrstream.streaming.retry import as_typed
 
@@ -497,19 +513,29 @@ def _ocr_file(pipeline, path: Path, template, fmt: str) -> tuple[str | None, str
         return f"{type(typed).__name__}: {typed}", ""
     if fmt == "json":
         return None, json.dumps(doc.export(), ensure_ascii=False)
-    return None, doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else to_alto(doc)
+    if fmt == "txt":
+        return None, doc.render_text(VISIBLE_PAGE_BREAK)
+    return None, to_hocr(doc) if fmt == "hocr" else to_alto(doc)
 
 
 @main.command()
 @click.argument("path", default="/readyz")
-@click.option("--port", default=None, type=int, help="Port (default: OCRSTREAM_METRICS_PORT, else 9100).")
+@click.option("--stage", type=click.Choice(list(PROCESSES)), default=None,
+              help="Probe this process's port (ingest 9101 ... api 9105, or OCRSTREAM_METRICS_PORT).")
+@click.option("--port", default=None, type=int, help="Port (default: the stage's, else OCRSTREAM_METRICS_PORT).")
 @click.option("--timeout", default=4.0, show_default=True, help="Seconds to wait for the answer.")
-def probe(path: str, port: int | None, timeout: float) -> None:
+def probe(path: str, stage: str | None, port: int | None, timeout: float) -> None:
     """Exit 0 if http://127.0.0.1:PORT/PATH answers 200, else 1 (container health checks)."""
     import urllib.error
     import urllib.request
 
-    port = port or get_settings().metrics_port or 9100
+    from ocrstream.contracts.stages import metrics_port
+
+    configured = get_settings().metrics_port
+    port = port or (metrics_port(stage, configured) if stage else configured)
+    if not port:
+        raise click.UsageError("which process? --stage ingest|preprocess|recognize|store|api (ports 9101-9105), "
+                               "--port N, or OCRSTREAM_METRICS_PORT")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
             click.echo(resp.read(2000).decode("utf-8", "replace"))
@@ -585,9 +611,16 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
     endpoints.write_env_file(env_file)
     from ocrstream.settings import DEV_ENV_FILE
 
-    click.echo(f"stack up; settings in {env_file} (read automatically from {DEV_ENV_FILE})")
+    click.echo(f"stack up; settings in {env_file} (mode 0600; read automatically from {DEV_ENV_FILE} "
+               "under this directory, elsewhere with OCRSTREAM_ENV_FILE=<that file>)")
     for key, value in endpoints.as_env().items():
-        click.echo(f"export {key}={value}")
+        shown = "********  (in the file)" if is_secret_setting(key) else value
+        click.echo(f"export {key}={shown}")
+
+
+def is_secret_setting(env_name: str) -> bool:
+    """True for variables whose value is a secret (keys, passwords, DSNs that carry a password)."""
+    return any(word in env_name for word in ("SECRET", "PASSWORD", "DSN", "API_KEY"))
 
 
 @dev.command("down")
@@ -664,18 +697,20 @@ def dlq_show(document_id: str) -> None:
 @click.option("--document", "document_id", default=None, help="Only this document.")
 @click.option("--all", "everything", is_flag=True, help="Replay every dead letter (no filter needed).")
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed, send nothing.")
-def dlq_replay(stage, error_type, since, document_id, everything, dry_run) -> None:
-    """Send the inputs of the selected dead letters again (documents already done are skipped)."""
+@click.option("--force", is_flag=True, help="Send even when an earlier replay of a document is still pending "
+              "(its outcome not stored yet, e.g. because that replay was lost).")
+def dlq_replay(stage, error_type, since, document_id, everything, dry_run, force) -> None:
+    """Send the inputs of the selected dead letters again. Idempotent: documents already done are
+    skipped, and so are documents whose earlier replay is still pending (unless --force)."""
     from ocrstream.ops import dlq as dl
 
     if not (stage or error_type or since or document_id or everything):
         raise click.UsageError("name a filter (--stage, --error-type, --since, --document) or --all")
     letters = _select(stage, error_type, since, document_id)
-    outcomes = dl.run(dl.replay(get_settings(), letters, dry_run=dry_run))
+    outcomes = dl.run(dl.replay(get_settings(), letters, dry_run=dry_run, force=force))
     for o in outcomes:
         click.echo(f"{o.action:<15} {o.letter.document_id}  {o.letter.error_type}  -> {o.topic}")
-    counts = {a: sum(o.action == a for o in outcomes) for a in ("replayed", "would-replay", "skipped-done",
-                                                                "not-replayable")}
+    counts = {a: sum(o.action == a for o in outcomes) for a in dl.ACTIONS}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing to replay", err=True)
 
 
@@ -702,6 +737,49 @@ def apikey_create(name: str, scopes: str, keys_file: Path | None) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(token)
     click.echo(f"stored hashed in {path} (mode 0600); send it as: Authorization: Bearer <key>", err=True)
+
+
+def _keys_file(keys_file: Path | None) -> Path:
+    path = keys_file or (Path(get_settings().api_keys_file) if get_settings().api_keys_file else None)
+    if path is None:
+        raise click.UsageError("name the keys file with --file or OCRSTREAM_API_KEYS_FILE")
+    return path
+
+
+@apikey.command("list")
+@click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
+              help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
+def apikey_list(keys_file: Path | None) -> None:
+    """The keys by name: scopes and creation time (tokens are not stored, so never shown)."""
+    from ocrstream.errors import ConfigurationError
+    from ocrstream.streaming.auth import key_records
+
+    try:
+        records = key_records(_keys_file(keys_file))
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in records:
+        scopes = r["scopes"] if isinstance(r["scopes"], list) else []
+        click.echo(f"{r['name']:<24} {','.join(map(str, scopes)):<20} {r.get('created', '')}")
+    click.echo(f"{len(records)} key(s)", err=True)
+
+
+@apikey.command("revoke")
+@click.argument("name")
+@click.option("--file", "keys_file", type=click.Path(path_type=Path), default=None,
+              help="Keys file (default: OCRSTREAM_API_KEYS_FILE).")
+def apikey_revoke(name: str, keys_file: Path | None) -> None:
+    """Remove every key called NAME (running doors re-read the file within seconds, or at restart)."""
+    from ocrstream.errors import ConfigurationError
+    from ocrstream.streaming.auth import revoke_key
+
+    try:
+        removed = revoke_key(_keys_file(keys_file), name)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no key called {name!r}")
+    click.echo(f"revoked {removed} key(s) called {name!r}", err=True)
 
 
 @main.group()

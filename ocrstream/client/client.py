@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 
@@ -63,7 +64,7 @@ def unreachable(settings: Settings, exc: BaseException) -> StackUnreachableError
     return None
 
 
-def _raise_unreachable(settings: Settings, exc: BaseException) -> None:
+def _raise_unreachable(settings: Settings, exc: BaseException) -> NoReturn:
     if (error := unreachable(settings, exc)) is not None:
         raise error from exc
     raise exc
@@ -122,6 +123,7 @@ class Client:
         if submitter:
             await self.submitter.__aexit__(None, None, None)
         if reader:
+            assert self.reader is not None  # reader=True only when the client has one
             await self.reader.stop()
 
     async def _published_in_store(self, document_ids: list[str], timeout_s: float) -> None:

@@ -9,6 +9,11 @@ HTTP gets the same answer with one request: ``POST /v1/documents?wait=SECONDS`` 
 ``ocr.results.v1`` event once stored, 202 if the wait ran out first). This module needs only
 ``urllib3`` (the HTTP client minio is built on) and the settings.
 
+Every file is posted with an ``Idempotency-Key`` of its own (a random UUID): when the connection
+breaks after the request went out (the answer was lost: the door may have accepted it), the same
+request is sent again with the same key, at most :data:`RESENDS` times, and the door answers with
+the first document instead of making a second (services/ingest/idempotency.py).
+
 The door is found at ``OCRSTREAM_INGEST_URL``, else at the ingest stage's own bind address
 (``OCRSTREAM_HTTP_HOST``/``OCRSTREAM_HTTP_PORT``; a wildcard host means this machine). A key
 (``OCRSTREAM_API_KEY``) is sent as ``Authorization: Bearer`` when set (:mod:`ocrstream.streaming.auth`).
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +48,8 @@ MAX_DOOR_WAIT_S = 60.0
 CONNECT_TIMEOUT_S = 2.0
 #: files posted at once (each one waits for its own result on the door).
 MAX_IN_FLIGHT = 4
+#: times a request is sent again (same Idempotency-Key) after its answer was lost.
+RESENDS = 2
 
 
 class DoorUnavailableError(ConnectionError):
@@ -127,13 +135,20 @@ class HttpDoor:
                                            mimetypes.guess_type(path.name)[0] or "application/octet-stream")}
         if template:
             fields["template"] = template
-        try:
-            response = self.pool.request(
-                "POST", f"{self.url}/v1/documents?wait={wait_s:g}", fields=fields, headers=self.headers,
-                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=wait_s + 30.0))
-        except urllib3.exceptions.HTTPError as exc:
-            raise DoorUnavailableError(f"no ingest HTTP door answering at {self.url} ({exc})") from exc
-        return _answer(path.name, response.status, response.data)
+        headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+        for resend in range(RESENDS + 1):
+            try:
+                response = self.pool.request(
+                    "POST", f"{self.url}/v1/documents?wait={wait_s:g}", fields=fields, headers=headers,
+                    timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=wait_s + 30.0))
+            except urllib3.exceptions.ProtocolError as exc:  # sent, then the connection broke: resend
+                if resend < RESENDS:
+                    continue
+                raise DoorUnavailableError(f"the ingest HTTP door at {self.url} broke the connection ({exc})") from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise DoorUnavailableError(f"no ingest HTTP door answering at {self.url} ({exc})") from exc
+            return _answer(path.name, response.status, response.data)
+        raise AssertionError("unreachable")
 
     def submit_all(self, paths: Sequence[Path], template: str | None = None, wait_s: float = 0.0,
                    on_answer: Callable[[DoorAnswer], None] = lambda a: None) -> list[DoorAnswer]:

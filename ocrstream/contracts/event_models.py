@@ -29,9 +29,9 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
     "UNSET", "UnsetType", "Box", "Quad", "Probability", "DocumentRef", "Timestamps", "Page", "FieldSpec",
-    "Word", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
+    "Word", "LayerText", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
     "Source", "IngestedEvent", "RegionsEvent", "RecognizedEvent", "ResultsEvent", "DeadLetterEvent",
-    "SourceKind", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
+    "SourceKind", "TextSource", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
 ]
 
 # ----------------------------------------------------------------------------- value types
@@ -52,6 +52,7 @@ Quad = Annotated[list[Point], Meta(min_length=4, max_length=4,
                                    description="4 corners [x, y] in page pixels, clockwise from top-left")]
 Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 SourceKind = Literal["cli", "http", "kafka", "bucket"]
+TextSource = Literal["pdf-text", "ocr"]
 FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
 
 
@@ -92,6 +93,9 @@ class Page(_Model, kw_only=True):
     page_index: Index
     width: Pixels
     height: Pixels
+    text_source: Annotated[TextSource, Meta(description="where the page's text came from: the PDF's own text "
+                                                        "layer (pdf-text) or OCR of its pixels (ocr)")] \
+        | UnsetType = UNSET
 
 
 class FieldSpec(_Model, kw_only=True):
@@ -111,6 +115,13 @@ class Word(_Model, kw_only=True):
     text: str
     box: Box
     confidence: Probability
+
+
+class LayerText(_Model, kw_only=True):
+    """A region's text as the PDF's own text layer gives it (``source`` pdf-text): nothing to recognise."""
+
+    text: str
+    words: list[Word]
 
 
 class Region(_Model, kw_only=True):
@@ -134,6 +145,10 @@ class Region(_Model, kw_only=True):
     quad: Quad | UnsetType = UNSET
     detection_score: Number | UnsetType = UNSET
     field: FieldSpec | UnsetType = UNSET
+    source: Annotated[TextSource, Meta(description="pdf-text: read from the PDF's text layer; ocr: recognised")] \
+        | UnsetType = UNSET
+    layer_text: Annotated[LayerText, Meta(description="source pdf-text: the text and words from the PDF "
+                                                       "(crop_key is then empty: no crop)")] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         """Raises ValueError (a validation error on decode) when only one of crop_offset/crop_shape is set."""
@@ -170,6 +185,8 @@ class ResultRegion(_Model, kw_only=True):
     confidence: Annotated[Probability, Meta(description="mean per-character probability")]
     words: list[Word] | UnsetType = UNSET
     field: FieldSpec | UnsetType = UNSET
+    source: Annotated[TextSource, Meta(description="pdf-text: read from the PDF's text layer; ocr: recognised")] \
+        | UnsetType = UNSET
     raw_text: Annotated[str, Meta(description="the recogniser's text before post-processing")] | UnsetType = UNSET
     value: Annotated[Any, Meta(description="typed value of a template field (int, float, ISO date/time, "
                                            "string); null for free text")] = UNSET

@@ -72,6 +72,7 @@ def tansu_launch(dirs: StateDir, creds: dict[str, str], storage_mode: str, s3_en
     env = dict(os.environ)
     storage = "memory://tansu/"
     if storage_mode == "s3":
+        assert s3_endpoint is not None, "storage_mode 's3' needs s3_endpoint"
         ensure_bucket(s3_endpoint, creds, KAFKA_BUCKET)
         storage = f"s3://{KAFKA_BUCKET}/"
         env.update(AWS_ENDPOINT=f"http://{s3_endpoint}", AWS_ALLOW_HTTP="true",

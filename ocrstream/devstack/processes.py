@@ -177,7 +177,7 @@ def launch(svc: Service, *, cwd: Path, env: dict[str, str] | None = None,
     svc.start_ticks = info[2] if info else 0
 
 
-def wait_ready(svc: Service, probe: Callable[[], None], deadline: float) -> None:
+def wait_ready(svc: Service, probe: Callable[[], object], deadline: float) -> None:
     """Poll ``probe`` until it passes; StackError if the process dies or time runs out.
 
     A probe raising StackError aborts at once (e.g. wrong credentials).
@@ -264,7 +264,7 @@ class Launch:
     """
 
     service: Service
-    probe: Callable[[], None]
+    probe: Callable[[], object]  # its result is ignored
     label: str
     address: str
     cwd: Path

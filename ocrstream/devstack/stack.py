@@ -32,7 +32,17 @@ from ocrstream.devstack.processes import (
     write_private_json,
 )
 from ocrstream.devstack.s3 import BROKER_S3, weed_launch
-from ocrstream.devstack.state import STATE_FILE, StackEndpoints, StateDir, load_credentials, read_running, recorded_services
+from ocrstream.devstack.state import (
+    STATE_FILE,
+    StackEndpoints,
+    StateDir,
+    load_credentials,
+    load_ports,
+    port_is_free,
+    read_running,
+    recorded_services,
+    save_ports,
+)
 from ocrstream.streaming.kafka import create_topics
 
 __all__ = ["EmbeddedStack"]
@@ -91,15 +101,17 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout_s
         self._dirs.dir("logs", "weed")
         creds = load_credentials(self.state_dir)
+        saved = load_ports(self.state_dir)
         try:
             topic = BUCKET_NOTIFICATIONS_TOPIC
             # The broker's log lives on its own S3 (never the users' one: the filer notifies the
             # broker of every write, and the broker's own writes would feed back into it).
-            log_s3 = self._start_s3(creds, deadline, name=BROKER_S3) if self.kafka_storage == "s3" else None
-            bootstrap = self._start_kafka(creds, log_s3, deadline)
-            run_coroutine(create_topics(bootstrap, [topic], partitions=4))
-            s3_endpoint = self._start_s3(creds, deadline, notify=(bootstrap, topic))
-            dsn = self._start_postgres(creds, deadline)
+            log_s3 = self._start_s3(creds, deadline, self._reuse(saved, BROKER_S3), name=BROKER_S3) \
+                if self.kafka_storage == "s3" else None
+            bootstrap = self._start_kafka(creds, log_s3, deadline, self._reuse(saved, "kafka"))
+            self._create_topic(bootstrap, topic, deadline)
+            s3_endpoint = self._start_s3(creds, deadline, self._reuse(saved, "s3"), notify=(bootstrap, topic))
+            dsn = self._start_postgres(creds, deadline, self._reuse(saved, "postgres"))
             self.endpoints = StackEndpoints(
                 kafka_bootstrap=bootstrap, s3_endpoint=s3_endpoint,
                 s3_access_key=creds["s3_access_key"], s3_secret_key=creds["s3_secret_key"],
@@ -186,6 +198,34 @@ class EmbeddedStack:
         self.stop()
 
     # ---- services
+    def _create_topic(self, bootstrap: str, topic: str, deadline: float) -> None:
+        """Create ``topic`` (4 partitions), retrying transient errors until ``deadline``: a broker
+        restarted on its recorded data may time out its first requests."""
+        from ocrstream.streaming.retry import is_transient
+
+        while True:
+            try:
+                run_coroutine(create_topics(bootstrap, [topic], partitions=4))
+                return
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() > deadline:
+                    raise
+                self.log(f"kafka: creating {topic}: {type(exc).__name__}; retrying")
+                time.sleep(0.5)
+
+    def _reuse(self, saved: dict[str, dict[str, int]], name: str) -> dict[str, int] | None:
+        """The ports service ``name`` had when last started from this state dir, if all are still
+        free (else None: fresh ports, and the log says that clients need the new endpoints)."""
+        ports = saved.get(name)
+        if not ports:
+            return None
+        taken = [p for p in ports.values() if not port_is_free(p)]
+        if taken:
+            self.log(f"{name}: its recorded port(s) {', '.join(map(str, taken))} are taken by another process: "
+                     "new ports (restart the stages so that they read the new endpoints)")
+            return None
+        return ports
+
     def _bring_up(self, how: Launch, deadline: float) -> str:
         """Spawn a server and wait until it answers; its address."""
         t0 = time.monotonic()
@@ -211,8 +251,10 @@ class EmbeddedStack:
         return postgres_dsn(creds["pg_password"], address)
 
     def _write_state(self) -> None:
-        """Record the stack (endpoints, every service with PID and ports) in ``state_dir/stack.json``."""
+        """Record the stack (endpoints, every service with PID and ports) in ``state_dir/stack.json``,
+        and the ports in ``ports.json`` (kept by ``dev down``)."""
         assert self.endpoints is not None
+        save_ports(self.state_dir, [s for s in self._services if s.ports])
         write_private_json(self.state_dir / STATE_FILE, {
             "state_dir": str(self.state_dir),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

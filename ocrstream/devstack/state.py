@@ -3,7 +3,10 @@
 ``--purge`` helpers that work from ``stack.json`` alone.
 
 Generated secrets persist in ``state_dir/credentials.json`` (mode 0600) so a reused state dir
-keeps its database password. Logs: ``state_dir/logs/*.log``.
+keeps its database password, and every service's ports in ``state_dir/ports.json`` so that
+``dev down`` then ``dev up`` on the same state dir brings the stack back on the same endpoints
+(stages still running keep working; a port taken meanwhile by another process gets a fresh one,
+said in the log). Logs: ``state_dir/logs/*.log``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from typing import Any
 
 from ocrstream.devstack.processes import Service, StackError, read_json, stop_services, write_private_json
 
-__all__ = ["CREDENTIALS_FILE", "STATE_FILE", "StackEndpoints", "StateDir", "load_credentials", "purge",
-           "read_running", "recorded_services", "stop_running"]
+__all__ = ["CREDENTIALS_FILE", "PORTS_FILE", "STATE_FILE", "StackEndpoints", "StateDir", "load_credentials",
+           "load_ports", "port_is_free", "purge", "read_running", "recorded_services", "save_ports", "stop_running"]
 
 STATE_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.json"
+PORTS_FILE = "ports.json"
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
 
@@ -104,6 +108,31 @@ def load_credentials(state_dir: Path) -> dict[str, str]:
         }
         write_private_json(path, creds)
     return creds
+
+
+def load_ports(state_dir: Path) -> dict[str, dict[str, int]]:
+    """``{service name: {port name: port}}`` of the stack last started from ``state_dir`` ({} if none)."""
+    data = read_json(Path(state_dir) / PORTS_FILE) or {}
+    return {name: {k: int(v) for k, v in ports.items()} for name, ports in data.items() if isinstance(ports, dict)}
+
+
+def save_ports(state_dir: Path, services: list[Service]) -> None:
+    """Record every service's ports (kept across ``dev down``: :func:`load_ports`)."""
+    write_private_json(Path(state_dir) / PORTS_FILE, {s.name: dict(s.ports) for s in services})
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on TCP ``port`` on 127.0.0.1 (a bind with SO_REUSEADDR, as the
+    servers do, succeeds: connections of the stopped server still in TIME_WAIT do not count)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def recorded_services(state_dir: Path) -> tuple[dict[str, Any] | None, list[Service]]:

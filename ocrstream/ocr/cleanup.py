@@ -12,16 +12,18 @@ Steps (constants and their sources are at each function):
 * ``border``      crop to the paper: trim the dark scanner border (row/column profiles).
 * ``downscale``   huge scans (long side > :data:`DOWNSCALE_MAX_SIDE`) shrunk with area
   averaging before detection.
+* ``deskew``      skew up to :data:`MAX_SKEW_DEG`, projection-profile search (in the page's frame
+  or turned a quarter, so a sideways page is straightened before it is turned).
 * ``orientation`` 0/90/180/270: text-line blob length for 90 vs 0, then a page vote of the
   PP-OCR text-direction classifier (``ch_ppocr_mobile_v2.0_cls_mobile.onnx`` from the
   rapidocr wheel) over text-line blobs for 0 vs 180.
-* ``deskew``      small angles (<= :data:`MAX_SKEW_DEG`), projection-profile search.
 * ``denoise``     3x3 median filter (salt-and-pepper specks of thermal paper).
 * ``contrast``    CLAHE on the L channel of CIE L*a*b*.
 
-Which of them are worth it on real receipts is measured by ``bench/bench_pages.py
---ablation``; :data:`DEFAULT_STEPS` is the winning combination (only ``border``: the other
-steps work, see tests/unit/test_cleanup.py, but do not lower page CER on the SROIE dev receipts).
+Which of them are worth it on a user's stream is measured by ``bench/bench_pages.py --stream
+--ablation`` (upright, turned, skewed and perspective receipts); :data:`DEFAULT_STEPS` is the
+winning combination (``border`` and ``orientation``; the other steps work, see
+tests/unit/test_cleanup.py, but do not lower page CER).
 
 Coordinates are pixel-index coordinates: x to the right, y down, (0, 0) the centre of the
 top-left pixel (OpenCV's convention for ``warpAffine``/``resize``).
@@ -33,10 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
+from typing import cast
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 from rapidocr.ch_ppocr_cls.main import TextClassifier
+from rapidocr.utils.process_img import get_rotate_crop_image
 
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import make_session
@@ -51,6 +56,7 @@ __all__ = [
     "deskew",
     "downscale",
     "estimate_skew",
+    "mask_skew",
     "ink_mask",
     "orientation",
     "page_orientation",
@@ -79,7 +85,7 @@ class Transform:
         return cls(np.eye(3))
 
     @classmethod
-    def from_affine(cls, m: np.ndarray) -> Transform:
+    def from_affine(cls, m: np.ndarray | Sequence[Sequence[float]]) -> Transform:
         """From a ``(2, 3)`` OpenCV affine matrix (as given to ``cv2.warpAffine``)."""
         return cls(np.vstack([np.asarray(m, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]]))
 
@@ -102,7 +108,8 @@ class Transform:
 
 def _map(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
+    mapped: np.ndarray = (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
+    return mapped
 
 
 Step = Callable[[np.ndarray], tuple[np.ndarray, Transform]]
@@ -138,10 +145,11 @@ def ink_mask(grey: np.ndarray) -> np.ndarray:
 
 
 def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INTER_LINEAR,
-            expand: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            expand: bool = True, border: int = cv2.BORDER_REPLICATE) -> tuple[np.ndarray, np.ndarray]:
     """(image rotated counter-clockwise by ``angle_deg`` about its centre, ``(2, 3)`` matrix).
 
-    ``expand`` grows the canvas so nothing is cut; new pixels replicate the border.
+    ``expand`` grows the canvas so nothing is cut; new pixels replicate the border (``border``
+    ``cv2.BORDER_CONSTANT``: zeros, for masks).
     """
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle_deg, 1.0)
@@ -151,7 +159,7 @@ def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INT
         size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos)))
         m[0, 2] += (size[0] - w) / 2
         m[1, 2] += (size[1] - h) / 2
-    return cv2.warpAffine(image, m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE), m
+    return cv2.warpAffine(image, m, size, flags=interpolation, borderMode=border), m
 
 
 # --- border -------------------------------------------------------------------------------
@@ -234,6 +242,9 @@ CLS_THRESH = 0.9
 MIN_GLYPHS = 20
 #: text-line blobs sent to the direction classifier (the widest ones).
 CLS_LINES = 16
+#: a page skewed by at least this much is judged on its straightened glyph mask; below it the
+#: horizontal line blobs hold (the SROIE scans, 0-2 degrees off, are judged as they are).
+ORIENTATION_SKEW_DEG = 2.0
 
 
 def rotate_quarters(page: np.ndarray, quarters: int) -> tuple[np.ndarray, Transform]:
@@ -282,11 +293,11 @@ def _line_boxes(ink: np.ndarray, glyph_height: float) -> np.ndarray:
 
 def _line_length(ink: np.ndarray, glyph_height: float) -> float:
     """Total length of the horizontal text-line blobs of ``ink``, in page widths."""
-    return float(_line_boxes(ink, glyph_height)[:, 2].sum()) / ink.shape[1]
+    return float(_line_boxes(ink, glyph_height)[:, 2].sum()) / int(ink.shape[1])
 
 
 @lru_cache(maxsize=1)
-def _direction_classifier():
+def _direction_classifier() -> ort.InferenceSession:
     return make_session(rapidocr_model(CLS_MODEL), device="cpu")
 
 
@@ -299,10 +310,11 @@ def upside_down_probability(crops: Sequence[np.ndarray]) -> np.ndarray:
     """
     if not len(crops):
         return np.zeros(0, dtype=np.float32)
-    shape = SimpleNamespace(cls_image_shape=list(CLS_SHAPE))
+    # a stand-in ``self``: resize_norm_img reads only ``self.cls_image_shape``
+    shape = cast(TextClassifier, SimpleNamespace(cls_image_shape=list(CLS_SHAPE)))
     batch = np.stack([TextClassifier.resize_norm_img(shape, c) for c in crops]).astype(np.float32)
     session = _direction_classifier()
-    probs = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    probs: np.ndarray = session.run(None, {session.get_inputs()[0].name: batch})[0]
     return probs[:, CLS_LABELS.index("180")].astype(np.float32)
 
 
@@ -317,16 +329,31 @@ def _line_crops(page: np.ndarray, boxes: np.ndarray, scale: float) -> list[np.nd
     return crops
 
 
-def _is_upside_down(page: np.ndarray, ink: np.ndarray, glyph_height: float, scale: float) -> bool:
-    """Page vote of the direction classifier over the widest line blobs (``ink``: thumbnail of ``page``)."""
-    boxes = _line_boxes(ink, glyph_height)
-    p180 = upside_down_probability(_line_crops(page, boxes, scale))
+def _warped_line_crops(page: np.ndarray, boxes: np.ndarray, frame: Transform) -> list[np.ndarray]:
+    """Full-resolution crops of line boxes ``[x, y, w, h]`` of a turned analysis frame
+    (``frame``: page px -> frame px), each cut along its line (margin 0.25 h; rapidocr's
+    ``get_rotate_crop_image``), so it reads as it runs in the frame."""
+    crops = []
+    for x, y, w, h in boxes[:CLS_LINES].astype(np.float64):
+        m = 0.25 * h
+        quad = np.array([[x - m, y - m], [x + w + m, y - m], [x + w + m, y + h + m], [x - m, y + h + m]])
+        crops.append(get_rotate_crop_image(page, frame.to_original(quad)))
+    return crops
+
+
+def _upside_down_vote(crops: Sequence[np.ndarray]) -> bool:
+    """Page vote of the direction classifier: more lines confidently "180" than confidently "0"."""
+    p180 = upside_down_probability(crops)
     return int((p180 > CLS_THRESH).sum()) > int((p180 < 1 - CLS_THRESH).sum())
 
 
 def page_orientation(page: np.ndarray) -> int:
     """Clockwise quarter turns (0-3) that put a ``(H, W, 3)`` uint8 BGR page upright.
 
+    0. A skewed page (:func:`mask_skew` of the glyph mask of the thumbnail, at least
+       ``ORIENTATION_SKEW_DEG``) is judged on its glyph mask turned straight (the page itself is not
+       resampled: a phone photo 4-15 degrees off broke the horizontal line blobs below, and
+       judged skewed receipts sideways).
     1. Sideways (90/270) when text-line blobs (:func:`_line_boxes`) are longer in total on
        the page turned by 90 degrees than on the page as it is (on 60 real receipts and their
        90-degree turns the right frame has 1.5-70x the line length of the wrong one).
@@ -342,11 +369,21 @@ def page_orientation(page: np.ndarray) -> int:
     if len(glyphs) < MIN_GLYPHS:
         return 0
     height, width = float(np.median(glyphs[:, 1])), float(np.median(glyphs[:, 0]))
-    turned_ink = np.ascontiguousarray(np.rot90(ink, -1))  # clockwise, as rotate_quarters(.., 1)
+    frame = None  # page px -> analysis frame px, when the frame is not the page's own axes
+    skew = mask_skew(ink)
+    if abs(skew) >= ORIENTATION_SKEW_DEG:
+        ink, m = _rotate(ink, -skew, interpolation=cv2.INTER_NEAREST, border=cv2.BORDER_CONSTANT)
+        frame = Transform.from_affine([[scale, 0, 0], [0, scale, 0]]).then(Transform.from_affine(m))
+    turned_ink, turn = rotate_quarters(ink, 1)  # clockwise
     quarters = 1 if _line_length(turned_ink, width) > _line_length(ink, height) else 0
     if quarters:
-        page, ink, height = rotate_quarters(page, 1)[0], turned_ink, width
-    return quarters + 2 if _is_upside_down(page, ink, height, scale) else quarters
+        ink, height = turned_ink, width
+    boxes = _line_boxes(ink, height)
+    if frame is None:
+        crops = _line_crops(rotate_quarters(page, quarters)[0], boxes, scale)
+    else:
+        crops = _warped_line_crops(page, boxes, frame.then(turn) if quarters else frame)
+    return quarters + 2 if _upside_down_vote(crops) else quarters
 
 
 def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
@@ -355,14 +392,17 @@ def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
 
 
 # --- deskew -------------------------------------------------------------------------------
-#: the skew search covers +-MAX_SKEW_DEG (small angles; larger ones are layout, not skew).
-MAX_SKEW_DEG = 5.0
+#: the skew search covers +-MAX_SKEW_DEG: a receipt laid askew on a scanner or photographed by
+#: hand is off by up to ~15 degrees (issue 20's dev stream skews 4-15); larger turns are the
+#: orientation step's quarter turns or layout, not skew.
+MAX_SKEW_DEG = 15.0
 #: coarse and fine search steps (degrees); the result has a resolution of SKEW_FINE_STEP.
 SKEW_COARSE_STEP, SKEW_FINE_STEP = 0.5, 0.1
 #: pages skewed less than this are left alone (no resampling blur for nothing).
 MIN_SKEW_DEG = 0.3
-#: thumbnail pixel count for the search.
-SKEW_PIXELS = 500_000
+#: thumbnail pixel count for the search, and of the mask its coarse pass runs on (about 1/3 of
+#: the receipt's glyph height: lines stay apart at the coarse step's resolution).
+SKEW_PIXELS, SKEW_COARSE_PIXELS = 500_000, 150_000
 
 
 def _profile_sharpness(ink: np.ndarray, angle: float) -> float:
@@ -381,17 +421,46 @@ def estimate_skew(page: np.ndarray) -> float:
 
     Projection-profile search (W. Postl, "Detection of linear oblique structures and skew
     scan in digitized documents", ICPR 1986; the same criterion as Leptonica's
-    ``pixFindSkewSweep``): the rotation of the glyph mask (:func:`_glyphs`) of a
-    ``SKEW_PIXELS`` thumbnail whose row-sum profile has the largest sum of squared adjacent
-    differences, found on a ``SKEW_COARSE_STEP`` grid and refined at ``SKEW_FINE_STEP``.
-    Input ``(H, W, 3)`` uint8 BGR.
+    ``pixFindSkewSweep``) on the glyph mask (:func:`_glyphs`) of a ``SKEW_PIXELS`` thumbnail:
+    :func:`mask_skew`. Input ``(H, W, 3)`` uint8 BGR.
     """
     grey, _ = thumbnail(page, SKEW_PIXELS)
     _, ink = _glyphs(ink_mask(grey))
+    return mask_skew(ink)
+
+
+def _shrunk(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """A 0/1 uint8 mask area-averaged down to about ``pixels`` px (a pixel is ink when at least
+    half its area was); unchanged when already that small."""
+    shrink = min(1.0, float(np.sqrt(pixels / mask.size)))
+    return cv2.resize(mask, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1.0 else mask
+
+
+def mask_skew(ink: np.ndarray) -> float:
+    """Counter-clockwise skew (degrees, within +-``MAX_SKEW_DEG``) of the text lines of a
+    ``(h, w)`` uint8 0/1 glyph mask: the rotation whose row-sum profile has the largest sum of
+    squared adjacent differences (Postl's criterion).
+
+    Coarse search every ``SKEW_COARSE_STEP`` degrees on the mask shrunk to about
+    ``SKEW_COARSE_PIXELS`` (area average, >= half ink; the fine search on at most
+    ``SKEW_PIXELS``), on the mask as it is and turned by 90
+    degrees, keeping the sharper of the two: a page turned sideways (lines running up or down)
+    gets its skew too (a rotation by an angle is the same rotation in either frame), so that
+    ``orientation`` can judge it; then a ``SKEW_FINE_STEP`` search within one coarse step on
+    the full mask in the chosen frame.
+    """
+    if not ink.any():
+        return 0.0
+    ink = _shrunk(ink, SKEW_PIXELS)
+    small = _shrunk(ink, SKEW_COARSE_PIXELS)
     coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, SKEW_COARSE_STEP)
-    best = _best_angle(ink, coarse)
+    frames = [small, np.ascontiguousarray(np.rot90(small, -1))]  # as it is, and turned a quarter
+    sharpness = [[_profile_sharpness(frame, a) for a in coarse] for frame in frames]
+    sideways = int(np.argmax([max(row) for row in sharpness]))
+    best = float(coarse[int(np.argmax(sharpness[sideways]))])
     fine = best + np.arange(-SKEW_COARSE_STEP, SKEW_COARSE_STEP + 1e-9, SKEW_FINE_STEP)
-    return -_best_angle(ink, fine[np.abs(fine) <= MAX_SKEW_DEG])
+    full = np.ascontiguousarray(np.rot90(ink, -1)) if sideways else ink
+    return -_best_angle(full, fine[np.abs(fine) <= MAX_SKEW_DEG])
 
 
 def deskew(page: np.ndarray) -> tuple[np.ndarray, Transform]:
@@ -435,17 +504,25 @@ def contrast(page: np.ndarray) -> tuple[np.ndarray, Transform]:
 STEPS: dict[str, Step] = {
     "border": remove_border,
     "downscale": downscale,
+    "deskew": deskew,  # before orientation: its line blobs need straight lines (bench_pages --stream)
     "orientation": orientation,
-    "deskew": deskew,
     "denoise": denoise,
     "contrast": contrast,
 }
-#: the combination that wins on bench_pages --ablation (60 SROIE receipts, colons attached):
-#: ``border`` alone is the only step that helps both page CER and WER (2.97 -> 2.94 %,
-#: 12.32 -> 12.31 %) and it is cheap (~10 CPU-ms); deskew helps WER (12.13 %) but not CER
-#: and not combined with border (3.03 / 12.28 %); downscale and orientation change nothing
-#: on these upright, <= 7016 px scans; denoise (4.98 %) and contrast (3.17 %) hurt.
-DEFAULT_STEPS: tuple[str, ...] = ("border",)
+#: the combination that wins on the dev stream (bench_pages --stream --ablation, issue 20: the 60
+#: SROIE dev receipts upright plus 15 of them turned 90/180/270, 11 skewed 4-15 degrees, 4 skewed
+#: and in perspective; CER ci of those pages, and in brackets of the same receipts upright):
+#:   border                     upright 2.94 %, turned 77.26 (2.87), skewed 2.53 (2.32), persp. 3.98 (3.95)
+#:   border,orientation         upright 2.94 %, turned  2.85 (2.87), skewed 2.53 (2.32), persp. 3.98 (3.95)
+#:   border,deskew,orientation  upright 3.04 %, turned  2.92 (2.94), skewed 2.44 (2.34), persp. 4.47 (3.95)
+#: ``orientation`` puts turned pages within 0.1 point of upright and changes no upright reading
+#: (+81 CPU-ms per upright page, 9 %); skewed pages need no resampling once lines are assembled
+#: in the page's own frame (:func:`ocrstream.ocr.detection.visual_lines`), and ``deskew`` costs
+#: upright and perspective pages CER. Earlier, on upright receipts only: ``border`` is the only
+#: step that helps both page CER and WER (2.97 -> 2.94 %, 12.32 -> 12.31 %) and it is cheap
+#: (~10 CPU-ms); ``downscale`` changes nothing on <= 7016-px scans; denoise (4.98 %) and
+#: contrast (3.17 %) hurt.
+DEFAULT_STEPS: tuple[str, ...] = ("border", "orientation")
 
 
 def parse_steps(spec: str | Sequence[str]) -> tuple[str, ...]:

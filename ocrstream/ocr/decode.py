@@ -3,7 +3,7 @@
 :func:`open_document` sniffs the real type from the leading bytes (:mod:`ocrstream.ocr.formats`,
 never the file name), checks the file's structure and reads every page's (or frame's) size from
 the headers without decoding any pixel, and checks the document :class:`Budget` (pages, pixels
-per page, pixels over all pages) before a single page is decoded. :meth:`Document.pages` then
+per page, pixels over all pages) before a single page is decoded. :meth:`OpenedDocument.pages` then
 decodes one page at a time (a generator: never every page in memory). Run it where a bomb cannot
 hurt (the preprocess stage runs it in :mod:`services.preprocess.worker`).
 
@@ -43,11 +43,12 @@ import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import pypdfium2 as pdfium
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from ocrstream.errors import (
     CorruptImageError,
@@ -58,8 +59,9 @@ from ocrstream.errors import (
     TruncatedImageError,
 )
 from ocrstream.ocr.formats import MEDIA_TYPES, identify, sniff
+from ocrstream.ocr.pdftext import TextLayer, read_text_layer
 
-__all__ = ["Budget", "Document", "decode_pages", "open_document"]
+__all__ = ["Budget", "OpenedDocument", "decode_pages", "open_document"]
 
 #: deflate's largest expansion (RFC 1951: a length-258 match coded in 1 + 1 bits).
 DEFLATE_MAX_RATIO = 1032
@@ -87,7 +89,7 @@ class Budget:
     pdf_dpi: int = 200
 
     @classmethod
-    def from_settings(cls, settings) -> Budget:
+    def from_settings(cls, settings: Any) -> Budget:  # Settings (not imported: no pydantic_settings here)
         """The budget of :class:`ocrstream.settings.Settings` (``OCRSTREAM_MAX_*``, ``PDF_DPI``)."""
         return cls(settings.max_image_pixels, settings.max_document_pixels, settings.max_pages,
                    settings.pdf_dpi)
@@ -121,7 +123,7 @@ class Budget:
         return total
 
 
-class Document:
+class OpenedDocument:
     """An opened document: its kind and every page's size (headers only, within the budget).
 
     ``page(i)`` decodes page ``i`` as ``(H, W, 3) uint8`` BGR; ``pages()`` yields them one at a
@@ -140,10 +142,10 @@ class Document:
     def __len__(self) -> int:
         return len(self.page_sizes)
 
-    def __enter__(self) -> Document:
+    def __enter__(self) -> OpenedDocument:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def page(self, index: int) -> np.ndarray:
@@ -165,6 +167,11 @@ class Document:
         for index in range(len(self)):
             yield self.page(index)
 
+    def text_layer(self, index: int, max_chars: int) -> TextLayer | None:
+        """Page ``index``'s text layer (:func:`ocrstream.ocr.pdftext.read_text_layer`, boxes in the
+        page's displayed pixels at the render dpi); None for images (no text layer)."""
+        return None
+
     def close(self) -> None:
         """Release the decoder's resources (the PDF handle)."""
 
@@ -172,7 +179,7 @@ class Document:
         raise NotImplementedError
 
 
-class _ImageDocument(Document):
+class _ImageDocument(OpenedDocument):
     """PNG, JPEG, BMP, GIF (first frame), WebP: one page, decoded by OpenCV."""
 
     def __init__(self, kind: str, data: bytes, size: tuple[int, int]):
@@ -205,7 +212,7 @@ def on_white(page: np.ndarray, alpha: np.ndarray, rows: int = 512) -> np.ndarray
     return out
 
 
-class _TiffDocument(Document):
+class _TiffDocument(OpenedDocument):
     """TIFF: frame ``k`` decoded alone by OpenCV."""
 
     def __init__(self, data: bytes, sizes: Sequence[tuple[int, int]]):
@@ -218,7 +225,7 @@ class _TiffDocument(Document):
         return frames[0] if ok and frames else None
 
 
-class _PdfDocument(Document):
+class _PdfDocument(OpenedDocument):
     """PDF: page ``k`` rendered by PDFium at the budget's dpi."""
 
     def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float):
@@ -239,11 +246,28 @@ class _PdfDocument(Document):
         finally:
             page.close()
 
+    def text_layer(self, index: int, max_chars: int) -> TextLayer | None:
+        """Page ``index``'s text layer, at most ``max_chars`` characters read (see the base class).
+
+        Raises:
+            CorruptImageError: the page cannot be loaded or its text page built.
+        """
+        try:
+            page = self._pdf[index]
+        except pdfium.PdfiumError as exc:
+            raise CorruptImageError(f"PDF page {index + 1} could not be loaded: {exc}") from None
+        try:
+            return read_text_layer(page, self._scale, max_chars)
+        except pdfium.PdfiumError as exc:
+            raise CorruptImageError(f"PDF page {index + 1}'s text could not be read: {exc}") from None
+        finally:
+            page.close()
+
     def close(self) -> None:
         self._pdf.close()
 
 
-def open_document(data: bytes, budget: Budget = Budget()) -> Document:
+def open_document(data: bytes, budget: Budget = Budget()) -> OpenedDocument:
     """Open ``data`` and check it: sniffed type, structure, every page's size against ``budget``.
 
     No pixel is decoded here. Raises EmptyDocumentError (0 bytes), NotAnImageError (not a
@@ -386,6 +410,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
         elif ctype == b"IEND":
             break
         pos += 12 + length
+    assert header is not None  # the first chunk was IHDR (checked above)
     width, height, depth, colour = header
     if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
         raise CorruptImageError(f"PNG colour type {colour} / bit depth {depth} is not valid")
@@ -429,8 +454,10 @@ _STRIP_TAGS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (Tile
 
 def _tiff_sizes(data: bytes, budget: Budget) -> list[tuple[int, int]]:
     """Every frame's ``(width, height)`` from its IFD, the budget checked frame by frame."""
-    sizes, total = [], 0
+    sizes: list[tuple[int, int]] = []
+    total = 0
     with _pillow(data) as image:
+        assert isinstance(image, TiffImagePlugin.TiffImageFile)  # sniffed as TIFF: only this plugin takes its magic
         while True:
             try:
                 image.seek(len(sizes))
@@ -447,7 +474,7 @@ def _tiff_sizes(data: bytes, budget: Budget) -> list[tuple[int, int]]:
     return sizes
 
 
-def _check_tiff_strips(image: Image.Image, data: bytes, index: int) -> None:
+def _check_tiff_strips(image: TiffImagePlugin.TiffImageFile, data: bytes, index: int) -> None:
     for offsets_tag, counts_tag in _STRIP_TAGS:
         offsets, counts = image.tag_v2.get(offsets_tag), image.tag_v2.get(counts_tag)
         if offsets is None or counts is None:

@@ -17,10 +17,13 @@ from itertools import groupby
 from typing import Any, Literal, get_args
 
 from ocrstream.contracts import event_models as wire
-from ocrstream.contracts.event_models import ResultRegion, ResultsEvent
+from ocrstream.contracts.event_models import UNSET, ResultRegion, ResultsEvent
 from ocrstream.contracts.events import RESULTS, convert, to_json_object
 
 Box = tuple[float, float, float, float]
+
+#: How text printed for a person separates pages (``ocrstream ocr``, the demo): a form feed is invisible.
+VISIBLE_PAGE_BREAK = "\n[page break]\n"
 
 FieldType = Literal["text", "integer", "decimal", "date", "time", "code"]
 _FIELD_TYPES = frozenset(get_args(FieldType))
@@ -86,6 +89,7 @@ class Region:
     confidence: float
     words: tuple[Word, ...] = ()
     field: dict[str, Any] | None = None
+    source: str | None = None  # "pdf-text" (the PDF's own text layer) or "ocr"; None: not recorded
 
     def word_list(self) -> tuple[Word, ...]:
         """The region's words; a region without word boxes is one word spanning the region."""
@@ -130,6 +134,7 @@ class Page:
     width: int
     height: int
     blocks: tuple[Block, ...] = ()
+    text_source: str | None = None  # "pdf-text" or "ocr" (ocrstream.ocr.pdftext.decide); None: not recorded
 
     @property
     def lines(self) -> tuple[Line, ...]:
@@ -159,9 +164,14 @@ def _page(page: wire.Page, regions: list[ResultRegion]) -> Page:
             lines.append(Line(tuple(
                 Region(r.region_id, r.text, _box(r.box), r.confidence,
                        tuple(Word(w.text, _box(w.box), w.confidence) for w in r.words or ()),
-                       to_json_object(r.field) if r.field else None) for r in line)))
+                       to_json_object(r.field) if r.field else None, _set(r.source)) for r in line)))
         blocks.append(Block(tuple(lines)))
-    return Page(page.page_index, page.width, page.height, tuple(blocks))
+    return Page(page.page_index, page.width, page.height, tuple(blocks), _set(page.text_source))
+
+
+def _set(value: Any) -> Any:
+    """``value``, or None when it is msgspec's UNSET (an optional field the event did not carry)."""
+    return None if value is UNSET else value
 
 
 def _box(box: list[int | float]) -> Box:
@@ -211,9 +221,10 @@ class Document:
         built = tuple(_page(p, [r for r in regions if r.page_index == p.page_index]) for p in pages)
         return cls(document_id, status, built, error, meta or {})
 
-    def render_text(self) -> str:
-        """Plain text: a visual line's regions joined by a space, lines by newline, pages by form feed."""
-        return "\f".join(page.text for page in self.pages)
+    def render_text(self, page_break: str = "\f") -> str:
+        """Plain text: a visual line's regions joined by a space, lines by newline, pages by
+        ``page_break`` (a form feed, as in the results event; :data:`VISIBLE_PAGE_BREAK` for people)."""
+        return page_break.join(page.text for page in self.pages)
 
     def export(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole tree."""

@@ -18,11 +18,16 @@ from __future__ import annotations
 import importlib.util
 import io
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 from xml.etree import ElementTree as ET
 
 from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.document import Box, Document, Page
+
+if TYPE_CHECKING:
+    from ocrmypdf.models.ocr_element import OcrElement
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
 
@@ -63,7 +68,7 @@ def to_hocr(doc: Document) -> str:
 def to_alto(doc: Document) -> str:
     """The document as an ALTO v4 XML string."""
     ET.register_namespace("", ALTO_NS)
-    q = lambda tag: f"{{{ALTO_NS}}}{tag}"  # noqa: E731
+    q: Callable[[str], str] = lambda tag: f"{{{ALTO_NS}}}{tag}"  # noqa: E731
     alto = ET.Element(q("alto"))
     desc = ET.SubElement(alto, q("Description"))
     ET.SubElement(desc, q("MeasurementUnit")).text = "pixel"
@@ -86,7 +91,16 @@ def to_alto(doc: Document) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(alto, encoding="unicode")
 
 
-def _pos(box: Box) -> dict[str, str]:
+class _Pos(TypedDict):
+    """ALTO position attributes (keyword arguments of ``ET.SubElement``)."""
+
+    HPOS: str
+    VPOS: str
+    WIDTH: str
+    HEIGHT: str
+
+
+def _pos(box: Box) -> _Pos:
     x0, y0, x1, y1 = box
     return {"HPOS": f"{x0:.0f}", "VPOS": f"{y0:.0f}", "WIDTH": f"{max(0.0, x1 - x0):.0f}",
             "HEIGHT": f"{max(0.0, y1 - y0):.0f}"}
@@ -120,8 +134,12 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     which PDF image XObjects cannot hold as such, is flattened onto white first (lossless PNG).
     Word boxes are page pixels (``Page.width`` x ``Page.height``) and are scaled to each page's
     crop box. The text layer is OCRmyPDF's renderer (ocrmypdf.fpdf_renderer, its Occulta
-    glyphless font; each word stretched to its box width). Pages with a ``/Rotate`` are not
-    handled (their layer would be rotated too).
+    glyphless font; each word stretched to its box width). Boxes are in the page as displayed
+    (decoding renders a ``/Rotate`` page turned, as a viewer shows it); pikepdf's ``add_overlay``
+    (QPDF ``placeFormXObject``) turns the layer back into the rotated page's user space, so the
+    words land on their text (tests/test_pdf_text.py checks all four rotations). A page whose
+    text was read from the PDF's own text layer (``text_source`` ``pdf-text``) is left as it is:
+    no second text layer on a born-digital page.
 
     CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
     original's page count differs from the document's or the original is not an image or PDF, and
@@ -134,9 +152,12 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     pages = {p.page_index: p for p in doc.pages}
     if len(base.pages) != len(doc.pages):
         raise ValueError(f"the original has {len(base.pages)} pages, the document {len(doc.pages)}")
-    layer = pikepdf.open(io.BytesIO(_text_layer([pages[i] for i in sorted(pages)])))
-    for target, text_page in zip(base.pages, layer.pages):
-        target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
+    ocr_pages = [pages[i] for i in sorted(pages) if pages[i].text_source != "pdf-text"]
+    if ocr_pages:
+        layer = pikepdf.open(io.BytesIO(_text_layer(ocr_pages)))
+        for page, text_page in zip(ocr_pages, layer.pages):
+            target = base.pages[sorted(pages).index(page.page_index)]
+            target.add_overlay(text_page, pikepdf.Rectangle(*[float(v) for v in target.cropbox]))
     out = io.BytesIO()
     base.save(out)
     return out.getvalue()
@@ -149,7 +170,7 @@ def _base_pdf(original: bytes) -> bytes:
     import img2pdf
 
     try:
-        return img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid)
+        return bytes(img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid))
     except img2pdf.AlphaChannelError:
         from PIL import Image
 
@@ -158,17 +179,17 @@ def _base_pdf(original: bytes) -> bytes:
             flat.paste(im, mask=im.convert("RGBA").getchannel("A"))
             png = io.BytesIO()
             flat.save(png, "PNG")
-        return img2pdf.convert(png.getvalue())
+        return bytes(img2pdf.convert(png.getvalue()))
     except (img2pdf.ImageOpenError, OSError) as exc:
         raise ValueError(f"the original is neither a PDF nor an image img2pdf can embed: {exc}") from exc
 
 
-def _ocr_page(page: Page):
+def _ocr_page(page: Page) -> OcrElement:
     """One page as OCRmyPDF's OcrElement tree: page > paragraph (block) > line > word, boxes
     in page pixels with a top-left origin."""
     from ocrmypdf.models.ocr_element import BoundingBox, OcrClass, OcrElement
 
-    bbox = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
+    bbox: Callable[[Box], BoundingBox] = lambda b: BoundingBox(*[float(v) for v in b])  # noqa: E731
     return OcrElement(ocr_class=OcrClass.PAGE, bbox=BoundingBox(0, 0, page.width, page.height), children=[
         OcrElement(ocr_class=OcrClass.PARAGRAPH, bbox=bbox(block.box), children=[
             OcrElement(ocr_class=OcrClass.LINE, bbox=bbox(line.box), children=[

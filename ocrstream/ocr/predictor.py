@@ -35,8 +35,8 @@ from dataclasses import replace
 from typing import Any
 
 from ocrstream.errors import DocumentTooLargeError
-from ocrstream.ocr import cleanup
-from ocrstream.ocr.decode import Budget, open_document
+from ocrstream.ocr import cleanup, pdftext
+from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.detection import LineDetector
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.layout import block_ids
@@ -45,7 +45,7 @@ from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.ocr.recognition.recognizer import Recognizer
 from ocrstream.ocr.recognition.registry import load_recognizer
-from ocrstream.ocr.regions import Region, cut_regions
+from ocrstream.ocr.regions import CutRegion, cut_regions
 from ocrstream.ocr.templates import Template, get_template
 from ocrstream.ocr.words import reading_fields
 
@@ -69,8 +69,14 @@ class OCRPipeline:
         templates_dir: extra template folder for template names (``OCRSTREAM_TEMPLATES_DIR``).
         receipt_fields: find receipt fields (vendor, date, total, ...) in documents without a
             template (``OCRSTREAM_RECEIPT_FIELDS``; :mod:`ocrstream.ocr.receipt_fields`).
+        pdf_text: PDF text layers, page by page (``OCRSTREAM_PDF_TEXT``): ``auto`` reads a page
+            whose text the PDF draws visibly from the PDF itself and OCRs the others, ``text``
+            trusts any text layer, ``ocr`` always OCRs (:mod:`ocrstream.ocr.pdftext`).
+        max_pdf_page_chars: the most characters of one page's text layer read
+            (``OCRSTREAM_PDF_MAX_PAGE_CHARS``); a larger layer is not read and the page is OCRed.
 
     Attributes:
+        text_sources: pages so far per text source (``{"pdf-text": n, "ocr": m}``).
         cpu_s: CPU seconds (``time.process_time``: every thread of the process) spent so far
             per step of :data:`STEPS` (``regions`` = clean-up + detection + cropping).
 
@@ -83,15 +89,19 @@ class OCRPipeline:
                  postprocessor: PostProcessor | None = None, *,
                  cleanup_steps: str | Sequence[str] = cleanup.DEFAULT_STEPS, budget: Budget | None = None,
                  max_document_bytes: int = 64 * 1024 * 1024, templates_dir: str | None = None,
-                 receipt_fields: bool = True) -> None:
+                 receipt_fields: bool = True, pdf_text: str = "auto",
+                 max_pdf_page_chars: int = pdftext.MAX_PAGE_CHARS) -> None:
+        pdftext.decide(None, pdf_text)  # ValueError for an unknown mode, now rather than at the first PDF
+        self.pdf_text, self.max_pdf_page_chars = pdf_text, max_pdf_page_chars
         self.recognizer, self.detector, self.postprocessor = recognizer, detector, postprocessor
         self.receipt_fields = receipt_fields
         self.cleanup_steps = cleanup.parse_steps(cleanup_steps)
         self.budget, self.max_document_bytes, self.templates_dir = budget or Budget(), max_document_bytes, templates_dir
         self.cpu_s: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+        self.text_sources: dict[str, int] = {}
 
     @classmethod
-    def from_settings(cls, settings, *, postprocess: bool = True, **overrides: Any) -> OCRPipeline:
+    def from_settings(cls, settings: Any, *, postprocess: bool = True, **overrides: Any) -> OCRPipeline:
         """The pipeline the stages run, configured by :class:`ocrstream.settings.Settings`:
         the same recogniser options as the recognize stage, detector and clean-up as the
         preprocess stage's worker, budget and post-processing rules as preprocess and store.
@@ -103,7 +113,8 @@ class OCRPipeline:
         parts: dict[str, Any] = {
             "cleanup_steps": settings.cleanup_steps, "budget": Budget.from_settings(settings),
             "max_document_bytes": settings.max_document_bytes, "templates_dir": settings.templates_dir,
-            "receipt_fields": settings.receipt_fields}
+            "receipt_fields": settings.receipt_fields,
+            "pdf_text": settings.pdf_text, "max_pdf_page_chars": settings.pdf_max_page_chars}
         parts.update(overrides)
         if "recognizer" not in parts:
             parts["recognizer"] = load_recognizer(settings.recognizer, **options)
@@ -121,6 +132,8 @@ class OCRPipeline:
 
         ``template`` (a :class:`Template` or its name) cuts its named fields instead of detecting
         lines; ``document_id`` and ``filename`` label the result (hOCR title, ALTO file name).
+        Each page records where its text came from (``text_source``: ``pdf-text`` or ``ocr``,
+        :meth:`page_text_source`); a page read from its PDF text layer is not rendered.
 
         Raises:
             DocumentTooLargeError: over ``max_document_bytes`` or the budget.
@@ -133,11 +146,35 @@ class OCRPipeline:
         if isinstance(template, str):
             template = get_template(template, self.templates_dir)
         pages, regions = [], []
-        for page_index, page in enumerate(self.pages(data)):
-            height, width = page.shape[:2]
-            pages.append({"page_index": page_index, "width": int(width), "height": int(height)})
-            regions += self.read_page(page_index, self.cut(page, page_index, template))
+        with self._timed("decode"):
+            document = open_document(data, self.budget)
+        with document:
+            for page_index in range(len(document)):
+                source, _, layer = self.page_text_source(document, page_index, template)
+                if layer is not None:
+                    width, height = document.page_sizes[page_index]
+                    regions += pdftext.layer_regions(layer, page_index)
+                else:
+                    with self._timed("decode"):
+                        page = document.page(page_index)
+                    height, width = page.shape[:2]
+                    regions += self.read_page(page_index, self.cut(page, page_index, template))
+                pages.append({"page_index": page_index, "width": int(width), "height": int(height),
+                              "text_source": source})
         return self.build(document_id, pages, regions, filename)
+
+    def page_text_source(self, document: OpenedDocument, page_index: int, template: Template | None = None
+                         ) -> tuple[str, str, pdftext.TextLayer | None]:
+        """(``"pdf-text"`` or ``"ocr"``, the reason, the text layer to use or None) for one page
+        (:func:`ocrstream.ocr.pdftext.decide` with :attr:`pdf_text`); template documents are always
+        OCRed (their fields are cut by position). Counted in :attr:`text_sources`."""
+        layer = None
+        if self.pdf_text != "ocr" and template is None and document.kind == "pdf":
+            with self._timed("decode"):
+                layer = document.text_layer(page_index, self.max_pdf_page_chars)
+        source, reason = pdftext.decide(layer, self.pdf_text if template is None else "ocr")
+        self.text_sources[source] = self.text_sources.get(source, 0) + 1
+        return source, reason, layer if source == "pdf-text" else None
 
     def check_size(self, n_bytes: int) -> None:
         """Raise DocumentTooLargeError when a document of ``n_bytes`` is over ``max_document_bytes``."""
@@ -156,13 +193,13 @@ class OCRPipeline:
                     page = document.page(index)
                 yield page
 
-    def cut(self, page: Any, page_index: int, template: Template | None = None) -> list[Region]:
+    def cut(self, page: Any, page_index: int, template: Template | None = None) -> list[CutRegion]:
         """A page's regions with their crops: the template's fields, else clean-up, DBNet lines
         and perspective crops (:func:`ocrstream.ocr.regions.cut_regions`)."""
         with self._timed("regions"):
             return cut_regions(page, page_index, template, self.detector, self.cleanup_steps)
 
-    def read_page(self, page_index: int, regions: Sequence[Region]) -> list[dict[str, Any]]:
+    def read_page(self, page_index: int, regions: Sequence[CutRegion]) -> list[dict[str, Any]]:
         """Recognise a page's regions -> their region dicts as the recognize stage emits them
         (``region_id``, ``page_index``, ``block_index``, the cut fields, text, confidence,
         ``char_probs``, ``words``), in reading order."""
@@ -172,7 +209,7 @@ class OCRPipeline:
             readings = self.recognizer.recognize(crops) if crops else []
         blocks = block_ids([f["box"] for f in fields], [f["line_index"] for f in fields])
         return [{"region_id": f"p{page_index}-r{f['order']}", "page_index": page_index, "block_index": block, **f,
-                 **reading_fields(reading, crop.shape[1], f.get("quad"))}
+                 **reading_fields(reading, crop.shape[1], f.get("quad")), "source": "ocr"}
                 for f, crop, reading, block in zip(fields, crops, readings, blocks)]
 
     def build(self, document_id: str, pages: list[dict[str, Any]], regions: list[dict[str, Any]],

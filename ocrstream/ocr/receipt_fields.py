@@ -249,7 +249,7 @@ def _dates(text: str, limit: int) -> list[tuple[date, tuple[int, int]]]:
     return hits[:limit]
 
 
-def _to_date(m: re.Match) -> date | None:
+def _to_date(m: re.Match[str]) -> date | None:
     groups = m.groupdict()
     year = _year(m["y"])
     if not MIN_YEAR <= year <= MAX_YEAR:

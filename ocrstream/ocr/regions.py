@@ -10,6 +10,7 @@ crops into one object (:mod:`ocrstream.storage.crops`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,11 @@ from ocrstream.ocr import cleanup
 from ocrstream.ocr.detection import LineDetector, attach_colons, crop_line, visual_line_ids
 from ocrstream.ocr.templates import Template
 
-__all__ = ["Region", "cut_regions", "detected_regions", "template_regions"]
+__all__ = ["CutRegion", "cut_regions", "detected_regions", "template_regions"]
 
-Region = tuple[dict, np.ndarray]  # (event fields of the region, (h, w, 3) uint8 BGR crop)
+#: A region cut from a page before it is read: (its event fields, its (h, w, 3) uint8 BGR crop). Not
+#: :class:`ocrstream.ocr.document.Region` (a read region of the result tree).
+CutRegion = tuple[dict[str, Any], np.ndarray]
 
 
 def _box(quad: np.ndarray) -> list[float]:
@@ -28,7 +31,7 @@ def _box(quad: np.ndarray) -> list[float]:
     return [round(float(v), 1) for v in (x0, y0, x1, y1)]
 
 
-def template_regions(page: np.ndarray, page_index: int, template: Template) -> list[Region]:
+def template_regions(page: np.ndarray, page_index: int, template: Template) -> list[CutRegion]:
     """Fixed layout: the template's regions of this page, cut without detection, with their fields."""
     height, width = page.shape[:2]
     regions = []
@@ -42,7 +45,7 @@ def template_regions(page: np.ndarray, page_index: int, template: Template) -> l
     return regions
 
 
-def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str]) -> list[Region]:
+def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str]) -> list[CutRegion]:
     """Free layout: DBNet text lines in reading order, each with its perspective crop.
 
     The page is cleaned first (``cleanup_steps``, :mod:`.cleanup`); detection, colon
@@ -64,7 +67,7 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
 
 
 def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                cleanup_steps: str | Sequence[str]) -> list[Region]:
+                cleanup_steps: str | Sequence[str]) -> list[CutRegion]:
     """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else detection).
 
     Raises:

@@ -50,7 +50,7 @@ class TemplateRegion(BaseModel):
 
     @field_validator("box")
     @classmethod
-    def _inside_page(cls, box):
+    def _inside_page(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         x0, y0, x1, y1 = box
         if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
             raise ValueError(f"box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
@@ -65,7 +65,7 @@ class TemplateRegion(BaseModel):
         """The field this region holds, as the store stage validates it."""
         return self.field_spec
 
-    def field(self) -> dict:
+    def field(self) -> dict[str, Any]:
         """The field spec carried by the region's events (name, type and the optional checks)."""
         return {k: v for k, v in asdict(self.field_spec).items() if v is not None}
 

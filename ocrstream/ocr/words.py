@@ -33,7 +33,7 @@ def reading_fields(reading: LineReading, crop_width: int, quad: Sequence[Sequenc
             "words": word_boxes(reading, crop_width, quad) if quad is not None else []}
 
 
-def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[dict]:
+def word_boxes(reading: LineReading, crop_width: int, quad: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
     """Words of a line with page-pixel boxes from the recogniser's character positions.
 
     ``reading.char_x`` are character centres in crop pixels; a crop of width ``crop_width`` maps

@@ -21,6 +21,7 @@ import click
 from ocrstream.client.client import Client
 from ocrstream.contracts import events
 from ocrstream.devstack import EmbeddedStack
+from ocrstream.ocr.document import VISIBLE_PAGE_BREAK
 from ocrstream.ops.launcher import StageProcesses, free_port
 from ocrstream.settings import Settings
 from ocrstream.streaming.auth import create_key
@@ -132,7 +133,7 @@ def print_report(receipts: list, results: dict, rows: dict, settings: Settings) 
             for reg in event.get("regions", []):
                 click.echo(f"  {reg['field']['name']:<14} {reg['text']!r}  (confidence {reg['confidence']:.2f})")
         elif event["status"] == "done":
-            click.echo(event["text"].replace("\f", "\n[page break]\n") or "(no text found)")
+            click.echo(event["text"].replace("\f", VISIBLE_PAGE_BREAK) or "(no text found)")
         else:
             e = event["error"]
             click.echo(f"error in {e['stage']}: {e['type']}: {e['message']}")

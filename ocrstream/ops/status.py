@@ -11,11 +11,16 @@
   broker (PID, uptime, RSS, log file, from ``/proc``), readiness (a process runs and the group is
   ``Stable`` with at least one member: models loaded, partitions assigned; with a broker on
   loopback, as the embedded one, "a process runs" means one on this host, because tansu keeps
-  a stopped process in the member list) and consumer lag computed from outside:
+  a stopped process in the member list), what each of those processes says of itself: its own
+  ``GET /readyz`` on its metrics port (from its environment or dotenv file), asked with a
+  :data:`READYZ_TIMEOUT_S` timeout (:func:`probe_readyz`: ``ready``, ``not ready``, ``stranded``
+  when a dependency it needs does not answer it, ``frozen`` when it does not answer at all, e.g.
+  ``kill -STOP``; any of the last three makes the stage not ready), and consumer lag computed from outside:
   the fetch high-water mark of each input partition minus the group's committed offset (see
   :mod:`ocrstream.streaming.offsets`);
-* documents ``done``/``failed`` in the last hour and the last few failures with the stage and
-  error type (PostgreSQL ``documents``).
+* documents ``done``/``failed`` in the last hour, their pages by text source (read from the
+  PDF's text layer or OCRed), and the last few failures with the stage and error type
+  (PostgreSQL ``documents``, ``pages``).
 
 Every problem found comes with what to do about it. :func:`render` draws one screen (rich
 tables); :meth:`StatusReport.as_dict` is the ``--json`` form. Exit code (:attr:`StatusReport.exit_code`):
@@ -38,6 +43,10 @@ from ocrstream.settings import DEV_ENV_FILE, Settings
 
 CHECK_TIMEOUT_S = 5.0
 RECENT_WINDOW_S = 3600
+#: How long a stage process has to answer its ``/readyz`` before it counts as frozen, seconds.
+READYZ_TIMEOUT_S = 3.0
+#: The dependencies a stage's ``/readyz`` checks (ocrstream/streaming/health.py): failing ones strand it.
+DEPENDENCIES = ("kafka", "s3", "postgres")
 
 
 @dataclass
@@ -53,12 +62,23 @@ class Endpoint:
 
 @dataclass
 class StageProcess:
-    """A stage process on this host (from /proc)."""
+    """A stage process on this host (from /proc) and what its own ``/readyz`` said: ``readiness``
+    is ``ready``, ``not ready``, ``stranded`` (a dependency does not answer it), ``frozen`` (no
+    answer within :data:`READYZ_TIMEOUT_S`) or ``unknown`` (no readiness port: metrics off, or
+    not open yet)."""
 
     pid: int
     uptime_s: float
     rss_mib: float
     log: str | None
+    metrics_port: int | None = None
+    readiness: str = "unknown"
+    readiness_detail: str = ""
+
+    @property
+    def unready(self) -> bool:
+        """The process says it is not ready, or cannot say (frozen)."""
+        return self.readiness in ("not ready", "stranded", "frozen")
 
 
 @dataclass
@@ -104,7 +124,9 @@ class StatusReport:
     checked_at: str
     endpoints: list[Endpoint]
     stages: list[StageStatus]
-    documents: dict[str, int] | None  # {"done": n, "failed": n} in the last hour; None if unknown
+    #: {"done": n, "failed": n, "pages_pdf_text": n, "pages_ocr": n} in the last hour (pages by where their
+    #: text came from: the PDF's text layer or OCR); None if unknown
+    documents: dict[str, int] | None
     failures: list[Failure]
     problems: list[Problem]
 
@@ -183,7 +205,9 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
         try:
             if not await documents.has_documents_table(conn):
                 return None, []
-            return (await documents.recent_counts(conn, RECENT_WINDOW_S),
+            counts = await documents.recent_counts(conn, RECENT_WINDOW_S)
+            pages = await documents.recent_page_sources(conn, RECENT_WINDOW_S)
+            return ({**counts, **{f"pages_{k.replace('-', '_')}": v for k, v in pages.items()}},
                     await documents.last_failures(conn, n_failures))
         finally:
             await conn.close()
@@ -198,7 +222,8 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
                         (r["error_message"] or "")[:160], r["stored_at"].isoformat() if r["stored_at"] else None)
                 for r in rows]
     return (Endpoint("PostgreSQL", address, True, "documents table", ms),
-            {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}, failures)
+            {"done": counts.get("done", 0), "failed": counts.get("failed", 0),
+             "pages_pdf_text": counts.get("pages_pdf_text", 0), "pages_ocr": counts.get("pages_ocr", 0)}, failures)
 
 
 async def check_http(name: str, host: str, port: int) -> Endpoint:
@@ -218,9 +243,51 @@ async def check_http(name: str, host: str, port: int) -> Endpoint:
     return Endpoint(name, url, True, "GET /healthz", ms)
 
 
-async def check_stages(settings: Settings, extra: Sequence[StageStatus] = ()) -> list[StageStatus]:
+async def probe_readyz(port: int, timeout_s: float = READYZ_TIMEOUT_S, host: str = "127.0.0.1") -> tuple[str, str]:
+    """``(readiness, detail)`` of the stage process serving ``/readyz`` on ``host:port``:
+    ``ready`` (200), ``stranded`` (503 with a dependency check failing, other than "not checked
+    yet"), ``not ready`` (any other 503 or status), ``frozen`` (no answer within ``timeout_s``:
+    stopped or hung), ``unknown`` (nothing listens: metrics off, or the process is starting)."""
+    import httpx
+
+    where = f"/readyz on port {port}"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await asyncio.wait_for(client.get(f"http://{host}:{port}/readyz"), timeout_s)
+    except (httpx.TimeoutException, asyncio.TimeoutError):
+        return "frozen", f"{where} did not answer within {timeout_s:g} s"
+    except httpx.TransportError as exc:
+        return "unknown", f"{where}: {_error(exc)}"
+    if response.status_code == 200:
+        return "ready", f"{where}: ready"
+    try:
+        checks = response.json().get("checks") or {}
+    except (ValueError, AttributeError):
+        checks = {}
+    failing = {name: str(c.get("detail", "")) for name, c in checks.items() if isinstance(c, dict) and not c.get("ok")}
+    stranded = [n for n in DEPENDENCIES if n in failing and failing[n] != "not checked yet"]
+    if stranded:
+        return "stranded", "cannot reach " + "; ".join(f"{n} ({failing[n][:120]})" for n in stranded)
+    return "not ready", "; ".join(f"{n}: {d[:120]}" for n, d in failing.items()) or f"{where}: HTTP {response.status_code}"
+
+
+async def ask_processes(local: dict[str, list[StageProcess]]) -> None:
+    """Ask every local stage process's ``/readyz`` at once (each within :data:`READYZ_TIMEOUT_S`);
+    the answers go into the processes."""
+    procs = [p for ps in local.values() for p in ps if p.metrics_port]
+
+    async def ask(p: StageProcess) -> None:
+        assert p.metrics_port
+        p.readiness, p.readiness_detail = await probe_readyz(p.metrics_port)
+
+    await asyncio.gather(*(ask(p) for p in procs))
+
+
+async def check_stages(settings: Settings, local: dict[str, list[StageProcess]] | None = None,
+                       extra: Sequence[StageStatus] = ()) -> list[StageStatus]:
     """Group state, members, committed offsets and lag of every stage and of ``extra`` groups
-    (shadow models, :func:`shadow_stages`; Kafka must answer)."""
+    (shadow models, :func:`shadow_stages`; Kafka must answer); ``local``: this host's stage
+    processes (default: found now), with their ``/readyz`` answers."""
     from ocrstream.streaming.offsets import committed_offsets, describe_groups, fetch_highwaters, partitions_of, probe_consumer
 
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
@@ -237,7 +304,7 @@ async def check_stages(settings: Settings, extra: Sequence[StageStatus] = ()) ->
     groups = await describe_groups(settings, [s.group for s in stages])
     committed = await asyncio.gather(*[
         committed_offsets(settings, s.group, [tp for tp in partitions if tp.topic in s.consumes]) for s in stages])
-    local = local_stage_processes(settings)
+    local = local_stage_processes(settings) if local is None else local
     loopback = all(_is_loopback(address.rsplit(":", 1)[0]) for address in settings.kafka_bootstrap.split(","))
     for stage, offsets in zip(stages, committed):
         group = groups.get(stage.group)
@@ -247,7 +314,8 @@ async def check_stages(settings: Settings, extra: Sequence[StageStatus] = ()) ->
         # A broker on loopback only serves this host, so this host's processes are the truth
         # (tansu keeps a stopped process in the group's member list).
         stage.running = bool(stage.processes) if loopback else stage.members > 0
-        stage.ready = stage.running and stage.group_state == "Stable" and stage.members > 0
+        stage.ready = stage.running and stage.group_state == "Stable" and stage.members > 0 \
+            and not any(p.unready for p in stage.processes)
         for tp, offset in offsets.items():
             behind = max(0, highwaters[tp] - (beginnings[tp] if offset is None else offset))
             stage.lag_by_topic[tp.topic] = stage.lag_by_topic.get(tp.topic, 0) + behind
@@ -270,17 +338,33 @@ def _env_of(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def _bootstrap_of(pid: int) -> str:
-    """The Kafka bootstrap a stage process uses: its environment, else the dotenv file it reads."""
+def _setting_of(pid: int, variable: str) -> str | None:
+    """The value of ``variable`` (``OCRSTREAM_...``) a process uses: its environment, else the
+    dotenv file it reads; None when neither sets it."""
     env = _env_of(pid)
-    if "OCRSTREAM_KAFKA_BOOTSTRAP" in env:
-        return env["OCRSTREAM_KAFKA_BOOTSTRAP"]
+    if variable in env:
+        return env[variable]
     env_file = Path(os.readlink(f"/proc/{pid}/cwd")) / env.get("OCRSTREAM_ENV_FILE", str(DEV_ENV_FILE))
     if env_file.is_file():
         for line in env_file.read_text().splitlines():
-            if line.startswith("OCRSTREAM_KAFKA_BOOTSTRAP="):
+            if line.startswith(variable + "="):
                 return line.split("=", 1)[1].strip()
-    return Settings.model_fields["kafka_bootstrap"].default
+    return None
+
+
+def _bootstrap_of(pid: int) -> str:
+    """The Kafka bootstrap a stage process uses: its environment, else the dotenv file it reads."""
+    return _setting_of(pid, "OCRSTREAM_KAFKA_BOOTSTRAP") or Settings.model_fields["kafka_bootstrap"].default
+
+
+def _metrics_port_of(pid: int, stage: str) -> int | None:
+    """The port of a stage process's ``/metrics`` and ``/readyz`` (None: off, or unreadable)."""
+    from ocrstream.contracts.stages import metrics_port
+
+    value = _setting_of(pid, "OCRSTREAM_METRICS_PORT")
+    if value is None or not value.strip():
+        return metrics_port(stage, None)
+    return int(value) if value.strip().isdigit() and 0 < int(value) < 65536 else None
 
 
 def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
@@ -307,10 +391,12 @@ def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
             rss_kib = next((int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
                             if line.startswith("VmRSS:")), 0)
             log = os.readlink(entry / "fd" / "1")
+            port = _metrics_port_of(pid, "recognize-shadow" if stage.startswith("recognize-shadow-") else stage)
         except (OSError, ValueError, StopIteration):
             continue  # gone meanwhile, or not ours to read
         found.setdefault(stage, []).append(StageProcess(
-            pid, round(boot_uptime - started_s, 1), round(rss_kib / 1024, 1), log if log.startswith("/") else None))
+            pid, round(boot_uptime - started_s, 1), round(rss_kib / 1024, 1), log if log.startswith("/") else None,
+            port))
     return found
 
 
@@ -337,7 +423,9 @@ def find_problems(endpoints: list[Endpoint], stages: list[StageStatus]) -> list[
             continue
         waiting = f"; {s.lag} message(s) wait for it" if s.lag else ""
         log = next((p.log for p in s.processes if p.log), None)
-        if s.running:
+        if any(p.unready for p in s.processes):
+            problems.extend(process_problem(s.name, p, waiting) for p in s.processes if p.unready)
+        elif s.running:
             pids = ", ".join(str(p.pid) for p in s.processes) or "elsewhere"
             problems.append(Problem(
                 f"stage {s.name} is not ready (process {pids} running, group {s.group} {s.group_state}){waiting}",
@@ -370,6 +458,22 @@ async def shadow_stages(settings: Settings) -> list[StageStatus]:
     return [StageStatus(f"recognize-shadow-{r['sha256'][:12]}", [REGIONS], r["consumer_group"]) for r in rows]
 
 
+def process_problem(stage: str, p: StageProcess, waiting: str = "") -> Problem:
+    """The problem of a stage process whose ``/readyz`` says it is not ready, or does not answer."""
+    log = f"its log {p.log}" if p.log else "its log"
+    if p.readiness == "frozen":
+        return Problem(f"stage {stage} (pid {p.pid}) is frozen: {p.readiness_detail}{waiting}",
+                       f"if it was stopped (`kill -STOP`), `kill -CONT {p.pid}`; otherwise it is hung: restart it "
+                       f"(`kill {p.pid}`, then `ocrstream run {stage}`; a supervisor restarts it by itself) and read {log}")
+    if p.readiness == "stranded":
+        return Problem(f"stage {stage} (pid {p.pid}) is stranded: {p.readiness_detail}{waiting}",
+                       "check that the dependency runs at the address the stage was started with (after "
+                       f"`ocrstream dev down`/`dev up`: `ocrstream dev up` again on the same state dir), then restart "
+                       f"the stage if it does not recover; read {log}")
+    return Problem(f"stage {stage} (pid {p.pid}) is not ready: {p.readiness_detail}{waiting}",
+                   f"it is starting (loading models, joining its group) or stuck: wait a minute, then read {log}")
+
+
 async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     """Run every check; the :class:`StatusReport`."""
     import aiokafka  # noqa: F401
@@ -377,16 +481,19 @@ async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     import httpx  # noqa: F401   latency includes another's imports
     import minio  # noqa: F401
 
-    kafka, s3, (pg, documents, failures), ingest_api, query_api, shadow = await asyncio.gather(
+    local = await asyncio.to_thread(local_stage_processes, settings)
+    shadows = asyncio.create_task(shadow_stages(settings))  # beside the checks below
+    kafka, s3, (pg, documents, failures), ingest_api, query_api, _ = await asyncio.gather(
         check_kafka(settings), check_s3(settings), check_postgres(settings, n_failures),
         check_http("ingest API", settings.http_host, settings.http_port),
-        check_http("query API", settings.http_host, settings.query_port), shadow_stages(settings))
+        check_http("query API", settings.http_host, settings.query_port), ask_processes(local))
+    shadow = await shadows
     endpoints = [kafka, s3, pg, ingest_api, query_api]
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
               for name, topics in STAGE_INPUTS.items()] + shadow
     if kafka.ok:
         try:
-            stages = await asyncio.wait_for(check_stages(settings, shadow), 3 * CHECK_TIMEOUT_S)
+            stages = await asyncio.wait_for(check_stages(settings, local, shadow), 3 * CHECK_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported as a problem of the broker
             kafka.ok, kafka.detail = False, f"consumer groups unreadable: {_error(exc)}"
     # a shadow that is not running is no problem of the pipeline (it ran once, or is stopped on purpose)
@@ -422,7 +529,9 @@ def render(report: StatusReport, console=None) -> None:
     for col in ("stage", "consumes", "group members", "processes on this host", "ready", "lag"):
         stages.add_column(col, justify="right" if col == "lag" else "left")
     for s in report.stages:
-        procs = ", ".join(f"pid {p.pid} up {_age(p.uptime_s)} {p.rss_mib:.0f} MiB" for p in s.processes) or "-"
+        procs = ", ".join(f"pid {p.pid} up {_age(p.uptime_s)} {p.rss_mib:.0f} MiB"
+                          + ("" if p.readiness in ("ready", "unknown") else f" [red]{p.readiness.upper()}[/]")
+                          for p in s.processes) or "-"
         members = "?" if s.members is None else f"{s.members} ({s.group_state})"
         ready = "[green]yes[/]" if s.ready else "[red]no[/]"
         lag = "?" if s.lag is None else str(s.lag)
@@ -432,7 +541,8 @@ def render(report: StatusReport, console=None) -> None:
     docs = report.documents
     console.print("documents in the last hour: " + (
         "unknown" if docs is None else f"[green]{docs['done']} done[/], "
-        + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")))
+        + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")
+        + f"; pages: {docs.get('pages_pdf_text', 0)} read from the PDF's text, {docs.get('pages_ocr', 0)} OCRed"))
     if report.failures:
         failed = Table(title="last failures", title_justify="left", box=box.SIMPLE_HEAD)
         for col in ("stored", "document", "file", "stage", "error type", "message"):

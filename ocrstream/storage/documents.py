@@ -98,6 +98,15 @@ async def recent_counts(db: Any, window_s: float) -> dict[str, int]:
                                " WHERE stored_at > now() - make_interval(secs => $1) GROUP BY status", window_s))
 
 
+async def recent_page_sources(db: Any, window_s: float) -> dict[str, int]:
+    """``{text_source: pages}`` of the documents stored in the last ``window_s`` seconds
+    (``pdf-text``: read from the PDF's text layer, ``ocr``; pages stored before migration 0010 are left out)."""
+    return dict(await db.fetch(
+        "SELECT p.text_source, count(*) FROM pages p JOIN documents d USING (document_id)"
+        " WHERE d.stored_at > now() - make_interval(secs => $1) AND p.text_source IS NOT NULL"
+        " GROUP BY p.text_source", window_s))
+
+
 async def last_failures(db: Any, n: int) -> list[Any]:
     """The ``n`` newest failed rows: document_id, filename, error_stage, error_type, error_message, stored_at."""
     return list(await db.fetch("SELECT document_id, filename, error_stage, error_type, error_message, stored_at"
@@ -119,18 +128,18 @@ async def read_document(conn: Any, document_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow("SELECT * FROM documents WHERE document_id = $1", document_id)
     if row is None:
         return None
-    pages = await conn.fetch("SELECT page_index, width, height FROM pages WHERE document_id = $1"
+    pages = await conn.fetch("SELECT page_index, width, height, text_source FROM pages WHERE document_id = $1"
                              " ORDER BY page_index", document_id)
     regions = await conn.fetch(
         "SELECT region_id, page_index, block_index, line_index, reading_order, x0, y0, x1, y1, text, confidence,"
-        " words, field, raw_text, value, valid, reason, needs_review, verified_text"
+        " words, field, raw_text, value, valid, reason, needs_review, verified_text, source"
         " FROM regions WHERE document_id = $1 ORDER BY page_index, reading_order", document_id)
     return {**summary(row), "text": row["text"], "needs_review": row["needs_review"],
             "fields": json.loads(row["fields"]) if row["fields"] else {},
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
                       if row["status"] == "failed" else None),
             "result_version": row["result_version"],
-            "pages": [dict(p) for p in pages],
+            "pages": [{k: v for k, v in dict(p).items() if v is not None} for p in pages],  # text_source: NULL before 0010
             "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
                          "line_index": r["line_index"], "order": r["reading_order"],
                          "box": [r["x0"], r["y0"], r["x1"], r["y1"]], "text": r["text"],
@@ -138,7 +147,8 @@ async def read_document(conn: Any, document_id: str) -> dict[str, Any] | None:
                          "raw_text": r["raw_text"], "value": json.loads(r["value"]) if r["value"] else None,
                          "valid": r["valid"], "reason": r["reason"], "needs_review": r["needs_review"],
                          "verified_text": r["verified_text"],
-                         **({"field": json.loads(r["field"])} if r["field"] else {})} for r in regions]}
+                         **({"field": json.loads(r["field"])} if r["field"] else {}),
+                         **({"source": r["source"]} if r["source"] else {})} for r in regions]}
 
 
 async def document_version(db: Any, document_id: str, version: int) -> dict[str, Any] | None:

@@ -90,6 +90,37 @@ def load_keys(path: Path) -> dict[str, ApiKey]:
     return keys
 
 
+def key_records(path: Path) -> list[dict[str, object]]:
+    """The key records of the file at ``path`` without their hashes: ``{"name", "scopes", "created"}``
+    in file order; raises ConfigurationError if the file is unreadable or holds a bad line."""
+    load_keys(path)  # the same checks as the doors
+    return [{k: v for k, v in json.loads(line).items() if k != "sha256"}
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+def revoke_key(path: Path, name: str) -> int:
+    """Remove every key called ``name`` from the file at ``path`` (rewritten atomically, mode 0600);
+    returns how many were removed. Raises ConfigurationError if the file is unreadable."""
+    load_keys(path)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("name") != name]
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(mtime in ns, size) of the keys file, None when there is none."""
+    try:
+        st = path.stat() if path else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
     if host == "localhost":
@@ -108,7 +139,9 @@ class Authenticator:
 
     def __init__(self, settings: Settings, host: str):
         path = Path(settings.api_keys_file) if settings.api_keys_file else None
+        self.path = path
         self.keys = load_keys(path) if path else {}
+        self._stamp = _stamp(path)
         self.required = bool(path) or settings.require_api_key or not is_loopback(host)
         if self.required and not self.keys:
             raise ConfigurationError(
@@ -118,8 +151,21 @@ class Authenticator:
         self.limit = RateLimitItemPerMinute(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
+    def _reload_if_changed(self) -> None:
+        """Re-read the keys file when it changed (``ocrstream apikey create|revoke`` take effect on
+        the next request); one ``stat`` per request. An unreadable file keeps the keys in hand."""
+        stamp = _stamp(self.path)
+        if self.path is not None and stamp != self._stamp:
+            try:
+                self.keys = load_keys(self.path)
+            except ConfigurationError:
+                return
+            self._stamp = stamp
+
     def key_for(self, token: str) -> ApiKey | None:
-        """The stored key whose token is ``token``, or None (constant-time in the token: by hash)."""
+        """The stored key whose token is ``token``, or None (constant-time in the token: by hash;
+        the keys file re-read first when it changed)."""
+        self._reload_if_changed()
         return self.keys.get(_digest(token)) if token else None
 
     def check_rate(self, name: str) -> None:
@@ -135,6 +181,7 @@ class Authenticator:
         async def check(request: Request) -> str | None:
             if not self.required:
                 return None
+            self._reload_if_changed()
             token = request.headers.get("x-api-key") or ""
             auth = request.headers.get("authorization", "")
             if auth[:7].lower() == "bearer ":

@@ -10,7 +10,13 @@
 
 Dependencies are probed by :meth:`Health.run` in the stage's event loop every
 ``health_probe_interval_s`` seconds, each bounded by ``health_probe_timeout_s``; a probe that
-is still hanging (e.g. a server that accepts but never answers) counts as failing. The HTTP
+is still hanging (e.g. a server that accepts but never answers) counts as failing.
+
+Crash-only: when a dependency has failed every probe for longer than ``dependency_exit_s``
+(e.g. the local stack came back elsewhere), :meth:`Health.run` records why in
+:attr:`Health.stranded` and sets the process's stop event; the stage shuts down and exits with
+status :data:`STRANDED_EXIT_STATUS` so that its supervisor restarts it with fresh settings,
+instead of hanging on endpoints that will never answer. The HTTP
 server runs in a daemon thread and only reads the last results, so a busy event loop never
 makes ``/healthz`` time out.
 
@@ -41,6 +47,9 @@ from ocrstream.streaming import metrics
 
 log = logging.getLogger(__name__)
 
+#: Exit status of a process whose dependencies stayed unreachable (:attr:`Health.stranded`).
+STRANDED_EXIT_STATUS = 3
+
 #: What each process needs to be ready (ingest needs PostgreSQL too when duplicates are reused).
 NEEDS = {name: spec.needs for name, spec in {**PROCESSES, **OPTIONAL_PROCESSES}.items()}
 
@@ -68,6 +77,7 @@ class Health:
         self._commit_seen = 0.0
         self._kafka: Any = None  # aiokafka's AIOKafkaClient, made by the first probe
         self._s3: Minio | None = None
+        self.stranded: str | None = None  # why the process gave up (crash-only), None while it has not
 
     def configure(self, stage: str, settings: Settings) -> None:
         """Set the stage and what it needs; every dependency starts as not yet checked."""
@@ -77,6 +87,14 @@ class Health:
             needs += ("postgres",)
         self.needs = needs
         self.checks = {name: Check(False, "not checked yet") for name in needs}
+        self.stranded = None
+
+    def stranded_for(self, now: float | None = None) -> tuple[float, str]:
+        """``(seconds, name)`` of the dependency that has failed every probe the longest
+        (``(0.0, "")`` when all answer)."""
+        now = time.time() if now is None else now
+        failing = [(now - c.since, name) for name, c in self.checks.items() if not c.ok]
+        return max(failing) if failing else (0.0, "")
 
     def mark_poll(self) -> None:
         """The stage loop polled Kafka (hook in the stage runner)."""
@@ -126,6 +144,8 @@ class Health:
                 for name, task in list(pending.items()):
                     if task.done():
                         del pending[name]
+                if self._give_up(stop):
+                    return
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=s.health_probe_interval_s)
                 except asyncio.TimeoutError:
@@ -135,6 +155,21 @@ class Health:
                 task.cancel()
             if self._kafka is not None:
                 await self._kafka.close()
+
+    def _give_up(self, stop: asyncio.Event) -> bool:
+        """Crash-only (module doc): True, with :attr:`stranded` set and ``stop`` set, once a
+        dependency has failed for longer than ``dependency_exit_s``."""
+        s = self.settings
+        assert s is not None
+        failing_s, name = self.stranded_for()
+        if not s.dependency_exit_s or failing_s <= s.dependency_exit_s:
+            return False
+        self.stranded = (f"{name} has not answered for {failing_s:.0f} s (OCRSTREAM_DEPENDENCY_EXIT_S="
+                         f"{s.dependency_exit_s:g}): {self.checks[name].detail}")
+        log.error("%s: stranded: %s; exiting with status %d so that the supervisor restarts it with fresh settings",
+                  self.stage, self.stranded, STRANDED_EXIT_STATUS)
+        stop.set()
+        return True
 
     async def _probe(self, name: str) -> None:
         probe: Callable[[], Awaitable[str]] = getattr(self, f"_probe_{name}")
@@ -147,7 +182,9 @@ class Health:
             raise
         except BaseException as exc:  # noqa: BLE001 - any failure means not ready
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-            self.checks[name] = Check(False, reason[:300], started)
+            previous = self.checks.get(name)
+            since = previous.since if previous is not None and not previous.ok else started  # failing since
+            self.checks[name] = Check(False, reason[:300], since)
 
     async def _probe_kafka(self) -> str:
         from ocrstream.streaming.kafka import client_options

@@ -1,4 +1,6 @@
-"""Serving a stage's HTTP API (uvicorn) beside its Kafka loop, in the same event loop."""
+"""Serving a stage's HTTP API (uvicorn) beside its Kafka loop, in the same event loop, and what both
+HTTP APIs (the ingest door, the query API) share: bounded parameter types, the typed 422 of a bad
+parameter, OpenAPI docs behind the API key when keys are required, the body-size limit."""
 
 from __future__ import annotations
 
@@ -6,10 +8,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from datetime import datetime, timezone
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AfterValidator
+
+from ocrstream.errors import InternalError, InvalidParameterError, TransientError
+from ocrstream.streaming.auth import Authenticator
+from ocrstream.streaming.retry import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +29,91 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+#: A parameter that names something (an id, a template, a field, an error type): no C0 control
+#: character or DEL (PostgreSQL text cannot hold NUL; the others are never part of a name).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Free text (a search query): no control character but tab, newline and carriage return.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+#: Longest id or name a parameter may hold, characters.
+MAX_NAME_CHARS = 256
+
+
+#: What a 422 says of a parameter that does not match its pattern (every pattern above).
+CONTROL_MESSAGE = "must not hold control characters (NUL included)"
+
+
+def _utc_instant(value: datetime) -> datetime:
+    """``value`` in UTC (a naive time is UTC); ValueError when UTC cannot represent it
+    (``0001-01-01T00:00:00+14:00`` is before year 1 in UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the time is outside years 1..9999 in UTC") from None
+
+
+#: An ISO 8601 time parameter, normalised to UTC and bounded to what UTC (and PostgreSQL) holds.
+Instant = Annotated[datetime, AfterValidator(_utc_instant)]
+
+
+async def _invalid_parameter(request: Request, exc: Exception) -> JSONResponse:
+    """The typed 422 of a request whose parameters do not validate: ``{"detail": {"error":
+    "InvalidParameterError", "message", "errors": [{"loc", "type", "msg"}]}}`` (the inputs are not
+    echoed: they may be large or hold characters a client cannot show)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "type": e.get("type", ""),
+               "msg": CONTROL_MESSAGE if e.get("type") == "string_pattern_mismatch" else e.get("msg", "")}
+              for e in exc.errors()]
+    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or "invalid request"
+    return JSONResponse(status_code=422, content=jsonable_encoder({"detail": {
+        "error": InvalidParameterError.__name__, "message": message, "errors": errors}}))
+
+
+#: ``Retry-After`` (seconds) of a 503: a dependency (database, object store, broker) did not answer.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """What an exception no route handled answers: 503 with ``Retry-After`` for a dependency that
+    did not answer (:func:`~ocrstream.streaming.retry.is_transient`), else 500; both typed, and
+    neither names a host, port, object key or the exception's text (that goes to the log)."""
+    if is_transient(exc):
+        log.warning("%s %s: a dependency did not answer: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}, content={
+            "detail": {"error": TransientError.__name__,
+                       "message": "a dependency of this API (database, object store or broker) did not answer; "
+                                  "try again later"}})
+    log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": {"error": InternalError.__name__,
+                                                             "message": "internal error (logged by the server)"}})
+
+
+def create_api(title: str, auth: Authenticator, scope: str) -> FastAPI:
+    """A FastAPI app for one door: typed 422s for bad parameters (:class:`InvalidParameterError`),
+    typed 503/500s that show no internals (:func:`_unhandled`), and ``/openapi.json`` and
+    ``/docs`` that need a key with ``scope`` when ``auth`` requires keys (the schema names every
+    route and parameter: not for anyone who can reach the port)."""
+    if not auth.required:
+        app = FastAPI(title=title, version="1")
+    else:
+        app = FastAPI(title=title, version="1", openapi_url=None, docs_url=None, redoc_url=None)
+        guard = [Depends(auth.require(scope))]
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=guard)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
+
+    app.add_exception_handler(RequestValidationError, _invalid_parameter)
+    app.add_exception_handler(Exception, _unhandled)
+    return app
 
 
 class _QuietServer(uvicorn.Server):

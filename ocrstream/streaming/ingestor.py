@@ -162,17 +162,20 @@ class Submitter:
         await self.ingestor.close()
 
     async def submit(self, data: bytes, filename: str | None, source: SourceKind,
-                     template: str | None = None) -> Receipt:
+                     template: str | None = None, document_id: str | None = None,
+                     sha: str | None = None) -> Receipt:
         """Ingest one document; returns its Receipt (``error`` set when it was rejected).
 
-        ``template`` names a fixed-layout template (see ocrstream/ocr/templates.py).
+        ``template`` names a fixed-layout template (see ocrstream/ocr/templates.py);
+        ``document_id``: the id to give it (default: a new one; the HTTP door derives it from
+        an ``Idempotency-Key``); ``sha``: the SHA-256 (hex) of ``data`` if already known.
         """
-        document_id = new_document_id()
+        document_id = document_id or new_document_id()
         submitted = events.now_iso()
         filename = sanitize_filename(filename)
         try:
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
-                                                source=source, submitted=submitted, template=template)
+                                                source=source, submitted=submitted, template=template, sha=sha)
         except BadInputError as exc:  # counted by the ingestor
             return Receipt(document_id, filename, error=exc)
         if isinstance(output, str):

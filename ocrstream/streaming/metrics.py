@@ -48,6 +48,10 @@ RECOGNIZER_BATCH = Histogram(
     "ocrstream_recognizer_batch_crops", "Line crops per recogniser call (one micro-batch across documents)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+PAGES = Counter(
+    "ocrstream_pages_total", "Pages analysed by preprocess, by where their text comes from: pdf-text (the "
+    "PDF's own text layer, OCRSTREAM_PDF_TEXT) or ocr", ["path"],
+)
 CONSUMER_LAG = Gauge(
     "ocrstream_consumer_lag", "Fetch high-water mark minus position, per assigned partition "
     "(refreshed on a timer; revoked partitions removed)", ["stage", "topic", "partition"]

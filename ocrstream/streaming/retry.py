@@ -97,8 +97,9 @@ def as_typed(exc: BaseException) -> OcrStreamError:
     else:
         typed = InternalError(f"{type(exc).__name__}: {exc}")
     typed.__cause__ = exc
-    if hasattr(exc, "document_id"):  # the id a handler attached (see stage.dead_letter_record)
-        typed.document_id = exc.document_id  # type: ignore[attr-defined]
+    for attached in ("document_id", "document_ref"):  # what a handler attached (see stage.dead_letter_record)
+        if hasattr(exc, attached):
+            setattr(typed, attached, getattr(exc, attached))
     return typed
 
 

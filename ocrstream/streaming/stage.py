@@ -105,9 +105,12 @@ class Stage(ABC):
     """
 
     name: ClassVar[str]
-    input_topics: ClassVar[tuple[str, ...]]
-    #: Once a poll returned records, wait up to this many ms for more (micro-batching).
-    linger_ms: int = 0
+    input_topics: tuple[str, ...]  # a class attribute; the ingest stage sets its own per instance
+
+    @property
+    def linger_ms(self) -> int:
+        """Once a poll returned records, wait up to this many ms for more (micro-batching)."""
+        return 0
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -182,13 +185,22 @@ MAX_ORIGINAL_BYTES = 256 * 1024
 
 def dead_letter_record(stage: str, record: ConsumerRecord, exc: BaseException) -> Output:
     """:func:`dead_letter` for a consumed Kafka record: the document id is the one the handler
-    attached to the error (``exc.document_id``), else the record's key."""
+    attached to the error (``exc.document_id``), else the record's key. A handler that consumed
+    bytes rather than an event attaches what it knows of the document (``exc.document_ref``:
+    source, filename, content hash, size): that is the dead letter's ``original`` then, so the
+    ``failed`` row keeps it (the bytes themselves are never JSON worth carrying)."""
     value = record.value or b""
+    document_id = getattr(exc, "document_id", None) or (record.key.decode("utf-8", "replace") if record.key else None)
+    ref = getattr(exc, "document_ref", None)
+    if isinstance(ref, dict):
+        original: events.JSONObject | None = {"document_id": document_id, "document": ref}
+    else:
+        original = events.try_json(value) if len(value) <= MAX_ORIGINAL_BYTES else None
     return dead_letter(
         stage, exc,
-        document_id=getattr(exc, "document_id", None) or (record.key.decode("utf-8", "replace") if record.key else None),
+        document_id=document_id,
         source=Source(topic=record.topic, partition=record.partition, offset=record.offset),
-        original=events.try_json(value) if len(value) <= MAX_ORIGINAL_BYTES else None,
+        original=original,
         size_bytes=len(value),
     )
 
@@ -616,7 +628,9 @@ class StageRunner:
 def run_stage(stage: Stage) -> None:
     """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage runtime.
 
-    Exits with status 2 and the message on a configuration error.
+    Exits with status 2 and the message on a configuration error, with status 3 when its
+    dependencies stayed unreachable past ``OCRSTREAM_DEPENDENCY_EXIT_S`` (crash-only:
+    :mod:`ocrstream.streaming.health`).
     """
 
     async def main() -> None:
@@ -636,3 +650,5 @@ def run_stage(stage: Stage) -> None:
     except (ConfigurationError, PermanentError) as exc:
         log.error("%s: cannot start: %s: %s", stage.name, type(exc).__name__, exc)
         sys.exit(2)
+    if health.HEALTH.stranded:  # crash-only: its dependencies stayed unreachable (logged by health)
+        sys.exit(health.STRANDED_EXIT_STATUS)

@@ -207,7 +207,7 @@ def _say(msg: str) -> None:
 
 
 def _versions() -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for dist in ("torch", "onnx", "onnxruntime", "rapidocr"):
         try:
             out[dist] = metadata.version(dist)
@@ -246,8 +246,11 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
         self.reader = TorchPPOCR(self.module)
-        self.step, self.cpu_used, self.losses = 0, 0.0, []
-        self.best_cer, self.best_state, self.val_history = float("inf"), None, []
+        self.step, self.cpu_used = 0, 0.0
+        self.losses: list[float] = []
+        self.best_cer = float("inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.val_history: list[tuple[int, float]] = []
         self.ckpt = Path(cfg.out) / "checkpoints" / "last.pt"
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -367,6 +370,7 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
         trainer.load()
     trainer.run()
     if cfg.keep == "best":
+        assert trainer.best_state is not None  # run() validates first: the base state at the least
         trainer.module.load_state_dict(trainer.best_state)
     _say(f"trained {trainer.step} steps in {trainer.cpu_used:.0f} CPU-s; val-subset CER ci {trainer.val_history}; "
          f"keeping the {cfg.keep} state")

@@ -18,7 +18,7 @@ agreement of any two implementations (logits or probabilities, greedy text) on g
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def _div(a, b, **_):
 
 
 #: ONNX operator (opset 11 semantics) -> torch function of (inputs..., **attributes).
-OPS = {
+OPS: dict[str, Callable[..., torch.Tensor]] = {
     "Identity": lambda x, **_: x,
     "Add": lambda a, b, **_: a + b, "Sub": lambda a, b, **_: a - b, "Mul": lambda a, b, **_: a * b, "Div": _div,
     "Pow": lambda a, b, **_: torch.pow(a, b), "Sqrt": lambda x, **_: torch.sqrt(x), "Erf": lambda x, **_: torch.erf(x),

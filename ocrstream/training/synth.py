@@ -205,9 +205,9 @@ def render_line(text: str, font_path: Path, r: random.Random, *, dot_matrix: boo
         size = max(size, 28)
     font = ImageFont.load_default(size=size) if font_path == PILLOW_FONT else ImageFont.truetype(str(font_path), size)
     x0, y0, x1, y1 = font.getbbox(text)
-    canvas = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
+    canvas = Image.new("L", (int(x1 - x0 + 4), int(y1 - y0 + 4)), 0)
     ImageDraw.Draw(canvas).text((2 - x0, 2 - y0), text, font=font, fill=255)
-    mask = np.asarray(canvas, np.float32) / 255.0
+    mask: np.ndarray = np.asarray(canvas, np.float32) / 255.0
     if dot_matrix:
         mask = _dot_matrix(mask, r)
     h = mask.shape[0]

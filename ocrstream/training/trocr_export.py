@@ -97,7 +97,7 @@ def render_lines(lines: Sequence[str], size: int = 28) -> list[np.ndarray]:
     out = []
     for text in lines:
         x0, y0, x1, y1 = font.getbbox(text)
-        img = Image.new("RGB", (x1 + 16, y1 + 16), "white")
+        img = Image.new("RGB", (int(x1 + 16), int(y1 + 16)), "white")
         ImageDraw.Draw(img).text((8, 8), text, font=font, fill="black")
         out.append(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))
     return out
@@ -180,7 +180,7 @@ def make_tiny_trocr(dst: str | os.PathLike[str], *, seed: int = 0, height: int =
     cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 2, 1, 2
     model = VisionEncoderDecoderModel(cfg).eval()
     processor = TrOCRProcessor(
-        image_processor=ViTImageProcessor(size={"height": height, "width": width}, resample=2,
+        image_processor=ViTImageProcessor(size={"height": height, "width": width}, resample=Image.Resampling.BILINEAR,
                                           image_mean=[0.5] * 3, image_std=[0.5] * 3),
         tokenizer=tokenizer)
     pil = [Image.fromarray(np.ascontiguousarray(i[:, :, ::-1])) for i in render_lines(CHECK_LINES)]

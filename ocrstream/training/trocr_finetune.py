@@ -74,6 +74,8 @@ def finetune_trocr(checkpoint: str | Path, train: Sequence[str], val: str, out: 
     rng = random.Random(seed)
     model = VisionEncoderDecoderModel.from_pretrained(checkpoint)
     processor = TrOCRProcessor.from_pretrained(checkpoint)
+    # transformers' stubs lack it: ProcessorMixin sets its attributes (tokenizer, image_processor) dynamically
+    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
     samples = [s for m in train for s in read_manifest(m)]
     val_samples = read_manifest(val)
     refs = [s.text for s in val_samples]
@@ -86,7 +88,7 @@ def finetune_trocr(checkpoint: str | Path, train: Sequence[str], val: str, out: 
         for i in range(0, len(order), batch_size):
             chunk = order[i:i + batch_size]
             model.train()
-            loss = model(pixel_values=_pixels(processor, chunk), labels=_labels(processor.tokenizer, chunk, max_tokens)).loss
+            loss = model(pixel_values=_pixels(processor, chunk), labels=_labels(tokenizer, chunk, max_tokens)).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -272,6 +272,7 @@ class BucketDoor:
         client = self.store.client
         try:
             size = client.stat_object(event.bucket, event.key, version_id=event.version_id).size
+            assert size is not None  # stat_object always sets it (from Content-Length)
             if size > limit:
                 raise DocumentTooLargeError(f"{event.uri} is {size} bytes; the limit is {limit} "
                                             "(OCRSTREAM_MAX_DOCUMENT_BYTES)")

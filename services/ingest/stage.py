@@ -21,7 +21,11 @@ The HTTP door needs an API key with the ``ingest`` scope (:mod:`ocrstream.stream
 
 Raw-topic document ids are scoped (:func:`raw_document_id`): a producer's key never becomes a
 document id as such, so no producer can overwrite another's document; the key is kept as the
-document's ``external_id``.
+document's ``external_id``. A record without a (valid) key takes its id from its position; a
+dead-letter replay re-sends it with the original position in the ``ocrstream-replay-of`` header
+so it resolves to the same document, and that header is trusted only when the replayer left its
+mark in the bucket (:func:`replay_mark_key`, written before the record is sent): a producer that
+forges the header keeps its own position, never merging its submission into another's.
 
 The original is stored under a content-addressed key ``originals/<sha256[:2]>/<sha256>`` (so a
 re-submission of the same bytes stores nothing new) and the event carries only that key.
@@ -75,26 +79,54 @@ def template_header(value: bytes | None) -> str | None:
     return name
 
 
-#: Header a dead-letter replay puts on a re-sent keyless raw record: the original's position, so
-#: it keeps its document id (the id also hashes the content, so the header cannot reach another
-#: document's id with other bytes).
+#: Header a dead-letter replay puts on a re-sent raw record: the original's position, so a record
+#: without a (valid) key keeps its document id. Trusted only with the replayer's mark
+#: (:func:`replay_mark_key`); the id also hashes the content, so even a trusted header cannot
+#: reach another document's id with other bytes.
 REPLAY_OF_HEADER = "ocrstream-replay-of"
+#: Longest replay header value, characters (a position is ``topic:partition:offset:timestamp``).
+MAX_REPLAY_OF_CHARS = 200
 
 
-def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True) -> tuple[str, str | None]:
+def record_position(record: ConsumerRecord) -> str:
+    """``topic:partition:offset:timestamp`` of a raw record: what a keyless record's id derives from."""
+    return f"{record.topic}:{record.partition}:{record.offset}:{record.timestamp}"
+
+
+def replay_of(record: ConsumerRecord) -> str | None:
+    """The position a record's ``ocrstream-replay-of`` header claims (None without one); not yet
+    trusted: see :func:`replay_mark_key`."""
+    value = dict(record.headers or ()).get(REPLAY_OF_HEADER)
+    if not isinstance(value, bytes) or not value:
+        return None
+    return value.decode("utf-8", "replace")[:MAX_REPLAY_OF_CHARS]
+
+
+def position_document_id(position: str, sha: str) -> str:
+    """The id of raw bytes with SHA-256 ``sha`` first sent at ``position`` without a (valid) key."""
+    return _scoped_id(f"record:{position}", sha)
+
+
+def replay_mark_key(document_id: str) -> str:
+    """Object key of the mark ``ocrstream dlq replay`` writes before re-sending the raw record of
+    ``document_id``: ingest trusts a replay header only when the id it yields has this mark
+    (producers of the raw topic cannot write into the bucket)."""
+    return f"_runtime/replays/{document_id}"
+
+
+def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True,
+                    trusted_replay_of: str | None = None) -> tuple[str, str | None]:
     """``(document_id, external_id)`` of a raw-topic message holding bytes with SHA-256 ``sha``.
 
     The id is ``raw-`` + 32 hex digits of SHA-256 over the producer's key (or, without a key,
-    the record's topic, partition, offset and timestamp) and the content hash: a redelivered
-    message maps to the same document, a producer reusing another's key with other bytes gets a
-    new one, and offsets repeated after a broker reset do not collide. The key, if any, is
-    returned as ``external_id``. Raises InvalidSubmissionError for a key that is not UTF-8
-    text of at most 256 bytes without control characters (the id is then derived without it).
+    the record's topic, partition, offset and timestamp, or ``trusted_replay_of``: the original
+    position of a verified replay) and the content hash: a redelivered message maps to the same
+    document, a producer reusing another's key with other bytes gets a new one, and offsets
+    repeated after a broker reset do not collide. The key, if any, is returned as
+    ``external_id``. Raises InvalidSubmissionError for a key that is not UTF-8 text of at most
+    256 bytes without control characters (the id is then derived without it).
     """
-    where = f"{record.topic}:{record.partition}:{record.offset}:{record.timestamp}"
-    replayed = dict(record.headers or ()).get(REPLAY_OF_HEADER)
-    if isinstance(replayed, bytes) and replayed:
-        where = replayed.decode("utf-8", "replace")[:200]
+    where = trusted_replay_of or record_position(record)
     key = record.key if use_key else None
     if key is not None:
         try:
@@ -106,7 +138,7 @@ def raw_document_id(record: ConsumerRecord, sha: str, *, use_key: bool = True) -
                 f"raw-topic key of {len(key)} bytes is not a valid external id (UTF-8 text, at most "
                 f"{MAX_RAW_KEY_BYTES} bytes, no control characters)")
         return raw_key_document_id(text, sha), text
-    return _scoped_id(f"record:{where}", sha), None
+    return position_document_id(where, sha), None
 
 
 def raw_key_document_id(key: str, sha: str) -> str:
@@ -124,7 +156,7 @@ class IngestStage(Stage):
     dropped into the inbox, services/ingest/bucket.py), and serves the HTTP API beside them."""
 
     name = "ingest"
-    input_topics = (events.RAW,)
+    input_topics: tuple[str, ...] = (events.RAW,)
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -174,6 +206,18 @@ class IngestStage(Stage):
         """Bucket notifications with nothing to ingest (:meth:`BucketDoor.ignores`)."""
         return self.bucket is not None and record.topic == self.bucket.topic and self.bucket.ignores(record)
 
+    async def trusted_replay_of(self, record: ConsumerRecord, sha: str) -> str | None:
+        """The original position a replayed raw record names, if ``ocrstream dlq replay`` sent it
+        (its mark exists in the bucket); None otherwise (a forged header is logged and ignored)."""
+        claimed = replay_of(record)
+        if claimed is None:
+            return None
+        if await self.ingestor.store.exists(replay_mark_key(position_document_id(claimed, sha))):
+            return claimed
+        log.warning("ingest: %s@%d/%d carries a %s header without the replayer's mark: ignored",
+                    record.topic, record.partition, record.offset, REPLAY_OF_HEADER)
+        return None
+
     async def handle(self, record: ConsumerRecord) -> list[Output]:
         if self.bucket is not None and record.topic == self.bucket.topic:
             return await self.bucket.handle(record)
@@ -181,14 +225,18 @@ class IngestStage(Stage):
         filename = sanitize_filename(headers.get("filename", b"").decode("utf-8", "replace"))
         data = record.value or b""
         sha = await asyncio.to_thread(content_sha256, data)
-        document_id = raw_document_id(record, sha, use_key=False)[0]
+        trusted = await self.trusted_replay_of(record, sha)
+        document_id = raw_document_id(record, sha, use_key=False, trusted_replay_of=trusted)[0]
         try:  # every failure is reported under the scoped id, never under the producer's key
-            document_id, external_id = raw_document_id(record, sha)
+            document_id, external_id = raw_document_id(record, sha, trusted_replay_of=trusted)
             template = template_header(headers.get("template"))
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source="kafka", template=template, sha=sha,
                                                 external_id=external_id)
         except Exception as exc:
-            exc.document_id = document_id
+            setattr(exc, "document_id", document_id)  # noqa: B010 - read back by dead_letter (getattr)
+            # what is known of the document, for its failed row (the raw bytes are no event)
+            setattr(exc, "document_ref", {"source": "kafka", "filename": filename,  # noqa: B010 - read back by dead_letter
+                                          "content_sha256": sha, "size_bytes": len(data)})
             raise
         return [] if isinstance(output, str) else [output]

@@ -25,6 +25,7 @@ from ocrstream.ocr.layout import block_ids
 from ocrstream.ocr.templates import get_template
 from ocrstream.storage.crops import page_crops_key
 from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming import metrics
 from ocrstream.streaming.stage import Output, Stage
 from services.preprocess.worker import DecoderPool, PageResult
 
@@ -61,7 +62,9 @@ class PreprocessStage(Stage):
             del data
             for page_index in range(len(document.page_sizes)):
                 page = await document.page(page_index, template)
-                pages.append(Page(page_index=page_index, width=page.width, height=page.height))
+                metrics.PAGES.labels(page.text_source).inc()
+                pages.append(Page(page_index=page_index, width=page.width, height=page.height,
+                                  text_source=page.text_source))
                 regions += await self.store_regions(doc_id, page_index, page)
         out = RegionsEvent(document_id=doc_id, document=event.document,
                            timestamps=msgspec.structs.replace(event.timestamps, preprocessed=events.now_iso()),
@@ -74,6 +77,11 @@ class PreprocessStage(Stage):
         crop offset and shape - with ids, block and the pack's key added)."""
         if not page.regions:
             return []
+        if page.text_source == "pdf-text":  # read from the PDF's text layer: no crops, the text travels along
+            return [events.convert(Region, {
+                **{k: v for k, v in region.items() if k not in ("text", "words", "confidence", "char_probs")},
+                "crop_key": "", "layer_text": {"text": region["text"], "words": region["words"]}}, events.REGIONS)
+                for region in page.regions]
         key = page_crops_key(doc_id, page_index)
         await self.store.put(key, page.crops)
         blocks = block_ids([r["box"] for r in page.regions], [r["line_index"] for r in page.regions])

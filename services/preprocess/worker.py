@@ -46,13 +46,17 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pebble
 
 from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
-from ocrstream.ocr.decode import Budget, Document, open_document
+from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.templates import Template
+
+if TYPE_CHECKING:
+    from ocrstream.ocr.runtime.onnx_session import Device
+    from ocrstream.storage.crops import Codec
 
 __all__ = ["DecoderPool", "IsolatedDocument", "PageResult", "WorkerConfig"]
 
@@ -77,16 +81,20 @@ class WorkerConfig:
         load_detector: False for a pool that only serves template documents (tests, tools).
         crop_codec: codec of a page's crop pack (:func:`ocrstream.storage.crops.pack_crops`).
         max_page_crop_bytes: pixel bytes of one page's crops (more: DocumentTooLargeError).
+        pdf_text: PDF text layers (``auto``, ``ocr``, ``text``; :mod:`ocrstream.ocr.pdftext`).
+        pdf_max_page_chars: the most characters of one page's text layer read.
     """
 
     budget: Budget = field(default_factory=Budget)
     memory_bytes: int = 2 * 1024**3
-    cleanup_steps: str = "border"
+    cleanup_steps: str = "border,orientation"
     detect_max_side: int = 1536
-    device: str = "auto"
+    device: Device = "auto"
     load_detector: bool = True
-    crop_codec: str = "none"
+    crop_codec: Codec = "none"
     max_page_crop_bytes: int = 128 * 1024**2
+    pdf_text: str = "auto"
+    pdf_max_page_chars: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -98,13 +106,17 @@ class PageResult:
         regions: per region, its event fields (``line_index``, ``order``, ``box``, ``quad``,
             and ``field`` or ``detection_score``; page px) and where its crop lies in ``crops``:
             ``crop_offset`` (bytes into the unpacked payload) and ``crop_shape`` (``[h, w]``).
-        crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`).
+        crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`); empty
+            for a page read from its PDF text layer.
+        text_source: ``"pdf-text"`` (regions carry ``text``, ``words``, ``source``: nothing to
+            recognise, no crops) or ``"ocr"``.
     """
 
     width: int
     height: int
     regions: list[dict]
     crops: bytes
+    text_source: Literal["pdf-text", "ocr"] = "ocr"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,10 +127,16 @@ class _WorkerState:
     detector: Any = None
     error: str | None = None  # why initialisation failed; every task then reports it
     token: str | None = None  # the document currently open (a token per document), and its handle
-    document: Document | None = None
+    document: OpenedDocument | None = None
 
 
 _state = _WorkerState()
+
+
+def _config() -> WorkerConfig:
+    """The pool's config (the initializer sets it before any task runs)."""
+    assert _state.config is not None
+    return _state.config
 
 
 def _initialise(config: WorkerConfig) -> None:
@@ -143,13 +161,14 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _document(path: str, token: str) -> Document:
+def _document(path: str, token: str) -> OpenedDocument:
     """The document at ``path``, kept open between the page tasks of one document (``token``
     tells documents apart: a temporary file's name may come again)."""
     if _state.token != token:
         _forget()
-        _state.document = open_document(Path(path).read_bytes(), _state.config.budget)
+        _state.document = open_document(Path(path).read_bytes(), _config().budget)
         _state.token = token
+    assert _state.document is not None  # opened above for this token
     return _state.document
 
 
@@ -168,17 +187,27 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
-    """Task: decode page ``index``, cut its regions (template, else detection) -> PageResult."""
+    """Task: page ``index`` -> PageResult: read from its PDF text layer when
+    :func:`ocrstream.ocr.pdftext.decide` says so (no rendering), else decoded and cut into
+    regions (template, else detection)."""
+    from ocrstream.ocr import pdftext
     from ocrstream.ocr.regions import cut_regions
     from ocrstream.storage.crops import pack_crops
 
     _ready()
+    config = _config()
     with _worker_errors(f"decoding page {index + 1}"):
-        page = _document(path, token).page(index)
-        regions = cut_regions(page, index, template, _state.detector, _state.config.cleanup_steps)
-        pack, spans = pack_crops([crop for _, crop in regions], codec=_state.config.crop_codec,
-                                 max_bytes=_state.config.max_page_crop_bytes)
-        fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}
+        document = _document(path, token)
+        if template is None and config.pdf_text != "ocr" and document.kind == "pdf":
+            layer = document.text_layer(index, config.pdf_max_page_chars)
+            if pdftext.decide(layer, config.pdf_text)[0] == "pdf-text" and layer is not None:
+                width, height = document.page_sizes[index]
+                return PageResult(width, height, pdftext.layer_regions(layer, index), b"", "pdf-text")
+        page = document.page(index)
+        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps)
+        pack, spans = pack_crops([crop for _, crop in regions], codec=config.crop_codec,
+                                 max_bytes=config.max_page_crop_bytes)
+        fields = [{**region, "crop_offset": offset, "crop_shape": list(shape), "source": "ocr"}
                   for (region, _), (offset, shape) in zip(regions, spans)]
         return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
 
@@ -194,7 +223,7 @@ def _worker_errors(what: str):
     except BaseException as exc:
         _forget()
         if isinstance(exc, MemoryError) or any(w in str(exc).lower() for w in _OOM_WORDS):
-            limit = _state.config.memory_bytes
+            limit = _config().memory_bytes
             raise DecoderCrashedError(
                 f"the decoder ran out of memory while {what} (limit {limit} bytes, "
                 f"OCRSTREAM_DECODE_MEMORY_BYTES): {type(exc).__name__}: {str(exc)[:200]}") from None
@@ -252,7 +281,8 @@ class DecoderPool:
         """A pool configured by :class:`ocrstream.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
         config = WorkerConfig(Budget.from_settings(settings), settings.decode_memory_bytes,
                               settings.cleanup_steps, settings.detect_max_side, settings.device,
-                              crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes)
+                              crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes,
+                              pdf_text=settings.pdf_text, pdf_max_page_chars=settings.pdf_max_page_chars)
         options = dict(timeout_s=settings.decode_timeout_s, workers=settings.decode_workers,
                        max_tasks=settings.decode_worker_max_tasks)
         return cls(config, **{**options, **overrides})

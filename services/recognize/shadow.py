@@ -31,12 +31,13 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
 from ocrstream.errors import ConfigurationError
+from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.settings import Settings
 from ocrstream.storage import models
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming.stage import Output, Result
-from services.recognize.stage import RecognizeStage
+from services.recognize.stage import RecognizeStage, _from_layer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ShadowStage(RecognizeStage):
             found = await models.resolve(self.settings, self.wanted)
             cache = self.settings.model_cache_dir or str(Path(tempfile.gettempdir()) / "ocrstream-models")
             manifest = await models.cached_model(self.settings, found.sha256, cache)
-        except (models.UnknownModelError, models.ModelIntegrityError) as exc:
+        except (models.UnknownModelError, ModelIntegrityError) as exc:
             raise ConfigurationError(f"shadow model {self.wanted!r}: {type(exc).__name__}: {exc}") from None
         if found.manifest.get("kind") != "ppocr":
             raise ConfigurationError(f"shadow model {found.sha256[:12]} is a {found.manifest.get('kind')!r} model; "
@@ -123,9 +124,11 @@ class ShadowStage(RecognizeStage):
         readings = await asyncio.to_thread(recognizer.recognize, crops)
         per_line_s = (time.process_time() - started) / len(crops)
         SHADOW_CPU.labels(self.model_id).observe(per_line_s)
-        rows = []
+        rows: list[tuple[str, str, str, str, float, float]] = []
         for event, _ in good:
             for region in event.regions:
+                if _from_layer(region):  # read from a PDF's text layer: no model involved
+                    continue
                 reading = readings[len(rows)]
                 rows.append((self.sha256, event.document_id, region.region_id, reading.text,
                              round(float(reading.confidence), 4), round(per_line_s * 1000, 3)))

@@ -166,9 +166,10 @@ class RecognizeStage(Stage):
         out in a thread (:func:`ocrstream.storage.crops.region_crops`; errors: MissingObjectError,
         TruncatedImageError -> dead letter)."""
         event = events.decode(events.REGIONS, record.value)
-        keys = list(dict.fromkeys(r.crop_key for r in event.regions))
+        to_read = [r for r in event.regions if not _from_layer(r)]  # PDF text-layer regions have no crop
+        keys = list(dict.fromkeys(r.crop_key for r in to_read))
         objects = dict(zip(keys, await asyncio.gather(*(self.store.get(k) for k in keys))))
-        return event, await asyncio.to_thread(region_crops, event.regions, objects,
+        return event, await asyncio.to_thread(region_crops, to_read, objects,
                                               max_bytes=self.settings.max_page_crop_bytes)
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
@@ -203,13 +204,23 @@ class RecognizeStage(Stage):
                recognizer: Any = None, version: str | None = None) -> Output:
         """The ``recognized`` event: ``event``'s regions with text, confidence, per-character
         probabilities and word boxes added (``widths``: crop widths in px, for the word boxes),
-        naming ``recognizer`` and its model ``version`` (default: the serving ones)."""
+        naming ``recognizer`` and its model ``version`` (default: the serving ones).
+        ``readings``/``widths`` are those of the regions to recognise; a region read from the PDF's
+        text layer (``layer_text``) takes its text and words from there, confidence 1.0."""
         if recognizer is None:
             recognizer, version = self.current
-        regions = [events.convert(RecognizedRegion, {**events.to_json_object(region),
-                                                     **reading_fields(reading, width, region.quad or None)},
-                                  events.RECOGNIZED)
-                   for region, reading, width in zip(event.regions, readings, widths)]
+        recognised = iter(zip(readings, widths))
+        regions = []
+        for region in event.regions:
+            fields = events.to_json_object(region)
+            if _from_layer(region):
+                layer = fields.pop("layer_text")
+                fields.update(text=layer["text"], confidence=1.0, char_probs=[1.0] * len(layer["text"]),
+                              words=layer["words"])
+            else:
+                reading, width = next(recognised)
+                fields.update(reading_fields(reading, width, region.quad or None))
+            regions.append(events.convert(RecognizedRegion, fields, events.RECOGNIZED))
         out = RecognizedEvent(
             document_id=event.document_id, document=event.document,
             timestamps=msgspec.structs.replace(event.timestamps, recognized=events.now_iso()),
@@ -218,3 +229,8 @@ class RecognizeStage(Stage):
                                   model=version or UNSET),
             regions=regions)
         return Output(events.RECOGNIZED, event.document_id, out)
+
+
+def _from_layer(region) -> bool:
+    """Whether ``region`` was read from a PDF's text layer (nothing to recognise)."""
+    return region.source == "pdf-text" and region.layer_text is not UNSET

@@ -22,9 +22,15 @@ on ``OCRSTREAM_HTTP_HOST:OCRSTREAM_QUERY_PORT`` (8081), with ``/metrics``, ``/he
 * Review (scope ``review``; services/store/review.py): ``GET /v1/review``,
   ``POST /v1/regions/{id}/verify``, ``GET /v1/regions/{id}/crop``, ``GET /v1/regions/{id}/corrections``
   and the page ``/review`` (login form, session cookie, CSRF token).
-OpenAPI docs at ``/docs``. Every other ``/v1`` route needs an API key with the ``query`` scope
-(:mod:`ocrstream.streaming.auth`); exports are rendered in a worker thread. Request bodies over
-64 KiB get 413.
+OpenAPI docs at ``/docs`` (schema ``/openapi.json``). Every other ``/v1`` route needs an API key
+with the ``query`` scope (:mod:`ocrstream.streaming.auth`), and so do the docs when keys are required;
+exports are rendered in a worker thread.
+
+Every parameter is bounded in the schema: names and ids hold no control character (NUL included)
+and at most 256 characters, ``q`` at most 500 characters without control characters but
+whitespace, ``offset`` at most :data:`MAX_OFFSET`, times must exist in UTC; anything else is a
+422 ``InvalidParameterError`` (:func:`ocrstream.streaming.http.create_api`), never a 500.
+Request bodies over 64 KiB get 413.
 """
 
 from __future__ import annotations
@@ -34,13 +40,13 @@ import logging
 import signal
 import sys
 import time
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Histogram
+from pydantic import StringConstraints
 
 from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import ConfigurationError, MissingObjectError
@@ -51,7 +57,7 @@ from ocrstream.storage import documents
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.storage.search import MAX_LIMIT, SearchQuery, parse_field_filters, search
 from ocrstream.streaming.auth import Authenticator
-from ocrstream.streaming.http import BodyLimit
+from ocrstream.streaming.http import MAX_NAME_CHARS, NAME_PATTERN, TEXT_PATTERN, BodyLimit, Instant, create_api
 from services.store.review import add_review
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,17 @@ REQUEST_SECONDS = Histogram("ocrstream_api_request_seconds", "Query API request 
 MAX_PAGE = 200
 #: Request bodies (review corrections, the login form) at most, bytes; larger: 413.
 MAX_BODY_BYTES = 64 * 1024
+#: Largest ``offset`` of a search: deeper pages are refused (422) rather than ranked for nothing.
+MAX_OFFSET = 10_000
+#: Most ``field=`` filters of one search.
+MAX_FIELD_FILTERS = 20
+
+#: A name parameter (template, error type): bounded, no control characters.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
+#: A document id in the path: bounded, no control characters.
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
+#: One ``field=NAME:VALUE`` filter.
+FieldFilter = Annotated[str, StringConstraints(min_length=2, max_length=2 * MAX_NAME_CHARS, pattern=NAME_PATTERN)]
 
 
 def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | None = None,
@@ -72,7 +89,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
     ``store`` (the originals' bucket) serves ``format=pdf`` and review crops. With ``settings``,
     the review routes and page too (:func:`services.store.review.add_review`; ``review_pool``
     may store corrections)."""
-    app = FastAPI(title="ocrstream documents", version="1")
+    app = create_api("ocrstream documents", auth, "query")
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     if settings is not None:
         add_review(app, pool, auth, settings, store, review_pool)
@@ -94,8 +111,8 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
 
     @api.get("/v1/documents")
     async def list_documents(status: Literal["done", "failed"] | None = None,
-                             since: datetime | None = None, before: datetime | None = None,
-                             needs_review: bool | None = None, error_type: str | None = None,
+                             since: Instant | None = None, before: Instant | None = None,
+                             needs_review: bool | None = None, error_type: Name | None = None,
                              limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
         """Documents, newest first, filtered by status, stored time, review flag and error type;
         page with ``before`` = the last row's ``stored_at``."""
@@ -103,18 +120,19 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                                               needs_review=needs_review, error_type=error_type, limit=limit)
 
     @api.get("/v1/failures")
-    async def failures(since: datetime | None = None) -> list[dict]:
+    async def failures(since: Instant | None = None) -> list[dict]:
         """Failed documents by reason: count per stage and error type, with the newest one."""
         return await documents.failure_groups(pool, since)
 
     @api.get("/v1/search")
-    async def search_documents(q: str = Query("", max_length=500),
+    async def search_documents(q: str = Query("", max_length=500, pattern=TEXT_PATTERN),
                                status: Literal["done", "failed"] | None = None,
-                               since: datetime | None = None, until: datetime | None = None,
-                               template: str | None = None,
-                               field: list[str] = Query([], description="NAME:VALUE, repeatable"),
+                               since: Instant | None = None, until: Instant | None = None,
+                               template: Name | None = None,
+                               field: list[FieldFilter] = Query([], max_length=MAX_FIELD_FILTERS,
+                                                                description="NAME:VALUE, repeatable"),
                                limit: int = Query(20, ge=1, le=MAX_LIMIT),
-                               offset: int = Query(0, ge=0)) -> dict:
+                               offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
         """Pages whose text matches ``q`` (full text, or trigram-similar for OCR-noisy words),
         best first, with the matching regions, their boxes and a ``<mark>``-highlighted snippet;
         ``field=NAME:VALUE`` filters on template or receipt fields (``q`` may then be empty)."""
@@ -125,7 +143,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
         return await search(pool, query)
 
     @api.get("/v1/documents/{document_id}")
-    async def get_document(document_id: str, version: int | None = Query(None, ge=1, le=1_000_000)) -> dict:
+    async def get_document(document_id: DocumentId, version: int | None = Query(None, ge=1, le=1_000_000)) -> dict:
         """One document with its text, pages and regions: the newest result, or result ``version``
         (earlier results are kept when a document is read again: ``ocrstream reprocess``); 404 if
         unknown."""
@@ -138,7 +156,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
         return doc
 
     @api.get("/v1/documents/{document_id}/versions")
-    async def get_versions(document_id: str) -> list[dict]:
+    async def get_versions(document_id: DocumentId) -> list[dict]:
         """The document's result versions, oldest first: version, model, stored_at, current (404 if unknown)."""
         found = await documents.document_versions(pool, document_id)
         if found is None:
@@ -146,7 +164,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
         return found
 
     @api.get("/v1/documents/{document_id}/export")
-    async def export(document_id: str, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json",
+    async def export(document_id: DocumentId, format: Literal["json", "txt", "hocr", "alto", "pdf"] = "json",
                      version: int | None = Query(None, ge=1, le=1_000_000)) -> Response:
         """The document as JSON (document model), plain text, hOCR (XHTML), ALTO v4 XML, or a
         searchable PDF (original pages with an invisible text layer; 409 unless ``done``)."""
@@ -162,8 +180,10 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
             raise HTTPException(503, "this query API has no object store (format=pdf unavailable)")
         try:
             original = await store.get(data["object_key"])
-        except MissingObjectError as exc:
-            raise HTTPException(410, str(exc)) from None
+        except MissingObjectError as exc:  # the key stays in the log, not in the answer
+            log.warning("api: the original of %s is gone: %s", data["document_id"], exc)
+            raise HTTPException(410, {"error": MissingObjectError.__name__, "message":
+                                      f"the original of document {data['document_id']} is no longer stored"}) from None
         doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
         try:
             pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
@@ -244,6 +264,8 @@ def run_api(settings: Settings) -> None:
         sys.exit(2)
     health.serve(metrics_port("api", settings.metrics_port), "api", settings)
     asyncio.run(main())
+    if health.HEALTH.stranded:  # crash-only: PostgreSQL stayed unreachable (logged by health)
+        sys.exit(health.STRANDED_EXIT_STATUS)
 
 
 async def wait_for_schema(settings: Settings, stop: asyncio.Event, poll_s: float = 1.0) -> bool:

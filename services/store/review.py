@@ -22,7 +22,8 @@ the cookie must carry the session's CSRF token in ``X-CSRF-Token`` (the page rea
 every replica that shares ``OCRSTREAM_REVIEW_SESSION_SECRET``, for ``OCRSTREAM_REVIEW_SESSION_TTL_S``,
 and only while their key is in the keys file with the ``review`` scope.
 
-Errors are 4xx with a typed body ``{"detail", "type"}`` (:class:`ocrstream.errors.RequestError`):
+Errors are 4xx with a typed body ``{"detail": {"error": <type>, "message"}}``
+(:class:`ocrstream.errors.RequestError`; bad parameters: the API's ``InvalidParameterError``):
 never a 500 for bad input. Decoding the original page, cutting and PNG-encoding the crop run in
 a worker thread; the last few decoded pages are cached (:class:`PageCache`).
 """
@@ -47,8 +48,6 @@ import asyncpg
 import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
@@ -238,12 +237,8 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
 
     @app.exception_handler(RequestError)
     async def typed_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": jsonable_encoder(exc.errors()), "type": "RequestValidationError"},
-                            status_code=422)
+        """A refused review request: ``{"detail": {"error": <type>, "message"}}`` (the API's typed form)."""
+        return JSONResponse({"detail": {"error": type(exc).__name__, "message": str(exc)}}, status_code=exc.status)
 
     async def reviewer(request: Request) -> str | None:
         """The reviewer's name: from the session cookie (a POST must carry its CSRF token), else a key."""

@@ -88,20 +88,22 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'done', version = EXCLUDED.vers
     result_version = EXCLUDED.result_version,
     submitted_at = EXCLUDED.submitted_at, ingested_at = EXCLUDED.ingested_at,
     preprocessed_at = EXCLUDED.preprocessed_at, recognized_at = EXCLUDED.recognized_at,
-    stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL
+    stored_at = EXCLUDED.stored_at, error_stage = NULL, error_type = NULL, error_message = NULL,
+    replay_pending_since = NULL
 """
 
 UPSERT_PAGE = """
-INSERT INTO pages (document_id, page_index, width, height) VALUES ($1, $2, $3, $4)
-ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, height = EXCLUDED.height
+INSERT INTO pages (document_id, page_index, width, height, text_source) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (document_id, page_index) DO UPDATE SET width = EXCLUDED.width, height = EXCLUDED.height,
+    text_source = EXCLUDED.text_source
 """
 
 UPSERT_REGION = """
 INSERT INTO regions (document_id, region_id, page_index, line_index, reading_order, x0, y0, x1, y1,
     quad, crop_key, detection_score, text, confidence, words, field, raw_text, value, valid, reason, needs_review,
-    block_index, char_probs)
+    block_index, source, char_probs)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb,
-    $17, $18::jsonb, $19, $20, $21, $22, $23::jsonb)
+    $17, $18::jsonb, $19, $20, $21, $22, $23, $24::jsonb)
 ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_index,
     line_index = EXCLUDED.line_index, reading_order = EXCLUDED.reading_order,
     x0 = EXCLUDED.x0, y0 = EXCLUDED.y0, x1 = EXCLUDED.x1, y1 = EXCLUDED.y1, quad = EXCLUDED.quad,
@@ -109,7 +111,7 @@ ON CONFLICT (document_id, region_id) DO UPDATE SET page_index = EXCLUDED.page_in
     text = EXCLUDED.text, confidence = EXCLUDED.confidence, words = EXCLUDED.words,
     field = EXCLUDED.field, raw_text = EXCLUDED.raw_text, value = EXCLUDED.value, valid = EXCLUDED.valid,
     reason = EXCLUDED.reason, needs_review = EXCLUDED.needs_review, block_index = EXCLUDED.block_index,
-    char_probs = EXCLUDED.char_probs
+    source = EXCLUDED.source, char_probs = EXCLUDED.char_probs
 """
 
 UPSERT_FAILED = """
@@ -119,7 +121,7 @@ VALUES ($1, 'failed', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.version,
     published_at = NULL, error_stage = EXCLUDED.error_stage,
     error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
-    stored_at = EXCLUDED.stored_at
+    stored_at = EXCLUDED.stored_at, replay_pending_since = NULL
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
@@ -194,13 +196,13 @@ class StoreStage(Stage):
             await conn.execute("DELETE FROM pages WHERE document_id = $1 AND NOT page_index = ANY($2::int[])",
                                doc_id, [p.page_index for p in event.pages])
             await conn.executemany(UPSERT_PAGE, [
-                (doc_id, p.page_index, p.width, p.height) for p in event.pages])
+                (doc_id, p.page_index, p.width, p.height, _opt(p.text_source)) for p in event.pages])
             await conn.executemany(UPSERT_REGION, [
                 (doc_id, r.region_id, r.page_index, r.line_index, r.order, *r.box,
                  _json(_opt(r.quad)), stored_crop(seen), _opt(r.detection_score),
                  r.text, r.confidence, _json(r.words or []),
                  _json(r.field) if r.field else None, r.raw_text,
-                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0,
+                 json.dumps(r.value), r.valid, r.reason, r.needs_review, r.block_index or 0, _opt(r.source),
                  _json(seen.char_probs) if seen.char_probs is not UNSET else None)
                 for r, seen in zip(regions, event.regions)])
             if previous:
@@ -210,7 +212,7 @@ class StoreStage(Stage):
             regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
             recognizer=event.recognizer, result_version=result_version, previous_version=previous or None))
 
-    async def _keep_previous_result(self, conn: Any, doc_id: str, version: str) -> int:
+    async def _keep_previous_result(self, conn: Any, doc_id: str, version: str | UnsetType) -> int:
         """When ``version`` replaces a done result of another version: snapshot that result into
         ``document_versions``, rename its verified regions ``kept-<n>-<region_id>`` (with their
         correction history) so the new regions cannot take their ids; returns its result version
@@ -330,7 +332,7 @@ class StoreStage(Stage):
 
 def _opt(value: T | UnsetType) -> T | None:
     """An optional event field as None when unset (for a nullable column)."""
-    return None if value is UNSET else value  # type: ignore[return-value]
+    return None if value is UNSET else value
 
 
 #: Box overlap (intersection over union) a new region needs to take a verified region's text.

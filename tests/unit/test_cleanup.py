@@ -15,7 +15,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ocrstream.ocr import cleanup
 from ocrstream.ocr.cleanup import Transform
-from ocrstream.ocr.detection import LineDetector, attach_colons, crop_line
+from ocrstream.ocr.detection import (
+    FRAME_MIN_DEG,
+    LineDetector,
+    _in_page_frame,
+    attach_colons,
+    crop_line,
+    text_angle,
+    visual_line_ids,
+)
 from ocrstream.ocr.evaluation import cer
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.regions import detected_regions
@@ -76,7 +84,7 @@ def recognizer():
 
 # --- registry (fast) -------------------------------------------------------------------------
 def test_unknown_step_raises_with_known_names():
-    with pytest.raises(ValueError, match="known: border, downscale, orientation, deskew, denoise, contrast"):
+    with pytest.raises(ValueError, match="known: border, downscale, deskew, orientation, denoise, contrast"):
         cleanup.apply(receipt(), ["border", "sharpen"])
     with pytest.raises(ValueError, match="sharpen"):
         cleanup.parse_steps("border,sharpen")
@@ -142,6 +150,51 @@ def test_boxes_map_back_through_each_geometric_step():
 @pytest.mark.parametrize("degrees", [3.0, -3.0])
 def test_skew_is_estimated(degrees):
     assert cleanup.estimate_skew(receipt(rotate_deg=degrees, noise=8)) == pytest.approx(degrees, abs=0.2)
+
+
+@pytest.mark.parametrize("degrees", [12.0, -14.0])
+def test_large_skew_is_estimated(degrees):
+    assert cleanup.estimate_skew(receipt(rotate_deg=degrees, noise=8)) == pytest.approx(degrees, abs=0.5)
+
+
+def test_skew_beyond_the_search_bound_is_not_reported_beyond_it():
+    estimate = cleanup.estimate_skew(receipt(rotate_deg=25.0, noise=8))
+    assert abs(estimate) <= cleanup.MAX_SKEW_DEG
+
+
+@pytest.mark.parametrize("quarters", [1, 3])
+def test_a_sideways_skewed_page_is_deskewed_in_its_own_frame(quarters):
+    page, _ = cleanup.rotate_quarters(receipt(rotate_deg=7.0, noise=8), quarters)
+    assert cleanup.estimate_skew(page) == pytest.approx(7.0, abs=0.5)  # same rotation in either frame
+    straight, _ = cleanup.deskew(page)
+    assert abs(cleanup.estimate_skew(straight)) < 0.5
+
+
+def quad_row(y: float, x0: float, x1: float, angle_deg: float, height: float = 20.0) -> np.ndarray:
+    """A text-line quad (clockwise from its top-left) from x0 to x1 at height y, the page turned
+    by ``angle_deg`` clockwise about the origin."""
+    quad = np.array([[x0, y], [x1, y], [x1, y + height], [x0, y + height]], dtype=np.float64)
+    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+    return quad @ np.array([[c, s], [-s, c]])
+
+
+@pytest.mark.parametrize("angle", [0.0, 6.0, 12.0, -12.0])
+def test_lines_are_assembled_in_the_page_s_own_frame(angle):
+    """Labels on the left, amounts far to the right, rows 30 px apart: at 12 degrees an amount is
+    ~100 px lower than its label in page pixels, beside the next rows' labels."""
+    rows = [(i * 30.0, ("label", "amount")) for i in range(8)]
+    quads, truth = [], []
+    for n, (y, _) in enumerate(rows):
+        quads += [quad_row(y, 0, 200, angle), quad_row(y, 700, 800, angle)]
+        truth += [n, n]
+    assert text_angle(quads) == pytest.approx(angle, abs=0.01)
+    assert visual_line_ids(quads) == truth
+
+
+def test_small_slopes_keep_page_pixel_grouping():
+    quads = [quad_row(i * 30.0, 0, 800, 1.0) for i in range(4)]
+    assert abs(text_angle(quads)) < FRAME_MIN_DEG
+    assert np.array_equal(_in_page_frame(quads), np.asarray(quads))  # not turned: upright scans as before
 
 
 # --- no-ops on a clean page (fast, orientation in the slow tests) ------------------------------

@@ -51,13 +51,15 @@ class StandInDoor:
     ``POST /v1/documents`` 202 after ``delay_s``) and records the ``wait`` asked for and the
     most requests it held at once."""
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, drop: int = 0):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import parse_qs, urlparse
 
         door = self
         self.waits: list[float] = []
+        self.keys: list[str | None] = []  # the Idempotency-Key of every POST
+        self.drop = drop  # this many POSTs are read, then the connection is closed without an answer
         self.in_flight = self.most_in_flight = 0
         lock = threading.Lock()
 
@@ -79,6 +81,12 @@ class StandInDoor:
 
                 self.rfile.read(int(self.headers["Content-Length"]))
                 with lock:
+                    door.keys.append(self.headers.get("Idempotency-Key"))
+                    if door.drop:
+                        door.drop -= 1
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     door.waits.append(float(parse_qs(urlparse(self.path).query)["wait"][0]))
                     door.in_flight += 1
                     door.most_in_flight = max(door.most_in_flight, door.in_flight)
@@ -102,8 +110,8 @@ class StandInDoor:
 def stand_in():
     doors: list[StandInDoor] = []
 
-    def make(delay_s: float = 0.0) -> StandInDoor:
-        doors.append(StandInDoor(delay_s))
+    def make(delay_s: float = 0.0, drop: int = 0) -> StandInDoor:
+        doors.append(StandInDoor(delay_s, drop))
         return doors[-1]
 
     yield make
@@ -120,6 +128,23 @@ def test_the_wait_asked_of_the_door_is_capped(stand_in, tmp_path):
     assert client.submit(tmp_path / "a.png", wait_s=600).status == "accepted"
     assert client.submit(tmp_path / "a.png", wait_s=5).status == "accepted"
     assert door.waits == [MAX_DOOR_WAIT_S, 5.0]
+
+
+def test_each_file_has_its_own_idempotency_key_and_keeps_it_when_resent(stand_in, tmp_path):
+    from ocrstream.client.http_submit import RESENDS, DoorUnavailableError, HttpDoor
+
+    door = stand_in(drop=1)  # the first answer is lost
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG....")
+    client = HttpDoor(Settings(_env_file=None, ingest_url=door.url))
+    assert client.submit(tmp_path / "a.png").status == "accepted"
+    assert client.submit(tmp_path / "b.png").status == "accepted"
+    assert len(door.keys) == 3 and door.keys[0] == door.keys[1] != door.keys[2]
+    assert all(key and len(key) == 32 for key in door.keys)
+    door.drop = RESENDS + 1  # every answer lost: bounded resends, then the door is unavailable
+    with pytest.raises(DoorUnavailableError):
+        client.submit(tmp_path / "a.png")
+    assert len(door.keys) == 3 + RESENDS + 1 and len(set(door.keys[3:])) == 1
 
 
 def test_at_most_max_in_flight_files_are_posted_at_once(stand_in, tmp_path):

@@ -24,7 +24,7 @@ from ocrstream.settings import Settings
 from ocrstream.storage.crops import region_crops
 from services.preprocess.stage import PreprocessStage
 from services.preprocess.worker import DecoderPool
-from services.recognize.stage import RecognizeStage
+from services.recognize.stage import RecognizeStage, _from_layer
 from tools.render_samples import encode, render_page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,11 +68,12 @@ async def stages_document(settings: Settings, recognizer, postprocessor, data: b
         async with pool.open(data) as document:
             for index in range(len(document.page_sizes)):
                 page = await document.page(index, None)
-                pages.append(Page(page_index=index, width=page.width, height=page.height))
+                pages.append(Page(page_index=index, width=page.width, height=page.height,
+                                  text_source=page.text_source))
                 regions += await preprocess.store_regions("doc", index, page)
     finally:
         pool.close()
-    crops = region_crops(regions, preprocess.store.objects)
+    crops = region_crops([r for r in regions if not _from_layer(r)], preprocess.store.objects)
     event = RegionsEvent(document_id="doc", document=DocumentRef(object_key="originals/doc", content_sha256="0" * 64,
                                                                  size_bytes=len(data), source="cli"),
                          timestamps=Timestamps(ingested=events.now_iso()), pages=pages, regions=regions)

@@ -65,3 +65,72 @@ def test_settings_are_grouped_described_and_print_no_secret(monkeypatch):
         assert out.output.index("\nKafka\n") < out.output.index("\nObject store\n")
     finally:
         get_settings.cache_clear()
+
+
+def _readyz_server(status: int, body: dict):
+    """A ``/readyz`` that answers ``status`` with ``body``, on a free loopback port (daemon thread)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+async def test_readyz_answers_are_ready_not_ready_stranded_frozen_or_unknown():
+    import socket
+
+    from ocrstream.ops.status import probe_readyz
+
+    cases = {
+        "ready": (200, {"ready": True, "checks": {"kafka": {"ok": True, "detail": "ok"}}}),
+        "stranded": (503, {"ready": False, "checks": {"kafka": {"ok": False, "detail": "KafkaConnectionError: 127.0.0.1:9"},
+                                                      "poll": {"ok": False, "detail": "last poll 40 s ago"}}}),
+        "not ready": (503, {"ready": False, "checks": {"kafka": {"ok": False, "detail": "not checked yet"},
+                                                       "poll": {"ok": False, "detail": "no poll yet"}}}),
+    }
+    for expected, (status, body) in cases.items():
+        server = _readyz_server(status, body)
+        try:
+            readiness, detail = await probe_readyz(server.server_address[1])
+        finally:
+            server.shutdown()
+        assert readiness == expected, (expected, detail)
+    assert "KafkaConnectionError" in (await probe_readyz(_readyz_server(*cases["stranded"]).server_address[1]))[1]
+    # A process stopped with SIGSTOP: the kernel accepts the connection, nobody answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        readiness, detail = await probe_readyz(silent.getsockname()[1], timeout_s=0.5)
+    assert readiness == "frozen" and "did not answer within 0.5 s" in detail
+    with socket.socket() as closed:  # nothing listens: metrics off or starting, no verdict
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert (await probe_readyz(port))[0] == "unknown"
+
+
+def test_a_frozen_or_stranded_process_makes_its_stage_a_problem():
+    from ocrstream.ops.status import StageProcess
+
+    up = [Endpoint("Kafka API", "k", True), Endpoint("S3", "s", True), Endpoint("PostgreSQL", "p", True)]
+    frozen = StageProcess(41, 10.0, 300.0, "/logs/recognize.log", 9103, "frozen", "/readyz on port 9103 did not answer")
+    stranded = StageProcess(42, 10.0, 300.0, None, 9104, "stranded", "cannot reach postgres (ConnectionRefusedError)")
+    stages = [StageStatus("recognize", ["ocr.preprocessed.v1"], "g-recognize", "Stable", 1, [frozen], running=True),
+              StageStatus("store", ["ocr.recognized.v1"], "g-store", "Stable", 1, [stranded], running=True, lag=2)]
+    problems = find_problems(up, stages)
+    assert [p.what.split(":")[0] for p in problems] == ["stage recognize (pid 41) is frozen",
+                                                         "stage store (pid 42) is stranded"]
+    assert "kill -CONT 41" in problems[0].do and "/logs/recognize.log" in problems[0].do
+    assert "2 message(s) wait for it" in problems[1].what and "ocrstream dev up" in problems[1].do

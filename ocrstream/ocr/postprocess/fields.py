@@ -66,6 +66,7 @@ def _unit_parts(text: str, unit: str | None) -> tuple[str, str, str]:
         return "", text, ""
     u = re.escape(unit)
     m = re.fullmatch(rf"(?i)({u}\s*)?(.*?)(\s*{u})?", text)
+    assert m is not None  # the middle group takes any one-line text
     pre, num, post = m.group(1) or "", m.group(2), m.group(3) or ""
     if pre and post:  # "RM 5 RM": the second one is not a unit position we accept
         num, post = num + post, ""
@@ -106,7 +107,7 @@ def _restore_point(num: str) -> str:
 
 def _digits_outside_words(text: str) -> str:
     """Look-alikes -> digits in alphanumeric runs that are not month names or AM/PM."""
-    def fix(m: re.Match) -> str:
+    def fix(m: re.Match[str]) -> str:
         word = m.group(0)
         if word.upper() in _MONTH_WORDS or word.upper() in ("AM", "PM"):
             return word
@@ -171,7 +172,7 @@ def _code_candidates(text: str, regex: str | None) -> Iterator[_Candidate]:
         for chosen in itertools.combinations(positions, n):
             chars = list(packed)
             for i in chosen:
-                chars[i] = _swap_options(chars[i])
+                chars[i] = _swap_options(chars[i]) or chars[i]  # positions: characters with a look-alike
             yield _Candidate("".join(chars), f"{n} look-alike character(s) swapped")
 
 

@@ -203,6 +203,8 @@ def read_within_budget(crops: Sequence[np.ndarray], read: Callable[[list[np.ndar
 
 def _merged(plan: _Plan, readings: Sequence[LineReading], budget: CropBudget) -> LineReading:
     """One crop's reading from its pieces' readings (merged at the overlaps), cut to max_chars."""
+    probs: Sequence[float]
+    xs: Sequence[float]
     if len(plan.pieces) == 1:
         reading = readings[plan.pieces[0]]
         text, probs, xs = reading.text, reading.char_probs, reading.char_x

@@ -40,19 +40,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from ocrstream.ocr.recognition.longlines import CropBudget, as_bgr, read_within_budget
 from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
 from ocrstream.ocr.runtime.models import rapidocr_model
-from ocrstream.ocr.runtime.onnx_session import chosen_provider, make_session, resolve_concurrent_calls
+from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session, resolve_concurrent_calls
 
 __all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
 
@@ -104,7 +105,7 @@ def _resolve_model(model: str | Path | None) -> tuple[Path, str]:
     return model, model.stem
 
 
-def read_dictionary(session) -> list[str]:
+def read_dictionary(session: ort.InferenceSession) -> list[str]:
     """CTC label table ``["blank", *dictionary, " "]`` of the session's model.
 
     Raises:
@@ -199,7 +200,8 @@ def ctc_greedy(
     return _insert_spaces(*run, list(gaps), probs[:, space_index], space_index, space_threshold)
 
 
-def _insert_spaces(labels, probs, centres, gaps, p_space, space_index, threshold):
+def _insert_spaces(labels: np.ndarray, probs: np.ndarray, centres: np.ndarray, gaps: list[tuple[int, int]],
+                   p_space: np.ndarray, space_index: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Insert ``space_index`` into gap k (between symbols k and k+1) when its p(space) peak > threshold."""
     out_l, out_p, out_c = [labels[0]], [probs[0]], [centres[0]]
     for k, (lo, hi) in enumerate(gaps, start=1):
@@ -220,7 +222,7 @@ _ZERO_ONE = re.compile(r"[01]+")
 _O_IN_NUMBER = re.compile(r"(?<=\d)[Oo]+(?=\d|$)")
 
 
-def _letters_for(token: str, m: re.Match) -> str:
+def _letters_for(token: str, m: re.Match[str]) -> str:
     """Replace a 0/1 run inside a word by O/I (o/l next to lower case) when letters flank it."""
     before = token[m.start() - 1] if m.start() else ""
     after = token[m.end()] if m.end() < len(token) else ""
@@ -232,7 +234,7 @@ def _letters_for(token: str, m: re.Match) -> str:
     return m.group(0).translate(str.maketrans("01", "ol" if lower else "OI"))
 
 
-def _repair_token(m: re.Match) -> str:
+def _repair_token(m: re.Match[str]) -> str:
     token = _ZERO_ONE.sub(lambda d: _letters_for(m.group(0), d), m.group(0))
     return _O_IN_NUMBER.sub(lambda o: "0" * len(o.group(0)), token)
 
@@ -271,6 +273,8 @@ class PPOCRRecognizer:
         max_ratio, target_ratio: long-line split (:mod:`.longlines`).
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
+        backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
+            ``$OCRSTREAM_INFERENCE`` (default auto: bf16 OpenVINO where the CPU has it).
 
     Attributes:
         version: ``"PP-OCRv6_rec_small"`` for the shipped model, the manifest's ``id`` for a
@@ -289,7 +293,7 @@ class PPOCRRecognizer:
         self,
         *,
         max_batch_size: int = 32,
-        device: str = "auto",
+        device: Device = "auto",
         threads: int | None = None,
         concurrent_calls: int | None = None,
         space_restoration: bool = True,
@@ -303,6 +307,7 @@ class PPOCRRecognizer:
         max_ratio: float = MAX_RATIO,
         target_ratio: float = TARGET_RATIO,
         model: str | Path | None = None,
+        backend: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -316,7 +321,7 @@ class PPOCRRecognizer:
         self.max_batch_bytes = max_batch_bytes
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
-        self._session = make_session(onnx_path, device=device, threads=threads)
+        self._session = make_session(onnx_path, device=device, threads=threads, backend=backend)
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
@@ -331,6 +336,7 @@ class PPOCRRecognizer:
         """Index groups by ascending width: equal frame counts ("bucket") or consecutive ("pad"),
         each of at most ``max_batch_size`` crops and ``max_batch_bytes`` (or one crop)."""
         order = sorted(range(len(widths)), key=widths.__getitem__)
+        key: Callable[[int], int]
         if self.batching == "bucket":
             key = lambda i: _frames(widths[i])  # noqa: E731
         else:  # consecutive in aspect order; over-wide crops alone
@@ -361,7 +367,8 @@ class PPOCRRecognizer:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities."""
-        return self._session.run(None, {self._input: batch})[0]
+        probs: np.ndarray = self._session.run(None, {self._input: batch})[0]
+        return probs
 
     # -- decoding -------------------------------------------------------------
     def _decode(self, probs: np.ndarray, input_w: int, crop_w: int) -> LineReading:

@@ -13,8 +13,9 @@
     if (response.status === 401) { location.reload(); throw new Error("logged out"); }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
-      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-      throw new Error(`${response.status} ${body.type || ""}: ${detail}`);
+      const detail = body.detail || {};
+      const message = typeof detail === "string" ? detail : (detail.message || JSON.stringify(detail));
+      throw new Error(`${response.status} ${detail.error || ""}: ${message}`);
     }
     return body;
   }

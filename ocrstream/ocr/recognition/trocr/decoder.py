@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ocrstream.ocr.runtime.onnx_session import make_session
+from ocrstream.ocr.runtime.onnx_session import Device, make_session
 
 __all__ = ["KVCacheDecoder"]
 
@@ -23,7 +23,7 @@ __all__ = ["KVCacheDecoder"]
 class KVCacheDecoder:
     """First step (no past) and next steps (with past) over optimum's decoder file(s)."""
 
-    def __init__(self, model_dir: Path, files: dict[str, str], mode: str, device: str, threads: int | None,
+    def __init__(self, model_dir: Path, files: dict[str, str], mode: str, device: Device, threads: int | None,
                  step_reads_states: bool = True):
         if mode == "merged":
             self.first_sess = self.step_sess = make_session(
@@ -36,7 +36,7 @@ class KVCacheDecoder:
         self.past_names = [n for n in ins if n.startswith("past_key_values.")]
         self.self_past = [n for n in self.past_names if ".decoder." in n]
         self.cross_past = [n for n in self.past_names if ".encoder." in n]
-        shape = ins[self.self_past[0]].shape
+        shape: list[Any] = list(ins[self.self_past[0]].shape)
         self.num_heads, self.head_dim = int(shape[1]), int(shape[3])
         self.self_present = [n.replace("past_key_values.", "present.") for n in self.self_past]
         self.cross_present = [n.replace("past_key_values.", "present.") for n in self.cross_past]
@@ -44,7 +44,8 @@ class KVCacheDecoder:
         missing = [n for n in self.self_present + self.cross_present if n not in first_outs]
         if missing:
             raise ValueError(f"decoder outputs {missing[:3]}... missing: not an optimum TrOCR export")
-        self.hidden = int(next(i for i in self.first_sess.get_inputs() if i.name == "encoder_hidden_states").shape[2])
+        states: list[Any] = list(next(i for i in self.first_sess.get_inputs() if i.name == "encoder_hidden_states").shape)
+        self.hidden = int(states[2])
         # optimum's merged decoder: the with-past branch does not read encoder_hidden_states
         # (the exporter records this in the manifest); then a (1, 1, D) stub is fed instead
         self.step_needs_states = self.merged and step_reads_states

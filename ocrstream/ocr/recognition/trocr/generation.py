@@ -86,7 +86,7 @@ class GenerationSettings:
             num_beams=int(cfg.get("num_beams", 1)),
             max_new_tokens=max(1, max_new),
             length_penalty=float(cfg.get("length_penalty", 1.0)),
-            early_stopping=cfg.get("early_stopping") if cfg.get("early_stopping") is not None else False,
+            early_stopping=cfg["early_stopping"] if cfg.get("early_stopping") is not None else False,
             min_new_tokens=min_new,
             no_repeat_ngram_size=int(cfg.get("no_repeat_ngram_size") or 0),
         )
@@ -96,7 +96,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32, copy=False)
     m = x.max(axis=-1, keepdims=True)
     z = x - m
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    out: np.ndarray = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return out
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -112,7 +113,8 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def _gather(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``a[b, idx[b, j], ...]`` for 2-D/3-D ``a`` (transformers ``_gather_beams``)."""
-    return a[np.arange(idx.shape[0])[:, None], idx]
+    out: np.ndarray = a[np.arange(idx.shape[0])[:, None], idx]
+    return out
 
 
 def _banned_ngram_tokens(seq: np.ndarray, n: int) -> list[int]:

@@ -67,8 +67,8 @@ class ImageProcessorSpec:
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
     do_normalize: bool = True
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> ImageProcessorSpec:

@@ -44,7 +44,7 @@ from ocrstream.ocr.recognition.trocr.decoder import KVCacheDecoder
 from ocrstream.ocr.recognition.trocr.generation import GenerationSettings, Hypothesis, beam_search, greedy_search
 from ocrstream.ocr.recognition.trocr.image import ImageProcessorSpec
 from ocrstream.ocr.recognition.trocr.tokenizer import TokenDecoder
-from ocrstream.ocr.runtime.onnx_session import chosen_provider, make_session
+from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session
 
 __all__ = ["MANIFEST_NAME", "MODEL_DIR_ENV", "TrOCROutput", "TrOCRRecognizer", "resolve_model_dir"]
 
@@ -138,7 +138,7 @@ class TrOCRRecognizer:
         model_dir: str | os.PathLike[str] | None = None,
         *,
         max_batch_size: int = 16,
-        device: str = "auto",
+        device: Device = "auto",
         threads: int | None = None,
         decoder: str = "auto",
         num_beams: int | None = None,
@@ -178,7 +178,7 @@ class TrOCRRecognizer:
             json.loads((self.model_dir / "preprocessor_config.json").read_text()))
         gen_path = self.model_dir / "generation_config.json"
         gen = GenerationSettings.from_generation_config(json.loads(gen_path.read_text()) if gen_path.is_file() else {})
-        overrides = {k: v for k, v in dict(
+        overrides: dict[str, Any] = {k: v for k, v in dict(
             num_beams=num_beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
             early_stopping=early_stopping, min_new_tokens=min_new_tokens,
             no_repeat_ngram_size=no_repeat_ngram_size).items() if v is not None}

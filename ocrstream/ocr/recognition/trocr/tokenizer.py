@@ -46,7 +46,7 @@ class TokenDecoder:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` with special tokens removed."""
-        text = self._tok.decode(list(ids), skip_special_tokens=True)
+        text: str = self._tok.decode(list(ids), skip_special_tokens=True)
         if self.clean_up:
             for a, b in _CLEANUP:
                 text = text.replace(a, b)

@@ -1,0 +1,127 @@
+"""Inference backends side by side (issue 22): readings and CPU of ONNX Runtime fp32 and OpenVINO
+(bf16 where the CPU has it, fp32 for comparison) on the SROIE dev lines and pages, in one run.
+
+Per backend (``OCRSTREAM_INFERENCE``, :func:`ocrstream.ocr.runtime.onnx_session.resolve_backend`):
+
+* lines: the recogniser (``load_recognizer("ppocr")``, 1 thread, one line per call as the stages'
+  smallest batch) on ``sroie-dev/lines.jsonl``: CER/WER ci (:mod:`ocrstream.ocr.evaluation`),
+  CPU-ms per line (``time.process_time``, all threads);
+* pages: :class:`ocrstream.ocr.OCRPipeline` (decode, clean-up, detection, recognition, build, no
+  post-processing) on ``sroie-dev/pages.jsonl``: CER/WER ci, CPU-s per page.
+
+Backends alternate page by page and line by line (interleaved), so a noisy neighbour on the
+shared host weighs on every row alike; each backend is warmed up on the first item first.
+
+    python bench/bench_backends.py [--data DIR] [--lines N] [--pages N]
+        [--backends onnxruntime,openvino-bf16,openvino-fp32]
+
+Skipped cleanly (exit 0) when ``../shared`` is absent; backends this CPU cannot run are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_pages import DATA, dev_pages  # noqa: E402
+from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
+from ocrstream.ocr.predictor import OCRPipeline  # noqa: E402
+from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
+from ocrstream.ocr.runtime.openvino_session import cpu_has_bf16, openvino_available  # noqa: E402
+from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
+
+
+def runnable(backends: list[str]) -> list[str]:
+    """The backends of ``backends`` this machine can run (printed: the ones left out)."""
+    ok = []
+    for b in backends:
+        if b.startswith("openvino") and not openvino_available():
+            print(f"left out {b}: openvino is not installed")
+        elif b == "openvino-bf16" and not cpu_has_bf16():
+            print(f"left out {b}: this CPU has no native bfloat16")
+        else:
+            ok.append(b)
+    return ok
+
+
+def bench_lines(data: Path, backends: list[str], limit: int) -> None:
+    samples = read_manifest(data / "lines.jsonl", limit=limit)
+    images = [load_image(s) for s in samples]
+    readers = {b: load_recognizer("ppocr", device="cpu", threads=1, backend=b) for b in backends}
+    hyps: dict[str, list[str]] = {b: [] for b in backends}
+    cpu = dict.fromkeys(backends, 0.0)
+    for reader in readers.values():
+        reader.recognize(images[:1])  # warm-up (compilation, arena)
+    for image in images:
+        for b, reader in readers.items():
+            t0 = time.process_time()
+            hyps[b].append(reader.recognize([image])[0].text)
+            cpu[b] += time.process_time() - t0
+    refs = [s.text for s in samples]
+    print(f"\n## {len(samples)} dev lines, recogniser only, 1 thread, one line per call")
+    print("| backend | CER ci | WER ci | CPU-ms per line | x ONNX Runtime |")
+    print("|---|---|---|---|---|")
+    base = cpu[backends[0]]
+    for b in backends:
+        print(f"| {b} | {100 * cer(hyps[b], refs):.2f} % | {100 * wer(hyps[b], refs):.2f} % | "
+              f"{1000 * cpu[b] / len(samples):.1f} | {cpu[b] / base:.2f} |")
+
+
+def bench_pages(data: Path, backends: list[str], limit: int) -> None:
+    records = (dev_pages(data) or [])[:limit]
+    if not records:
+        return
+    pipelines = {b: OCRPipeline(load_recognizer("ppocr", device="cpu", threads=1, backend=b), None, None)
+                 for b in backends}
+    from ocrstream.ocr.detection import LineDetector
+
+    for b, pipeline in pipelines.items():
+        pipeline.detector = LineDetector(device="cpu", threads=1, backend=b)
+        pipeline((data / records[0]["image"]).read_bytes())  # warm-up
+    hyps: dict[str, list[str]] = {b: [] for b in backends}
+    cpu = dict.fromkeys(backends, 0.0)
+    for record in records:
+        data_bytes = (data / record["image"]).read_bytes()
+        for b, pipeline in pipelines.items():
+            t0 = time.process_time()
+            hyps[b].append(pipeline(data_bytes, document_id=record["id"]).render_text())
+            cpu[b] += time.process_time() - t0
+    refs = [r["text"] for r in records]
+    print(f"\n## {len(records)} dev pages, OCRPipeline (no post-processing), 1 thread")
+    print("| backend | CER ci | WER ci | CPU-s per page | x ONNX Runtime |")
+    print("|---|---|---|---|---|")
+    base = cpu[backends[0]]
+    for b in backends:
+        print(f"| {b} | {100 * cer(hyps[b], refs):.2f} % | {100 * wer(hyps[b], refs):.2f} % | "
+              f"{cpu[b] / len(records):.3f} | {cpu[b] / base:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--lines", type=int, default=1500, help="dev lines to read (0: none)")
+    parser.add_argument("--pages", type=int, default=60, help="dev pages to read (0: none)")
+    parser.add_argument("--backends", default="onnxruntime,openvino-bf16,openvino-fp32")
+    args = parser.parse_args(argv)
+    if not (args.data / "lines.jsonl").is_file():
+        print(f"skipped: {args.data} absent")
+        return 0
+    backends = runnable([b.strip() for b in args.backends.split(",") if b.strip()])
+    print(f"backends: {', '.join(backends)} (first = the baseline of the ratio column); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if args.lines:
+        bench_lines(args.data, backends, args.lines)
+    if args.pages:
+        bench_pages(args.data, backends, args.pages)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The inference backends (issue 22): chosen by capability, and the same readings from both on real
+crops (the text lines of samples/receipt.png, cut by the real detector)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ocrstream.ocr.detection import LineDetector, crop_line
+from ocrstream.ocr.evaluation import cer
+from ocrstream.ocr.recognition.ppocr import PPOCRRecognizer
+from ocrstream.ocr.runtime import onnx_session, openvino_session
+from ocrstream.ocr.runtime.models import rapidocr_model
+from ocrstream.ocr.runtime.openvino_session import OpenVINOSession
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+needs_bf16 = pytest.mark.skipif(not openvino_session.cpu_has_bf16(), reason="this CPU has no native bfloat16")
+
+
+def test_auto_takes_bf16_only_where_the_cpu_has_it_and_never_for_cuda(monkeypatch):
+    monkeypatch.delenv(onnx_session.INFERENCE_ENV, raising=False)
+    monkeypatch.setattr(onnx_session, "cpu_has_bf16", lambda: True)
+    assert onnx_session.resolve_backend("cpu") == "openvino-bf16"
+    assert onnx_session.resolve_backend("cuda") == "onnxruntime"
+    monkeypatch.setattr(onnx_session.ort, "get_available_providers", lambda: [onnx_session.CUDA_PROVIDER])
+    assert onnx_session.resolve_backend("auto") == "onnxruntime"  # a GPU is there: CUDA wins
+    monkeypatch.setattr(onnx_session, "cpu_has_bf16", lambda: False)
+    assert onnx_session.resolve_backend("cpu") == "onnxruntime"
+    monkeypatch.setenv(onnx_session.INFERENCE_ENV, "openvino-fp32")
+    assert onnx_session.resolve_backend("cpu") == "openvino-fp32"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        onnx_session.resolve_backend("cuda")
+    monkeypatch.setenv(onnx_session.INFERENCE_ENV, "tensorrt")
+    with pytest.raises(ValueError, match="expected one of auto, onnxruntime"):
+        onnx_session.resolve_backend("cpu")
+
+
+def test_openvino_session_answers_like_an_onnxruntime_one():
+    model = rapidocr_model("PP-OCRv6_rec_small.onnx")
+    ort_session = onnx_session.make_session(model, device="cpu", threads=1, backend="onnxruntime")
+    ov_session = onnx_session.make_session(model, device="cpu", threads=1, backend="openvino-fp32")
+    assert isinstance(ov_session, OpenVINOSession) and onnx_session.chosen_provider(ov_session) == "OpenVINO-CPU-fp32"
+    assert ov_session.get_modelmeta().custom_metadata_map == ort_session.get_modelmeta().custom_metadata_map
+    x = np.random.default_rng(0).random((3, 3, 48, 200), dtype=np.float32)
+    (a,), (b,) = ort_session.run(None, {"x": x}), ov_session.run(None, {ov_session.get_inputs()[0].name: x})
+    assert a.shape == b.shape and float(np.abs(a - b).max()) < 1e-3  # fp32: the same numbers
+
+
+def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(openvino_session, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="needs a CPU with AVX-512 BF16"):
+        OpenVINOSession(rapidocr_model("PP-OCRv6_rec_small.onnx"), "bf16")
+
+
+@needs_bf16
+def test_both_backends_read_the_receipts_lines_alike():
+    page = cv2.imread(str(SAMPLES / "receipt.png"), cv2.IMREAD_COLOR)
+    readings = {}
+    for backend in ("onnxruntime", "openvino-bf16"):
+        detector = LineDetector(device="cpu", threads=1, backend=backend)
+        lines = detector.detect(page)
+        recognizer = PPOCRRecognizer(device="cpu", threads=1, backend=backend)
+        readings[backend] = [r.text for r in recognizer.recognize([crop_line(page, line.quad) for line in lines])]
+        assert recognizer.provider == ("OpenVINO-CPU-bf16" if backend != "onnxruntime" else "CPUExecutionProvider")
+    fp32, bf16 = readings["onnxruntime"], readings["openvino-bf16"]
+    assert len(fp32) == len(bf16) >= 10
+    assert cer(bf16, fp32) <= 0.01, (fp32, bf16)

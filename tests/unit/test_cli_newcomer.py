@@ -1,0 +1,92 @@
+"""What a newcomer's first commands do (issue 27): --version, API keys listed and revoked (and a
+revoked key refused by a running door), probe's port, page breaks people can see, quiet exports."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from ocrstream.cli.main import CHATTY_LOGGERS, main
+from ocrstream.settings import Settings
+from ocrstream.streaming.auth import Authenticator, create_key
+from services.ingest.http import create_app
+
+
+def test_version():
+    out = CliRunner().invoke(main, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"ocrstream, version {version('ocrstream')}"
+
+
+def test_apikey_list_shows_no_secret_and_revoke_removes_by_name(tmp_path):
+    keys = tmp_path / "keys.jsonl"
+    runner = CliRunner()
+    tokens = [runner.invoke(main, ["apikey", "create", name, "--file", str(keys)]).stdout.strip()
+              for name in ("alice", "bob")]
+    listed = runner.invoke(main, ["apikey", "list", "--file", str(keys)])
+    assert listed.exit_code == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["alice", "bob"]
+    assert not any(t in listed.output for t in tokens) and "sha256" not in listed.output
+    revoked = runner.invoke(main, ["apikey", "revoke", "alice", "--file", str(keys)])
+    assert revoked.exit_code == 0 and "revoked 1" in revoked.output
+    assert [line.split()[0] for line in runner.invoke(main, ["apikey", "list", "--file", str(keys)]).stdout
+            .splitlines()] == ["bob"]
+    assert (keys.stat().st_mode & 0o777) == 0o600
+    again = runner.invoke(main, ["apikey", "revoke", "alice", "--file", str(keys)])
+    assert again.exit_code == 1 and "no key called 'alice'" in again.output
+
+
+class _Accepting:
+    def __init__(self, settings):
+        self.settings = settings
+
+    async def submit(self, data, filename, door, template):
+        return SimpleNamespace(error=None, document_id="doc-1", object_key="originals/x", reused=False)
+
+
+async def test_a_revoked_key_is_refused_by_the_running_door(tmp_path):
+    keys = tmp_path / "keys.jsonl"
+    token = create_key(keys, "carol", ("ingest",))
+    settings = Settings(_env_file=None, api_keys_file=str(keys))
+    app = create_app(_Accepting(settings), Authenticator(settings, "127.0.0.1"))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://door") as client:
+        first = await client.post("/v1/documents", files={"file": ("r.png", b"\x89PNG\r\n\x1a\n" + b"0" * 64)},
+                                  headers=headers)
+        assert first.status_code == 202, first.text
+        CliRunner().invoke(main, ["apikey", "revoke", "carol", "--file", str(keys)])
+        second = await client.post("/v1/documents", files={"file": ("r.png", b"\x89PNG\r\n\x1a\n" + b"0" * 64)},
+                                   headers=headers)
+        assert second.status_code == 401
+
+
+@pytest.mark.parametrize(("args", "port"), [(["--stage", "recognize"], 9103), (["--stage", "api"], 9105),
+                                             (["--port", "9"], 9)])
+def test_probe_asks_the_stages_own_port(args, port, monkeypatch):
+    monkeypatch.delenv("OCRSTREAM_METRICS_PORT", raising=False)
+    out = CliRunner().invoke(main, ["probe", "/readyz", *args, "--timeout", "0.5"])
+    assert out.exit_code == 1 and f"/readyz on :{port}:" in out.output  # nothing listens there in a unit test
+
+
+def test_probe_without_a_port_says_how_to_name_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("OCRSTREAM_METRICS_PORT", raising=False)
+    monkeypatch.setenv("OCRSTREAM_ENV_FILE", str(tmp_path / "none.env"))
+    from ocrstream.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(main, ["probe"])
+    finally:
+        get_settings.cache_clear()
+    assert out.exit_code == 2 and "--stage" in out.output
+
+
+def test_chatty_libraries_are_quiet_unless_verbose():
+    CliRunner().invoke(main, ["settings"])
+    assert all(logging.getLogger(name).level == logging.WARNING for name in CHATTY_LOGGERS)
+    CliRunner().invoke(main, ["-v", "settings"])
+    assert logging.getLogger("fontTools").level == logging.NOTSET  # not raised: -v shows them
