@@ -44,7 +44,7 @@ class _Accepting:
     def __init__(self, settings):
         self.settings = settings
 
-    async def submit(self, data, filename, door, template):
+    async def submit(self, data, filename, door, template, **_):
         return SimpleNamespace(error=None, document_id="doc-1", object_key="originals/x", reused=False)
 
 
