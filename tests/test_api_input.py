@@ -34,7 +34,7 @@ FUZZ_TIMEOUT_S = 420
 def apis(stack_env, tmp_path_factory):
     """The ingest door and the query API with API keys required (no rate limit): their URLs and a key."""
     keys = tmp_path_factory.mktemp("keys") / "api-keys.jsonl"
-    key = create_key(keys, "fuzzer")
+    key = create_key(keys, "fuzzer", ("ingest", "query", "review"))  # review: the review routes are fuzzed too
     env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
            "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"input-{uuid.uuid4().hex[:6]}",
            "OCRSTREAM_API_KEYS_FILE": str(keys), "OCRSTREAM_RATE_LIMIT_PER_MINUTE": "0",
@@ -158,7 +158,10 @@ async def test_schema_fuzzer_finds_no_server_error(apis, door, tmp_path):
     assert [s for s in statuses if s >= 500] == []
     schema_paths = {"ingest": {"POST /v1/documents", "GET /healthz"},
                     "query": {"GET /v1/documents", "GET /v1/search", "GET /v1/failures", "GET /v1/documents/{document_id}",
-                              "GET /v1/documents/{document_id}/export", "GET /healthz"}}[door]
+                              "GET /v1/documents/{document_id}/export", "GET /healthz",
+                              "GET /v1/documents/{document_id}/versions", "GET /v1/review",
+                              "POST /v1/regions/{region_id}/verify", "GET /v1/regions/{region_id}/crop",
+                              "GET /v1/regions/{region_id}/corrections"}}[door]
     assert operations == schema_paths  # every operation was fuzzed
     assert len(statuses) >= 20 * len(operations) - 30 and any(400 <= s < 500 for s in statuses)
 

@@ -86,7 +86,8 @@ async def test_pages_are_bounded_and_follow_on(review_api):
     assert {i["id"] for i in first["items"]}.isdisjoint({i["id"] for i in rest["items"]})
     assert len((await queue(client, keys, limit=MAX_REVIEW_PAGE))["items"]) <= MAX_REVIEW_PAGE
     for params in ({"limit": MAX_REVIEW_PAGE + 1}, {"limit": 0}, {"offset": -1}, {"threshold": 1.5},
-                   {"since": "yesterday"}, {"template": "x" * 201}):
+                   {"since": "yesterday"}, {"template": "x" * 257}, {"template": "a\x00b"}, {"document": "d\x01"},
+                   {"field": "\x00"}, {"since": "9999-12-31T23:59:59-01:00"}):
         response = await client.get("/v1/review", params=params, headers=bearer(keys))
         assert response.status_code == 422, (params, response.text)
         assert response.json()["detail"]["error"] == "InvalidParameterError"

@@ -41,15 +41,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
+from typing import Annotated
 
 import asyncpg
 import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from ocrstream.errors import (
     BadInputError,
@@ -62,6 +62,10 @@ from ocrstream.settings import Settings
 from ocrstream.storage import review
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming.auth import ApiKey, Authenticator
+from ocrstream.streaming.http import MAX_NAME_CHARS, NAME_PATTERN, Instant
+
+#: A name or id parameter (template, field, document): bounded, no control characters (NUL included).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
 
 COOKIE = "ocrstream_review"
 CSRF_HEADER = "x-csrf-token"
@@ -257,10 +261,10 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
     @app.get("/v1/review", tags=["review"])
     async def review_list(who: str | None = Depends(reviewer),
                           threshold: float | None = Query(None, ge=0, le=1),
-                          template: str | None = Query(None, max_length=200),
-                          field: str | None = Query(None, max_length=200),
-                          since: datetime | None = None,
-                          document: str | None = Query(None, max_length=200),
+                          template: Name | None = None,
+                          field: Name | None = None,
+                          since: Instant | None = None,
+                          document: Name | None = None,
                           limit: int = Query(50, ge=1, le=review.MAX_REVIEW_PAGE),
                           offset: int = Query(0, ge=0, le=10_000_000)) -> dict:
         """Regions that need a person: flagged ``needs_review``, or (``threshold``) a confidence
