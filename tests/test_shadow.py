@@ -51,8 +51,15 @@ async def test_a_shadow_reads_live_regions_into_its_table_and_compare_sets_them_
         try:
             results = await shadow.handle_batch([*records, gone])
             assert results == [[], [], [], []]  # no event of any kind: not even a dead letter for the missing crops
+            status = ocrstream(stack_env, "status", "--json")  # while it runs: its group and lag
+            stages = {s["name"]: s for s in json.loads(status.stdout)["stages"]}
+            mine = stages[f"recognize-shadow-{candidate.sha256[:12]}"]
+            assert mine["group"] == shadow.consumer_group() and mine["consumes"] == ["ocr.regions.v1"]
+            assert mine["lag"] is not None and mine["lag"] >= 0  # the group never committed: behind by the whole topic
         finally:
             await shadow.teardown()
+        status = ocrstream(stack_env, "status", "--json")  # stopped: no longer listed
+        assert f"recognize-shadow-{candidate.sha256[:12]}" not in {s["name"] for s in json.loads(status.stdout)["stages"]}
         rows = await sink.pool.fetch("SELECT document_id, region_id, text, cpu_ms FROM shadow_readings"
                                      " WHERE sha256 = $1 ORDER BY document_id, region_id", candidate.sha256)
         assert len(rows) == 6 and {r["text"] for r in rows} == {"TOTAL 12.50", "CASH 20.00"}
@@ -72,8 +79,3 @@ async def test_a_shadow_reads_live_regions_into_its_table_and_compare_sets_them_
     table = ocrstream(stack_env, "model", "compare", model_id).stdout
     assert "regions compared      4 (+2 not stored yet)" in table and "agreement             100.00%" in table
 
-    status = ocrstream(stack_env, "status", "--json")
-    stages = {s["name"]: s for s in json.loads(status.stdout)["stages"]}
-    mine = stages[f"recognize-shadow-{candidate.sha256[:12]}"]
-    assert mine["group"] == shadow.consumer_group() and mine["consumes"] == ["ocr.regions.v1"]
-    assert mine["lag"] is not None and mine["lag"] >= 0  # the group never committed: behind by the whole topic

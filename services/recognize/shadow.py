@@ -13,8 +13,8 @@ reading where the store already has it (``ocrstream_shadow_regions_total{agrees}
 it cannot read (a missing crop pack, a broken event, PostgreSQL down past the retries) is
 logged, counted (``ocrstream_shadow_errors_total``) and skipped: a shadow measures, it never
 fails a document. Metrics and probes on port 9106 (``recognize-shadow``; it needs Kafka, S3 and
-PostgreSQL). The candidate's registration (``model_shadows``) lets ``ocrstream status`` show
-the group's lag.
+PostgreSQL). While it runs, its registration (``model_shadows``, removed at a clean stop) lets
+``ocrstream status`` show the group and its lag.
 """
 
 from __future__ import annotations
@@ -102,8 +102,13 @@ class ShadowStage(RecognizeStage):
                  self.consumer_group())
 
     async def teardown(self) -> None:
-        """Close the pool."""
+        """Deregister the shadow (``ocrstream status`` lists running shadows only; its readings
+        stay for ``model compare``) and close the pool."""
         if getattr(self, "pool", None) is not None:
+            try:
+                await self.pool.execute("DELETE FROM model_shadows WHERE sha256 = $1", self.sha256)
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL gone: the row stays, status shows it not ready
+                log.warning("recognize-shadow: cannot deregister: %s: %s", type(exc).__name__, exc)
             await self.pool.close()
 
     async def handle(self, record: ConsumerRecord) -> list[Output]:
