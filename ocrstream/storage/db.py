@@ -74,7 +74,7 @@ async def create_read_pool(settings: Settings, max_size: int = 4) -> asyncpg.Poo
                                      command_timeout=settings.postgres_timeout_s)
 
 
-#: The role the query API verifies regions as (migration ``0011_review``): SELECT on the tables,
+#: The role the query API verifies regions as (migration ``0013_review``): SELECT on the tables,
 #: UPDATE of the verified columns of ``regions`` and writing ``region_corrections``; nothing else.
 REVIEW_ROLE = "ocrstream_review"
 

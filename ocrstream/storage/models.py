@@ -13,7 +13,7 @@ A fine-tuned recogniser (``ocrstream model finetune``: ``model.onnx`` + ``manife
 Registering the same model again changes nothing (content-addressed). :func:`fetch_model` brings
 a registered model back into a folder, verified, for serving (``OCRSTREAM_PPOCR_MODEL``).
 
-The live model is a pointer in PostgreSQL (``model_promotions``, migration 0012): ``ocrstream
+The live model is a pointer in PostgreSQL (``model_promotions``, migration 0014): ``ocrstream
 model promote SHA`` adds a row (:func:`promote`; a model that did not pass the gate needs
 ``force``), the newest row is live (:func:`live_model`). Recognize stages started with
 ``OCRSTREAM_FOLLOW_PROMOTED_MODEL`` poll it and switch between batches (services/recognize/stage.py).
@@ -181,7 +181,7 @@ class GateNotPassedError(ValueError):
 
 
 async def promote(db: Any, model: RegisteredModel, who: str | None, *, force: bool = False) -> dict[str, Any]:
-    """Make registered ``model`` the live one: a new row of ``model_promotions`` (migration 0012;
+    """Make registered ``model`` the live one: a new row of ``model_promotions`` (migration 0014;
     the newest row is live). Returns the row as a dict.
 
     Raises:

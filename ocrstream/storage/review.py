@@ -7,7 +7,7 @@ the request gives a ``threshold``, when its confidence is under it; a region alr
 does not. Oldest documents first (``stored_at``), then page and reading order.
 
 Verifying stores ``verified_text``, ``verified_by`` (the API key's name) and ``verified_at``; a
-region verified before keeps its earlier text in ``region_corrections`` (migration 0011), at most
+region verified before keeps its earlier text in ``region_corrections`` (migration 0013), at most
 ``history_max`` rows per region (the oldest are dropped in the same transaction).
 
 Every function takes ``db``: an asyncpg Pool or Connection (verify: a Pool whose connections may
