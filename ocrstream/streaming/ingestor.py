@@ -25,7 +25,7 @@ from ocrstream.settings import Settings
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import find_done
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.kafka import ensure_topics, make_producer, produce
 from ocrstream.streaming.names import clean_text, sanitize_filename
 from ocrstream.streaming.stage import Output
@@ -170,14 +170,16 @@ class Submitter:
         document_id = new_document_id()
         submitted = events.now_iso()
         filename = sanitize_filename(filename)
-        try:
-            output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
-                                                source=source, submitted=submitted, template=template)
-        except BadInputError as exc:  # counted by the ingestor
-            return Receipt(document_id, filename, error=exc)
-        if isinstance(output, str):
-            return Receipt(output, filename, reused=True)
-        await produce(self.producer, [output])
+        with tracing.door(source, document_id, len(data)) as span:  # the document's trace starts here
+            try:
+                output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
+                                                    source=source, submitted=submitted, template=template)
+            except BadInputError as exc:  # counted by the ingestor
+                span.fail(exc)
+                return Receipt(document_id, filename, error=exc)
+            if isinstance(output, str):
+                return Receipt(output, filename, reused=True)
+            await produce(self.producer, span.stamp([output]))
         metrics.observe_outputs("ingest", [output])
         assert isinstance(output.event, IngestedEvent)
         return Receipt(document_id, filename, object_key=output.event.document.object_key)

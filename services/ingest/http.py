@@ -18,6 +18,7 @@ from ocrstream.streaming.http import BodyLimit
 from ocrstream.streaming.ingestor import Submitter
 from ocrstream.streaming.results import ResultWaiters
 from ocrstream.streaming.retry import is_transient
+from ocrstream.streaming.tracing import TraceContextMiddleware
 
 #: HTTP status of each refusal at the HTTP door.
 REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
@@ -37,6 +38,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
     limit = submitter.settings.max_document_bytes
     app = FastAPI(title="ocrstream ingest", version="1")
     app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
+    app.add_middleware(TraceContextMiddleware)  # a caller's traceparent: the document's trace continues it
 
     @app.post("/v1/documents", status_code=202)
     async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),

@@ -41,6 +41,7 @@ import os
 import resource
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -103,12 +104,15 @@ class PageResult:
             and ``field`` or ``detection_score``; page px) and where its crop lies in ``crops``:
             ``crop_offset`` (bytes into the unpacked payload) and ``crop_shape`` (``[h, w]``).
         crops: the page's crop pack, one object (:func:`ocrstream.storage.crops.pack_crops`).
+        phases: the page's timed steps in the worker, ``(name, start_ns, end_ns)`` (``time.time_ns()``):
+            ``decode``, ``cleanup``, ``detection``, ``crop`` (trace spans: ocrstream/streaming/tracing.py).
     """
 
     width: int
     height: int
     regions: list[dict]
     crops: bytes
+    phases: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,13 +189,15 @@ def _analyse_page(path: str, token: str, index: int, template: Template | None) 
 
     _ready()
     with _worker_errors(f"decoding page {index + 1}"):
+        start = time.time_ns()
         page = _document(path, token).page(index)
-        regions = cut_regions(page, index, template, _state.detector, _config().cleanup_steps)
+        phases = [("decode", start, time.time_ns())]
+        regions = cut_regions(page, index, template, _state.detector, _config().cleanup_steps, phases)
         pack, spans = pack_crops([crop for _, crop in regions], codec=_config().crop_codec,
                                  max_bytes=_config().max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape)}
                   for (region, _), (offset, shape) in zip(regions, spans)]
-        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
+        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases)
 
 
 @contextlib.contextmanager

@@ -53,7 +53,7 @@ from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.migrate import apply_migrations
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.names import clean_text, strip_nul
 from ocrstream.streaming.retry import is_transient
 from ocrstream.streaming.stage import Output, Stage
@@ -119,6 +119,9 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.ve
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
+#: Attributes of the ``db write`` span (OpenTelemetry database conventions).
+DB_ATTRIBUTES = {"db.system.name": "postgresql", "db.operation.name": "upsert"}
+
 PUBLISHED_VERSION = "SELECT 1 FROM documents WHERE document_id = $1 AND version = $2 AND published_at IS NOT NULL"
 
 MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = $1 AND version = $2"
@@ -169,9 +172,10 @@ class StoreStage(Stage):
             return None  # redelivered: this version is stored and its results event was acked
         # CPU work (symspell lookups, field rules, reading order): in a worker thread, so the
         # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
-        regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
+        async with tracing.span("postprocess", {"ocrstream.regions": len(event.regions)}):
+            regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
         needs_review = any(r.needs_review for r in regions)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
                 doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
@@ -249,11 +253,12 @@ class StoreStage(Stage):
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead.error
-        status = await self.pool.execute(
-            UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
-            doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
-            doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
-            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
+        async with tracing.span("db write", DB_ATTRIBUTES):
+            status = await self.pool.execute(
+                UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
+                doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
+                doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
+                _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
                                             " WHERE document_id = $1 AND version = $2",
