@@ -218,25 +218,35 @@ def _cut(value: object) -> str:
 
 
 def _output_attributes(span: Span, outputs: Sequence[Any]) -> None:
-    """What the produced events say about the document: id, pages, regions, model, status, error type."""
-    for o in outputs:
-        event = getattr(o, "event", None)
-        if event is None:
-            continue
-        if (doc_id := getattr(event, "document_id", None)) is not None:
-            span.set_attribute("ocrstream.document_id", _cut(doc_id))
-        if isinstance(pages := getattr(event, "pages", None), list):
-            span.set_attribute("ocrstream.pages", len(pages))
-        if isinstance(regions := getattr(event, "regions", None), list):
-            span.set_attribute("ocrstream.regions", len(regions))
-        if (recognizer := getattr(event, "recognizer", None)) is not None:
-            span.set_attribute("ocrstream.recognizer", _cut(recognizer.name))
-            if isinstance(model := getattr(recognizer, "model", None), str):
-                span.set_attribute("ocrstream.model", _cut(model))
-        if isinstance(status := getattr(event, "status", None), str):
-            span.set_attribute("ocrstream.status", status)
-        if (error := getattr(event, "error", None)) is not None and getattr(error, "type", None):
-            span.set_attribute("error.type", _cut(error.type))
+    """What the produced events say about the document: id, pages, regions, model, status, error
+    type. Never raises (an event without a field, or with it unset, adds nothing)."""
+    try:
+        for o in outputs:
+            for key, value in _event_attributes(getattr(o, "event", None)).items():
+                span.set_attribute(key, value)
+    except Exception as exc:  # noqa: BLE001 - tracing never fails a record
+        log.debug("trace attributes of %s: %s: %s", outputs, type(exc).__name__, exc)
+
+
+def _event_attributes(event: Any) -> dict[str, str | int]:
+    """Span attributes of one event (unset optional fields are msgspec's UNSET: skipped)."""
+    found: dict[str, str | int] = {}
+    if isinstance(doc_id := getattr(event, "document_id", None), str):
+        found["ocrstream.document_id"] = _cut(doc_id)
+    if isinstance(pages := getattr(event, "pages", None), list):
+        found["ocrstream.pages"] = len(pages)
+    if isinstance(regions := getattr(event, "regions", None), list):
+        found["ocrstream.regions"] = len(regions)
+    recognizer = getattr(event, "recognizer", None)
+    if isinstance(name := getattr(recognizer, "name", None), str):
+        found["ocrstream.recognizer"] = _cut(name)
+    if isinstance(model := getattr(recognizer, "model", None), str):
+        found["ocrstream.model"] = _cut(model)
+    if isinstance(status := getattr(event, "status", None), str):
+        found["ocrstream.status"] = status
+    if isinstance(error_type := getattr(getattr(event, "error", None), "type", None), str) and error_type:
+        found["error.type"] = _cut(error_type)
+    return found
 
 
 # ------------------------------------------------------------------------------ stage spans
@@ -430,8 +440,10 @@ def door(source: str, document_id: str, size_bytes: int) -> Iterator[DoorSpan]:
 
 class TraceContextMiddleware:
     """ASGI middleware: a request's ``traceparent``/``tracestate`` headers become the current
-    context of its handler (the door's span continues the caller's trace); off, they are kept
-    for :func:`door` to pass on unchanged. A malformed ``traceparent`` is ignored (new trace)."""
+    context of its handler (the door's span continues the caller's trace) unless a server span is
+    current already (FastAPI's native telemetry: ``POST /v1/documents``, then the door's parent);
+    off, they are kept for :func:`door` to pass on unchanged. A malformed ``traceparent`` is
+    ignored (new trace)."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -448,6 +460,11 @@ class TraceContextMiddleware:
                 await self.app(scope, receive, send)
             finally:
                 _incoming.reset(token_in)
+            return
+        if trace.get_current_span().get_span_context().is_valid:
+            # FastAPI's own server span (its native OpenTelemetry support, through the global
+            # provider :func:`configure` installs) already continues the caller's trace
+            await self.app(scope, receive, send)
             return
         ctx = _W3C.extract(raw, getter=_GETTER) if raw else otel_context.Context()
         token = otel_context.attach(ctx)

@@ -179,3 +179,16 @@ async def test_off_the_http_door_passes_the_callers_trace_on():
     door = TracedDoor()
     assert await door.post({"traceparent": PARENT.decode()}) == [(tracing.TRACEPARENT, PARENT)]
     assert await door.post({}) == []
+
+
+def test_span_attributes_come_from_the_events_and_unset_fields_add_nothing():
+    from ocrstream.contracts.event_models import UNSET, ErrorInfo, ResultsEvent, Timestamps
+
+    failed = ResultsEvent(version=1, document_id="d1", status="failed", timestamps=Timestamps(ingested="x"),
+                          text="", pages=[], regions=[], error=ErrorInfo(stage="preprocess", type="TruncatedImageError",
+                                                                          message="m"))
+    assert failed.recognizer is UNSET
+    assert tracing._event_attributes(failed) == {
+        "ocrstream.document_id": "d1", "ocrstream.pages": 0, "ocrstream.regions": 0, "ocrstream.status": "failed",
+        "error.type": "TruncatedImageError"}
+    assert tracing._event_attributes({"not": "an event"}) == {}
