@@ -145,13 +145,17 @@ def takes_http_door(via: str, n_files: int, door) -> bool:
 def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> None:
     """``submit`` through the CLI door (S3 and the broker from this process); exits."""
     from ocrstream.client.client import StackUnreachableError
+    from ocrstream.streaming import tracing
 
     _quiet_clients()
+    tracing.configure("submit")  # each document's trace starts here when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template)))
     except StackUnreachableError as exc:
         click.echo(f"ocrstream: {exc.hint}", err=True)
         sys.exit(EXIT_NO_STACK)
+    finally:
+        tracing.shutdown()  # export the door spans before exiting
 
 
 def _echo_receipt(settings, document_id: str, filename: str | None, error: tuple[str, str] | None,
