@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Response, UploadFile
 
 from ocrstream.contracts import events
-from ocrstream.errors import DocumentTooLargeError, EmptyDocumentError, NotAnImageError
+from ocrstream.errors import DocumentTooLargeError, EmptyDocumentError, InvalidSubmissionError, NotAnImageError
 from ocrstream.streaming.auth import Authenticator
 from ocrstream.streaming.http import BodyLimit
 from ocrstream.streaming.ingestor import Submitter
@@ -21,7 +21,8 @@ from ocrstream.streaming.retry import is_transient
 from ocrstream.streaming.tracing import TraceContextMiddleware
 
 #: HTTP status of each refusal at the HTTP door.
-REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
+REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415,
+                  InvalidSubmissionError: 400}  # e.g. a refused callback_url
 #: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
 MAX_WAIT_S = 60.0
 #: ``Retry-After`` (seconds) of a 503: the broker or object store did not take the document.
@@ -42,6 +43,8 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
 
     @app.post("/v1/documents", status_code=202)
     async def post_document(response: Response, file: UploadFile = File(...), template: str | None = Form(None),
+                            callback_url: str | None = Form(None, description=(
+                                "completion webhook: a signed POST of the result summary (README \"Webhooks\")")),
                             wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
                                 "Seconds to wait for the result: 200 with it (status done or failed, "
                                 "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
@@ -55,7 +58,8 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
         """
         data = await file.read(limit + 1)
         try:
-            receipt = await submitter.submit(data, file.filename, "http", template)
+            receipt = await submitter.submit(data, file.filename, "http", template,
+                                             **({"callback_url": callback_url} if callback_url else {}))
         except Exception as exc:
             if not is_transient(exc):
                 raise
