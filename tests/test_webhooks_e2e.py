@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import secrets
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -129,8 +132,13 @@ async def outbox_rows(settings, ids: list[str]) -> dict[str, asyncpg.Record]:
     return {r["document_id"]: r for r in rows}
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ocrstream.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_are_marked(
-        webhook_pipeline, stack_settings, receiver):
+        webhook_pipeline, stack_settings, receiver, tmp_path):
     _, env = webhook_pipeline
     api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
     await wait_http(api + "/healthz")
@@ -151,12 +159,17 @@ async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_ar
             resp = await post(name, data, receiver.url + path)
             assert resp.status_code == 202, resp.text
             ids[name] = resp.json()["document_id"]
+    (tmp_path / "cli.png").write_bytes(good)  # the CLI door: ocrstream submit --callback-url
+    out = await asyncio.to_thread(cli, env, "submit", "--via", "kafka", "--callback-url", receiver.url + "/hook",
+                                  str(tmp_path / "cli.png"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    ids["cli.png"] = re.search(r"\b([0-9a-f]{32})\b", out.stdout).group(1)
     results = await wait_for_results(stack_settings, list(ids.values()), timeout_s=300)
     assert results[ids["done.png"]].status == "done" and results[ids["failed.jpg"]].status == "failed"
 
     for _ in range(DELIVERY_WAIT_S * 10):
         rows = await outbox_rows(stack_settings, list(ids.values()))
-        if len(rows) == 3 and all(r["status"] != "pending" for r in rows.values()):
+        if len(rows) == len(ids) and all(r["status"] != "pending" for r in rows.values()):
             break
         await asyncio.sleep(0.1)
     print("\nwebhook outbox:\n| document | status | attempts | last HTTP status | last error |\n|---|---|---|---|---|")
@@ -165,7 +178,7 @@ async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_ar
         print(f"| {name} {doc_id[:8]} | {r['status']} | {r['attempts']} | {r['last_status']} | {r['last_error']} |")
     delivered = receiver.by_document()
     assert receiver.bad_signatures == 0
-    for name in ("done.png", "failed.jpg"):
+    for name in ("done.png", "failed.jpg", "cli.png"):
         doc_id = ids[name]
         (body,) = delivered[doc_id]  # exactly once after de-duplication by webhook-id
         assert body["status"] == results[doc_id].status and body["type"] == f"document.{body['status']}"
@@ -178,3 +191,16 @@ async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_ar
     assert never["status"] == "failed" and never["attempts"] == MAX_ATTEMPTS and never["last_status"] == 500
     assert receiver.attempts[never["webhook_id"]] == MAX_ATTEMPTS and ids["never.png"] not in delivered
     assert json.loads(never["payload"])["document_id"] == ids["never.png"]
+
+    # the failed delivery is listed, replayed on request, and given up on again after the bound
+    listed = await asyncio.to_thread(cli, env, "webhook", "list", "--failed")
+    assert listed.returncode == 0 and ids["never.png"] in listed.stdout and ids["done.png"] not in listed.stdout
+    replayed = await asyncio.to_thread(cli, env, "webhook", "replay", ids["never.png"])
+    assert replayed.returncode == 0 and "1 deliveries pending again" in replayed.stdout, replayed.stderr
+    for _ in range(DELIVERY_WAIT_S * 10):
+        again = (await outbox_rows(stack_settings, [ids["never.png"]]))[ids["never.png"]]
+        if again["status"] == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert again["status"] == "failed" and again["attempts"] == MAX_ATTEMPTS
+    assert receiver.attempts[never["webhook_id"]] == 2 * MAX_ATTEMPTS

@@ -102,7 +102,10 @@ HTTP_DOOR_MAX_FILES = 16
 @click.option("--via", type=click.Choice(["auto", "http", "kafka"]), default="auto", show_default=True,
               help=f"http: the ingest stage's HTTP door (OCRSTREAM_INGEST_URL); kafka: S3 and the broker "
                    f"directly; auto: http when the door answers and at most {HTTP_DOOR_MAX_FILES} files are given.")
-def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None, via: str) -> None:
+@click.option("--callback-url", default=None,
+              help="Completion webhook: a signed POST of each document's result summary (README \"Webhooks\").")
+def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None, via: str,
+           callback_url: str | None) -> None:
     """Submit files (or every file under folders) to the pipeline.
 
     Exit status: 0 when every document was accepted (with --wait: is done); 1 when any was
@@ -119,6 +122,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
         from ocrstream.client.http_submit import DoorRefusedError, DoorUnavailableError, HttpDoor
 
         door = HttpDoor(settings)
+        door.callback_url = callback_url
         if takes_http_door(via, len(files), door):
             try:
                 sys.exit(_submit_http(door, settings, files, wait, timeout, template))
@@ -130,7 +134,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
                     click.echo(f"ocrstream: {exc}", err=True)
                     sys.exit(EXIT_FAILED)
                 # auto, and the door wants a key this client lacks: the CLI door needs none
-    _submit_kafka(settings, files, wait, timeout, template)
+    _submit_kafka(settings, files, wait, timeout, template, callback_url)
 
 
 def takes_http_door(via: str, n_files: int, door) -> bool:
@@ -142,7 +146,8 @@ def takes_http_door(via: str, n_files: int, door) -> bool:
     return n_files <= HTTP_DOOR_MAX_FILES and door.available()
 
 
-def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> None:
+def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
+                  callback_url: str | None = None) -> None:
     """``submit`` through the CLI door (S3 and the broker from this process); exits."""
     from ocrstream.client.client import StackUnreachableError
     from ocrstream.streaming import tracing
@@ -150,7 +155,7 @@ def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, templ
     _quiet_clients()
     tracing.configure("submit")  # each document's trace starts here when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
-        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template)))
+        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template, callback_url)))
     except StackUnreachableError as exc:
         click.echo(f"ocrstream: {exc.hint}", err=True)
         sys.exit(EXIT_NO_STACK)
@@ -232,11 +237,13 @@ def _finished(outcome) -> Finished:
                     outcome.result.text, (e.stage, e.type, e.message) if e is not None else None)
 
 
-async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> int:
+async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
+                  callback_url: str | None = None) -> int:
     """Submit ``files`` through the CLI door (and wait for their results); the exit code."""
     from ocrstream.client.client import Client
 
     async with Client(settings, wait=wait) as client:
+        client.callback_url = callback_url
         receipts = await client.submit_paths(files, template)
         for r in receipts:
             error = (type(r.error).__name__, str(r.error)) if r.error else None
@@ -684,6 +691,51 @@ def dlq_replay(stage, error_type, since, document_id, everything, dry_run) -> No
     counts = {a: sum(o.action == a for o in outcomes) for a in ("replayed", "would-replay", "skipped-done",
                                                                 "not-replayable")}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing to replay", err=True)
+
+
+@main.group()
+def webhook() -> None:
+    """Completion webhooks (README "Webhooks"): deliveries in the outbox, replay of failed ones."""
+
+
+def _outbox(call):
+    """Run ``call(pool)`` against the store's database (ocrstream/storage/outbox.py)."""
+    from ocrstream.storage.db import create_pool
+
+    async def run():
+        pool = await create_pool(get_settings(), max_size=1)
+        try:
+            return await call(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+@webhook.command("list")
+@click.option("--failed", is_flag=True, help="Only deliveries given up on (after the bounded retries).")
+@click.option("--limit", default=100, show_default=True, help="Newest deliveries shown.")
+def webhook_list(failed: bool, limit: int) -> None:
+    """Deliveries, newest first: status, attempts, document, URL, last answer; then counts by status."""
+    from ocrstream.storage import outbox
+
+    rows = _outbox(lambda pool: outbox.list_deliveries(pool, "failed" if failed else None, limit))
+    for r in rows:
+        last = f"HTTP {r['last_status']}" if r["last_status"] else ""
+        click.echo(f"{r['created_at']:%Y-%m-%dT%H:%M:%S}  {r['status']:<9} {r['attempts']:>2}  {r['document_id']}  "
+                   f"{r['url']}  {last} {(r['last_error'] or '')[:80]}".rstrip())
+    counts = _outbox(outbox.counts)
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no deliveries", err=True)
+
+
+@webhook.command("replay")
+@click.argument("document_id", required=False)
+def webhook_replay(document_id: str | None) -> None:
+    """Failed deliveries (of DOCUMENT_ID, or all) pending again, due now, attempts reset."""
+    from ocrstream.storage import outbox
+
+    n = _outbox(lambda pool: outbox.replay(pool, document_id))
+    click.echo(f"{n} deliveries pending again")
 
 
 @main.group()
