@@ -25,7 +25,10 @@ HTTP_DOOR_MAX_FILES = 16
 @click.option("--via", type=click.Choice(["auto", "http", "kafka"]), default="auto", show_default=True,
               help=f"http: the ingest stage's HTTP door (OCRSTREAM_INGEST_URL); kafka: S3 and the broker "
                    f"directly; auto: http when the door answers and at most {HTTP_DOOR_MAX_FILES} files are given.")
-def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None, via: str) -> None:
+@click.option("--callback-url", default=None,
+              help="Completion webhook: a signed POST of each document's result summary (README \"Webhooks\").")
+def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | None, via: str,
+           callback_url: str | None) -> None:
     """Submit files (or every file under folders) to the pipeline.
 
     Exit status: 0 when every document was accepted (with --wait: is done); 1 when any was
@@ -47,6 +50,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
         from ocrstream.client.http_submit import DoorRefusedError, DoorUnavailableError, HttpDoor
 
         door = HttpDoor(settings)
+        door.callback_url = callback_url
         if takes_http_door(via, len(files), door):
             try:
                 sys.exit(_submit_http(door, settings, files, wait, timeout, template))
@@ -58,7 +62,7 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
                     click.echo(f"ocrstream: {exc}", err=True)
                     sys.exit(EXIT_FAILED)
                 # auto, and the door wants a key this client lacks: the CLI door needs none
-    _submit_kafka(settings, files, wait, timeout, template)
+    _submit_kafka(settings, files, wait, timeout, template, callback_url)
 
 
 def takes_http_door(via: str, n_files: int, door) -> bool:
@@ -70,16 +74,21 @@ def takes_http_door(via: str, n_files: int, door) -> bool:
     return n_files <= HTTP_DOOR_MAX_FILES and door.available()
 
 
-def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> None:
+def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
+                  callback_url: str | None = None) -> None:
     """``submit`` through the CLI door (S3 and the broker from this process); exits."""
     from ocrstream.client.client import StackUnreachableError
+    from ocrstream.streaming import tracing
 
     _quiet_clients()
+    tracing.configure("submit")  # each document's trace starts here when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
-        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template)))
+        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template, callback_url)))
     except StackUnreachableError as exc:
         click.echo(f"ocrstream: {exc.hint}", err=True)
         sys.exit(EXIT_NO_STACK)
+    finally:
+        tracing.shutdown()  # export the door spans before exiting
 
 
 def _echo_receipt(settings, document_id: str, filename: str | None, error: tuple[str, str] | None,
@@ -156,11 +165,13 @@ def _finished(outcome) -> Finished:
                     outcome.result.text, (e.stage, e.type, e.message) if e is not None else None)
 
 
-async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None) -> int:
+async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
+                  callback_url: str | None = None) -> int:
     """Submit ``files`` through the CLI door (and wait for their results); the exit code."""
     from ocrstream.client.client import Client
 
     async with Client(settings, wait=wait) as client:
+        client.callback_url = callback_url
         receipts = await client.submit_paths(files, template)
         for r in receipts:
             error = (type(r.error).__name__, str(r.error)) if r.error else None

@@ -11,6 +11,7 @@ The recogniser is chosen by ``OCRSTREAM_RECOGNIZER`` (default ``ppocr``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -24,7 +25,7 @@ from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.words import reading_fields
 from ocrstream.storage.crops import region_crops
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.stage import Output, Result, Stage
 
 
@@ -75,14 +76,21 @@ class RecognizeStage(Stage):
             metrics.RECOGNIZER_BATCH.observe(len(crops))
         # A recogniser failure fails the batch as a whole: the runtime splits it until the
         # document that causes it is alone, so the other documents are read.
+        started = time.time_ns()
         readings = await asyncio.to_thread(self.recognizer.recognize, crops) if crops else []
+        ended = time.time_ns()
         results: list[Result] = []
         start = 0
-        for item in loaded:
+        for record, item in zip(records, loaded):
             if isinstance(item, BaseException):
                 results.append(item)
                 continue
             event, doc_crops = item
+            # the batch's one recogniser call, as a child span of each document's stage span
+            tracing.child(record, "recognition", started, ended, {
+                "ocrstream.regions": len(doc_crops), "ocrstream.batch.crops": len(crops),
+                "ocrstream.batch.documents": len(records), "ocrstream.recognizer": self.recognizer.name,
+                "ocrstream.model": self.model_version or ""})
             widths = [crop.shape[1] for crop in doc_crops]
             results.append([self.output(event, readings[start:start + len(doc_crops)], widths)])
             start += len(doc_crops)
