@@ -25,8 +25,7 @@ from ocrstream.ocr.layout import block_ids
 from ocrstream.ocr.templates import get_template
 from ocrstream.storage.crops import page_crops_key
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
-from ocrstream.streaming import tracing
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.stage import Output, Stage
 from services.preprocess.worker import DecoderPool, PageResult
 
