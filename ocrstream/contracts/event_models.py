@@ -74,6 +74,8 @@ class DocumentRef(_Model, kw_only=True):
     source: SourceKind
     template: Annotated[str | None, Meta(description="fixed-layout template named at ingest")] | UnsetType = UNSET
     external_id: Annotated[str, Meta(description="the raw-topic producer's key (raw door only)")] | UnsetType = UNSET
+    callback_url: Annotated[str, Meta(max_length=2048, description=(
+        "completion webhook named at submission: the store POSTs the signed result summary there"))] | UnsetType = UNSET
 
 
 class Timestamps(_Model, kw_only=True):

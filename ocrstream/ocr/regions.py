@@ -9,6 +9,7 @@ crops into one object (:mod:`ocrstream.storage.crops`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ __all__ = ["CutRegion", "cut_regions", "detected_regions", "template_regions"]
 #: A region cut from a page before it is read: (its event fields, its (h, w, 3) uint8 BGR crop). Not
 #: :class:`ocrstream.ocr.document.Region` (a read region of the result tree).
 CutRegion = tuple[dict[str, Any], np.ndarray]
+#: Timed steps of a page, ``(name, start_ns, end_ns)`` (``time.time_ns()``): ``cleanup``,
+#: ``detection``, ``crop`` (the stage turns them into trace spans, ocrstream/streaming/tracing.py).
+Phases = list[tuple[str, int, int]]
 
 
 def _box(quad: np.ndarray) -> list[float]:
@@ -45,17 +49,22 @@ def template_regions(page: np.ndarray, page_index: int, template: Template) -> l
     return regions
 
 
-def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str]) -> list[CutRegion]:
+def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str],
+                     phases: Phases | None = None) -> list[CutRegion]:
     """Free layout: DBNet text lines in reading order, each with its perspective crop.
 
     The page is cleaned first (``cleanup_steps``, :mod:`.cleanup`); detection, colon
     attachment, visual lines and crops work on the cleaned page (bench_pages: crops from it
     read as well as from the original), ``box``/``quad`` are mapped back to ORIGINAL page pixels.
+    ``phases``, when given, gets the ``cleanup``, ``detection`` and ``crop`` steps' wall times.
     """
+    t0 = time.time_ns()
     cleaned, transform = cleanup.apply(page, cleanup_steps)
+    t1 = time.time_ns()
     lines = detector.detect(cleaned)
     quads = attach_colons(cleaned, [line.quad for line in lines])
     line_ids = visual_line_ids(quads)
+    t2 = time.time_ns()
     regions = []
     for order, (line, quad, line_id) in enumerate(zip(lines, quads, line_ids)):
         original = transform.to_original(quad).astype(float)
@@ -63,19 +72,26 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
                   "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in original],
                   "detection_score": round(float(line.score), 4)}
         regions.append((region, crop_line(cleaned, quad)))
+    if phases is not None:
+        phases += [("cleanup", t0, t1), ("detection", t1, t2), ("crop", t2, time.time_ns())]
     return regions
 
 
 def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                cleanup_steps: str | Sequence[str]) -> list[CutRegion]:
-    """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else detection).
+                cleanup_steps: str | Sequence[str], phases: Phases | None = None) -> list[CutRegion]:
+    """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else
+    detection); ``phases``, when given, gets the timed steps (:data:`Phases`).
 
     Raises:
         ValueError: no template and no detector.
     """
     if template is not None:
-        return template_regions(page, page_index, template)
+        t0 = time.time_ns()
+        regions = template_regions(page, page_index, template)
+        if phases is not None:
+            phases.append(("crop", t0, time.time_ns()))
+        return regions
     if detector is not None:
-        return detected_regions(page, detector, cleanup_steps)
+        return detected_regions(page, detector, cleanup_steps, phases)
     raise ValueError("a page without a template needs a line detector")
 

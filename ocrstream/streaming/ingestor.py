@@ -25,7 +25,7 @@ from ocrstream.settings import Settings
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import find_done
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.kafka import ensure_topics, make_producer, produce
 from ocrstream.streaming.names import clean_text, sanitize_filename
 from ocrstream.streaming.stage import Output
@@ -86,11 +86,13 @@ class Ingestor:
 
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: SourceKind,
                      submitted: str | None = None, template: str | None = None,
-                     sha: str | None = None, external_id: str | None = None) -> Output | str:
+                     sha: str | None = None, external_id: str | None = None,
+                     callback_url: str | None = None) -> Output | str:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
         earlier ``done`` document with the same bytes when duplicates are reused.
 
-        ``sha``: the SHA-256 (hex) of ``data`` if already known. Raises BadInputError (empty,
+        ``sha``: the SHA-256 (hex) of ``data`` if already known; ``callback_url``: the completion
+        webhook (checked by the door, ocrstream/streaming/webhooks.py). Raises BadInputError (empty,
         too large, unsupported type).
         """
         try:
@@ -109,7 +111,7 @@ class Ingestor:
             document_id=document_id,
             document=DocumentRef(object_key=key, content_sha256=digest, size_bytes=len(data),
                                  filename=clean_text(filename), source=source, template=template,
-                                 external_id=external_id or UNSET),
+                                 external_id=external_id or UNSET, callback_url=callback_url or UNSET),
             timestamps=Timestamps(submitted=submitted or events.now_iso(), ingested=events.now_iso()),
         )
         metrics.count_ingested(source, len(data))
@@ -163,24 +165,33 @@ class Submitter:
 
     async def submit(self, data: bytes, filename: str | None, source: SourceKind,
                      template: str | None = None, document_id: str | None = None,
-                     sha: str | None = None) -> Receipt:
+                     sha: str | None = None, *, callback_url: str | None = None) -> Receipt:
         """Ingest one document; returns its Receipt (``error`` set when it was rejected).
 
         ``template`` names a fixed-layout template (see ocrstream/ocr/templates.py);
         ``document_id``: the id to give it (default: a new one; the HTTP door derives it from
-        an ``Idempotency-Key``); ``sha``: the SHA-256 (hex) of ``data`` if already known.
+        an ``Idempotency-Key``); ``sha``: the SHA-256 (hex) of ``data`` if already known;
+        ``callback_url`` a completion webhook, refused (InvalidSubmissionError in the receipt) by
+        :func:`ocrstream.streaming.webhooks.check_callback_url`.
         """
         document_id = document_id or new_document_id()
         submitted = events.now_iso()
         filename = sanitize_filename(filename)
-        try:
-            output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
-                                                source=source, submitted=submitted, template=template, sha=sha)
-        except BadInputError as exc:  # counted by the ingestor
-            return Receipt(document_id, filename, error=exc)
-        if isinstance(output, str):
-            return Receipt(output, filename, reused=True)
-        await produce(self.producer, [output])
+        with tracing.door(source, document_id, len(data)) as span:  # the document's trace starts here
+            try:
+                if callback_url:
+                    from ocrstream.streaming.webhooks import check_callback_url
+
+                    await check_callback_url(callback_url, self.settings)
+                output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
+                                                    source=source, submitted=submitted, template=template,
+                                                    sha=sha, callback_url=callback_url)
+            except BadInputError as exc:  # counted by the ingestor
+                span.fail(exc)
+                return Receipt(document_id, filename, error=exc)
+            if isinstance(output, str):
+                return Receipt(output, filename, reused=True)
+            await produce(self.producer, span.stamp([output]))
         metrics.observe_outputs("ingest", [output])
         assert isinstance(output.event, IngestedEvent)
         return Receipt(document_id, filename, object_key=output.event.document.object_key)

@@ -55,8 +55,12 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def produce(producer: AIOKafkaProducer, outputs: Sequence[Any]) -> None:
-    """Send every output (``.topic``, ``.key``, ``.payload``) and wait until the broker acked all."""
-    futures = [await producer.send(o.topic, o.payload, key=o.key.encode()) for o in outputs]
+    """Send every output (``.topic``, ``.key``, ``.payload``, ``.headers`` if any: the trace
+    context) and wait until the broker acked all."""
+    futures = [await (producer.send(o.topic, o.payload, key=o.key.encode(), headers=headers)
+                      if (headers := getattr(o, "headers", None)) else
+                      producer.send(o.topic, o.payload, key=o.key.encode()))
+               for o in outputs]
     await asyncio.gather(*futures)
 
 

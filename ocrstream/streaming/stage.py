@@ -45,7 +45,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -66,7 +66,7 @@ from ocrstream.errors import (
 )
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import health, metrics
+from ocrstream.streaming import health, metrics, tracing
 from ocrstream.streaming.attempts import DeliveryAttempts
 from ocrstream.streaming.kafka import client_options, ensure_topics, make_producer, produce
 from ocrstream.streaming.loops import LoopLagMonitor, LoopThread, serve_in_thread
@@ -80,11 +80,13 @@ __all__ = ["Output", "Result", "Stage", "StageRunner", "dead_letter", "dead_lett
 
 @dataclass(frozen=True)
 class Output:
-    """One event to produce: ``event`` (the model of ``topic``) keyed by ``key``."""
+    """One event to produce: ``event`` (the model of ``topic``) keyed by ``key``; ``headers``:
+    Kafka record headers (the trace context, :mod:`ocrstream.streaming.tracing`)."""
 
     topic: str
     key: str
     event: events.Event
+    headers: list[tuple[str, bytes]] = field(default_factory=list, compare=False, hash=False)
 
     @cached_property
     def payload(self) -> bytes:
@@ -148,7 +150,8 @@ class Stage(ABC):
         results: list[Result] = []
         for record in records:
             try:
-                results.append(await self.handle(record))
+                with tracing.use(record):  # the record's stage span is current while handled
+                    results.append(await self.handle(record))
             except Exception as exc:  # noqa: BLE001 - classified by the runner
                 results.append(exc)
         return results
@@ -268,6 +271,7 @@ class StageRunner:
         self._settled = asyncio.Event()
         self._settled.set()
         self._timed_out: set[tuple[str, int, int]] = set()  # (topic, partition, offset) timed out here
+        self._trace: tracing.BatchTrace | tracing.PassThrough = tracing.NO_TRACE  # spans of the batch in hand
 
     async def run(self, stop: asyncio.Event) -> None:
         """Set up, then poll/handle/produce/commit until ``stop``; always tears down.
@@ -370,6 +374,7 @@ class StageRunner:
             metrics.BATCH_SIZE.labels(name).observe(len(records))
             metrics.PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
         finally:
+            self._trace.end()
             self.busy = False
             self._settled.set()
             current = self.consumer.assignment()
@@ -473,6 +478,7 @@ class StageRunner:
         if not await retry_transient("record delivery attempts", self.stage.name, self.settings, stop, begin):
             return None
         handle = [r for r in taken if id(r) not in poisoned and id(r) not in ignored]
+        self._trace = tracing.begin(self.stage.name, self.group, [r for r in taken if id(r) not in ignored])
         results: dict[int, Result] = {**dict.fromkeys(ignored, []), **poisoned}
         if handle:
             handled = await self._handle_with_retries(handle, stop)
@@ -482,7 +488,10 @@ class StageRunner:
         outputs: list[Output] = []
         for record in taken:
             result = results[id(record)]
-            outputs.extend(self._failed(record, result) if isinstance(result, BaseException) else result)
+            if isinstance(result, BaseException):
+                outputs.extend(self._trace.stamp(record, self._failed(record, result), as_typed(result)))
+            else:
+                outputs.extend(self._trace.stamp(record, result))
         return outputs, taken
 
     @staticmethod
@@ -645,10 +654,13 @@ def run_stage(stage: Stage) -> None:
     health.serve(port, stage.name, stage.settings)  # operability hook (issue 10): /metrics /healthz /readyz
     metrics.STAGE_INFO.labels(stage.name, "input_topics", ",".join(stage.input_topics)).set(1)
     log.info("%s: metrics on :%s/metrics, probes on /healthz and /readyz", stage.name, port)
+    tracing.configure(stage.name)  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         asyncio.run(main())
     except (ConfigurationError, PermanentError) as exc:
         log.error("%s: cannot start: %s: %s", stage.name, type(exc).__name__, exc)
         sys.exit(2)
+    finally:
+        tracing.shutdown()  # export the spans still queued
     if health.HEALTH.stranded:  # crash-only: its dependencies stayed unreachable (logged by health)
         sys.exit(health.STRANDED_EXIT_STATUS)

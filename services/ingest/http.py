@@ -27,12 +27,14 @@ from ocrstream.streaming.http import NAME_PATTERN, BodyLimit, create_api
 from ocrstream.streaming.ingestor import Submitter, content_sha256
 from ocrstream.streaming.results import ResultWaiters
 from ocrstream.streaming.retry import is_transient
+from ocrstream.streaming.tracing import TraceContextMiddleware
 from services.ingest.idempotency import KEY_PATTERN, MAX_KEY_CHARS, IdempotencyKeys, fingerprint
 
 log = logging.getLogger(__name__)
 
 #: HTTP status of each refusal at the HTTP door.
-REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415}
+REFUSAL_STATUS = {EmptyDocumentError: 400, DocumentTooLargeError: 413, NotAnImageError: 415,
+                  InvalidSubmissionError: 400}  # e.g. a refused callback_url
 #: Longest ``?wait=`` of ``POST /v1/documents``, seconds.
 MAX_WAIT_S = 60.0
 #: ``Retry-After`` (seconds) of a 503: the broker or object store did not take the document.
@@ -53,11 +55,14 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
     limit = submitter.settings.max_document_bytes
     app = create_api("ocrstream ingest", auth, "ingest")
     app.add_middleware(BodyLimit, max_bytes=limit + 64 * 1024)  # room for the multipart envelope
+    app.add_middleware(TraceContextMiddleware)  # a caller's traceparent: the document's trace continues it
 
     @app.post("/v1/documents", status_code=202)
     async def post_document(request: Request, response: Response, file: UploadFile = File(...),
                             template: str | None = Form(None, min_length=1, max_length=MAX_TEMPLATE_CHARS,
                                                         pattern=NAME_PATTERN),
+                            callback_url: str | None = Form(None, max_length=2048, description=(
+                                "completion webhook: a signed POST of the result summary (README \"Webhooks\")")),
                             wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
                                 "Seconds to wait for the result: 200 with it (status done or failed, "
                                 "the ocr.results.v1 event in `result`) if stored in time, else 202.")),
@@ -82,7 +87,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
                     f"{len(form.getlist(name))} '{name}' fields: one document per request (post each file on its own)")})
         data = await file.read(limit + 1)
         if idempotency_key is None:
-            return await accept(response, data, file.filename, template, wait)
+            return await accept(response, data, file.filename, template, wait, callback_url=callback_url)
         keys = remembered_answers()
         scoped = keys.scoped(key, idempotency_key)
         sha = await asyncio.to_thread(content_sha256, data)
@@ -96,7 +101,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
                 accepted = earlier.answer
             else:
                 accepted = await accept(response, data, file.filename, template, 0, keys.document_id(scoped, content_print),
-                                        sha)
+                                        sha, callback_url=callback_url)
                 try:
                     await keys.remember(scoped, content_print, accepted)
                 except Exception as exc:  # accepted anyway; a retry re-derives the same document id
@@ -118,10 +123,12 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
         return state["keys"]
 
     async def accept(response: Response, data: bytes, filename: str | None, template: str | None, wait: float,
-                     document_id: str | None = None, sha: str | None = None) -> dict:
+                     document_id: str | None = None, sha: str | None = None, *,
+                     callback_url: str | None = None) -> dict:
         """Submit ``data``; the 202 answer (200 with the result when ``wait`` saw it stored)."""
         try:
-            receipt = await submitter.submit(data, filename, "http", template, document_id=document_id, sha=sha)
+            receipt = await submitter.submit(data, filename, "http", template, document_id=document_id, sha=sha,
+                                             **({"callback_url": callback_url} if callback_url else {}))
         except Exception as exc:
             if not is_transient(exc):
                 raise

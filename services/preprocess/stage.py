@@ -25,7 +25,7 @@ from ocrstream.ocr.layout import block_ids
 from ocrstream.ocr.templates import get_template
 from ocrstream.storage.crops import page_crops_key
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.stage import Output, Stage
 from services.preprocess.worker import DecoderPool, PageResult
 
@@ -63,6 +63,8 @@ class PreprocessStage(Stage):
             for page_index in range(len(document.page_sizes)):
                 page = await document.page(page_index, template)
                 metrics.PAGES.labels(page.text_source).inc()
+                tracing.add_phases(page.phases, {"ocrstream.page_index": page_index,  # child spans, if on
+                                                 "ocrstream.regions": len(page.regions)})
                 pages.append(Page(page_index=page_index, width=page.width, height=page.height,
                                   text_source=page.text_source))
                 regions += await self.store_regions(doc_id, page_index, page)

@@ -41,6 +41,7 @@ import os
 import resource
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -110,6 +111,8 @@ class PageResult:
             for a page read from its PDF text layer.
         text_source: ``"pdf-text"`` (regions carry ``text``, ``words``, ``source``: nothing to
             recognise, no crops) or ``"ocr"``.
+        phases: the page's timed steps in the worker, ``(name, start_ns, end_ns)`` (``time.time_ns()``):
+            ``decode``, ``cleanup``, ``detection``, ``crop`` (trace spans: ocrstream/streaming/tracing.py).
     """
 
     width: int
@@ -117,6 +120,7 @@ class PageResult:
     regions: list[dict]
     crops: bytes
     text_source: Literal["pdf-text", "ocr"] = "ocr"
+    phases: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,19 +201,22 @@ def _analyse_page(path: str, token: str, index: int, template: Template | None) 
     _ready()
     config = _config()
     with _worker_errors(f"decoding page {index + 1}"):
+        start = time.time_ns()
         document = _document(path, token)
         if template is None and config.pdf_text != "ocr" and document.kind == "pdf":
             layer = document.text_layer(index, config.pdf_max_page_chars)
             if pdftext.decide(layer, config.pdf_text)[0] == "pdf-text" and layer is not None:
                 width, height = document.page_sizes[index]
-                return PageResult(width, height, pdftext.layer_regions(layer, index), b"", "pdf-text")
+                return PageResult(width, height, pdftext.layer_regions(layer, index), b"", "pdf-text",
+                                  [("decode", start, time.time_ns())])
         page = document.page(index)
-        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps)
+        phases = [("decode", start, time.time_ns())]
+        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps, phases)
         pack, spans = pack_crops([crop for _, crop in regions], codec=config.crop_codec,
                                  max_bytes=config.max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape), "source": "ocr"}
                   for (region, _), (offset, shape) in zip(regions, spans)]
-        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack)
+        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases=phases)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from ocrstream.ocr.words import reading_fields
 from ocrstream.storage import models
 from ocrstream.storage.crops import region_crops
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing
 from ocrstream.streaming.stage import Output, Result, Stage
 
 log = logging.getLogger(__name__)
@@ -187,14 +188,21 @@ class RecognizeStage(Stage):
         # document that causes it is alone, so the other documents are read. The whole batch
         # reads with the model serving when it started (a promotion switches between batches).
         recognizer, version = self.current
+        started = time.time_ns()
         readings = await asyncio.to_thread(recognizer.recognize, crops) if crops else []
+        ended = time.time_ns()
         results: list[Result] = []
         start = 0
-        for item in loaded:
+        for record, item in zip(records, loaded):
             if isinstance(item, BaseException):
                 results.append(item)
                 continue
             event, doc_crops = item
+            # the batch's one recogniser call, as a child span of each document's stage span
+            tracing.child(record, "recognition", started, ended, {
+                "ocrstream.regions": len(doc_crops), "ocrstream.batch.crops": len(crops),
+                "ocrstream.batch.documents": len(records), "ocrstream.recognizer": recognizer.name,
+                "ocrstream.model": version or ""})
             widths = [crop.shape[1] for crop in doc_crops]
             results.append([self.output(event, readings[start:start + len(doc_crops)], widths, recognizer, version)])
             start += len(doc_crops)

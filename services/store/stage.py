@@ -50,11 +50,12 @@ from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
+from ocrstream.storage import outbox
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import read_document
 from ocrstream.storage.migrate import apply_migrations
-from ocrstream.streaming import metrics
+from ocrstream.streaming import metrics, tracing, webhooks
 from ocrstream.streaming.names import clean_text, strip_nul
 from ocrstream.streaming.retry import is_transient
 from ocrstream.streaming.stage import Output, Stage
@@ -125,6 +126,9 @@ ON CONFLICT (document_id) DO UPDATE SET status = 'failed', version = EXCLUDED.ve
 WHERE documents.status <> 'done' AND documents.version <> EXCLUDED.version
 """
 
+#: Attributes of the ``db write`` span (OpenTelemetry database conventions).
+DB_ATTRIBUTES = {"db.system.name": "postgresql", "db.operation.name": "upsert"}
+
 PUBLISHED_VERSION = "SELECT 1 FROM documents WHERE document_id = $1 AND version = $2 AND published_at IS NOT NULL"
 
 MARK_PUBLISHED = "UPDATE documents SET published_at = now() WHERE document_id = $1 AND version = $2"
@@ -175,12 +179,17 @@ class StoreStage(Stage):
             return None  # redelivered: this version is stored and its results event was acked
         # CPU work (symspell lookups, field rules, reading order): in a worker thread, so the
         # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
-        regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
+        async with tracing.span("postprocess", {"ocrstream.regions": len(event.regions)}):
+            regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
         needs_review = any(r.needs_review for r in regions)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
             previous = await self._keep_previous_result(conn, doc_id, version)
             result_version = previous + 1 if previous else await conn.fetchval(
                 "SELECT result_version FROM documents WHERE document_id = $1", doc_id) or 1
+            result = ResultsEvent(
+                version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
+                regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
+                recognizer=event.recognizer, result_version=result_version, previous_version=previous or None)
             await conn.execute(
                 UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
                 doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
@@ -207,10 +216,8 @@ class StoreStage(Stage):
                 for r, seen in zip(regions, event.regions)])
             if previous:
                 await self._carry_verified(conn, doc_id, regions)
-        return Output(events.RESULTS, doc_id, ResultsEvent(
-            version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
-            regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
-            recognizer=event.recognizer, result_version=result_version, previous_version=previous or None))
+            await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc))  # same transaction
+        return Output(events.RESULTS, doc_id, result)
 
     async def _keep_previous_result(self, conn: Any, doc_id: str, version: str | UnsetType) -> int:
         """When ``version`` replaces a done result of another version: snapshot that result into
@@ -310,24 +317,46 @@ class StoreStage(Stage):
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead.error
-        status = await self.pool.execute(
-            UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
-            doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
-            doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
-            _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
+        async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
+                doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
+                doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
+                _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
+            if not status.endswith(" 0") and (url := webhooks.callback_of(doc)):
+                await self.enqueue_webhook(conn, self._failed_result(dead, doc, ts), dead.failed_at, url)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
                                             " WHERE document_id = $1 AND version = $2",
                                             dead.document_id, dead.failed_at):
                 return None
+        return Output(events.RESULTS, dead.document_id, self._failed_result(dead, doc, ts))
+
+    @staticmethod
+    def _failed_result(dead: DeadLetterEvent, doc: dict, ts: dict) -> ResultsEvent:
+        """The ``failed`` results event of a dead letter (``doc``, ``ts``: its original's, read leniently)."""
+        ts = {**ts, "failed": dead.failed_at}
         ts.setdefault("ingested", dead.failed_at)
-        ts["failed"] = dead.failed_at
         result = ResultsEvent(version=1, document_id=dead.document_id, status="failed",
                               timestamps=events.convert(Timestamps, ts, events.DLQ), text="", pages=[],
-                              regions=[], error=error)
+                              regions=[], error=dead.error)
         if "object_key" in doc:
             result = msgspec.structs.replace(result, document=events.convert(DocumentRef, doc, events.DLQ))
-        return Output(events.RESULTS, dead.document_id, result)
+        return result
+
+    async def enqueue_webhook(self, conn, result: ResultsEvent, version: str, url: str | None) -> None:
+        """The completion webhook of ``result`` into the outbox (in the caller's transaction), if
+        its submission named ``url`` (ocrstream/streaming/webhooks.py)."""
+        if url:
+            await outbox.enqueue(conn, result.document_id, version, url,
+                                 webhooks.summary(result, self.settings.webhook_max_payload_bytes))
+
+    def background(self):
+        """The webhook sender, when OCRSTREAM_WEBHOOK_SECRET is set."""
+        return [self._send_webhooks] if self.settings.webhook_secret is not None else []
+
+    async def _send_webhooks(self, stop: asyncio.Event) -> None:
+        await webhooks.WebhookSender(self.settings).run(stop)
 
 
 def _opt(value: T | UnsetType) -> T | None:

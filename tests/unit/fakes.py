@@ -19,10 +19,11 @@ IN_TOPIC = "ocr.ingested.v1"
 OUT_TOPIC = "unit.out"
 
 
-def record(offset: int, partition: int = 0, topic: str = IN_TOPIC, value: bytes = b"{}") -> ConsumerRecord:
-    """A consumed record keyed ``doc-<offset>``."""
+def record(offset: int, partition: int = 0, topic: str = IN_TOPIC, value: bytes = b"{}",
+           headers: tuple[tuple[str, bytes], ...] = ()) -> ConsumerRecord:
+    """A consumed record keyed ``doc-<offset>`` (Kafka ``headers``: none by default)."""
     key = f"doc-{offset}".encode()
-    return ConsumerRecord(topic, partition, offset, 0, 0, key, value, None, len(key), len(value), ())
+    return ConsumerRecord(topic, partition, offset, 0, 0, key, value, None, len(key), len(value), headers)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ class FakeProducer:
         self.hold = False
         self.failures: list[BaseException] = []
         self.acked: list[tuple[str, str, dict]] = []  # (topic, key, event) in ack order
+        self.headers: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (topic, key, headers) as sent
         self._held: list[tuple[asyncio.Future, tuple[str, str, dict]]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future:
+    async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         message = (topic, (key or b"").decode(), json.loads(value))
+        self.headers.append((topic, message[1], list(headers or ())))
         self.log.append(("send", topic, message[1]))
         if self.failures:
             future.set_exception(self.failures.pop(0))

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from ocrstream.cli.main import CHATTY_LOGGERS, main
+from ocrstream.cli.app import CHATTY_LOGGERS
+from ocrstream.cli.main import main
 from ocrstream.settings import Settings
 from ocrstream.streaming.auth import Authenticator, create_key
 from services.ingest.http import create_app

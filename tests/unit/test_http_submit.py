@@ -161,7 +161,7 @@ def test_at_most_max_in_flight_files_are_posted_at_once(stand_in, tmp_path):
 
 
 def test_auto_takes_the_door_only_for_few_files_and_when_it_answers(stand_in):
-    from ocrstream.cli.main import HTTP_DOOR_MAX_FILES, takes_http_door
+    from ocrstream.cli.submit import HTTP_DOOR_MAX_FILES, takes_http_door
     from ocrstream.client.http_submit import HttpDoor
 
     door = HttpDoor(Settings(_env_file=None, ingest_url=stand_in().url))

@@ -32,7 +32,7 @@ def test_problems_say_what_to_do():
 
 def test_one_table_of_processes_feeds_every_reader():
     """contracts.stages is the one table: metrics, health, launcher and the CLI read it."""
-    from ocrstream.cli.main import run
+    from ocrstream.cli.processes import run
     from ocrstream.contracts.stages import PROCESSES, STAGES, metrics_port
     from ocrstream.ops import launcher
     from ocrstream.streaming import health, metrics

@@ -1,0 +1,206 @@
+"""Completion webhooks through the four stage processes on the embedded stack, to a real HTTP receiver.
+
+The receiver (an HTTP server in this test) verifies every request's Standard Webhooks signature
+with the ``standardwebhooks`` package, answers 500 to the first two attempts of each delivery and
+de-duplicates by ``webhook-id``; each document submitted with a ``callback_url`` (one done, one
+failed in preprocess) arrives exactly once after retries, and a receiver that always fails gets
+``OCRSTREAM_WEBHOOK_MAX_ATTEMPTS`` attempts, then the delivery is ``failed``. Internal targets and
+non-http URLs are refused at the HTTP door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import asyncpg
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
+from ocrstream.streaming.results import wait_for_results
+from tools.render_samples import encode, render_page
+
+pytestmark = pytest.mark.slow
+
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+FAILS_FIRST = 2
+MAX_ATTEMPTS = 4
+#: A bound on the wait for the deliveries (retries every <= 1 s here), not a speed check.
+DELIVERY_WAIT_S = 120
+
+
+class Receiver:
+    """Verifies signatures, fails the first attempts, keeps each webhook-id's first accepted body."""
+
+    def __init__(self) -> None:
+        self.verifier = Webhook(SECRET)
+        self.attempts: dict[str, int] = {}
+        self.accepted: dict[str, dict] = {}  # webhook-id -> body (de-duplicated)
+        self.duplicates = 0
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    payload = receiver.verifier.verify(body, {k.lower(): v for k, v in self.headers.items()})
+                except WebhookVerificationError:
+                    with receiver.lock:
+                        receiver.bad_signatures += 1
+                    self.answer(401)
+                    return
+                wid = self.headers["webhook-id"]
+                with receiver.lock:
+                    receiver.attempts[wid] = n = receiver.attempts.get(wid, 0) + 1
+                    ok = self.path == "/hook" and n > FAILS_FIRST
+                    if ok:
+                        if wid in receiver.accepted:
+                            receiver.duplicates += 1
+                        receiver.accepted.setdefault(wid, payload)
+                self.answer(204 if ok else 500)
+
+            def answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True).start()
+
+    def by_document(self) -> dict[str, list[dict]]:
+        with self.lock:
+            found: dict[str, list[dict]] = {}
+            for body in self.accepted.values():
+                found.setdefault(body["document_id"], []).append(body)
+            return found
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def webhook_pipeline(stack_env, receiver, tmp_path_factory):
+    env = {**stack_env, "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": "0",
+           "OCRSTREAM_CONSUMER_GROUP_PREFIX": f"hook-{uuid.uuid4().hex[:6]}",
+           "OCRSTREAM_WEBHOOK_SECRET": SECRET, "OCRSTREAM_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+           "OCRSTREAM_WEBHOOK_RETRY_INITIAL_S": "0.2", "OCRSTREAM_WEBHOOK_RETRY_MAX_S": "1",
+           "OCRSTREAM_WEBHOOK_POLL_S": "0.2", "OCRSTREAM_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
+    with StageProcesses(env, tmp_path_factory.mktemp("hook-logs"), stages=STAGES) as stages:
+        yield stages, env
+
+
+async def wait_http(url: str, timeout_s: float = 120) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(int(timeout_s * 10)):
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def outbox_rows(settings, ids: list[str]) -> dict[str, asyncpg.Record]:
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        rows = await conn.fetch("SELECT * FROM webhook_outbox WHERE document_id = ANY($1::text[])", ids)
+    finally:
+        await conn.close()
+    return {r["document_id"]: r for r in rows}
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ocrstream.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_are_marked(
+        webhook_pipeline, stack_settings, receiver, tmp_path):
+    _, env = webhook_pipeline
+    api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
+    await wait_http(api + "/healthz")
+    good = encode(render_page(["WEBHOOK 2502"], size=28))
+    jpeg = encode(render_page(["truncated"], size=30), "JPEG", quality=90)
+    async with httpx.AsyncClient() as client:
+        async def post(name: str, data: bytes, callback: str) -> httpx.Response:
+            return await client.post(api + "/v1/documents", files={"file": (name, data)},
+                                     data={"callback_url": callback})
+
+        for refused in ("http://10.1.2.3/hook", "http://[::ffff:169.254.169.254]/", "ftp://127.0.0.1/hook",
+                        "http://user:pw@127.0.0.1/hook"):
+            resp = await post("x.png", good, refused)
+            assert resp.status_code == 400 and resp.json()["detail"]["error"] == "InvalidSubmissionError", resp.text
+        ids = {}
+        for name, data, path in (("done.png", good, "/hook"), ("failed.jpg", jpeg[: len(jpeg) // 2], "/hook"),
+                                 ("never.png", good, "/always-500")):
+            resp = await post(name, data, receiver.url + path)
+            assert resp.status_code == 202, resp.text
+            ids[name] = resp.json()["document_id"]
+    (tmp_path / "cli.png").write_bytes(good)  # the CLI door: ocrstream submit --callback-url
+    out = await asyncio.to_thread(cli, env, "submit", "--via", "kafka", "--callback-url", receiver.url + "/hook",
+                                  str(tmp_path / "cli.png"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    ids["cli.png"] = re.search(r"\b([0-9a-f]{32})\b", out.stdout).group(1)
+    results = await wait_for_results(stack_settings, list(ids.values()), timeout_s=300)
+    assert results[ids["done.png"]].status == "done" and results[ids["failed.jpg"]].status == "failed"
+
+    for _ in range(DELIVERY_WAIT_S * 10):
+        rows = await outbox_rows(stack_settings, list(ids.values()))
+        if len(rows) == len(ids) and all(r["status"] != "pending" for r in rows.values()):
+            break
+        await asyncio.sleep(0.1)
+    print("\nwebhook outbox:\n| document | status | attempts | last HTTP status | last error |\n|---|---|---|---|---|")
+    for name, doc_id in ids.items():
+        r = rows[doc_id]
+        print(f"| {name} {doc_id[:8]} | {r['status']} | {r['attempts']} | {r['last_status']} | {r['last_error']} |")
+    delivered = receiver.by_document()
+    assert receiver.bad_signatures == 0
+    for name in ("done.png", "failed.jpg", "cli.png"):
+        doc_id = ids[name]
+        (body,) = delivered[doc_id]  # exactly once after de-duplication by webhook-id
+        assert body["status"] == results[doc_id].status and body["type"] == f"document.{body['status']}"
+        row = rows[doc_id]
+        assert row["status"] == "delivered" and row["attempts"] == FAILS_FIRST + 1
+        assert receiver.attempts[row["webhook_id"]] == FAILS_FIRST + 1
+    assert delivered[ids["done.png"]][0]["text"] and delivered[ids["failed.jpg"]][0]["error"]["type"] == \
+        "TruncatedImageError"
+    never = rows[ids["never.png"]]
+    assert never["status"] == "failed" and never["attempts"] == MAX_ATTEMPTS and never["last_status"] == 500
+    assert receiver.attempts[never["webhook_id"]] == MAX_ATTEMPTS and ids["never.png"] not in delivered
+    assert json.loads(never["payload"])["document_id"] == ids["never.png"]
+
+    # the failed delivery is listed, replayed on request, and given up on again after the bound
+    listed = await asyncio.to_thread(cli, env, "webhook", "list", "--failed")
+    assert listed.returncode == 0 and ids["never.png"] in listed.stdout and ids["done.png"] not in listed.stdout
+    replayed = await asyncio.to_thread(cli, env, "webhook", "replay", ids["never.png"])
+    assert replayed.returncode == 0 and "1 deliveries pending again" in replayed.stdout, replayed.stderr
+    for _ in range(DELIVERY_WAIT_S * 10):
+        again = (await outbox_rows(stack_settings, [ids["never.png"]]))[ids["never.png"]]
+        if again["status"] == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert again["status"] == "failed" and again["attempts"] == MAX_ATTEMPTS
+    assert receiver.attempts[never["webhook_id"]] == 2 * MAX_ATTEMPTS
