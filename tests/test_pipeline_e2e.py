@@ -437,9 +437,14 @@ def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
     for name in STAGES:
         assert by_stage[name]["ready"] and by_stage[name]["members"] >= 1
         assert stages.procs[name].pid in [p["pid"] for p in by_stage[name]["processes"]]
+    # Documents of earlier tests may still be finishing: the report's counts lie between two counts
+    # taken just before and just after it.
+    before, _ = asyncio.run(documents_last_hour(stack_settings))
+    code, report = status_json(env)
     counts, newest_failure = asyncio.run(documents_last_hour(stack_settings))
-    assert {k: report["documents"][k] for k in ("done", "failed")} == {"done": counts.get("done", 0),
-                                                                      "failed": counts.get("failed", 0)}
+    assert code == 0, report["problems"]
+    for k in ("done", "failed"):
+        assert before.get(k, 0) <= report["documents"][k] <= counts.get(k, 0), (k, before, report["documents"], counts)
     assert report["documents"]["pages_ocr"] >= 1 and report["documents"]["pages_pdf_text"] >= 0
     assert [f["document_id"] for f in report["failures"]][:1] == ([newest_failure] if newest_failure else [])
 
