@@ -51,6 +51,17 @@ def runnable(backends: list[str]) -> list[str]:
     return ok
 
 
+def print_table(title: str, unit: str, hyps: dict[str, list[str]], refs: list[str], cost: dict[str, float]) -> None:
+    """One Markdown table: per backend CER/WER ci against ``refs`` and ``cost`` (in ``unit``), with its
+    ratio to the first backend's."""
+    print(f"\n## {title}")
+    print(f"| backend | CER ci | WER ci | {unit} | x {next(iter(cost))} |")
+    print("|---|---|---|---|---|")
+    base = next(iter(cost.values()))
+    for b, c in cost.items():
+        print(f"| {b} | {100 * cer(hyps[b], refs):.2f} % | {100 * wer(hyps[b], refs):.2f} % | {c:.3g} | {c / base:.2f} |")
+
+
 def bench_lines(data: Path, backends: list[str], limit: int) -> None:
     samples = read_manifest(data / "lines.jsonl", limit=limit)
     images = [load_image(s) for s in samples]
@@ -64,14 +75,8 @@ def bench_lines(data: Path, backends: list[str], limit: int) -> None:
             t0 = time.process_time()
             hyps[b].append(reader.recognize([image])[0].text)
             cpu[b] += time.process_time() - t0
-    refs = [s.text for s in samples]
-    print(f"\n## {len(samples)} dev lines, recogniser only, 1 thread, one line per call")
-    print("| backend | CER ci | WER ci | CPU-ms per line | x ONNX Runtime |")
-    print("|---|---|---|---|---|")
-    base = cpu[backends[0]]
-    for b in backends:
-        print(f"| {b} | {100 * cer(hyps[b], refs):.2f} % | {100 * wer(hyps[b], refs):.2f} % | "
-              f"{1000 * cpu[b] / len(samples):.1f} | {cpu[b] / base:.2f} |")
+    print_table(f"{len(samples)} dev lines, recogniser only, 1 thread, one line per call", "CPU-ms per line",
+                hyps, [s.text for s in samples], {b: 1000 * c / len(samples) for b, c in cpu.items()})
 
 
 def bench_pages(data: Path, backends: list[str], limit: int) -> None:
@@ -93,14 +98,8 @@ def bench_pages(data: Path, backends: list[str], limit: int) -> None:
             t0 = time.process_time()
             hyps[b].append(pipeline(data_bytes, document_id=record["id"]).render_text())
             cpu[b] += time.process_time() - t0
-    refs = [r["text"] for r in records]
-    print(f"\n## {len(records)} dev pages, OCRPipeline (no post-processing), 1 thread")
-    print("| backend | CER ci | WER ci | CPU-s per page | x ONNX Runtime |")
-    print("|---|---|---|---|---|")
-    base = cpu[backends[0]]
-    for b in backends:
-        print(f"| {b} | {100 * cer(hyps[b], refs):.2f} % | {100 * wer(hyps[b], refs):.2f} % | "
-              f"{cpu[b] / len(records):.3f} | {cpu[b] / base:.2f} |")
+    print_table(f"{len(records)} dev pages, OCRPipeline (no post-processing), 1 thread", "CPU-s per page",
+                hyps, [r["text"] for r in records], {b: c / len(records) for b, c in cpu.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ dotenv file that ``ocrstream dev up`` writes (``.ocrstream/dev/stack.env``, or t
 
 from __future__ import annotations
 
+import functools
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -32,44 +33,16 @@ GROUPS = ("Kafka", "Object store", "PostgreSQL", "Delivery", "Doors", "Limits", 
           "Observability", "HTTP APIs")
 
 
-def _kafka(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Kafka", default, description, **kw)
-
-
-def _s3(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Object store", default, description, **kw)
-
-
-def _pg(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("PostgreSQL", default, description, **kw)
-
-
-def _delivery(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Delivery", default, description, **kw)
-
-
-def _doors(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Doors", default, description, **kw)
-
-
-def _limits(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Limits", default, description, **kw)
-
-
-def _ocr(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("OCR", default, description, **kw)
-
-
-def _models(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Models", default, description, **kw)
-
-
-def _obs(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("Observability", default, description, **kw)
-
-
-def _http(default: Any, description: str, **kw: Any) -> Any:
-    return _setting("HTTP APIs", default, description, **kw)
+_kafka = functools.partial(_setting, "Kafka")
+_s3 = functools.partial(_setting, "Object store")
+_pg = functools.partial(_setting, "PostgreSQL")
+_delivery = functools.partial(_setting, "Delivery")
+_doors = functools.partial(_setting, "Doors")
+_limits = functools.partial(_setting, "Limits")
+_ocr = functools.partial(_setting, "OCR")
+_models = functools.partial(_setting, "Models")
+_obs = functools.partial(_setting, "Observability")
+_http = functools.partial(_setting, "HTTP APIs")
 
 
 class Settings(BaseSettings):

@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
 from ocrstream.streaming.results import wait_for_results
+from tests.test_pipeline_e2e import wait_http
 from tools.render_samples import encode, render_page
 
 pytestmark = pytest.mark.slow
@@ -125,18 +126,6 @@ def traced_pipeline(stack_env, receiver, tmp_path_factory):
         yield stages, env
 
 
-async def wait_http(url: str, timeout_s: float = 120) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(int(timeout_s * 10)):
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
-
-
 async def wait_spans(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> list[dict]:
     """The spans of ``trace_id`` once every name in ``names`` was received (bounded wait)."""
     for _ in range(SPANS_WAIT_S * 10):
@@ -176,7 +165,7 @@ CHILDREN = {"decode": "preprocess", "cleanup": "preprocess", "detection": "prepr
 async def test_one_trace_per_document_across_the_four_stages(traced_pipeline, stack_settings, receiver):
     _, env = traced_pipeline
     api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
-    await wait_http(api + "/healthz")
+    await wait_http(api + "/healthz", 120)
     caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     good = encode(render_page(["TRACE ME 2501", "ONE TRACE PER DOCUMENT"], size=28))
     jpeg = encode(render_page(["truncated page"], size=30), "JPEG", quality=90)

@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
 from ocrstream.streaming.results import wait_for_results
+from tests.test_pipeline_e2e import wait_http
 from tools.render_samples import encode, render_page
 
 pytestmark = pytest.mark.slow
@@ -111,18 +112,6 @@ def webhook_pipeline(stack_env, receiver, tmp_path_factory):
         yield stages, env
 
 
-async def wait_http(url: str, timeout_s: float = 120) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(int(timeout_s * 10)):
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
-
-
 async def outbox_rows(settings, ids: list[str]) -> dict[str, asyncpg.Record]:
     conn = await asyncpg.connect(settings.dsn)
     try:
@@ -141,7 +130,7 @@ async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_ar
         webhook_pipeline, stack_settings, receiver, tmp_path):
     _, env = webhook_pipeline
     api = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
-    await wait_http(api + "/healthz")
+    await wait_http(api + "/healthz", 120)
     good = encode(render_page(["WEBHOOK 2502"], size=28))
     jpeg = encode(render_page(["truncated"], size=30), "JPEG", quality=90)
     async with httpx.AsyncClient() as client:
