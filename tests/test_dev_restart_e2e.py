@@ -7,15 +7,12 @@ S3 and announced on ``ocr.ingested.v1``."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-import random
 import time
 import uuid
 
 import asyncpg
 import pytest
-from PIL import Image
 
 from ocrstream.contracts import events
 from ocrstream.devstack import EmbeddedStack, stop_running
@@ -24,19 +21,11 @@ from ocrstream.ops.launcher import StageProcesses
 from ocrstream.settings import Settings
 from ocrstream.streaming.ingestor import content_sha256
 from ocrstream.streaming.kafka import make_producer
+from tests.test_replays import png
 
 pytestmark = pytest.mark.slow
 
 WAIT_S = 120  # bound of every wait: the goal is recovery within 30 s of `dev up`
-
-
-def png(seed: int) -> bytes:
-    rng = random.Random(seed)
-    image = Image.new("L", (16, 16))
-    image.putdata([rng.randrange(256) for _ in range(256)])
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
 
 
 async def round_trip(settings: Settings, tag: str) -> float:

@@ -420,17 +420,25 @@ async def documents_last_hour(settings) -> tuple[dict, str | None]:
     return counts, newest
 
 
-def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
-    """``status --json``: every endpoint and stage up (the stages' own PIDs found, lag 0 when idle);
-    with the ingest stage stopped: exit 1, the stage not running, its HTTP API down, what to do."""
+def status_when_healthy(env: dict[str, str]) -> tuple[int, dict]:
+    """``status --json`` once it exits 0 (earlier tests restarted stages: wait, at most 120 s, until
+    all are back in their groups); the last answer otherwise."""
     import time
 
-    stages, env = pipeline
-    for _ in range(60):  # earlier tests restarted stages: wait until all are back in their groups
+    for _ in range(60):
         code, report = status_json(env)
         if code == 0:
             break
         time.sleep(2)
+    return code, report
+
+
+def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
+    """``status --json``: every endpoint and stage up (the stages' own PIDs found, lag 0 when idle);
+    with the ingest stage stopped: exit 1, the stage not running, its HTTP API down, what to do."""
+
+    stages, env = pipeline
+    code, report = status_when_healthy(env)
     assert code == 0 and report["healthy"], report["problems"]
     assert all(e["ok"] for e in report["endpoints"]), report["endpoints"]
     by_stage = {s["name"]: s for s in report["stages"]}
@@ -469,11 +477,7 @@ def test_status_sees_a_frozen_stage_within_15_s(pipeline):
     import time
 
     stages, env = pipeline
-    for _ in range(60):  # earlier tests restarted stages: wait until all are back in their groups
-        code, report = status_json(env)
-        if code == 0:
-            break
-        time.sleep(2)
+    code, report = status_when_healthy(env)
     assert code == 0, report["problems"]
     recognize = stages.procs["recognize"].pid
     os.kill(recognize, signal.SIGSTOP)

@@ -52,24 +52,35 @@ async def create_read_pool(settings: Settings, max_size: int = 4) -> asyncpg.Poo
 
     Raises asyncpg's connection errors (transient).
     """
-    import asyncpg
 
     own = settings.api_postgres_dsn.get_secret_value() if settings.api_postgres_dsn else None
-    read_only = {"default_transaction_read_only": "on"}
+    return await _pool_as_role(settings, own, READ_ROLE, max_size, "OCRSTREAM_API_POSTGRES_DSN",
+                               "read-only transactions", {"default_transaction_read_only": "on"})
+
+
+async def _pool_as_role(settings: Settings, own_dsn: str | None, role: str, max_size: int, dsn_setting: str,
+                        fallback: str, server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """A pool on ``own_dsn`` (a login role in ``role``) or, without one, on the store's DSN with the
+    session's role set to ``role`` at connect; when that role is not usable (it does not exist, or
+    the store's user is not a member), the store's user itself with ``fallback``, logged once per
+    connection. ``server_settings`` are added to every connection. Raises asyncpg's connection errors."""
+    import asyncpg
+
+    extra = server_settings or {}
 
     async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
-        kwargs["server_settings"] = {**(kwargs.get("server_settings") or {}), **read_only}
-        if own is not None:
+        kwargs["server_settings"] = {**(kwargs.get("server_settings") or {}), **extra}
+        if own_dsn is not None:
             return await asyncpg.connect(*args, **kwargs)
         try:
             return await asyncpg.connect(*args, **{**kwargs, "server_settings": {
-                **kwargs["server_settings"], "role": READ_ROLE}})
+                **kwargs["server_settings"], "role": role}})
         except (asyncpg.InvalidParameterValueError, asyncpg.InsufficientPrivilegeError) as exc:
-            log.warning("query API: role %s not usable (%s); read-only transactions as the store's user "
-                        "(set OCRSTREAM_API_POSTGRES_DSN to a login role in %s)", READ_ROLE, exc, READ_ROLE)
+            log.warning("query API: role %s not usable (%s); %s as the store's user (set %s to a login role in %s)",
+                        role, exc, fallback, dsn_setting, role)
             return await asyncpg.connect(*args, **kwargs)
 
-    return await asyncpg.create_pool(own or settings.dsn, min_size=1, max_size=max_size, connect=connect,
+    return await asyncpg.create_pool(own_dsn or settings.dsn, min_size=1, max_size=max_size, connect=connect,
                                      timeout=settings.postgres_timeout_s,
                                      command_timeout=settings.postgres_timeout_s)
 
@@ -90,21 +101,7 @@ async def create_review_pool(settings: Settings, max_size: int = 2) -> asyncpg.P
 
     Raises asyncpg's connection errors (transient).
     """
-    import asyncpg
 
     own = settings.review_postgres_dsn.get_secret_value() if settings.review_postgres_dsn else None
-
-    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
-        if own is not None:
-            return await asyncpg.connect(*args, **kwargs)
-        try:
-            return await asyncpg.connect(*args, **{**kwargs, "server_settings": {
-                **(kwargs.get("server_settings") or {}), "role": REVIEW_ROLE}})
-        except (asyncpg.InvalidParameterValueError, asyncpg.InsufficientPrivilegeError) as exc:
-            log.warning("query API: role %s not usable (%s); corrections are written as the store's user "
-                        "(set OCRSTREAM_REVIEW_POSTGRES_DSN to a login role in %s)", REVIEW_ROLE, exc, REVIEW_ROLE)
-            return await asyncpg.connect(*args, **kwargs)
-
-    return await asyncpg.create_pool(own or settings.dsn, min_size=1, max_size=max_size, connect=connect,
-                                     timeout=settings.postgres_timeout_s,
-                                     command_timeout=settings.postgres_timeout_s)
+    return await _pool_as_role(settings, own, REVIEW_ROLE, max_size, "OCRSTREAM_REVIEW_POSTGRES_DSN",
+                               "corrections are written")
