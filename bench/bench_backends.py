@@ -13,7 +13,11 @@ Backends alternate page by page and line by line (interleaved), so a noisy neigh
 shared host weighs on every row alike; each backend is warmed up on the first item first.
 
     python bench/bench_backends.py [--data DIR] [--lines N] [--pages N]
-        [--backends onnxruntime,openvino-bf16,openvino-fp32]
+        [--backends onnxruntime,openvino-bf16,openvino-fp32,onnxruntime/whole-head]
+
+A backend may carry variants after slashes (:data:`VARIANTS`), e.g. ``openvino-bf16/whole-head``: the
+recogniser computing every output column of the shipped model (no :mod:`ocrstream.ocr.recognition.ctc_head`
+cut), for the before row of the same run.
 
 Skipped cleanly (exit 0) when ``../shared`` is absent; backends this CPU cannot run are left out.
 """
@@ -38,16 +42,42 @@ from ocrstream.ocr.runtime.openvino_session import cpu_has_bf16, openvino_availa
 from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
 
 
+#: variant name -> recogniser options it sets.
+VARIANTS: dict[str, dict[str, object]] = {"whole-head": {"cut_head": False}}
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"backend/variant/..."`` -> (backend, recogniser options of the variants).
+
+    Raises:
+        SystemExit: an unknown variant.
+    """
+    backend, *variants = spec.split("/")
+    options: dict[str, object] = {}
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+        options.update(VARIANTS[v])
+    return backend, options
+
+
+def reader_for(spec: str):
+    """The recogniser of a backend spec (1 thread, CPU)."""
+    backend, options = split_spec(spec)
+    return load_recognizer("ppocr", device="cpu", threads=1, backend=backend, **options)
+
+
 def runnable(backends: list[str]) -> list[str]:
     """The backends of ``backends`` this machine can run (printed: the ones left out)."""
     ok = []
-    for b in backends:
+    for spec in backends:
+        b = split_spec(spec)[0]
         if b.startswith("openvino") and not openvino_available():
             print(f"left out {b}: openvino is not installed")
         elif b == "openvino-bf16" and not cpu_has_bf16():
             print(f"left out {b}: this CPU has no native bfloat16")
         else:
-            ok.append(b)
+            ok.append(spec)
     return ok
 
 
@@ -65,7 +95,7 @@ def print_table(title: str, unit: str, hyps: dict[str, list[str]], refs: list[st
 def bench_lines(data: Path, backends: list[str], limit: int) -> None:
     samples = read_manifest(data / "lines.jsonl", limit=limit)
     images = [load_image(s) for s in samples]
-    readers = {b: load_recognizer("ppocr", device="cpu", threads=1, backend=b) for b in backends}
+    readers = {b: reader_for(b) for b in backends}
     hyps: dict[str, list[str]] = {b: [] for b in backends}
     cpu = dict.fromkeys(backends, 0.0)
     for reader in readers.values():
@@ -83,12 +113,11 @@ def bench_pages(data: Path, backends: list[str], limit: int) -> None:
     records = (dev_pages(data) or [])[:limit]
     if not records:
         return
-    pipelines = {b: OCRPipeline(load_recognizer("ppocr", device="cpu", threads=1, backend=b), None, None)
-                 for b in backends}
+    pipelines = {b: OCRPipeline(reader_for(b), None, None) for b in backends}
     from ocrstream.ocr.detection import LineDetector
 
     for b, pipeline in pipelines.items():
-        pipeline.detector = LineDetector(device="cpu", threads=1, backend=b)
+        pipeline.detector = LineDetector(device="cpu", threads=1, backend=split_spec(b)[0])
         pipeline((data / records[0]["image"]).read_bytes())  # warm-up
     hyps: dict[str, list[str]] = {b: [] for b in backends}
     cpu = dict.fromkeys(backends, 0.0)

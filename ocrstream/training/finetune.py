@@ -60,7 +60,6 @@ from ocrstream.training.ppocr_torch import (
     convert,
     load_base,
     parity,
-    torch_runner,
     write_back,
 )
 
@@ -380,7 +379,7 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
     onnx_path = write_back(trainer.module, trainer.base_model, staging / "model.onnx")
     tuned_reader = PPOCRRecognizer(model=onnx_path, device="cpu", threads=cfg.threads)
     check_crops = [load_image(s) for s in trainer.val_subset[:16]]
-    export = parity(check_crops, tuned_reader.forward, torch_runner(trainer.module, softmax=True),
+    export = parity(check_crops, tuned_reader.forward, trainer.reader.forward,  # both over the served columns
                     tuned_reader, trainer.reader)
     _say(f"export check on {len(check_crops)} lines: max |prob diff| {export.max_abs_diff:.2e}, "
          f"same arg-max {100 * export.same_argmax:.2f} %, same text {export.same_text}")

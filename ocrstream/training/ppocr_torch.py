@@ -281,9 +281,13 @@ class TorchPPOCR(PPOCRRecognizer):
         self.module = module
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, 48, W)`` float32 -> ``(N, T, C)`` softmax probabilities from the torch module."""
+        """``(N, 3, 48, W)`` float32 -> ``(N, T, C)`` softmax probabilities from the torch module, over
+        the served model's output columns (``output_columns``: the charset's, as the cut ONNX head)."""
         with torch.no_grad():
-            return torch.softmax(self.module(torch.from_numpy(batch)), dim=-1).numpy()
+            logits = self.module(torch.from_numpy(batch))
+            if self.output_columns is not None:
+                logits = logits[..., torch.from_numpy(self.output_columns)]
+            return torch.softmax(logits, dim=-1).numpy()
 
 
 @dataclass(frozen=True)

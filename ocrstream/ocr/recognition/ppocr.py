@@ -21,7 +21,9 @@ differences (SROIE dev lines, ``bench/bench_recognize.py``):
   ``batching="pad"`` keeps the PaddleOCR scheme for comparison.
 * INTER_AREA when shrinking (anti-aliasing), INTER_LINEAR when enlarging.
 * **space restoration** from the model's own space probability (see :func:`ctc_greedy`).
-* the arg-max is restricted to a character set (default ``"latin"``).
+* the arg-max is restricted to a character set (default ``"latin"``), and the model's output
+  layer is cut to that set's columns before the session is made (:mod:`.ctc_head`: same arg-max,
+  probabilities renormalised over the set, 15-25 % less CPU per crop, a 59x smaller output).
 * optional look-alike repair of 0/1 inside words and O inside numbers (:func:`fix_lookalikes`).
 
 Bounds (:mod:`.longlines`, shared with every recogniser): crops with a side < 2 px read as
@@ -47,9 +49,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+import onnx
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
+from ocrstream.ocr.recognition.ctc_head import restrict_head
 from ocrstream.ocr.recognition.longlines import CropBudget, as_bgr, read_within_budget
 from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
 from ocrstream.ocr.runtime.models import rapidocr_model
@@ -103,18 +106,6 @@ def _resolve_model(model: str | Path | None) -> tuple[Path, str]:
         tuned = load_model_manifest(model, kind="ppocr")
         return tuned.onnx_path, tuned.model_id
     return model, model.stem
-
-
-def read_dictionary(session: ort.InferenceSession) -> list[str]:
-    """CTC label table ``["blank", *dictionary, " "]`` of the session's model.
-
-    Raises:
-        KeyError: the model has no ``character`` metadata entry.
-    """
-    meta = session.get_modelmeta().custom_metadata_map
-    if "character" not in meta:
-        raise KeyError("recognition model has no 'character' metadata_props entry")
-    return label_table(meta["character"])
 
 
 def label_table(character: str) -> list[str]:
@@ -275,8 +266,12 @@ class PPOCRRecognizer:
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
         backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
             ``$OCRSTREAM_INFERENCE`` (default auto: bf16 OpenVINO where the CPU has it).
+        cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
+            computes every column and slices them (the same arg-max; for comparison).
 
     Attributes:
+        output_columns: ``(K,)`` int, the columns of the whole dictionary's output the cut model
+            emits (:mod:`.ctc_head`), or None when it emits them all.
         version: ``"PP-OCRv6_rec_small"`` for the shipped model, the manifest's ``id`` for a
             fine-tuned one, else the ONNX file's name (reported in metrics and events).
 
@@ -308,6 +303,7 @@ class PPOCRRecognizer:
         target_ratio: float = TARGET_RATIO,
         model: str | Path | None = None,
         backend: str | None = None,
+        cut_head: bool = True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -321,14 +317,23 @@ class PPOCRRecognizer:
         self.max_batch_bytes = max_batch_bytes
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
-        self._session = make_session(onnx_path, device=device, threads=threads, backend=backend)
+        proto = onnx.load(str(onnx_path))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if "character" not in meta:
+            raise KeyError(f"recognition model {onnx_path.name} has no 'character' metadata_props entry")
+        table = label_table(meta["character"])
+        self._columns, self._chars = _restrict(table, charset)
+        source: Path | bytes = onnx_path
+        self.output_columns: np.ndarray | None = None
+        if cut_head and self._columns is not None and restrict_head(proto, self._columns):
+            source, self.output_columns = proto.SerializeToString(), self._columns
+            self._columns = None  # the model emits the kept columns only
+        self._session = make_session(source, device=device, threads=threads, backend=backend)
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name
-        table = read_dictionary(self._session)
-        self._columns, self._chars = _restrict(table, charset)
-        self._frame_bytes = len(table) * 4  # one CTC frame of float32 output
+        self._frame_bytes = (len(table) if self._columns is not None else len(self._chars)) * 4  # one output frame
         self.provider = chosen_provider(self._session)
 
     # -- batching -------------------------------------------------------------
@@ -366,7 +371,9 @@ class PPOCRRecognizer:
         return self.forward(make_batch(crops, widths))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities."""
+        """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities;
+        ``C`` is the charset's columns (blank, symbols, space) when the output layer was cut to them
+        (:mod:`.ctc_head`), else the whole dictionary's (``charset="all"``: 18710)."""
         probs: np.ndarray = self._session.run(None, {self._input: batch})[0]
         return probs
 

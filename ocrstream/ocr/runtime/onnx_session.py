@@ -220,7 +220,7 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
 
 
 def make_session(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | bytes,
     *,
     device: Device = "auto",
     threads: int | None = None,
@@ -229,7 +229,7 @@ def make_session(
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
     Args:
-        model_path: path of an ``.onnx`` file.
+        model_path: path of an ``.onnx`` file, or its bytes (a model edited in memory).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
         threads: intra-op threads (>= 1); None reads ``$OCRSTREAM_ORT_THREADS``
             (unset: :data:`DEFAULT_THREADS`; ``auto``: onnxruntime's default).
@@ -243,20 +243,21 @@ def make_session(
         DeviceUnavailableError: ``device="cuda"`` but no CUDA provider is available.
         ValueError: bad ``device``, thread count or backend.
     """
-    path = Path(model_path)
-    if not path.is_file():
+    in_memory = isinstance(model_path, bytes)
+    path = Path("<in-memory model>") if in_memory else Path(model_path)
+    if not in_memory and not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
     n_threads = resolve_threads(threads)
     chosen = resolve_backend(device, backend)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
-        ov_session = OpenVINOSession(path, precision, n_threads)
+        ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads)
         log.info("openvino session %s: %s threads=%s", path.name, chosen_provider(ov_session),
                  n_threads if n_threads is not None else "default")
         return ov_session
     session = ort.InferenceSession(
-        str(path), sess_options=_session_options(n_threads), providers=providers
+        model_path if isinstance(model_path, bytes) else str(path), sess_options=_session_options(n_threads), providers=providers
     )
     if device == "cuda" and chosen_provider(session) != CUDA_PROVIDER:
         # ORT silently falls back to CPU when the CUDA libraries fail to load.

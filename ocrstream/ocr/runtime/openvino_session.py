@@ -81,7 +81,7 @@ class OpenVINOSession:
     """An ONNX model compiled by OpenVINO for the CPU, used like an ``onnxruntime.InferenceSession``.
 
     Args:
-        model_path: path of an ``.onnx`` file.
+        model_path: path of an ``.onnx`` file, or the file's bytes (a model edited in memory).
         precision: ``"bf16"`` (needs :func:`cpu_has_bf16`) or ``"fp32"``.
         threads: inference threads (>= 1); None lets OpenVINO choose (one per core).
 
@@ -91,17 +91,17 @@ class OpenVINOSession:
         ValueError: ``precision`` is not bf16 or fp32, or bf16 on a CPU without it.
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], precision: Precision = "bf16",
+    def __init__(self, model_path: str | os.PathLike[str] | bytes, precision: Precision = "bf16",
                  threads: int | None = 1) -> None:
-        path = Path(model_path)
-        if not path.is_file():
+        path = Path("<in-memory model>") if isinstance(model_path, bytes) else Path(model_path)
+        if not isinstance(model_path, bytes) and not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
         if precision not in _HINTS:
             raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
         if precision == "bf16" and not cpu_has_bf16():
             raise ValueError("bf16 inference needs a CPU with AVX-512 BF16 or AMX (OpenVINO reports no BF16)")
         core = _core()
-        model = core.read_model(str(path))
+        model = core.read_model(model_path if isinstance(model_path, bytes) else str(path))
         self.precision, self.path = precision, path
         self._meta = _ModelMeta(_metadata(model))
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
