@@ -15,9 +15,10 @@ shared host weighs on every row alike; each backend is warmed up on the first it
     python bench/bench_backends.py [--data DIR] [--lines N] [--pages N]
         [--backends onnxruntime,openvino-bf16,openvino-fp32,onnxruntime/whole-head]
 
-A backend may carry variants after slashes (:data:`VARIANTS`), e.g. ``openvino-bf16/whole-head``: the
-recogniser computing every output column of the shipped model (no :mod:`ocrstream.ocr.recognition.ctc_head`
-cut), for the before row of the same run.
+A backend may carry variants after slashes (:data:`VARIANTS`), for before rows in the same run:
+``whole-head``, the recogniser computing every output column of the shipped model (no
+:mod:`ocrstream.ocr.recognition.ctc_head` cut); ``fixed-det``, every page fed to the detector at
+its ``max_side`` (no glyph-height sizing, :meth:`ocrstream.ocr.detection.LineDetector.input_side`).
 
 Skipped cleanly (exit 0) when ``../shared`` is absent; backends this CPU cannot run are left out.
 """
@@ -42,29 +43,42 @@ from ocrstream.ocr.runtime.openvino_session import cpu_has_bf16, openvino_availa
 from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
 
 
-#: variant name -> recogniser options it sets.
-VARIANTS: dict[str, dict[str, object]] = {"whole-head": {"cut_head": False}}
+#: variant name -> (recogniser options, detector options) it sets.
+VARIANTS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "whole-head": ({"cut_head": False}, {}),
+    "fixed-det": ({}, {"glyph_px": 0}),
+}
 
 
-def split_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """``"backend/variant/..."`` -> (backend, recogniser options of the variants).
+def split_spec(spec: str) -> tuple[str, dict[str, object], dict[str, object]]:
+    """``"backend/variant/..."`` -> (backend, recogniser options, detector options of the variants).
 
     Raises:
         SystemExit: an unknown variant.
     """
     backend, *variants = spec.split("/")
-    options: dict[str, object] = {}
+    reader: dict[str, object] = {}
+    detector: dict[str, object] = {}
     for v in variants:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
-        options.update(VARIANTS[v])
-    return backend, options
+        reader.update(VARIANTS[v][0])
+        detector.update(VARIANTS[v][1])
+    return backend, reader, detector
 
 
 def reader_for(spec: str):
     """The recogniser of a backend spec (1 thread, CPU)."""
-    backend, options = split_spec(spec)
+    backend, options, _ = split_spec(spec)
     return load_recognizer("ppocr", device="cpu", threads=1, backend=backend, **options)
+
+
+def detector_for(spec: str):
+    """The line detector of a backend spec (1 thread, CPU)."""
+    from ocrstream.ocr.detection import LineDetector
+
+    backend, _, options = split_spec(spec)
+    return LineDetector(device="cpu", threads=1, backend=backend, **options)  # type: ignore[arg-type]
 
 
 def runnable(backends: list[str]) -> list[str]:
@@ -113,11 +127,8 @@ def bench_pages(data: Path, backends: list[str], limit: int) -> None:
     records = (dev_pages(data) or [])[:limit]
     if not records:
         return
-    pipelines = {b: OCRPipeline(reader_for(b), None, None) for b in backends}
-    from ocrstream.ocr.detection import LineDetector
-
-    for b, pipeline in pipelines.items():
-        pipeline.detector = LineDetector(device="cpu", threads=1, backend=split_spec(b)[0])
+    pipelines = {b: OCRPipeline(reader_for(b), detector_for(b), None) for b in backends}
+    for pipeline in pipelines.values():
         pipeline((data / records[0]["image"]).read_bytes())  # warm-up
     hyps: dict[str, list[str]] = {b: [] for b in backends}
     cpu = dict.fromkeys(backends, 0.0)

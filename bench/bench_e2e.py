@@ -1,7 +1,7 @@
 """Issue 13: the pipeline against its own model work and the peers, same pages, one run.
 
     .venv/bin/python bench/bench_e2e.py [--input DIR] [--limit N] [--skip tesseract rapidocr pipeline ...]
-                                        [--replicas N] [--broker-log s3 memory]
+                                        [--replicas N] [--broker-log s3 memory] [--levers-off]
 
 Default input: the SROIE dev pages ``<repo>/../shared/data/sroie-dev/pages/img`` (or the folder
 in ``$OCRSTREAM_BENCH_INPUT``), with ground truth from the ``pages.jsonl`` beside the folder
@@ -12,6 +12,8 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
 
 * ``in-process``: ocrstream's page path without Kafka/S3/PostgreSQL (:func:`inprocess_reader`:
   decode, clean-up, DBNet, crops, recogniser, post-processing, text), ``--threads`` ORT threads;
+* ``in-process, issue-22 levers off`` (``--levers-off``): the same with fp32 ONNX Runtime, every page
+  detected at ``detect_max_side`` and the recogniser's whole output layer (the before row);
 * ``pipeline``: its own embedded stack (tansu, SeaweedFS, PostgreSQL) and the four stage processes
   with default settings; after a warm-up (two rendered receipts), (1) latency: the pages one at a
   time, submit -> results event (``--latency-n`` of them), then (2) steady state: all pages
@@ -35,7 +37,9 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
   message where it is not installed (Debian ``tesseract-ocr``).
 
 CPU-s per page are process CPU (``resource.getrusage`` of this process and its children, or
-/proc for the pipeline's processes); the machine is shared, so compare rows of ONE run. Texts
+/proc for the pipeline's processes); the machine is shared, so compare rows of ONE run. The
+``x Tesseract`` column divides by the Tesseract row's CPU (issue 22's goals: pipeline <= 1.0,
+in-process <= 0.8). Texts
 are scored case-insensitively (:mod:`ocrstream.ocr.evaluation`). Progress goes to stderr, the tables
 to stdout. Goals (issue 13): pipeline <= 1.1 x in-process CPU, <= 0.6 CPU-s per SROIE page,
 p50 <= 0.8 s, p95 <= 1.5 s, RSS <= 1 GiB per stage.
@@ -57,6 +61,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,13 +203,16 @@ def run_serially(name: str, read: Callable[[bytes], str], paths: list[Path], not
 # ----------------------------------------------------------------------------------------------
 # The engines
 # ----------------------------------------------------------------------------------------------
-def inprocess_reader(threads: int) -> Callable[[bytes], str]:
+def inprocess_reader(threads: int, levers: bool = True) -> Callable[[bytes], str]:
     """ocrstream's page path in this process: bytes of a one-page image -> page text.
 
     :class:`ocrstream.ocr.OCRPipeline` whole (decode, clean-up, DBNet, crops, recogniser,
     word boxes, blocks, the store's post-processing, text rendering): the same step functions the
     stages run, without Kafka, S3 and PostgreSQL; ``threads`` ONNX Runtime threads per model and
     as many recogniser calls at once (1: the whole path on one core, as the row says).
+    ``levers=False`` turns issue 22's levers off, for a before row in the same run: fp32 ONNX
+    Runtime (not the ``OCRSTREAM_INFERENCE`` default), every page detected at ``detect_max_side``
+    (no glyph-height sizing), the recogniser's whole output layer (no charset cut).
     """
     from ocrstream.ocr import OCRPipeline
     from ocrstream.ocr.detection import LineDetector
@@ -212,12 +220,15 @@ def inprocess_reader(threads: int) -> Callable[[bytes], str]:
     from ocrstream.settings import Settings
 
     settings = Settings(_env_file=None)
+    off: dict[str, Any] = {} if levers else {"backend": "onnxruntime"}
     pipeline = OCRPipeline.from_settings(
         settings,
-        detector=LineDetector(max_side=settings.detect_max_side, device="cpu", threads=threads),
+        detector=LineDetector(max_side=settings.detect_max_side, min_side=settings.detect_min_side,
+                              glyph_px=settings.detect_glyph_px if levers else 0, device="cpu", threads=threads,
+                              **off),
         recognizer=load_recognizer("ppocr", device="cpu", threads=threads, concurrent_calls=threads,
                                    max_batch_size=settings.batch_max_size,
-                                   max_chars=settings.max_region_chars))
+                                   max_chars=settings.max_region_chars, cut_head=levers, **off))
     pipeline.postprocessor.preload()
 
     def read(data: bytes) -> str:
@@ -374,9 +385,10 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
     load = os.getloadavg()
     print(f"\n{n} pages of {args.input}; {os.cpu_count()} CPUs, load average {load[0]:.1f}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; in-process threads={args.threads}")
-    print("| engine | CER ci | WER ci | CER ci no spaces | CPU-s per page | x in-process | pages/s | "
+    tess = next((r for r in rows if r.name.startswith("tesseract") and r.cpu_s), None)
+    print("| engine | CER ci | WER ci | CER ci no spaces | CPU-s per page | x in-process | x Tesseract | pages/s | "
           "latency p50 s | p95 s | note |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if truth and r.texts:
             score = (f"{100 * cer(r.texts, truth):.2f} %", f"{100 * wer(r.texts, truth):.2f} %",
@@ -385,6 +397,7 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
             score = ("—",) * 3
         per_page = r.cpu_s / n
         ratio = f"{per_page / (base.cpu_s / n):.2f}" if base and base.cpu_s else "—"
+        ratio += f" | {r.cpu_s / tess.cpu_s:.2f}" if tess else " | —"
         latency = (f"{percentile(r.latencies, 0.5):.2f} | {percentile(r.latencies, 0.95):.2f}" if r.latencies
                    else "— | —")
         print(f"| {r.name} | {' | '.join(score)} | {per_page:.3f} | {ratio} | {n / r.wall_s:.2f} | "
@@ -436,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N pages only")
     parser.add_argument("--skip", nargs="*", default=[], choices=["inprocess", "pipeline", "rapidocr", "tesseract"])
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads of the in-process rows")
+    parser.add_argument("--levers-off", action="store_true",
+                        help="also an in-process row with issue 22's levers off (fp32 ONNX Runtime, fixed "
+                             "detector size, whole output layer): the before row of the same run")
     parser.add_argument("--latency-n", type=int, default=10, help="pages submitted one at a time for latency")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per page before giving up")
     parser.add_argument("--replicas", type=int, default=1,
@@ -462,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     if "inprocess" not in args.skip:
         progress("in-process: loading models ...")
         rows.append(run_serially("in-process", inprocess_reader(args.threads), paths))
+    if args.levers_off:
+        progress("in-process, levers off: loading models ...")
+        rows.append(run_serially("in-process, issue-22 levers off", inprocess_reader(args.threads, levers=False), paths,
+                                 note="fp32 ONNX Runtime, detector at max_side, whole output layer"))
     if "pipeline" not in args.skip:
         latency_n = min(args.latency_n, len(paths))
         if args.before is not None:

@@ -14,7 +14,7 @@ one-to-one (greedy by IoU) to the ground-truth ``lines[].box`` at IoU >= 0.5.
 CPU time is ``time.process_time`` (all threads of the process), per pipeline step
 (:attr:`OCRPipeline.cpu_s`: decode, regions = clean-up + detection + crops, recognize, build).
 
-    python bench/bench_pages.py [--data DIR] [--limit N] [--max-side PX] [--threads T]
+    python bench/bench_pages.py [--data DIR] [--limit N] [--max-side PX] [--glyph-px PX] [--threads T]
                                 [--unclip-ratio R] [--min-confidence C] [--show N]
                                 [--cleanup STEPS] [--ablation] [--postprocess]
 
@@ -57,7 +57,7 @@ from dev_stream import KINDS, StreamPage, make_stream  # noqa: E402
 
 from ocrstream.ocr import cleanup  # noqa: E402
 from ocrstream.ocr.decode import decode_pages  # noqa: E402
-from ocrstream.ocr.detection import DB_UNCLIP_RATIO, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
+from ocrstream.ocr.detection import DB_UNCLIP_RATIO, DEFAULT_GLYPH_PX, DEFAULT_MAX_SIDE, LineDetector  # noqa: E402
 from ocrstream.ocr.document import Document  # noqa: E402
 from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
 from ocrstream.ocr.postprocess.processor import PostProcessor  # noqa: E402
@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the sroie-dev folder (default: $OCRSTREAM_SROIE_DEV, else ../shared/data/sroie-dev)")
     parser.add_argument("--limit", type=int, default=None, help="first N pages only")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="detector long-side limit (px)")
+    parser.add_argument("--glyph-px", type=float, default=DEFAULT_GLYPH_PX,
+                        help="detector input sized so the median glyph is this tall, px (0: always --max-side)")
     parser.add_argument("--unclip-ratio", type=float, default=DB_UNCLIP_RATIO)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--batch", type=int, default=32, help="recogniser max_batch_size")
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     records = records[: args.limit] if args.limit else records
-    detector = LineDetector(max_side=args.max_side, unclip_ratio=args.unclip_ratio, device="cpu", threads=args.threads)
+    detector = LineDetector(max_side=args.max_side, glyph_px=args.glyph_px, unclip_ratio=args.unclip_ratio,
+                            device="cpu", threads=args.threads)
     recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
     postprocessor = PostProcessor() if args.postprocess else None
     pipeline = OCRPipeline(recognizer, detector, postprocessor, cleanup_steps=steps)

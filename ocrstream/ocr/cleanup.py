@@ -276,6 +276,17 @@ def _glyphs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return wh[keep], keep[labels].astype(np.uint8)
 
 
+def glyph_height(page: np.ndarray) -> float | None:
+    """Median height (page px) of the glyph-sized ink components of a ``(H, W, 3)`` uint8 BGR page,
+    measured on its :func:`thumbnail`; None when fewer than :data:`MIN_GLYPHS` are found (a blank
+    or photo-only page)."""
+    grey, scale = thumbnail(page)
+    glyphs, _ = _glyphs(ink_mask(grey))
+    if len(glyphs) < MIN_GLYPHS:
+        return None
+    return float(np.median(glyphs[:, 1])) / scale
+
+
 def _line_boxes(ink: np.ndarray, glyph_height: float) -> np.ndarray:
     """``(N, 4)`` [x, y, w, h] of horizontal text-line blobs, widest first.
 

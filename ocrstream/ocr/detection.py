@@ -29,7 +29,7 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
-from ocrstream.ocr.cleanup import ink_mask, thumbnail
+from ocrstream.ocr.cleanup import glyph_height, ink_mask, thumbnail
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session
 
@@ -51,6 +51,14 @@ DB_THRESH, DB_BOX_THRESH, DB_UNCLIP_RATIO, DB_MAX_CANDIDATES = 0.3, 0.5, 1.6, 10
 DET_MEAN = DET_STD = (0.5, 0.5, 0.5)
 #: default long-side limit (px) of the page fed to DBNet; see ``bench/bench_pages.py``.
 DEFAULT_MAX_SIDE = 1536
+#: the page is fed to DBNet at the size that makes its median glyph this tall (px), within
+#: [``min_side``, ``max_side``] (:meth:`LineDetector.input_side`). Measured for issue 22 (30 SROIE dev
+#: pages, ONNX Runtime fp32, 1 thread, one run; ``bench/bench_pages.py --glyph-px``): fixed 1536
+#: 3.78 % CER ci / 0.82 CPU-s per page; 11 px 3.73 % / 0.62; 9 px 3.76 % / 0.58; 8 px 3.91 % / 0.55;
+#: 7 px 4.03 % / 0.54. 10 px keeps a margin to where CER starts to rise.
+DEFAULT_GLYPH_PX = 10.0
+#: the smallest long side (px) a page is shrunk to for DBNet, however large its glyphs.
+DEFAULT_MIN_SIDE = 640
 #: two boxes share a visual line when their vertical spans overlap by more than this
 #: fraction of the smaller height (the SROIE dev ground truth's rule, README "Contents").
 SAME_LINE_OVERLAP = 0.5
@@ -93,6 +101,10 @@ class LineDetector:
     Args:
         max_side: the page is resized so that its long side is <= this (px) and each
             side is a multiple of 32; smaller pages are not enlarged.
+        glyph_px: shrink the page further, to the long side that makes its median glyph this tall
+            (px, :func:`ocrstream.ocr.cleanup.glyph_height`), but not below ``min_side``
+            (:data:`DEFAULT_GLYPH_PX`); None or 0 feeds every page at ``max_side``.
+        min_side: the smallest long side (px) ``glyph_px`` shrinks a page to.
         thresh, box_thresh, unclip_ratio: DB post-processing (module docstring).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``ocrstream.ocr.runtime.onnx_session``).
         threads: intra-op threads; None reads ``$OCRSTREAM_ORT_THREADS``.
@@ -101,13 +113,15 @@ class LineDetector:
             ``$OCRSTREAM_INFERENCE`` (default auto).
 
     Raises:
-        ValueError: ``max_side < 32``, an unknown backend.
+        ValueError: ``max_side < 32``, ``min_side`` outside [32, max_side], ``glyph_px < 0``, an unknown backend.
     """
 
     def __init__(
         self,
         *,
         max_side: int = DEFAULT_MAX_SIDE,
+        glyph_px: float | None = DEFAULT_GLYPH_PX,
+        min_side: int = DEFAULT_MIN_SIDE,
         thresh: float = DB_THRESH,
         box_thresh: float = DB_BOX_THRESH,
         unclip_ratio: float = DB_UNCLIP_RATIO,
@@ -118,8 +132,11 @@ class LineDetector:
     ) -> None:
         if max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {max_side}")
-        self.max_side = max_side
-        self._pre = DetPreProcess(max_side, "max", list(DET_MEAN), list(DET_STD))
+        if not 32 <= min_side <= max_side:
+            raise ValueError(f"min_side must be in [32, max_side={max_side}], got {min_side}")
+        if glyph_px is not None and glyph_px < 0:
+            raise ValueError(f"glyph_px must be >= 0, got {glyph_px}")
+        self.max_side, self.min_side, self.glyph_px = max_side, min_side, glyph_px or None
         self._post = DBPostProcess(
             thresh=thresh,
             box_thresh=box_thresh,
@@ -138,9 +155,22 @@ class LineDetector:
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
+    def input_side(self, image_bgr: np.ndarray) -> int:
+        """The long side (px) the page is resized to at most for DBNet: ``max_side``, or with
+        ``glyph_px`` the side at which its median glyph is ``glyph_px`` tall, clipped to
+        [``min_side``, ``max_side``] (``max_side`` when no glyphs are found)."""
+        if self.glyph_px is None:
+            return self.max_side
+        height = glyph_height(image_bgr)
+        if height is None or height <= 0:
+            return self.max_side
+        wanted = max(image_bgr.shape[:2]) * self.glyph_px / height
+        return int(np.clip(wanted, self.min_side, self.max_side))
+
     def probability_map(self, image_bgr: np.ndarray) -> np.ndarray | None:
-        """DBNet output ``(1, 1, h, w)`` float32 for the resized page, None if it is degenerate."""
-        x = self._pre(image_bgr)
+        """DBNet output ``(1, 1, h, w)`` float32 for the page resized to :meth:`input_side`, None
+        if it is degenerate."""
+        x = DetPreProcess(self.input_side(image_bgr), "max", list(DET_MEAN), list(DET_STD))(image_bgr)
         if x is None:
             return None
         probs: np.ndarray = self._session.run(None, {self._input: x}, self._run_options)[0]

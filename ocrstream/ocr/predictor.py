@@ -119,7 +119,8 @@ class OCRPipeline:
         if "recognizer" not in parts:
             parts["recognizer"] = load_recognizer(settings.recognizer, **options)
         if "detector" not in parts:
-            parts["detector"] = LineDetector(max_side=settings.detect_max_side, device=settings.device)
+            parts["detector"] = LineDetector(max_side=settings.detect_max_side, glyph_px=settings.detect_glyph_px,
+                                             min_side=settings.detect_min_side, device=settings.device)
         if "postprocessor" not in parts:
             parts["postprocessor"] = PostProcessor(
                 review_threshold=settings.review_threshold,

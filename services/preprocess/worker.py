@@ -78,6 +78,7 @@ class WorkerConfig:
         memory_bytes: the worker's address-space limit (``RLIMIT_AS``), bytes; 0 = none.
         cleanup_steps: page clean-up before detection (:func:`ocrstream.ocr.cleanup.apply`).
         detect_max_side: DBNet input long side, px.
+        detect_glyph_px, detect_min_side: per-page DBNet input size (``LineDetector``'s ``glyph_px``, ``min_side``).
         device: ONNX Runtime device (``auto``, ``cpu``, ``cuda``).
         load_detector: False for a pool that only serves template documents (tests, tools).
         crop_codec: codec of a page's crop pack (:func:`ocrstream.storage.crops.pack_crops`).
@@ -91,6 +92,8 @@ class WorkerConfig:
     cleanup_steps: str = "border,orientation"
     detect_max_side: int = 1536
     device: Device = "auto"
+    detect_glyph_px: float = 10.0
+    detect_min_side: int = 640
     load_detector: bool = True
     crop_codec: Codec = "none"
     max_page_crop_bytes: int = 128 * 1024**2
@@ -153,7 +156,8 @@ def _initialise(config: WorkerConfig) -> None:
         if config.load_detector:
             from ocrstream.ocr.detection import LineDetector
 
-            _state.detector = LineDetector(max_side=config.detect_max_side, device=config.device)
+            _state.detector = LineDetector(max_side=config.detect_max_side, glyph_px=config.detect_glyph_px,
+                                           min_side=config.detect_min_side, device=config.device)
     except BaseException as exc:  # noqa: BLE001 - reported by the first task
         _state.error = f"{type(exc).__name__}: {exc}"
 
@@ -288,6 +292,7 @@ class DecoderPool:
         """A pool configured by :class:`ocrstream.settings.Settings` (``OCRSTREAM_DECODE_*``)."""
         config = WorkerConfig(Budget.from_settings(settings), settings.decode_memory_bytes,
                               settings.cleanup_steps, settings.detect_max_side, settings.device,
+                              detect_glyph_px=settings.detect_glyph_px, detect_min_side=settings.detect_min_side,
                               crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes,
                               pdf_text=settings.pdf_text, pdf_max_page_chars=settings.pdf_max_page_chars)
         options = dict(timeout_s=settings.decode_timeout_s, workers=settings.decode_workers,

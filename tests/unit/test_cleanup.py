@@ -74,7 +74,9 @@ def top_edge_angles(lines) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> LineDetector:
-    return LineDetector(device="cpu", threads=1)
+    """Every page at the detector's max_side (no glyph-height sizing), so that pages of different
+    sizes are detected at the same resolution (the mapping tests compare their quads)."""
+    return LineDetector(device="cpu", threads=1, glyph_px=0)
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +297,6 @@ def test_isolated_colons_are_attached_to_their_line(detector, recognizer):
     texts = read(attach_colons(page, quads))
     expected = [t for label, value in rows for t in (label, ":" + value)]
     assert [t.replace(" ", "") for t in texts] == [t.replace(" ", "") for t in expected]
+    sized = LineDetector(device="cpu", threads=1)  # glyph-height sizing: the colons are read too
+    sized_quads = attach_colons(page, [line.quad for line in sized.detect(page)])
+    assert "".join(read(sized_quads)).replace(" ", "").count(":") == len(rows)

@@ -225,6 +225,24 @@ def test_detection_quads_are_in_page_pixels(detector):
 
 
 @pytest.mark.slow
+def test_detector_input_follows_the_glyph_height_within_its_bounds(detector, recognizer):
+    page, _ = render_page(scale=3.0)  # 2400 px wide, ~60 px glyphs: 10 px glyphs would be a 400 px page
+    fixed = LineDetector(device="cpu", threads=1, glyph_px=0)
+    assert fixed.input_side(page) == fixed.max_side == 1536
+    assert detector.input_side(page) == detector.min_side == 640  # clipped at the lower bound
+    assert LineDetector(device="cpu", threads=1, min_side=1000).input_side(page) == 1000
+    assert detector.input_side(np.full((2000, 1500, 3), 255, np.uint8)) == detector.max_side  # no glyphs
+    lines, fixed_lines = detector.detect(page), fixed.detect(page)
+    assert len(lines) == len(fixed_lines) == len(EXPECTED)
+    texts = [r.text for r in recognizer.recognize([crop_line(page, line.quad) for line in lines])]
+    assert cer(texts, EXPECTED) <= MAX_CLEAN_CER
+    with pytest.raises(ValueError, match="min_side"):
+        LineDetector(device="cpu", threads=1, min_side=2000)
+    with pytest.raises(ValueError, match="glyph_px"):
+        LineDetector(device="cpu", threads=1, glyph_px=-1)
+
+
+@pytest.mark.slow
 def test_recognition_cer_on_rendered_lines(recognizer):
     page, boxes = render_page()
     readings = recognizer.recognize([box_crop(page, b) for b in boxes])
