@@ -243,9 +243,8 @@ def make_session(
         DeviceUnavailableError: ``device="cuda"`` but no CUDA provider is available.
         ValueError: bad ``device``, thread count or backend.
     """
-    in_memory = isinstance(model_path, bytes)
-    path = Path("<in-memory model>") if in_memory else Path(model_path)
-    if not in_memory and not path.is_file():
+    path = Path("<in-memory model>") if isinstance(model_path, bytes) else Path(model_path)
+    if not isinstance(model_path, bytes) and not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
     n_threads = resolve_threads(threads)
