@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     # OCR: decoding, clean-up, detection, templates, post-processing
     pdf_dpi: int = _ocr(200, "resolution PDF pages are rendered at")
     detect_max_side: int = _ocr(1536, "longest side the detector sees (bench_pages: 2048 costs ~90 CPU-ms/page, no CER gain)")
-    detect_glyph_px: float = _ocr(10.0, "pages go to the detector at the size that makes their median glyph this tall, px "
+    detect_glyph_px: float = _ocr(12.0, "pages go to the detector at the size that makes their median glyph this tall, px "
                                   "(within detect_min_side..detect_max_side; 0 = always detect_max_side)", ge=0)
     detect_min_side: int = _ocr(640, "the smallest longest side detect_glyph_px shrinks a page to, px", ge=32)
     cleanup_steps: str = _ocr("border,orientation",

@@ -92,7 +92,7 @@ class WorkerConfig:
     cleanup_steps: str = "border,orientation"
     detect_max_side: int = 1536
     device: Device = "auto"
-    detect_glyph_px: float = 10.0
+    detect_glyph_px: float = 12.0
     detect_min_side: int = 640
     load_detector: bool = True
     crop_codec: Codec = "none"

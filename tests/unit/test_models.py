@@ -226,7 +226,7 @@ def test_detection_quads_are_in_page_pixels(detector):
 
 @pytest.mark.slow
 def test_detector_input_follows_the_glyph_height_within_its_bounds(detector, recognizer):
-    page, _ = render_page(scale=3.0)  # 2400 px wide, ~60 px glyphs: 10 px glyphs would be a 400 px page
+    page, _ = render_page(scale=3.0)  # 2400 px wide, ~60 px glyphs: 12 px glyphs would be a 480 px page
     fixed = LineDetector(device="cpu", threads=1, glyph_px=0)
     assert fixed.input_side(page) == fixed.max_side == 1536
     assert detector.input_side(page) == detector.min_side == 640  # clipped at the lower bound
