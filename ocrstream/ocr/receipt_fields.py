@@ -103,20 +103,25 @@ _DATE_PATTERNS = (
 
 # ----------------------------------------------------------------------------- labels
 
+#: "total" as OCR reads it: a first letter misread ("lotal", "1otal"), a space inside ("Tota l").
+_T = r"(?:\b[tl1i]|(?<=[^\sA-Za-z])[tl1i])\s?[o0]\s?t\s?a\s?[l1|]"
 _TOTAL_STRONG = re.compile(
-    r"grand\s*total|net+\s*total|net+\s*am(?:oun)?t\b|total\s*amount|total\s*amt|amount\s*due|total\s*due|"
-    r"total\s*payable|amount\s*payable|rounded\s*total|total\s*rounded|total\s*incl|total\s*\(?rm\)?\s*:?\s*$|"
-    r"total\s*sales?\s*\(?incl|balance\s*due|total\s*\(inclusive|total\s*\(?myr\)?|jumlah", re.I)
-_TOTAL = re.compile(r"t[o0]ta[l1]|amount\s*due|\bdue\b", re.I)
+    r"grand\s*" + _T + r"|net+\s*" + _T + r"|net+\s*am(?:oun)?t\b|" + _T + r"\s*amount|" + _T + r"\s*amt|amount\s*due|"
+    + _T + r"\s*due|" + _T + r"\s*payable|amount\s*payable|rounded\s*" + _T + r"|" + _T + r"\s*rounded|"
+    + _T + r"\s*incl|" + _T + r"\s*\(?rm\)?\s*:?\s*$|" + _T + r"\s*sales?\s*\(?incl|balance\s*due|"
+    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|" + _T + r"\s*after\s*(?:rounding|adj)|"
+    r"amount\s*to\s*(?:be\s*)?pa(?:id|y)|amount\s*incl|amt\s*paid\s*incl|" + _T + r"\s*\(?incl", re.I)
+_TOTAL = re.compile(_T + r"|amount\s*due|\bdue\b|" + _TOTAL_STRONG.pattern, re.I)
 _NOT_TOTAL = re.compile(
-    r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
+    r"sub\s*-?\s*" + _T + r"|" + _T + r"\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
     r"pcs|units?|tax|gst|sst|vat|saving|discount|disc\b|weight|points?|tips?|rounding)|excl\b|"
-    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|rounding\b|round\s*adj", re.I)
+    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|(?<!after\s)rounding\b|round\s*adj|"
+    r"accepted|received|tendered|\binclud(?:es|ed|ing)\b.*%", re.I)
 _SUBTOTAL = re.compile(r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*excl|total\s*before\s*tax|amount\s*excl", re.I)
 _TAX = re.compile(r"\b(?:gst|sst|vat|tax)\b(?!\s*(?:reg|id|no|num|invoice|code|summary|#))", re.I)
 _NOT_TAX = re.compile(r"reg|invoice|summary|\bno\b|\bid\b|incl|excl|t[o0]tal\s*sales|amount\s*\(|code", re.I)
 _ROUNDING = re.compile(r"round", re.I)
-_CASH = re.compile(r"\b(?:cash|tender(?:ed)?|paid|payment|visa|master|card|credit)\b", re.I)
+_CASH = re.compile(r"\b(?:cash|tender(?:ed)?|paid|pay|payment|visa|master|card|credit|accepted|received)\b", re.I)
 _CHANGE = re.compile(r"\bchange\b|\bbalance\b(?!\s*due)", re.I)
 _SUMMARY = re.compile(r"summary|\bsr\b\s*[@=]|\bzr\b\s*[@=]", re.I)
 
@@ -343,18 +348,42 @@ def _rows_field(name: str, rows: Sequence[_Row], text: str, certainty: float, pa
                         tuple(r.region_id for r in regions), tuple(r.box for r in regions))
 
 
+#: digits misread as letters right after a currency code ("RMI11.90", "RMO.00").
+_CURRENCY_DIGITS = re.compile(r"(?<=RM)[0-9OIl]{1,7}(?=\.\d{2}(?!\d))")
+_DIGIT_OF = str.maketrans("OIl", "011")
+#: an amount the recogniser split at its decimal point ("102. 40") at the end of a row.
+_SPLIT_AMOUNT = re.compile(r"(?<![\w.,/:-])(?P<num>\d{1,7})\. (?P<dec>\d{2})\s*$")
+
+
+def _amount_text(text: str) -> str:
+    """``text`` with a currency code's misread digits read as digits (same length, so character
+    spans stay valid)."""
+    return _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text)
+
+
 def _amounts(rows: Sequence[_Row]) -> list[_Token]:
-    """Every two-decimal amount of the rows, in reading order (at most :data:`MAX_CANDIDATES`)."""
+    """Every two-decimal amount of the rows, in reading order (at most :data:`MAX_CANDIDATES`);
+    a token's text is as printed: digits misread after a currency code read as digits, a space
+    the recogniser put after the decimal point of a row's last amount dropped."""
     out: list[_Token] = []
     for row in rows:
-        for m in _AMOUNT.finditer(row.text):
+        text = _amount_text(row.text)
+        found = False
+        for m in _AMOUNT.finditer(text):
+            found = True
             try:
                 value = Decimal(m["num"].replace(",", ""))
             except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
                 continue
             # a currency printed apart ("RM 8.60") is a word of its own, not part of the amount's text
-            start = m.start("cur") if m["cur"] and not row.text[m.end("cur"):m.start("num")] else m.start("num")
-            out.append(_Token(row, start, m.end(), row.text[start:m.end()], value, m["cur"]))
+            start = m.start("cur") if m["cur"] and not text[m.end("cur"):m.start("num")] else m.start("num")
+            out.append(_Token(row, start, m.end(), text[start:m.end()], value, m["cur"]))
+            if len(out) >= MAX_CANDIDATES:
+                return out
+        split = None if found else _SPLIT_AMOUNT.search(text)
+        if split is not None:
+            out.append(_Token(row, split.start(), split.end(), f"{split['num']}.{split['dec']}",
+                              Decimal(f"{split['num']}.{split['dec']}")))
             if len(out) >= MAX_CANDIDATES:
                 return out
     return out
@@ -384,7 +413,7 @@ def _same_row_amounts(rows: Sequence[_Row], amounts: Sequence[_Token], row: _Row
         if a.row is row or abs(a.row.index - row.index) > 2:
             continue
         overlap = min(y1, by1) - max(y0, by0)
-        if overlap > 0.5 * min(y1 - y0, by1 - by0) and bx0 >= x1 - 0.1 * (x1 - x0) and not _has_label(a.row):
+        if overlap >= 0.45 * min(y1 - y0, by1 - by0) and bx0 >= x1 - 0.1 * (x1 - x0) and not _has_label(a.row):
             out.append(a)
     return out
 
@@ -403,6 +432,7 @@ class _Amounts:
     rounding: list[_Token] = field(default_factory=list)
     cash: list[_Token] = field(default_factory=list)
     change: list[_Token] = field(default_factory=list)
+    summary_total: list[_Token] = field(default_factory=list)  # totals printed in a tax summary
 
 
 def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
@@ -418,7 +448,9 @@ def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
         last = row_amounts[-1]
         if _SUBTOTAL.search(label):
             out.subtotal.append(last)
-        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label) and not in_summary:
+        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label) and in_summary:
+            out.summary_total.append(last)
+        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label):
             strength = 1.0 if _TOTAL_STRONG.search(label) else 0.8
             strength += 0.1 if _ROUNDING.search(label) else 0.0
             out.total.append((last, strength))
@@ -428,7 +460,7 @@ def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
             out.tax.append(last)
         elif _CHANGE.search(label):
             out.change.append(last)
-        elif _CASH.search(label):
+        elif _CASH.search(label) and not re.search(r"excl", label, re.I):
             out.cash.append(last)
     return out
 
@@ -437,28 +469,54 @@ def _among(token: _Token, tokens: Sequence[_Token]) -> bool:
     return any(token is t for t in tokens)
 
 
-def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
-    """The total: best label, then agreement with subtotal + tax (+ rounding), cash - change or
-    another total + rounding (the rounded one), then the larger amount, then the later one.
-    Without a labelled total: an amount printed with cash - change (change > 0), low confidence."""
-    totals = [(t, s) for t, s in found.total if t.value > 0]
-    paid = {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
-    if not totals:
-        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
-        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
-        return (unlabelled[-1], 0.4) if unlabelled else None
-    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
-    checks: set[Decimal] = set(paid)
+def _paid(found: _Amounts) -> set[Decimal]:
+    """What the customer paid: cash - change for the last two of each (change below cash), or
+    the cash amount itself when the page prints no change line."""
+    if not found.change:
+        return {c.value for c in found.cash[-2:] if c.value > 0}
+    return {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
+
+
+def _sums(found: _Amounts) -> set[Decimal]:
+    """Subtotal (+ tax) (+ rounding) for the last two subtotals and taxes and the last rounding."""
+    out: set[Decimal] = set()
     for sub in found.subtotal[-2:]:
         for tax in [None, *found.tax[-2:]]:
             for rnd in [None, *found.rounding[-1:]]:
-                checks.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
+                out.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
+    return out
+
+
+def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
+    """The total: best label, then agreement with subtotal + tax (+ rounding), the amount paid
+    (:func:`_paid`) or another total + rounding (the rounded one), then the larger amount, then
+    the later one. When no labelled total agrees with anything but the amount paid is confirmed
+    by another line (subtotal + tax, a total in the tax summary), the amount paid wins (a total
+    misread, or printed before a discount). Without a labelled total: the amount paid, low
+    confidence (an unlabelled amount equal to it, else the cash amount itself)."""
+    totals = [(t, s) for t, s in found.total if t.value > 0]
+    paid = _paid(found)
+    sums = _sums(found)
+    confirmed = {v for v in paid if v in sums or any(t.value == v for t in found.summary_total)}
+    if not totals:
+        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
+        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
+        if unlabelled:
+            return unlabelled[-1], 0.4
+        cash = [c for c in found.cash if c.value in paid and (c.value in sums or not found.subtotal)]
+        return (cash[-1], 0.4) if cash else None
+    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
+    checks = paid | sums
     best, best_key = None, None
     for order, (token, strength) in enumerate(totals):
         agrees = token.value in checks or token.value in rounded
         key = (strength + (0.3 if agrees else 0.0) + (0.3 if token.value in rounded else 0.0), token.value, order)
         if best_key is None or key > best_key:
             best, best_key = (token, min(1.0, 0.7 * strength + (0.3 if agrees else 0.15))), key
+    if best is not None and confirmed and not any(t.value in checks or t.value in rounded for t, _ in totals):
+        value = max(confirmed)
+        source = [t for t in [*found.summary_total, *found.subtotal, *found.cash] if t.value == value]
+        return source[-1], 0.5
     return best
 
 
