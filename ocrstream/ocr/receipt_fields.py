@@ -137,7 +137,7 @@ _TITLE = re.compile(
     r"^\W*(?:(?:simplified\s*|full\s*)?tax\s*invoice|invoice|(?:official\s*|cash\s*)?receipts?|cash\s*sales?|"
     r"cash\s*bill|bill|welcome|copy|duplicate|reprint|original|sales\s*receipt|tel|thank\s*you)\b", re.I)
 _REG_NUMBER = re.compile(
-    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
+    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|(?!no\b|lot\b|unit\b|blk\b)\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
     r"gst|sst|tax\s*(?:id|no|reg))", re.I)
 _PHONE = re.compile(r"\b(?:tel|tele?phone|phone|fax|h/?p|mobile|hotline|call|whatsapp|contact)\b|"
                     r"e-?mail|@\S+\.|www\.|https?://|\.com\b|\.my\b", re.I)
@@ -145,13 +145,16 @@ _ADDRESS_STOP = re.compile(
     r"\b(?:gst|sst|tax|invoice|receipt|cashier|date|time|table|order|counter|bill|member|served|"
     r"reg\.?\s*no|company\s*reg|co\.?\s*reg|business\s*reg|roc)\b", re.I)
 _LEGAL_FORM = re.compile(
-    r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
+    r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/?b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
 _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
                          r"\bmember|\*{3}", re.I)
-_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
+_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/?b\b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
 _NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
 _CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
+#: a line that reads as an address: a house or lot number first ("NO. 15 JLN", "19. JALAN", "LOT 3,"), or a
+#: five-digit postcode before a place name.
+_ADDRESS_LIKE = re.compile(r"^\W*(?:no\.?\s*:?\s*\d|lot\s*\d|unit\s|\d+[A-Z]?(?:-\d+)?[.,]\s)|\b\d{5}\s+[A-Za-z]{3}", re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -547,7 +550,8 @@ def _is_skippable_top(row: _Row) -> bool:
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
-            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower()
+            or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
+            or text.lstrip()[:1].islower() or bool(_ADDRESS_LIKE.search(text))
             or bool(re.search(r"\d{5,}", _vendor_text([row]))))
 
 
@@ -568,7 +572,8 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     if not top:
         return None
     first = top[0]
-    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text) and i - first <= 4), None)
+    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text)
+                  and (i - first <= 4 or _STRICT_LEGAL.search(rows[i].text))), None)
     start = end = first
     if legal is not None:
         start = end = legal
@@ -588,6 +593,8 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     return list(rows[start:end + 1]), end + 1
 
 
+_AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{4,}[\s-]*[A-Z]?\s*[\)\]].*$",
+                        re.I)
 _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
@@ -600,6 +607,7 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
     letter ("SON BHD", "5/B") read as printed."""
     text = " ".join(r.text for r in rows)
     text = re.sub(r"^\W*#\d+\s*", "", text)
+    text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)
     for pattern, fixed in _LEGAL_MISREAD:
@@ -607,16 +615,31 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
     return text.strip()
 
 
-def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
-    """Address lines from ``rows[start]``: registration lines before it skipped, up to the
-    first stop line, at most :data:`MAX_ADDRESS_LINES`; [] when none holds a digit."""
-    out: list[_Row] = []
+#: a company registration number printed at the end of an address line (two columns read as one).
+_REG_TAIL = re.compile(r"[\s,]*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
+_ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|item|items)\b", re.I)
+#: a colon inside an address ("LOT NO.: 4F-27") after these words; any other colon is a label.
+_ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
+
+
+def _label_colon(text: str) -> bool:
+    """Whether ``text`` holds a colon that is a label's ("Tel:", "GST ID :"), not an address's."""
+    return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
+
+
+def _address(rows: Sequence[_Row], start: int) -> list[tuple[_Row, str]]:
+    """Address lines from ``rows[start]`` with their text: registration lines before it skipped,
+    a registration number printed after an address line dropped; up to the first stop line
+    (phone, tax number, title, date, amount, item header, a label with a colon), at most
+    :data:`MAX_ADDRESS_LINES`; [] when no line holds a digit."""
+    out: list[tuple[_Row, str]] = []
     i = start
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
-        text = rows[i].text
+        raw = rows[i].text
+        text = _REG_TAIL.sub("", raw) if re.search(r"[A-Za-z]{3}", _REG_TAIL.sub("", raw)) else raw
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
                 or parse_date(text) is not None or parse_amount(text) is not None
-                or (out and ":" in text))
+                or _ITEM_WORDS.search(text) or (out and _label_colon(text)))
         if not out and i - start < 3 and (_REG_NUMBER.search(text) or _PHONE.search(text) or _NOT_ADDRESS.search(text)
                                           or re.fullmatch(r"\s*\(.*\)\s*", text) or parse_date(text)):
             i += 1
@@ -628,9 +651,9 @@ def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
                 break
             i += 1
             continue
-        out.append(rows[i])
+        out.append((rows[i], text.strip()))
         i += 1
-    return out if any(re.search(r"\d", r.text) for r in out) else []
+    return out if any(re.search(r"\d", t) for _, t in out) else []
 
 
 def _currency(rows: Sequence[_Row], total: _Token | None) -> _Token | None:
@@ -713,8 +736,12 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
         address = _address(rows, after)
+        if not address:  # an address printed above the vendor's name
+            above = next((i for i, r in enumerate(rows[:rows.index(chosen[0])]) if _ADDRESS_LIKE.search(r.text)), None)
+            address = _address(rows, above) if above is not None else []
         if address:
-            out["vendor_address"] = _rows_field("vendor_address", address, " ".join(r.text for r in address), 0.7, p)
+            out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
+                                                " ".join(t for _, t in address), 0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)
