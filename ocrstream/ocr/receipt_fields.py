@@ -96,7 +96,8 @@ _MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JU
          r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
 _DATE_PATTERNS = (
     re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
-    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})(?![\d/.]*\d)"),
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
+               r"(?:(?![\d/.]*\d)|(?<=\d{4})(?=\d{1,2}:\d{2}))"),  # "09/02/201811:40": a time glued on
     re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
     re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
 )
@@ -155,6 +156,9 @@ _CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprise
 #: a line that reads as an address: a house or lot number first ("NO. 15 JLN", "19. JALAN", "LOT 3,"), or a
 #: five-digit postcode before a place name.
 _ADDRESS_LIKE = re.compile(r"^\W*(?:no\.?\s*:?\s*\d|lot\s*\d|unit\s|\d+[A-Z]?(?:-\d+)?[.,]\s)|\b\d{5}\s+[A-Za-z]{3}", re.I)
+#: street words (Malay and English) of an address line: such a line without a legal form is no vendor name.
+_STREET = re.compile(r"\b(?:jalan|jln|lorong|lrg|persiaran|lebuhraya|road|street|avenue|taman|tmn|kampung|kg)\b\.?",
+                     re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -551,8 +555,14 @@ def _is_skippable_top(row: _Row) -> bool:
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
             or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
-            or text.lstrip()[:1].islower() or bool(_ADDRESS_LIKE.search(text))
+            or text.lstrip()[:1].islower() or _is_address_line(text)
             or bool(re.search(r"\d{5,}", _vendor_text([row]))))
+
+
+def _is_address_line(text: str) -> bool:
+    """A line that reads as part of an address: a house or lot number first, a postcode before a
+    place name, or a street word without a legal form."""
+    return bool(_ADDRESS_LIKE.search(text)) or bool(_STREET.search(text) and not _LEGAL_FORM.search(text))
 
 
 def _joinable(row: _Row) -> bool:
@@ -568,7 +578,9 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     with "&" or "-"); a name cut at "&", "-" or "," or an open parenthesis goes on, and a line
     holding only a legal form joins; at most three lines."""
     n = min(len(rows), VENDOR_SEARCH_LINES)
-    top = [i for i in range(n) if not _is_skippable_top(rows[i])]
+    address = next((i for i in range(n) if _is_address_line(rows[i].text)), n)
+    # below an address line, only a line with a legal form is the vendor (the name is a logo otherwise)
+    top = [i for i in range(n) if not _is_skippable_top(rows[i]) and (i < address or _STRICT_LEGAL.search(rows[i].text))]
     if not top:
         return None
     first = top[0]
@@ -730,18 +742,21 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
     p = page.page_index
     out: dict[str, ReceiptField] = {}
     vendor = _vendor(rows)
+    address: list[tuple[_Row, str]] = []
+    head = min(len(rows), VENDOR_SEARCH_LINES)
     if vendor is not None:
         chosen, after = vendor
         name = _vendor_text(chosen)
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
         address = _address(rows, after)
-        if not address:  # an address printed above the vendor's name
-            above = next((i for i, r in enumerate(rows[:rows.index(chosen[0])]) if _ADDRESS_LIKE.search(r.text)), None)
-            address = _address(rows, above) if above is not None else []
-        if address:
-            out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
-                                                " ".join(t for _, t in address), 0.7, p)
+        head = rows.index(chosen[0])  # else an address printed above the vendor's name
+    if not address:
+        first = next((i for i, r in enumerate(rows[:head]) if _is_address_line(r.text)), None)
+        address = _address(rows, first) if first is not None else []
+    if address:
+        out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
+                                            " ".join(t for _, t in address), 0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)
