@@ -610,13 +610,17 @@ _AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s
 _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
-_LEGAL_MISREAD = ((re.compile(r"\bS[O0]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+_LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
+                  (re.compile(r"\bSDN(\.?\s*)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+#: a digit misread for a letter inside a word of letters and dots ("D.1.Y.", "G0LD").
+_NAME_DIGIT = re.compile(r"(?<=[A-Za-z]\.)[10](?=\.[A-Za-z])|(?<=[A-Za-z]{2})[10](?=[A-Za-z])|(?<=[A-Za-z])[10](?=[A-Za-z]{2})")
 
 
 def _vendor_text(rows: Sequence[_Row]) -> str:
     """The vendor's lines joined by a space: a registration number after the name
-    ("(139386 X)", "(Co. No:20154-T)"), a leading "#000002" dropped, a legal form misread in one
-    letter ("SON BHD", "5/B") read as printed."""
+    ("(139386 X)", "(Co. No:20154-T)") and what follows it, a leading "#000002" dropped, a legal
+    form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
+    ("D.1.Y.") read as printed, an underscore read as a space."""
     text = " ".join(r.text for r in rows)
     text = re.sub(r"^\W*#\d+\s*", "", text)
     text = _AFTER_REG.sub("", text)
@@ -624,7 +628,8 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
         text = _TRAILING_REG.sub("", text)
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
-    return text.strip()
+    text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
+    return " ".join(text.split())
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
@@ -639,7 +644,31 @@ def _label_colon(text: str) -> bool:
     return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
 
 
-def _address(rows: Sequence[_Row], start: int) -> list[tuple[_Row, str]]:
+#: a space the recogniser read with a probability below this, next to punctuation, is not printed
+#: ("NO.50 , JALAN" -> "NO.50, JALAN"). Tuned on the dev receipts' addresses (0.3: 2 more right,
+#: none worse; 0.5 and 0.7: 0 net), checked on sroie-kie (0.3: 3 more right, none worse).
+UNSURE_SPACE = 0.3
+
+CharProbs = Mapping[str, Sequence[float]]
+
+
+def _printed_text(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` without the spaces its regions' recogniser was unsure of (:data:`UNSURE_SPACE`)
+    next to punctuation; regions whose ``char_probs`` do not fit their text are kept as read."""
+    parts = []
+    for region, (s, e) in zip(row.line.regions, row.spans):
+        part = row.text[s:e]
+        probs = char_probs.get(region.region_id)
+        if probs is not None and len(probs) == len(region.text):
+            part = "".join(c for k, c in enumerate(part) if not (
+                c == " " and probs[k] < UNSURE_SPACE
+                and not (part[k - 1: k].isalnum() and part[k + 1: k + 2].isalnum())))
+        if part:
+            parts.append(part)
+    return " ".join(parts)
+
+
+def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:
     """Address lines from ``rows[start]`` with their text: registration lines before it skipped,
     a registration number printed after an address line dropped; up to the first stop line
     (phone, tax number, title, date, amount, item header, a label with a colon), at most
@@ -647,7 +676,7 @@ def _address(rows: Sequence[_Row], start: int) -> list[tuple[_Row, str]]:
     out: list[tuple[_Row, str]] = []
     i = start
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
-        raw = rows[i].text
+        raw = _printed_text(rows[i], char_probs) if char_probs else rows[i].text
         text = _REG_TAIL.sub("", raw) if re.search(r"[A-Za-z]{3}", _REG_TAIL.sub("", raw)) else raw
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
                 or parse_date(text) is not None or parse_amount(text) is not None
@@ -731,9 +760,10 @@ def _is_receipt(rows: Sequence[_Row], amounts: Sequence[_Token], found: _Amounts
     return bool(amounts) and (bool(found.total) or sum(bool(_RECEIPT_WORDS.search(r.text)) for r in rows) >= 2)
 
 
-def extract_page(page: Page) -> dict[str, ReceiptField]:
+def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, ReceiptField]:
     """The receipt fields of one page (rules: the module docstring); ``{}`` when the page does
-    not read as a receipt."""
+    not read as a receipt. ``char_probs``: the recogniser's probabilities per character of a
+    region's text, by region id (optional: spaces it was unsure of are dropped from the address)."""
     rows = _rows(page)
     amounts = _amounts(rows)
     found = _labelled(rows, amounts)
@@ -749,11 +779,11 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
         name = _vendor_text(chosen)
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
-        address = _address(rows, after)
+        address = _address(rows, after, char_probs)
         head = rows.index(chosen[0])  # else an address printed above the vendor's name
     if not address:
         first = next((i for i, r in enumerate(rows[:head]) if _is_address_line(r.text)), None)
-        address = _address(rows, first) if first is not None else []
+        address = _address(rows, first, char_probs) if first is not None else []
     if address:
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
                                             " ".join(t for _, t in address), 0.7, p)
@@ -784,12 +814,15 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
     return out
 
 
-def extract_fields(document: Document, pages: Iterable[Page] | None = None) -> dict[str, ReceiptField]:
+def extract_fields(document: Document, pages: Iterable[Page] | None = None,
+                   char_probs: CharProbs | None = None) -> dict[str, ReceiptField]:
     """The receipt fields of ``document`` (rules and bounds: the module docstring).
 
     Args:
         document: a built Document (post-processed text, boxes in page pixels).
         pages: the pages to read (default: the document's, at most :data:`MAX_PAGES`).
+        char_probs: optional ``{region_id: [probability per character of the region's text]}``
+            (the recogniser's; a region whose list does not fit its text is read as it is).
 
     Returns:
         ``{name: ReceiptField}`` for the fields found (names in :data:`FIELD_NAMES`): those of
@@ -798,29 +831,35 @@ def extract_fields(document: Document, pages: Iterable[Page] | None = None) -> d
     """
     best: dict[str, ReceiptField] = {}
     for page in list(pages if pages is not None else document.pages)[:MAX_PAGES]:
-        found = extract_page(page)
+        found = extract_page(page, char_probs)
         if len(found) + ("total" in found) > len(best) + ("total" in best):
             best = found
     return best
 
 
 def document_fields(document: Document, regions: Iterable[Mapping[str, Any]] = (), *,
-                    receipts: bool = True) -> dict[str, dict[str, Any]]:
+                    receipts: bool = True, char_probs: CharProbs | None = None) -> dict[str, dict[str, Any]]:
     """A document's ``fields`` as the results event carries them (one rule for
     :class:`~ocrstream.ocr.predictor.OCRPipeline` and the store stage).
 
     Args:
         document: the built Document.
-        regions: its post-processed region dicts (``field`` spec, ``text``, ``value``, ``valid``).
+        regions: its post-processed region dicts (``field`` spec, ``text``, ``value``, ``valid``,
+            optional ``char_probs``).
         receipts: look for receipt fields when no region holds a template field.
+        char_probs: ``{region_id: probabilities per character}`` for :func:`extract_fields`
+            (default: the ``char_probs`` of ``regions``).
 
     Returns:
         Template fields ``{name: {"value", "text", "valid"}}`` when a region holds one; else,
         when ``receipts``, the receipt fields (:func:`fields_json` of :func:`extract_fields`);
         else ``{}``.
     """
+    regions = list(regions)
     template = {r["field"]["name"]: {"value": r.get("value"), "text": r.get("text"), "valid": r.get("valid")}
                 for r in regions if r.get("field")}
     if template or any(region.field for page in document.pages for line in page.lines for region in line.regions):
         return template
-    return fields_json(extract_fields(document)) if receipts else {}
+    if char_probs is None:
+        char_probs = {r["region_id"]: r["char_probs"] for r in regions if r.get("char_probs") and r.get("region_id")}
+    return fields_json(extract_fields(document, char_probs=char_probs)) if receipts else {}
