@@ -510,7 +510,9 @@ def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, flo
         unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
         if unlabelled:
             return unlabelled[-1], 0.4
-        cash = [c for c in found.cash if c.value in paid and (c.value in sums or not found.subtotal)]
+        # cash handed over may exceed the total: it is the total when subtotal + tax confirm it or
+        # its label says it was paid ("PAID BY", "AMT PAID")
+        cash = [c for c in found.cash if c.value in paid and (c.value in sums or re.search(r"\bpaid\b", c.row.text, re.I))]
         return (cash[-1], 0.4) if cash else None
     rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
     checks = paid | sums
