@@ -561,6 +561,10 @@ def _is_skippable_top(row: _Row) -> bool:
             or bool(re.search(r"\d{5,}", _vendor_text([row]))))
 
 
+#: a line introducing the company that owns or runs the shop: the line after it is not the vendor's name.
+_OWNER = re.compile(r"\b(?:owned|operated|managed|run)\s*by\W*$", re.I)
+
+
 def _is_address_line(text: str) -> bool:
     """A line that reads as part of an address: a house or lot number first, a postcode before a
     place name, or a street word without a legal form."""
@@ -582,7 +586,8 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     n = min(len(rows), VENDOR_SEARCH_LINES)
     address = next((i for i in range(n) if _is_address_line(rows[i].text)), n)
     # below an address line, only a line with a legal form is the vendor (the name is a logo otherwise)
-    top = [i for i in range(n) if not _is_skippable_top(rows[i]) and (i < address or _STRICT_LEGAL.search(rows[i].text))]
+    top = [i for i in range(n) if not _is_skippable_top(rows[i]) and (i < address or _STRICT_LEGAL.search(rows[i].text))
+           and not (i and _OWNER.search(rows[i - 1].text))]
     if not top:
         return None
     first = top[0]
