@@ -8,19 +8,36 @@ returns the fields it finds, by name:
 name               how it is found (layout-aware rules, no learned weights)
 =================  =========================================================================
 ``vendor_name``    the first prominent line at the top of the page that is not a document
-                   title, registration number, phone or date; a nearby line holding a legal
-                   form (SDN BHD, LTD, ENTERPRISE, ...) wins over a brand line above it; a
-                   name cut at "&" or followed by a line holding only a legal form is joined.
+                   title, registration number, phone, date or address line (a house or lot
+                   number first, a postcode before a town, a street word); a nearby line
+                   holding a legal form (SDN BHD, S/B, SB, LTD, ENTERPRISE, ...) wins over a
+                   brand line above it; below an address line only a legal-form line is the
+                   vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
+                   followed by a line holding a legal form is joined; the name ends at its
+                   registration number; legal forms and digits misread in one letter are
+                   read as printed ("SDN DID", "D.1.Y.").
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
-                   phone, fax, e-mail, tax-number, document-title or date line; at most
-                   :data:`MAX_ADDRESS_LINES`, and one of them holds a digit.
+                   phone, fax, e-mail, tax-number, document-title, date, amount or item-header
+                   line or a label's colon ("LOT NO.: 4F-27" is an address's); a registration
+                   number printed beside a line dropped; printed above the vendor, or found
+                   without one, it starts at the first address line; at most
+                   :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
+                   recogniser was unsure of next to punctuation are dropped (``char_probs``).
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
-                   ``14 MAR 2018``, ``OCT 3, 2016``) that is a real date in 1990..2099; a
-                   DATE label on its line and an early position win.
-``total``          amounts (two decimals) on lines labelled TOTAL / GRAND TOTAL / NETT TOTAL /
-                   AMOUNT DUE / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., tax summaries), or
-                   the amount right of such a label on the same row; preferred when it equals
-                   subtotal + tax (+ rounding) or cash - change; the largest wins a tie.
+                   ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
+                   is a real date in 1990..2069; a DATE label on its line and an early
+                   position win.
+``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90"
+                   and a split "102. 40" read as printed) on lines labelled TOTAL (as OCR reads
+                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
+                   AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
+                   GST" statements, cash accepted, tax summaries), or the amount beside such a
+                   label (the same row, or the next visual line overlapping it); preferred
+                   when it equals subtotal + tax (+ rounding) or cash - change (the cash when
+                   no change is printed); the largest wins a tie. The amount paid beats a
+                   labelled total that agrees with nothing when subtotal + tax or the tax
+                   summary confirm it; without a total label the amount paid is the total
+                   when confirmed so or labelled PAID (low confidence).
 ``subtotal``       the amount of a SUBTOTAL / SUB-TOTAL / TOTAL EXCL. line.
 ``tax``            the amount of a GST / SST / VAT / TAX line that is not a rate or a tax number.
 ``currency``       an explicit code or symbol printed with the amounts (RM/MYR, S$/SGD, USD,

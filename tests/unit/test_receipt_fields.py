@@ -317,6 +317,8 @@ def test_a_date_with_a_time_glued_on():
     (["ONE ONE THREE SEAFOOD RESTAURANT SDN DID", "NO 1 JALAN SATU"], "ONE ONE THREE SEAFOOD RESTAURANT SDN BHD"),
     (["MR. D.1.Y. (M) SDN BHD", "NO 1 JALAN SATU"], "MR. D.I.Y. (M) SDN BHD"),
     (["AIK_HUAT HARDWARE SDN BHD", "NO 1 JALAN SATU"], "AIK HUAT HARDWARE SDN BHD"),
+    (["SANYU STATIONERY SHOP", "NO. 31G, JALAN SETIA INDAH", "40170 SETIA ALAM", "Owned By :",
+      "SANYU SUPPLY SDN BHD (1135772-K)"], "SANYU STATIONERY SHOP"),  # the owner is not the vendor
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
