@@ -95,6 +95,8 @@ MIN_YEAR, MAX_YEAR = 1990, 2069
 #: lines from the top of a page searched for the vendor; the least confidence of a vendor line.
 VENDOR_SEARCH_LINES = 8
 VENDOR_MIN_CONFIDENCE = 0.8
+#: words of a vendor line at most (a longer line is labels or columns read as one).
+VENDOR_MAX_WORDS = 10
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -566,8 +568,9 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
     phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
-    line starting in lower case or without two letters in a row, more digits than letters, or
-    a run of five digits that is not a registration number after the name."""
+    line starting in lower case or without two letters in a row, more digits than letters, a
+    run of five digits that is not a registration number after the name, or a line of labels
+    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
     text = row.text
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
@@ -575,7 +578,8 @@ def _is_skippable_top(row: _Row) -> bool:
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
             or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
             or text.lstrip()[:1].islower() or _is_address_line(text)
-            or bool(re.search(r"\d{5,}", _vendor_text([row]))))
+            or bool(re.search(r"\d{5,}", _vendor_text([row])))
+            or len(text.split()) > VENDOR_MAX_WORDS or text.count(":") >= 2)
 
 
 #: a line introducing the company that owns or runs the shop: the line after it is not the vendor's name.
@@ -635,9 +639,17 @@ _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
 _LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
-                  (re.compile(r"\bSDN(\.?\s*)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+                  (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
+                  (re.compile(r"\b5/B\b"), "S/B"))
 #: a digit misread for a letter inside a word of letters and dots ("D.1.Y.", "G0LD").
 _NAME_DIGIT = re.compile(r"(?<=[A-Za-z]\.)[10](?=\.[A-Za-z])|(?<=[A-Za-z]{2})[10](?=[A-Za-z])|(?<=[A-Za-z])[10](?=[A-Za-z]{2})")
+
+
+def _spaced_parentheses(text: str) -> str:
+    """``text`` with runs of whitespace collapsed and a space outside parentheses set next to a
+    word ("ALAM)SDN" -> "ALAM) SDN"), as printed names and addresses set them (typographic
+    convention; every SROIE dev and kie key follows it)."""
+    return " ".join(re.sub(r"\)(?=\w)", ") ", re.sub(r"(?<=\w)\(", " (", text)).split())
 
 
 def _vendor_text(rows: Sequence[_Row]) -> str:
@@ -653,7 +665,7 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return " ".join(text.split())
+    return _spaced_parentheses(text)
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
@@ -810,7 +822,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
         address = _address(rows, first, char_probs) if first is not None else []
     if address:
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
-                                            " ".join(t for _, t in address), 0.7, p)
+                                            _spaced_parentheses(" ".join(t for _, t in address)), 0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)

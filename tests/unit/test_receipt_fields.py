@@ -317,6 +317,11 @@ def test_a_date_with_a_time_glued_on():
     (["ONE ONE THREE SEAFOOD RESTAURANT SDN DID", "NO 1 JALAN SATU"], "ONE ONE THREE SEAFOOD RESTAURANT SDN BHD"),
     (["MR. D.1.Y. (M) SDN BHD", "NO 1 JALAN SATU"], "MR. D.I.Y. (M) SDN BHD"),
     (["AIK_HUAT HARDWARE SDN BHD", "NO 1 JALAN SATU"], "AIK HUAT HARDWARE SDN BHD"),
+    (["AIK HUAT HARDWARE ENTERPRISE (SETIA ALAM)SDN BHD", "NO 1 JALAN SATU"],
+     "AIK HUAT HARDWARE ENTERPRISE (SETIA ALAM) SDN BHD"),  # a space outside parentheses, as printed
+    (["Golden Arches Restaurants Sdn Bhd", "NO 1 JALAN SATU"], "Golden Arches Restaurants Sdn Bhd"),  # case kept
+    (["Zero Rated Tax (ZR) Standard Rated Tax S GST @ 6%: Nett of Tax: Change: Tendered: Cash Items count: 1",
+      "NO 1 JALAN SATU"], None),  # labels read as one line are no name
     (["SANYU STATIONERY SHOP", "NO. 31G, JALAN SETIA INDAH", "40170 SETIA ALAM", "Owned By :",
       "SANYU SUPPLY SDN BHD (1135772-K)"], "SANYU STATIONERY SHOP"),  # the owner is not the vendor
 ])
