@@ -646,9 +646,11 @@ _NAME_DIGIT = re.compile(r"(?<=[A-Za-z]\.)[10](?=\.[A-Za-z])|(?<=[A-Za-z]{2})[10
 
 
 def _spaced_parentheses(text: str) -> str:
-    """``text`` with runs of whitespace collapsed and a space outside parentheses set next to a
+    """``text`` with runs of whitespace collapsed, a space outside parentheses set next to a
     word ("ALAM)SDN" -> "ALAM) SDN"), as printed names and addresses set them (typographic
-    convention; every SROIE dev and kie key follows it)."""
+    convention; every SROIE dev and kie key follows it), and a capital I between a capital and a
+    small letter read as the small l it looks like ("JIn" -> "Jln", "BIk" -> "Blk")."""
+    text = re.sub(r"(?<=\b[A-Z])I(?=[a-z])", "l", text)
     return " ".join(re.sub(r"\)(?=\w)", ") ", re.sub(r"(?<=\w)\(", " (", text)).split())
 
 
