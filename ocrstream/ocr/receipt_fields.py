@@ -677,6 +677,11 @@ _ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|i
 _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
 
 
+#: a five-character postcode with one digit misread as a letter ("4D170") before the town's name.
+_POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}[ODIl]*\s)(?=\d*[ODIl])[\dODIl]{5}\b")
+_POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
+
+
 def _label_colon(text: str) -> bool:
     """Whether ``text`` holds a colon that is a label's ("Tel:", "GST ID :"), not an address's."""
     return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
@@ -823,8 +828,9 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
         first = next((i for i, r in enumerate(rows[:head]) if _is_address_line(r.text)), None)
         address = _address(rows, first, char_probs) if first is not None else []
     if address:
-        out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address],
-                                            _spaced_parentheses(" ".join(t for _, t in address)), 0.7, p)
+        text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
+        out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
+                                            0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)

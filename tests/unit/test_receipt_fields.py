@@ -350,6 +350,8 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
      "LOT 204 & 205, JALAN BATU 12 1/4 KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
     (["No: G3, BIk G, JIn PJU 1A/3,", "47301 Petaling Jaya(Selangor)"],
      "No: G3, Blk G, Jln PJU 1A/3, 47301 Petaling Jaya (Selangor)"),  # I read for l; a space outside parentheses
+    (["NO. 17-G, JALAN SETIA INDAH,", "4D170 SHAH ALAM,"], "NO. 17-G, JALAN SETIA INDAH, 40170 SHAH ALAM,"),
+    (["NO. 17-G, JALAN SETIA INDAH,", "LOT 4O1 SHAH ALAM"], "NO. 17-G, JALAN SETIA INDAH, LOT 4O1 SHAH ALAM"),
     (["NO 43-45-47G,", "TAMAN SEJATI,", "QTY PRICE DISC AMT", "GP GREENCELL AAA 4+2"],
      "NO 43-45-47G, TAMAN SEJATI,"),  # a house number is no registration number; the item header ends it
 ])
