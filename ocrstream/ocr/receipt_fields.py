@@ -22,7 +22,10 @@ name               how it is found (layout-aware rules, no learned weights)
                    number printed beside a line dropped; printed above the vendor, or found
                    without one, it starts at the first address line; at most
                    :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
-                   recogniser was unsure of next to punctuation are dropped (``char_probs``).
+                   recogniser was unsure of next to punctuation are dropped (``char_probs``),
+                   a postcode's digit misread as a letter ("4D170") is read as a digit.
+                   Vendor and address: a space outside parentheses as printed, a capital I
+                   between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
