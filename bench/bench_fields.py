@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             doc = Document.from_results({"document_id": record["id"], "status": "done", "pages": ocr["pages"],
                                          "regions": regions})
             post_s = time.process_time() - start
-            fields, extract_s = timed(lambda d=doc: extract_fields(d), args.repeat)
+            probs = {r["region_id"]: r["char_probs"] for r in regions if r.get("char_probs")}
+            fields, extract_s = timed(lambda d=doc, c=probs: extract_fields(d, char_probs=c), args.repeat)
             cpu_page.append(ocr["cpu_s"] + post_s + extract_s)
             cpu_extract.append(extract_s)
             flat = {k: v.as_json() for k, v in fields.items()}

@@ -8,19 +8,39 @@ returns the fields it finds, by name:
 name               how it is found (layout-aware rules, no learned weights)
 =================  =========================================================================
 ``vendor_name``    the first prominent line at the top of the page that is not a document
-                   title, registration number, phone or date; a nearby line holding a legal
-                   form (SDN BHD, LTD, ENTERPRISE, ...) wins over a brand line above it; a
-                   name cut at "&" or followed by a line holding only a legal form is joined.
+                   title, registration number, phone, date or address line (a house or lot
+                   number first, a postcode before a town, a street word); a nearby line
+                   holding a legal form (SDN BHD, S/B, SB, LTD, ENTERPRISE, ...) wins over a
+                   brand line above it; below an address line only a legal-form line is the
+                   vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
+                   followed by a line holding a legal form is joined; the name ends at its
+                   registration number; legal forms and digits misread in one letter are
+                   read as printed ("SDN DID", "D.1.Y.").
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
-                   phone, fax, e-mail, tax-number, document-title or date line; at most
-                   :data:`MAX_ADDRESS_LINES`, and one of them holds a digit.
+                   phone, fax, e-mail, tax-number, document-title, date, amount or item-header
+                   line or a label's colon ("LOT NO.: 4F-27" is an address's); a registration
+                   number printed beside a line dropped; printed above the vendor, or found
+                   without one, it starts at the first address line; at most
+                   :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
+                   recogniser was unsure of next to punctuation are dropped (``char_probs``),
+                   a postcode's digit misread as a letter ("4D170") is read as a digit.
+                   Vendor and address: a space outside parentheses as printed, a capital I
+                   between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
-                   ``14 MAR 2018``, ``OCT 3, 2016``) that is a real date in 1990..2099; a
-                   DATE label on its line and an early position win.
-``total``          amounts (two decimals) on lines labelled TOTAL / GRAND TOTAL / NETT TOTAL /
-                   AMOUNT DUE / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., tax summaries), or
-                   the amount right of such a label on the same row; preferred when it equals
-                   subtotal + tax (+ rounding) or cash - change; the largest wins a tie.
+                   ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
+                   is a real date in 1990..2069; a DATE label on its line and an early
+                   position win.
+``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90"
+                   and a split "102. 40" read as printed) on lines labelled TOTAL (as OCR reads
+                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
+                   AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
+                   GST" statements, cash accepted, tax summaries), or the amount beside such a
+                   label (the same row, or the next visual line overlapping it); preferred
+                   when it equals subtotal + tax (+ rounding) or cash - change (the cash when
+                   no change is printed); the largest wins a tie. The amount paid beats a
+                   labelled total that agrees with nothing when subtotal + tax or the tax
+                   summary confirm it; without a total label the amount paid is the total
+                   when confirmed so or labelled PAID (low confidence).
 ``subtotal``       the amount of a SUBTOTAL / SUB-TOTAL / TOTAL EXCL. line.
 ``tax``            the amount of a GST / SST / VAT / TAX line that is not a rate or a tax number.
 ``currency``       an explicit code or symbol printed with the amounts (RM/MYR, S$/SGD, USD,
@@ -78,6 +98,8 @@ MIN_YEAR, MAX_YEAR = 1990, 2069
 #: lines from the top of a page searched for the vendor; the least confidence of a vendor line.
 VENDOR_SEARCH_LINES = 8
 VENDOR_MIN_CONFIDENCE = 0.8
+#: words of a vendor line at most (a longer line is labels or columns read as one).
+VENDOR_MAX_WORDS = 10
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -96,27 +118,33 @@ _MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JU
          r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
 _DATE_PATTERNS = (
     re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
-    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})(?![\d/.]*\d)"),
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
+               r"(?:(?![\d/.]*\d)|(?<=\d{4})(?=\d{1,2}:\d{2}))"),  # "09/02/201811:40": a time glued on
     re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
     re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
 )
 
 # ----------------------------------------------------------------------------- labels
 
+#: "total" as OCR reads it: a first letter misread ("lotal", "1otal"), a space inside ("Tota l").
+_T = r"(?:\b[tl1i]|(?<=[^\sA-Za-z])[tl1i])\s?[o0]\s?t\s?a\s?[l1|]"
 _TOTAL_STRONG = re.compile(
-    r"grand\s*total|net+\s*total|net+\s*am(?:oun)?t\b|total\s*amount|total\s*amt|amount\s*due|total\s*due|"
-    r"total\s*payable|amount\s*payable|rounded\s*total|total\s*rounded|total\s*incl|total\s*\(?rm\)?\s*:?\s*$|"
-    r"total\s*sales?\s*\(?incl|balance\s*due|total\s*\(inclusive|total\s*\(?myr\)?|jumlah", re.I)
-_TOTAL = re.compile(r"t[o0]ta[l1]|amount\s*due|\bdue\b", re.I)
+    r"grand\s*" + _T + r"|net+\s*" + _T + r"|net+\s*am(?:oun)?t\b|" + _T + r"\s*amount|" + _T + r"\s*amt|amount\s*due|"
+    + _T + r"\s*due|" + _T + r"\s*payable|amount\s*payable|rounded\s*" + _T + r"|" + _T + r"\s*rounded|"
+    + _T + r"\s*incl|" + _T + r"\s*\(?rm\)?\s*:?\s*$|" + _T + r"\s*sales?\s*\(?incl|balance\s*due|"
+    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|" + _T + r"\s*after\s*(?:rounding|adj)|"
+    r"amount\s*to\s*(?:be\s*)?pa(?:id|y)|amount\s*incl|amt\s*paid\s*incl|" + _T + r"\s*\(?incl", re.I)
+_TOTAL = re.compile(_T + r"|amount\s*due|\bdue\b|" + _TOTAL_STRONG.pattern, re.I)
 _NOT_TOTAL = re.compile(
-    r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
+    r"sub\s*-?\s*" + _T + r"|" + _T + r"\s*(?:excl|exclusive|before|qty|quantity|items?|item\(s\)|no\b|number|"
     r"pcs|units?|tax|gst|sst|vat|saving|discount|disc\b|weight|points?|tips?|rounding)|excl\b|"
-    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|rounding\b|round\s*adj", re.I)
+    r"\bqty\b|item\(?s\)?\s*:|\btax\s*code\b|change|pts\b|(?<!after\s)rounding\b|round\s*adj|"
+    r"accepted|received|tendered|\binclud(?:es|ed|ing)\b.*%", re.I)
 _SUBTOTAL = re.compile(r"sub\s*-?\s*t[o0]tal|t[o0]tal\s*excl|total\s*before\s*tax|amount\s*excl", re.I)
 _TAX = re.compile(r"\b(?:gst|sst|vat|tax)\b(?!\s*(?:reg|id|no|num|invoice|code|summary|#))", re.I)
 _NOT_TAX = re.compile(r"reg|invoice|summary|\bno\b|\bid\b|incl|excl|t[o0]tal\s*sales|amount\s*\(|code", re.I)
 _ROUNDING = re.compile(r"round", re.I)
-_CASH = re.compile(r"\b(?:cash|tender(?:ed)?|paid|payment|visa|master|card|credit)\b", re.I)
+_CASH = re.compile(r"\b(?:cash|tender(?:ed)?|paid|pay|payment|visa|master|card|credit|accepted|received)\b", re.I)
 _CHANGE = re.compile(r"\bchange\b|\bbalance\b(?!\s*due)", re.I)
 _SUMMARY = re.compile(r"summary|\bsr\b\s*[@=]|\bzr\b\s*[@=]", re.I)
 
@@ -132,7 +160,7 @@ _TITLE = re.compile(
     r"^\W*(?:(?:simplified\s*|full\s*)?tax\s*invoice|invoice|(?:official\s*|cash\s*)?receipts?|cash\s*sales?|"
     r"cash\s*bill|bill|welcome|copy|duplicate|reprint|original|sales\s*receipt|tel|thank\s*you)\b", re.I)
 _REG_NUMBER = re.compile(
-    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
+    r"^\W*(?:co[\s.-]*(?:reg|no)|company\s*(?:reg|no)|reg\.?\s*no|roc|br\s*no|(?!no\b|lot\b|unit\b|blk\b)\(?\s*[a-z]{0,3}\s*\d[\d\s-]{3,}-?\s*[a-z]{0,2}\s*\)?\W*$|"
     r"gst|sst|tax\s*(?:id|no|reg))", re.I)
 _PHONE = re.compile(r"\b(?:tel|tele?phone|phone|fax|h/?p|mobile|hotline|call|whatsapp|contact)\b|"
                     r"e-?mail|@\S+\.|www\.|https?://|\.com\b|\.my\b", re.I)
@@ -140,13 +168,19 @@ _ADDRESS_STOP = re.compile(
     r"\b(?:gst|sst|tax|invoice|receipt|cashier|date|time|table|order|counter|bill|member|served|"
     r"reg\.?\s*no|company\s*reg|co\.?\s*reg|business\s*reg|roc)\b", re.I)
 _LEGAL_FORM = re.compile(
-    r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
+    r"\b(?:sdn\.?\s*bhd|bhd|berhad|s/?b|plt|ltd|limited|inc|llc|llp|gmbh|enterprises?|trading|"
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
 _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
                          r"\bmember|\*{3}", re.I)
-_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
+_STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/?b\b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
 _NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
 _CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
+#: a line that reads as an address: a house or lot number first ("NO. 15 JLN", "19. JALAN", "LOT 3,"), or a
+#: five-digit postcode before a place name.
+_ADDRESS_LIKE = re.compile(r"^\W*(?:no\.?\s*:?\s*\d|lot\s*\d|unit\s|\d+[A-Z]?(?:-\d+)?[.,]\s)|\b\d{5}\s+[A-Za-z]{3}", re.I)
+#: street words (Malay and English) of an address line: such a line without a legal form is no vendor name.
+_STREET = re.compile(r"\b(?:jalan|jln|lorong|lrg|persiaran|lebuhraya|road|street|avenue|taman|tmn|kampung|kg)\b\.?",
+                     re.I)
 _LEGAL_ONLY = re.compile(r"^\W*(?:\(m\)\s*)?(?:sdn\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc)\.?\W*$", re.I)
 
 
@@ -343,18 +377,42 @@ def _rows_field(name: str, rows: Sequence[_Row], text: str, certainty: float, pa
                         tuple(r.region_id for r in regions), tuple(r.box for r in regions))
 
 
+#: digits misread as letters right after a currency code ("RMI11.90", "RMO.00").
+_CURRENCY_DIGITS = re.compile(r"(?<=RM)[0-9OIl]{1,7}(?=\.\d{2}(?!\d))")
+_DIGIT_OF = str.maketrans("OIl", "011")
+#: an amount the recogniser split at its decimal point ("102. 40") at the end of a row.
+_SPLIT_AMOUNT = re.compile(r"(?<![\w.,/:-])(?P<num>\d{1,7})\. (?P<dec>\d{2})\s*$")
+
+
+def _amount_text(text: str) -> str:
+    """``text`` with a currency code's misread digits read as digits (same length, so character
+    spans stay valid)."""
+    return _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text)
+
+
 def _amounts(rows: Sequence[_Row]) -> list[_Token]:
-    """Every two-decimal amount of the rows, in reading order (at most :data:`MAX_CANDIDATES`)."""
+    """Every two-decimal amount of the rows, in reading order (at most :data:`MAX_CANDIDATES`);
+    a token's text is as printed: digits misread after a currency code read as digits, a space
+    the recogniser put after the decimal point of a row's last amount dropped."""
     out: list[_Token] = []
     for row in rows:
-        for m in _AMOUNT.finditer(row.text):
+        text = _amount_text(row.text)
+        found = False
+        for m in _AMOUNT.finditer(text):
+            found = True
             try:
                 value = Decimal(m["num"].replace(",", ""))
             except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
                 continue
             # a currency printed apart ("RM 8.60") is a word of its own, not part of the amount's text
-            start = m.start("cur") if m["cur"] and not row.text[m.end("cur"):m.start("num")] else m.start("num")
-            out.append(_Token(row, start, m.end(), row.text[start:m.end()], value, m["cur"]))
+            start = m.start("cur") if m["cur"] and not text[m.end("cur"):m.start("num")] else m.start("num")
+            out.append(_Token(row, start, m.end(), text[start:m.end()], value, m["cur"]))
+            if len(out) >= MAX_CANDIDATES:
+                return out
+        split = None if found else _SPLIT_AMOUNT.search(text)
+        if split is not None:
+            out.append(_Token(row, split.start(), split.end(), f"{split['num']}.{split['dec']}",
+                              Decimal(f"{split['num']}.{split['dec']}")))
             if len(out) >= MAX_CANDIDATES:
                 return out
     return out
@@ -384,7 +442,7 @@ def _same_row_amounts(rows: Sequence[_Row], amounts: Sequence[_Token], row: _Row
         if a.row is row or abs(a.row.index - row.index) > 2:
             continue
         overlap = min(y1, by1) - max(y0, by0)
-        if overlap > 0.5 * min(y1 - y0, by1 - by0) and bx0 >= x1 - 0.1 * (x1 - x0) and not _has_label(a.row):
+        if overlap >= 0.45 * min(y1 - y0, by1 - by0) and bx0 >= x1 - 0.1 * (x1 - x0) and not _has_label(a.row):
             out.append(a)
     return out
 
@@ -403,6 +461,7 @@ class _Amounts:
     rounding: list[_Token] = field(default_factory=list)
     cash: list[_Token] = field(default_factory=list)
     change: list[_Token] = field(default_factory=list)
+    summary_total: list[_Token] = field(default_factory=list)  # totals printed in a tax summary
 
 
 def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
@@ -418,7 +477,9 @@ def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
         last = row_amounts[-1]
         if _SUBTOTAL.search(label):
             out.subtotal.append(last)
-        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label) and not in_summary:
+        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label) and in_summary:
+            out.summary_total.append(last)
+        elif _TOTAL.search(label) and not _NOT_TOTAL.search(label):
             strength = 1.0 if _TOTAL_STRONG.search(label) else 0.8
             strength += 0.1 if _ROUNDING.search(label) else 0.0
             out.total.append((last, strength))
@@ -428,7 +489,7 @@ def _labelled(rows: Sequence[_Row], amounts: Sequence[_Token]) -> _Amounts:
             out.tax.append(last)
         elif _CHANGE.search(label):
             out.change.append(last)
-        elif _CASH.search(label):
+        elif _CASH.search(label) and not re.search(r"excl", label, re.I):
             out.cash.append(last)
     return out
 
@@ -437,28 +498,56 @@ def _among(token: _Token, tokens: Sequence[_Token]) -> bool:
     return any(token is t for t in tokens)
 
 
-def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
-    """The total: best label, then agreement with subtotal + tax (+ rounding), cash - change or
-    another total + rounding (the rounded one), then the larger amount, then the later one.
-    Without a labelled total: an amount printed with cash - change (change > 0), low confidence."""
-    totals = [(t, s) for t, s in found.total if t.value > 0]
-    paid = {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
-    if not totals:
-        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
-        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
-        return (unlabelled[-1], 0.4) if unlabelled else None
-    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
-    checks: set[Decimal] = set(paid)
+def _paid(found: _Amounts) -> set[Decimal]:
+    """What the customer paid: cash - change for the last two of each (change below cash), or
+    the cash amount itself when the page prints no change line."""
+    if not found.change:
+        return {c.value for c in found.cash[-2:] if c.value > 0}
+    return {c.value - ch.value for c in found.cash[-2:] for ch in found.change[-2:] if c.value > ch.value}
+
+
+def _sums(found: _Amounts) -> set[Decimal]:
+    """Subtotal (+ tax) (+ rounding) for the last two subtotals and taxes and the last rounding."""
+    out: set[Decimal] = set()
     for sub in found.subtotal[-2:]:
         for tax in [None, *found.tax[-2:]]:
             for rnd in [None, *found.rounding[-1:]]:
-                checks.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
+                out.add(sub.value + (tax.value if tax else 0) + (rnd.value if rnd else 0))
+    return out
+
+
+def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, float] | None:
+    """The total: best label, then agreement with subtotal + tax (+ rounding), the amount paid
+    (:func:`_paid`) or another total + rounding (the rounded one), then the larger amount, then
+    the later one. When no labelled total agrees with anything but the amount paid is confirmed
+    by another line (subtotal + tax, a total in the tax summary), the amount paid wins (a total
+    misread, or printed before a discount). Without a labelled total: the amount paid, low
+    confidence (an unlabelled amount equal to it, else the cash amount itself)."""
+    totals = [(t, s) for t, s in found.total if t.value > 0]
+    paid = _paid(found)
+    sums = _sums(found)
+    confirmed = {v for v in paid if v in sums or any(t.value == v for t in found.summary_total)}
+    if not totals:
+        others = [a for a in amounts if a.value in paid and not _among(a, found.cash + found.change)]
+        unlabelled = [a for a in others if not _among(a, found.subtotal)] or others
+        if unlabelled:
+            return unlabelled[-1], 0.4
+        # cash handed over may exceed the total: it is the total when subtotal + tax confirm it or
+        # its label says it was paid ("PAID BY", "AMT PAID")
+        cash = [c for c in found.cash if c.value in paid and (c.value in sums or re.search(r"\bpaid\b", c.row.text, re.I))]
+        return (cash[-1], 0.4) if cash else None
+    rounded = {t.value + r.value for t, _ in totals for r in found.rounding if r.value != 0}
+    checks = paid | sums
     best, best_key = None, None
     for order, (token, strength) in enumerate(totals):
         agrees = token.value in checks or token.value in rounded
         key = (strength + (0.3 if agrees else 0.0) + (0.3 if token.value in rounded else 0.0), token.value, order)
         if best_key is None or key > best_key:
             best, best_key = (token, min(1.0, 0.7 * strength + (0.3 if agrees else 0.15))), key
+    if best is not None and confirmed and not any(t.value in checks or t.value in rounded for t, _ in totals):
+        value = max(confirmed)
+        source = [t for t in [*found.summary_total, *found.subtotal, *found.cash] if t.value == value]
+        return source[-1], 0.5
     return best
 
 
@@ -482,15 +571,28 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
     phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
-    line starting in lower case or without two letters in a row, more digits than letters, or
-    a run of five digits that is not a registration number after the name."""
+    line starting in lower case or without two letters in a row, more digits than letters, a
+    run of five digits that is not a registration number after the name, or a line of labels
+    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
     text = row.text
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
-            or row.confidence < VENDOR_MIN_CONFIDENCE or text.lstrip()[:1].islower()
-            or bool(re.search(r"\d{5,}", _vendor_text([row]))))
+            or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
+            or text.lstrip()[:1].islower() or _is_address_line(text)
+            or bool(re.search(r"\d{5,}", _vendor_text([row])))
+            or len(text.split()) > VENDOR_MAX_WORDS or text.count(":") >= 2)
+
+
+#: a line introducing the company that owns or runs the shop: the line after it is not the vendor's name.
+_OWNER = re.compile(r"\b(?:owned|operated|managed|run)\s*by\W*$", re.I)
+
+
+def _is_address_line(text: str) -> bool:
+    """A line that reads as part of an address: a house or lot number first, a postcode before a
+    place name, or a street word without a legal form."""
+    return bool(_ADDRESS_LIKE.search(text)) or bool(_STREET.search(text) and not _LEGAL_FORM.search(text))
 
 
 def _joinable(row: _Row) -> bool:
@@ -506,11 +608,15 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     with "&" or "-"); a name cut at "&", "-" or "," or an open parenthesis goes on, and a line
     holding only a legal form joins; at most three lines."""
     n = min(len(rows), VENDOR_SEARCH_LINES)
-    top = [i for i in range(n) if not _is_skippable_top(rows[i])]
+    address = next((i for i in range(n) if _is_address_line(rows[i].text)), n)
+    # below an address line, only a line with a legal form is the vendor (the name is a logo otherwise)
+    top = [i for i in range(n) if not _is_skippable_top(rows[i]) and (i < address or _STRICT_LEGAL.search(rows[i].text))
+           and not (i and _OWNER.search(rows[i - 1].text))]
     if not top:
         return None
     first = top[0]
-    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text) and i - first <= 4), None)
+    legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text)
+                  and (i - first <= 4 or _STRICT_LEGAL.search(rows[i].text))), None)
     start = end = first
     if legal is not None:
         start = end = legal
@@ -530,35 +636,97 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     return list(rows[start:end + 1]), end + 1
 
 
+_AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{4,}[\s-]*[A-Z]?\s*[\)\]].*$",
+                        re.I)
 _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
-_LEGAL_MISREAD = ((re.compile(r"\bS[O0]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"), (re.compile(r"\b5/B\b"), "S/B"))
+_LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
+                  (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
+                  (re.compile(r"\b5/B\b"), "S/B"))
+#: a digit misread for a letter inside a word of letters and dots ("D.1.Y.", "G0LD").
+_NAME_DIGIT = re.compile(r"(?<=[A-Za-z]\.)[10](?=\.[A-Za-z])|(?<=[A-Za-z]{2})[10](?=[A-Za-z])|(?<=[A-Za-z])[10](?=[A-Za-z]{2})")
+
+
+def _spaced_parentheses(text: str) -> str:
+    """``text`` with runs of whitespace collapsed, a space outside parentheses set next to a
+    word ("ALAM)SDN" -> "ALAM) SDN"), as printed names and addresses set them (typographic
+    convention; every SROIE dev and kie key follows it), and a capital I between a capital and a
+    small letter read as the small l it looks like ("JIn" -> "Jln", "BIk" -> "Blk")."""
+    text = re.sub(r"(?<=\b[A-Z])I(?=[a-z])", "l", text)
+    return " ".join(re.sub(r"\)(?=\w)", ") ", re.sub(r"(?<=\w)\(", " (", text)).split())
 
 
 def _vendor_text(rows: Sequence[_Row]) -> str:
     """The vendor's lines joined by a space: a registration number after the name
-    ("(139386 X)", "(Co. No:20154-T)"), a leading "#000002" dropped, a legal form misread in one
-    letter ("SON BHD", "5/B") read as printed."""
+    ("(139386 X)", "(Co. No:20154-T)") and what follows it, a leading "#000002" dropped, a legal
+    form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
+    ("D.1.Y.") read as printed, an underscore read as a space."""
     text = " ".join(r.text for r in rows)
     text = re.sub(r"^\W*#\d+\s*", "", text)
+    text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
-    return text.strip()
+    text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
+    return _spaced_parentheses(text)
 
 
-def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
-    """Address lines from ``rows[start]``: registration lines before it skipped, up to the
-    first stop line, at most :data:`MAX_ADDRESS_LINES`; [] when none holds a digit."""
-    out: list[_Row] = []
+#: a company registration number printed at the end of an address line (two columns read as one).
+_REG_TAIL = re.compile(r"[\s,]*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
+_ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|item|items)\b", re.I)
+#: a colon inside an address ("LOT NO.: 4F-27") after these words; any other colon is a label.
+_ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
+
+
+#: a five-character postcode with one digit misread as a letter ("4D170") before the town's name.
+_POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}[ODIl]*\s)(?=\d*[ODIl])[\dODIl]{5}\b")
+_POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
+
+
+def _label_colon(text: str) -> bool:
+    """Whether ``text`` holds a colon that is a label's ("Tel:", "GST ID :"), not an address's."""
+    return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
+
+
+#: a space the recogniser read with a probability below this, next to punctuation, is not printed
+#: ("NO.50 , JALAN" -> "NO.50, JALAN"). Tuned on the dev receipts' addresses (0.3: 2 more right,
+#: none worse; 0.5 and 0.7: 0 net), checked on sroie-kie (0.3: 3 more right, none worse).
+UNSURE_SPACE = 0.3
+
+CharProbs = Mapping[str, Sequence[float]]
+
+
+def _printed_text(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` without the spaces its regions' recogniser was unsure of (:data:`UNSURE_SPACE`)
+    next to punctuation; regions whose ``char_probs`` do not fit their text are kept as read."""
+    parts = []
+    for region, (s, e) in zip(row.line.regions, row.spans):
+        part = row.text[s:e]
+        probs = char_probs.get(region.region_id)
+        if probs is not None and len(probs) == len(region.text):
+            part = "".join(c for k, c in enumerate(part) if not (
+                c == " " and probs[k] < UNSURE_SPACE
+                and not (part[k - 1: k].isalnum() and part[k + 1: k + 2].isalnum())))
+        if part:
+            parts.append(part)
+    return " ".join(parts)
+
+
+def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:
+    """Address lines from ``rows[start]`` with their text: registration lines before it skipped,
+    a registration number printed after an address line dropped; up to the first stop line
+    (phone, tax number, title, date, amount, item header, a label with a colon), at most
+    :data:`MAX_ADDRESS_LINES`; [] when no line holds a digit."""
+    out: list[tuple[_Row, str]] = []
     i = start
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
-        text = rows[i].text
+        raw = _printed_text(rows[i], char_probs) if char_probs else rows[i].text
+        text = _REG_TAIL.sub("", raw) if re.search(r"[A-Za-z]{3}", _REG_TAIL.sub("", raw)) else raw
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
                 or parse_date(text) is not None or parse_amount(text) is not None
-                or (out and ":" in text))
+                or _ITEM_WORDS.search(text) or (out and _label_colon(text)))
         if not out and i - start < 3 and (_REG_NUMBER.search(text) or _PHONE.search(text) or _NOT_ADDRESS.search(text)
                                           or re.fullmatch(r"\s*\(.*\)\s*", text) or parse_date(text)):
             i += 1
@@ -570,9 +738,9 @@ def _address(rows: Sequence[_Row], start: int) -> list[_Row]:
                 break
             i += 1
             continue
-        out.append(rows[i])
+        out.append((rows[i], text.strip()))
         i += 1
-    return out if any(re.search(r"\d", r.text) for r in out) else []
+    return out if any(re.search(r"\d", t) for _, t in out) else []
 
 
 def _currency(rows: Sequence[_Row], total: _Token | None) -> _Token | None:
@@ -638,9 +806,10 @@ def _is_receipt(rows: Sequence[_Row], amounts: Sequence[_Token], found: _Amounts
     return bool(amounts) and (bool(found.total) or sum(bool(_RECEIPT_WORDS.search(r.text)) for r in rows) >= 2)
 
 
-def extract_page(page: Page) -> dict[str, ReceiptField]:
+def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, ReceiptField]:
     """The receipt fields of one page (rules: the module docstring); ``{}`` when the page does
-    not read as a receipt."""
+    not read as a receipt. ``char_probs``: the recogniser's probabilities per character of a
+    region's text, by region id (optional: spaces it was unsure of are dropped from the address)."""
     rows = _rows(page)
     amounts = _amounts(rows)
     found = _labelled(rows, amounts)
@@ -649,14 +818,22 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
     p = page.page_index
     out: dict[str, ReceiptField] = {}
     vendor = _vendor(rows)
+    address: list[tuple[_Row, str]] = []
+    head = min(len(rows), VENDOR_SEARCH_LINES)
     if vendor is not None:
         chosen, after = vendor
         name = _vendor_text(chosen)
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
-        address = _address(rows, after)
-        if address:
-            out["vendor_address"] = _rows_field("vendor_address", address, " ".join(r.text for r in address), 0.7, p)
+        address = _address(rows, after, char_probs)
+        head = rows.index(chosen[0])  # else an address printed above the vendor's name
+    if not address:
+        first = next((i for i, r in enumerate(rows[:head]) if _is_address_line(r.text)), None)
+        address = _address(rows, first, char_probs) if first is not None else []
+    if address:
+        text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
+        out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
+                                            0.7, p)
     picked_date = _pick_date(rows)
     if picked_date is not None:
         out["date"] = _field("date", *picked_date, p)
@@ -684,12 +861,15 @@ def extract_page(page: Page) -> dict[str, ReceiptField]:
     return out
 
 
-def extract_fields(document: Document, pages: Iterable[Page] | None = None) -> dict[str, ReceiptField]:
+def extract_fields(document: Document, pages: Iterable[Page] | None = None,
+                   char_probs: CharProbs | None = None) -> dict[str, ReceiptField]:
     """The receipt fields of ``document`` (rules and bounds: the module docstring).
 
     Args:
         document: a built Document (post-processed text, boxes in page pixels).
         pages: the pages to read (default: the document's, at most :data:`MAX_PAGES`).
+        char_probs: optional ``{region_id: [probability per character of the region's text]}``
+            (the recogniser's; a region whose list does not fit its text is read as it is).
 
     Returns:
         ``{name: ReceiptField}`` for the fields found (names in :data:`FIELD_NAMES`): those of
@@ -698,29 +878,35 @@ def extract_fields(document: Document, pages: Iterable[Page] | None = None) -> d
     """
     best: dict[str, ReceiptField] = {}
     for page in list(pages if pages is not None else document.pages)[:MAX_PAGES]:
-        found = extract_page(page)
+        found = extract_page(page, char_probs)
         if len(found) + ("total" in found) > len(best) + ("total" in best):
             best = found
     return best
 
 
 def document_fields(document: Document, regions: Iterable[Mapping[str, Any]] = (), *,
-                    receipts: bool = True) -> dict[str, dict[str, Any]]:
+                    receipts: bool = True, char_probs: CharProbs | None = None) -> dict[str, dict[str, Any]]:
     """A document's ``fields`` as the results event carries them (one rule for
     :class:`~ocrstream.ocr.predictor.OCRPipeline` and the store stage).
 
     Args:
         document: the built Document.
-        regions: its post-processed region dicts (``field`` spec, ``text``, ``value``, ``valid``).
+        regions: its post-processed region dicts (``field`` spec, ``text``, ``value``, ``valid``,
+            optional ``char_probs``).
         receipts: look for receipt fields when no region holds a template field.
+        char_probs: ``{region_id: probabilities per character}`` for :func:`extract_fields`
+            (default: the ``char_probs`` of ``regions``).
 
     Returns:
         Template fields ``{name: {"value", "text", "valid"}}`` when a region holds one; else,
         when ``receipts``, the receipt fields (:func:`fields_json` of :func:`extract_fields`);
         else ``{}``.
     """
+    regions = list(regions)
     template = {r["field"]["name"]: {"value": r.get("value"), "text": r.get("text"), "valid": r.get("valid")}
                 for r in regions if r.get("field")}
     if template or any(region.field for page in document.pages for line in page.lines for region in line.regions):
         return template
-    return fields_json(extract_fields(document)) if receipts else {}
+    if char_probs is None:
+        char_probs = {r["region_id"]: r["char_probs"] for r in regions if r.get("char_probs") and r.get("region_id")}
+    return fields_json(extract_fields(document, char_probs=char_probs)) if receipts else {}

@@ -277,7 +277,8 @@ class StoreStage(Stage):
         fields = {r.field.name: FieldResult(value=r.value, text=r.text, valid=r.valid)
                   for r in regions if r.field}
         if not fields and not event.document.template and self.settings.receipt_fields:
-            fields = events.convert(dict[str, FieldResult], document_fields(doc), events.RESULTS)
+            probs = {r.region_id: r.char_probs for r in event.regions if r.char_probs}
+            fields = events.convert(dict[str, FieldResult], document_fields(doc, char_probs=probs), events.RESULTS)
         return regions, doc.render_text(), fields
 
     def postprocess(self, region: RecognizedRegion) -> ResultRegion:

@@ -252,3 +252,137 @@ def test_fields_json_fits_the_results_event_and_the_document_export():
     event = {"document_id": "d", "status": "done", "pages": [{"page_index": 0, "width": 10, "height": 10}],
              "regions": [], "fields": fields}
     assert Document.from_results(event).export()["fields"] == fields
+
+
+# ----------------------------------------------------------------------------- rules added for issue 26's second pass
+
+@pytest.mark.parametrize("label", ["Tota l", "lotal Sales Incl. GST", "Net Amt :", "Amount To Be Paid :",
+                                   "Total After Rounding", "Amount Incl, GST", "AMT PAID incL GST :"])
+def test_total_labels_as_ocr_reads_them(label):
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("ITEM", "3.00"), (label, "12.35"),
+                            ("CASH", "20.00"), ("CHANGE", "7.65")]))
+    assert f["total"].value == Decimal("12.35")
+
+
+def test_a_tax_statement_and_the_cash_accepted_are_not_totals():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("Takeout Total (incl GST)", "70.30"),
+                            ("Accepted total", "80.30"), ("Change", "10.00"), ("TOTAL INCLUDES 6% GST", "3.98")]))
+    assert f["total"].value == Decimal("70.30")
+
+
+def test_the_amount_paid_confirmed_by_subtotal_beats_an_unconfirmed_total():
+    lines = ["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("ITEM", "85.20"), ("SubTotal", "85.20"),
+             ("Net Total", "35.20"), ("Cash", "100.20"), ("CHANGE", "15.00")]
+    f = extract_fields(doc(lines))
+    assert f["total"].value == Decimal("85.20") and f["total"].confidence < 0.6
+    # unconfirmed (no subtotal equal to cash - change): the labelled total stands
+    assert extract_fields(doc(lines[:3] + lines[4:]))["total"].value == Decimal("35.20")
+
+
+def test_without_a_total_label_the_cash_is_the_total_only_when_confirmed_or_labelled_paid():
+    confirmed = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT",
+                                    ("SUB-TOTAL/(EX)", "144.68"), ("TAX", "8.68"), ("ROUNDING", "-0.01"),
+                                    ("CASH", "153.35"), ("CHANGE", "0.00")]))
+    assert confirmed["total"].value == Decimal("153.35") and confirmed["total"].confidence < 0.5
+    paid = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "TAX INVOICE", ("ITEM A", "100.00"),
+                               ("ITEM B", "11.90"), "PAID BY CARD : RMI11.90"]))
+    assert (paid["total"].text, paid["total"].value) == ("RM111.90", Decimal("111.90"))  # a digit misread as I
+
+
+def test_an_amount_split_at_its_decimal_point_and_a_value_printed_beside_its_label():
+    f = extract_fields(doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", ("Subtotal", "87.90"), ("Total:", "102.39"),
+                            ("", "0.01"), "Total 102. 40"]))
+    assert (f["total"].text, f["total"].value) == ("102.40", Decimal("102.40"))
+    # "Total" and its value read as two visual lines, the value half a line lower
+    regions = [{"region_id": r, "page_index": 0, "line_index": i, "order": i, "box": box, "text": t, "confidence": 0.99}
+               for i, (r, t, box) in enumerate([
+                   ("a", "ACME TRADING", [10, 0, 200, 30]), ("b", "NO 1 JALAN SATU 50000 KL", [10, 40, 300, 70]),
+                   ("c", "CASH RECEIPT", [10, 80, 200, 110]), ("d", "Total", [0, 629, 77, 659]),
+                   ("e", "RM40.00", [453, 644, 558, 674])])]
+    split = Document.from_results({"document_id": "d", "status": "done",
+                                   "pages": [{"page_index": 0, "width": 600, "height": 800}], "regions": regions})
+    assert extract_fields(split)["total"].text == "RM40.00"
+
+
+def test_a_date_with_a_time_glued_on():
+    assert parse_date("Date : 09/02/201811:40") == (date(2018, 2, 9), (7, 17))
+    assert parse_date("09/02/20181") is None and parse_date("1/2/20181") is None
+
+
+@pytest.mark.parametrize(("top", "vendor"), [
+    (["19. JALAN KANCIL.,", "OFF JALAN PUDU", "55100 KUALA LUMPUR", "MALAYSIA"], None),  # the name was a logo
+    (["PUSAT DAGANGAN PHILEO DAMANSARA", "UNIT 105, BLOCK A, PUSAT DAGANGAN", "NO. 9, JALAN 16/11, 46350 PETALING JAYA",
+      "MYNEWS RETAIL SB(306295-X) FKA BISON STORES SB"], "MYNEWS RETAIL SB"),  # below the address, with a legal form
+    (["SLF CASH & CARRY (002107265- V) [97", "NO. 15 JLN TSJ2,TMN SUBANG JASA."], "SLF CASH & CARRY"),
+    (["ONE ONE THREE SEAFOOD RESTAURANT SDN DID", "NO 1 JALAN SATU"], "ONE ONE THREE SEAFOOD RESTAURANT SDN BHD"),
+    (["MR. D.1.Y. (M) SDN BHD", "NO 1 JALAN SATU"], "MR. D.I.Y. (M) SDN BHD"),
+    (["AIK_HUAT HARDWARE SDN BHD", "NO 1 JALAN SATU"], "AIK HUAT HARDWARE SDN BHD"),
+    (["AIK HUAT HARDWARE ENTERPRISE (SETIA ALAM)SDN BHD", "NO 1 JALAN SATU"],
+     "AIK HUAT HARDWARE ENTERPRISE (SETIA ALAM) SDN BHD"),  # a space outside parentheses, as printed
+    (["Golden Arches Restaurants Sdn Bhd", "NO 1 JALAN SATU"], "Golden Arches Restaurants Sdn Bhd"),  # case kept
+    (["Zero Rated Tax (ZR) Standard Rated Tax S GST @ 6%: Nett of Tax: Change: Tendered: Cash Items count: 1",
+      "NO 1 JALAN SATU"], None),  # labels read as one line are no name
+    (["SANYU STATIONERY SHOP", "NO. 31G, JALAN SETIA INDAH", "40170 SETIA ALAM", "Owned By :",
+      "SANYU SUPPLY SDN BHD (1135772-K)"], "SANYU STATIONERY SHOP"),  # the owner is not the vendor
+])
+def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
+    f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
+    assert (f["vendor_name"].text if "vendor_name" in f else None) == vendor
+
+
+def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
+    rows = ["POPULAR BOOK-", "CO SDN BHD", "(Company No. 113825-W)", "No 8, Jalan 7/118B, Desa Tun Razak",
+            "56000 Kuala Lumpur, Malaysia", "Tel : 03-41424540", ("TOTAL", "9.00")]
+    regions = [{"region_id": f"r{i}", "page_index": 0, "line_index": i, "order": i, "box": [10, 30 * i, 400, 30 * i + 20],
+                "text": t if isinstance(t, str) else " ".join(t), "confidence": 0.66 if i == 1 else 0.99}
+               for i, t in enumerate(rows)]
+    d = Document.from_results({"document_id": "d", "status": "done",
+                               "pages": [{"page_index": 0, "width": 600, "height": 800}], "regions": regions})
+    f = extract_fields(d)
+    assert f["vendor_name"].text == "POPULAR BOOK- CO SDN BHD"
+    assert f["vendor_address"].text == "No 8, Jalan 7/118B, Desa Tun Razak 56000 Kuala Lumpur, Malaysia"
+
+
+@pytest.mark.parametrize(("lines", "address"), [
+    (["PARADIGM MALL", "LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR", "GST ID: 000707211264"],
+     "PARADIGM MALL LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR"),  # an address's colon; a label's ends it
+    (["LOT 204 & 205, JALAN BATU 12 1/4, CO. REG. NO.: 946207-D", "KG. DUSUN NANDING, 43100 HULU LANGAT"],
+     "LOT 204 & 205, JALAN BATU 12 1/4 KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
+    (["No: G3, BIk G, JIn PJU 1A/3,", "47301 Petaling Jaya(Selangor)"],
+     "No: G3, Blk G, Jln PJU 1A/3, 47301 Petaling Jaya (Selangor)"),  # I read for l; a space outside parentheses
+    (["NO. 17-G, JALAN SETIA INDAH,", "4D170 SHAH ALAM,"], "NO. 17-G, JALAN SETIA INDAH, 40170 SHAH ALAM,"),
+    (["NO. 17-G, JALAN SETIA INDAH,", "LOT 4O1 SHAH ALAM"], "NO. 17-G, JALAN SETIA INDAH, LOT 4O1 SHAH ALAM"),
+    (["NO 43-45-47G,", "TAMAN SEJATI,", "QTY PRICE DISC AMT", "GP GREENCELL AAA 4+2"],
+     "NO 43-45-47G, TAMAN SEJATI,"),  # a house number is no registration number; the item header ends it
+])
+def test_address_lines_and_where_they_stop(lines, address):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
+    assert f["vendor_address"].text == address
+
+
+def _with_probs(text: str, unsure: set[int]) -> list[float]:
+    return [0.1 if i in unsure else 0.99 for i in range(len(text))]
+
+
+def test_spaces_the_recogniser_was_unsure_of_next_to_punctuation_are_dropped_from_the_address():
+    line = "NO.50 , JALAN PBS 14/11, KAWASAN BUKIT SERDANG,"
+    d = doc(["ACME TRADING SDN BHD", line, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    region = d.pages[0].lines[1].regions[0].region_id
+    # around the first comma, after the second; the last one is between letters (kept)
+    unsure = {line.index(" ,"), line.index(" ,") + 2, line.index(", K") + 1, line.index("N P") + 1}
+    f = extract_fields(d, char_probs={region: _with_probs(line, unsure)})
+    assert f["vendor_address"].text == "NO.50,JALAN PBS 14/11,KAWASAN BUKIT SERDANG,"
+    assert extract_fields(d)["vendor_address"].text == line  # no probabilities: as read
+    sure = {region: [rf.UNSURE_SPACE] * len(line)}
+    assert extract_fields(d, char_probs=sure)["vendor_address"].text == line  # at the threshold: kept
+    assert extract_fields(d, char_probs={region: [0.1] * 3})["vendor_address"].text == line  # does not fit the text
+    regions = [{"region_id": region, "char_probs": _with_probs(line, unsure)}]
+    assert document_fields(d, regions)["vendor_address"]["text"] == "NO.50,JALAN PBS 14/11,KAWASAN BUKIT SERDANG,"
+
+
+def test_split_amount_candidates_beyond_max_candidates_are_not_read():
+    def with_amounts(n: int) -> Document:
+        return doc(["ACME TRADING", "NO 1 JALAN SATU 50000 KL", "CASH RECEIPT", *["ITEM 1. 00"] * n, "TOTAL 7. 70"])
+
+    assert extract_fields(with_amounts(rf.MAX_CANDIDATES - 1))["total"].value == Decimal("7.70")
+    assert "total" not in extract_fields(with_amounts(rf.MAX_CANDIDATES))
