@@ -68,7 +68,7 @@ async def run(bootstrap: str, values: list[int], n: int) -> None:
         await admin.create_topics([NewTopic(TOPIC, 1, 1)])
     finally:
         await admin.close()
-    broker = [p for p in psutil.process_iter(["cmdline"]) if "tansu" in " ".join(p.info["cmdline"] or [])]
+    broker = [p for p in psutil.Process().children(recursive=True) if "tansu" in " ".join(p.cmdline())]  # this stack only
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     await producer.start()
     try:

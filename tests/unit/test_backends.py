@@ -68,3 +68,12 @@ def test_both_backends_read_the_receipts_lines_alike():
     fp32, bf16 = readings["onnxruntime"], readings["openvino-bf16"]
     assert len(fp32) == len(bf16) >= 10
     assert cer(bf16, fp32) <= 0.01, (fp32, bf16)
+
+
+def test_openvino_runs_as_many_streams_as_the_recogniser_calls_at_once():
+    recognizer = PPOCRRecognizer(device="cpu", threads=1, concurrent_calls=2, backend="openvino-fp32")
+    compiled = recognizer._session._compiled
+    assert int(compiled.get_property("NUM_STREAMS")) == 2
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2  # one thread per stream
+    with pytest.raises(ValueError, match="streams"):
+        OpenVINOSession(rapidocr_model("PP-OCRv6_rec_small.onnx"), "fp32", streams=0)

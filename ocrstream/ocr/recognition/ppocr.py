@@ -328,8 +328,9 @@ class PPOCRRecognizer:
         if cut_head and self._columns is not None and restrict_head(proto, self._columns):
             source, self.output_columns = proto.SerializeToString(), self._columns
             self._columns = None  # the model emits the kept columns only
-        self._session = make_session(source, device=device, threads=threads, backend=backend)
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
+        self._session = make_session(source, device=device, threads=threads, backend=backend,
+                                     calls=self.concurrent_calls)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name

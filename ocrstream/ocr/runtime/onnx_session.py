@@ -225,6 +225,7 @@ def make_session(
     device: Device = "auto",
     threads: int | None = None,
     backend: str | None = None,
+    calls: int = 1,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -234,6 +235,8 @@ def make_session(
         threads: intra-op threads (>= 1); None reads ``$OCRSTREAM_ORT_THREADS``
             (unset: :data:`DEFAULT_THREADS`; ``auto``: onnxruntime's default).
         backend: one of :data:`BACKENDS`; None reads ``$OCRSTREAM_INFERENCE`` (:func:`resolve_backend`).
+        calls: model calls the caller runs at once (OpenVINO: as many streams; an ONNX Runtime
+            session runs concurrent calls as they come).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -251,7 +254,8 @@ def make_session(
     chosen = resolve_backend(device, backend)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
-        ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads)
+        ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads,
+                                     streams=calls)
         log.info("openvino session %s: %s threads=%s", path.name, chosen_provider(ov_session),
                  n_threads if n_threads is not None else "default")
         return ov_session

@@ -14,8 +14,10 @@ about 1.8x the speed of fp32 ONNX Runtime (measured for issue 22 on this class o
 fp32 OpenVINO is about as fast as ONNX Runtime and is offered for comparison only.
 
 Settings of the compiled model: ``INFERENCE_PRECISION_HINT`` (``bf16`` or ``f32``),
-``INFERENCE_NUM_THREADS`` (the same thread policy as ONNX Runtime's sessions), ``PERFORMANCE_HINT``
-``LATENCY`` with one stream. Inputs of any shape are accepted (dynamic shapes; the CPU plugin
+``INFERENCE_NUM_THREADS`` (the same thread policy as ONNX Runtime's sessions, per stream), ``PERFORMANCE_HINT``
+``LATENCY`` with ``streams`` streams: one per model call the caller runs at once (the recogniser's
+``concurrent_calls``). With one stream the CPU plugin runs concurrent infer requests one after the other
+(measured: a receipt's recognition took as long on the wall as on the CPU with two calls at once). Inputs of any shape are accepted (dynamic shapes; the CPU plugin
 caches compiled kernels per shape). ``run`` is thread-safe: each calling thread has its own infer
 request, as the recogniser runs up to ``OCRSTREAM_ORT_CONCURRENT_CALLS`` batches at once.
 """
@@ -83,16 +85,17 @@ class OpenVINOSession:
     Args:
         model_path: path of an ``.onnx`` file, or the file's bytes (a model edited in memory).
         precision: ``"bf16"`` (needs :func:`cpu_has_bf16`) or ``"fp32"``.
-        threads: inference threads (>= 1); None lets OpenVINO choose (one per core).
+        threads: inference threads per stream (>= 1); None lets OpenVINO choose (one per core).
+        streams: infer requests that run at once (>= 1), each on its own ``threads``.
 
     Raises:
         FileNotFoundError: ``model_path`` does not exist.
         ImportError: the ``openvino`` package is not installed.
-        ValueError: ``precision`` is not bf16 or fp32, or bf16 on a CPU without it.
+        ValueError: ``precision`` is not bf16 or fp32, or bf16 on a CPU without it; ``streams < 1``.
     """
 
     def __init__(self, model_path: str | os.PathLike[str] | bytes, precision: Precision = "bf16",
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, streams: int = 1) -> None:
         path = Path("<in-memory model>") if isinstance(model_path, bytes) else Path(model_path)
         if not isinstance(model_path, bytes) and not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -104,10 +107,12 @@ class OpenVINOSession:
         model = core.read_model(model_path if isinstance(model_path, bytes) else str(path))
         self.precision, self.path = precision, path
         self._meta = _ModelMeta(_metadata(model))
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                                  "NUM_STREAMS": 1}
+                                  "NUM_STREAMS": streams}
         if threads is not None:
-            config["INFERENCE_NUM_THREADS"] = threads
+            config["INFERENCE_NUM_THREADS"] = threads * streams
         self._compiled = core.compile_model(model, "CPU", config)
         self._inputs = [_Port(p.get_any_name(), _dims(p)) for p in self._compiled.inputs]
         self._outputs = [_Port(p.get_any_name(), _dims(p)) for p in self._compiled.outputs]
