@@ -32,14 +32,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ocrstream.contracts import events
 from ocrstream.contracts.stages import STAGE_INPUTS
-from ocrstream.settings import DEV_ENV_FILE, Settings
+from ocrstream.settings import Settings, env_file_path
 
 CHECK_TIMEOUT_S = 5.0
 RECENT_WINDOW_S = 3600
@@ -344,8 +344,8 @@ def _setting_of(pid: int, variable: str) -> str | None:
     env = _env_of(pid)
     if variable in env:
         return env[variable]
-    env_file = Path(os.readlink(f"/proc/{pid}/cwd")) / env.get("OCRSTREAM_ENV_FILE", str(DEV_ENV_FILE))
-    if env_file.is_file():
+    env_file = env_file_path(env, Path(os.readlink(f"/proc/{pid}/cwd")))
+    if env_file is not None:
         for line in env_file.read_text().splitlines():
             if line.startswith(variable + "="):
                 return line.split("=", 1)[1].strip()
@@ -367,9 +367,11 @@ def _metrics_port_of(pid: int, stage: str) -> int | None:
     return int(value) if value.strip().isdigit() and 0 < int(value) < 65536 else None
 
 
-def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
-    """``{stage: [StageProcess]}`` of ``ocrstream run STAGE`` processes on this host that use the
-    same Kafka bootstrap as ``settings`` (other stacks' stages are left out)."""
+def local_stage_processes(settings: Settings, names: Iterable[str] = tuple(STAGE_INPUTS)) -> dict[str, list[StageProcess]]:
+    """``{stage: [StageProcess]}`` of ``ocrstream run STAGE`` processes on this host (``STAGE`` one of
+    ``names``: the four stages by default) that use the same Kafka bootstrap as ``settings`` (other
+    stacks' stages are left out)."""
+    wanted = frozenset(names)
     ticks, boot_uptime = os.sysconf("SC_CLK_TCK"), float(Path("/proc/uptime").read_text().split()[0])
     found: dict[str, list[StageProcess]] = {}
     for entry in Path("/proc").iterdir():
@@ -379,7 +381,7 @@ def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             stage = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "run"
-                          and argv[i + 1] in STAGE_INPUTS), None)
+                          and argv[i + 1] in wanted), None)
             if stage == "recognize" and "--shadow" in argv[:-1]:  # a shadow model, by its sha256's first 12 hex
                 stage = f"recognize-shadow-{argv[argv.index('--shadow') + 1][:12]}"
             if stage is None or not any(a == "ocrstream.cli" or a.endswith("ocrstream") for a in argv):
