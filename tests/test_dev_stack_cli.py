@@ -46,6 +46,9 @@ def test_status_from_another_directory_finds_the_stack(dev_stack, tmp_path):
     env_file = project / ".ocrstream" / "dev" / "stack.env"
     pointer = xdg / "ocrstream" / "env-file"
     assert pointer.read_text().strip() == str(env_file) and str(pointer) in up.stdout
+    monitoring = project / ".ocrstream" / "dev" / "monitoring"  # tests/unit/test_monitoring.py checks them
+    assert f"--config.file={monitoring}/prometheus.yml" in up.stdout
+    assert (monitoring / "grafana" / "provisioning" / "datasources" / "prometheus.yml").is_file()
     bootstrap = next(line.split("=", 1)[1] for line in env_file.read_text().splitlines()
                      if line.startswith("OCRSTREAM_KAFKA_BOOTSTRAP="))
     elsewhere = tmp_path / "elsewhere"

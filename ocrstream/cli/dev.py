@@ -41,6 +41,11 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
     for key, value in endpoints.as_env().items():
         shown = "********  (in the file)" if is_secret_setting(key) else value
         click.echo(f"export {key}={shown}")
+    from ocrstream.devstack.monitoring import write_monitoring
+
+    mon = write_monitoring(state_dir)
+    click.echo(f"monitoring (README \"Local monitoring\"): prometheus --config.file={mon}/prometheus.yml "
+               f"--storage.tsdb.path={mon}/data; Grafana: GF_PATHS_PROVISIONING={mon}/grafana/provisioning")
 
 
 def is_secret_setting(env_name: str) -> bool:
