@@ -57,6 +57,9 @@ def test_status_from_another_directory_finds_the_stack(dev_stack, tmp_path):
     assert status.returncode in (0, 1), status.stderr  # 3 would be "no stack at all"
     kafka = next(e for e in json.loads(status.stdout)["endpoints"] if e["name"] == "Kafka API")
     assert (kafka["address"], kafka["ok"]) == (bootstrap, True)
+    screen = ocrstream("status", cwd=elsewhere, env={**env, "COLUMNS": "80"})  # the narrow layout
+    assert "stack" in screen.stdout and "Kafka API" in screen.stdout, screen.stdout
+    assert max(len(line) for line in screen.stdout.splitlines()) <= 80, screen.stdout
     # --env-file and OCRSTREAM_ENV_FILE name the file when nothing was recorded (another state home)
     bare = reader_env(tmp_path / "empty-xdg")
     assert ocrstream("status", cwd=elsewhere, env=bare).returncode == 3
