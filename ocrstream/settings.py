@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
