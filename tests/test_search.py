@@ -96,6 +96,8 @@ async def test_filters_and_pagination(corpus):
     first, second = [await search(pool, SearchQuery(q, limit=2, offset=o)) for o in (0, 2)]
     pages = [(h["document_id"], h["page_index"]) for h in first["hits"] + second["hits"]]
     assert len(pages) == len(set(pages)) == first["total"] == second["total"]
+    beyond = await search(pool, SearchQuery(q, limit=2, offset=100))  # past the last page: total still said
+    assert (beyond["hits"], beyond["total"]) == ([], first["total"])
     assert (await search(pool, SearchQuery(q, status="failed")))["total"] == 0
     future = datetime.now(timezone.utc) + timedelta(days=1)
     assert (await search(pool, SearchQuery(q, since=future)))["total"] == 0

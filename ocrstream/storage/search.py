@@ -169,9 +169,13 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> dict[str, Any]:
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         # The threshold of `<%` for this transaction only (the GIN index honours it).
         await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {float(WORD_SIMILARITY_THRESHOLD)}")
-        rows = await conn.fetch(SEARCH_SQL, query.q.strip(), query.status, query.since, query.until, query.template,
-                                json.dumps(query.fields), query.limit, query.offset, trigram_words(query.q))
-    return {"q": query.q, "total": rows[0]["total"] if rows else 0, "limit": query.limit,
+        args = (query.q.strip(), query.status, query.since, query.until, query.template, json.dumps(query.fields))
+        rows = await conn.fetch(SEARCH_SQL, *args, query.limit, query.offset, trigram_words(query.q))
+        total = rows[0]["total"] if rows else 0
+        if not rows and query.offset:  # past the last page: still say how many pages match
+            first = await conn.fetch(SEARCH_SQL, *args, 1, 0, trigram_words(query.q))
+            total = first[0]["total"] if first else 0
+    return {"q": query.q, "total": total, "limit": query.limit,
             "offset": query.offset, "hits": [_hit(r, query.q) for r in rows]}
 
 
