@@ -2,8 +2,9 @@
 
 Every field is an environment variable with the ``OCRSTREAM_`` prefix (``kafka_bootstrap`` ->
 ``OCRSTREAM_KAFKA_BOOTSTRAP``). Values missing from the environment are read from the
-dotenv file that ``ocrstream dev up`` writes (``.ocrstream/dev/stack.env``, or the path in
-``OCRSTREAM_ENV_FILE``); real environment variables always win. Settings are frozen
+dotenv file that ``ocrstream dev up`` writes (:func:`env_file_path`: ``OCRSTREAM_ENV_FILE``, else
+``.ocrstream/dev/stack.env`` under the current directory, else the file the last ``dev up`` recorded
+in the user's state dir, so any directory finds the stack); real environment variables always win. Settings are frozen
 (as in quixstreams' settings objects): a process never changes its configuration.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,42 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ocrstream.errors import ConfigurationError
 
 DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
+
+
+def env_pointer_file(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``ocrstream dev up`` records the absolute path of its settings file:
+    ``$XDG_STATE_HOME/ocrstream/env-file`` (XDG Base Directory spec; default ``$HOME/.local/state``),
+    of ``environ`` (default: this process's environment)."""
+    environ = os.environ if environ is None else environ
+    state_home = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state_home) / "ocrstream" / "env-file"
+
+
+def record_env_file(env_file: Path) -> Path:
+    """Record ``env_file`` (made absolute) as the user's current stack settings; returns the pointer file."""
+    pointer = env_pointer_file()
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(str(Path(env_file).absolute()) + "\n")
+    return pointer
+
+
+def env_file_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
+    """The dotenv file settings are read from, for a process with ``environ`` in ``cwd`` (default:
+    this one): ``OCRSTREAM_ENV_FILE`` when set (None if it is not a file), else
+    ``.ocrstream/dev/stack.env`` in ``cwd`` if present, else the file recorded by the last
+    ``ocrstream dev up`` (:func:`env_pointer_file`) if it still exists."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    if "OCRSTREAM_ENV_FILE" in environ:
+        named = cwd / environ["OCRSTREAM_ENV_FILE"]
+        return named if named.is_file() else None
+    if (cwd / DEV_ENV_FILE).is_file():
+        return cwd / DEV_ENV_FILE
+    try:
+        recorded = Path(env_pointer_file(environ).read_text().strip())
+    except OSError:
+        return None
+    return recorded if recorded.is_absolute() and recorded.is_file() else None
 
 
 def _setting(group: str, default: Any, description: str, **constraints: Any) -> Any:
@@ -255,8 +293,7 @@ def describe(settings: Settings) -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings: environment first, then the dev stack's dotenv file if present."""
-    env_file = Path(os.environ.get("OCRSTREAM_ENV_FILE", DEV_ENV_FILE))
     try:
-        return Settings(_env_file=env_file if env_file.is_file() else None)
+        return Settings(_env_file=env_file_path())
     except ValueError as exc:  # pydantic's ValidationError: name every bad variable
         raise ConfigurationError(f"invalid configuration: {exc}") from None

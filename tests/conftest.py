@@ -53,6 +53,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("integration")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_state_home(tmp_path_factory):
+    """``ocrstream dev up`` records its settings file under ``$XDG_STATE_HOME`` (ocrstream/settings.py
+    ``env_pointer_file``): the tests' own, never the user's."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    return os.environ["XDG_STATE_HOME"]
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory):
     """The running :class:`EmbeddedStack` (for tests that pause/resume its servers)."""

@@ -37,7 +37,7 @@ def doors(stack_env, tmp_path_factory):
     with StageProcesses(env, tmp_path_factory.mktemp("door-logs"), stages=("ingest", "store", "api")) as stages:
         yield {"ingest": f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}",
                "query": f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}",
-               "full": full, "reader": query_only, "limited": limited, "stages": stages, "keys": keys}
+               "full": full, "reader": query_only, "limited": limited, "stages": stages, "keys": keys, "env": env}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -66,6 +66,39 @@ async def test_keys_are_required_and_scoped(doors):
     # the keys file holds hashes only, readable by its owner only
     assert doors["full"] not in doors["keys"].read_text()
     assert oct(doors["keys"].stat().st_mode & 0o777) == "0o600"
+
+
+async def test_submit_never_goes_around_a_keyed_door_silently(doors, tmp_path):
+    """``ocrstream submit`` against a door with a keys file: without OCRSTREAM_API_KEY (auto or --via
+    http) an error naming the variable, nothing submitted; with a key, the HTTP door, said on stderr;
+    ``--via kafka`` goes around the door on purpose, and says so."""
+    import subprocess
+    import sys
+
+    await wait_http(doors["ingest"] + "/healthz")
+    page = tmp_path / "keyed.png"
+    page.write_bytes(render("keyed.png", ["KEYED SUBMIT 27"]))
+    env = {**doors["env"], "OCRSTREAM_INGEST_URL": doors["ingest"]}
+
+    def submit(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
+        run_env = {k: v for k, v in env.items() if k != "OCRSTREAM_API_KEY"}
+        return subprocess.run([sys.executable, "-m", "ocrstream.cli", "submit", *args, str(page)],
+                              env={**run_env, **({"OCRSTREAM_API_KEY": key} if key else {})},
+                              capture_output=True, text=True, timeout=120)
+
+    for via in ("auto", "http"):
+        out = submit("--via", via)
+        assert out.returncode == 1 and out.stdout == "", (out.stdout, out.stderr)
+        assert "answered 401" in out.stderr and "OCRSTREAM_API_KEY is not set" in out.stderr, out.stderr
+        assert "--via kafka" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    scoped = submit(key=doors["reader"])  # a key without the ingest scope
+    assert scoped.returncode == 1 and "answered 403" in scoped.stderr and "OCRSTREAM_API_KEY" in scoped.stderr
+    keyed = submit(key=doors["full"])
+    assert keyed.returncode == 0, keyed.stderr
+    assert f"submitted through the ingest HTTP door at {doors['ingest']}" in keyed.stderr
+    around = submit("--via", "kafka")
+    assert around.returncode == 0, around.stderr
+    assert "submitted through Kafka (--via kafka)" in around.stderr and "keyed.png" in around.stdout
 
 
 async def test_rate_limit_per_key(doors):

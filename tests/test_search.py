@@ -11,7 +11,7 @@ import pytest
 
 from ocrstream.contracts import events
 from ocrstream.ocr.postprocess.processor import PostProcessor
-from ocrstream.storage.search import SearchQuery, search
+from ocrstream.storage.search import WORD_SIMILARITY_THRESHOLD, SearchQuery, search
 from services.store.stage import StoreStage
 
 pytestmark = pytest.mark.slow
@@ -44,6 +44,7 @@ async def corpus(stack_settings):
     stage = StoreStage(stack_settings)
     await stage.setup()
     tag = "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:6])  # letters: "6e0a" would parse as a number
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)  # stored_at is in milliseconds
     docs = {
         "invoice": [[f"ZEPHYRINE {tag} TRADING", "INVOICE NO 20931", "TOTAL RM 125.40"]],
         "memo": [[f"Memo {tag}", "Meeting moved to Friday"], [f"ZEPHYRINE {tag} minutes", "page two"]],
@@ -53,12 +54,12 @@ async def corpus(stack_settings):
     ids = {name: f"search-{name}-{tag}" for name in docs}
     for name, pages in docs.items():
         await stage.store_done(stored_event(ids[name], pages))
-    yield stage.pool, ids, tag
+    yield stage.pool, ids, tag, since
     await stage.teardown()
 
 
 async def test_full_text_finds_pages_with_regions_boxes_and_snippets(corpus):
-    pool, ids, tag = corpus
+    pool, ids, tag, _ = corpus
     result = await search(pool, SearchQuery(f"zephyrine {tag}"))
     assert result["total"] == 3  # invoice p0, memo p1, other p0 (twice the words: ranked first)
     assert (result["hits"][0]["document_id"], result["hits"][0]["page_index"]) == (ids["other"], 0)
@@ -69,18 +70,34 @@ async def test_full_text_finds_pages_with_regions_boxes_and_snippets(corpus):
 
 
 async def test_ocr_noisy_spelling_is_found_by_trigram_similarity(corpus):
-    pool, ids, tag = corpus
+    pool, ids, tag, _ = corpus
     result = await search(pool, SearchQuery(f"ZEPHYRlNE {tag} TRADlNG"))  # l for I, as OCR misreads
     assert result["hits"][0]["document_id"] == ids["invoice"], result
     assert "<mark>" in result["hits"][0]["snippet"]
 
 
+async def test_one_misread_character_in_a_short_word_is_found(corpus):
+    """INV0ICE finds INVOICE: word similarity 0.45, under PostgreSQL's default threshold (0.6) and over
+    the one each search sets (WORD_SIMILARITY_THRESHOLD, measured by bench/bench_search.py --ocr-errors)."""
+    pool, ids, _, since = corpus
+    similarity = await pool.fetchval("SELECT word_similarity('INV0ICE', 'INVOICE NO 20931')")
+    assert WORD_SIMILARITY_THRESHOLD <= similarity < 0.6, similarity
+    assert float(await pool.fetchval("SHOW pg_trgm.word_similarity_threshold")) == 0.6  # SET LOCAL: not leaked
+    result = await search(pool, SearchQuery("INV0ICE", since=since, limit=100))
+    assert ids["invoice"] in [h["document_id"] for h in result["hits"]], result
+    assert (await search(pool, SearchQuery("INV0ICE", since=since, limit=100)))["total"] == result["total"]
+    unrelated = await search(pool, SearchQuery("ZQXJVWK", since=since))  # no trigram in common: no flood
+    assert unrelated["total"] == 0
+
+
 async def test_filters_and_pagination(corpus):
-    pool, ids, tag = corpus
+    pool, ids, tag, _ = corpus
     q = f"zephyrine {tag}"
     first, second = [await search(pool, SearchQuery(q, limit=2, offset=o)) for o in (0, 2)]
     pages = [(h["document_id"], h["page_index"]) for h in first["hits"] + second["hits"]]
     assert len(pages) == len(set(pages)) == first["total"] == second["total"]
+    beyond = await search(pool, SearchQuery(q, limit=2, offset=100))  # past the last page: total still said
+    assert (beyond["hits"], beyond["total"]) == ([], first["total"])
     assert (await search(pool, SearchQuery(q, status="failed")))["total"] == 0
     future = datetime.now(timezone.utc) + timedelta(days=1)
     assert (await search(pool, SearchQuery(q, since=future)))["total"] == 0
@@ -92,7 +109,7 @@ async def test_filters_and_pagination(corpus):
 
 
 async def test_receipt_fields_are_stored_and_found_by_field_alone(corpus, stack_settings):
-    pool, ids, tag = corpus
+    pool, ids, tag, _ = corpus
     row = await pool.fetchrow("SELECT fields FROM documents WHERE document_id = $1", ids["invoice"])
     total = json.loads(row["fields"])["total"]
     assert (total["text"], total["value"], total["source"], total["regions"]) == ("125.40", 125.4, "receipt", ["p0-r2"])
@@ -109,7 +126,7 @@ async def test_receipt_fields_are_stored_and_found_by_field_alone(corpus, stack_
 
 
 async def test_template_field_filter(corpus, stack_settings):
-    pool, _, tag = corpus
+    pool, _, tag, _ = corpus
     stage = StoreStage(stack_settings)
     stage.postprocessor, stage.pool = None, pool
     stage.postprocessor = PostProcessor(enabled_rules=["nfkc", "whitespace"])
@@ -119,6 +136,25 @@ async def test_template_field_filter(corpus, stack_settings):
     hit = await search(pool, SearchQuery(f"lab {tag}", fields={"haemoglobin": "13.9"}, template="lab-report"))
     assert [h["document_id"] for h in hit["hits"]] == [f"search-form-{tag}"]
     assert (await search(pool, SearchQuery(f"lab {tag}", fields={"haemoglobin": "99"})))["total"] == 0
+
+
+async def test_templated_document_is_found_by_its_fields_words(corpus, stack_settings):
+    """A template field's region holds only its value ("13.2"); its name and unit are searchable too."""
+    pool, _, tag, since = corpus
+    stage = StoreStage(stack_settings)
+    stage.postprocessor, stage.pool = PostProcessor(enabled_rules=["nfkc", "whitespace"]), pool
+    event = stored_dict(f"search-fieldwords-{tag}", [["13.2", "7.4"]], template="lab-report")
+    event["regions"][0]["field"] = {"name": "haemoglobin", "type": "decimal", "unit": "g/dL"}
+    event["regions"][1]["field"] = {"name": "white_cells", "type": "decimal", "unit": "x10^9/L"}
+    await stage.store_done(events.from_json_object(events.RECOGNIZED, event))
+    for q, region in (("haemoglobin", "p0-r0"), ("white cells", "p0-r1"), ("haemoglobn", "p0-r0")):
+        hits = [h for h in (await search(pool, SearchQuery(q, template="lab-report", since=since)))["hits"]
+                if h["document_id"] == f"search-fieldwords-{tag}"]
+        assert [[r["region_id"] for r in h["regions"]] for h in hits] == [[region]], (q, hits)
+        assert hits[0]["regions"][0]["text"] in ("13.2", "7.4")  # the region's text stays the value
+    hit = (await search(pool, SearchQuery("haemoglobin", template="lab-report", since=since)))["hits"]
+    snippets = {h["document_id"]: h["snippet"] for h in hit}
+    assert "<mark>haemoglobin</mark> 13.2 g/dL" in snippets[f"search-fieldwords-{tag}"], snippets
 
 
 def test_bad_queries_are_refused():
@@ -132,7 +168,7 @@ def test_cli_search_prints_ranked_hits(corpus, stack_env):
     import subprocess
     import sys
 
-    _, ids, tag = corpus
+    _, ids, tag, _ = corpus
     out = subprocess.run([sys.executable, "-m", "ocrstream.cli", "search", f"zephyrine {tag}", "--json", "--limit", "2"],
                          env=stack_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -144,7 +180,7 @@ def test_cli_search_prints_ranked_hits(corpus, stack_env):
 
 
 async def test_snippets_escape_the_text_they_mark(corpus):
-    pool, ids, tag = corpus
+    pool, ids, tag, _ = corpus
     exact = (await search(pool, SearchQuery(f"quokka {tag}")))["hits"][0]  # ts_headline
     noisy = (await search(pool, SearchQuery(f"QU0KKA {tag}")))["hits"][0]  # trigram only
     assert exact["document_id"] == noisy["document_id"] == ids["markup"]

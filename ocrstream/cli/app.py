@@ -5,7 +5,9 @@ Every command module (:mod:`ocrstream.cli.main` imports them all) adds its comma
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -25,9 +27,15 @@ CHATTY_LOGGERS = ("aiokafka", "httpx", "fontTools", "ocrmypdf", "pikepdf")
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Settings file to read (sets OCRSTREAM_ENV_FILE for this command and the processes it "
+                   "starts). Default: OCRSTREAM_ENV_FILE, else .ocrstream/dev/stack.env here, else the one "
+                   "the last `ocrstream dev up` recorded.")
 @click.version_option(package_name="ocrstream", prog_name="ocrstream")
-def main(verbose: bool) -> None:
+def main(verbose: bool, env_file: Path | None) -> None:
     """ocrstream: event-driven streaming OCR (Kafka stages, S3, ONNX Runtime, PostgreSQL)."""
+    if env_file is not None:
+        os.environ["OCRSTREAM_ENV_FILE"] = str(env_file.absolute())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for name in CHATTY_LOGGERS:

@@ -31,15 +31,21 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
     endpoints = read_running(state_dir)
     if endpoints is None:
         endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
-    env_file = state_dir / "stack.env"
+    env_file = (state_dir / "stack.env").absolute()
     endpoints.write_env_file(env_file)
-    from ocrstream.settings import DEV_ENV_FILE
+    from ocrstream.settings import record_env_file
 
-    click.echo(f"stack up; settings in {env_file} (mode 0600; read automatically from {DEV_ENV_FILE} "
-               "under this directory, elsewhere with OCRSTREAM_ENV_FILE=<that file>)")
+    pointer = record_env_file(env_file)
+    click.echo(f"stack up; settings in {env_file} (mode 0600), recorded in {pointer}: ocrstream commands "
+               "read it from any directory (another file: --env-file FILE or OCRSTREAM_ENV_FILE=FILE)")
     for key, value in endpoints.as_env().items():
         shown = "********  (in the file)" if is_secret_setting(key) else value
         click.echo(f"export {key}={shown}")
+    from ocrstream.devstack.monitoring import write_monitoring
+
+    mon = write_monitoring(state_dir)
+    click.echo(f"monitoring (README \"Local monitoring\"): prometheus --config.file={mon}/prometheus.yml "
+               f"--storage.tsdb.path={mon}/data; Grafana: GF_PATHS_PROVISIONING={mon}/grafana/provisioning")
 
 
 def is_secret_setting(env_name: str) -> bool:
@@ -50,11 +56,23 @@ def is_secret_setting(env_name: str) -> bool:
 @dev.command("down")
 @click.option("--state-dir", default=".ocrstream/dev", type=click.Path(path_type=Path), show_default=True)
 @click.option("--purge", is_flag=True, help="Also delete the stack's data (topics, objects, database).")
-def dev_down(state_dir: Path, purge: bool) -> None:
-    """Stop the stack started by ``dev up`` (by its recorded PIDs); its data is kept unless --purge."""
+@click.option("--keep-stages", is_flag=True,
+              help="Leave the `ocrstream run` processes of this stack running (they carry on after `dev up`).")
+def dev_down(state_dir: Path, purge: bool, keep_stages: bool) -> None:
+    """Stop the stack started by ``dev up`` (by its recorded PIDs) and, first, the ``ocrstream run``
+    processes on this host that use it (SIGTERM; SIGKILL after 20 s); its data is kept unless --purge."""
     from ocrstream.devstack import purge as purge_data
     from ocrstream.devstack import stop_running
 
+    env_file = state_dir / "stack.env"
+    if not keep_stages and env_file.is_file():
+        from ocrstream.ops.launcher import stop_local_processes
+        from ocrstream.settings import Settings
+
+        stack_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+        stopped = stop_local_processes(Settings.from_env(stack_env))  # this stack's, whatever the shell exports
+        if stopped:
+            click.echo("stopped " + ", ".join(f"{name} (pid {pid})" for name, pid in stopped))
     click.echo("stack stopped" if stop_running(state_dir) else "no stack running")
     if purge:
         click.echo(f"data in {state_dir} removed" if purge_data(state_dir) else "no data to remove")

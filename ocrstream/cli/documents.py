@@ -67,7 +67,9 @@ def tail_results(group: str | None, idle_timeout: float | None) -> None:
 @click.option("--limit", default=10, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw result (as GET /v1/search returns it).")
-def search_cmd(query: str, status, since, until, template, fields, limit: int, offset: int, as_json: bool) -> None:
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the matching documents' ids, best first, one a line.")
+def search_cmd(query: str, status, since, until, template, fields, limit: int, offset: int, as_json: bool,
+               ids_only: bool) -> None:
     """Find documents by their words (PostgreSQL full text + trigram similarity for OCR noise)
     and/or their fields (--field; QUERY may then be left out)."""
     import json
@@ -98,6 +100,10 @@ def search_cmd(query: str, status, since, until, template, fields, limit: int, o
                                    "once (ocrstream run store) to apply it") from None
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if ids_only:
+        for document_id in dict.fromkeys(hit["document_id"] for hit in result["hits"]):
+            click.echo(document_id)
         return
     click.echo(f"{result['total']} matching page(s); showing {offset + 1}-{offset + len(result['hits'])}")
     for hit in result["hits"]:

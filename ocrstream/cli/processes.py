@@ -147,12 +147,21 @@ def lag_exporter(port: int | None, once: bool) -> None:
 
 @main.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per setting.")
-def settings_cmd(as_json: bool) -> None:
+@click.option("--get", "name", default=None, metavar="NAME",
+              help="Print one setting's value alone (kafka_bootstrap or OCRSTREAM_KAFKA_BOOTSTRAP), for scripts.")
+def settings_cmd(as_json: bool, name: str | None) -> None:
     """Every OCRSTREAM_* setting by group: its value in this environment and what it does (secrets masked)."""
     from ocrstream.settings import describe
 
+    rows = describe(get_settings())
+    if name is not None:
+        row = next((r for r in rows if name in (r["name"], r["env"])), None)
+        if row is None:
+            raise click.BadParameter(f"no setting {name!r} (`ocrstream settings` lists them)", param_hint="--get")
+        click.echo("" if row["value"] is None else row["value"])
+        return
     group = None
-    for row in describe(get_settings()):
+    for row in rows:
         if as_json:
             click.echo(json.dumps(row, default=str))
             continue

@@ -58,11 +58,27 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
                 click.echo(f"ocrstream: {exc}", err=True)
                 sys.exit(EXIT_NO_STACK)
             except DoorRefusedError as exc:
-                if via == "http" or exc.status not in (401, 403):
-                    click.echo(f"ocrstream: {exc}", err=True)
-                    sys.exit(EXIT_FAILED)
-                # auto, and the door wants a key this client lacks: the CLI door needs none
-    _submit_kafka(settings, files, wait, timeout, template, callback_url)
+                # never around a keyed door silently: the caller sets the key or says --via kafka
+                click.echo(f"ocrstream: {refusal_hint(exc.status, door.url, settings.api_key is not None) or exc}",
+                           err=True)
+                sys.exit(EXIT_FAILED)
+    _submit_kafka(settings, files, wait, timeout, template, callback_url,
+                  door="--via kafka" if via == "kafka" else "no HTTP door answered")
+
+
+def refusal_hint(status: int, url: str, has_key: bool) -> str | None:
+    """What to do when the ingest HTTP door refuses this client's key (401, 403), naming the
+    variable to set; None for other statuses."""
+    around = "or go around the door on purpose with --via kafka (S3 and the broker directly)"
+    if status == 401:
+        what = ("the key in OCRSTREAM_API_KEY is not one of its keys" if has_key
+                else "it requires an API key and OCRSTREAM_API_KEY is not set")
+        return (f"the ingest HTTP door at {url} answered 401: {what}. Set OCRSTREAM_API_KEY to a key with the "
+                f"ingest scope (`ocrstream apikey create NAME --scopes ingest --file KEYS`), {around}")
+    if status == 403:
+        return (f"the ingest HTTP door at {url} answered 403: the key in OCRSTREAM_API_KEY lacks the ingest "
+                f"scope. Set OCRSTREAM_API_KEY to a key with it, {around}")
+    return None
 
 
 def takes_http_door(via: str, n_files: int, door) -> bool:
@@ -75,15 +91,16 @@ def takes_http_door(via: str, n_files: int, door) -> bool:
 
 
 def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
-                  callback_url: str | None = None) -> None:
-    """``submit`` through the CLI door (S3 and the broker from this process); exits."""
+                  callback_url: str | None = None, door: str = "--via kafka") -> None:
+    """``submit`` through the CLI door (S3 and the broker from this process); exits. ``door``: why
+    this door (said on stderr once the documents are submitted)."""
     from ocrstream.client.client import StackUnreachableError
     from ocrstream.streaming import tracing
 
     _quiet_clients()
     tracing.configure("submit")  # each document's trace starts here when OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
-        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template, callback_url)))
+        sys.exit(asyncio.run(_submit(settings, files, wait, timeout, template, callback_url, door)))
     except StackUnreachableError as exc:
         click.echo(f"ocrstream: {exc.hint}", err=True)
         sys.exit(EXIT_NO_STACK)
@@ -130,6 +147,7 @@ def _submit_http(door, settings, files: list[Path], wait: bool, timeout: float, 
                            hidden=len(files) == 1 or not wait) as bar:
         answers = door.submit_all(files, template, wait_s=timeout if wait else 0.0,
                                   on_answer=lambda a: bar.update(1))
+    click.echo(f"ocrstream: submitted through the ingest HTTP door at {door.url}", err=True)
     for a in answers:
         _echo_receipt(settings, a.document_id or "-", a.filename, a.error, a.status == "reused", a.object_key)
     if not wait:
@@ -166,13 +184,15 @@ def _finished(outcome) -> Finished:
 
 
 async def _submit(settings, files: list[Path], wait: bool, timeout: float, template: str | None,
-                  callback_url: str | None = None) -> int:
+                  callback_url: str | None = None, door: str = "--via kafka") -> int:
     """Submit ``files`` through the CLI door (and wait for their results); the exit code."""
     from ocrstream.client.client import Client
 
     async with Client(settings, wait=wait) as client:
         client.callback_url = callback_url
         receipts = await client.submit_paths(files, template)
+        click.echo(f"ocrstream: submitted through Kafka ({door}): S3 at {settings.s3_endpoint}, "
+                   f"the broker at {settings.kafka_bootstrap}", err=True)
         for r in receipts:
             error = (type(r.error).__name__, str(r.error)) if r.error else None
             _echo_receipt(settings, r.document_id, r.filename, error, r.reused, r.object_key)

@@ -31,7 +31,7 @@ from ocrstream.devstack.processes import (
     wait_ready,
     write_private_json,
 )
-from ocrstream.devstack.s3 import BROKER_S3, weed_launch
+from ocrstream.devstack.s3 import BROKER_S3, ensure_bucket, weed_launch
 from ocrstream.devstack.state import (
     STATE_FILE,
     StackEndpoints,
@@ -43,7 +43,11 @@ from ocrstream.devstack.state import (
     recorded_services,
     save_ports,
 )
+from ocrstream.settings import Settings
 from ocrstream.streaming.kafka import create_topics
+
+#: The bucket the pipeline's settings name by default (``OCRSTREAM_S3_BUCKET``), made at start.
+PIPELINE_BUCKET: str = Settings.model_fields["s3_bucket"].default
 
 __all__ = ["EmbeddedStack"]
 
@@ -111,6 +115,9 @@ class EmbeddedStack:
             bootstrap = self._start_kafka(creds, log_s3, deadline, self._reuse(saved, "kafka"))
             self._create_topic(bootstrap, topic, deadline)
             s3_endpoint = self._start_s3(creds, deadline, self._reuse(saved, "s3"), notify=(bootstrap, topic))
+            # The pipeline's bucket from the start: a stage's readiness probe looks for it (else it
+            # is "stranded" until a stage first writes), and `dev up` users drop files into its inbox/.
+            ensure_bucket(s3_endpoint, creds, PIPELINE_BUCKET)
             dsn = self._start_postgres(creds, deadline, self._reuse(saved, "postgres"))
             self.endpoints = StackEndpoints(
                 kafka_bootstrap=bootstrap, s3_endpoint=s3_endpoint,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ocrstream.contracts import stages
+from ocrstream.settings import Settings
 
 #: The four stages and every process of the pipeline (the stages and the query API), in order.
 STAGES: tuple[str, ...] = tuple(stages.STAGES)
@@ -92,3 +93,39 @@ class StageProcesses:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def stop_local_processes(settings: Settings, timeout_s: float = 20.0) -> list[tuple[str, int]]:
+    """Stop every ``ocrstream run NAME`` process on this host (NAME: a stage, ``api``, a shadow
+    recognize) that uses ``settings``' Kafka bootstrap (found as ``ocrstream status`` finds them:
+    :func:`ocrstream.ops.status.local_stage_processes`): SIGTERM (each stops polling, finishes or
+    abandons its batch and exits), SIGKILL to any still running after ``timeout_s`` seconds.
+    Returns ``(name, pid)`` of each process signalled; processes of other stacks are left alone."""
+    from ocrstream.ops.status import local_stage_processes
+
+    targets = [(name, p.pid) for name, procs in local_stage_processes(settings, PROCESSES).items() for p in procs]
+    for _, pid in targets:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for _, pid in targets) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _, pid in targets:
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+    return targets
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not reaped by its parent, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+

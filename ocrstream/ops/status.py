@@ -32,14 +32,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ocrstream.contracts import events
 from ocrstream.contracts.stages import STAGE_INPUTS
-from ocrstream.settings import DEV_ENV_FILE, Settings
+from ocrstream.settings import Settings, env_file_path
 
 CHECK_TIMEOUT_S = 5.0
 RECENT_WINDOW_S = 3600
@@ -344,8 +344,8 @@ def _setting_of(pid: int, variable: str) -> str | None:
     env = _env_of(pid)
     if variable in env:
         return env[variable]
-    env_file = Path(os.readlink(f"/proc/{pid}/cwd")) / env.get("OCRSTREAM_ENV_FILE", str(DEV_ENV_FILE))
-    if env_file.is_file():
+    env_file = env_file_path(env, Path(os.readlink(f"/proc/{pid}/cwd")))
+    if env_file is not None:
         for line in env_file.read_text().splitlines():
             if line.startswith(variable + "="):
                 return line.split("=", 1)[1].strip()
@@ -367,9 +367,11 @@ def _metrics_port_of(pid: int, stage: str) -> int | None:
     return int(value) if value.strip().isdigit() and 0 < int(value) < 65536 else None
 
 
-def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
-    """``{stage: [StageProcess]}`` of ``ocrstream run STAGE`` processes on this host that use the
-    same Kafka bootstrap as ``settings`` (other stacks' stages are left out)."""
+def local_stage_processes(settings: Settings, names: Iterable[str] = tuple(STAGE_INPUTS)) -> dict[str, list[StageProcess]]:
+    """``{stage: [StageProcess]}`` of ``ocrstream run STAGE`` processes on this host (``STAGE`` one of
+    ``names``: the four stages by default) that use the same Kafka bootstrap as ``settings`` (other
+    stacks' stages are left out)."""
+    wanted = frozenset(names)
     ticks, boot_uptime = os.sysconf("SC_CLK_TCK"), float(Path("/proc/uptime").read_text().split()[0])
     found: dict[str, list[StageProcess]] = {}
     for entry in Path("/proc").iterdir():
@@ -379,7 +381,7 @@ def local_stage_processes(settings: Settings) -> dict[str, list[StageProcess]]:
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             stage = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "run"
-                          and argv[i + 1] in STAGE_INPUTS), None)
+                          and argv[i + 1] in wanted), None)
             if stage == "recognize" and "--shadow" in argv[:-1]:  # a shadow model, by its sha256's first 12 hex
                 stage = f"recognize-shadow-{argv[argv.index('--shadow') + 1][:12]}"
             if stage is None or not any(a == "ocrstream.cli" or a.endswith("ocrstream") for a in argv):
@@ -506,54 +508,97 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+#: Below this many columns (``COLUMNS``, the terminal, or 80 when piped) :func:`render` uses its narrow
+#: layout: no column of topics or details, one process per line, failures as two lines each.
+WIDE_COLUMNS = 120
+
+
 def render(report: StatusReport, console=None) -> None:
-    """Draw the report as one screen of rich tables on ``console`` (default: stdout)."""
-    from rich import box
+    """Draw the report as one screen of rich tables on ``console`` (default: stdout, as wide as the
+    terminal or ``COLUMNS``); no line is wider than the console, and under :data:`WIDE_COLUMNS`
+    columns a narrower layout keeps each row on one line where it can."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
+    narrow = console.width < WIDE_COLUMNS
     verdict = "[bold green]healthy[/]" if report.healthy else f"[bold red]UNHEALTHY[/] ({len(report.problems)} problem(s))"
     console.print(f"[bold]ocrstream status[/]  {report.checked_at}  {verdict}")
-
-    mark = {True: "[green]ok[/]", False: "[red]DOWN[/]", None: "[dim]off[/]"}
-    stack = Table(title="stack", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("component", "address", "state", "ms", "detail"):
-        stack.add_column(col, justify="right" if col == "ms" else "left")
-    for e in report.endpoints:
-        stack.add_row(e.name, e.address, mark[e.ok], f"{e.latency_ms:.0f}" if e.latency_ms is not None else "",
-                      e.detail)
-    console.print(stack)
-
-    stages = Table(title="stages", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("stage", "consumes", "group members", "processes on this host", "ready", "lag"):
-        stages.add_column(col, justify="right" if col == "lag" else "left")
-    for s in report.stages:
-        procs = ", ".join(f"pid {p.pid} up {_age(p.uptime_s)} {p.rss_mib:.0f} MiB"
-                          + ("" if p.readiness in ("ready", "unknown") else f" [red]{p.readiness.upper()}[/]")
-                          for p in s.processes) or "-"
-        members = "?" if s.members is None else f"{s.members} ({s.group_state})"
-        ready = "[green]yes[/]" if s.ready else "[red]no[/]"
-        lag = "?" if s.lag is None else str(s.lag)
-        stages.add_row(s.name, ", ".join(s.consumes), members, procs, ready, lag)
-    console.print(stages)
-
+    console.print(_stack_table(report.endpoints, narrow))
+    if narrow:
+        for e in report.endpoints:
+            if e.ok is False and e.detail:
+                console.print(f"  {e.name}: {e.detail}", markup=False)
+    console.print(_stages_table(report.stages, narrow))
     docs = report.documents
     console.print("documents in the last hour: " + (
         "unknown" if docs is None else f"[green]{docs['done']} done[/], "
         + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")
         + f"; pages: {docs.get('pages_pdf_text', 0)} read from the PDF's text, {docs.get('pages_ocr', 0)} OCRed"))
-    if report.failures:
-        failed = Table(title="last failures", title_justify="left", box=box.SIMPLE_HEAD)
-        for col in ("stored", "document", "file", "stage", "error type", "message"):
-            failed.add_column(col, overflow="fold" if col == "message" else "ellipsis")
+    if report.failures and narrow:
+        console.print("[bold]last failures[/]")
         for f in report.failures:
-            failed.add_row((f.at or "")[11:19], f.document_id[:12], f.filename or "-", f.stage or "-",
-                           f.error_type or "-", (f.message or "")[:80])
-        console.print(failed)
+            console.print(f"  {(f.at or '')[11:19]}  {f.document_id[:12]}  {f.stage or '-'}  {f.error_type or '-'}",
+                          markup=False)
+            console.print(f"      {f.filename or '-'}: {(f.message or '')[:160]}", markup=False)
+    elif report.failures:
+        console.print(_failures_table(report.failures))
     if report.problems:
         console.print("[bold]what to do[/]")
         for p in report.problems:
-            console.print(f" [red]x[/] {p.what}\n     -> {p.do}")
+            console.print(f" [red]x[/] {p.what}")
+            console.print(f"     -> {p.do}", markup=False)
     else:
         console.print("[green]everything answers and every stage is ready[/]")
+
+
+def _table(title: str, columns: dict[str, str]):
+    """A rich table with ``columns`` ({name: justify}), as every table of :func:`render` looks."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for name, justify in columns.items():
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    return table
+
+
+def _stack_table(endpoints: list[Endpoint], narrow: bool):
+    mark = {True: "[green]ok[/]", False: "[red]DOWN[/]", None: "[dim]off[/]"}
+    columns = {"component": "left", "address": "left", "state": "left", "ms": "right"}
+    table = _table("stack", columns if narrow else {**columns, "detail": "left"})
+    for e in endpoints:
+        row = [e.name, e.address, mark[e.ok], f"{e.latency_ms:.0f}" if e.latency_ms is not None else ""]
+        table.add_row(*row, *([] if narrow else [e.detail]))
+    return table
+
+
+def _stages_table(stages: list[StageStatus], narrow: bool):
+    if narrow:
+        table = _table("stages", {"stage": "left", "group": "left", "ready": "left", "lag": "right",
+                                  "pid, uptime, RSS": "left"})
+        table.columns[-1].no_wrap = True
+    else:
+        table = _table("stages", {"stage": "left", "consumes": "left", "group members": "left",
+                                  "processes on this host": "left", "ready": "left", "lag": "right"})
+    for s in stages:
+        procs = [f"{'' if narrow else 'pid '}{p.pid}{',' if narrow else ' up'} {_age(p.uptime_s)}{',' if narrow else ''} "
+                 f"{p.rss_mib:.0f} MiB" + ("" if p.readiness in ("ready", "unknown") else f" [red]{p.readiness.upper()}[/]")
+                 for p in s.processes]
+        members = "?" if s.members is None else f"{s.members} ({s.group_state})"
+        ready = "[green]yes[/]" if s.ready else "[red]no[/]"
+        lag = "?" if s.lag is None else str(s.lag)
+        if narrow:
+            name = f"shadow-{s.name.removeprefix('recognize-shadow-')[:8]}" if s.name.startswith("recognize-shadow-") else s.name
+            table.add_row(name, members, ready, lag, "\n".join(procs) or "-")
+        else:
+            table.add_row(s.name, ", ".join(s.consumes), members, ", ".join(procs) or "-", ready, lag)
+    return table
+
+
+def _failures_table(failures: list[Failure]):
+    table = _table("last failures", {c: "left" for c in ("stored", "document", "file", "stage", "error type",
+                                                         "message")})
+    for f in failures:
+        table.add_row((f.at or "")[11:19], f.document_id[:12], f.filename or "-", f.stage or "-",
+                      f.error_type or "-", (f.message or "")[:80])
+    return table

@@ -3,13 +3,19 @@
 A hit is one page of one document: the regions of that page whose corrected text matches, with
 their boxes (page pixels) and word boxes, and a highlighted snippet. Regions match when
 
-* their ``tsvector`` (``to_tsvector('simple', text)``, GIN index, migration 0005) matches the
-  query parsed by ``websearch_to_tsquery`` (words, ``"quoted phrases"``, ``or``, ``-word``), or
-* the query is word-similar to their text (pg_trgm ``word_similarity``, operator ``<%``, GIN
-  trigram index; threshold ``pg_trgm.word_similarity_threshold``, PostgreSQL's default 0.6),
-  which finds OCR-noisy spellings (``INV0ICE`` for ``invoice``).
+* their ``tsvector`` (``to_tsvector('simple', search_text)``, GIN index, migrations 0005 and 0019)
+  matches the query parsed by ``websearch_to_tsquery`` (words, ``"quoted phrases"``, ``or``,
+  ``-word``), or
+* the query is word-similar to their searchable text (pg_trgm ``word_similarity``, operator ``<%``,
+  GIN trigram index) at :data:`WORD_SIMILARITY_THRESHOLD`, set for each search's transaction
+  (``SET LOCAL pg_trgm.word_similarity_threshold``), and so is each of its words
+  (:func:`trigram_words`), which finds OCR-noisy spellings (``INV0ICE`` for ``invoice``).
 
-Score of a region: ``ts_rank(tsv, query) + word_similarity(q, text)``; of a page: the sum over
+A region's searchable text (``regions.search_text``, migration 0019) is its corrected text; for a
+template field's region, the field's name (``_`` as a space) before it and its unit after it
+(``haemoglobin 13.2 g/dL``), so a templated document is found by its fields' words.
+
+Score of a region: ``ts_rank(tsv, query) + word_similarity(q, search_text)``; of a page: the sum over
 its matching regions. Pages are ranked by score (then newest document), ``limit``/``offset``
 paginated, ``total`` counts all matching pages. Snippets (HTML-escaped): ``ts_headline`` over the matching
 regions' text with ``<mark>``…``</mark>``; trigram-only matches mark the most similar word
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,16 +41,23 @@ MARK = ("<mark>", "</mark>")
 _SEL = ("\ue000", "\ue001")
 MAX_QUERY_CHARS = 500
 MAX_LIMIT = 100
+#: ``pg_trgm.word_similarity_threshold`` of every search (PostgreSQL's default, 0.6, misses one
+#: misread character in a 7-letter word: ``word_similarity('INV0ICE', 'INVOICE')`` = 0.45). Measured
+#: on the SROIE dev lines' real OCR errors, ``bench/bench_search.py --ocr-errors`` (README "Search").
+WORD_SIMILARITY_THRESHOLD = 0.4
 
 SEARCH_SQL = f"""
 WITH q AS (SELECT websearch_to_tsquery('{TS_CONFIG}', $1) AS tsq),
 hits AS MATERIALIZED (  -- matching regions, from the two GIN indexes (BitmapOr)
     SELECT r.document_id, r.page_index, r.region_id, r.reading_order, r.x0, r.y0, r.x1, r.y1,
            r.text, r.words,
-           ts_rank(r.tsv, q.tsq) + word_similarity($1, r.text) AS score,
+           r.search_text, ts_rank(r.tsv, q.tsq) + word_similarity($1, r.search_text) AS score,
            r.tsv @@ q.tsq AS exact
     FROM regions r, q
-    WHERE (r.tsv @@ q.tsq OR $1 <% r.text
+    WHERE (r.tsv @@ q.tsq
+           -- the whole query (GIN trigram index), then each of its words, word-similar to the text
+           OR ($1 <% r.search_text AND NOT EXISTS (SELECT 1 FROM unnest($9::text[]) w
+                                                  WHERE NOT w <% r.search_text))
            -- no words, only field filters: the regions the filtered fields were read from
            OR ($1 = '' AND EXISTS (SELECT 1 FROM jsonb_each($6::jsonb) f(name, v) JOIN documents d2
                                    ON d2.document_id = r.document_id
@@ -78,7 +92,7 @@ detail AS (
            jsonb_agg(jsonb_build_object('region_id', h.region_id, 'box', jsonb_build_array(h.x0, h.y0, h.x1, h.y1),
                                         'text', h.text, 'words', h.words, 'score', h.score)
                      ORDER BY h.reading_order) AS regions,
-           string_agg(h.text, ' … ' ORDER BY h.reading_order) AS page_text
+           string_agg(h.search_text, ' … ' ORDER BY h.reading_order) AS page_text
     FROM ranked r JOIN hits h USING (document_id, page_index)
     GROUP BY h.document_id, h.page_index
 )
@@ -119,6 +133,18 @@ class SearchQuery:
             raise ValueError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0")
 
 
+def trigram_words(q: str) -> list[str]:
+    """The words of ``q`` that must each be word-similar to a region's text for a trigram match: runs
+    of letters and digits (pg_trgm's own word characters), without ``or`` and ``-excluded`` words of
+    the websearch syntax. So ``zephyrine acme`` does not match a region that only says ``acme``."""
+    words = []
+    for token in q.split():
+        if token.startswith("-") or token.lower() == "or":
+            continue
+        words += re.findall(r"[^\W_]+", token)
+    return words
+
+
 def parse_field_filters(items: list[str]) -> dict[str, str]:
     """``["name:value", ...]`` -> ``{"name": "value"}``; raises ValueError without a ``:``."""
     out = {}
@@ -141,9 +167,15 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> dict[str, Any]:
         # A generic plan (asyncpg prepares statements) cannot use the trigram index for an
         # unknown $1: always plan for the actual query.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        rows = await conn.fetch(SEARCH_SQL, query.q.strip(), query.status, query.since, query.until, query.template,
-                                json.dumps(query.fields), query.limit, query.offset)
-    return {"q": query.q, "total": rows[0]["total"] if rows else 0, "limit": query.limit,
+        # The threshold of `<%` for this transaction only (the GIN index honours it).
+        await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {float(WORD_SIMILARITY_THRESHOLD)}")
+        args = (query.q.strip(), query.status, query.since, query.until, query.template, json.dumps(query.fields))
+        rows = await conn.fetch(SEARCH_SQL, *args, query.limit, query.offset, trigram_words(query.q))
+        total = rows[0]["total"] if rows else 0
+        if not rows and query.offset:  # past the last page: still say how many pages match
+            first = await conn.fetch(SEARCH_SQL, *args, 1, 0, trigram_words(query.q))
+            total = first[0]["total"] if first else 0
+    return {"q": query.q, "total": total, "limit": query.limit,
             "offset": query.offset, "hits": [_hit(r, query.q) for r in rows]}
 
 

@@ -91,3 +91,59 @@ def test_chatty_libraries_are_quiet_unless_verbose():
     assert all(logging.getLogger(name).level == logging.WARNING for name in CHATTY_LOGGERS)
     CliRunner().invoke(main, ["-v", "settings"])
     assert logging.getLogger("fontTools").level == logging.NOTSET  # not raised: -v shows them
+
+
+def test_the_settings_file_is_found_from_any_directory(tmp_path):
+    """OCRSTREAM_ENV_FILE, else .ocrstream/dev/stack.env here, else the file `dev up` recorded
+    under $XDG_STATE_HOME (ocrstream/settings.py env_file_path)."""
+    from ocrstream.settings import env_file_path, env_pointer_file
+
+    project, elsewhere, xdg = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "xdg"
+    stack_env = project / ".ocrstream" / "dev" / "stack.env"
+    stack_env.parent.mkdir(parents=True)
+    stack_env.write_text("OCRSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:1234\n")
+    elsewhere.mkdir()
+    environ = {"XDG_STATE_HOME": str(xdg)}
+    assert env_file_path(environ, project) == project / ".ocrstream" / "dev" / "stack.env"
+    assert env_file_path(environ, elsewhere) is None  # nothing recorded yet
+    pointer = env_pointer_file(environ)
+    assert pointer == xdg / "ocrstream" / "env-file"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(f"{stack_env}\n")
+    assert env_file_path(environ, elsewhere) == stack_env
+    other = tmp_path / "other.env"
+    other.write_text("")
+    assert env_file_path({**environ, "OCRSTREAM_ENV_FILE": str(other)}, elsewhere) == other
+    assert env_file_path({**environ, "OCRSTREAM_ENV_FILE": str(tmp_path / "none.env")}, elsewhere) is None
+    stack_env.unlink()  # the recorded stack's file is gone (dev down --purge)
+    assert env_file_path(environ, elsewhere) is None
+    assert env_pointer_file({"HOME": str(tmp_path)}) == tmp_path / ".local" / "state" / "ocrstream" / "env-file"
+
+
+def test_settings_get_prints_one_value(monkeypatch):
+    from ocrstream.settings import get_settings
+
+    monkeypatch.setenv("OCRSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:4242")
+    monkeypatch.setenv("OCRSTREAM_S3_SECRET_KEY", "very-secret")
+    monkeypatch.setenv("OCRSTREAM_ENV_FILE", "/nonexistent")
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        for name in ("kafka_bootstrap", "OCRSTREAM_KAFKA_BOOTSTRAP"):
+            out = runner.invoke(main, ["settings", "--get", name])
+            assert (out.exit_code, out.output) == (0, "127.0.0.1:4242\n")
+        secret = runner.invoke(main, ["settings", "--get", "s3_secret_key"])
+        assert "very-secret" not in secret.output and "*" in secret.output  # masked, as in the list
+        assert runner.invoke(main, ["settings", "--get", "nope"]).exit_code == 2
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_refusing_door_names_the_variable_to_set():
+    from ocrstream.cli.submit import refusal_hint
+
+    unset = refusal_hint(401, "http://127.0.0.1:8080", has_key=False)
+    assert "OCRSTREAM_API_KEY is not set" in unset and "--via kafka" in unset
+    assert "is not one of its keys" in refusal_hint(401, "http://d", has_key=True)
+    assert "lacks the ingest scope" in refusal_hint(403, "http://d", has_key=True)
+    assert refusal_hint(500, "http://d", has_key=True) is None

@@ -134,3 +134,54 @@ def test_a_frozen_or_stranded_process_makes_its_stage_a_problem():
                                                          "stage store (pid 42) is stranded"]
     assert "kill -CONT 41" in problems[0].do and "/logs/recognize.log" in problems[0].do
     assert "2 message(s) wait for it" in problems[1].what and "ocrstream dev up" in problems[1].do
+
+
+def sample_report():
+    """A report with every part: a component down, two processes per stage (one frozen), a failure."""
+    from ocrstream.ops.status import Failure, Problem, StageProcess, StatusReport
+
+    endpoints = [Endpoint("Kafka API", "127.0.0.1:39421", True, "", 3.2),
+                 Endpoint("ingest HTTP API", "http://127.0.0.1:8080/healthz", False,
+                          "ConnectionRefusedError: [Errno 111] Connection refused"),
+                 Endpoint("query API", "http://127.0.0.1:8081/healthz", None)]
+    stages = [StageStatus(name, ["ocr.recognized.v1", "ocr.dlq.v1"], f"ocrstream-{name}", "Stable", 2,
+                          [StageProcess(123456, 3600.0, 612.0, None, 9101, "ready"),
+                           StageProcess(123457, 30.0, 312.0, None, 9101, "frozen")], True, True, 12345)
+              for name in ("ingest", "preprocess", "recognize", "store", "recognize-shadow-1a2b3c4d5e6f")]
+    failures = [Failure("0f3c2a9b8d7e6f5a4b3c", "truncated-receipt-with-a-long-name.jpg", "preprocess",
+                        "TruncatedImageError", "image file is truncated (43 bytes not processed) " * 3,
+                        "2026-12-06T12:00:01+00:00")]
+    problems = [Problem("ingest HTTP API at http://127.0.0.1:8080/healthz does not answer",
+                        "it is served by `ocrstream run ingest`: start that stage, or give it and this "
+                        "command the same OCRSTREAM_HTTP_PORT")]
+    return StatusReport("2026-12-06T13:10:00+00:00", endpoints, stages,
+                        {"done": 12, "failed": 1, "pages_pdf_text": 2, "pages_ocr": 11}, failures, problems)
+
+
+def test_status_is_readable_at_80_columns(monkeypatch, capsys):
+    """COLUMNS=80 (or a pipe): no line over 80 characters, and each stage's row, with its readiness,
+    lag and first process, on one line (the narrow layout; issue 27)."""
+    import re
+
+    from ocrstream.ops.status import render
+
+    monkeypatch.setenv("COLUMNS", "80")
+    render(sample_report())
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(line for line in lines if len(line) > 80)
+    for name in ("ingest", "preprocess", "recognize", "store", "shadow-1a2b3c4d"):
+        assert any(re.match(rf"\s+{name}\s+2 \(Stable\)\s+yes\s+12345\s+123456, 60 min, 612 MiB", line)
+                   for line in lines), (name, "\n".join(lines))
+    assert any(line.strip() == "123457, 30 s, 312 MiB FROZEN" for line in lines)
+    assert "  ingest HTTP API: ConnectionRefusedError: [Errno 111] Connection refused" in lines
+    assert "  12:00:01  0f3c2a9b8d7e  preprocess  TruncatedImageError" in lines
+
+
+def test_status_keeps_its_wide_layout_on_a_wide_terminal(monkeypatch, capsys):
+    from ocrstream.ops.status import render
+
+    monkeypatch.setenv("COLUMNS", "160")
+    render(sample_report())
+    out = capsys.readouterr().out
+    assert "consumes" in out and "ocr.recognized.v1, ocr.dlq.v1" in out and "pid 123456 up 60 min" in out
+    assert max(len(line) for line in out.splitlines()) <= 160
