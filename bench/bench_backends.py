@@ -42,7 +42,6 @@ from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
 from ocrstream.ocr.runtime.openvino_session import cpu_has_bf16, openvino_available  # noqa: E402
 from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
 
-
 #: variant name -> (recogniser options, detector options) it sets.
 VARIANTS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "whole-head": ({"cut_head": False}, {}),

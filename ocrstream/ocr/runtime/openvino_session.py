@@ -17,9 +17,10 @@ Settings of the compiled model: ``INFERENCE_PRECISION_HINT`` (``bf16`` or ``f32`
 ``INFERENCE_NUM_THREADS`` (the same thread policy as ONNX Runtime's sessions, per stream), ``PERFORMANCE_HINT``
 ``LATENCY`` with ``streams`` streams: one per model call the caller runs at once (the recogniser's
 ``concurrent_calls``). With one stream the CPU plugin runs concurrent infer requests one after the other
-(measured: a receipt's recognition took as long on the wall as on the CPU with two calls at once). Inputs of any shape are accepted (dynamic shapes; the CPU plugin
-caches compiled kernels per shape). ``run`` is thread-safe: each calling thread has its own infer
-request, as the recogniser runs up to ``OCRSTREAM_ORT_CONCURRENT_CALLS`` batches at once.
+(measured: a receipt's recognition took as long on the wall as on the CPU with two calls at once).
+Inputs of any shape are accepted (dynamic shapes; the CPU plugin caches compiled kernels per shape).
+``run`` is thread-safe: each calling thread has its own infer request, as the recogniser runs up to
+``OCRSTREAM_ORT_CONCURRENT_CALLS`` batches at once.
 """
 
 from __future__ import annotations
