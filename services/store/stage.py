@@ -43,6 +43,7 @@ from ocrstream.contracts.event_models import (
     RecognizedRegion,
     ResultRegion,
     ResultsEvent,
+    StageCost,
     Timestamps,
     UnsetType,
 )
@@ -50,12 +51,12 @@ from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
-from ocrstream.storage import outbox
+from ocrstream.storage import outbox, usage
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import read_document
 from ocrstream.storage.migrate import apply_migrations
-from ocrstream.streaming import metrics, tracing, webhooks
+from ocrstream.streaming import costs, metrics, tracing, webhooks
 from ocrstream.streaming.names import clean_text, strip_nul
 from ocrstream.streaming.retry import is_transient
 from ocrstream.streaming.stage import Output, Stage
@@ -142,6 +143,7 @@ class StoreStage(Stage):
     input_topics = (events.RECOGNIZED, events.DLQ)
 
     async def setup(self) -> None:
+        self.tenants = costs.TenantLabels(self.settings.cost_max_key_labels)
         self.postprocessor = PostProcessor(
             review_threshold=self.settings.review_threshold,
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
@@ -186,10 +188,12 @@ class StoreStage(Stage):
             previous = await self._keep_previous_result(conn, doc_id, version)
             result_version = previous + 1 if previous else await conn.fetchval(
                 "SELECT result_version FROM documents WHERE document_id = $1", doc_id) or 1
+            stage_costs = [*(event.costs or []), self.cost_so_far()]  # the store's: up to its write
             result = ResultsEvent(
                 version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
                 regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
-                recognizer=event.recognizer, result_version=result_version, previous_version=previous or None)
+                recognizer=event.recognizer, result_version=result_version, previous_version=previous or None,
+                costs=stage_costs)
             await conn.execute(
                 UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
                 doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
@@ -217,7 +221,26 @@ class StoreStage(Stage):
             if previous:
                 await self._carry_verified(conn, doc_id, regions)
             await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc))  # same transaction
+            await self.record_cost(conn, result, str(version), doc)
+        self.count_cost(result)
         return Output(events.RESULTS, doc_id, result)
+
+    def cost_so_far(self) -> StageCost:
+        """This stage's cost of the document in hand so far (:mod:`ocrstream.streaming.costs`)."""
+        return (costs.current() or costs.Meter(self.name)).read()
+
+    async def record_cost(self, conn: Any, result: ResultsEvent, version: str, doc: DocumentRef | dict) -> None:
+        """The result's costs into ``document_costs`` (ocrstream/storage/usage.py; caller's transaction)."""
+        ref = events.to_json_object(doc) if isinstance(doc, DocumentRef) else doc
+        await usage.record(conn, result.document_id, version, result.status, api_key=ref.get("api_key"),
+                           door=ref.get("source"), template=ref.get("template"), pages=len(result.pages),
+                           stages=[events.to_json_object(c) for c in result.costs or []])
+
+    def count_cost(self, result: ResultsEvent) -> None:
+        """Count the stored result's pages and CPU seconds per API key and door (Prometheus)."""
+        doc = result.document or None
+        costs.count_tenant(self.tenants, doc.api_key or None if doc else None, doc.source if doc else None,
+                           len(result.pages), costs.totals(result.costs)["cpu_s"])
 
     async def _keep_previous_result(self, conn: Any, doc_id: str, version: str | UnsetType) -> int:
         """When ``version`` replaces a done result of another version: snapshot that result into
@@ -323,23 +346,28 @@ class StoreStage(Stage):
                 doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
                 doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
                 _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
-            if not status.endswith(" 0") and (url := webhooks.callback_of(doc)):
-                await self.enqueue_webhook(conn, self._failed_result(dead, doc, ts), dead.failed_at, url)
+            result = self._failed_result(dead, doc, ts, [*_lenient_costs(original), self.cost_so_far()])
+            if not status.endswith(" 0"):
+                await self.enqueue_webhook(conn, result, dead.failed_at, webhooks.callback_of(doc))
+                await self.record_cost(conn, result, dead.failed_at, doc)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
                                             " WHERE document_id = $1 AND version = $2",
                                             dead.document_id, dead.failed_at):
                 return None
-        return Output(events.RESULTS, dead.document_id, self._failed_result(dead, doc, ts))
+        else:
+            self.count_cost(result)
+        return Output(events.RESULTS, dead.document_id, result)
 
     @staticmethod
-    def _failed_result(dead: DeadLetterEvent, doc: dict, ts: dict) -> ResultsEvent:
-        """The ``failed`` results event of a dead letter (``doc``, ``ts``: its original's, read leniently)."""
+    def _failed_result(dead: DeadLetterEvent, doc: dict, ts: dict, stage_costs: list[StageCost]) -> ResultsEvent:
+        """The ``failed`` results event of a dead letter (``doc``, ``ts``: its original's, read
+        leniently; ``stage_costs``: what the stages before the failure spent, and the store)."""
         ts = {**ts, "failed": dead.failed_at}
         ts.setdefault("ingested", dead.failed_at)
         result = ResultsEvent(version=1, document_id=dead.document_id, status="failed",
                               timestamps=events.convert(Timestamps, ts, events.DLQ), text="", pages=[],
-                              regions=[], error=dead.error)
+                              regions=[], error=dead.error, costs=stage_costs)
         if "object_key" in doc:
             result = msgspec.structs.replace(result, document=events.convert(DocumentRef, doc, events.DLQ))
         return result
@@ -357,6 +385,15 @@ class StoreStage(Stage):
 
     async def _send_webhooks(self, stop: asyncio.Event) -> None:
         await webhooks.WebhookSender(self.settings).run(stop)
+
+
+def _lenient_costs(original: dict) -> list[StageCost]:
+    """The ``costs`` of a dead letter's original event (what the stages before the failure spent);
+    [] when absent or malformed (a dead letter is never refused for them)."""
+    try:
+        return events.convert(list[StageCost], original.get("costs") or [], events.DLQ)
+    except Exception:  # noqa: BLE001 - lenient: the failure itself is what matters
+        return []
 
 
 def _opt(value: T | UnsetType) -> T | None:
