@@ -193,3 +193,47 @@ async def test_signed_webhooks_arrive_once_after_retries_and_bounded_failures_ar
         await asyncio.sleep(0.1)
     assert again["status"] == "failed" and again["attempts"] == MAX_ATTEMPTS
     assert receiver.attempts[never["webhook_id"]] == 2 * MAX_ATTEMPTS
+
+
+async def produce_raw(settings, data: bytes, key: str, callback: bytes) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from ocrstream.contracts import events
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(events.RAW, data, key=key.encode(),
+                                     headers=[("filename", b"raw.png"), ("callback_url", callback)])
+    finally:
+        await producer.stop()
+
+
+async def test_the_raw_topic_callback_header_is_checked_like_the_form_field(
+        webhook_pipeline, stack_settings, receiver):
+    """A raw-topic record's ``callback_url`` header gets the signed webhook; a refused one (an
+    internal target, not http) fails the document with InvalidSubmissionError, nothing delivered."""
+    from services.ingest.stage import raw_key_document_id
+    from ocrstream.streaming.ingestor import content_sha256
+
+    good = encode(render_page(["RAW HOOK 2504"], size=28))
+    cases = {"raw-ok": (receiver.url + "/hook").encode(), "raw-internal": b"http://10.1.2.3/hook",
+             "raw-ftp": b"ftp://127.0.0.1/hook", "raw-binary": b"\xff\xfe"}
+    ids = {}
+    for key, header in cases.items():
+        await produce_raw(stack_settings, good, key, header)
+        ids[key] = raw_key_document_id(key, content_sha256(good))
+    results = await wait_for_results(stack_settings, list(ids.values()), timeout_s=300)
+    assert results[ids["raw-ok"]].status == "done"
+    for key in ("raw-internal", "raw-ftp", "raw-binary"):
+        assert results[ids[key]].status == "failed", key
+        assert results[ids[key]].error.type == "InvalidSubmissionError", results[ids[key]].error
+    for _ in range(DELIVERY_WAIT_S * 10):
+        rows = await outbox_rows(stack_settings, list(ids.values()))
+        if ids["raw-ok"] in rows and rows[ids["raw-ok"]]["status"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert set(rows) == {ids["raw-ok"]}  # refused targets never reach the outbox
+    assert rows[ids["raw-ok"]]["status"] == "delivered" and rows[ids["raw-ok"]]["url"] == receiver.url + "/hook"
+    (body,) = receiver.by_document()[ids["raw-ok"]]
+    assert body["status"] == "done" and "RAW HOOK" in body["text"].upper()

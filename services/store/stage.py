@@ -51,6 +51,7 @@ from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
+from ocrstream.settings import Settings
 from ocrstream.storage import outbox, usage
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
@@ -142,8 +143,11 @@ class StoreStage(Stage):
     name = "store"
     input_topics = (events.RECOGNIZED, events.DLQ)
 
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.tenants = costs.TenantLabels(settings.cost_max_key_labels)  # bounded api_key labels
+
     async def setup(self) -> None:
-        self.tenants = costs.TenantLabels(self.settings.cost_max_key_labels)
         self.postprocessor = PostProcessor(
             review_threshold=self.settings.review_threshold,
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
