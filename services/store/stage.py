@@ -224,7 +224,8 @@ class StoreStage(Stage):
                 for r, seen in zip(regions, event.regions)])
             if previous:
                 await self._carry_verified(conn, doc_id, regions)
-            await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc))  # same transaction
+            await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc)  # same transaction
+                                       or await outbox.key_webhook(conn, doc.api_key or None))
             await self.record_cost(conn, result, str(version), doc)
         self.count_cost(result)
         return Output(events.RESULTS, doc_id, result)
@@ -352,7 +353,8 @@ class StoreStage(Stage):
                 _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
             result = self._failed_result(dead, doc, ts, [*_lenient_costs(original), self.cost_so_far()])
             if not status.endswith(" 0"):
-                await self.enqueue_webhook(conn, result, dead.failed_at, webhooks.callback_of(doc))
+                await self.enqueue_webhook(conn, result, dead.failed_at, webhooks.callback_of(doc)
+                                           or await outbox.key_webhook(conn, doc.get("api_key")))
                 await self.record_cost(conn, result, dead.failed_at, doc)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
@@ -378,7 +380,7 @@ class StoreStage(Stage):
 
     async def enqueue_webhook(self, conn, result: ResultsEvent, version: str, url: str | None) -> None:
         """The completion webhook of ``result`` into the outbox (in the caller's transaction), if
-        its submission named ``url`` (ocrstream/streaming/webhooks.py)."""
+        its submission named ``url`` or its API key has a webhook (ocrstream/streaming/webhooks.py)."""
         if url:
             await outbox.enqueue(conn, result.document_id, version, url,
                                  webhooks.summary(result, self.settings.webhook_max_payload_bytes))

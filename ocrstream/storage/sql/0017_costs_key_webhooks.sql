@@ -1,3 +1,4 @@
+-- Migration 0017 (issue 25): document costs, and webhooks per API key (below).
 -- What each document cost (issue 25, ocrstream/storage/usage.py): one row per stored result
 -- (document, version), written in the store's transaction with it. Totals over the stages and
 -- their breakdown (`stages`: the results event's `costs`), with what `ocrstream usage` groups by:
@@ -19,3 +20,11 @@ CREATE TABLE IF NOT EXISTS document_costs (
     PRIMARY KEY (document_id, version)
 );
 CREATE INDEX IF NOT EXISTS document_costs_stored_at ON document_costs (stored_at);
+
+-- Completion webhooks per API key (`ocrstream webhook add KEY URL`, ocrstream/storage/outbox.py): the
+-- store sends a document's webhook here when its submission named no callback URL of its own.
+CREATE TABLE IF NOT EXISTS key_webhooks (
+    api_key    text PRIMARY KEY,             -- the key's name, never the key
+    url        text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
