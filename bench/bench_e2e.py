@@ -29,6 +29,9 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
 * ``pipeline, broker log in memory`` (``--broker-log s3 memory``): the one-replica pipeline
   again on a stack whose broker keeps its log in memory (``EmbeddedStack(kafka_storage=
   "memory")``, not durable) instead of on its own SeaweedFS (``kafka-s3``, the default);
+* ``pipeline, tracing on`` (``--tracing``): the one-replica pipeline again with
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local sink (:class:`OtlpSink`), then a table of the
+  stages' CPU-s per page with tracing off and on (issue 25: on <= 3 % more);
 * ``rapidocr 3.10``: ``rapidocr.RapidOCR`` in-process (same PP-OCRv6 weights, no angle
   classifier), 1 thread;
 * ``tesseract``: the ``tesseract`` CLI (``--psm 3``, ``OMP_THREAD_LIMIT=1``), skipped with a
@@ -275,14 +278,16 @@ REPLICATED = ("preprocess", "recognize")  # the stages ``--replicas`` runs N pro
 
 
 def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: Path = REPO,
-                 name: str = "pipeline", replicas: int = 1, kafka_storage: str = "s3") -> Row:
+                 name: str = "pipeline", replicas: int = 1, kafka_storage: str = "s3",
+                 extra_env: dict[str, str] | None = None) -> Row:
     """The four stage processes on their own embedded stack: warm-up, latency, steady state.
 
     ``checkout``: the source tree the stage processes run (``--before DIR``: an older commit
     unpacked with ``git archive``, measured in the same run as this one). ``replicas``:
     processes each of preprocess and recognize (``preprocess-2``, ... join the stage's consumer
     group; their CPU and RSS count under the stage's name). ``kafka_storage``: where the
-    embedded broker keeps its log (``EmbeddedStack``)."""
+    embedded broker keeps its log (``EmbeddedStack``). ``extra_env``: more variables of the stage
+    processes (``--tracing``: the OTLP endpoint); without it tracing is off (``OTEL_*`` removed)."""
     from ocrstream.client.client import Client
     from ocrstream.devstack import EmbeddedStack
     from ocrstream.ops.launcher import StageProcesses, free_port
@@ -296,6 +301,7 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
+            env = {k: v for k, v in env.items() if not k.startswith("OTEL_")} | (extra_env or {})
             settings = Settings.from_env(env)
             services = {s.name: s.pid for s in stack._services}
             stages = StageProcesses(env, tmp / "logs")
@@ -390,6 +396,38 @@ async def charged_cpu(settings, document_ids: list[str], n: int) -> dict[str, fl
     return by_stage
 
 
+class OtlpSink:
+    """A local OTLP/HTTP endpoint for ``--tracing``: answers every POST 200 after reading its body
+    (a collector's cheapest behaviour; the stages' exporter cost is what is measured), counting
+    requests and bytes. Runs in a thread of this process (its CPU is not the stages')."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.requests, sink.bytes = sink.requests + 1, sink.bytes + len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
@@ -436,6 +474,30 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
                   f" CPU-s per page; goals: <= 1.1 x in-process, <= 0.6 CPU-s per page, p50 <= 0.8 s, "
                   f"p95 <= 1.5 s, RSS <= 1024 MiB per stage")
     print_throughput([r for r in rows if r.per_process], n)
+    print_tracing([r for r in rows if r.per_process], n)
+
+
+def print_tracing(rows: list[Row], n: int) -> None:
+    """``--tracing``: the stages' CPU-s per page with tracing off and on (issue 25's goal: on <= 3 %
+    more), measured and measured minus idle, per stage and in total."""
+    off = next((r for r in rows if r.name == "pipeline"), None)
+    on = next((r for r in rows if r.name == "pipeline, tracing on"), None)
+    if off is None or on is None:
+        return
+    stages = [k for k in ("ingest", "preprocess", "recognize", "store") if k in off.per_process]
+
+    def unidle(r: Row) -> list[float]:
+        return [r.per_process[k] - r.idle.get(k, 0.0) * r.wall_s / n for k in stages]
+
+    print(f"\ntracing off vs on (OTLP/HTTP to a local sink), stages' CPU-s per page ({n} pages each)")
+    print("| | " + " | ".join(stages) + " | total | on / off |")
+    print("|---|" + "---|" * (len(stages) + 2))
+    for label, a, b in (("measured", [off.per_process[k] for k in stages], [on.per_process[k] for k in stages]),
+                        ("measured minus idle", unidle(off), unidle(on))):
+        for which, values in (("off", a), ("on", b)):
+            ratio = f"{sum(b) / sum(a):.3f}" if which == "on" and sum(a) else ""
+            print(f"| {label}, tracing {which} | " + " | ".join(f"{v:.3f}" for v in values)
+                  + f" | {sum(values):.3f} | {ratio} |")
 
 
 def print_charged(r: Row, n: int) -> None:
@@ -493,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-log", nargs="+", default=["s3"], choices=["s3", "memory"],
                         help="a one-replica pipeline row per storage of the embedded broker's log "
                              "(s3: durable, the default; memory: lost when the broker stops)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also run the pipeline with tracing on (OTLP/HTTP to a local sink), after the "
+                             "tracing-off row, and print the stages' CPU per page side by side")
     parser.add_argument("--before", type=Path, default=None,
                         help="also run the pipeline from this checkout (e.g. `git archive main | tar -x -C DIR`), "
                              "before this one, in the same run")
@@ -518,6 +583,14 @@ def main(argv: list[str] | None = None) -> int:
         for storage in args.broker_log:
             rows.append(run_pipeline(paths, latency_n, args.timeout, kafka_storage=storage,
                                      name="pipeline" if storage == "s3" else f"pipeline, broker log in {storage}"))
+        if args.tracing:
+            sink = OtlpSink()
+            try:
+                rows.append(run_pipeline(paths, latency_n, args.timeout, name="pipeline, tracing on",
+                                         extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}))
+            finally:
+                sink.close()
+            progress(f"tracing: the sink got {sink.requests} export requests, {sink.bytes / 1024:.0f} KiB")
         if args.replicas > 1:
             rows.append(run_pipeline(paths, 0, args.timeout, name=f"pipeline, {args.replicas} replicas",
                                      replicas=args.replicas))
