@@ -364,9 +364,11 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                         by_id = {o.receipt.document_id: o.result for o in outcomes}
                         found = [by_id.get(r.document_id) for r in receipts]
                         row.texts = [e.text.replace("\f", "\n") if e is not None else "" for e in found]
-                        failed = sum(e is None or e.status != "done" for e in found)
+                        failed = [e for e in found if e is None or e.status != "done"]
                         if failed:
-                            row.note += f" {failed} not done"
+                            why = sorted({f"{e.error.stage}: {e.error.type}" if e is not None and e.error else "?"
+                                          for e in failed})
+                            row.note += f" {len(failed)} not done ({', '.join(why)})"
                         row.per_process = {k: (cpu1[k] - cpu0[k]) / len(paths) for k in groups}
                         row.charged = await charged_cpu(settings, [r.document_id for r in receipts], len(paths))
                         row.cpu_s = sum(cpu1[k] - cpu0[k] for k in groups)
@@ -384,9 +386,13 @@ async def charged_cpu(settings, document_ids: list[str], n: int) -> dict[str, fl
     from ocrstream.storage.db import create_pool
     from ocrstream.storage.usage import costs_of
 
+    import asyncpg
+
     pool = await create_pool(settings, max_size=1)
     try:
         found = await costs_of(pool, document_ids)
+    except asyncpg.UndefinedTableError:  # --before: a checkout from before the costs (issue 25)
+        return {}
     finally:
         await pool.close()
     by_stage: dict[str, float] = {}

@@ -345,14 +345,18 @@ class StoreStage(Stage):
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead.error
+        try:  # a malformed original still gets its failed row (then the record is parked)
+            result: ResultsEvent | None = self._failed_result(
+                dead, doc, ts, [*_lenient_costs(original), self.cost_so_far()])
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the row is written
+            result, unbuildable = None, exc
         async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
                 doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
                 doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
                 _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
-            result = self._failed_result(dead, doc, ts, [*_lenient_costs(original), self.cost_so_far()])
-            if not status.endswith(" 0"):
+            if not status.endswith(" 0") and result is not None:
                 await self.enqueue_webhook(conn, result, dead.failed_at, webhooks.callback_of(doc)
                                            or await outbox.key_webhook(conn, doc.get("api_key")))
                 await self.record_cost(conn, result, dead.failed_at, doc)
@@ -361,7 +365,9 @@ class StoreStage(Stage):
                                             " WHERE document_id = $1 AND version = $2",
                                             dead.document_id, dead.failed_at):
                 return None
-        else:
+        if result is None:
+            raise unbuildable
+        if not status.endswith(" 0"):
             self.count_cost(result)
         return Output(events.RESULTS, dead.document_id, result)
 
