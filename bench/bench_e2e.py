@@ -368,7 +368,8 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
                         if failed:
                             why = sorted({f"{e.error.stage}: {e.error.type}" if e is not None and e.error else "?"
                                           for e in failed})
-                            row.note += f" {len(failed)} not done ({', '.join(why)})"
+                            first = next((e.error.message for e in failed if e is not None and e.error), "")
+                            row.note += f" {len(failed)} not done ({', '.join(why)}; first: {first[:160]})"
                         row.per_process = {k: (cpu1[k] - cpu0[k]) / len(paths) for k in groups}
                         row.charged = await charged_cpu(settings, [r.document_id for r in receipts], len(paths))
                         row.cpu_s = sum(cpu1[k] - cpu0[k] for k in groups)
