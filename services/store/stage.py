@@ -192,12 +192,10 @@ class StoreStage(Stage):
             previous = await self._keep_previous_result(conn, doc_id, version)
             result_version = previous + 1 if previous else await conn.fetchval(
                 "SELECT result_version FROM documents WHERE document_id = $1", doc_id) or 1
-            stage_costs = [*(event.costs or []), self.cost_so_far()]  # the store's: up to its write
             result = ResultsEvent(
                 version=1, document_id=doc_id, status="done", timestamps=ts, text=text, pages=event.pages,
                 regions=regions, error=None, document=doc, needs_review=needs_review, fields=fields,
-                recognizer=event.recognizer, result_version=result_version, previous_version=previous or None,
-                costs=stage_costs)
+                recognizer=event.recognizer, result_version=result_version, previous_version=previous or None)
             await conn.execute(
                 UPSERT_DONE, doc_id, doc.source, clean_text(doc.filename or None), doc.object_key,
                 doc.content_sha256, doc.size_bytes, text, event.recognizer.name,
@@ -224,6 +222,8 @@ class StoreStage(Stage):
                 for r, seen in zip(regions, event.regions)])
             if previous:
                 await self._carry_verified(conn, doc_id, regions)
+            # the store's own cost: up to here (its commit, produce and offset commit follow)
+            result = msgspec.structs.replace(result, costs=[*(event.costs or []), self.cost_so_far()])
             await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc)  # same transaction
                                        or await outbox.key_webhook(conn, doc.api_key or None))
             await self.record_cost(conn, result, str(version), doc)
