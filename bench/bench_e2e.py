@@ -384,10 +384,10 @@ def run_pipeline(paths: list[Path], latency_n: int, timeout_s: float, checkout: 
 async def charged_cpu(settings, document_ids: list[str], n: int) -> dict[str, float]:
     """CPU-s per page each stage charged to ``document_ids`` (their ``document_costs`` rows,
     ocrstream/storage/usage.py: the results events' ``costs``), by stage."""
+    import asyncpg
+
     from ocrstream.storage.db import create_pool
     from ocrstream.storage.usage import costs_of
-
-    import asyncpg
 
     pool = await create_pool(settings, max_size=1)
     try:
