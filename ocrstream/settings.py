@@ -210,6 +210,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = _obs(
         None, "port of /metrics, /healthz, /readyz (None: the process's default, contracts/stages.py; 0 = off)")
     lag_refresh_s: float = _obs(5.0, "ocrstream_consumer_lag refresh period")
+    cost_max_key_labels: int = _obs(50, "API key names with their own label in the per-tenant cost metrics "
+                                         "(later ones count as 'other')", ge=0)
     health_probe_interval_s: float = _obs(5.0, "period of the Kafka/S3/PostgreSQL readiness probes")
     health_probe_timeout_s: float = _obs(3.0, "timeout of one readiness probe")
     health_max_poll_age_s: float = _obs(30.0, "not ready when the stage loop has not polled for longer")

@@ -77,6 +77,8 @@ def registry_names() -> set[str]:
     exporter, the process collector, and Prometheus's own ``up``."""
     from prometheus_client import REGISTRY
 
+    import ocrstream.streaming.costs  # noqa: F401 - the store's per-tenant series
+    import ocrstream.streaming.webhooks  # noqa: F401 - the store's webhook sender's series
     import services.store.api  # noqa: F401 - registers the query API's series
     from ocrstream.contracts.stages import STAGE_INPUTS
     from ocrstream.streaming import lag, metrics

@@ -2,13 +2,13 @@
 
 A module per command group: :mod:`.processes` (run, probe, lag-exporter, settings), :mod:`.submit`,
 :mod:`.documents` (status, tail-results, search, export, reprocess, ocr), :mod:`.dev` (dev up/down, demo),
-:mod:`.dlq`, :mod:`.webhook`, :mod:`.apikey`, :mod:`.model`. Each module imports only :mod:`.app`; importing this one
-registers them all (click decorators), in this order in ``--help``.
+:mod:`.dlq`, :mod:`.webhook`, :mod:`.apikey`, :mod:`.model`, :mod:`.usage`. Each module imports only
+:mod:`.app`; importing this one registers them all (click decorators), in this order in ``--help``.
 """
 
 from __future__ import annotations
 
-from ocrstream.cli import apikey, dev, dlq, documents, model, processes, submit, webhook  # noqa: F401 - registers
+from ocrstream.cli import apikey, dev, dlq, documents, model, processes, submit, usage, webhook  # noqa: F401 - registers
 from ocrstream.cli.app import main
 
 __all__ = ["main"]

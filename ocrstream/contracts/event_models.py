@@ -30,7 +30,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 __all__ = [
     "UNSET", "UnsetType", "Box", "Quad", "Probability", "DocumentRef", "Timestamps", "Page", "FieldSpec",
     "Word", "LayerText", "Region", "RecognizedRegion", "ResultRegion", "Recognizer", "ErrorInfo", "FieldResult",
-    "Source", "IngestedEvent", "RegionsEvent", "RecognizedEvent", "ResultsEvent", "DeadLetterEvent",
+    "Source", "StageCost", "IngestedEvent", "RegionsEvent", "RecognizedEvent", "ResultsEvent", "DeadLetterEvent",
     "SourceKind", "TextSource", "FieldType", "AnyEvent", "MODELS", "PROB_DECIMALS", "compact_probs", "topic_of",
 ]
 
@@ -76,6 +76,8 @@ class DocumentRef(_Model, kw_only=True):
     external_id: Annotated[str, Meta(description="the raw-topic producer's key (raw door only)")] | UnsetType = UNSET
     callback_url: Annotated[str, Meta(max_length=2048, description=(
         "completion webhook named at submission: the store POSTs the signed result summary there"))] | UnsetType = UNSET
+    api_key: Annotated[str, Meta(max_length=200, description=(
+        "name of the API key the HTTP door admitted it with (the tenant); never the key itself"))] | UnsetType = UNSET
 
 
 class Timestamps(_Model, kw_only=True):
@@ -244,6 +246,24 @@ class Source(_Model, kw_only=True):
     offset: int | UnsetType = UNSET
 
 
+Seconds = Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0)]
+
+
+class StageCost(_Model, kw_only=True):
+    """What one stage spent on a document (ocrstream/streaming/costs.py): process CPU seconds
+    (its decoder workers' included; a batch shared by several documents split among them),
+    wall seconds, bytes read (input record and objects) and bytes written (objects)."""
+
+    stage: NonEmpty
+    cpu_s: Seconds
+    wall_s: Seconds
+    bytes_in: Index
+    bytes_out: Index
+
+
+Costs = Annotated[list[StageCost], Meta(description="each stage's cost for the document, in stage order")]
+
+
 # ----------------------------------------------------------------------------- events
 
 class IngestedEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.ingested.v1"):
@@ -252,6 +272,7 @@ class IngestedEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.ingested.
     document_id: NonEmpty
     document: DocumentRef
     timestamps: Timestamps
+    costs: Costs | UnsetType = UNSET
 
 
 class RegionsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.regions.v1"):
@@ -262,6 +283,7 @@ class RegionsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.regions.v1
     timestamps: Timestamps
     pages: list[Page]
     regions: list[Region]
+    costs: Costs | UnsetType = UNSET
 
 
 class RecognizedEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.recognized.v1"):
@@ -273,6 +295,7 @@ class RecognizedEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.recogni
     pages: list[Page]
     recognizer: Recognizer
     regions: list[RecognizedRegion]
+    costs: Costs | UnsetType = UNSET
 
 
 class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1"):
@@ -303,6 +326,7 @@ class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1
                                                           "is read again: ocrstream reprocess)")] | UnsetType = UNSET
     previous_version: Annotated[int | None, Meta(description="the result version this one replaces (kept), null "
                                                              "for the first")] | UnsetType = UNSET
+    costs: Costs | UnsetType = UNSET
 
 
 class DeadLetterEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.dlq.v1"):

@@ -129,6 +129,9 @@ class StatusReport:
     documents: dict[str, int] | None
     failures: list[Failure]
     problems: list[Problem]
+    #: webhook deliveries in the outbox by status: {"pending": n, "failed": n} (all time; ``ocrstream
+    #: webhook list --failed``); None if unknown (no outbox table yet, PostgreSQL down)
+    webhooks: dict[str, int] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -224,6 +227,28 @@ async def check_postgres(settings: Settings, n_failures: int) -> tuple[Endpoint,
     return (Endpoint("PostgreSQL", address, True, "documents table", ms),
             {"done": counts.get("done", 0), "failed": counts.get("failed", 0),
              "pages_pdf_text": counts.get("pages_pdf_text", 0), "pages_ocr": counts.get("pages_ocr", 0)}, failures)
+
+
+async def check_webhooks(settings: Settings) -> dict[str, int] | None:
+    """Webhook deliveries pending and failed (ocrstream/storage/outbox.py); None when unknown."""
+    import asyncpg
+
+    from ocrstream.storage import outbox
+
+    async def probe() -> dict[str, int] | None:
+        conn = await asyncpg.connect(settings.dsn, timeout=3)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('webhook_outbox') IS NOT NULL"):
+                return None
+            counts = await outbox.open_counts(conn)
+            return {"pending": counts.get("pending", 0), "failed": counts.get("failed", 0)}
+        finally:
+            await conn.close()
+
+    try:
+        return (await _timed(probe()))[0]
+    except Exception:  # noqa: BLE001 - PostgreSQL's own check reports why
+        return None
 
 
 async def check_http(name: str, host: str, port: int) -> Endpoint:
@@ -485,10 +510,12 @@ async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
 
     local = await asyncio.to_thread(local_stage_processes, settings)
     shadows = asyncio.create_task(shadow_stages(settings))  # beside the checks below
+    hooks = asyncio.create_task(check_webhooks(settings))
     kafka, s3, (pg, documents, failures), ingest_api, query_api, _ = await asyncio.gather(
         check_kafka(settings), check_s3(settings), check_postgres(settings, n_failures),
         check_http("ingest API", settings.http_host, settings.http_port),
         check_http("query API", settings.http_host, settings.query_port), ask_processes(local))
+    webhooks = await hooks
     shadow = await shadows
     endpoints = [kafka, s3, pg, ingest_api, query_api]
     stages = [StageStatus(name, list(topics), f"{settings.consumer_group_prefix}-{name}")
@@ -501,7 +528,7 @@ async def collect(settings: Settings, *, n_failures: int = 5) -> StatusReport:
     # a shadow that is not running is no problem of the pipeline (it ran once, or is stopped on purpose)
     pipeline = [st for st in stages if st.name in STAGE_INPUTS]
     return StatusReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), endpoints, stages,
-                        documents, failures, find_problems(endpoints, pipeline))
+                        documents, failures, find_problems(endpoints, pipeline), webhooks)
 
 
 def _age(seconds: float) -> str:
@@ -534,6 +561,10 @@ def render(report: StatusReport, console=None) -> None:
         "unknown" if docs is None else f"[green]{docs['done']} done[/], "
         + (f"[red]{docs['failed']} failed[/]" if docs["failed"] else "0 failed")
         + f"; pages: {docs.get('pages_pdf_text', 0)} read from the PDF's text, {docs.get('pages_ocr', 0)} OCRed"))
+    if (hooks := report.webhooks) is not None:
+        console.print(f"webhooks: {hooks['pending']} pending, " + (
+            f"[red]{hooks['failed']} failed[/] (ocrstream webhook list --failed; ocrstream webhook replay)"
+            if hooks["failed"] else "0 failed"))
     if report.failures and narrow:
         console.print("[bold]last failures[/]")
         for f in report.failures:

@@ -18,6 +18,8 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
+from ocrstream.storage import usage
+
 #: Row fields of a document summary (the query API's list rows), and its timestamps (ISO 8601).
 SUMMARY_FIELDS = ("document_id", "status", "source", "filename", "template", "object_key", "content_sha256",
                   "size_bytes", "recognizer", "provider", "model", "error_stage", "error_type", "error_message", "replays")
@@ -116,9 +118,9 @@ async def last_failures(db: Any, n: int) -> list[Any]:
 
 async def load_document(pool: Any, document_id: str) -> dict[str, Any] | None:
     """The document as a dict: summary fields, ``text``, ``needs_review``, ``fields``, ``error``,
-    ``result_version``, ``pages`` and ``regions`` (reading order; box, words, field, value,
-    validity, verified text); None if unknown. ``pool``: an asyncpg Pool (the three reads share
-    one connection)."""
+    ``result_version``, ``costs`` (what each stage spent: ocrstream/storage/usage.py), ``pages`` and
+    ``regions`` (reading order; box, words, field, value, validity, verified text); None if unknown.
+    ``pool``: an asyncpg Pool (the reads share one connection)."""
     async with pool.acquire() as conn:
         return await read_document(conn, document_id)
 
@@ -139,6 +141,7 @@ async def read_document(conn: Any, document_id: str) -> dict[str, Any] | None:
             "error": ({"stage": row["error_stage"], "type": row["error_type"], "message": row["error_message"]}
                       if row["status"] == "failed" else None),
             "result_version": row["result_version"],
+            "costs": await usage.document_cost(conn, document_id, row["version"]),  # None before migration 0017
             "pages": [{k: v for k, v in dict(p).items() if v is not None} for p in pages],  # text_source: NULL before 0010
             "regions": [{"region_id": r["region_id"], "page_index": r["page_index"], "block_index": r["block_index"],
                          "line_index": r["line_index"], "order": r["reading_order"],

@@ -1,5 +1,7 @@
 """The webhook outbox (table ``webhook_outbox``, migration 0011): rows the store writes in the
-transaction of a document's result, claimed and marked by the sender (ocrstream/streaming/webhooks.py).
+transaction of a document's result, claimed and marked by the sender (ocrstream/streaming/webhooks.py);
+and the webhooks per API key (table ``key_webhooks``, migration 0017: ``ocrstream webhook add KEY URL``),
+used for a document whose submission named no callback URL.
 
 One row per document version: :func:`webhook_id` is derived from ``(document_id, version)``, so a
 redelivered event of a stored version adds nothing (``ON CONFLICT DO NOTHING``) and a receiver can
@@ -101,6 +103,13 @@ async def counts(pool: Any) -> dict[str, int]:
     return {r["status"]: r["n"] for r in rows}
 
 
+async def open_counts(db: Any) -> dict[str, int]:
+    """Deliveries ``pending`` and ``failed`` (delivered rows, the bulk, are not counted)."""
+    rows = await db.fetch("SELECT status, count(*) AS n FROM webhook_outbox WHERE status <> 'delivered'"
+                          " GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
 async def list_deliveries(pool: Any, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Newest deliveries first (of one status, or all): id, document, url, status, attempts, last error."""
     rows = await pool.fetch(
@@ -108,3 +117,31 @@ async def list_deliveries(pool: Any, status: str | None = None, limit: int = 100
         " FROM webhook_outbox WHERE $1::text IS NULL OR status = $1 ORDER BY created_at DESC LIMIT $2",
         status, limit)
     return [dict(r) for r in rows]
+
+
+# ----------------------------------------------------------------------------- webhooks per API key
+
+async def set_key_webhook(pool: Any, api_key: str, url: str) -> None:
+    """Send the webhooks of documents submitted with the key named ``api_key`` (and no callback
+    URL of their own) to ``url`` (replaces an earlier one; the caller checked ``url``)."""
+    await pool.execute("INSERT INTO key_webhooks (api_key, url) VALUES ($1, $2) ON CONFLICT (api_key)"
+                       " DO UPDATE SET url = EXCLUDED.url, created_at = now()", api_key, url)
+
+
+async def remove_key_webhook(pool: Any, api_key: str) -> bool:
+    """Forget the webhook of the key named ``api_key``; whether there was one."""
+    result: str = await pool.execute("DELETE FROM key_webhooks WHERE api_key = $1", api_key)
+    return result.split()[-1] != "0"
+
+
+async def key_webhooks(pool: Any) -> list[dict[str, Any]]:
+    """Every key's webhook: ``{api_key, url, created_at}``, by key name."""
+    return [dict(r) for r in await pool.fetch("SELECT api_key, url, created_at FROM key_webhooks ORDER BY api_key")]
+
+
+async def key_webhook(conn: Any, api_key: str | None) -> str | None:
+    """The webhook URL of the key named ``api_key``, if it has one (None for no key)."""
+    if not api_key:
+        return None
+    url: str | None = await conn.fetchval("SELECT url FROM key_webhooks WHERE api_key = $1", api_key)
+    return url

@@ -25,7 +25,7 @@ from ocrstream.settings import Settings
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import find_done
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics, tracing
+from ocrstream.streaming import costs, metrics, tracing
 from ocrstream.streaming.kafka import ensure_topics, make_producer, produce
 from ocrstream.streaming.names import clean_text, sanitize_filename
 from ocrstream.streaming.stage import Output
@@ -87,13 +87,15 @@ class Ingestor:
     async def ingest(self, data: bytes, *, document_id: str, filename: str | None, source: SourceKind,
                      submitted: str | None = None, template: str | None = None,
                      sha: str | None = None, external_id: str | None = None,
-                     callback_url: str | None = None) -> Output | str:
+                     callback_url: str | None = None, api_key: str | None = None) -> Output | str:
         """Store ``data`` (if new) and return its ``ocr.ingested.v1`` event, or the id of an
         earlier ``done`` document with the same bytes when duplicates are reused.
 
         ``sha``: the SHA-256 (hex) of ``data`` if already known; ``callback_url``: the completion
-        webhook (checked by the door, ocrstream/streaming/webhooks.py). Raises BadInputError (empty,
-        too large, unsupported type).
+        webhook (checked by the door, ocrstream/streaming/webhooks.py); ``api_key``: the name of the
+        key the HTTP door admitted it with (the tenant of its costs). The bytes stored count as
+        written for the current cost meter (:mod:`ocrstream.streaming.costs`). Raises BadInputError
+        (empty, too large, unsupported type).
         """
         try:
             self.check(data)
@@ -107,11 +109,13 @@ class Ingestor:
         key = original_key(digest)
         if not await self.store.exists(key):
             await self.store.put(key, data)
+            costs.add_bytes(written=len(data))
         event = IngestedEvent(
             document_id=document_id,
             document=DocumentRef(object_key=key, content_sha256=digest, size_bytes=len(data),
                                  filename=clean_text(filename), source=source, template=template,
-                                 external_id=external_id or UNSET, callback_url=callback_url or UNSET),
+                                 external_id=external_id or UNSET, callback_url=callback_url or UNSET,
+                                 api_key=api_key or UNSET),
             timestamps=Timestamps(submitted=submitted or events.now_iso(), ingested=events.now_iso()),
         )
         metrics.count_ingested(source, len(data))
@@ -165,19 +169,22 @@ class Submitter:
 
     async def submit(self, data: bytes, filename: str | None, source: SourceKind,
                      template: str | None = None, document_id: str | None = None,
-                     sha: str | None = None, *, callback_url: str | None = None) -> Receipt:
+                     sha: str | None = None, *, callback_url: str | None = None,
+                     api_key: str | None = None) -> Receipt:
         """Ingest one document; returns its Receipt (``error`` set when it was rejected).
 
         ``template`` names a fixed-layout template (see ocrstream/ocr/templates.py);
         ``document_id``: the id to give it (default: a new one; the HTTP door derives it from
         an ``Idempotency-Key``); ``sha``: the SHA-256 (hex) of ``data`` if already known;
         ``callback_url`` a completion webhook, refused (InvalidSubmissionError in the receipt) by
-        :func:`ocrstream.streaming.webhooks.check_callback_url`.
+        :func:`ocrstream.streaming.webhooks.check_callback_url`; ``api_key`` the name of the key
+        that submitted it (HTTP door). The event carries ingest's cost (:mod:`ocrstream.streaming.costs`).
         """
         document_id = document_id or new_document_id()
         submitted = events.now_iso()
         filename = sanitize_filename(filename)
-        with tracing.door(source, document_id, len(data)) as span:  # the document's trace starts here
+        with tracing.door(source, document_id, len(data)) as span, \
+                costs.metering("ingest", len(data)) as meter:  # the document's trace starts here
             try:
                 if callback_url:
                     from ocrstream.streaming.webhooks import check_callback_url
@@ -185,12 +192,13 @@ class Submitter:
                     await check_callback_url(callback_url, self.settings)
                 output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                     source=source, submitted=submitted, template=template,
-                                                    sha=sha, callback_url=callback_url)
+                                                    sha=sha, callback_url=callback_url, api_key=api_key)
             except BadInputError as exc:  # counted by the ingestor
                 span.fail(exc)
                 return Receipt(document_id, filename, error=exc)
             if isinstance(output, str):
                 return Receipt(output, filename, reused=True)
+            output = costs.stamp([output], meter.read())[0]
             await produce(self.producer, span.stamp([output]))
         metrics.observe_outputs("ingest", [output])
         assert isinstance(output.event, IngestedEvent)

@@ -66,7 +66,7 @@ from ocrstream.errors import (
 )
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import health, metrics, tracing
+from ocrstream.streaming import costs, health, metrics, tracing
 from ocrstream.streaming.attempts import DeliveryAttempts
 from ocrstream.streaming.kafka import client_options, ensure_topics, make_producer, produce
 from ocrstream.streaming.loops import LoopLagMonitor, LoopThread, serve_in_thread
@@ -146,12 +146,15 @@ class Stage(ABC):
         """Handle one consumed record; return the events to produce. Raise on failure."""
 
     async def handle_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
-        """Handle records one by one, capturing each failure as that record's result."""
+        """Handle records one by one, capturing each failure as that record's result; each
+        output event gets the stage's cost of its record (:mod:`ocrstream.streaming.costs`)."""
         results: list[Result] = []
         for record in records:
             try:
-                with tracing.use(record):  # the record's stage span is current while handled
-                    results.append(await self.handle(record))
+                # the record's stage span is current while handled; so is its cost meter (costs.py)
+                with tracing.use(record), costs.metering(self.name, len(record.value or b"")) as meter:
+                    outputs = await self.handle(record)
+                results.append(costs.stamp(outputs, meter.read()))
             except Exception as exc:  # noqa: BLE001 - classified by the runner
                 results.append(exc)
         return results

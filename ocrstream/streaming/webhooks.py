@@ -23,7 +23,12 @@
   with full jitter (``OCRSTREAM_WEBHOOK_RETRY_INITIAL_S`` doubling up to ``_RETRY_MAX_S``) until
   ``OCRSTREAM_WEBHOOK_MAX_ATTEMPTS`` attempts or ``OCRSTREAM_WEBHOOK_MAX_AGE_S`` after the result,
   then the row is ``failed`` (``ocrstream webhook list --failed``, ``ocrstream webhook replay``).
-  At least once: a receiver de-duplicates by ``webhook-id``.
+  At least once: a receiver de-duplicates by ``webhook-id``. ``ocrstream_webhook_outbox{status}``
+  counts the pending and failed rows (refreshed every :data:`OUTBOX_REFRESH_S`); ``ocrstream status``
+  shows them.
+* **Per API key.** ``ocrstream webhook add KEY URL`` (:mod:`ocrstream.storage.outbox`): the store
+  sends a document's webhook there when its submission (through the HTTP door with that key) named
+  no callback URL of its own.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ import json
 import logging
 import random
 import socket
+import time
 from datetime import datetime, timezone
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import ResultsEvent
@@ -60,6 +66,10 @@ DELIVERIES = Counter("ocrstream_webhook_deliveries_total",
                      "webhook attempts by outcome (delivered, retry, failed, refused)", ["outcome"])
 for _outcome in ("delivered", "retry", "failed", "refused"):
     DELIVERIES.labels(_outcome)
+OUTBOX = Gauge("ocrstream_webhook_outbox", "webhook deliveries in the outbox by status (pending, failed), "
+               "read every OUTBOX_REFRESH_S by each store's sender", ["status"])
+#: How often the sender reads the outbox's pending and failed counts into :data:`OUTBOX`, seconds.
+OUTBOX_REFRESH_S: Final = 15.0
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -191,8 +201,12 @@ class WebhookSender:
         if own_pool:
             self.pool = await create_pool(self.settings, max_size=2)
         client = self.client or httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
+        refreshed = float("-inf")
         try:
             while not stop.is_set():
+                if time.monotonic() - refreshed >= OUTBOX_REFRESH_S:
+                    refreshed = time.monotonic()
+                    await self.refresh_gauge()
                 try:
                     sent = await self.send_due(client)
                 except Exception as exc:  # noqa: BLE001 - the database is down: try again later
@@ -208,6 +222,16 @@ class WebhookSender:
                 await client.aclose()
             if own_pool:
                 await self.pool.close()
+
+    async def refresh_gauge(self) -> None:
+        """Set :data:`OUTBOX` from the outbox (pending and failed rows); a database error is logged."""
+        try:
+            counts = await outbox.open_counts(self.pool)
+        except Exception as exc:  # noqa: BLE001 - the database is down: the loop below says so too
+            log.debug("webhooks: outbox counts unread (%s)", exc)
+            return
+        for status in ("pending", "failed"):
+            OUTBOX.labels(status).set(counts.get(status, 0))
 
     async def send_due(self, client: httpx.AsyncClient) -> int:
         """Claim and deliver one round of due rows (at most ``webhook_concurrency``); how many."""
@@ -266,5 +290,5 @@ def callback_of(document: Any) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
-__all__ = ["DELIVERIES", "WebhookSender", "allow_list", "backoff_s", "callback_of",
+__all__ = ["DELIVERIES", "OUTBOX", "WebhookSender", "allow_list", "backoff_s", "callback_of",
                           "check_callback_url", "summary"]

@@ -52,6 +52,7 @@ from ocrstream.contracts.event_models import Source
 from ocrstream.errors import BadInputError, DocumentTooLargeError, InvalidEventError, MissingObjectError
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
+from ocrstream.streaming import costs
 from ocrstream.streaming.stage import Output, dead_letter, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class BucketDoor:
             return []
         try:
             data = await asyncio.to_thread(self._read, event)
+            costs.add_bytes(read=len(data))  # the document's cost (ocrstream/streaming/costs.py)
             output = await self.ingest.ingest(data, document_id=doc_id, filename=event.uri, source="bucket")
         except (BadInputError, MissingObjectError) as exc:
             BUCKET_EVENTS.labels("ingest", "failed").inc()

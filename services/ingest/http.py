@@ -87,7 +87,8 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
                     f"{len(form.getlist(name))} '{name}' fields: one document per request (post each file on its own)")})
         data = await file.read(limit + 1)
         if idempotency_key is None:
-            return await accept(response, data, file.filename, template, wait, callback_url=callback_url)
+            return await accept(response, data, file.filename, template, wait, callback_url=callback_url,
+                                api_key=key)
         keys = remembered_answers()
         scoped = keys.scoped(key, idempotency_key)
         sha = await asyncio.to_thread(content_sha256, data)
@@ -101,7 +102,7 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
                 accepted = earlier.answer
             else:
                 accepted = await accept(response, data, file.filename, template, 0, keys.document_id(scoped, content_print),
-                                        sha, callback_url=callback_url)
+                                        sha, callback_url=callback_url, api_key=key)
                 try:
                     await keys.remember(scoped, content_print, accepted)
                 except Exception as exc:  # accepted anyway; a retry re-derives the same document id
@@ -124,11 +125,12 @@ def create_app(submitter: Submitter, auth: Authenticator, results: ResultWaiters
 
     async def accept(response: Response, data: bytes, filename: str | None, template: str | None, wait: float,
                      document_id: str | None = None, sha: str | None = None, *,
-                     callback_url: str | None = None) -> dict:
+                     callback_url: str | None = None, api_key: str | None = None) -> dict:
         """Submit ``data``; the 202 answer (200 with the result when ``wait`` saw it stored)."""
         try:
             receipt = await submitter.submit(data, filename, "http", template, document_id=document_id, sha=sha,
-                                             **({"callback_url": callback_url} if callback_url else {}))
+                                             **({"callback_url": callback_url} if callback_url else {}),
+                                             **({"api_key": api_key} if api_key else {}))
         except Exception as exc:
             if not is_transient(exc):
                 raise

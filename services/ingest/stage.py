@@ -6,7 +6,7 @@ Three doors, one path (:class:`~ocrstream.streaming.ingestor.Ingestor`, ocrstrea
 * ``POST /v1/documents`` (FastAPI, multipart field ``file``; services/ingest/http.py) - served by
   ``ocrstream run ingest``;
 * the raw topic ``ocr.raw.v1`` - messages whose value is the document's bytes (key: optional
-  document id; headers ``filename`` and ``template``), consumed by ``ocrstream run ingest``;
+  document id; headers ``filename``, ``template`` and ``callback_url``), consumed by ``ocrstream run ingest``;
 * the bucket door - S3 event notifications of objects dropped under the inbox prefix
   (services/ingest/bucket.py), also consumed by ``ocrstream run ingest``.
 
@@ -77,6 +77,29 @@ def template_header(value: bytes | None) -> str | None:
         raise InvalidSubmissionError(f"raw-topic header template ({len(value)} bytes) is not a template name "
                                      f"(UTF-8 text, at most {MAX_TEMPLATE_NAME_CHARS} characters)")
     return name
+
+
+#: Raw-topic header naming the document's completion webhook (as the HTTP door's form field
+#: ``callback_url``); checked like it (:func:`ocrstream.streaming.webhooks.check_callback_url`).
+CALLBACK_HEADER = "callback_url"
+
+
+async def callback_header(value: bytes | None, settings: Settings) -> str | None:
+    """The completion webhook a raw-topic ``callback_url`` header names (None when absent or empty).
+
+    Raises InvalidSubmissionError (the record is dead-lettered, its document ``failed``) for a
+    value that is not UTF-8 or that :func:`~ocrstream.streaming.webhooks.check_callback_url`
+    refuses: not http(s), too long, credentials, an internal target not allow-listed, webhooks off.
+    """
+    if not value:
+        return None
+    from ocrstream.streaming.webhooks import check_callback_url  # httpx & co. only where used
+
+    try:
+        url = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidSubmissionError(f"raw-topic header {CALLBACK_HEADER} ({len(value)} bytes) is not UTF-8") from None
+    return await check_callback_url(url, settings)
 
 
 #: Header a dead-letter replay puts on a re-sent raw record: the original's position, so a record
@@ -230,9 +253,10 @@ class IngestStage(Stage):
         try:  # every failure is reported under the scoped id, never under the producer's key
             document_id, external_id = raw_document_id(record, sha, trusted_replay_of=trusted)
             template = template_header(headers.get("template"))
+            callback = await callback_header(headers.get(CALLBACK_HEADER), self.settings)
             output = await self.ingestor.ingest(data, document_id=document_id, filename=filename,
                                                 source="kafka", template=template, sha=sha,
-                                                external_id=external_id)
+                                                external_id=external_id, callback_url=callback)
         except Exception as exc:
             setattr(exc, "document_id", document_id)  # noqa: B010 - read back by dead_letter (getattr)
             # what is known of the document, for its failed row (the raw bytes are no event)

@@ -25,7 +25,7 @@ from ocrstream.ocr.layout import block_ids
 from ocrstream.ocr.templates import get_template
 from ocrstream.storage.crops import page_crops_key
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics, tracing
+from ocrstream.streaming import costs, metrics, tracing
 from ocrstream.streaming.stage import Output, Stage
 from services.preprocess.worker import DecoderPool, PageResult
 
@@ -53,6 +53,7 @@ class PreprocessStage(Stage):
         name = event.document.template
         template = get_template(name, self.settings.templates_dir) if name else None
         data = await self.store.get(event.document.object_key)
+        costs.add_bytes(read=len(data))
         if len(data) > self.settings.max_document_bytes:
             raise DocumentTooLargeError(f"document is {len(data)} bytes; the limit is "
                                         f"{self.settings.max_document_bytes} (OCRSTREAM_MAX_DOCUMENT_BYTES)")
@@ -62,6 +63,7 @@ class PreprocessStage(Stage):
             del data
             for page_index in range(len(document.page_sizes)):
                 page = await document.page(page_index, template)
+                costs.add_cpu(page.cpu_s)  # the decoder worker's share of the document's cost
                 metrics.PAGES.labels(page.text_source).inc()
                 tracing.add_phases(page.phases, {"ocrstream.page_index": page_index,  # child spans, if on
                                                  "ocrstream.regions": len(page.regions)})
@@ -70,7 +72,7 @@ class PreprocessStage(Stage):
                 regions += await self.store_regions(doc_id, page_index, page)
         out = RegionsEvent(document_id=doc_id, document=event.document,
                            timestamps=msgspec.structs.replace(event.timestamps, preprocessed=events.now_iso()),
-                           pages=pages, regions=regions)
+                           pages=pages, regions=regions, costs=event.costs)
         return [Output(events.REGIONS, doc_id, out)]
 
     async def store_regions(self, doc_id: str, page_index: int, page: PageResult) -> list[Region]:
@@ -86,6 +88,7 @@ class PreprocessStage(Stage):
                 for region in page.regions]
         key = page_crops_key(doc_id, page_index)
         await self.store.put(key, page.crops)
+        costs.add_bytes(written=len(page.crops))
         blocks = block_ids([r["box"] for r in page.regions], [r["line_index"] for r in page.regions])
         return [events.convert(Region, {"region_id": f"p{page_index}-r{region['order']}", "page_index": page_index,
                                         "block_index": block, "crop_key": key, **region}, events.REGIONS)

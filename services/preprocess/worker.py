@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -116,6 +117,8 @@ class PageResult:
             recognise, no crops) or ``"ocr"``.
         phases: the page's timed steps in the worker, ``(name, start_ns, end_ns)`` (``time.time_ns()``):
             ``decode``, ``cleanup``, ``detection``, ``crop`` (trace spans: ocrstream/streaming/tracing.py).
+        cpu_s: the worker process's CPU seconds for the page (``time.process_time``, all its threads):
+            the decoder's share of the document's cost (ocrstream/streaming/costs.py).
     """
 
     width: int
@@ -124,6 +127,7 @@ class PageResult:
     crops: bytes
     text_source: Literal["pdf-text", "ocr"] = "ocr"
     phases: list[tuple[str, int, int]] = field(default_factory=list)
+    cpu_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +199,14 @@ def _inspect(path: str, token: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def _analyse_page(path: str, token: str, index: int, template: Template | None) -> PageResult:
-    """Task: page ``index`` -> PageResult: read from its PDF text layer when
+    """Task: :func:`_page_result` with the worker's CPU seconds for it (``cpu_s``)."""
+    cpu0 = time.process_time()
+    result = _page_result(path, token, index, template)
+    return dataclasses.replace(result, cpu_s=time.process_time() - cpu0)
+
+
+def _page_result(path: str, token: str, index: int, template: Template | None) -> PageResult:
+    """Page ``index`` -> PageResult: read from its PDF text layer when
     :func:`ocrstream.ocr.pdftext.decide` says so (no rendering), else decoded and cut into
     regions (template, else detection)."""
     from ocrstream.ocr import pdftext

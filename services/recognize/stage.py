@@ -40,7 +40,7 @@ from ocrstream.ocr.words import reading_fields
 from ocrstream.storage import models
 from ocrstream.storage.crops import region_crops
 from ocrstream.storage.objectstore import ObjectStore
-from ocrstream.streaming import metrics, tracing
+from ocrstream.streaming import costs, metrics, tracing
 from ocrstream.streaming.stage import Output, Result, Stage
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ class RecognizeStage(Stage):
         to_read = [r for r in event.regions if not _from_layer(r)]  # PDF text-layer regions have no crop
         keys = list(dict.fromkeys(r.crop_key for r in to_read))
         objects = dict(zip(keys, await asyncio.gather(*(self.store.get(k) for k in keys))))
+        costs.add_bytes(read=sum(len(o) for o in objects.values()))
         return event, await asyncio.to_thread(region_crops, to_read, objects,
                                               max_bytes=self.settings.max_page_crop_bytes)
 
@@ -179,8 +180,18 @@ class RecognizeStage(Stage):
             raise result
         return result
 
+    async def _load_metered(self, record: ConsumerRecord) -> tuple[RegionsEvent, list[np.ndarray], int]:
+        """:meth:`load` and the bytes it read (the record's value and the crop packs)."""
+        with costs.metering(self.name, len(record.value or b"")) as meter:
+            event, crops = await self.load(record)
+        return event, crops, meter.bytes_in
+
     async def handle_batch(self, records: Sequence[ConsumerRecord]) -> list[Result]:
-        loaded = await asyncio.gather(*(self.load(r) for r in records), return_exceptions=True)
+        """Read every record's crops in one recogniser call; each output carries its document's
+        share of the batch's cost (CPU and wall split by crop widths at the model's height, plus
+        one for the document: :func:`ocrstream.streaming.costs.split`)."""
+        meter = costs.Meter(self.name)
+        loaded = await asyncio.gather(*(self._load_metered(r) for r in records), return_exceptions=True)
         crops = [c for item in loaded if not isinstance(item, BaseException) for c in item[1]]
         if crops:
             metrics.RECOGNIZER_BATCH.observe(len(crops))
@@ -193,18 +204,22 @@ class RecognizeStage(Stage):
         ended = time.time_ns()
         results: list[Result] = []
         start = 0
+        ok = [item for item in loaded if not isinstance(item, BaseException)]
+        shares = iter(costs.split(meter.read(), [1.0 + sum(c.shape[1] / max(c.shape[0], 1) for c in item[1])
+                                                 for item in ok], [item[2] for item in ok]))
         for record, item in zip(records, loaded):
             if isinstance(item, BaseException):
                 results.append(item)
                 continue
-            event, doc_crops = item
+            event, doc_crops, _ = item
             # the batch's one recogniser call, as a child span of each document's stage span
             tracing.child(record, "recognition", started, ended, {
                 "ocrstream.regions": len(doc_crops), "ocrstream.batch.crops": len(crops),
                 "ocrstream.batch.documents": len(records), "ocrstream.recognizer": recognizer.name,
                 "ocrstream.model": version or ""})
             widths = [crop.shape[1] for crop in doc_crops]
-            results.append([self.output(event, readings[start:start + len(doc_crops)], widths, recognizer, version)])
+            output = self.output(event, readings[start:start + len(doc_crops)], widths, recognizer, version)
+            results.append(costs.stamp([output], next(shares)))
             start += len(doc_crops)
         return results
 
@@ -235,7 +250,7 @@ class RecognizeStage(Stage):
             pages=event.pages,
             recognizer=Recognizer(name=recognizer.name, provider=recognizer.provider,
                                   model=version or UNSET),
-            regions=regions)
+            regions=regions, costs=event.costs)
         return Output(events.RECOGNIZED, event.document_id, out)
 
 

@@ -43,6 +43,7 @@ from ocrstream.contracts.event_models import (
     RecognizedRegion,
     ResultRegion,
     ResultsEvent,
+    StageCost,
     Timestamps,
     UnsetType,
 )
@@ -50,12 +51,13 @@ from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor
 from ocrstream.ocr.receipt_fields import document_fields
-from ocrstream.storage import outbox
+from ocrstream.settings import Settings
+from ocrstream.storage import outbox, usage
 from ocrstream.storage.crops import stored_crop
 from ocrstream.storage.db import create_pool
 from ocrstream.storage.documents import read_document
 from ocrstream.storage.migrate import apply_migrations
-from ocrstream.streaming import metrics, tracing, webhooks
+from ocrstream.streaming import costs, metrics, tracing, webhooks
 from ocrstream.streaming.names import clean_text, strip_nul
 from ocrstream.streaming.retry import is_transient
 from ocrstream.streaming.stage import Output, Stage
@@ -141,6 +143,10 @@ class StoreStage(Stage):
     name = "store"
     input_topics = (events.RECOGNIZED, events.DLQ)
 
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.tenants = costs.TenantLabels(settings.cost_max_key_labels)  # bounded api_key labels
+
     async def setup(self) -> None:
         self.postprocessor = PostProcessor(
             review_threshold=self.settings.review_threshold,
@@ -216,8 +222,30 @@ class StoreStage(Stage):
                 for r, seen in zip(regions, event.regions)])
             if previous:
                 await self._carry_verified(conn, doc_id, regions)
-            await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc))  # same transaction
+            # the store's own cost: up to here (its commit, produce and offset commit follow)
+            result = msgspec.structs.replace(result, costs=[*(event.costs or []), self.cost_so_far()])
+            await self.enqueue_webhook(conn, result, str(version), webhooks.callback_of(doc)  # same transaction
+                                       or await outbox.key_webhook(conn, doc.api_key or None))
+            await self.record_cost(conn, result, str(version), doc)
+        self.count_cost(result)
         return Output(events.RESULTS, doc_id, result)
+
+    def cost_so_far(self) -> StageCost:
+        """This stage's cost of the document in hand so far (:mod:`ocrstream.streaming.costs`)."""
+        return (costs.current() or costs.Meter(self.name)).read()
+
+    async def record_cost(self, conn: Any, result: ResultsEvent, version: str, doc: DocumentRef | dict) -> None:
+        """The result's costs into ``document_costs`` (ocrstream/storage/usage.py; caller's transaction)."""
+        ref = events.to_json_object(doc) if isinstance(doc, DocumentRef) else doc
+        await usage.record(conn, result.document_id, version, result.status, api_key=ref.get("api_key"),
+                           door=ref.get("source"), template=ref.get("template"), pages=len(result.pages),
+                           stages=[events.to_json_object(c) for c in result.costs or []])
+
+    def count_cost(self, result: ResultsEvent) -> None:
+        """Count the stored result's pages and CPU seconds per API key and door (Prometheus)."""
+        doc = result.document or None
+        costs.count_tenant(self.tenants, doc.api_key or None if doc else None, doc.source if doc else None,
+                           len(result.pages), costs.totals(result.costs)["cpu_s"])
 
     async def _keep_previous_result(self, conn: Any, doc_id: str, version: str | UnsetType) -> int:
         """When ``version`` replaces a done result of another version: snapshot that result into
@@ -318,36 +346,48 @@ class StoreStage(Stage):
         ts = dict(original.get("timestamps") or {})
         ts["stored"] = events.now_iso()
         error = dead.error
+        try:  # a malformed original still gets its failed row (then the record is parked)
+            result: ResultsEvent | None = self._failed_result(
+                dead, doc, ts, [*_lenient_costs(original), self.cost_so_far()])
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the row is written
+            result, unbuildable = None, exc
         async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 UPSERT_FAILED, dead.document_id, doc.get("source") or original.get("source"),
                 doc.get("filename"), doc.get("object_key"), doc.get("content_sha256"),
                 doc.get("size_bytes"), error.stage, error.type, strip_nul(error.message),
                 _ts(ts.get("submitted")), _ts(ts.get("ingested")), _ts(ts["stored"]), dead.failed_at)
-            if not status.endswith(" 0") and (url := webhooks.callback_of(doc)):
-                await self.enqueue_webhook(conn, self._failed_result(dead, doc, ts), dead.failed_at, url)
+            if not status.endswith(" 0") and result is not None:
+                await self.enqueue_webhook(conn, result, dead.failed_at, webhooks.callback_of(doc)
+                                           or await outbox.key_webhook(conn, doc.get("api_key")))
+                await self.record_cost(conn, result, dead.failed_at, doc)
         if status.endswith(" 0"):  # "INSERT 0 0": a done row, or this dead letter already stored
             if not await self.pool.fetchval("SELECT published_at IS NULL FROM documents"
                                             " WHERE document_id = $1 AND version = $2",
                                             dead.document_id, dead.failed_at):
                 return None
-        return Output(events.RESULTS, dead.document_id, self._failed_result(dead, doc, ts))
+        if result is None:
+            raise unbuildable
+        if not status.endswith(" 0"):
+            self.count_cost(result)
+        return Output(events.RESULTS, dead.document_id, result)
 
     @staticmethod
-    def _failed_result(dead: DeadLetterEvent, doc: dict, ts: dict) -> ResultsEvent:
-        """The ``failed`` results event of a dead letter (``doc``, ``ts``: its original's, read leniently)."""
+    def _failed_result(dead: DeadLetterEvent, doc: dict, ts: dict, stage_costs: list[StageCost]) -> ResultsEvent:
+        """The ``failed`` results event of a dead letter (``doc``, ``ts``: its original's, read
+        leniently; ``stage_costs``: what the stages before the failure spent, and the store)."""
         ts = {**ts, "failed": dead.failed_at}
         ts.setdefault("ingested", dead.failed_at)
         result = ResultsEvent(version=1, document_id=dead.document_id, status="failed",
                               timestamps=events.convert(Timestamps, ts, events.DLQ), text="", pages=[],
-                              regions=[], error=dead.error)
+                              regions=[], error=dead.error, costs=stage_costs)
         if "object_key" in doc:
             result = msgspec.structs.replace(result, document=events.convert(DocumentRef, doc, events.DLQ))
         return result
 
     async def enqueue_webhook(self, conn, result: ResultsEvent, version: str, url: str | None) -> None:
         """The completion webhook of ``result`` into the outbox (in the caller's transaction), if
-        its submission named ``url`` (ocrstream/streaming/webhooks.py)."""
+        its submission named ``url`` or its API key has a webhook (ocrstream/streaming/webhooks.py)."""
         if url:
             await outbox.enqueue(conn, result.document_id, version, url,
                                  webhooks.summary(result, self.settings.webhook_max_payload_bytes))
@@ -358,6 +398,15 @@ class StoreStage(Stage):
 
     async def _send_webhooks(self, stop: asyncio.Event) -> None:
         await webhooks.WebhookSender(self.settings).run(stop)
+
+
+def _lenient_costs(original: dict) -> list[StageCost]:
+    """The ``costs`` of a dead letter's original event (what the stages before the failure spent);
+    [] when absent or malformed (a dead letter is never refused for them)."""
+    try:
+        return events.convert(list[StageCost], original.get("costs") or [], events.DLQ)
+    except Exception:  # noqa: BLE001 - lenient: the failure itself is what matters
+        return []
 
 
 def _opt(value: T | UnsetType) -> T | None:

@@ -30,7 +30,7 @@ class RecordingSubmitter:
         self.settings = settings
         self.submitted: list[str] = []
 
-    async def submit(self, data, filename, door, template, document_id=None, sha=None):
+    async def submit(self, data, filename, door, template, document_id=None, sha=None, **_):
         doc_id = document_id or uuid.uuid4().hex
         self.submitted.append(doc_id)
         return Receipt(doc_id, filename, object_key=f"originals/{sha or 'x'}")
