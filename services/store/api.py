@@ -51,6 +51,7 @@ from pydantic import StringConstraints
 from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import ConfigurationError, MissingObjectError
 from ocrstream.ocr.document import Document
+from ocrstream.ocr.decode import Budget
 from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
 from ocrstream.settings import Settings
 from ocrstream.storage import documents
@@ -173,6 +174,8 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
             return await searchable_pdf(data)
         return await asyncio.to_thread(render_export, data, format)
 
+    budget = Budget.from_settings(settings) if settings is not None else Budget()  # the pages as they were read
+
     async def searchable_pdf(data: dict) -> Response:
         if data["status"] != "done" or not data["object_key"]:
             raise HTTPException(409, f"document {data['document_id']} is {data['status']}: no PDF")
@@ -186,7 +189,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                                       f"the original of document {data['document_id']} is no longer stored"}) from None
         doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
         try:
-            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
+            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original, budget)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except ConfigurationError as exc:  # the pdf extra is not installed on this server
