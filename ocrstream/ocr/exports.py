@@ -122,12 +122,12 @@ def require_pdf_extra() -> None:
                                  "pip install 'ocrstream[pdf]'")
 
 
-def to_searchable_pdf(doc: Document, original: bytes, budget: Budget = Budget()) -> bytes:
+def to_searchable_pdf(doc: Document, original: bytes, budget: Budget | None = None) -> bytes:
     """The document as a searchable PDF: its original pages, each with an invisible text layer
     whose words sit at their boxes.
 
     ``original`` is the submitted file, opened by the decoder (:func:`ocrstream.ocr.decode.open_document`
-    under ``budget``, which should be the one the document was read with): its pages are the
+    under ``budget``, which should be the one the document was read with; default :class:`Budget`): its pages are the
     decoder's pages, the one source of truth for how many pages and frames a file has (an
     animated GIF/WebP/APNG: every frame a page). The base PDF is, in order of preference:
 
@@ -158,7 +158,7 @@ def to_searchable_pdf(doc: Document, original: bytes, budget: Budget = Budget())
     import pikepdf
 
     try:
-        opened = open_document(original, budget)
+        opened = open_document(original, budget or Budget())
     except BadInputError as exc:
         raise ValueError(f"the original cannot be read as pages ({type(exc).__name__}): {exc}") from exc
     with opened:

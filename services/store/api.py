@@ -50,8 +50,8 @@ from pydantic import StringConstraints
 
 from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import ConfigurationError, MissingObjectError
-from ocrstream.ocr.document import Document
 from ocrstream.ocr.decode import Budget
+from ocrstream.ocr.document import Document
 from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
 from ocrstream.settings import Settings
 from ocrstream.storage import documents
