@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
     postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
     review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")
+    review_ink_fraction: float = _ocr(
+        0.0005, "a page with at least this fraction of ink (cleanup.ink_fraction) and no text gets needs_review "
+                "(measured: one text line on A4 0.0008, receipts >= 0.01, noisy blank scans <= 0.00001)", ge=0, le=1)
     receipt_fields: bool = _ocr(True, "receipt fields (vendor, address, date, total, ...: ocrstream/ocr/receipt_fields.py) "
                                       "for documents without a template, in OCRPipeline and the store stage")
     crop_codec: Literal["none", "zlib"] = _ocr(

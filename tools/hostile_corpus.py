@@ -342,6 +342,26 @@ def pdf_nested(*lines: str, depth: int = 300) -> bytes:
     return buf.getvalue()
 
 
+def pdf_text_in_box(text: str, media: list[float], at: tuple[float, float], crop: list[float] | None = None) -> bytes:
+    """A one-page born-digital PDF (Helvetica text ``text`` drawn at ``at``, points) whose page
+    has the MediaBox ``media`` and, if given, the CropBox ``crop`` (odd boxes: negative, reversed,
+    a crop box outside the media box)."""
+    import pikepdf
+
+    pdf = pikepdf.new()
+    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
+                                                BaseFont=pikepdf.Name.Helvetica))
+    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, MediaBox=pikepdf.Array(media),
+                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)),
+                              Contents=pdf.make_stream(b"BT /F1 24 Tf %.1f %.1f Td (%s) Tj ET" % (*at, text.encode())))
+    if crop is not None:
+        page.CropBox = pikepdf.Array(crop)
+    pdf.pages.append(pikepdf.Page(page))
+    buf = io.BytesIO()
+    pdf.save(buf)
+    return buf.getvalue()
+
+
 def png_transparent(*lines: str) -> bytes:
     """Black text on a fully transparent background (RGBA, colour of transparent pixels = black)."""
     ink = 255 - np.asarray(text_page(*lines).convert("L"))
@@ -519,6 +539,12 @@ CASES: list[Case] = [
          "zTXt chunk inflating to 200 MB"),
     Case("pdf-nested", lambda b: pdf_nested("NESTED PAGE TREE 300"), odd_but_valid("NESTED PAGE TREE 300"),
          "one page under 300 nested /Pages nodes", ext=".pdf"),
+    Case("pdf-negative-mediabox", lambda b: pdf_text_in_box("NEGATIVE MEDIABOX 42", [0, 0, -612, -792], (-540, -92)),
+         odd_but_valid("NEGATIVE MEDIABOX 42"), "born-digital page, MediaBox [0 0 -612 -792]", ext=".pdf"),
+    Case("pdf-crop-outside-media", lambda b: pdf_text_in_box("CROPBOX OUTSIDE 17", [-612, -792, 0, 0], (-540, -92),
+                                                             crop=[0, 0, 612, 792]),
+         odd_but_valid("CROPBOX OUTSIDE 17"), "born-digital page whose CropBox misses its negative MediaBox",
+         ext=".pdf"),
     Case("png-huge-text-chunk", lambda b: png_huge_text("HUGE TEXT CHUNK 8"), odd_but_valid("HUGE TEXT CHUNK 8"),
          "2 MB tEXt chunk"),
     # --- hostile filenames (a good page: done, stored filename sanitised) ------------------------

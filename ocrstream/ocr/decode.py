@@ -34,7 +34,12 @@ Accepted is what the format allows; refused is what cannot be a page:
 * PDF (pypdfium2): every page's size (``FPDF_GetPageSizeByIndexF``, no page loaded) at
   ``pdf_dpi`` checked before any page is rendered. A password -> :class:`EncryptedDocumentError`;
   a file PDFium cannot parse -> :class:`TruncatedImageError` when it lacks its ``%%EOF``
-  trailer (ISO 32000-1 7.5.5) but has objects, else :class:`CorruptImageError`.
+  trailer (ISO 32000-1 7.5.5) but has objects, else :class:`CorruptImageError`. Page boxes are
+  normalised as viewers do (pdf.js ``Page.view``): PDFium already orders a box's corners and
+  takes a box without area as US Letter; a crop box that does not meet the media box (an
+  empty visible region, ISO 32000-1 14.11.2: the crop box is clipped to the media box) is
+  replaced by the media box, so that page is rendered and its text layer read instead of
+  being a 0x0 page.
 * anything else (HEIC, AVIF, SVG, ZIP, text...) -> :class:`NotAnImageError` naming the format.
 
 Pixels are decoded with OpenCV (EXIF orientation applied; CMYK, palette, grey, alpha and 16-bit
@@ -146,9 +151,11 @@ class OpenedDocument:
 
     animated = False
 
-    def __init__(self, kind: str, page_sizes: Sequence[tuple[int, int]]):
+    def __init__(self, kind: str, page_sizes: Sequence[tuple[int, int]], normalised: Sequence[int] = ()):
         self.kind = kind
         self.page_sizes = list(page_sizes)
+        #: indexes of the PDF pages whose crop box the decoder replaced (module docstring)
+        self.normalised = tuple(normalised)
 
     def __len__(self) -> int:
         return len(self.page_sizes)
@@ -272,8 +279,9 @@ class _TiffDocument(OpenedDocument):
 class _PdfDocument(OpenedDocument):
     """PDF: page ``k`` rendered by PDFium at the budget's dpi."""
 
-    def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float):
-        super().__init__("pdf", sizes)
+    def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float,
+                 normalised: Sequence[int] = ()):
+        super().__init__("pdf", sizes, normalised)
         self._pdf, self._scale = pdf, scale
 
     def _decode(self, index: int) -> np.ndarray | None:
@@ -598,9 +606,12 @@ def _open_pdf(data: bytes, budget: Budget) -> _PdfDocument:
             raise CorruptImageError("PDF has no pages")
         budget.check_page_count(pages)
         scale = budget.pdf_dpi / PDF_POINTS_PER_INCH
-        sizes, total = [], 0
+        sizes, total, normalised = [], 0, []
         for index in range(pages):
             w_pt, h_pt = pdf.get_page_size(index)
+            if w_pt <= 0 or h_pt <= 0:
+                w_pt, h_pt = _visible_media_box(pdf, index)
+                normalised.append(index)
             # pypdfium2 renders ceil(points * scale) px per side
             size = (math.ceil(w_pt * scale), math.ceil(h_pt * scale))
             total = budget.admit_page(*size, total=total, label=f"PDF page {index + 1} at {budget.pdf_dpi} dpi")
@@ -611,7 +622,20 @@ def _open_pdf(data: bytes, budget: Budget) -> _PdfDocument:
     except BaseException:
         pdf.close()
         raise
-    return _PdfDocument(pdf, sizes, scale)
+    return _PdfDocument(pdf, sizes, scale, normalised)
+
+
+def _visible_media_box(pdf: pdfium.PdfDocument, index: int) -> tuple[float, float]:
+    """Page ``index`` has no visible area (its crop box misses its media box): its crop box
+    becomes its media box, corners ordered (in the open document only); returns the new size, pt."""
+    page = pdf[index]
+    try:
+        x0, y0, x1, y1 = page.get_mediabox()
+        page.set_cropbox(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    finally:
+        page.close()
+    width, height = pdf.get_page_size(index)
+    return float(width), float(height)
 
 
 def _pdf_open_error(exc: pdfium.PdfiumError, data: bytes) -> Exception:

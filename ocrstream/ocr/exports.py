@@ -131,9 +131,10 @@ def to_searchable_pdf(doc: Document, original: bytes, budget: Budget | None = No
     decoder's pages, the one source of truth for how many pages and frames a file has (an
     animated GIF/WebP/APNG: every frame a page). The base PDF is, in order of preference:
 
-    * a PDF: the original, untouched, when pikepdf (QPDF) sees the decoder's page count, else
-      the decoder's pages copied by PDFium into a PDF with a flat page tree (a page tree nested
-      deeper than QPDF follows);
+    * a PDF: the original, untouched, when pikepdf (QPDF) sees the decoder's page count and the
+      decoder normalised no page box, else the decoder's pages copied by PDFium into a PDF with
+      a flat page tree and the normalised boxes (a page tree nested deeper than QPDF follows, a
+      crop box outside the media box);
     * a one-frame image or a TIFF: the original embedded by img2pdf (JPEG/JPEG 2000 data as-is,
       other formats losslessly) when img2pdf can and gives the decoder's page count;
     * otherwise (animated frames, 16-bit TIFF samples, an alpha channel, a PNG whose text chunk
@@ -180,7 +181,7 @@ def to_searchable_pdf(doc: Document, original: bytes, budget: Budget | None = No
 def _base_pdf(original: bytes, opened: OpenedDocument) -> bytes:
     """A PDF of exactly ``opened``'s pages (see :func:`to_searchable_pdf` for the order tried)."""
     if opened.kind == "pdf":
-        if _pdf_page_count(original) == len(opened):
+        if not opened.normalised and _pdf_page_count(original) == len(opened):
             return original
         flat = opened.as_pdf()
         assert flat is not None  # a PDF's decoder always copies its pages

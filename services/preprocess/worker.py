@@ -113,6 +113,8 @@ class PageResult:
             recognise, no crops) or ``"ocr"``.
         phases: the page's timed steps in the worker, ``(name, start_ns, end_ns)`` (``time.time_ns()``):
             ``decode``, ``cleanup``, ``detection``, ``crop`` (trace spans: ocrstream/streaming/tracing.py).
+        ink: fraction in [0, 1] of the cleaned page that is ink (:func:`ocrstream.ocr.cleanup.ink_fraction`);
+            None for template and PDF-text pages.
     """
 
     width: int
@@ -121,6 +123,7 @@ class PageResult:
     crops: bytes
     text_source: Literal["pdf-text", "ocr"] = "ocr"
     phases: list[tuple[str, int, int]] = field(default_factory=list)
+    ink: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,12 +214,14 @@ def _analyse_page(path: str, token: str, index: int, template: Template | None) 
                                   [("decode", start, time.time_ns())])
         page = document.page(index)
         phases = [("decode", start, time.time_ns())]
-        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps, phases)
+        measures: dict[str, float] = {}
+        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps, phases, measures)
         pack, spans = pack_crops([crop for _, crop in regions], codec=config.crop_codec,
                                  max_bytes=config.max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape), "source": "ocr"}
                   for (region, _), (offset, shape) in zip(regions, spans)]
-        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases=phases)
+        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases=phases,
+                          ink=measures.get("ink"))
 
 
 @contextlib.contextmanager
