@@ -183,6 +183,12 @@ class Settings(BaseSettings):
 
     # HTTP APIs: the query API process (`ocrstream run api`, services/store/api.py)
     query_port: int = _http(8081, "port of the query API (0 = off)")
+    http_header_timeout_s: float = _http(
+        10.0, "both HTTP doors: a connection whose request line and headers are not all in within this many "
+              "seconds of its first byte (or of the connection) is closed (slowloris)", gt=0)
+    http_body_timeout_s: float = _http(
+        120.0, "both HTTP doors: a request body not all in within this many seconds of its headers is "
+               "dropped and the connection closed (8 MB at 1 Mbit/s takes 64 s)", gt=0)
     api_postgres_dsn: SecretStr | None = _http(
         None, "a login role in ocrstream_read for the query API (None: the store's DSN with that role set)")
     api_pool_size: int = _http(4, "connections of the query API's read-only pool")

@@ -200,7 +200,8 @@ class IngestStage(Stage):
         auth = await self.setup_check()
         async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:
             await serve_until(create_app(submitter, auth, results), self.settings.http_host, self.settings.http_port,
-                              stop, self.name)
+                              stop, self.name, header_timeout_s=self.settings.http_header_timeout_s,
+                              body_timeout_s=self.settings.http_body_timeout_s)
 
     def ignores(self, record: ConsumerRecord) -> bool:
         """Bucket notifications with nothing to ingest (:meth:`BucketDoor.ignores`)."""

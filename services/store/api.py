@@ -250,7 +250,9 @@ def run_api(settings: Settings) -> None:
             if await wait_for_schema(settings, stop) and \
                     await retry_transient("connect to PostgreSQL", "api", settings, stop, connect):
                 await serve_until(create_app(pools[0], auth, ObjectStore(settings), settings, pools[1]),
-                                  settings.http_host, settings.query_port, stop, "api")
+                                  settings.http_host, settings.query_port, stop, "api",
+                                  header_timeout_s=settings.http_header_timeout_s,
+                                  body_timeout_s=settings.http_body_timeout_s)
         finally:
             stop.set()
             await asyncio.gather(probes, return_exceptions=True)
