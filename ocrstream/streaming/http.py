@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ocrstream.errors import InternalError, InvalidParameterError, TransientError
 from ocrstream.streaming.auth import Authenticator
