@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = _delivery(
         3, "a record that crashed, hung or OOM-killed its stage this many times is dead-lettered (PoisonMessageError)")
     record_timeout_s: float = _delivery(600.0, "wall time to handle one record (a batch gets n times this)")
-    shutdown_grace_s: float = _delivery(10.0, "on SIGTERM, time for the batch in hand to finish")
+    shutdown_grace_s: float = _delivery(10.0, "on SIGTERM, time for the batch in hand to finish; every process is "
+                                              "gone at most 5 s later, in any state (exit 143 when it had to be forced)")
 
     # Doors: the ingest HTTP door, API keys, clients, duplicates, the bucket door
     http_host: str = _doors("127.0.0.1", "address the ingest HTTP door binds")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from typing import Annotated, Literal
@@ -226,12 +225,11 @@ def run_api(settings: Settings) -> None:
     """
     from ocrstream.streaming import health
     from ocrstream.streaming.http import serve_until
-    from ocrstream.streaming.stage import retry_transient
+    from ocrstream.streaming.stage import retry_transient, stop_on_signals
 
     async def main() -> None:
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, "api", settings.shutdown_grace_s)
         probes = asyncio.create_task(health.HEALTH.run(stop))
         pools: list[asyncpg.Pool] = []
 
