@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
     idempotency_ttl_s: float = _doors(24 * 3600.0, "how long the ingest door remembers an Idempotency-Key's answer "
                                                    "(services/ingest/idempotency.py)", gt=0)
+    idempotency_sweep_interval_s: float = _doors(
+        3600.0, "how often the ingest process deletes Idempotency-Key records older than OCRSTREAM_IDEMPOTENCY_TTL_S",
+        gt=0)
     ingest_url: str | None = _doors(None, "the ingest HTTP door's URL for clients (None: http_host:http_port)")
     api_key: SecretStr | None = _doors(None, "the API key clients send to the HTTP doors (never printed)")
     duplicates: Literal["reprocess", "reuse"] = _doors(
