@@ -133,6 +133,22 @@ def mix(args: argparse.Namespace, settings: Settings) -> list[Document]:
     return docs
 
 
+async def wait_for_door(url: str, log, timeout_s: float = 300) -> None:
+    """Wait until the HTTP door answers (the stages are up), so door retries count faults only."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.5)
+    log(f"{url} did not answer within {timeout_s:g} s; submitting anyway (the doors retry)")
+
+
 async def sample_until(stages: StageProcesses, gen: LoadGenerator, settings: Settings, samples: list[Sample],
                        every_s: float, stop: asyncio.Event, log) -> None:
     """Append a :class:`Sample` every ``every_s`` seconds until ``stop`` (and once more then)."""
@@ -217,8 +233,9 @@ async def soak(args: argparse.Namespace, env: dict[str, str], workdir: Path, log
         f"pages), {args.rate:g}/s through {', '.join(args.doors)}")
     samples: list[Sample] = []
     with StageProcesses(env, workdir / "logs") as stages:
-        gen = LoadGenerator(settings, f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}", doors=tuple(args.doors),
-                            log=log)
+        url = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
+        await wait_for_door(url + "/healthz", log)
+        gen = LoadGenerator(settings, url, doors=tuple(args.doors), log=log)
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_until(stages, gen, settings, samples, args.sample_s, stop, log))
         started = time.monotonic()
