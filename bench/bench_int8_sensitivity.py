@@ -8,7 +8,8 @@ This finds which nodes cause it: the shipped PP-OCRv6 recogniser (opset 13, ``qu
 is quantised with ``onnxruntime.quantization.quantize_static`` (QDQ, QUInt8 activations, QInt8
 weights per channel, ``--method`` calibration on dev lines that are NOT evaluated, ranges computed
 once and cached; inputs right-padded to one width, the stacking calibrators need it), its
-convolutions and matrix products only; the CTC head's MatMul always stays float (so :mod:`ocrstream.ocr.recognition.ctc_head` can cut it to the charset). Then:
+convolutions and matrix products only; the CTC head's MatMul always stays float (so
+:mod:`ocrstream.ocr.recognition.ctc_head` can cut it to the charset). Then:
 
 1. every quantised node alone left in float (leave-one-out): the line CER ci on the first
    ``--lines`` dev lines, the nodes ranked by how much CER their quantisation costs;

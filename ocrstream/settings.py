@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = _delivery(
         3, "a record that crashed, hung or OOM-killed its stage this many times is dead-lettered (PoisonMessageError)")
     record_timeout_s: float = _delivery(600.0, "wall time to handle one record (a batch gets n times this)")
-    shutdown_grace_s: float = _delivery(10.0, "on SIGTERM, time for the batch in hand to finish")
+    shutdown_grace_s: float = _delivery(10.0, "on SIGTERM, time for the batch in hand to finish; every process is "
+                                              "gone at most 5 s later, in any state (exit 143 when it had to be forced)")
 
     # Doors: the ingest HTTP door, API keys, clients, duplicates, the bucket door
     http_host: str = _doors("127.0.0.1", "address the ingest HTTP door binds")
@@ -146,6 +147,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
     idempotency_ttl_s: float = _doors(24 * 3600.0, "how long the ingest door remembers an Idempotency-Key's answer "
                                                    "(services/ingest/idempotency.py)", gt=0)
+    idempotency_sweep_interval_s: float = _doors(
+        3600.0, "how often the ingest process deletes Idempotency-Key records older than OCRSTREAM_IDEMPOTENCY_TTL_S",
+        gt=0)
     ingest_url: str | None = _doors(None, "the ingest HTTP door's URL for clients (None: http_host:http_port)")
     api_key: SecretStr | None = _doors(None, "the API key clients send to the HTTP doors (never printed)")
     duplicates: Literal["reprocess", "reuse"] = _doors(
@@ -184,6 +188,9 @@ class Settings(BaseSettings):
     templates_dir: str | None = _ocr(None, "extra fixed-layout templates (*.yaml), beside the shipped ones")
     postprocess_rules: str = _ocr("nfkc,whitespace,confusables,dictionary", "post-processing rules, comma list ('' = off)")
     review_threshold: float = _ocr(0.98, "regions below this confidence get needs_review")
+    review_ink_fraction: float = _ocr(
+        0.0005, "a page with at least this fraction of ink (cleanup.ink_fraction) and no text gets needs_review "
+                "(measured: one text line on A4 0.0008, receipts >= 0.01, noisy blank scans <= 0.00001)", ge=0, le=1)
     receipt_fields: bool = _ocr(True, "receipt fields (vendor, address, date, total, ...: ocrstream/ocr/receipt_fields.py) "
                                       "for documents without a template, in OCRPipeline and the store stage")
     crop_codec: Literal["none", "zlib"] = _ocr(
@@ -223,6 +230,12 @@ class Settings(BaseSettings):
 
     # HTTP APIs: the query API process (`ocrstream run api`, services/store/api.py)
     query_port: int = _http(8081, "port of the query API (0 = off)")
+    http_header_timeout_s: float = _http(
+        10.0, "both HTTP doors: a connection whose request line and headers are not all in within this many "
+              "seconds of its first byte (or of the connection) is closed (slowloris)", gt=0)
+    http_body_timeout_s: float = _http(
+        120.0, "both HTTP doors: a request body not all in within this many seconds of its headers is "
+               "dropped and the connection closed (8 MB at 1 Mbit/s takes 64 s)", gt=0)
     api_postgres_dsn: SecretStr | None = _http(
         None, "a login role in ocrstream_read for the query API (None: the store's DSN with that role set)")
     api_pool_size: int = _http(4, "connections of the query API's read-only pool")

@@ -284,6 +284,29 @@ async def test_a_mixed_pdf_is_read_page_by_page_through_the_stages(pipeline, sta
     assert float(counted["pdf-text"]) >= 1 and float(counted["ocr"]) >= 1, counted
 
 
+async def test_a_page_with_ink_and_no_text_needs_review(pipeline, stack_settings, tmp_path):
+    """Issue 24: a page with ink but no text (bars) is done with ``needs_review`` true and its
+    ink fraction in the results; a blank page is done and not flagged."""
+    import cv2
+
+    from tests.unit.test_silent_failures import barcode
+
+    (tmp_path / "bars.png").write_bytes(cv2.imencode(".png", barcode())[1].tobytes())
+    (tmp_path / "blank.png").write_bytes(encode(Image.new("RGB", (1000, 1400), "white"), "PNG"))
+    bars, blank = await submit_all(stack_settings, [tmp_path / "bars.png", tmp_path / "blank.png"])
+    results = await wait_for_results(stack_settings, [bars.document_id, blank.document_id], timeout_s=300)
+    bars_done, blank_done = (events.to_json_object(results[r.document_id]) for r in (bars, blank))
+    assert bars_done["status"] == blank_done["status"] == "done"
+    assert bars_done["text"].strip() == "" and bars_done["needs_review"] is True
+    assert bars_done["pages"][0]["ink"] > 100 * stack_settings.review_ink_fraction
+    assert blank_done["needs_review"] is False and blank_done["pages"][0]["ink"] == 0
+    conn = await asyncpg.connect(stack_settings.dsn)
+    try:
+        assert await conn.fetchval("SELECT needs_review FROM documents WHERE document_id = $1", bars.document_id)
+    finally:
+        await conn.close()
+
+
 async def test_resubmitted_bytes_are_reused_or_reprocessed(pipeline, stack_settings, tmp_path):
     path = tmp_path / "again.png"
     path.write_bytes(render("again.png", [f"RESUBMIT {uuid.uuid4().hex[:6].upper()}"]))

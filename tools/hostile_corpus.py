@@ -29,6 +29,7 @@ import io
 import math
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -298,6 +299,69 @@ def png_16bit(*lines: str) -> bytes:
     return encode(Image.fromarray(grey), "PNG")  # mode I;16
 
 
+def tiff_16bit(*lines: str) -> bytes:
+    """A 16-bit greyscale TIFF (mode I;16): img2pdf refuses more than 8 bits per sample."""
+    grey = np.asarray(text_page(*lines).convert("L"), np.uint16) * 257
+    return encode(Image.fromarray(grey), "TIFF")
+
+
+def webp_blank_first_frame(*lines: str) -> bytes:
+    """An animated WebP: a blank white first frame, the text on the second (every frame is a page)."""
+    page = text_page(*lines)
+    return encode(Image.new("RGB", page.size, "white"), "WEBP", save_all=True, append_images=[page], duration=500,
+                  lossless=True)
+
+
+def png_ztxt_bomb(*lines: str, inflated: int = 200 * 1024**2) -> bytes:
+    """A page PNG with a zTXt chunk (before IDAT) that inflates to ``inflated`` bytes (~0.2 MB in the file)."""
+    page = encode(text_page(*lines))
+    z = zlib.compressobj(9)
+    text = b"".join(z.compress(b"x" * 2**20) for _ in range(inflated // 2**20)) + z.flush()
+    body = b"zTXt" + b"Comment\0\0" + text
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return page[:33] + chunk + page[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+
+
+def pdf_nested(*lines: str, depth: int = 300) -> bytes:
+    """A one-page PDF whose page sits under ``depth`` nested /Pages nodes: PDFium walks it, QPDF
+    (pikepdf) gives up on the tree (it did at 300, not at 100)."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf_of(text_page(*lines)))) as pdf:
+        page = pdf.Root.Pages.Kids[0]
+        node = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Pages, Kids=pikepdf.Array([page]), Count=1))
+        page.Parent = node
+        for _ in range(depth - 1):
+            parent = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Pages, Kids=pikepdf.Array([node]),
+                                                          Count=1))
+            node.Parent = parent
+            node = parent
+        pdf.Root.Pages = node
+        buf = io.BytesIO()
+        pdf.save(buf)
+    return buf.getvalue()
+
+
+def pdf_text_in_box(text: str, media: list[float], at: tuple[float, float], crop: list[float] | None = None) -> bytes:
+    """A one-page born-digital PDF (Helvetica text ``text`` drawn at ``at``, points) whose page
+    has the MediaBox ``media`` and, if given, the CropBox ``crop`` (odd boxes: negative, reversed,
+    a crop box outside the media box)."""
+    import pikepdf
+
+    pdf = pikepdf.new()
+    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
+                                                BaseFont=pikepdf.Name.Helvetica))
+    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, MediaBox=pikepdf.Array(media),
+                              Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)),
+                              Contents=pdf.make_stream(b"BT /F1 24 Tf %.1f %.1f Td (%s) Tj ET" % (*at, text.encode())))
+    if crop is not None:
+        page.CropBox = pikepdf.Array(crop)
+    pdf.pages.append(pikepdf.Page(page))
+    buf = io.BytesIO()
+    pdf.save(buf)
+    return buf.getvalue()
+
+
 def png_transparent(*lines: str) -> bytes:
     """Black text on a fully transparent background (RGBA, colour of transparent pixels = black)."""
     ink = 255 - np.asarray(text_page(*lines).convert("L"))
@@ -466,6 +530,21 @@ CASES: list[Case] = [
          "60 KB EXIF UserComment", ext=".jpg"),
     Case("jpeg-huge-icc", lambda b: jpeg_huge_icc("HUGE ICC BLOCK 2"), odd_but_valid("HUGE ICC BLOCK 2"),
          "2 MB ICC block (not a valid profile)", ext=".jpg"),
+    Case("tiff-16bit", lambda b: tiff_16bit("SIXTEEN BIT TIFF 65"), odd_but_valid("SIXTEEN BIT TIFF 65"),
+         "16-bit greyscale TIFF", ext=".tif"),
+    Case("webp-blank-first-frame", lambda b: webp_blank_first_frame("SECOND FRAME TEXT 92"),
+         odd_but_valid("SECOND FRAME TEXT 92"), "animated WebP, blank first frame (every frame is a page)",
+         ext=".webp"),
+    Case("png-ztxt-bomb", lambda b: png_ztxt_bomb("ZTXT BOMB PAGE 200"), odd_but_valid("ZTXT BOMB PAGE 200"),
+         "zTXt chunk inflating to 200 MB"),
+    Case("pdf-nested", lambda b: pdf_nested("NESTED PAGE TREE 300"), odd_but_valid("NESTED PAGE TREE 300"),
+         "one page under 300 nested /Pages nodes", ext=".pdf"),
+    Case("pdf-negative-mediabox", lambda b: pdf_text_in_box("NEGATIVE MEDIABOX 42", [0, 0, -612, -792], (-540, -92)),
+         odd_but_valid("NEGATIVE MEDIABOX 42"), "born-digital page, MediaBox [0 0 -612 -792]", ext=".pdf"),
+    Case("pdf-crop-outside-media", lambda b: pdf_text_in_box("CROPBOX OUTSIDE 17", [-612, -792, 0, 0], (-540, -92),
+                                                             crop=[0, 0, 612, 792]),
+         odd_but_valid("CROPBOX OUTSIDE 17"), "born-digital page whose CropBox misses its negative MediaBox",
+         ext=".pdf"),
     Case("png-huge-text-chunk", lambda b: png_huge_text("HUGE TEXT CHUNK 8"), odd_but_valid("HUGE TEXT CHUNK 8"),
          "2 MB tEXt chunk"),
     # --- hostile filenames (a good page: done, stored filename sanitised) ------------------------

@@ -154,10 +154,12 @@ def export_cmd(document_id: str, fmt: str, output: Path | None) -> None:
         raise click.ClickException(f"document {document_id} is {data['status']}: no PDF")
     doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
     from ocrstream.errors import ConfigurationError
+    from ocrstream.ocr.decode import Budget
 
     try:
-        pdf = to_searchable_pdf(doc, original) if fmt == "pdf" and original is not None else b""
-    except ConfigurationError as exc:
+        pdf = (to_searchable_pdf(doc, original, Budget.from_settings(settings))
+               if fmt == "pdf" and original is not None else b"")
+    except (ConfigurationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     content: bytes = (pdf if fmt == "pdf" else
                       (doc.render_text() if fmt == "txt" else to_hocr(doc) if fmt == "hocr" else

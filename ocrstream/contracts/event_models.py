@@ -100,6 +100,9 @@ class Page(_Model, kw_only=True):
     text_source: Annotated[TextSource, Meta(description="where the page's text came from: the PDF's own text "
                                                         "layer (pdf-text) or OCR of its pixels (ocr)")] \
         | UnsetType = UNSET
+    ink: Annotated[Probability, Meta(description="fraction of the cleaned page that is ink (dark marks, "
+                                                 "ocrstream/ocr/cleanup.py ink_fraction); OCRed pages "
+                                                 "without a template only")] | UnsetType = UNSET
 
 
 class FieldSpec(_Model, kw_only=True):
@@ -316,7 +319,8 @@ class ResultsEvent(_Model, kw_only=True, tag_field="schema", tag="ocr.results.v1
     regions: list[ResultRegion]
     error: ErrorInfo | None
     document: DocumentRef | UnsetType = UNSET
-    needs_review: Annotated[bool, Meta(description="some region has low confidence or failed validation")] \
+    needs_review: Annotated[bool, Meta(description="some region has low confidence or failed validation, or a "
+                                                   "page has ink but no text")] \
         | UnsetType = UNSET
     fields: Annotated[dict[str, FieldResult], Meta(description="template fields, or receipt fields found without "
                                                                "a template, by name: {value, text, valid, ...}")] \

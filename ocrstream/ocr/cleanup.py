@@ -144,6 +144,23 @@ def ink_mask(grey: np.ndarray) -> np.ndarray:
                                  INK_BLOCK, INK_OFFSET)
 
 
+#: side of the square opened away from the ink mask before :func:`ink_fraction` counts it: 2 px
+#: removes isolated noise pixels (a blank page with Gaussian noise sigma 10 grey levels: 0.8 % ink
+#: before, 0.0003 % after) and keeps strokes (a 28 px text line on an A4 page: 0.08 % either way).
+INK_OPEN_PX = 2
+
+
+def ink_fraction(cleaned: np.ndarray) -> float:
+    """Fraction in [0, 1] of a CLEANED page ``(H, W, 3)`` uint8 BGR that is ink: :func:`ink_mask`
+    on the analysis :func:`thumbnail`, opened by an :data:`INK_OPEN_PX` square (no isolated
+    specks). Measured (scripts in the issue-24 report): 60 SROIE receipt scans 1.0-19 % (median
+    7.8 %); one 28 px text line on an A4 page 0.08 %; blank pages with Gaussian noise sigma <= 10
+    grey levels (also as JPEG q50) <= 0.001 %; sigma 20: 0.2-0.3 %; all white and all black 0."""
+    grey, _ = thumbnail(cleaned)
+    mask = cv2.morphologyEx(ink_mask(grey), cv2.MORPH_OPEN, np.ones((INK_OPEN_PX, INK_OPEN_PX), np.uint8))
+    return float(mask.mean())
+
+
 def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INTER_LINEAR,
             expand: bool = True, border: int = cv2.BORDER_REPLICATE) -> tuple[np.ndarray, np.ndarray]:
     """(image rotated counter-clockwise by ``angle_deg`` about its centre, ``(2, 3)`` matrix).

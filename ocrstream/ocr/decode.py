@@ -24,11 +24,22 @@ Accepted is what the format allows; refused is what cannot be a page:
   beyond the end of the file -> truncated. Frame ``k`` is decoded alone
   (``cv2.imdecodemulti`` with a page range).
 * WebP: the RIFF size field says how long the file must be (RFC 9649 2.4) -> truncated.
-* GIF (animated too): the first frame, at the logical screen size. BMP: one page.
+* GIF, WebP and APNG (``acTL`` chunk) with more than one frame: **every frame is a page**, the
+  same rule as a multi-frame TIFF (the frame policy, shared by the exporter,
+  :func:`ocrstream.ocr.exports.to_searchable_pdf`). Each frame is the composited canvas Pillow
+  gives after ``seek(k)`` (disposal and blending applied, at the logical screen / canvas size),
+  transparent pixels on white paper. Frames count against ``max_pages`` and every frame's
+  pixels against the budget, from the headers. A one-frame GIF/WebP/PNG and a BMP are one page
+  (OpenCV). A blank first frame thus never hides the text of the others.
 * PDF (pypdfium2): every page's size (``FPDF_GetPageSizeByIndexF``, no page loaded) at
   ``pdf_dpi`` checked before any page is rendered. A password -> :class:`EncryptedDocumentError`;
   a file PDFium cannot parse -> :class:`TruncatedImageError` when it lacks its ``%%EOF``
-  trailer (ISO 32000-1 7.5.5) but has objects, else :class:`CorruptImageError`.
+  trailer (ISO 32000-1 7.5.5) but has objects, else :class:`CorruptImageError`. Page boxes are
+  normalised as viewers do (pdf.js ``Page.view``): PDFium already orders a box's corners and
+  takes a box without area as US Letter; a crop box that does not meet the media box (an
+  empty visible region, ISO 32000-1 14.11.2: the crop box is clipped to the media box) is
+  replaced by the media box, so that page is rendered and its text layer read instead of
+  being a 0x0 page.
 * anything else (HEIC, AVIF, SVG, ZIP, text...) -> :class:`NotAnImageError` naming the format.
 
 Pixels are decoded with OpenCV (EXIF orientation applied; CMYK, palette, grey, alpha and 16-bit
@@ -127,17 +138,24 @@ class OpenedDocument:
     """An opened document: its kind and every page's size (headers only, within the budget).
 
     ``page(i)`` decodes page ``i`` as ``(H, W, 3) uint8`` BGR; ``pages()`` yields them one at a
-    time. Close it (or use ``with``) to free the decoder's handles.
+    time. Close it (or use ``with``) to free the decoder's handles. This is the one definition
+    of what the pages of a document are: the pipeline reads them and the searchable-PDF export
+    (:mod:`ocrstream.ocr.exports`) builds its pages from them.
 
     Attributes:
         kind: the sniffed format (a key of :data:`ocrstream.ocr.formats.MEDIA_TYPES`).
         page_sizes: ``(width, height)`` px of each page as the headers give them (a JPEG's EXIF
             orientation may swap them in the decoded page).
+        animated: the pages are the frames of an animated GIF, WebP or APNG (module docstring).
     """
 
-    def __init__(self, kind: str, page_sizes: Sequence[tuple[int, int]]):
+    animated = False
+
+    def __init__(self, kind: str, page_sizes: Sequence[tuple[int, int]], normalised: Sequence[int] = ()):
         self.kind = kind
         self.page_sizes = list(page_sizes)
+        #: indexes of the PDF pages whose crop box the decoder replaced (module docstring)
+        self.normalised = tuple(normalised)
 
     def __len__(self) -> int:
         return len(self.page_sizes)
@@ -174,6 +192,16 @@ class OpenedDocument:
 
     def close(self) -> None:
         """Release the decoder's resources (the PDF handle)."""
+
+    def as_pdf(self) -> bytes | None:
+        """A PDF of the pages as this decoder sees them, with a flat page tree (PDFium imports
+        every page into a new document); None when the document is not a PDF. For writers whose
+        PDF parser disagrees with PDFium on the page count (a deeply nested page tree).
+
+        Raises:
+            CorruptImageError: PDFium cannot import a page.
+        """
+        return None
 
     def _decode(self, index: int) -> np.ndarray | None:
         raise NotImplementedError
@@ -212,6 +240,29 @@ def on_white(page: np.ndarray, alpha: np.ndarray, rows: int = 512) -> np.ndarray
     return out
 
 
+class _AnimatedDocument(OpenedDocument):
+    """GIF, WebP, APNG with several frames: frame ``k`` is page ``k`` (Pillow ``seek``, composited
+    onto white). One Pillow image stays open, so reading frames in order decodes each once."""
+
+    animated = True
+
+    def __init__(self, kind: str, image: Image.Image, frames: int):
+        super().__init__(kind, [image.size] * frames)
+        self._image = image
+
+    def _decode(self, index: int) -> np.ndarray | None:
+        try:
+            self._image.seek(index)
+            rgba = np.asarray(self._image.convert("RGBA"))
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise CorruptImageError(f"{self.kind} frame {index + 1} could not be decoded: {exc}") from None
+        bgr = np.ascontiguousarray(rgba[:, :, 2::-1])
+        return on_white(bgr, rgba[:, :, 3]) if (rgba[:, :, 3] < 255).any() else bgr
+
+    def close(self) -> None:
+        self._image.close()
+
+
 class _TiffDocument(OpenedDocument):
     """TIFF: frame ``k`` decoded alone by OpenCV."""
 
@@ -228,8 +279,9 @@ class _TiffDocument(OpenedDocument):
 class _PdfDocument(OpenedDocument):
     """PDF: page ``k`` rendered by PDFium at the budget's dpi."""
 
-    def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float):
-        super().__init__("pdf", sizes)
+    def __init__(self, pdf: pdfium.PdfDocument, sizes: Sequence[tuple[int, int]], scale: float,
+                 normalised: Sequence[int] = ()):
+        super().__init__("pdf", sizes, normalised)
         self._pdf, self._scale = pdf, scale
 
     def _decode(self, index: int) -> np.ndarray | None:
@@ -266,6 +318,18 @@ class _PdfDocument(OpenedDocument):
     def close(self) -> None:
         self._pdf.close()
 
+    def as_pdf(self) -> bytes:
+        new = pdfium.PdfDocument.new()
+        try:
+            new.import_pages(self._pdf)
+            out = io.BytesIO()
+            new.save(out)
+        except pdfium.PdfiumError as exc:
+            raise CorruptImageError(f"PDF pages could not be copied: {exc}") from None
+        finally:
+            new.close()
+        return out.getvalue()
+
 
 def open_document(data: bytes, budget: Budget = Budget()) -> OpenedDocument:
     """Open ``data`` and check it: sniffed type, structure, every page's size against ``budget``.
@@ -286,7 +350,11 @@ def open_document(data: bytes, budget: Budget = Budget()) -> OpenedDocument:
         return _open_pdf(data, budget)
     if kind == "tiff":
         return _TiffDocument(data, _tiff_sizes(data, budget))
-    size = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size}.get(kind, _pillow_size)(data)
+    if kind == "webp":
+        _check_webp_length(data)
+    if kind in ("gif", "webp") or kind == "png" and _png_animated(data, _png_size(data)):
+        return _open_frames(kind, data, budget)
+    size = {"jpeg": _jpeg_size, "png": _png_size}.get(kind, _pillow_size)(data)
     budget.admit_page(*size, total=0, label="image")
     return _ImageDocument(kind, data, size)
 
@@ -422,12 +490,52 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def _png_animated(data: bytes, size: tuple[int, int]) -> bool:
+    """True when the PNG is an APNG of more than one frame (its ``acTL`` chunk, APNG spec 1.0,
+    before the first IDAT); ``size`` is :func:`_png_size`'s answer (the chunks are sound)."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        if ctype == b"acTL" and length >= 8:
+            return int.from_bytes(data[pos + 8:pos + 12], "big") > 1
+        if ctype in (b"IDAT", b"IEND"):
+            return False
+        pos += 12 + length
+    return False
+
+
 # -- WebP, BMP, GIF (Pillow headers) ---------------------------------------------------------
-def _webp_size(data: bytes) -> tuple[int, int]:
+def _check_webp_length(data: bytes) -> None:
     riff_size = int.from_bytes(data[4:8], "little")
     if len(data) < 8 + riff_size:
         raise TruncatedImageError(f"WebP data is {len(data)} bytes, its RIFF header says {8 + riff_size} (truncated)")
-    return _pillow_size(data)
+
+
+def _open_frames(kind: str, data: bytes, budget: Budget) -> OpenedDocument:
+    """A GIF, WebP or PNG: one page (OpenCV) if it has one frame, else every frame a page
+    (:class:`_AnimatedDocument`), the frame count and each frame's pixels checked first."""
+    image = _pillow(data)
+    try:
+        frames = getattr(image, "n_frames", 1)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        image.close()
+        raise CorruptImageError(f"{kind} frames are unreadable: {exc}") from None
+    if frames <= 1:
+        image.close()
+        size = image.size
+        budget.admit_page(*size, total=0, label="image")
+        return _ImageDocument(kind, data, size)
+    try:
+        if frames > budget.max_pages:
+            raise DocumentTooLargeError(f"{kind} has {frames} frames; the limit is {budget.max_pages} pages "
+                                        "(OCRSTREAM_MAX_PAGES; every frame of an animated image is a page)")
+        total = 0
+        for index in range(frames):
+            total = budget.admit_page(*image.size, total=total, label=f"{kind} frame {index + 1}")
+    except BaseException:
+        image.close()
+        raise
+    return _AnimatedDocument(kind, image, frames)
 
 
 def _pillow_size(data: bytes) -> tuple[int, int]:
@@ -498,9 +606,12 @@ def _open_pdf(data: bytes, budget: Budget) -> _PdfDocument:
             raise CorruptImageError("PDF has no pages")
         budget.check_page_count(pages)
         scale = budget.pdf_dpi / PDF_POINTS_PER_INCH
-        sizes, total = [], 0
+        sizes, total, normalised = [], 0, []
         for index in range(pages):
             w_pt, h_pt = pdf.get_page_size(index)
+            if w_pt <= 0 or h_pt <= 0:
+                w_pt, h_pt = _visible_media_box(pdf, index)
+                normalised.append(index)
             # pypdfium2 renders ceil(points * scale) px per side
             size = (math.ceil(w_pt * scale), math.ceil(h_pt * scale))
             total = budget.admit_page(*size, total=total, label=f"PDF page {index + 1} at {budget.pdf_dpi} dpi")
@@ -511,7 +622,20 @@ def _open_pdf(data: bytes, budget: Budget) -> _PdfDocument:
     except BaseException:
         pdf.close()
         raise
-    return _PdfDocument(pdf, sizes, scale)
+    return _PdfDocument(pdf, sizes, scale, normalised)
+
+
+def _visible_media_box(pdf: pdfium.PdfDocument, index: int) -> tuple[float, float]:
+    """Page ``index`` has no visible area (its crop box misses its media box): its crop box
+    becomes its media box, corners ordered (in the open document only); returns the new size, pt."""
+    page = pdf[index]
+    try:
+        x0, y0, x1, y1 = page.get_mediabox()
+        page.set_cropbox(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    finally:
+        page.close()
+    width, height = pdf.get_page_size(index)
+    return float(width), float(height)
 
 
 def _pdf_open_error(exc: pdfium.PdfiumError, data: bytes) -> Exception:

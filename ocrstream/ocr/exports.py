@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 from xml.etree import ElementTree as ET
 
-from ocrstream.errors import ConfigurationError
+from ocrstream.errors import BadInputError, ConfigurationError
+from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.document import Box, Document, Page
 
 if TYPE_CHECKING:
@@ -108,8 +109,6 @@ def _pos(box: Box) -> _Pos:
 
 # --------------------------------------------------------------------------- searchable PDF
 
-PDF_MAGIC = b"%PDF-"
-
 
 #: The libraries of the searchable-PDF export (the ``pdf`` extra: ``pip install 'ocrstream[pdf]'``).
 PDF_EXTRA = ("ocrmypdf", "pikepdf", "img2pdf")
@@ -123,15 +122,25 @@ def require_pdf_extra() -> None:
                                  "pip install 'ocrstream[pdf]'")
 
 
-def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
+def to_searchable_pdf(doc: Document, original: bytes, budget: Budget | None = None) -> bytes:
     """The document as a searchable PDF: its original pages, each with an invisible text layer
     whose words sit at their boxes.
 
-    ``original`` is the submitted file. A PDF keeps its own pages untouched (the text layer is
-    added as an overlay Form XObject per page); an image (JPEG, PNG, TIFF, ...) becomes one page
-    per frame through img2pdf, which embeds JPEG/JPEG 2000 data as-is and other formats
-    losslessly (Flate), so the page images are the originals; an image with an alpha channel,
-    which PDF image XObjects cannot hold as such, is flattened onto white first (lossless PNG).
+    ``original`` is the submitted file, opened by the decoder (:func:`ocrstream.ocr.decode.open_document`
+    under ``budget``, which should be the one the document was read with; default :class:`Budget`): its pages are the
+    decoder's pages, the one source of truth for how many pages and frames a file has (an
+    animated GIF/WebP/APNG: every frame a page). The base PDF is, in order of preference:
+
+    * a PDF: the original, untouched, when pikepdf (QPDF) sees the decoder's page count and the
+      decoder normalised no page box, else the decoder's pages copied by PDFium into a PDF with
+      a flat page tree and the normalised boxes (a page tree nested deeper than QPDF follows, a
+      crop box outside the media box);
+    * a one-frame image or a TIFF: the original embedded by img2pdf (JPEG/JPEG 2000 data as-is,
+      other formats losslessly) when img2pdf can and gives the decoder's page count;
+    * otherwise (animated frames, 16-bit TIFF samples, an alpha channel, a PNG whose text chunk
+      Pillow refuses to inflate...): each decoded page, ``(H, W, 3) uint8``, encoded as a
+      lossless PNG and embedded by img2pdf; the pixels are those that were read.
+
     Word boxes are page pixels (``Page.width`` x ``Page.height``) and are scaled to each page's
     crop box. The text layer is OCRmyPDF's renderer (ocrmypdf.fpdf_renderer, its Occulta
     glyphless font; each word stretched to its box width). Boxes are in the page as displayed
@@ -139,20 +148,26 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     (QPDF ``placeFormXObject``) turns the layer back into the rotated page's user space, so the
     words land on their text (tests/test_pdf_text.py checks all four rotations). A page whose
     text was read from the PDF's own text layer (``text_source`` ``pdf-text``) is left as it is:
-    no second text layer on a born-digital page.
+    no second text layer on a born-digital page, nor on a page without words.
 
     CPU-heavy (hundreds of ms per page): call it in a worker thread. Raises ValueError when the
-    original's page count differs from the document's or the original is not an image or PDF, and
+    original cannot be opened by the decoder (not an image or PDF, truncated, over ``budget``...:
+    the message names the typed error) or its page count differs from the document's, and
     ConfigurationError when the ``pdf`` extra (ocrmypdf, pikepdf, img2pdf) is not installed.
     """
     require_pdf_extra()
     import pikepdf
 
-    base = pikepdf.open(io.BytesIO(_base_pdf(original)))
+    try:
+        opened = open_document(original, budget or Budget())
+    except BadInputError as exc:
+        raise ValueError(f"the original cannot be read as pages ({type(exc).__name__}): {exc}") from exc
+    with opened:
+        if len(opened) != len(doc.pages):
+            raise ValueError(f"the original has {len(opened)} pages, the document {len(doc.pages)}")
+        base = pikepdf.open(io.BytesIO(_base_pdf(original, opened)))
     pages = {p.page_index: p for p in doc.pages}
-    if len(base.pages) != len(doc.pages):
-        raise ValueError(f"the original has {len(base.pages)} pages, the document {len(doc.pages)}")
-    ocr_pages = [pages[i] for i in sorted(pages) if pages[i].text_source != "pdf-text"]
+    ocr_pages = [pages[i] for i in sorted(pages) if pages[i].text_source != "pdf-text" and _has_words(pages[i])]
     if ocr_pages:
         layer = pikepdf.open(io.BytesIO(_text_layer(ocr_pages)))
         for page, text_page in zip(ocr_pages, layer.pages):
@@ -163,25 +178,75 @@ def to_searchable_pdf(doc: Document, original: bytes) -> bytes:
     return out.getvalue()
 
 
-def _base_pdf(original: bytes) -> bytes:
-    """``original`` if it is a PDF, else its image(s) as PDF pages via img2pdf (no re-encoding)."""
-    if original[:1024].lstrip().startswith(PDF_MAGIC):
-        return original
+def _base_pdf(original: bytes, opened: OpenedDocument) -> bytes:
+    """A PDF of exactly ``opened``'s pages (see :func:`to_searchable_pdf` for the order tried)."""
+    if opened.kind == "pdf":
+        if not opened.normalised and _pdf_page_count(original) == len(opened):
+            return original
+        flat = opened.as_pdf()
+        assert flat is not None  # a PDF's decoder always copies its pages
+        return flat
+    if not opened.animated:
+        embedded = _img2pdf(original)
+        if embedded is not None and _pdf_page_count(embedded) == len(opened):
+            return embedded
+    return _decoded_pages_pdf(opened)
+
+
+def _pdf_page_count(pdf: bytes) -> int | None:
+    """Pages pikepdf (QPDF) finds in ``pdf``; None when it cannot walk the page tree."""
+    import pikepdf
+
+    try:
+        with pikepdf.open(io.BytesIO(pdf)) as opened:
+            return len(opened.pages)
+    except pikepdf.PdfError:
+        return None
+
+
+def _img2pdf(original: bytes) -> bytes | None:
+    """``original`` embedded by img2pdf without re-encoding; None when img2pdf cannot do so."""
     import img2pdf
 
     try:
         return bytes(img2pdf.convert(original, rotation=img2pdf.Rotation.ifvalid))
-    except img2pdf.AlphaChannelError:
-        from PIL import Image
+    except (img2pdf.ImageOpenError, img2pdf.AlphaChannelError, img2pdf.UnsupportedColorspaceError,
+            img2pdf.JpegColorspaceError, ValueError, OSError):
+        return None
 
-        with Image.open(io.BytesIO(original)) as im:
-            flat = Image.new("RGB", im.size, "white")
-            flat.paste(im, mask=im.convert("RGBA").getchannel("A"))
-            png = io.BytesIO()
-            flat.save(png, "PNG")
-        return bytes(img2pdf.convert(png.getvalue()))
-    except (img2pdf.ImageOpenError, OSError) as exc:
-        raise ValueError(f"the original is neither a PDF nor an image img2pdf can embed: {exc}") from exc
+
+#: img2pdf's page scale without a dpi in the image (96 dpi: 72 / 96 points per pixel).
+DEFAULT_POINTS_PER_PIXEL = 72 / 96
+#: the largest page side, points (ISO 32000-1 Annex C.2: 14,400 units, Acrobat's limit).
+MAX_PAGE_POINTS = 14_400
+
+
+def _page_layout(width_px: float, height_px: float, _dpi: object) -> tuple[float, float, float, float]:
+    """img2pdf layout: the page at 96 dpi, scaled down so its longer side is at most
+    :data:`MAX_PAGE_POINTS`; a side under 3 points is kept (a 1-pixel-high strip has no other
+    size at a uniform scale). Returns page and image (width, height) in points."""
+    scale = min(DEFAULT_POINTS_PER_PIXEL, MAX_PAGE_POINTS / max(width_px, height_px))
+    return width_px * scale, height_px * scale, width_px * scale, height_px * scale
+
+
+def _decoded_pages_pdf(opened: OpenedDocument) -> bytes:
+    """Each page as the decoder gives it, ``(H, W, 3) uint8`` BGR, as a lossless PNG on its own
+    PDF page (img2pdf's own PDF writer, which takes any page size; :func:`_page_layout`)."""
+    import cv2
+    import img2pdf
+
+    pngs = []
+    for page in opened.pages():
+        ok, png = cv2.imencode(".png", page)
+        if not ok:
+            raise ValueError(f"a {page.shape} page could not be encoded as PNG")
+        pngs.append(png.tobytes())
+    return bytes(img2pdf.convert(pngs, layout_fun=_page_layout, engine=img2pdf.Engine.internal))
+
+
+def _has_words(page: Page) -> bool:
+    """The page has a word with text (else it gets no text layer)."""
+    return any(w.text.strip() for block in page.blocks for line in block.lines for w in line.words)
 
 
 def _ocr_page(page: Page) -> OcrElement:

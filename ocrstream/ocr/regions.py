@@ -50,16 +50,20 @@ def template_regions(page: np.ndarray, page_index: int, template: Template) -> l
 
 
 def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: str | Sequence[str],
-                     phases: Phases | None = None) -> list[CutRegion]:
+                     phases: Phases | None = None, measures: dict[str, float] | None = None) -> list[CutRegion]:
     """Free layout: DBNet text lines in reading order, each with its perspective crop.
 
     The page is cleaned first (``cleanup_steps``, :mod:`.cleanup`); detection, colon
     attachment, visual lines and crops work on the cleaned page (bench_pages: crops from it
     read as well as from the original), ``box``/``quad`` are mapped back to ORIGINAL page pixels.
-    ``phases``, when given, gets the ``cleanup``, ``detection`` and ``crop`` steps' wall times.
+    ``phases``, when given, gets the ``cleanup``, ``detection`` and ``crop`` steps' wall times;
+    ``measures``, when given, gets ``ink``: :func:`ocrstream.ocr.cleanup.ink_fraction` of the
+    cleaned page (the store flags a page with ink and no text for review).
     """
     t0 = time.time_ns()
     cleaned, transform = cleanup.apply(page, cleanup_steps)
+    if measures is not None:
+        measures["ink"] = round(cleanup.ink_fraction(cleaned), 6)
     t1 = time.time_ns()
     lines = detector.detect(cleaned)
     quads = attach_colons(cleaned, [line.quad for line in lines])
@@ -78,9 +82,11 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
 
 
 def cut_regions(page: np.ndarray, page_index: int, template: Template | None, detector: LineDetector | None,
-                cleanup_steps: str | Sequence[str], phases: Phases | None = None) -> list[CutRegion]:
+                cleanup_steps: str | Sequence[str], phases: Phases | None = None,
+                measures: dict[str, float] | None = None) -> list[CutRegion]:
     """The regions of one page with their ``(h, w, 3)`` uint8 crops (template if given, else
-    detection); ``phases``, when given, gets the timed steps (:data:`Phases`).
+    detection); ``phases``, when given, gets the timed steps (:data:`Phases`), ``measures`` the
+    page's ``ink`` (detection only, :func:`detected_regions`).
 
     Raises:
         ValueError: no template and no detector.
@@ -92,6 +98,6 @@ def cut_regions(page: np.ndarray, page_index: int, template: Template | None, de
             phases.append(("crop", t0, time.time_ns()))
         return regions
     if detector is not None:
-        return detected_regions(page, detector, cleanup_steps, phases)
+        return detected_regions(page, detector, cleanup_steps, phases, measures)
     raise ValueError("a page without a template needs a line detector")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from ocrstream.errors import MissingObjectError
@@ -81,6 +83,35 @@ class ObjectStore:
             if len(keys) >= limit:
                 break
         return keys
+
+    async def list_modified(self, prefix: str, limit: int = 10_000) -> list[tuple[str, float]]:
+        """``(key, last modified, epoch seconds)`` of the keys under ``prefix`` (recursive, in key
+        order), at most ``limit``; the times are the object store's."""
+        return await asyncio.to_thread(self._list_modified, prefix, limit)
+
+    def _list_modified(self, prefix: str, limit: int) -> list[tuple[str, float]]:
+        found: list[tuple[str, float]] = []
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            if obj.object_name is not None and obj.last_modified is not None:
+                found.append((obj.object_name, obj.last_modified.timestamp()))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Delete ``keys`` (S3 DeleteObjects, 1,000 per request); a key already gone is no error.
+
+        Raises:
+            OSError: a key could not be deleted (the first error the server reported).
+        """
+        await asyncio.to_thread(self._delete, list(keys))
+
+    def _delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            errors = list(self.client.remove_objects(self.bucket, [DeleteObject(k) for k in keys[start:start + 1000]]))
+            if errors:
+                first = errors[0]
+                raise OSError(f"s3://{self.bucket}/{first.name} was not deleted: {first.code}: {first.message}")
 
     async def exists(self, key: str) -> bool:
         """True when ``key`` exists in the bucket."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
+import h11
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ocrstream.errors import InternalError, InvalidParameterError, TransientError
 from ocrstream.streaming.auth import Authenticator
@@ -116,6 +118,69 @@ def create_api(title: str, auth: Authenticator, scope: str) -> FastAPI:
     return app
 
 
+class DeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with the two deadlines uvicorn lacks (its ``timeout_keep_alive`` only
+    covers the idle time between requests and restarts at every byte; uvicorn issue #157):
+
+    * headers: the request line and headers must be in within :attr:`header_timeout_s` of the
+      connection or of the request's first byte;
+    * body: the whole body within :attr:`body_timeout_s` of the headers.
+
+    Past a deadline the connection is closed (logged; a handler waiting on the body sees the
+    client disconnect). Nothing is armed while the app answers a fully received request.
+    Subclass per server with :func:`deadline_protocol`.
+    """
+
+    header_timeout_s = 10.0
+    body_timeout_s = 120.0
+    _deadline: asyncio.TimerHandle | None = None
+    _phase: str | None = None  # "headers", "body" or None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("headers", self.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is None and self.conn.their_state is h11.IDLE:
+            self._arm("headers", self.header_timeout_s)  # the first byte of the next request
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        state = self.conn.their_state
+        if state is h11.SEND_BODY and self._phase != "body":
+            self._arm("body", self.body_timeout_s)
+        elif state is not h11.IDLE and state is not h11.SEND_BODY:
+            self._disarm()  # the request is in (or the connection is over)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._disarm()
+        self._phase = phase
+        self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline, self._phase = None, None
+
+    def _expired(self, phase: str, seconds: float) -> None:
+        self._deadline, self._phase = None, None
+        if not self.transport.is_closing():
+            log.info("HTTP: %s:%s sent no complete request %s within %.0f s: connection closed",
+                     *(self.client or ("?", "?")), phase, seconds)
+            self.transport.close()
+
+
+def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[DeadlineProtocol]:
+    """A :class:`DeadlineProtocol` class with these deadlines (seconds), for ``uvicorn.Config(http=...)``."""
+    return type("DeadlineProtocol", (DeadlineProtocol,),
+                {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s})
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the stage loop owns SIGTERM/SIGINT."""
 
@@ -124,9 +189,13 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def serve_until(app: FastAPI, host: str, port: int, stop: asyncio.Event, name: str) -> None:
-    """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully."""
-    server = _QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+async def serve_until(app: FastAPI, host: str, port: int, stop: asyncio.Event, name: str, *,
+                      header_timeout_s: float = 10.0, body_timeout_s: float = 120.0) -> None:
+    """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully; requests
+    whose headers or body do not arrive within ``header_timeout_s`` / ``body_timeout_s`` seconds
+    have their connection closed (:class:`DeadlineProtocol`)."""
+    server = _QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                         http=deadline_protocol(header_timeout_s, body_timeout_s)))
     task = asyncio.create_task(server.serve())
     log.info("%s: HTTP API on http://%s:%d (OpenAPI docs at /docs)", name, host, port)
     await stop.wait()

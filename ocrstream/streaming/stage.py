@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -335,13 +337,20 @@ class StageRunner:
         await self.consumer.start()
 
     async def _stop_clients(self) -> None:
+        """Stop the consumer (commit, leave the group) and the producer, each within
+        ``SHUTDOWN_CLOSE_S / 2`` s; best effort: a broker that is gone makes aiokafka's close time
+        out or cancel its own fetch tasks, which is logged, not raised (the exit stays 0)."""
         for client in (self.consumer, self.producer):
             if client is None:
                 continue
             try:
-                await client.stop()
+                await asyncio.wait_for(client.stop(), SHUTDOWN_CLOSE_S / 2)
+            except asyncio.CancelledError:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise  # this task itself is being cancelled
+                log.info("stopping %s: its own tasks were cancelled (broker gone)", type(client).__name__)
             except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-                log.debug("stopping %s: %s", client, exc)
+                log.info("stopping %s: %s: %s", type(client).__name__, type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ one poll
 
@@ -637,19 +646,61 @@ class StageRunner:
             log.warning("%s: commit failed (%s); the batch will be redelivered", self.stage.name, exc)
 
 
+#: seconds a process may spend closing its clients after the batch in hand had its
+#: ``shutdown_grace_s``: past ``shutdown_grace_s + SHUTDOWN_CLOSE_S`` after SIGTERM it exits anyway.
+SHUTDOWN_CLOSE_S = 5.0
+#: exit status of a process that did not stop by itself within that bound (128 + SIGTERM, as a
+#: shell reports a process killed by SIGTERM).
+SHUTDOWN_EXPIRED_STATUS = 128 + signal.SIGTERM
+
+
+def stop_on_signals(stop: asyncio.Event, name: str, grace_s: float) -> None:
+    """On SIGTERM or SIGINT set ``stop`` (the graceful stop) and arm the backstop: a timer thread
+    that, ``grace_s`` + :data:`SHUTDOWN_CLOSE_S` seconds later, kills this process's
+    multiprocessing children (decoder workers) and exits with :data:`SHUTDOWN_EXPIRED_STATUS`,
+    whatever the process is waiting on (a frozen broker, object store or database: their
+    clients' close can hang for minutes). Crash-only, so safe: a batch not committed is
+    redelivered. Call it in the running event loop's thread; the handler is a plain
+    ``signal.signal`` handler (it runs even while the loop is busy) that wakes the loop with
+    ``call_soon_threadsafe``.
+    """
+    loop = asyncio.get_running_loop()
+    armed: list[threading.Timer] = []
+
+    def expire() -> None:
+        log.error("%s: still running %.0f s after SIGTERM (OCRSTREAM_SHUTDOWN_GRACE_S=%g + %g s to close): "
+                  "exiting now (anything not committed is redelivered)", name, grace_s + SHUTDOWN_CLOSE_S,
+                  grace_s, SHUTDOWN_CLOSE_S)
+        for child in multiprocessing.active_children():
+            child.kill()
+        logging.shutdown()
+        os._exit(SHUTDOWN_EXPIRED_STATUS)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not armed:
+            log.info("%s: %s: stopping (at most %g s)", name, signal.Signals(signum).name, grace_s + SHUTDOWN_CLOSE_S)
+            timer = threading.Timer(grace_s + SHUTDOWN_CLOSE_S, expire)
+            timer.daemon = True
+            timer.start()
+            armed.append(timer)
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
 def run_stage(stage: Stage) -> None:
     """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage runtime.
 
     Exits with status 2 and the message on a configuration error, with status 3 when its
     dependencies stayed unreachable past ``OCRSTREAM_DEPENDENCY_EXIT_S`` (crash-only:
-    :mod:`ocrstream.streaming.health`).
+    :mod:`ocrstream.streaming.health`), and with status 143 when it had not stopped by itself
+    ``OCRSTREAM_SHUTDOWN_GRACE_S`` + 5 s after SIGTERM (:func:`stop_on_signals`).
     """
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, stage.name, stage.settings.shutdown_grace_s)
         await StageRunner(stage, stage.settings).run(stop)
 
     port = metrics_port(stage.name, stage.settings.metrics_port)

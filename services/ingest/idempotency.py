@@ -12,8 +12,11 @@ the same answer instead of a second document.
   the event is acknowledged, for ``OCRSTREAM_IDEMPOTENCY_TTL_S`` (default one day); a retry
   within that time gets it back as it was; the same key with another fingerprint is refused with
   422 :class:`~ocrstream.errors.IdempotencyKeyReusedError`. An expired record is forgotten
-  (overwritten by the next upload with that key; sweeping the prefix is the bucket's lifecycle
-  rule's job). Requests with the same key are handled one at a time in this process.
+  (overwritten by the next upload with that key) and swept: the ingest process deletes the
+  records last written more than the retention time ago every
+  ``OCRSTREAM_IDEMPOTENCY_SWEEP_INTERVAL_S`` (:meth:`IdempotencyKeys.sweep`, by the object
+  store's modification times, :data:`SWEEP_BATCH` keys per listing), so the prefix holds about
+  one retention time's keys. Requests with the same key are handled one at a time in this process.
 * Refusals (bad input, 503) are not remembered: nothing was accepted, a retry is a new attempt.
 """
 
@@ -37,6 +40,11 @@ MAX_KEY_CHARS = 255
 #: The key's form: visible ASCII and spaces (an sf-string, quoted or not).
 KEY_PATTERN = r'^"?[\x21-\x7e][\x20-\x7e]{0,254}"?$'
 PREFIX = "_runtime/idempotency/"
+#: resolution of the object store's modification times (S3 ``LastModified``: whole seconds); a
+#: record is swept only when older than the retention time plus this, so it is kept at least that long.
+MODIFIED_RESOLUTION_S = 1.0
+#: keys listed per sweep round (S3 lists 1,000 per page; rounds go on while a round deleted some).
+SWEEP_BATCH = 10_000
 
 
 class Store(Protocol):
@@ -45,6 +53,14 @@ class Store(Protocol):
     async def get(self, key: str) -> bytes: ...
 
     async def put(self, key: str, data: bytes, content_type: str = ...) -> None: ...
+
+
+class SweptStore(Store, Protocol):
+    """A :class:`Store` that can also list with modification times and delete (the sweep)."""
+
+    async def list_modified(self, prefix: str, limit: int = ...) -> list[tuple[str, float]]: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,22 @@ class IdempotencyKeys:
         if self.clock() - remembered.created > self.ttl_s:
             return None
         return remembered
+
+    async def sweep(self, store: SweptStore) -> int:
+        """Delete the records last written more than ``ttl_s`` (+ :data:`MODIFIED_RESOLUTION_S`)
+        ago (by ``store``'s modification times against :attr:`clock`); returns how many. Bounded per round (:data:`SWEEP_BATCH`);
+        a later round is needed only when a round was full and deleted nothing (not the case
+        with hashed keys of mixed ages for long)."""
+        deleted = 0
+        while True:
+            listed = await store.list_modified(PREFIX, SWEEP_BATCH)
+            expired = [key for key, modified in listed
+                       if self.clock() - modified > self.ttl_s + MODIFIED_RESOLUTION_S]
+            if expired:
+                await store.delete(expired)
+                deleted += len(expired)
+            if len(listed) < SWEEP_BATCH or not expired:
+                return deleted
 
     async def remember(self, scoped: str, fingerprint: str, answer: dict[str, Any]) -> None:
         """Keep ``answer`` for ``scoped`` (overwrites an expired record)."""

@@ -206,7 +206,27 @@ class IngestStage(Stage):
         await self.ingestor.close()
 
     def background(self):
-        return [self._serve_http] if self.settings.http_port else []
+        return [self._serve_http, self._sweep_idempotency] if self.settings.http_port else []
+
+    async def _sweep_idempotency(self, stop: asyncio.Event) -> None:
+        """Every ``idempotency_sweep_interval_s`` (the first time at once), delete the HTTP door's
+        Idempotency-Key records older than ``idempotency_ttl_s`` (services/ingest/idempotency.py).
+        A round that fails (the object store away) is logged and tried again next time."""
+        from services.ingest.idempotency import IdempotencyKeys
+
+        store = ObjectStore(self.settings)
+        keys = IdempotencyKeys(store, self.settings.idempotency_ttl_s)
+        while not stop.is_set():
+            try:
+                if swept := await keys.sweep(store):
+                    log.info("%s: swept %d Idempotency-Key records older than %g s", self.name, swept,
+                             self.settings.idempotency_ttl_s)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("%s: Idempotency-Key sweep failed: %s: %s", self.name, type(exc).__name__, exc)
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.idempotency_sweep_interval_s)
+            except TimeoutError:
+                pass
 
     async def setup_check(self) -> Authenticator:
         """The HTTP door's authenticator; raises ConfigurationError (e.g. public port, no keys)."""
@@ -223,7 +243,8 @@ class IngestStage(Stage):
         auth = await self.setup_check()
         async with Submitter(self.settings) as submitter, ResultWaiters(self.settings) as results:
             await serve_until(create_app(submitter, auth, results), self.settings.http_host, self.settings.http_port,
-                              stop, self.name)
+                              stop, self.name, header_timeout_s=self.settings.http_header_timeout_s,
+                              body_timeout_s=self.settings.http_body_timeout_s)
 
     def ignores(self, record: ConsumerRecord) -> bool:
         """Bucket notifications with nothing to ingest (:meth:`BucketDoor.ignores`)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import msgspec
 from aiokafka import ConsumerRecord
+from msgspec import UNSET
 
 from ocrstream.contracts import events
 from ocrstream.contracts.event_models import Page, Region, RegionsEvent
@@ -68,7 +69,7 @@ class PreprocessStage(Stage):
                 tracing.add_phases(page.phases, {"ocrstream.page_index": page_index,  # child spans, if on
                                                  "ocrstream.regions": len(page.regions)})
                 pages.append(Page(page_index=page_index, width=page.width, height=page.height,
-                                  text_source=page.text_source))
+                                  text_source=page.text_source, ink=UNSET if page.ink is None else page.ink))
                 regions += await self.store_regions(doc_id, page_index, page)
         out = RegionsEvent(document_id=doc_id, document=event.document,
                            timestamps=msgspec.structs.replace(event.timestamps, preprocessed=events.now_iso()),

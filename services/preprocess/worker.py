@@ -119,6 +119,8 @@ class PageResult:
             ``decode``, ``cleanup``, ``detection``, ``crop`` (trace spans: ocrstream/streaming/tracing.py).
         cpu_s: the worker process's CPU seconds for the page (``time.process_time``, all its threads):
             the decoder's share of the document's cost (ocrstream/streaming/costs.py).
+        ink: fraction in [0, 1] of the cleaned page that is ink (:func:`ocrstream.ocr.cleanup.ink_fraction`);
+            None for template and PDF-text pages.
     """
 
     width: int
@@ -128,6 +130,7 @@ class PageResult:
     text_source: Literal["pdf-text", "ocr"] = "ocr"
     phases: list[tuple[str, int, int]] = field(default_factory=list)
     cpu_s: float = 0.0
+    ink: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,12 +229,14 @@ def _page_result(path: str, token: str, index: int, template: Template | None) -
                                   [("decode", start, time.time_ns())])
         page = document.page(index)
         phases = [("decode", start, time.time_ns())]
-        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps, phases)
+        measures: dict[str, float] = {}
+        regions = cut_regions(page, index, template, _state.detector, config.cleanup_steps, phases, measures)
         pack, spans = pack_crops([crop for _, crop in regions], codec=config.crop_codec,
                                  max_bytes=config.max_page_crop_bytes)
         fields = [{**region, "crop_offset": offset, "crop_shape": list(shape), "source": "ocr"}
                   for (region, _), (offset, shape) in zip(regions, spans)]
-        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases=phases)
+        return PageResult(int(page.shape[1]), int(page.shape[0]), fields, pack, phases=phases,
+                          ink=measures.get("ink"))
 
 
 @contextlib.contextmanager

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from typing import Annotated, Literal
@@ -50,6 +49,7 @@ from pydantic import StringConstraints
 
 from ocrstream.contracts.stages import metrics_port
 from ocrstream.errors import ConfigurationError, MissingObjectError
+from ocrstream.ocr.decode import Budget
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.exports import to_alto, to_hocr, to_searchable_pdf
 from ocrstream.settings import Settings
@@ -173,6 +173,8 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
             return await searchable_pdf(data)
         return await asyncio.to_thread(render_export, data, format)
 
+    budget = Budget.from_settings(settings) if settings is not None else Budget()  # the pages as they were read
+
     async def searchable_pdf(data: dict) -> Response:
         if data["status"] != "done" or not data["object_key"]:
             raise HTTPException(409, f"document {data['document_id']} is {data['status']}: no PDF")
@@ -186,7 +188,7 @@ def create_app(pool: asyncpg.Pool, auth: Authenticator, store: ObjectStore | Non
                                       f"the original of document {data['document_id']} is no longer stored"}) from None
         doc = Document.from_results({**data, "document": {"filename": data["filename"]}})
         try:
-            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original)
+            pdf = await asyncio.to_thread(to_searchable_pdf, doc, original, budget)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except ConfigurationError as exc:  # the pdf extra is not installed on this server
@@ -223,12 +225,11 @@ def run_api(settings: Settings) -> None:
     """
     from ocrstream.streaming import health
     from ocrstream.streaming.http import serve_until
-    from ocrstream.streaming.stage import retry_transient
+    from ocrstream.streaming.stage import retry_transient, stop_on_signals
 
     async def main() -> None:
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, "api", settings.shutdown_grace_s)
         probes = asyncio.create_task(health.HEALTH.run(stop))
         pools: list[asyncpg.Pool] = []
 
@@ -247,7 +248,9 @@ def run_api(settings: Settings) -> None:
             if await wait_for_schema(settings, stop) and \
                     await retry_transient("connect to PostgreSQL", "api", settings, stop, connect):
                 await serve_until(create_app(pools[0], auth, ObjectStore(settings), settings, pools[1]),
-                                  settings.http_host, settings.query_port, stop, "api")
+                                  settings.http_host, settings.query_port, stop, "api",
+                                  header_timeout_s=settings.http_header_timeout_s,
+                                  body_timeout_s=settings.http_body_timeout_s)
         finally:
             stop.set()
             await asyncio.gather(probes, return_exceptions=True)

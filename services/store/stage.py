@@ -49,7 +49,7 @@ from ocrstream.contracts.event_models import (
 )
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
-from ocrstream.ocr.postprocess.processor import PostProcessor
+from ocrstream.ocr.postprocess.processor import PostProcessor, silent_pages
 from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.settings import Settings
 from ocrstream.storage import outbox, usage
@@ -187,7 +187,12 @@ class StoreStage(Stage):
         # handler loop keeps serving its PostgreSQL pool and the runtime's calls meanwhile.
         async with tracing.span("postprocess", {"ocrstream.regions": len(event.regions)}):
             regions, text, fields = await asyncio.to_thread(self.postprocess_document, event)
-        needs_review = any(r.needs_review for r in regions)
+        silent = silent_pages([(p.page_index, p.ink if isinstance(p.ink, (int, float)) else None)
+                               for p in event.pages if p.text_source != "pdf-text"],
+                              [(r.page_index, r.text) for r in regions], self.settings.review_ink_fraction)
+        if silent:
+            log.info("store: %s page(s) %s hold ink but no text: needs_review", doc_id, [i + 1 for i in silent])
+        needs_review = bool(silent) or any(r.needs_review for r in regions)
         async with tracing.span("db write", DB_ATTRIBUTES), self.pool.acquire() as conn, conn.transaction():
             previous = await self._keep_previous_result(conn, doc_id, version)
             result_version = previous + 1 if previous else await conn.fetchval(

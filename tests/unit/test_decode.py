@@ -106,14 +106,38 @@ def test_exif_orientation_is_applied():
     assert page.shape[:2] == (PAGE.height, PAGE.width)
 
 
-def test_animated_gif_gives_its_first_frame():
-    first, second = PAGE.convert("P"), PAGE.rotate(180).convert("P")
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_every_frame_of_an_animated_image_is_a_page(fmt):
+    """The frame policy (decode.py's docstring; the exporter follows it): GIF, WebP and APNG
+    frames are pages, in order, composited onto white, like the frames of a TIFF."""
+    first, second = PAGE.convert("RGB"), PAGE.rotate(180).convert("RGB")
     buf = io.BytesIO()
-    first.save(buf, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    first.save(buf, fmt, save_all=True, append_images=[second], duration=100, loop=0, **options)
+    with open_document(buf.getvalue(), BUDGET) as document:
+        assert document.animated and document.page_sizes == [PAGE.size] * 2
+        pages = list(document.pages())
+    for page, frame in zip(pages, (first, second)):
+        assert (np.abs(page.astype(int) - np.asarray(frame)[:, :, ::-1]) < 16).mean() > 0.95
+
+
+def test_a_transparent_frame_is_on_white_and_frames_count_against_the_budget():
+    frames = [Image.new("RGBA", (64, 32), (0, 0, 0, 0)), Image.new("RGBA", (64, 32), (0, 0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     pages = pages_of(buf.getvalue())
-    assert len(pages) == 1
-    expected = np.asarray(first.convert("RGB"))[:, :, ::-1]
-    assert (pages[0] == expected).mean() > 0.95
+    assert pages[0].min() == 255 and pages[1].max() == 0
+    with pytest.raises(DocumentTooLargeError, match="2 frames; the limit is 1"):
+        open_document(buf.getvalue(), Budget(max_pages=1))
+    with pytest.raises(DocumentTooLargeError, match="webp frame 2"):
+        open_document(buf.getvalue(), Budget(max_document_pixels=64 * 32 + 1))
+
+
+def test_a_one_frame_gif_is_one_page():
+    buf = io.BytesIO()
+    PAGE.convert("P").save(buf, "GIF")
+    with open_document(buf.getvalue(), BUDGET) as document:
+        assert not document.animated and len(document) == 1
 
 
 def test_pages_are_decoded_one_at_a_time():

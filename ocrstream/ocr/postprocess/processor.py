@@ -28,6 +28,8 @@ into a :class:`Corrected` record. Rules (names in :data:`RULES`, each switchable
 
 Validation of typed fields (type, ``regex``, ``min``/``max``) always runs; ``needs_review`` is
 set when the confidence is below ``review_threshold`` or the field did not validate.
+:func:`silent_pages` names the pages that hold ink but no text: the store sets the document's
+``needs_review`` for them too, so an unread page is never a quiet empty ``done``.
 
 
 Modules: :mod:`.text` (per-character probabilities, NFKC, whitespace), :mod:`.fields` (typed
@@ -216,3 +218,15 @@ class PostProcessor:
         if changes:
             reasons.append("dictionary: " + ", ".join(changes))
         return reading
+
+
+def silent_pages(pages: Iterable[tuple[int, float | None]], texts: Iterable[tuple[int, str]],
+                 ink_threshold: float) -> list[int]:
+    """Pages with ink and no text: indexes of ``pages`` (``(page_index, ink)``, ink a fraction in
+    [0, 1] from :func:`ocrstream.ocr.cleanup.ink_fraction`, None when not measured) whose ink is
+    at least ``ink_threshold`` and on which no region of ``texts`` (``(page_index, text)``) has
+    a non-blank text. Sorted; these pages need a person (a drawing, a barcode, letters too big
+    or too faint for the detector, text the recogniser could not read).
+    """
+    read = {page for page, text in texts if text.strip()}
+    return sorted(page for page, ink in pages if ink is not None and ink >= ink_threshold and page not in read)

@@ -265,7 +265,8 @@ class PPOCRRecognizer:
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
         backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
-            ``$OCRSTREAM_INFERENCE`` (default auto: bf16 OpenVINO where the CPU has it).
+            ``$OCRSTREAM_INFERENCE``; its default ``auto`` runs the recogniser on ONNX Runtime (batch
+            shapes vary too much for OpenVINO without its per-shape cache, ``resolve_backend``).
         cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
             computes every column and slices them (the same arg-max; for comparison).
 
@@ -330,7 +331,7 @@ class PPOCRRecognizer:
             self._columns = None  # the model emits the kept columns only
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._session = make_session(source, device=device, threads=threads, backend=backend,
-                                     calls=self.concurrent_calls)
+                                     calls=self.concurrent_calls, shapes_vary=True)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name

@@ -24,9 +24,10 @@ Policy (one place, so detection, recognition and later models behave alike):
   ``basic``, ``disable``; bench/bench_e2e.py and issue 13 give the measurements);
 * the backend (``OCRSTREAM_INFERENCE``, :func:`resolve_backend`): ``auto`` (the default) runs the
   CPU path on OpenVINO in bfloat16 where the CPU computes it natively (AVX-512 BF16 or AMX:
-  :mod:`.openvino_session`, about 1.8x faster for the same readings within 0.1 point CER) and on
-  ONNX Runtime in fp32 otherwise; CUDA, when present, is always ONNX Runtime's; ``onnxruntime``,
-  ``openvino-bf16`` and ``openvino-fp32`` force one;
+  :mod:`.openvino_session`: the detector at ~0.75x ONNX Runtime's CPU, readings within 0.1 point CER)
+  and on ONNX Runtime in fp32 otherwise, and the recogniser (``shapes_vary``) always on ONNX Runtime;
+  CUDA, when present, is always ONNX Runtime's; ``onnxruntime``, ``openvino-bf16`` and
+  ``openvino-fp32`` force one for every model;
 * the chosen provider is logged at INFO.
 """
 
@@ -168,11 +169,13 @@ def runtime_conflict() -> str | None:
     return None
 
 
-def resolve_backend(device: str, backend: str | None = None) -> str:
+def resolve_backend(device: str, backend: str | None = None, *, shapes_vary: bool = False) -> str:
     """The backend a session of ``device`` runs on: ``backend`` if given, else ``$OCRSTREAM_INFERENCE``,
     else ``auto``, which gives ``onnxruntime`` for CUDA (``device="cuda"``, or ``"auto"`` with a CUDA
     provider), ``openvino-bf16`` on a CPU with native bfloat16 and OpenVINO installed, else
-    ``onnxruntime``.
+    ``onnxruntime``; and ``onnxruntime`` for a model whose input shape is new at almost every call
+    (``shapes_vary``: the recogniser's batches), which OpenVINO, its per-shape cache off, runs at
+    twice ONNX Runtime's CPU (:mod:`.openvino_session`).
 
     Raises:
         ValueError: an unknown backend, or OpenVINO asked for ``device="cuda"`` or not installed.
@@ -182,7 +185,7 @@ def resolve_backend(device: str, backend: str | None = None) -> str:
         raise ValueError(f"{INFERENCE_ENV}={raw!r}: expected one of {', '.join(BACKENDS)}")
     cuda = device == "cuda" or (device == "auto" and CUDA_PROVIDER in ort.get_available_providers())
     if raw == "auto":
-        return "openvino-bf16" if not cuda and cpu_has_bf16() else "onnxruntime"
+        return "openvino-bf16" if not cuda and not shapes_vary and cpu_has_bf16() else "onnxruntime"
     if raw.startswith("openvino") and (device == "cuda" or not openvino_available()):
         raise ValueError(f"{INFERENCE_ENV}={raw} runs on the CPU with the openvino package "
                          f"(device={device!r}, openvino {'installed' if openvino_available() else 'missing'})")
@@ -226,6 +229,7 @@ def make_session(
     threads: int | None = None,
     backend: str | None = None,
     calls: int = 1,
+    shapes_vary: bool = False,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -237,6 +241,7 @@ def make_session(
         backend: one of :data:`BACKENDS`; None reads ``$OCRSTREAM_INFERENCE`` (:func:`resolve_backend`).
         calls: model calls the caller runs at once (OpenVINO: as many streams; an ONNX Runtime
             session runs concurrent calls as they come).
+        shapes_vary: the input shape is new at almost every call (:func:`resolve_backend`).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -251,7 +256,7 @@ def make_session(
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
     n_threads = resolve_threads(threads)
-    chosen = resolve_backend(device, backend)
+    chosen = resolve_backend(device, backend, shapes_vary=shapes_vary)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
         ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads,

@@ -16,11 +16,16 @@ fp32 OpenVINO is about as fast as ONNX Runtime and is offered for comparison onl
 Settings of the compiled model: ``INFERENCE_PRECISION_HINT`` (``bf16`` or ``f32``),
 ``INFERENCE_NUM_THREADS`` (the same thread policy as ONNX Runtime's sessions, per stream), ``PERFORMANCE_HINT``
 ``LATENCY`` with ``streams`` streams: one per model call the caller runs at once (the recogniser's
-``concurrent_calls``). With one stream the CPU plugin runs concurrent infer requests one after the other
-(measured: a receipt's recognition took as long on the wall as on the CPU with two calls at once).
-Inputs of any shape are accepted (dynamic shapes; the CPU plugin caches compiled kernels per shape).
-``run`` is thread-safe: each calling thread has its own infer request, as the recogniser runs up to
-``OCRSTREAM_ORT_CONCURRENT_CALLS`` batches at once.
+``concurrent_calls``; with one stream the CPU plugin runs concurrent infer requests one after the other),
+``CPU_RUNTIME_CACHE_CAPACITY`` :data:`RUNTIME_CACHE_CAPACITY`. Inputs of any shape are accepted (dynamic
+shapes). The CPU plugin's runtime cache keeps the primitives built for every input shape, 5,000 entries
+by default, and memory grows with it (measured for issue 24: the recogniser +3-6 MB per new batch shape,
+154 -> 1,589 MiB PSS over 400 random shapes and rising; the detector +12 MB per page shape), so it is off.
+Without it every call pays for its shape: the detector ~35-70 ms over 45-105 ms of inference, which bf16
+still wins (a page's detection ~0.23 against ONNX Runtime's ~0.30 CPU-s), but the recogniser, whose
+calls are small and of ever new shapes, costs twice ONNX Runtime's fp32 (0.87-0.93 against 0.36 CPU-s
+per dev page): :func:`ocrstream.ocr.runtime.onnx_session.resolve_backend` keeps it on ONNX Runtime
+under ``auto``. ``run`` is thread-safe: each calling thread has its own infer request.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import Any, Literal
 import numpy as np
 
 Precision = Literal["bf16", "fp32"]
+#: Entries of the CPU plugin's per-shape runtime cache (OpenVINO's default 5,000; see the module doc).
+RUNTIME_CACHE_CAPACITY = 0
 #: OpenVINO's names of the precisions.
 _HINTS: dict[str, str] = {"bf16": "bf16", "fp32": "f32"}
 
@@ -111,7 +118,7 @@ class OpenVINOSession:
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                                  "NUM_STREAMS": streams}
+                                  "NUM_STREAMS": streams, "CPU_RUNTIME_CACHE_CAPACITY": str(RUNTIME_CACHE_CAPACITY)}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads * streams
         self._compiled = core.compile_model(model, "CPU", config)

@@ -1,0 +1,41 @@
+"""bench/soak.py's parts without a stack (a run takes minutes: the issue-24 report has one): the
+document mix, the per-process sampling of PSS and fds, and the growth table's arithmetic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import soak  # noqa: E402
+
+from ocrstream.settings import Settings  # noqa: E402
+
+
+def test_the_mix_interleaves_pdfs_receipts_and_hostile_cases_with_unique_names():
+    args = argparse.Namespace(docs=80, seed=1, pdf_every=20, pdf_pages=3, hostile_every=8, receipt_every=5)
+    docs = soak.mix(args, Settings())
+    names = [d.name for d in docs]
+    assert len(docs) == 80 and len(set(names)) == 80
+    assert [i for i, n in enumerate(names) if re.fullmatch(r"soak\d{5}\.pdf", n)] == [19, 39, 59, 79]
+    hostile = [d for i, d in enumerate(docs) if i % 8 == 7 and i % 20 != 19]
+    assert len(hostile) == 8 and any(d.expected.status == "failed" for d in hostile)
+    assert all(d.data for d in docs)
+
+
+def test_tree_usage_sums_a_process_and_its_children():
+    pss, fds = soak.tree_usage(os.getpid())
+    assert pss > 10 and fds >= 3
+    assert soak.tree_usage(2**22 + 12345) is None  # no such process
+
+
+def test_growth_is_measured_from_the_first_sample_after_the_warm_up():
+    samples = [soak.Sample(t, 0, final, {"a": pss}, {"a": 10}) for t, final, pss in
+               [(0, 0, 50.0), (10, 100, 100.0), (20, 200, 104.0), (30, 300, 110.0)]]
+    table, rows = soak.growth_table(samples, warmup=100, names=["a"])
+    assert rows["a"]["pss_base"] == 100.0 and round(rows["a"]["growth_end_pct"], 1) == 10.0
+    assert round(rows["a"]["slope_mib_per_1000"]) == 50 and "(over goal)" in table
