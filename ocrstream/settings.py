@@ -201,8 +201,9 @@ class Settings(BaseSettings):
     ppocr_model: str | None = _models(
         None, "a fine-tuned PP-OCR model's manifest.json or folder (sha256 checked at load); None = PP-OCRv6")
     device: str = _models("auto", "auto | cpu | cuda (auto: CUDA when onnxruntime-gpu and a GPU are there)")
-    inference: str = _models("auto", "backend: auto (OpenVINO bf16 on CPUs with native bfloat16, else ONNX Runtime; "
-                                     "CUDA: ONNX Runtime) | onnxruntime | openvino-bf16 | openvino-fp32")
+    inference: str = _models("auto", "backend: auto (detector: OpenVINO bf16 on CPUs with native bfloat16, else ONNX "
+                                     "Runtime; recogniser: ONNX Runtime int8; CUDA: ONNX Runtime fp32) | onnxruntime | "
+                                     "onnxruntime-int8 | openvino-bf16 | openvino-fp32")
     follow_promoted_model: bool = _models(
         False, "recognize serves the model promoted by `ocrstream model promote` (PostgreSQL pointer), "
                "switching between batches when a newer one is promoted (needs PostgreSQL)")

@@ -111,10 +111,39 @@ def test_openvino_memory_does_not_grow_with_every_new_input_shape(monkeypatch):
     assert off < 20 < default
 
 
-def test_auto_keeps_models_of_ever_new_shapes_on_onnxruntime(monkeypatch):
+def test_auto_keeps_models_of_ever_new_shapes_on_onnxruntime_in_int8(monkeypatch):
     monkeypatch.delenv(onnx_session.INFERENCE_ENV, raising=False)
     monkeypatch.setattr(onnx_session, "cpu_has_bf16", lambda: True)
-    assert onnx_session.resolve_backend("cpu", shapes_vary=True) == "onnxruntime"
+    assert onnx_session.resolve_backend("cpu", shapes_vary=True) == "onnxruntime-int8"  # auto: the recogniser
     assert onnx_session.resolve_backend("cpu") == "openvino-bf16"
     assert onnx_session.resolve_backend("cpu", "openvino-bf16", shapes_vary=True) == "openvino-bf16"  # asked for
-    assert PPOCRRecognizer(device="cpu", threads=1).provider == onnx_session.CPU_PROVIDER
+    monkeypatch.setattr(onnx_session.ort, "get_available_providers", lambda: [onnx_session.CUDA_PROVIDER])
+    assert onnx_session.resolve_backend("auto", shapes_vary=True) == "onnxruntime"  # CUDA: fp32
+
+
+def test_int8_recogniser_reads_the_receipt_like_fp32_and_is_made_once(tmp_path, monkeypatch):
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    page = cv2.imread(str(SAMPLES / "receipt.png"), cv2.IMREAD_COLOR)
+    crops = [crop_line(page, line.quad) for line in LineDetector(device="cpu", threads=1).detect(page)]
+    fp32 = PPOCRRecognizer(device="cpu", threads=1, backend="onnxruntime")
+    q = PPOCRRecognizer(device="cpu", threads=1, backend="onnxruntime-int8")
+    assert q.provider == "CPUExecutionProvider-int8" and fp32.provider == "CPUExecutionProvider"
+    assert q.output_columns is not None  # the head stayed float, so it was cut to the charset
+    texts_fp32, texts_int8 = [r.text for r in fp32.recognize(crops)], [r.text for r in q.recognize(crops)]
+    assert len(crops) >= 10 and cer(texts_int8, texts_fp32) <= 0.02, (texts_fp32, texts_int8)
+    made = list((tmp_path / "cache" / "ocrstream" / "int8").glob("*.onnx"))
+    assert len(made) == 1
+    stamp = made[0].stat().st_mtime_ns
+    PPOCRRecognizer(device="cpu", threads=1, backend="onnxruntime-int8")
+    assert made[0].stat().st_mtime_ns == stamp  # the second recogniser loads it
+
+
+def test_int8_applies_only_to_the_model_it_was_measured_on(tmp_path):
+    from ocrstream.ocr.recognition import int8
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(rapidocr_model("PP-OCRv6_rec_small.onnx").read_bytes() + b"\0")
+    with pytest.raises(int8.Int8Unavailable):
+        int8.int8_model(other, tmp_path)
+    assert not list(tmp_path.glob("*.int8.*"))

@@ -40,6 +40,7 @@ about half the wall time on 2 idle cores, the same readings.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -53,10 +54,19 @@ import onnx
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from ocrstream.ocr.recognition.ctc_head import restrict_head
+from ocrstream.ocr.recognition.int8 import Int8Unavailable, int8_model
 from ocrstream.ocr.recognition.longlines import CropBudget, as_bgr, read_within_budget
 from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
 from ocrstream.ocr.runtime.models import rapidocr_model
-from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session, resolve_concurrent_calls
+from ocrstream.ocr.runtime.onnx_session import (
+    Device,
+    chosen_provider,
+    make_session,
+    resolve_backend,
+    resolve_concurrent_calls,
+)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
 
@@ -265,12 +275,16 @@ class PPOCRRecognizer:
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
         backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
-            ``$OCRSTREAM_INFERENCE``; its default ``auto`` runs the recogniser on ONNX Runtime (batch
-            shapes vary too much for OpenVINO without its per-shape cache, ``resolve_backend``).
+            ``$OCRSTREAM_INFERENCE``; its default ``auto`` runs the recogniser on ONNX Runtime, in int8
+            on the CPU (``onnxruntime-int8``: the shipped model only, :mod:`.int8`; batch shapes vary
+            too much for OpenVINO without its per-shape cache, ``resolve_backend``).
         cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
             computes every column and slices them (the same arg-max; for comparison).
 
     Attributes:
+        backend: the backend it runs on (``resolve_backend``; ``onnxruntime-int8`` with a fine-tuned
+            model runs that model in fp32).
+        provider: the session's provider, ``-int8`` appended when the int8 model serves (metrics, events).
         output_columns: ``(K,)`` int, the columns of the whole dictionary's output the cut model
             emits (:mod:`.ctc_head`), or None when it emits them all.
         version: ``"PP-OCRv6_rec_small"`` for the shipped model, the manifest's ``id`` for a
@@ -318,6 +332,14 @@ class PPOCRRecognizer:
         self.max_batch_bytes = max_batch_bytes
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
+        self.backend = resolve_backend(device, backend, shapes_vary=True)
+        int8 = self.backend == "onnxruntime-int8" and model is None
+        if int8:
+            try:
+                onnx_path = int8_model(onnx_path)
+            except (Int8Unavailable, OSError) as exc:
+                log.warning("recogniser in fp32: no int8 model (%s)", exc)
+                int8 = False
         proto = onnx.load(str(onnx_path))
         meta = {p.key: p.value for p in proto.metadata_props}
         if "character" not in meta:
@@ -330,13 +352,13 @@ class PPOCRRecognizer:
             source, self.output_columns = proto.SerializeToString(), self._columns
             self._columns = None  # the model emits the kept columns only
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
-        self._session = make_session(source, device=device, threads=threads, backend=backend,
-                                     calls=self.concurrent_calls, shapes_vary=True)
+        self._session = make_session(source, device=device, threads=threads, backend=self.backend,
+                                     calls=self.concurrent_calls)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name
         self._frame_bytes = (len(table) if self._columns is not None else len(self._chars)) * 4  # one output frame
-        self.provider = chosen_provider(self._session)
+        self.provider = chosen_provider(self._session) + ("-int8" if int8 else "")
 
     # -- batching -------------------------------------------------------------
     def _batches(self, widths: Sequence[int]) -> list[list[int]]:

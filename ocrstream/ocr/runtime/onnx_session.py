@@ -25,9 +25,10 @@ Policy (one place, so detection, recognition and later models behave alike):
 * the backend (``OCRSTREAM_INFERENCE``, :func:`resolve_backend`): ``auto`` (the default) runs the
   CPU path on OpenVINO in bfloat16 where the CPU computes it natively (AVX-512 BF16 or AMX:
   :mod:`.openvino_session`: the detector at ~0.75x ONNX Runtime's CPU, readings within 0.1 point CER)
-  and on ONNX Runtime in fp32 otherwise, and the recogniser (``shapes_vary``) always on ONNX Runtime;
-  CUDA, when present, is always ONNX Runtime's; ``onnxruntime``, ``openvino-bf16`` and
-  ``openvino-fp32`` force one for every model;
+  and on ONNX Runtime in fp32 otherwise, and the recogniser (``shapes_vary``) on ONNX Runtime in int8
+  (``onnxruntime-int8``, :mod:`ocrstream.ocr.recognition.int8`); CUDA, when present, is always ONNX
+  Runtime's in fp32; ``onnxruntime``, ``onnxruntime-int8``, ``openvino-bf16`` and ``openvino-fp32``
+  force one for every model;
 * the chosen provider is logged at INFO.
 """
 
@@ -72,7 +73,7 @@ DEFAULT_CONCURRENT_CALLS = 2
 GRAPH_OPT_ENV = "OCRSTREAM_ORT_GRAPH_OPT"
 INFERENCE_ENV = "OCRSTREAM_INFERENCE"
 #: The inference backends :func:`make_session` knows.
-BACKENDS = ("auto", "onnxruntime", "openvino-bf16", "openvino-fp32")
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-int8", "openvino-bf16", "openvino-fp32")
 GRAPH_OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -173,9 +174,10 @@ def resolve_backend(device: str, backend: str | None = None, *, shapes_vary: boo
     """The backend a session of ``device`` runs on: ``backend`` if given, else ``$OCRSTREAM_INFERENCE``,
     else ``auto``, which gives ``onnxruntime`` for CUDA (``device="cuda"``, or ``"auto"`` with a CUDA
     provider), ``openvino-bf16`` on a CPU with native bfloat16 and OpenVINO installed, else
-    ``onnxruntime``; and ``onnxruntime`` for a model whose input shape is new at almost every call
-    (``shapes_vary``: the recogniser's batches), which OpenVINO, its per-shape cache off, runs at
-    twice ONNX Runtime's CPU (:mod:`.openvino_session`).
+    ``onnxruntime``; but for a model whose input shape is new at almost every call (``shapes_vary``:
+    the recogniser's batches), which OpenVINO, its per-shape cache off, runs at twice ONNX Runtime's
+    CPU (:mod:`.openvino_session`), ``onnxruntime-int8`` on the CPU: ONNX Runtime with the shipped
+    recogniser in int8 (:mod:`ocrstream.ocr.recognition.int8`; other models run fp32 on it).
 
     Raises:
         ValueError: an unknown backend, or OpenVINO asked for ``device="cuda"`` or not installed.
@@ -185,7 +187,11 @@ def resolve_backend(device: str, backend: str | None = None, *, shapes_vary: boo
         raise ValueError(f"{INFERENCE_ENV}={raw!r}: expected one of {', '.join(BACKENDS)}")
     cuda = device == "cuda" or (device == "auto" and CUDA_PROVIDER in ort.get_available_providers())
     if raw == "auto":
-        return "openvino-bf16" if not cuda and not shapes_vary and cpu_has_bf16() else "onnxruntime"
+        if cuda:
+            return "onnxruntime"
+        if shapes_vary:
+            return "onnxruntime-int8"
+        return "openvino-bf16" if cpu_has_bf16() else "onnxruntime"
     if raw.startswith("openvino") and (device == "cuda" or not openvino_available()):
         raise ValueError(f"{INFERENCE_ENV}={raw} runs on the CPU with the openvino package "
                          f"(device={device!r}, openvino {'installed' if openvino_available() else 'missing'})")

@@ -1,0 +1,113 @@
+"""The shipped PP-OCRv6 recogniser in int8, made on this machine from its own weights.
+
+Issue 22's lever 2 ("int8 done properly"). A static QDQ model quantised whole read 5 points of CER
+worse than float (``bench/bench_quantize.py``). ``bench/bench_int8_sensitivity.py`` found why and what
+to keep in float:
+
+* calibration by percentile (99.999) instead of min/max: whole-model int8 +0.16 point on 200 dev lines
+  instead of +5;
+* only the convolutions and matrix products in int8 (``QUANTISED_OPS``); the CTC head's MatMul in
+  float (so :mod:`ocrstream.ocr.recognition.ctc_head` still cuts it to the charset);
+* the 13 nodes whose quantisation cost the most CER, leave-one-out on 600 dev lines and kept in float
+  greedily until within 0.05 point (:data:`FLOAT_NODES`).
+
+Measured 2026-12-06 (1 thread, this class of host, one run each): 800 held-out dev lines (neither
+scored for the choice nor calibrated on), one per call: CER ci 1.35 -> 1.43 %, WER ci 7.11 -> 7.34 %,
+8.76 -> 6.65 CPU-ms per line (0.76x); the 60 dev pages through ``OCRPipeline``: CER ci 2.95 -> 2.99 %,
+0.723 -> 0.605 CPU-s per page (0.84x).
+
+What ships is the recipe, not a model: the activation ranges measured on 100 dev lines
+(``ppocr_v6_rec_small.ranges.json``, onnxruntime's calibration cache format, 133 tensors) and the
+node list. :func:`int8_model` applies them to the installed ``rapidocr`` model (checked by its
+sha256) with ``onnxruntime.quantization`` and keeps the result in a cache folder: the first
+recogniser of a machine spends a few CPU-seconds on it, later ones load the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+__all__ = ["FLOAT_NODES", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "Int8Unavailable", "int8_model"]
+
+log = logging.getLogger(__name__)
+
+#: sha256 of the model the ranges were measured on (rapidocr 3.10.0 ``PP-OCRv6_rec_small.onnx``).
+MODEL_SHA256 = "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884"
+#: onnxruntime calibration cache (percentile 99.999, 100 SROIE dev lines 601-700) of that model.
+RANGES = files(__name__) / "ppocr_v6_rec_small.ranges.json"
+#: operators quantised; everything else stays float.
+QUANTISED_OPS = ["Conv", "MatMul"]
+#: nodes kept in float (names in the model after ``quant_pre_process``), costliest first, and the CTC
+#: head's MatMul (``MatMul.12``).
+FLOAT_NODES = ["Conv.55", "Conv.18", "Conv.4", "Conv.21", "Conv.23", "Conv.3", "Conv.13", "Conv.16", "Conv.44",
+               "Conv.56", "MatMul.4", "Conv.10", "Conv.15", "MatMul.12"]
+
+
+class Int8Unavailable(RuntimeError):
+    """The int8 recipe does not apply: another model than the one it was measured on."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ocrstream/int8`` (``~/.cache/...``), else ``<temp dir>/ocrstream-int8``."""
+    base = os.environ.get("XDG_CACHE_HOME") or (str(Path.home() / ".cache") if Path.home().is_dir() else "")
+    return Path(base) / "ocrstream" / "int8" if base else Path(tempfile.gettempdir()) / "ocrstream-int8"
+
+
+def int8_model(source: Path, cache_dir: Path | None = None) -> Path:
+    """The int8 QDQ model of the shipped recogniser ``source`` (made once, then cached).
+
+    Args:
+        source: the float ONNX file, which must be the one the ranges were measured on.
+        cache_dir: where the model is kept (None: :func:`default_cache_dir`); written atomically.
+
+    Returns:
+        Path of the int8 ONNX file (``(N, 3, 48, W)`` float32 in, the same softmax out).
+
+    Raises:
+        Int8Unavailable: ``source`` is not the model of :data:`MODEL_SHA256`.
+        OSError: the cache folder cannot be written.
+    """
+    if _sha256(source) != MODEL_SHA256:
+        raise Int8Unavailable(f"{source.name} is not the model the int8 ranges were measured on")
+    ranges = Path(str(RANGES))
+    key = hashlib.sha256(ranges.read_bytes() + "\n".join(FLOAT_NODES).encode()).hexdigest()[:16]
+    folder = cache_dir or default_cache_dir()
+    target = folder / f"{source.stem}.int8.{key}.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("making the int8 recogniser %s (once per machine; a few CPU-seconds)", target)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".making-") as tmp:
+        made = _quantise(source, ranges, Path(tmp))
+        os.replace(made, target)
+    return target
+
+
+def _quantise(source: Path, ranges: Path, tmp: Path) -> Path:
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # the shipped model is opset 11; per-channel QDQ needs DequantizeLinear's `axis` (opset 13)
+    opset13, prepared, out = tmp / "opset13.onnx", tmp / "prepared.onnx", tmp / "int8.onnx"
+    onnx.save(version_converter.convert_version(onnx.load(str(source)), 13), str(opset13))
+    quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.Percentile,
+                    op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=FLOAT_NODES,
+                    calibration_cache_path=str(ranges))
+    return out
