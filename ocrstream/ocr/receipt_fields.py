@@ -22,8 +22,9 @@ name               how it is found (layout-aware rules, no learned weights)
                    number printed beside a line dropped; printed above the vendor, or found
                    without one, it starts at the first address line; at most
                    :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
-                   recogniser was unsure of next to punctuation are dropped (``char_probs``),
-                   a postcode's digit misread as a letter ("4D170") is read as a digit.
+                   recogniser was unsure of next to punctuation are dropped and periods it
+                   was unsure of between words read as commas (``char_probs``), a
+                   postcode's digit misread as a letter ("4D170") is read as a digit.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
@@ -694,24 +695,47 @@ def _label_colon(text: str) -> bool:
 #: ("NO.50 , JALAN" -> "NO.50, JALAN"). Tuned on the dev receipts' addresses (0.3: 2 more right,
 #: none worse; 0.5 and 0.7: 0 net), checked on sroie-kie (0.3: 3 more right, none worse).
 UNSURE_SPACE = 0.3
+#: a period the recogniser read with a probability below this, inside an address line between a
+#: word or number and the next word, is the comma it looks like ("NO.32 & 33. JALAN" ->
+#: "33, JALAN"): the comma is an address's separator, and '.' and ',' differ by a few pixels.
+UNSURE_PERIOD = 0.65
 
 CharProbs = Mapping[str, Sequence[float]]
 
 
-def _printed_text(row: _Row, char_probs: CharProbs) -> str:
-    """``row.text`` without the spaces its regions' recogniser was unsure of (:data:`UNSURE_SPACE`)
-    next to punctuation; regions whose ``char_probs`` do not fit their text are kept as read."""
-    parts = []
-    for region, (s, e) in zip(row.line.regions, row.spans):
-        part = row.text[s:e]
+def _row_chars(row: _Row, char_probs: CharProbs) -> list[tuple[str, float | None]]:
+    """``row.text`` as (character, recogniser probability) pairs; None where the probability is
+    unknown (the space joining regions, a region whose ``char_probs`` do not fit its text)."""
+    out: list[tuple[str, float | None]] = []
+    for k, (region, (s, e)) in enumerate(zip(row.line.regions, row.spans)):
+        if k and s > len(out):
+            out.append((" ", None))
         probs = char_probs.get(region.region_id)
-        if probs is not None and len(probs) == len(region.text):
-            part = "".join(c for k, c in enumerate(part) if not (
-                c == " " and probs[k] < UNSURE_SPACE
-                and not (part[k - 1: k].isalnum() and part[k + 1: k + 2].isalnum())))
-        if part:
-            parts.append(part)
-    return " ".join(parts)
+        fits = probs is not None and len(probs) == len(region.text)
+        out += [(c, probs[i] if fits and probs is not None else None) for i, c in enumerate(row.text[s:e])]
+    return out
+
+
+def _unsure(prob: float | None, below: float) -> bool:
+    return prob is not None and prob < below
+
+
+def _printed_text(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
+    punctuation dropped, periods it was unsure of (:data:`UNSURE_PERIOD`) after a word or number
+    and before the next word read as commas; characters without a probability kept as read."""
+    chars = _row_chars(row, char_probs)
+    text = "".join(c for c, _ in chars)
+    out = []
+    for k, (c, prob) in enumerate(chars):
+        before, after = text[k - 1: k], text[k + 1: k + 2]
+        if c == " " and _unsure(prob, UNSURE_SPACE) and not (before.isalnum() and after.isalnum()):
+            continue
+        if c == "." and _unsure(prob, UNSURE_PERIOD) and before.isalnum() and (
+                (after == " " and text[k + 2: k + 3].isalnum()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
+            c = ","
+        out.append(c)
+    return "".join(out).strip()
 
 
 def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:

@@ -386,3 +386,20 @@ def test_split_amount_candidates_beyond_max_candidates_are_not_read():
 
     assert extract_fields(with_amounts(rf.MAX_CANDIDATES - 1))["total"].value == Decimal("7.70")
     assert "total" not in extract_fields(with_amounts(rf.MAX_CANDIDATES))
+
+
+def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_as_commas():
+    line, beside = "NO.32 & 33. JALAN SR 1/9. L.OT 5, TAMAN.SERDANG.", "43300 SERI. KEMBANGAN."
+    d = doc(["ACME TRADING SDN BHD", (line, beside), "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    first, second = (r.region_id for r in d.pages[0].lines[1].regions)
+    # every period unsure but the one after "1/9": "33.", "TAMAN." and "SERDANG." (the next region
+    # follows on the line) are commas; "NO.32" (a digit after), "L.OT" (one letter before) and the
+    # line's last period are kept; the second region's "SERI." is sure
+    unsure = {i for i, c in enumerate(line) if c == "."} - {line.index("9.") + 1}
+    probs = {first: _with_probs(line, unsure), second: _with_probs(beside, {len(beside) - 1})}
+    want = "NO.32 & 33, JALAN SR 1/9. L.OT 5, TAMAN,SERDANG, 43300 SERI. KEMBANGAN."
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == want
+    at_threshold = {first: [rf.UNSURE_PERIOD] * len(line)}
+    assert extract_fields(d, char_probs=at_threshold)["vendor_address"].text == f"{line} {beside}"
+    probs[second] = _with_probs(beside, {beside.index(".")})
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == want.replace("SERI.", "SERI,")
