@@ -692,9 +692,13 @@ def _label_colon(text: str) -> bool:
 
 
 #: a space the recogniser read with a probability below this, next to punctuation, is not printed
-#: ("NO.50 , JALAN" -> "NO.50, JALAN"). Tuned on the dev receipts' addresses (0.3: 2 more right,
-#: none worse; 0.5 and 0.7: 0 net), checked on sroie-kie (0.3: 3 more right, none worse).
-UNSURE_SPACE = 0.3
+#: ("NO.50 , JALAN" -> "NO.50, JALAN"). 0.5 separates the spaces the recogniser inserted from those
+#: it emitted: an inserted space (:func:`ocrstream.ocr.recognition.ppocr.ctc_greedy`) peaks in a gap
+#: where blank won the arg-max, so its p(space) <= p(blank) and it is below 0.5; an emitted one won
+#: the arg-max and is almost always above. Dev and sroie-kie addresses: below 0.3, 9 spaces the keys
+#: do not have and 1 they have ("ALAM, SEL." 0.10); 0.3 to 0.5 adds 2 the keys do not have ("TSJ2,
+#: TMN" 0.32, "107, JALAN" 0.46) and none they have.
+UNSURE_SPACE = 0.5
 #: a period the recogniser read with a probability below this, inside an address line between a
 #: word or number and the next word, is the comma it looks like ("NO.32 & 33. JALAN" ->
 #: "33, JALAN"): the comma is an address's separator, and '.' and ',' differ by a few pixels.
