@@ -641,7 +641,7 @@ _AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s
                         re.I)
 _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
-    r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
+    r"|\s+C?\d{4,}[\s-]*[A-Z]\b\)?|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
 _LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\b5/B\b"), "S/B"))
@@ -660,11 +660,12 @@ def _spaced_parentheses(text: str) -> str:
 
 def _vendor_text(rows: Sequence[_Row]) -> str:
     """The vendor's lines joined by a space: a registration number after the name
-    ("(139386 X)", "(Co. No:20154-T)") and what follows it, a leading "#000002" dropped, a legal
+    ("(139386 X)", "(Co. No:20154-T)", its parenthesis read as C: "C8199K)") and what follows it, a
+    leading "#000002" or stray marks (". KMF") dropped, a legal
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
     ("D.1.Y.") read as printed, an underscore read as a space."""
     text = " ".join(r.text for r in rows)
-    text = re.sub(r"^\W*#\d+\s*", "", text)
+    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)

@@ -324,6 +324,9 @@ def test_a_date_with_a_time_glued_on():
       "NO 1 JALAN SATU"], None),  # labels read as one line are no name
     (["SANYU STATIONERY SHOP", "NO. 31G, JALAN SETIA INDAH", "40170 SETIA ALAM", "Owned By :",
       "SANYU SUPPLY SDN BHD (1135772-K)"], "SANYU STATIONERY SHOP"),  # the owner is not the vendor
+    (["THE STORE (MALAYSIA) SDN BHD C8199K)", "NO 1 JALAN SATU"], "THE STORE (MALAYSIA) SDN BHD"),  # ( read as C
+    ([". KMF FOODICIOUS SDN BHD (1132106-H)", "NO 1 JALAN SATU"], "KMF FOODICIOUS SDN BHD"),  # a stray mark first
+    (["(M) ACME SDN BHD", "NO 1 JALAN SATU"], "(M) ACME SDN BHD"),  # a parenthesis first is printed
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
