@@ -1,8 +1,9 @@
 """Receipt fields without a template: vendor, address, date, totals, tax, currency, line items.
 
 :func:`extract_fields` reads a built :class:`~ocrstream.ocr.document.Document` (its pages'
-visual lines in reading order, their regions' text, boxes, word boxes and confidences) and
-returns the fields it finds, by name:
+visual lines in reading order, their regions' text, boxes, word boxes and confidences; a short
+unsure mark beside a line's text, a logo's edge read as letters, is left out: :data:`NOISE_CONFIDENCE`)
+and returns the fields it finds, by name:
 
 =================  =========================================================================
 name               how it is found (layout-aware rules, no learned weights)
@@ -75,7 +76,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ocrstream.ocr.document import Box, Document, Line, Page
+from ocrstream.ocr.document import Box, Document, Line, Page, Region
 
 __all__ = [
     "FIELD_NAMES", "MAX_ADDRESS_LINES", "MAX_CANDIDATES", "MAX_ITEMS", "MAX_LINE_CHARS", "MAX_LINES",
@@ -318,22 +319,41 @@ class _Row:
     confidence: float
 
     def regions_in(self, start: int, end: int) -> list[int]:
-        return [i for i, (s, e) in enumerate(self.spans) if s < end and start < e]
+        return [i for i, (s, e) in enumerate(self.spans) if s < end and start < e and s < e]
+
+    def regions(self) -> list[Region]:
+        """The line's regions whose text the row holds (noise left out)."""
+        return [r for r, (s, e) in zip(self.line.regions, self.spans) if s < e]
+
+
+#: a region read below this confidence, with at most three characters and no digit, beside other
+#: text on its line is a mark misread as letters (a logo's edge: "lu" before the vendor's name).
+NOISE_CONFIDENCE = 0.5
+
+
+def _noise(region: Region, line: Line) -> bool:
+    return (region.confidence < NOISE_CONFIDENCE and len(region.text.strip()) <= 3
+            and not re.search(r"\d", region.text) and len(line.regions) > 1)
 
 
 def _rows(page: Page) -> list[_Row]:
+    """The page's visual lines (at most :data:`MAX_LINES`) as rows: their regions' text (at most
+    :data:`MAX_LINE_CHARS`) joined by a space, noise beside other text (:data:`NOISE_CONFIDENCE`)
+    left out; lines without text are skipped."""
     rows = []
     for index, line in enumerate(page.lines[:MAX_LINES]):
-        text, spans = "", []
+        text, spans, kept = "", [], []
         for region in line.regions:
-            part = region.text[: max(MAX_LINE_CHARS - len(text), 0)] if region.text else ""
+            part = region.text[: max(MAX_LINE_CHARS - len(text), 0)] if region.text and not _noise(region, line) else ""
             if text and part:
                 text += " "
             spans.append((len(text), len(text) + len(part)))
             text += part
+            if part:
+                kept.append(region)
         if not text.strip():
             continue
-        conf = sum(r.confidence for r in line.regions) / len(line.regions)
+        conf = sum(r.confidence for r in kept) / len(kept)
         rows.append(_Row(index, line, text, spans, line.box, conf))
     return rows
 
@@ -372,7 +392,7 @@ def _field(name: str, token: _Token, certainty: float, page_index: int, value: A
 
 
 def _rows_field(name: str, rows: Sequence[_Row], text: str, certainty: float, page_index: int) -> ReceiptField:
-    regions = [r for row in rows for r in row.line.regions]
+    regions = [r for row in rows for r in row.regions()]
     conf = sum(r.confidence for r in regions) / max(len(regions), 1)
     return ReceiptField(name, text, text, max(0.0, min(1.0, conf * certainty)), page_index,
                         tuple(r.region_id for r in regions), tuple(r.box for r in regions))

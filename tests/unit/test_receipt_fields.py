@@ -18,9 +18,10 @@ from ocrstream.ocr.receipt_fields import document_fields, extract_fields, parse_
 PITCH = 30.0
 
 
-def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99) -> Document:
+def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99,
+        confidences: dict[str, float] | None = None) -> Document:
     """A done Document: each page a list of visual lines; a line is a text (one region) or a tuple
-    of texts (regions side by side, left to right)."""
+    of texts (regions side by side, left to right); ``confidences``: by region text, else ``confidence``."""
     regions, sizes = [], []
     for p, lines in enumerate(pages):
         sizes.append({"page_index": p, "width": 1000, "height": max(100, int(PITCH * (len(lines) + 2)))})
@@ -32,7 +33,7 @@ def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99) -> Docume
                 width = 12.0 * max(len(text), 1)
                 regions.append({"region_id": f"p{p}-r{order}", "page_index": p, "line_index": i, "order": order,
                                 "box": [x, PITCH * i + 5, x + width, PITCH * i + 25], "text": text,
-                                "confidence": confidence})
+                                "confidence": (confidences or {}).get(text, confidence)})
                 x += width + 40
                 order += 1
     return Document.from_results({"document_id": "d", "status": "done", "pages": sizes, "regions": regions})
@@ -406,3 +407,19 @@ def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_
     assert extract_fields(d, char_probs=at_threshold)["vendor_address"].text == f"{line} {beside}"
     probs[second] = _with_probs(beside, {beside.index(".")})
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == want.replace("SERI.", "SERI,")
+
+
+@pytest.mark.parametrize(("mark", "confidence", "vendor"), [
+    ("lu", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),  # a logo's edge read as letters: left out
+    ("lu", rf.NOISE_CONFIDENCE, None),  # at the bound: text, and a name starting in lower case is none
+    ("lum", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),
+    ("luma", 0.33, None),  # four characters: text
+    ("l1", 0.33, None),  # a digit: text
+])
+def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
+    d = doc([(mark, "SYARIKAT PERNIAGAAN GIN KEE"), "NO 290, JALAN AIR PANAS,", "TEL: 03-2211 4455",
+             ("TOTAL", "9.00")], confidences={mark: confidence})
+    f = extract_fields(d)
+    assert (f["vendor_name"].text if "vendor_name" in f else None) == vendor
+    if vendor:
+        assert f["vendor_name"].region_ids == (d.pages[0].lines[0].regions[1].region_id,)
