@@ -696,7 +696,7 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
-_REG_TAIL = re.compile(r"[\s,]*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
+_REG_TAIL = re.compile(r"\s*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
 _ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|item|items)\b", re.I)
 #: a colon inside an address ("LOT NO.: 4F-27") after these words; any other colon is a label.
 _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)

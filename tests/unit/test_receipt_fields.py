@@ -351,7 +351,7 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["PARADIGM MALL", "LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR", "GST ID: 000707211264"],
      "PARADIGM MALL LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR"),  # an address's colon; a label's ends it
     (["LOT 204 & 205, JALAN BATU 12 1/4, CO. REG. NO.: 946207-D", "KG. DUSUN NANDING, 43100 HULU LANGAT"],
-     "LOT 204 & 205, JALAN BATU 12 1/4 KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
+     "LOT 204 & 205, JALAN BATU 12 1/4, KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
     (["No: G3, BIk G, JIn PJU 1A/3,", "47301 Petaling Jaya(Selangor)"],
      "No: G3, Blk G, Jln PJU 1A/3, 47301 Petaling Jaya (Selangor)"),  # I read for l; a space outside parentheses
     (["NO. 17-G, JALAN SETIA INDAH,", "4D170 SHAH ALAM,"], "NO. 17-G, JALAN SETIA INDAH, 40170 SHAH ALAM,"),
