@@ -720,9 +720,11 @@ def _label_colon(text: str) -> bool:
 #: do not have and 1 they have ("ALAM, SEL." 0.10); 0.3 to 0.5 adds 2 the keys do not have ("TSJ2,
 #: TMN" 0.32, "107, JALAN" 0.46) and none they have.
 UNSURE_SPACE = 0.5
-#: a period the recogniser read with a probability below this, inside an address line between a
-#: word or number and the next word, is the comma it looks like ("NO.32 & 33. JALAN" ->
-#: "33, JALAN"): the comma is an address's separator, and '.' and ',' differ by a few pixels.
+#: a period the recogniser read with a probability below this, in an address between a word or
+#: number and a word that starts with a letter (on the line or the next address line), is the comma
+#: it looks like ("NO.32 & 33. JALAN" -> "33, JALAN"): the comma is an address's separator, '.' and
+#: ',' differ by a few pixels. Dev and sroie-kie addresses: 7 periods changed, all to the keys'
+#: commas; a period before a number ("Jelutong. 40150 Shah Alam", 0.51) is kept, as the keys print it.
 UNSURE_PERIOD = 0.65
 
 CharProbs = Mapping[str, Sequence[float]]
@@ -748,7 +750,7 @@ def _unsure(prob: float | None, below: float) -> bool:
 def _printed_text(row: _Row, char_probs: CharProbs) -> str:
     """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
     punctuation dropped, periods it was unsure of (:data:`UNSURE_PERIOD`) after a word or number
-    and before the next word read as commas; characters without a probability kept as read."""
+    and before a word read as commas; characters without a probability kept as read."""
     chars = _row_chars(row, char_probs)
     text = "".join(c for c, _ in chars)
     out = []
@@ -757,7 +759,7 @@ def _printed_text(row: _Row, char_probs: CharProbs) -> str:
         if c == " " and _unsure(prob, UNSURE_SPACE) and not (before.isalnum() and after.isalnum()):
             continue
         if c == "." and _unsure(prob, UNSURE_PERIOD) and before.isalnum() and (
-                (after == " " and text[k + 2: k + 3].isalnum()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
+                (after == " " and text[k + 2: k + 3].isalpha()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
             c = ","
         out.append(c)
     return "".join(out).strip()
@@ -789,7 +791,23 @@ def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = No
             continue
         out.append((rows[i], text.strip()))
         i += 1
+    if char_probs:
+        out = [(row, _unsure_end(row, text, char_probs) if k + 1 < len(out) and out[k + 1][1][:1].isalpha() else text)
+               for k, (row, text) in enumerate(out)]
     return out if any(re.search(r"\d", t) for _, t in out) else []
+
+
+def _unsure_end(row: _Row, text: str, char_probs: CharProbs) -> str:
+    """``text`` (an address line followed by one starting with a letter) with its last character,
+    a period the recogniser was unsure of (:data:`UNSURE_PERIOD`) after a word or number, read as
+    a comma (as :func:`_printed_text` reads one inside a line)."""
+    chars = _row_chars(row, char_probs)
+    while chars and chars[-1][0] == " ":
+        chars.pop()
+    if (text.endswith(".") and text[-2:-1].isalnum() and chars and chars[-1][0] == "."
+            and _unsure(chars[-1][1], UNSURE_PERIOD)):
+        return text[:-1] + ","
+    return text
 
 
 def _currency(rows: Sequence[_Row], total: _Token | None) -> _Token | None:

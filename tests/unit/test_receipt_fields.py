@@ -396,12 +396,12 @@ def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_
     line, beside = "NO.32 & 33. JALAN SR 1/9. L.OT 5, TAMAN.SERDANG.", "43300 SERI. KEMBANGAN."
     d = doc(["ACME TRADING SDN BHD", (line, beside), "TEL: 03-2211 4455", ("TOTAL", "9.00")])
     first, second = (r.region_id for r in d.pages[0].lines[1].regions)
-    # every period unsure but the one after "1/9": "33.", "TAMAN." and "SERDANG." (the next region
-    # follows on the line) are commas; "NO.32" (a digit after), "L.OT" (one letter before) and the
+    # every period unsure but the one after "1/9": "33." and "TAMAN." are commas; "NO.32" (a digit
+    # after), "L.OT" (one letter before), "SERDANG." (a number follows in the next region) and the
     # line's last period are kept; the second region's "SERI." is sure
     unsure = {i for i, c in enumerate(line) if c == "."} - {line.index("9.") + 1}
     probs = {first: _with_probs(line, unsure), second: _with_probs(beside, {len(beside) - 1})}
-    want = "NO.32 & 33, JALAN SR 1/9. L.OT 5, TAMAN,SERDANG, 43300 SERI. KEMBANGAN."
+    want = "NO.32 & 33, JALAN SR 1/9. L.OT 5, TAMAN,SERDANG. 43300 SERI. KEMBANGAN."
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == want
     at_threshold = {first: [rf.UNSURE_PERIOD] * len(line)}
     assert extract_fields(d, char_probs=at_threshold)["vendor_address"].text == f"{line} {beside}"
@@ -423,3 +423,17 @@ def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
     assert (f["vendor_name"].text if "vendor_name" in f else None) == vendor
     if vendor:
         assert f["vendor_name"].region_ids == (d.pages[0].lines[0].regions[1].region_id,)
+
+
+@pytest.mark.parametrize(("second", "address"), [
+    ("SEKSYEN U13, 40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM, SEKSYEN U13, 40170 SHAH ALAM."),  # a word follows
+    ("40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM. 40170 SHAH ALAM."),  # a number follows: kept
+])
+def test_an_unsure_period_ending_an_address_line_before_a_word_reads_as_a_comma(second, address):
+    first = "NO. 17-G, SETIA ALAM."
+    d = doc(["ACME TRADING SDN BHD", first, second, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    ids = [line.regions[0].region_id for line in d.pages[0].lines[1:3]]
+    probs = {ids[0]: _with_probs(first, {len(first) - 1}), ids[1]: _with_probs(second, {len(second) - 1})}
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == address  # the last line's: kept
+    probs[ids[0]] = _with_probs(first, set())
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == f"{first} {second}"  # sure: kept
