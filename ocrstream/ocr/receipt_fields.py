@@ -25,7 +25,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
                    recogniser was unsure of next to punctuation are dropped and periods it
                    was unsure of between words read as commas (``char_probs``), a
-                   postcode's digit misread as a letter ("4D170") is read as a digit.
+                   postcode's digit misread as a letter ("4D170") is read as a digit, a quote
+                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
@@ -707,6 +708,11 @@ _POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}
 _POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
 
 
+#: a quote mark opening a word that no quote mark closes on its line: a speck read as a mark
+#: ("Shah Alam, 'Selangor."); an address quotes no word, and its apostrophes are inside words (D'sara).
+_LONE_QUOTE = re.compile(r"(?<!\S)['\"`](?=[A-Za-z])(?!.*['\"`])")
+
+
 def _label_colon(text: str) -> bool:
     """Whether ``text`` holds a colon that is a label's ("Tel:", "GST ID :"), not an address's."""
     return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
@@ -775,6 +781,7 @@ def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = No
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
         raw = _printed_text(rows[i], char_probs) if char_probs else rows[i].text
         text = _REG_TAIL.sub("", raw) if re.search(r"[A-Za-z]{3}", _REG_TAIL.sub("", raw)) else raw
+        text = _LONE_QUOTE.sub("", text)
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
                 or parse_date(text) is not None or parse_amount(text) is not None
                 or _ITEM_WORDS.search(text) or (out and _label_colon(text)))

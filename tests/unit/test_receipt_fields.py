@@ -358,6 +358,9 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["NO. 17-G, JALAN SETIA INDAH,", "LOT 4O1 SHAH ALAM"], "NO. 17-G, JALAN SETIA INDAH, LOT 4O1 SHAH ALAM"),
     (["NO 43-45-47G,", "TAMAN SEJATI,", "QTY PRICE DISC AMT", "GP GREENCELL AAA 4+2"],
      "NO 43-45-47G, TAMAN SEJATI,"),  # a house number is no registration number; the item header ends it
+    (["Lot 3, Jalan Pelabur 23/1,", "40300 Shah Alam, 'Selangor."], "Lot 3, Jalan Pelabur 23/1, 40300 Shah Alam, Selangor."),
+    (["Block B, Jalan PJU 9/1, D'sara Avenue,", "52000 'Bandar' KL"],
+     "Block B, Jalan PJU 9/1, D'sara Avenue, 52000 'Bandar' KL"),  # inside a word, or closed: kept
 ])
 def test_address_lines_and_where_they_stop(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
