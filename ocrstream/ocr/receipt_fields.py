@@ -340,7 +340,8 @@ def _noise(region: Region, line: Line) -> bool:
 def _rows(page: Page) -> list[_Row]:
     """The page's visual lines (at most :data:`MAX_LINES`) as rows: their regions' text (at most
     :data:`MAX_LINE_CHARS`) joined by a space, noise beside other text (:data:`NOISE_CONFIDENCE`)
-    left out; lines without text are skipped."""
+    left out, the confidence their characters' mean (a short unsure region weighs little); lines
+    without text are skipped."""
     rows = []
     for index, line in enumerate(page.lines[:MAX_LINES]):
         text, spans, kept = "", [], []
@@ -354,7 +355,7 @@ def _rows(page: Page) -> list[_Row]:
                 kept.append(region)
         if not text.strip():
             continue
-        conf = sum(r.confidence for r in kept) / len(kept)
+        conf = sum(r.confidence * len(r.text) for r in kept) / max(sum(len(r.text) for r in kept), 1)
         rows.append(_Row(index, line, text, spans, line.box, conf))
     return rows
 

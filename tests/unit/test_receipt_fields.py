@@ -440,3 +440,13 @@ def test_an_unsure_period_ending_an_address_line_before_a_word_reads_as_a_comma(
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == address  # the last line's: kept
     probs[ids[0]] = _with_probs(first, set())
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == f"{first} {second}"  # sure: kept
+
+
+def test_a_line_is_as_sure_as_its_characters_are():
+    # three regions, the short one unsure: by region the line's mean is 0.79 (a misread logo), by character 0.94
+    d = doc([("SLF CASH & CARRY", "(002107265-V)", "<P7"), "NO. 15 JLN TSJ2, TMN SUBANG JASA", "TEL: 03-7734 3662",
+             ("TOTAL", "9.00")], confidences={"<P7": 0.39})
+    assert extract_fields(d)["vendor_name"].text == "SLF CASH & CARRY"
+    d = doc([("SLF CASH & CARRY", "<P7"), "NO. 15 JLN TSJ2, TMN SUBANG JASA", ("TOTAL", "9.00")],
+            confidences={"SLF CASH & CARRY": 0.8, "<P7": 0.1})
+    assert "vendor_name" not in extract_fields(d)  # (16 * 0.8 + 3 * 0.1) / 19 < 0.8
