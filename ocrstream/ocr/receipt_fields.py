@@ -593,7 +593,7 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
 
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
-    phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
+    phone, date, amount, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
     line starting in lower case or without two letters in a row, more digits than letters, a
     run of five digits that is not a registration number after the name, or a line of labels
     (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
@@ -601,6 +601,7 @@ def _is_skippable_top(row: _Row) -> bool:
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
+            or parse_amount(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
             or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
             or text.lstrip()[:1].islower() or _is_address_line(text)

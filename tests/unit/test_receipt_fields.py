@@ -328,6 +328,7 @@ def test_a_date_with_a_time_glued_on():
     (["THE STORE (MALAYSIA) SDN BHD C8199K)", "NO 1 JALAN SATU"], "THE STORE (MALAYSIA) SDN BHD"),  # ( read as C
     ([". KMF FOODICIOUS SDN BHD (1132106-H)", "NO 1 JALAN SATU"], "KMF FOODICIOUS SDN BHD"),  # a stray mark first
     (["(M) ACME SDN BHD", "NO 1 JALAN SATU"], "(M) ACME SDN BHD"),  # a parenthesis first is printed
+    (["13.50 cash", "NO 1 JALAN SATU"], None),  # an amount's line (a page read upside down) is no name
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
