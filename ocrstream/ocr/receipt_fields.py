@@ -723,7 +723,7 @@ def _label_colon(text: str) -> bool:
 #: a space the recogniser read with a probability below this, next to punctuation, is not printed
 #: ("NO.50 , JALAN" -> "NO.50, JALAN"). 0.5 separates the spaces the recogniser inserted from those
 #: it emitted: an inserted space (:func:`ocrstream.ocr.recognition.ppocr.ctc_greedy`) peaks in a gap
-#: where blank won the arg-max, so its p(space) <= p(blank) and it is below 0.5; an emitted one won
+#: where blank won the arg-max, so its p(space) <= p(blank) and it is at most 0.5; an emitted one won
 #: the arg-max and is almost always above. Dev and sroie-kie addresses: below 0.3, 9 spaces the keys
 #: do not have and 1 they have ("ALAM, SEL." 0.10); 0.3 to 0.5 adds 2 the keys do not have ("TSJ2,
 #: TMN" 0.32, "107, JALAN" 0.46) and none they have.
