@@ -1,8 +1,9 @@
 """Receipt fields without a template: vendor, address, date, totals, tax, currency, line items.
 
 :func:`extract_fields` reads a built :class:`~ocrstream.ocr.document.Document` (its pages'
-visual lines in reading order, their regions' text, boxes, word boxes and confidences) and
-returns the fields it finds, by name:
+visual lines in reading order, their regions' text, boxes, word boxes and confidences; a short
+unsure mark beside a line's text, a logo's edge read as letters, is left out: :data:`NOISE_CONFIDENCE`)
+and returns the fields it finds, by name:
 
 =================  =========================================================================
 name               how it is found (layout-aware rules, no learned weights)
@@ -22,8 +23,10 @@ name               how it is found (layout-aware rules, no learned weights)
                    number printed beside a line dropped; printed above the vendor, or found
                    without one, it starts at the first address line; at most
                    :data:`MAX_ADDRESS_LINES`, and one of them holds a digit. Spaces the
-                   recogniser was unsure of next to punctuation are dropped (``char_probs``),
-                   a postcode's digit misread as a letter ("4D170") is read as a digit.
+                   recogniser was unsure of next to punctuation are dropped and periods it
+                   was unsure of between words read as commas (``char_probs``), a
+                   postcode's digit misread as a letter ("4D170") is read as a digit, a quote
+                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
@@ -74,7 +77,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ocrstream.ocr.document import Box, Document, Line, Page
+from ocrstream.ocr.document import Box, Document, Line, Page, Region
 
 __all__ = [
     "FIELD_NAMES", "MAX_ADDRESS_LINES", "MAX_CANDIDATES", "MAX_ITEMS", "MAX_LINE_CHARS", "MAX_LINES",
@@ -317,22 +320,42 @@ class _Row:
     confidence: float
 
     def regions_in(self, start: int, end: int) -> list[int]:
-        return [i for i, (s, e) in enumerate(self.spans) if s < end and start < e]
+        return [i for i, (s, e) in enumerate(self.spans) if s < end and start < e and s < e]
+
+    def regions(self) -> list[Region]:
+        """The line's regions whose text the row holds (noise left out)."""
+        return [r for r, (s, e) in zip(self.line.regions, self.spans) if s < e]
+
+
+#: a region read below this confidence, with at most three characters and no digit, beside other
+#: text on its line is a mark misread as letters (a logo's edge: "lu" before the vendor's name).
+NOISE_CONFIDENCE = 0.5
+
+
+def _noise(region: Region, line: Line) -> bool:
+    return (region.confidence < NOISE_CONFIDENCE and len(region.text.strip()) <= 3
+            and not re.search(r"\d", region.text) and len(line.regions) > 1)
 
 
 def _rows(page: Page) -> list[_Row]:
+    """The page's visual lines (at most :data:`MAX_LINES`) as rows: their regions' text (at most
+    :data:`MAX_LINE_CHARS`) joined by a space, noise beside other text (:data:`NOISE_CONFIDENCE`)
+    left out, the confidence their characters' mean (a short unsure region weighs little); lines
+    without text are skipped."""
     rows = []
     for index, line in enumerate(page.lines[:MAX_LINES]):
-        text, spans = "", []
+        text, spans, kept = "", [], []
         for region in line.regions:
-            part = region.text[: max(MAX_LINE_CHARS - len(text), 0)] if region.text else ""
+            part = region.text[: max(MAX_LINE_CHARS - len(text), 0)] if region.text and not _noise(region, line) else ""
             if text and part:
                 text += " "
             spans.append((len(text), len(text) + len(part)))
             text += part
+            if part:
+                kept.append(region)
         if not text.strip():
             continue
-        conf = sum(r.confidence for r in line.regions) / len(line.regions)
+        conf = sum(r.confidence * len(r.text) for r in kept) / max(sum(len(r.text) for r in kept), 1)
         rows.append(_Row(index, line, text, spans, line.box, conf))
     return rows
 
@@ -371,7 +394,7 @@ def _field(name: str, token: _Token, certainty: float, page_index: int, value: A
 
 
 def _rows_field(name: str, rows: Sequence[_Row], text: str, certainty: float, page_index: int) -> ReceiptField:
-    regions = [r for row in rows for r in row.line.regions]
+    regions = [r for row in rows for r in row.regions()]
     conf = sum(r.confidence for r in regions) / max(len(regions), 1)
     return ReceiptField(name, text, text, max(0.0, min(1.0, conf * certainty)), page_index,
                         tuple(r.region_id for r in regions), tuple(r.box for r in regions))
@@ -570,7 +593,7 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
 
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
-    phone, date, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
+    phone, date, amount, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
     line starting in lower case or without two letters in a row, more digits than letters, a
     run of five digits that is not a registration number after the name, or a line of labels
     (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
@@ -578,6 +601,7 @@ def _is_skippable_top(row: _Row) -> bool:
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
+            or parse_amount(text) is not None
             or len(re.findall(r"\d", text)) > len(letters) or bool(_BOILERPLATE.search(text))
             or (row.confidence < VENDOR_MIN_CONFIDENCE and not _STRICT_LEGAL.search(text))
             or text.lstrip()[:1].islower() or _is_address_line(text)
@@ -640,7 +664,7 @@ _AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s
                         re.I)
 _TRAILING_REG = re.compile(
     r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
-    r"|\s+\d{4,}[\s-]*[A-Z]\b|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
+    r"|\s+C?\d{4,}[\s-]*[A-Z]\b\)?|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
 _LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\b5/B\b"), "S/B"))
@@ -659,11 +683,12 @@ def _spaced_parentheses(text: str) -> str:
 
 def _vendor_text(rows: Sequence[_Row]) -> str:
     """The vendor's lines joined by a space: a registration number after the name
-    ("(139386 X)", "(Co. No:20154-T)") and what follows it, a leading "#000002" dropped, a legal
+    ("(139386 X)", "(Co. No:20154-T)", its parenthesis read as C: "C8199K)") and what follows it, a
+    leading "#000002" or stray marks (". KMF") dropped, a legal
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
     ("D.1.Y.") read as printed, an underscore read as a space."""
     text = " ".join(r.text for r in rows)
-    text = re.sub(r"^\W*#\d+\s*", "", text)
+    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)
@@ -674,7 +699,7 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
-_REG_TAIL = re.compile(r"[\s,]*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
+_REG_TAIL = re.compile(r"\s*\b(?:co(?:mpany)?|br|roc)[\s.]*(?:reg(?:istration)?|no)\b.*$", re.I)
 _ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|item|items)\b", re.I)
 #: a colon inside an address ("LOT NO.: 4F-27") after these words; any other colon is a label.
 _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
@@ -685,33 +710,67 @@ _POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}
 _POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
 
 
+#: a quote mark opening a word that no quote mark closes on its line: a speck read as a mark
+#: ("Shah Alam, 'Selangor."); an address quotes no word, and its apostrophes are inside words (D'sara).
+_LONE_QUOTE = re.compile(r"(?<!\S)['\"`](?=[A-Za-z])(?!.*['\"`])")
+
+
 def _label_colon(text: str) -> bool:
     """Whether ``text`` holds a colon that is a label's ("Tel:", "GST ID :"), not an address's."""
     return any(not _ADDRESS_COLON.search(text[:m.start()]) for m in re.finditer(":", text))
 
 
 #: a space the recogniser read with a probability below this, next to punctuation, is not printed
-#: ("NO.50 , JALAN" -> "NO.50, JALAN"). Tuned on the dev receipts' addresses (0.3: 2 more right,
-#: none worse; 0.5 and 0.7: 0 net), checked on sroie-kie (0.3: 3 more right, none worse).
-UNSURE_SPACE = 0.3
+#: ("NO.50 , JALAN" -> "NO.50, JALAN"). 0.5 separates the spaces the recogniser inserted from those
+#: it emitted: an inserted space (:func:`ocrstream.ocr.recognition.ppocr.ctc_greedy`) peaks in a gap
+#: where blank won the arg-max, so its p(space) <= p(blank) and it is at most 0.5; an emitted one won
+#: the arg-max and is almost always above. Dev and sroie-kie addresses: below 0.3, 9 spaces the keys
+#: do not have and 1 they have ("ALAM, SEL." 0.10); 0.3 to 0.5 adds 2 the keys do not have ("TSJ2,
+#: TMN" 0.32, "107, JALAN" 0.46) and none they have.
+UNSURE_SPACE = 0.5
+#: a period the recogniser read with a probability below this, in an address between a word or
+#: number and a word that starts with a letter (on the line or the next address line), is the comma
+#: it looks like ("NO.32 & 33. JALAN" -> "33, JALAN"): the comma is an address's separator, '.' and
+#: ',' differ by a few pixels. Dev and sroie-kie addresses: 7 periods changed, all to the keys'
+#: commas; a period before a number ("Jelutong. 40150 Shah Alam", 0.51) is kept, as the keys print it.
+UNSURE_PERIOD = 0.65
 
 CharProbs = Mapping[str, Sequence[float]]
 
 
-def _printed_text(row: _Row, char_probs: CharProbs) -> str:
-    """``row.text`` without the spaces its regions' recogniser was unsure of (:data:`UNSURE_SPACE`)
-    next to punctuation; regions whose ``char_probs`` do not fit their text are kept as read."""
-    parts = []
-    for region, (s, e) in zip(row.line.regions, row.spans):
-        part = row.text[s:e]
+def _row_chars(row: _Row, char_probs: CharProbs) -> list[tuple[str, float | None]]:
+    """``row.text`` as (character, recogniser probability) pairs; None where the probability is
+    unknown (the space joining regions, a region whose ``char_probs`` do not fit its text)."""
+    out: list[tuple[str, float | None]] = []
+    for k, (region, (s, e)) in enumerate(zip(row.line.regions, row.spans)):
+        if k and s > len(out):
+            out.append((" ", None))
         probs = char_probs.get(region.region_id)
-        if probs is not None and len(probs) == len(region.text):
-            part = "".join(c for k, c in enumerate(part) if not (
-                c == " " and probs[k] < UNSURE_SPACE
-                and not (part[k - 1: k].isalnum() and part[k + 1: k + 2].isalnum())))
-        if part:
-            parts.append(part)
-    return " ".join(parts)
+        fits = probs is not None and len(probs) == len(region.text)
+        out += [(c, probs[i] if fits and probs is not None else None) for i, c in enumerate(row.text[s:e])]
+    return out
+
+
+def _unsure(prob: float | None, below: float) -> bool:
+    return prob is not None and prob < below
+
+
+def _printed_text(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
+    punctuation dropped, periods it was unsure of (:data:`UNSURE_PERIOD`) after a word or number
+    and before a word read as commas; characters without a probability kept as read."""
+    chars = _row_chars(row, char_probs)
+    text = "".join(c for c, _ in chars)
+    out = []
+    for k, (c, prob) in enumerate(chars):
+        before, after = text[k - 1: k], text[k + 1: k + 2]
+        if c == " " and _unsure(prob, UNSURE_SPACE) and not (before.isalnum() and after.isalnum()):
+            continue
+        if c == "." and _unsure(prob, UNSURE_PERIOD) and before.isalnum() and (
+                (after == " " and text[k + 2: k + 3].isalpha()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
+            c = ","
+        out.append(c)
+    return "".join(out).strip()
 
 
 def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:
@@ -724,6 +783,7 @@ def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = No
     while i < len(rows) and len(out) < MAX_ADDRESS_LINES:
         raw = _printed_text(rows[i], char_probs) if char_probs else rows[i].text
         text = _REG_TAIL.sub("", raw) if re.search(r"[A-Za-z]{3}", _REG_TAIL.sub("", raw)) else raw
+        text = _LONE_QUOTE.sub("", text)
         stop = (_PHONE.search(text) or _ADDRESS_STOP.search(text) or _TITLE.search(text)
                 or parse_date(text) is not None or parse_amount(text) is not None
                 or _ITEM_WORDS.search(text) or (out and _label_colon(text)))
@@ -740,7 +800,23 @@ def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = No
             continue
         out.append((rows[i], text.strip()))
         i += 1
+    if char_probs:
+        out = [(row, _unsure_end(row, text, char_probs) if k + 1 < len(out) and out[k + 1][1][:1].isalpha() else text)
+               for k, (row, text) in enumerate(out)]
     return out if any(re.search(r"\d", t) for _, t in out) else []
+
+
+def _unsure_end(row: _Row, text: str, char_probs: CharProbs) -> str:
+    """``text`` (an address line followed by one starting with a letter) with its last character,
+    a period the recogniser was unsure of (:data:`UNSURE_PERIOD`) after a word or number, read as
+    a comma (as :func:`_printed_text` reads one inside a line)."""
+    chars = _row_chars(row, char_probs)
+    while chars and chars[-1][0] == " ":
+        chars.pop()
+    if (text.endswith(".") and text[-2:-1].isalnum() and chars and chars[-1][0] == "."
+            and _unsure(chars[-1][1], UNSURE_PERIOD)):
+        return text[:-1] + ","
+    return text
 
 
 def _currency(rows: Sequence[_Row], total: _Token | None) -> _Token | None:

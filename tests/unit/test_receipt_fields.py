@@ -18,9 +18,10 @@ from ocrstream.ocr.receipt_fields import document_fields, extract_fields, parse_
 PITCH = 30.0
 
 
-def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99) -> Document:
+def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99,
+        confidences: dict[str, float] | None = None) -> Document:
     """A done Document: each page a list of visual lines; a line is a text (one region) or a tuple
-    of texts (regions side by side, left to right)."""
+    of texts (regions side by side, left to right); ``confidences``: by region text, else ``confidence``."""
     regions, sizes = [], []
     for p, lines in enumerate(pages):
         sizes.append({"page_index": p, "width": 1000, "height": max(100, int(PITCH * (len(lines) + 2)))})
@@ -32,7 +33,7 @@ def doc(*pages: list[str | tuple[str, ...]], confidence: float = 0.99) -> Docume
                 width = 12.0 * max(len(text), 1)
                 regions.append({"region_id": f"p{p}-r{order}", "page_index": p, "line_index": i, "order": order,
                                 "box": [x, PITCH * i + 5, x + width, PITCH * i + 25], "text": text,
-                                "confidence": confidence})
+                                "confidence": (confidences or {}).get(text, confidence)})
                 x += width + 40
                 order += 1
     return Document.from_results({"document_id": "d", "status": "done", "pages": sizes, "regions": regions})
@@ -324,6 +325,10 @@ def test_a_date_with_a_time_glued_on():
       "NO 1 JALAN SATU"], None),  # labels read as one line are no name
     (["SANYU STATIONERY SHOP", "NO. 31G, JALAN SETIA INDAH", "40170 SETIA ALAM", "Owned By :",
       "SANYU SUPPLY SDN BHD (1135772-K)"], "SANYU STATIONERY SHOP"),  # the owner is not the vendor
+    (["THE STORE (MALAYSIA) SDN BHD C8199K)", "NO 1 JALAN SATU"], "THE STORE (MALAYSIA) SDN BHD"),  # ( read as C
+    ([". KMF FOODICIOUS SDN BHD (1132106-H)", "NO 1 JALAN SATU"], "KMF FOODICIOUS SDN BHD"),  # a stray mark first
+    (["(M) ACME SDN BHD", "NO 1 JALAN SATU"], "(M) ACME SDN BHD"),  # a parenthesis first is printed
+    (["13.50 cash", "NO 1 JALAN SATU"], None),  # an amount's line (a page read upside down) is no name
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
@@ -347,13 +352,16 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["PARADIGM MALL", "LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR", "GST ID: 000707211264"],
      "PARADIGM MALL LOT NO.: 4F-27 & 4FK-38, 4TH FLOOR"),  # an address's colon; a label's ends it
     (["LOT 204 & 205, JALAN BATU 12 1/4, CO. REG. NO.: 946207-D", "KG. DUSUN NANDING, 43100 HULU LANGAT"],
-     "LOT 204 & 205, JALAN BATU 12 1/4 KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
+     "LOT 204 & 205, JALAN BATU 12 1/4, KG. DUSUN NANDING, 43100 HULU LANGAT"),  # a registration number beside it
     (["No: G3, BIk G, JIn PJU 1A/3,", "47301 Petaling Jaya(Selangor)"],
      "No: G3, Blk G, Jln PJU 1A/3, 47301 Petaling Jaya (Selangor)"),  # I read for l; a space outside parentheses
     (["NO. 17-G, JALAN SETIA INDAH,", "4D170 SHAH ALAM,"], "NO. 17-G, JALAN SETIA INDAH, 40170 SHAH ALAM,"),
     (["NO. 17-G, JALAN SETIA INDAH,", "LOT 4O1 SHAH ALAM"], "NO. 17-G, JALAN SETIA INDAH, LOT 4O1 SHAH ALAM"),
     (["NO 43-45-47G,", "TAMAN SEJATI,", "QTY PRICE DISC AMT", "GP GREENCELL AAA 4+2"],
      "NO 43-45-47G, TAMAN SEJATI,"),  # a house number is no registration number; the item header ends it
+    (["Lot 3, Jalan Pelabur 23/1,", "40300 Shah Alam, 'Selangor."], "Lot 3, Jalan Pelabur 23/1, 40300 Shah Alam, Selangor."),
+    (["Block B, Jalan PJU 9/1, D'sara Avenue,", "52000 'Bandar' KL"],
+     "Block B, Jalan PJU 9/1, D'sara Avenue, 52000 'Bandar' KL"),  # inside a word, or closed: kept
 ])
 def test_address_lines_and_where_they_stop(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
@@ -386,3 +394,60 @@ def test_split_amount_candidates_beyond_max_candidates_are_not_read():
 
     assert extract_fields(with_amounts(rf.MAX_CANDIDATES - 1))["total"].value == Decimal("7.70")
     assert "total" not in extract_fields(with_amounts(rf.MAX_CANDIDATES))
+
+
+def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_as_commas():
+    line, beside = "NO.32 & 33. JALAN SR 1/9. L.OT 5, TAMAN.SERDANG.", "43300 SERI. KEMBANGAN."
+    d = doc(["ACME TRADING SDN BHD", (line, beside), "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    first, second = (r.region_id for r in d.pages[0].lines[1].regions)
+    # every period unsure but the one after "1/9": "33." and "TAMAN." are commas; "NO.32" (a digit
+    # after), "L.OT" (one letter before), "SERDANG." (a number follows in the next region) and the
+    # line's last period are kept; the second region's "SERI." is sure
+    unsure = {i for i, c in enumerate(line) if c == "."} - {line.index("9.") + 1}
+    probs = {first: _with_probs(line, unsure), second: _with_probs(beside, {len(beside) - 1})}
+    want = "NO.32 & 33, JALAN SR 1/9. L.OT 5, TAMAN,SERDANG. 43300 SERI. KEMBANGAN."
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == want
+    at_threshold = {first: [rf.UNSURE_PERIOD] * len(line)}
+    assert extract_fields(d, char_probs=at_threshold)["vendor_address"].text == f"{line} {beside}"
+    probs[second] = _with_probs(beside, {beside.index(".")})
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == want.replace("SERI.", "SERI,")
+
+
+@pytest.mark.parametrize(("mark", "confidence", "vendor"), [
+    ("lu", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),  # a logo's edge read as letters: left out
+    ("lu", rf.NOISE_CONFIDENCE, None),  # at the bound: text, and a name starting in lower case is none
+    ("lum", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),
+    ("luma", 0.33, None),  # four characters: text
+    ("l1", 0.33, None),  # a digit: text
+])
+def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
+    d = doc([(mark, "SYARIKAT PERNIAGAAN GIN KEE"), "NO 290, JALAN AIR PANAS,", "TEL: 03-2211 4455",
+             ("TOTAL", "9.00")], confidences={mark: confidence})
+    f = extract_fields(d)
+    assert (f["vendor_name"].text if "vendor_name" in f else None) == vendor
+    if vendor:
+        assert f["vendor_name"].region_ids == (d.pages[0].lines[0].regions[1].region_id,)
+
+
+@pytest.mark.parametrize(("second", "address"), [
+    ("SEKSYEN U13, 40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM, SEKSYEN U13, 40170 SHAH ALAM."),  # a word follows
+    ("40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM. 40170 SHAH ALAM."),  # a number follows: kept
+])
+def test_an_unsure_period_ending_an_address_line_before_a_word_reads_as_a_comma(second, address):
+    first = "NO. 17-G, SETIA ALAM."
+    d = doc(["ACME TRADING SDN BHD", first, second, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    ids = [line.regions[0].region_id for line in d.pages[0].lines[1:3]]
+    probs = {ids[0]: _with_probs(first, {len(first) - 1}), ids[1]: _with_probs(second, {len(second) - 1})}
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == address  # the last line's: kept
+    probs[ids[0]] = _with_probs(first, set())
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == f"{first} {second}"  # sure: kept
+
+
+def test_a_line_is_as_sure_as_its_characters_are():
+    # three regions, the short one unsure: by region the line's mean is 0.79 (a misread logo), by character 0.94
+    d = doc([("SLF CASH & CARRY", "(002107265-V)", "<P7"), "NO. 15 JLN TSJ2, TMN SUBANG JASA", "TEL: 03-7734 3662",
+             ("TOTAL", "9.00")], confidences={"<P7": 0.39})
+    assert extract_fields(d)["vendor_name"].text == "SLF CASH & CARRY"
+    d = doc([("SLF CASH & CARRY", "<P7"), "NO. 15 JLN TSJ2, TMN SUBANG JASA", ("TOTAL", "9.00")],
+            confidences={"SLF CASH & CARRY": 0.8, "<P7": 0.1})
+    assert "vendor_name" not in extract_fields(d)  # (16 * 0.8 + 3 * 0.1) / 19 < 0.8
