@@ -3,8 +3,8 @@
 Read and written by the query API (services/store/review.py: ``GET /v1/review``,
 ``POST /v1/regions/{id}/verify``, the ``/review`` page). A region needs a person when the
 store flagged it (``needs_review``: low confidence or a field that did not validate) or, when
-the request gives a ``threshold``, when its confidence is under it; a region already verified
-does not. Oldest documents first (``stored_at``), then page and reading order.
+the request gives a ``threshold``, when its confidence is at or under it (1: every region); a
+region already verified does not. Oldest documents first (``stored_at``), then page and reading order.
 
 Verifying stores ``verified_text``, ``verified_by`` (the API key's name) and ``verified_at``; a
 region verified before keeps its earlier text in ``region_corrections`` (migration 0013), at most
@@ -32,7 +32,7 @@ MAX_REVIEW_PAGE = 200
 class ReviewQuery:
     """Filters and page of the review queue.
 
-    ``threshold``: also regions with a confidence under it (in [0, 1]; None: only flagged
+    ``threshold``: also regions with a confidence at or under it (in [0, 1]; 1: every region; None: only flagged
     ones); ``template``: the documents' template name; ``field``: a template or receipt field
     name of the region; ``since``: documents stored at or after; ``document``: one document id;
     ``limit`` (1..:data:`MAX_REVIEW_PAGE`) rows after ``offset``.
@@ -60,7 +60,7 @@ class ReviewQuery:
 _QUEUE_WHERE = """
 FROM regions r JOIN documents d ON d.document_id = r.document_id
 WHERE d.status = 'done' AND r.verified_text IS NULL
-  AND (r.needs_review OR ($1::real IS NOT NULL AND r.confidence < $1))
+  AND (r.needs_review OR ($1::real IS NOT NULL AND r.confidence <= $1))
   AND ($2::text IS NULL OR d.template = $2)
   AND ($3::text IS NULL OR r.field->>'name' = $3)
   AND ($4::timestamptz IS NULL OR d.stored_at >= $4)

@@ -268,7 +268,7 @@ def add_review(app: FastAPI, pool: asyncpg.Pool, auth: Authenticator, settings: 
                           limit: int = Query(50, ge=1, le=review.MAX_REVIEW_PAGE),
                           offset: int = Query(0, ge=0, le=10_000_000)) -> dict:
         """Regions that need a person: flagged ``needs_review``, or (``threshold``) a confidence
-        under it; not yet verified; oldest document first; ``next_offset`` pages on."""
+        at or under it (1: every region); not yet verified; oldest document first; ``next_offset`` pages on."""
         query = review.ReviewQuery(threshold, template, field, since, document, limit, offset)
         return await review.review_queue(pool, query, char_threshold)
 
