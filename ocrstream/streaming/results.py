@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
@@ -184,16 +185,21 @@ class ResultWaiters:
     background and only looks at record keys; the event of a document someone awaits is
     decoded and schema-checked in a worker thread (a large event costs CPU-seconds, which must
     not stall the event loop that serves HTTP and Kafka). :meth:`wait` returns it as soon as it
-    is read. The last records read are kept (up to ``keep_bytes``) so a caller who starts waiting
-    just after its result went by still gets it. If the broker cannot be reached, the reader is
+    is read. The last records read are kept (up to ``keep_bytes`` and for at most ``keep_s`` seconds)
+    so a caller who starts waiting just after its result went by still gets it: the door registers
+    its waiter right after the submission, so seconds suffice; a bytes bound alone kept 16 MiB of
+    results for ever in a long run (issue 24's soak: ingest's PSS rose by ~20 MiB over 3,000
+    documents). If the broker cannot be reached, the reader is
     retried in the background with backoff, and waits end as timeouts meanwhile.
     """
 
-    def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024):
-        self.settings, self.keep_bytes = settings, keep_bytes
+    def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024, keep_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings, self.keep_bytes, self.keep_s, self.clock = settings, keep_bytes, keep_s, clock
         self.reader: ResultsReader | None = None
         self._waiting: dict[str, list[asyncio.Future[ConsumerRecord]]] = {}
         self._recent: OrderedDict[str, ConsumerRecord] = OrderedDict()
+        self._kept_at: dict[str, float] = {}  # document id -> when its record was kept (clock s)
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -229,16 +235,20 @@ class ResultWaiters:
                 await asyncio.sleep(delay)
 
     def _keep(self, record: ConsumerRecord) -> None:
-        """Remember ``record`` (bounded by bytes) and hand it to whoever awaits its document."""
+        """Remember ``record`` (bounded by bytes and age) and hand it to whoever awaits its document."""
         doc_id = document_id_of(record)
         if doc_id is None:
             return
         if doc_id in self._recent:
             self._recent_bytes -= len(self._recent.pop(doc_id).value or b"")
-        self._recent[doc_id] = record
+        now = self.clock()
+        self._recent[doc_id], self._kept_at[doc_id] = record, now
         self._recent_bytes += len(record.value or b"")
-        while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
-            self._recent_bytes -= len(self._recent.popitem(last=False)[1].value or b"")
+        while len(self._recent) > 1 and (self._recent_bytes > self.keep_bytes
+                                         or now - self._kept_at[next(iter(self._recent))] > self.keep_s):
+            old_id, old = self._recent.popitem(last=False)
+            self._recent_bytes -= len(old.value or b"")
+            del self._kept_at[old_id]
         for future in self._waiting.pop(doc_id, []):
             if not future.done():
                 future.set_result(record)

@@ -67,3 +67,18 @@ def test_backoff_starts_over_after_reset():
     assert backoff.attempt == 5
     backoff.reset()
     assert backoff.attempt == 0 and backoff.next_delay() <= 1.0
+
+
+def test_kept_results_are_bounded_by_age_and_bytes():
+    now = [0.0]
+    waiters = results.ResultWaiters(Settings(), keep_bytes=10 * len(_record("x").value), keep_s=60.0,
+                                    clock=lambda: now[0])
+    for i in range(5):
+        waiters._keep(_record(f"old-{i}"))
+    now[0] = 61.0  # past keep_s: the next record pushes the old ones out
+    waiters._keep(_record("new"))
+    assert list(waiters._recent) == ["new"] and set(waiters._kept_at) == {"new"}
+    for i in range(30):  # within keep_s: the bytes bound holds
+        waiters._keep(_record(f"burst-{i}"))
+    assert 8 <= len(waiters._recent) <= 10 and waiters._recent_bytes <= waiters.keep_bytes
+    assert set(waiters._kept_at) == set(waiters._recent)
