@@ -79,8 +79,8 @@ def test_openvino_runs_as_many_streams_as_the_recogniser_calls_at_once():
         OpenVINOSession(rapidocr_model("PP-OCRv6_rec_small.onnx"), "fp32", streams=0)
 
 
-def _pss_growth_over_new_shapes(capacity: str, monkeypatch) -> float:
-    """MiB of PSS one recogniser session on OpenVINO gains over 100 batches of shapes it has not
+def _uss_growth_over_new_shapes(capacity: str, monkeypatch) -> float:
+    """MiB of USS one recogniser session on OpenVINO gains over 100 batches of shapes it has not
     seen (after 60 larger ones), its runtime cache capacity set to ``capacity``."""
     import gc
 
@@ -93,10 +93,10 @@ def _pss_growth_over_new_shapes(capacity: str, monkeypatch) -> float:
     shapes = [(1 + k % 4, 48 + 8 * k) for k in range(160)][::-1]  # distinct (batch, width), largest first
     for n, w in shapes[:60]:  # the largest: the working memory of every later batch is in place
         session.run(None, {name: np.zeros((n, 3, 48, w), np.float32)})
-    before = psutil.Process().memory_full_info().pss
+    before = psutil.Process().memory_full_info().uss  # unique pages: other processes sharing libraries do not move it
     for n, w in shapes[10:]:
         session.run(None, {name: np.zeros((n, 3, 48, w), np.float32)})
-    grown = (psutil.Process().memory_full_info().pss - before) / 2**20
+    grown = (psutil.Process().memory_full_info().uss - before) / 2**20
     del session
     gc.collect()
     return grown
@@ -105,9 +105,9 @@ def _pss_growth_over_new_shapes(capacity: str, monkeypatch) -> float:
 def test_openvino_memory_does_not_grow_with_every_new_input_shape(monkeypatch):
     """Issue 24's soak: the CPU plugin's per-shape runtime cache (5,000 entries by default) made
     the recogniser grow with every new batch shape; off (RUNTIME_CACHE_CAPACITY 0) it does not."""
-    off = _pss_growth_over_new_shapes("0", monkeypatch)
-    default = _pss_growth_over_new_shapes("5000", monkeypatch)
-    print(f"\nPSS growth over 100 new shapes: cache off {off:.1f} MiB, OpenVINO's default {default:.1f} MiB")
+    off = _uss_growth_over_new_shapes("0", monkeypatch)
+    default = _uss_growth_over_new_shapes("5000", monkeypatch)
+    print(f"\nUSS growth over 100 new shapes: cache off {off:.1f} MiB, OpenVINO's default {default:.1f} MiB")
     assert off < 20 < default
 
 
