@@ -44,7 +44,7 @@ from bench.bench_pages import DATA  # noqa: E402
 from bench.bench_quantize import ListReader, progress, recognizer_calibration  # noqa: E402
 from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
 from ocrstream.ocr.recognition import ppocr  # noqa: E402
-from ocrstream.ocr.recognition.ctc_head import _through_identities  # noqa: E402
+from ocrstream.ocr.recognition.ctc_head import find_head  # noqa: E402
 from ocrstream.ocr.runtime.openvino_session import cpu_has_bf16  # noqa: E402
 from ocrstream.training.manifest import load_image, read_manifest  # noqa: E402
 
@@ -66,13 +66,9 @@ def prepared_model(cache: Path) -> Path:
 
 def head_matmul(model: onnx.ModelProto) -> str:
     """Name of the MatMul feeding the output's Add -> Softmax (the CTC head)."""
-    graph = model.graph
-    softmax = _through_identities(graph, graph.output[0].name)
-    assert softmax is not None
-    add = _through_identities(graph, softmax.input[0])
-    assert add is not None
-    matmul = next(n for n in (_through_identities(graph, i) for i in add.input) if n is not None and n.op_type == "MatMul")
-    return matmul.name
+    head = find_head(model)
+    assert head is not None, "the model does not end in MatMul -> Add -> Softmax"
+    return head[0].name
 
 
 def quantised(prepared: Path, target: Path, reader_factory, method: str, cache_json: Path,

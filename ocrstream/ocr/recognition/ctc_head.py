@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["restrict_head"]
+__all__ = ["find_head", "restrict_head"]
 
 
 def _producer(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
@@ -42,13 +42,33 @@ def _softmax_is_last_axis(node: onnx.NodeProto, rank: int) -> bool:
     return axis in (-1, rank - 1)
 
 
+def find_head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, str, onnx.NodeProto] | None:
+    """The final ``MatMul -> Add -> Softmax`` of a model with one output: ``(matmul, bias initializer
+    name, softmax)`` when the MatMul's weight and the Add's bias are initializers (Identity nodes
+    between them allowed, as paddle2onnx writes them), else None."""
+    graph = model.graph
+    if len(graph.output) != 1:
+        return None
+    softmax = _through_identities(graph, graph.output[0].name)
+    add = _through_identities(graph, softmax.input[0]) if softmax is not None and softmax.op_type == "Softmax" else None
+    if softmax is None or add is None or add.op_type != "Add":
+        return None
+    inits = {i.name for i in graph.initializer}
+    bias_name = next((i for i in add.input if i in inits), None)
+    other = next((i for i in add.input if i not in inits), None)
+    matmul = _through_identities(graph, other) if other is not None else None
+    if bias_name is None or matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in inits:
+        return None
+    return matmul, bias_name, softmax
+
+
 def restrict_head(model: onnx.ModelProto, keep: np.ndarray) -> bool:
     """Cut the model's final ``MatMul -> Add -> Softmax`` to the output columns ``keep``, in place.
 
     Args:
         model: an ONNX recognition model whose single output is ``Softmax(MatMul(x, W) + b)`` over
             its last axis, ``W`` and ``b`` initializers of shapes ``(D, C)`` and ``(C,)``
-            (Identity nodes between them are allowed, as paddle2onnx writes them).
+            (:func:`find_head`).
         keep: column indices to keep, ``(K,)`` int, ascending, each in ``[0, C)``.
 
     Returns:
@@ -57,19 +77,12 @@ def restrict_head(model: onnx.ModelProto, keep: np.ndarray) -> bool:
     Raises:
         IndexError: an index of ``keep`` is outside ``[0, C)``.
     """
+    head = find_head(model)
+    if head is None:
+        return False
+    matmul, bias_name, softmax = head
     graph = model.graph
-    if len(graph.output) != 1:
-        return False
-    softmax = _through_identities(graph, graph.output[0].name)
-    add = _through_identities(graph, softmax.input[0]) if softmax is not None and softmax.op_type == "Softmax" else None
-    if softmax is None or add is None or add.op_type != "Add":
-        return False
     inits = {i.name: i for i in graph.initializer}
-    bias_name = next((i for i in add.input if i in inits), None)
-    other = next((i for i in add.input if i not in inits), None)
-    matmul = _through_identities(graph, other) if other is not None else None
-    if bias_name is None or matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in inits:
-        return False
     weight, bias = numpy_helper.to_array(inits[matmul.input[1]]), numpy_helper.to_array(inits[bias_name])
     out_dims = graph.output[0].type.tensor_type.shape.dim
     if weight.ndim != 2 or bias.shape != (weight.shape[1],) or not _softmax_is_last_axis(softmax, len(out_dims) or 3):

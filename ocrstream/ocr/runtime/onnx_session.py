@@ -235,7 +235,6 @@ def make_session(
     threads: int | None = None,
     backend: str | None = None,
     calls: int = 1,
-    shapes_vary: bool = False,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -247,7 +246,6 @@ def make_session(
         backend: one of :data:`BACKENDS`; None reads ``$OCRSTREAM_INFERENCE`` (:func:`resolve_backend`).
         calls: model calls the caller runs at once (OpenVINO: as many streams; an ONNX Runtime
             session runs concurrent calls as they come).
-        shapes_vary: the input shape is new at almost every call (:func:`resolve_backend`).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -262,7 +260,7 @@ def make_session(
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
     n_threads = resolve_threads(threads)
-    chosen = resolve_backend(device, backend, shapes_vary=shapes_vary)
+    chosen = resolve_backend(device, backend)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
         ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads,
