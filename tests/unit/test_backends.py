@@ -104,11 +104,13 @@ def _uss_growth_over_new_shapes(capacity: str, monkeypatch) -> float:
 
 def test_openvino_memory_does_not_grow_with_every_new_input_shape(monkeypatch):
     """Issue 24's soak: the CPU plugin's per-shape runtime cache (5,000 entries by default) made
-    the recogniser grow with every new batch shape; off (RUNTIME_CACHE_CAPACITY 0) it does not."""
+    the recogniser grow with every new batch shape; off (RUNTIME_CACHE_CAPACITY 0) it does not.
+    Compared with the default in the same process, never against a fixed figure: the allocator's
+    own growth differs between hosts (CI measured 43 MiB off against 334 MiB on)."""
     off = _uss_growth_over_new_shapes("0", monkeypatch)
     default = _uss_growth_over_new_shapes("5000", monkeypatch)
     print(f"\nUSS growth over 100 new shapes: cache off {off:.1f} MiB, OpenVINO's default {default:.1f} MiB")
-    assert off < 20 < default
+    assert off * 4 < default, (off, default)
 
 
 def test_auto_keeps_models_of_ever_new_shapes_on_onnxruntime_in_int8(monkeypatch):
