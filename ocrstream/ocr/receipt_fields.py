@@ -681,13 +681,14 @@ def _spaced_parentheses(text: str) -> str:
     return " ".join(re.sub(r"\)(?=\w)", ") ", re.sub(r"(?<=\w)\(", " (", text)).split())
 
 
-def _vendor_text(rows: Sequence[_Row]) -> str:
-    """The vendor's lines joined by a space: a registration number after the name
+def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> str:
+    """The vendor's lines joined by a space (``char_probs`` given: without the spaces that split a
+    word, :func:`_split_word`): a registration number after the name
     ("(139386 X)", "(Co. No:20154-T)", its parenthesis read as C: "C8199K)") and what follows it, a
     leading "#000002" or stray marks (". KMF") dropped, a legal
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
     ("D.1.Y.") read as printed, an underscore read as a space."""
-    text = " ".join(r.text for r in rows)
+    text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
     text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
@@ -735,6 +736,11 @@ UNSURE_SPACE = 0.5
 #: commas; a period before a number ("Jelutong. 40150 Shah Alam", 0.51) is kept, as the keys print it.
 UNSURE_PERIOD = 0.65
 
+#: a space the recogniser inserted with a probability below this between two letters splits a word
+#: ("SHAH AL AM", "GAR DENIA", "(K L)", "cof fee"). On the 60 SROIE dev pages (all lines against
+#: the page text): below 0.3, 13 such spaces split a word and 2 separate words ("TAX INVOICE" 0.11);
+#: 0.3 to 0.5, 3 and 3.
+UNSURE_WORD_SPACE = 0.3
 CharProbs = Mapping[str, Sequence[float]]
 
 #: in an address that separates its parts with a comma (:data:`_ADDRESS_COMMA`), a period after a
@@ -771,16 +777,33 @@ def _unsure(prob: float | None, below: float) -> bool:
     return prob is not None and prob < below
 
 
+def _split_word(chars: Sequence[tuple[str, float | None]], k: int) -> bool:
+    """Whether ``chars[k]`` is a space the recogniser was unsure of (:data:`UNSURE_WORD_SPACE`)
+    between two letters."""
+    c, prob = chars[k]
+    return (c == " " and _unsure(prob, UNSURE_WORD_SPACE) and 0 < k < len(chars) - 1
+            and chars[k - 1][0].isalpha() and chars[k + 1][0].isalpha())
+
+
+def _joined_words(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` without the spaces that split a word (:func:`_split_word`)."""
+    chars = _row_chars(row, char_probs)
+    return "".join(c for k, (c, _) in enumerate(chars) if not _split_word(chars, k)).strip()
+
+
 def _printed_text(row: _Row, char_probs: CharProbs) -> str:
     """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
-    punctuation dropped, periods it was unsure of (:data:`UNSURE_PERIOD`) after a word or number
-    and before a word read as commas; characters without a probability kept as read."""
+    punctuation dropped, and those splitting a word (:func:`_split_word`); periods it was unsure of
+    (:data:`UNSURE_PERIOD`) after a word or number and before a word read as commas; characters
+    without a probability kept as read."""
     chars = _row_chars(row, char_probs)
     text = "".join(c for c, _ in chars)
     out = []
     for k, (c, prob) in enumerate(chars):
         before, after = text[k - 1: k], text[k + 1: k + 2]
         if c == " " and _unsure(prob, UNSURE_SPACE) and not (before.isalnum() and after.isalnum()):
+            continue
+        if _split_word(chars, k):
             continue
         if c == "." and _unsure(prob, UNSURE_PERIOD) and before.isalnum() and (
                 (after == " " and text[k + 2: k + 3].isalpha()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
@@ -914,7 +937,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
     head = min(len(rows), VENDOR_SEARCH_LINES)
     if vendor is not None:
         chosen, after = vendor
-        name = _vendor_text(chosen)
+        name = _vendor_text(chosen, char_probs)
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
         address = _address(rows, after, char_probs)
