@@ -118,10 +118,10 @@ _MONTHS = {m: i for i, names in enumerate(
      ("JUL", "JULY"), ("AUG", "AUGUST"), ("SEP", "SEPT", "SEPTEMBER"), ("OCT", "OCTOBER"), ("NOV", "NOVEMBER"),
      ("DEC", "DECEMBER")], start=1) for m in names}
 _MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|AUG(?:UST)?" \
-         r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
+         r"|SEPT?(?:EMBER)?|[O0]CT(?:OBER)?|N[O0]V(?:EMBER)?|DEC(?:EMBER)?)"
 _DATE_PATTERNS = (
     re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
-    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])(?P=s)?\s?(?P<m>\d{1,2})\s?(?P=s){1,2}\s?(?P<y>\d{4}|\d{2})"
                r"(?:(?![\d/.]*\d)|(?<=\d{4})(?=\d{1,2}:\d{2}))"),  # "09/02/201811:40": a time glued on
     re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
     re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
@@ -292,7 +292,7 @@ def _to_date(m: re.Match[str]) -> date | None:
     if not MIN_YEAR <= year <= MAX_YEAR:
         return None
     day = int(m["d"])
-    months = [_MONTHS[groups["mon"].upper()]] if groups.get("mon") else [int(m["m"])]
+    months = [_MONTHS[groups["mon"].upper().replace("0", "O")]] if groups.get("mon") else [int(m["m"])]
     if not groups.get("mon") and len(m["y"]) == 4 and m.start("y") < m.start("d"):  # year first
         pass
     elif not groups.get("mon"):
@@ -574,6 +574,19 @@ def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, flo
     return best
 
 
+#: a date's separator doubled or with spaces around it ("26-05--2018", "24 -Mar-2018"): no receipt
+#: prints one so (the 131 SROIE dev and kie keys: none), the recogniser reads one so now and then.
+_DATE_SEPARATOR = re.compile(r"\s*([/.-])\1?\s*")
+#: a month's O read as a zero ("0ct 3, 2016", "N0V").
+_MONTH_ZERO = re.compile(r"(?<![A-Za-z\d])0(?=ct)|(?<=n)0(?=v)", re.I)
+
+
+def _date_text(text: str) -> str:
+    """A date token's text as printed: its separators single and without spaces around them
+    (:data:`_DATE_SEPARATOR`), a month's O read as a zero read as O."""
+    return _MONTH_ZERO.sub("O", _DATE_SEPARATOR.sub(r"\1", text))
+
+
 def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
     """The receipt's date: a DATE-labelled one first, else the first in reading order."""
     best, best_key, seen = None, None, 0
@@ -586,7 +599,7 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
             unwanted = bool(_NOT_DATE_LABEL.search(row.text[:s]))
             key = (labelled, not unwanted, -row.index)
             if best_key is None or key > best_key:
-                token = _Token(row, s, e, row.text[s:e], d.isoformat())
+                token = _Token(row, s, e, _date_text(row.text[s:e]), d.isoformat())
                 best, best_key = (token, 0.95 if labelled else 0.8 if not unwanted else 0.5), key
     return best
 
