@@ -407,10 +407,15 @@ _DIGIT_OF = str.maketrans("OIl", "011")
 _SPLIT_AMOUNT = re.compile(r"(?<![\w.,/:-])(?P<num>\d{1,7})\. (?P<dec>\d{2})\s*$")
 
 
+#: an amount after a currency code whose decimal point was read as a hyphen ("TOTAL RM 14-10"): a
+#: price is not a range or a date.
+_HYPHEN_POINT = re.compile(r"(?<=RM)(\s?\d{1,7})-(?=\d{2}(?![\d.,/:-]))")
+
+
 def _amount_text(text: str) -> str:
-    """``text`` with a currency code's misread digits read as digits (same length, so character
-    spans stay valid)."""
-    return _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text)
+    """``text`` with a currency code's misread digits read as digits and a decimal point read as a
+    hyphen after it read as a point (same length, so character spans stay valid)."""
+    return _HYPHEN_POINT.sub(r"\1.", _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text))
 
 
 def _amounts(rows: Sequence[_Row]) -> list[_Token]:
@@ -676,7 +681,7 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
 _AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{4,}[\s-]*[A-Z]?\s*[\)\]].*$",
                         re.I)
 _TRAILING_REG = re.compile(
-    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
+    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?[A-Z]?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+C?\d{4,}[\s-]*[A-Z]\b\)?|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
 _LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
