@@ -705,7 +705,8 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     ("(139386 X)", "(Co. No:20154-T)", its parenthesis read as C: "C8199K)") and what follows it, a
     leading "#000002" or stray marks (". KMF") dropped, a legal
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
-    ("D.1.Y.") read as printed, an underscore read as a space."""
+    ("D.1.Y.") read as printed, an underscore read as a space, letters glued after a legal form's
+    period dropped (:data:`_AFTER_LEGAL_FORM`)."""
     text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
     text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
     text = _AFTER_REG.sub("", text)
@@ -714,7 +715,12 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return _spaced_parentheses(text)
+    return _spaced_parentheses(_AFTER_LEGAL_FORM.sub("", text))
+
+
+#: letters glued to the period of a legal form that ends the name ("SDN. BHD.LLT"): specks, as a
+#: name goes on after its legal form only after a space.
+_AFTER_LEGAL_FORM = re.compile(r"(?<=\b(?:BHD|LTD|S/B|PLT)\.)[A-Za-z]{1,4}$", re.I)
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
