@@ -468,6 +468,8 @@ def test_a_line_is_as_sure_as_its_characters_are():
     (["LOT P.T. 2811, KG. DUSUN NANDING, JLN. BESAR,", "43100 HULU LANGAT, SEL."],
      "LOT P.T. 2811, KG. DUSUN NANDING, JLN. BESAR, 43100 HULU LANGAT, SEL."),
     (["NO. 53, JALAN BESAR.", "D'SARA. AVENUE 3"], "NO. 53, JALAN BESAR, D'SARA. AVENUE 3"),  # after an apostrophe: kept
+    (["19. JALAN KANCIL.,", "OFF JALAN PUDU, 55100 KUALA LUMPUR"],
+     "19, JALAN KANCIL, OFF JALAN PUDU, 55100 KUALA LUMPUR"),  # a period before a comma: a speck
 ])
 def test_in_an_address_with_commas_a_period_between_its_parts_is_a_comma(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, "TEL: 03-2211 4455", ("TOTAL", "9.00")]))
