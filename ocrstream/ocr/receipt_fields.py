@@ -15,8 +15,10 @@ name               how it is found (layout-aware rules, no learned weights)
                    brand line above it; below an address line only a legal-form line is the
                    vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
                    followed by a line holding a legal form is joined; the name ends at its
-                   registration number; legal forms and digits misread in one letter are
-                   read as printed ("SDN DID", "D.1.Y.").
+                   registration number ("(E0118-A)" too); legal forms and digits misread in
+                   one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
+                   legal form's period dropped ("BHD.LLT"), spaces the recogniser inserted
+                   unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
                    phone, fax, e-mail, tax-number, document-title, date, amount or item-header
                    line or a label's colon ("LOT NO.: 4F-27" is an address's); a registration
@@ -26,15 +28,20 @@ name               how it is found (layout-aware rules, no learned weights)
                    recogniser was unsure of next to punctuation are dropped and periods it
                    was unsure of between words read as commas (``char_probs``), a
                    postcode's digit misread as a letter ("4D170") is read as a digit, a quote
-                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck.
+                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck; in
+                   an address with commas between its parts, a period after a number or a
+                   whole word before the next part is one ("33. JALAN" -> "33, JALAN"), a
+                   period before a comma a speck; spaces splitting a word as in the vendor.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
-                   position win.
-``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90"
-                   and a split "102. 40" read as printed) on lines labelled TOTAL (as OCR reads
+                   position win. Its text as printed: a separator the recogniser doubled or
+                   spaced read single ("26-05--2018"), a month's O read as zero as O ("0ct").
+``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90",
+                   a split "102. 40", a point read as a hyphen after a currency "RM 14-10"
+                   read as printed) on lines labelled TOTAL (as OCR reads
                    it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
                    AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
                    GST" statements, cash accepted, tax summaries), or the amount beside such a
