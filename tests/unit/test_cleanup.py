@@ -171,6 +171,9 @@ def test_coarse_skew_is_on_the_coarse_grid_and_near_the_fine_one():
     assert coarse / cleanup.SKEW_COARSE_STEP == pytest.approx(round(coarse / cleanup.SKEW_COARSE_STEP))
     assert fine == pytest.approx(3.3, abs=0.2)
     assert abs(coarse - fine) <= cleanup.SKEW_COARSE_STEP
+    step = cleanup.ORIENTATION_SKEW_STEP
+    coarser = cleanup.mask_skew(ink, fine=False, coarse_step=step)
+    assert coarser / step == pytest.approx(round(coarser / step)) and abs(coarser - fine) <= step
 
 
 @pytest.mark.parametrize("quarters", [1, 3])
