@@ -71,6 +71,17 @@ def test_a_rendered_receipt_without_a_total(pipeline):
     assert "total" not in fields and fields["vendor_name"]["text"] == "KEDAI BUKU MAJU SDN BHD"
 
 
+def test_a_rendered_receipt_printed_as_the_recogniser_misreads_it(pipeline):
+    """Periods between the parts of an address that separates them with commas, a doubled date
+    separator, a month's O printed as zero and a total's point printed as a hyphen: fields as printed."""
+    fields = read(pipeline, ["KEDAI BUKU MAJU SDN BHD", "NO 12. JALAN MERANTI, TAMAN SERI.", "47301 PETALING JAYA",
+                             "TEL 03-2211 4455", "CASH RECEIPT", "DATE: 26-05--2018", "PRINTED 0CT 3, 2019",
+                             "TOTAL RM 14-10"])
+    assert fields["vendor_address"]["text"] == "NO 12, JALAN MERANTI, TAMAN SERI, 47301 PETALING JAYA"
+    assert (fields["date"]["text"], fields["date"]["value"]) == ("26-05-2018", "2018-05-26")
+    assert (fields["total"]["text"], fields["total"]["value"]) == ("14.10", 14.1)
+
+
 @pytest.mark.parametrize("lines", [
     ["BACKEREI MULLER GMBH", "HAUPTSTRASSE 5", "10115 BERLIN", "BROT 2,50", "SUMME EUR 2,50", "BAR 5,00"],
     ["Meeting moved to Friday", "Room 4B at 10:30", "Kind regards, the team"],

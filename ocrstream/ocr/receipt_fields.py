@@ -15,8 +15,10 @@ name               how it is found (layout-aware rules, no learned weights)
                    brand line above it; below an address line only a legal-form line is the
                    vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
                    followed by a line holding a legal form is joined; the name ends at its
-                   registration number; legal forms and digits misread in one letter are
-                   read as printed ("SDN DID", "D.1.Y.").
+                   registration number ("(E0118-A)" too); legal forms and digits misread in
+                   one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
+                   legal form's period dropped ("BHD.LLT"), spaces the recogniser inserted
+                   unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
                    phone, fax, e-mail, tax-number, document-title, date, amount or item-header
                    line or a label's colon ("LOT NO.: 4F-27" is an address's); a registration
@@ -26,15 +28,20 @@ name               how it is found (layout-aware rules, no learned weights)
                    recogniser was unsure of next to punctuation are dropped and periods it
                    was unsure of between words read as commas (``char_probs``), a
                    postcode's digit misread as a letter ("4D170") is read as a digit, a quote
-                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck.
+                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck; in
+                   an address with commas between its parts, a period after a number or a
+                   whole word before the next part is one ("33. JALAN" -> "33, JALAN"), a
+                   period before a comma a speck; spaces splitting a word as in the vendor.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
-                   position win.
-``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90"
-                   and a split "102. 40" read as printed) on lines labelled TOTAL (as OCR reads
+                   position win. Its text as printed: a separator the recogniser doubled or
+                   spaced read single ("26-05--2018"), a month's O read as zero as O ("0ct").
+``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90",
+                   a split "102. 40", a point read as a hyphen after a currency "RM 14-10"
+                   read as printed) on lines labelled TOTAL (as OCR reads
                    it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
                    AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
                    GST" statements, cash accepted, tax summaries), or the amount beside such a
@@ -118,10 +125,10 @@ _MONTHS = {m: i for i, names in enumerate(
      ("JUL", "JULY"), ("AUG", "AUGUST"), ("SEP", "SEPT", "SEPTEMBER"), ("OCT", "OCTOBER"), ("NOV", "NOVEMBER"),
      ("DEC", "DECEMBER")], start=1) for m in names}
 _MONTH = r"(?P<mon>JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|AUG(?:UST)?" \
-         r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)"
+         r"|SEPT?(?:EMBER)?|[O0]CT(?:OBER)?|N[O0]V(?:EMBER)?|DEC(?:EMBER)?)"
 _DATE_PATTERNS = (
     re.compile(r"(?<![\d/.-])(?P<y>(?:19|20)\d{2})(?P<s>[/.-])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})(?![\d/.-]*\d)"),
-    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
+    re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})\s?(?P<s>[/.-])(?P=s)?\s?(?P<m>\d{1,2})\s?(?P=s){1,2}\s?(?P<y>\d{4}|\d{2})"
                r"(?:(?![\d/.]*\d)|(?<=\d{4})(?=\d{1,2}:\d{2}))"),  # "09/02/201811:40": a time glued on
     re.compile(r"(?<![\dA-Z])(?P<d>\d{1,2})[\s/.-]*" + _MONTH + r"[\s/.,-]*(?P<y>\d{4}|\d{2})(?!\d)", re.I),
     re.compile(r"(?<![A-Z])" + _MONTH + r"[\s.]*(?P<d>\d{1,2}),?\s*(?P<y>\d{4})(?!\d)", re.I),
@@ -292,7 +299,7 @@ def _to_date(m: re.Match[str]) -> date | None:
     if not MIN_YEAR <= year <= MAX_YEAR:
         return None
     day = int(m["d"])
-    months = [_MONTHS[groups["mon"].upper()]] if groups.get("mon") else [int(m["m"])]
+    months = [_MONTHS[groups["mon"].upper().replace("0", "O")]] if groups.get("mon") else [int(m["m"])]
     if not groups.get("mon") and len(m["y"]) == 4 and m.start("y") < m.start("d"):  # year first
         pass
     elif not groups.get("mon"):
@@ -407,10 +414,15 @@ _DIGIT_OF = str.maketrans("OIl", "011")
 _SPLIT_AMOUNT = re.compile(r"(?<![\w.,/:-])(?P<num>\d{1,7})\. (?P<dec>\d{2})\s*$")
 
 
+#: an amount after a currency code whose decimal point was read as a hyphen ("TOTAL RM 14-10"): a
+#: price is not a range or a date.
+_HYPHEN_POINT = re.compile(r"(?<=RM)(\s?\d{1,7})-(?=\d{2}(?![\d.,/:-]))")
+
+
 def _amount_text(text: str) -> str:
-    """``text`` with a currency code's misread digits read as digits (same length, so character
-    spans stay valid)."""
-    return _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text)
+    """``text`` with a currency code's misread digits read as digits and a decimal point read as a
+    hyphen after it read as a point (same length, so character spans stay valid)."""
+    return _HYPHEN_POINT.sub(r"\1.", _CURRENCY_DIGITS.sub(lambda m: m[0].translate(_DIGIT_OF), text))
 
 
 def _amounts(rows: Sequence[_Row]) -> list[_Token]:
@@ -574,6 +586,19 @@ def _pick_total(found: _Amounts, amounts: Sequence[_Token]) -> tuple[_Token, flo
     return best
 
 
+#: a date's separator doubled or with spaces around it ("26-05--2018", "24 -Mar-2018"): no receipt
+#: prints one so (the 131 SROIE dev and kie keys: none), the recogniser reads one so now and then.
+_DATE_SEPARATOR = re.compile(r"\s*([/.-])\1?\s*")
+#: a month's O read as a zero ("0ct 3, 2016", "N0V").
+_MONTH_ZERO = re.compile(r"(?<![A-Za-z\d])0(?=ct)|(?<=n)0(?=v)", re.I)
+
+
+def _date_text(text: str) -> str:
+    """A date token's text as printed: its separators single and without spaces around them
+    (:data:`_DATE_SEPARATOR`), a month's O read as a zero read as O."""
+    return _MONTH_ZERO.sub("O", _DATE_SEPARATOR.sub(r"\1", text))
+
+
 def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
     """The receipt's date: a DATE-labelled one first, else the first in reading order."""
     best, best_key, seen = None, None, 0
@@ -586,7 +611,7 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
             unwanted = bool(_NOT_DATE_LABEL.search(row.text[:s]))
             key = (labelled, not unwanted, -row.index)
             if best_key is None or key > best_key:
-                token = _Token(row, s, e, row.text[s:e], d.isoformat())
+                token = _Token(row, s, e, _date_text(row.text[s:e]), d.isoformat())
                 best, best_key = (token, 0.95 if labelled else 0.8 if not unwanted else 0.5), key
     return best
 
@@ -663,7 +688,7 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
 _AFTER_REG = re.compile(r"\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{4,}[\s-]*[A-Z]?\s*[\)\]].*$",
                         re.I)
 _TRAILING_REG = re.compile(
-    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
+    r"(?:\s*[\(\[]\s*(?:co(?:mpany)?\.?\s*(?:reg\.?\s*)?no\.?\s*:?\s*)?[A-Z]?\d{3,}[\s-]*[A-Z]?\s*[\)\]]?"
     r"|\s+C?\d{4,}[\s-]*[A-Z]\b\)?|\s+[A-Z]?\))(?:\s*\([A-Z]{2,4}\))?\s*$", re.I)
 _LEGAL_MISREAD = ((re.compile(r"\bS[O0I1]N(\.?\s*)BHD\b", re.I), r"SDN\1BHD"),
                   (re.compile(r"\bSDN(\.?\s*)(?!BHD\b)(?:[B8D][HI1]D|BH0|8HD)\b", re.I), r"SDN\1BHD"),
@@ -681,13 +706,15 @@ def _spaced_parentheses(text: str) -> str:
     return " ".join(re.sub(r"\)(?=\w)", ") ", re.sub(r"(?<=\w)\(", " (", text)).split())
 
 
-def _vendor_text(rows: Sequence[_Row]) -> str:
-    """The vendor's lines joined by a space: a registration number after the name
+def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> str:
+    """The vendor's lines joined by a space (``char_probs`` given: without the spaces that split a
+    word, :func:`_split_word`): a registration number after the name
     ("(139386 X)", "(Co. No:20154-T)", its parenthesis read as C: "C8199K)") and what follows it, a
     leading "#000002" or stray marks (". KMF") dropped, a legal
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
-    ("D.1.Y.") read as printed, an underscore read as a space."""
-    text = " ".join(r.text for r in rows)
+    ("D.1.Y.") read as printed, an underscore read as a space, letters glued after a legal form's
+    period dropped (:data:`_AFTER_LEGAL_FORM`)."""
+    text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
     text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
@@ -695,7 +722,12 @@ def _vendor_text(rows: Sequence[_Row]) -> str:
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return _spaced_parentheses(text)
+    return _spaced_parentheses(_AFTER_LEGAL_FORM.sub("", text))
+
+
+#: letters glued to the period of a legal form that ends the name ("SDN. BHD.LLT"): specks, as a
+#: name goes on after its legal form only after a space.
+_AFTER_LEGAL_FORM = re.compile(r"(?<=\b(?:BHD|LTD|S/B|PLT)\.)[A-Za-z]{1,4}$", re.I)
 
 
 #: a company registration number printed at the end of an address line (two columns read as one).
@@ -735,7 +767,34 @@ UNSURE_SPACE = 0.5
 #: commas; a period before a number ("Jelutong. 40150 Shah Alam", 0.51) is kept, as the keys print it.
 UNSURE_PERIOD = 0.65
 
+#: a space the recogniser inserted with a probability below this between two letters splits a word
+#: ("SHAH AL AM", "GAR DENIA", "(K L)", "cof fee"). On the 60 SROIE dev pages (all lines against
+#: the page text): below 0.3, 13 such spaces split a word and 2 separate words ("TAX INVOICE" 0.11);
+#: 0.3 to 0.5, 3 and 3.
+UNSURE_WORD_SPACE = 0.3
 CharProbs = Mapping[str, Sequence[float]]
+
+#: in an address that separates its parts with a comma (:data:`_ADDRESS_COMMA`), a period after a
+#: number or a whole word of four letters or more, before a space and a word or number, is such a
+#: comma read as the period it looks like ("NO.32 & 33. JALAN SR 1/9. SEKSYEN 9, ..." -> "33, JALAN",
+#: "1/9, SEKSYEN"). The keys of the 131 SROIE dev and kie receipts print a comma there 338 times and a
+#: period 12 times (8 of them one shop's "PANAS. SETAPAK"); an address without such a comma
+#: ("DATARAN GLOMAC. KELANA JAYA 47301 PETALING JAYA. SELANGOR") prints periods and keeps them, and
+#: abbreviations of three letters or fewer ("NO. 53", "KG. DUSUN", "SEK.") keep theirs.
+_ADDRESS_PERIOD = re.compile(r"(?P<w>(?<![A-Za-z])\d[\dA-Za-z]*|(?<![\w.'])[A-Za-z]{4,})\.(?= [A-Za-z\d])")
+_ADDRESS_COMMA = re.compile(r"(?:\d|[A-Za-z]{4}), ")
+
+
+#: a period right before a comma ("JALAN KANCIL., OFF"): a speck, no address prints both (none of
+#: the 131 SROIE dev and kie keys).
+_PERIOD_COMMA = re.compile(r"\.(?=,)")
+
+
+def _address_commas(text: str) -> str:
+    """``text`` (an address's lines joined) with the periods of :data:`_ADDRESS_PERIOD` read as
+    commas when it separates its parts with a comma elsewhere, and a period before a comma dropped."""
+    text = _PERIOD_COMMA.sub("", text)
+    return _ADDRESS_PERIOD.sub(r"\g<w>,", text) if _ADDRESS_COMMA.search(text) else text
 
 
 def _row_chars(row: _Row, char_probs: CharProbs) -> list[tuple[str, float | None]]:
@@ -755,16 +814,33 @@ def _unsure(prob: float | None, below: float) -> bool:
     return prob is not None and prob < below
 
 
+def _split_word(chars: Sequence[tuple[str, float | None]], k: int) -> bool:
+    """Whether ``chars[k]`` is a space the recogniser was unsure of (:data:`UNSURE_WORD_SPACE`)
+    between two letters."""
+    c, prob = chars[k]
+    return (c == " " and _unsure(prob, UNSURE_WORD_SPACE) and 0 < k < len(chars) - 1
+            and chars[k - 1][0].isalpha() and chars[k + 1][0].isalpha())
+
+
+def _joined_words(row: _Row, char_probs: CharProbs) -> str:
+    """``row.text`` without the spaces that split a word (:func:`_split_word`)."""
+    chars = _row_chars(row, char_probs)
+    return "".join(c for k, (c, _) in enumerate(chars) if not _split_word(chars, k)).strip()
+
+
 def _printed_text(row: _Row, char_probs: CharProbs) -> str:
     """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
-    punctuation dropped, periods it was unsure of (:data:`UNSURE_PERIOD`) after a word or number
-    and before a word read as commas; characters without a probability kept as read."""
+    punctuation dropped, and those splitting a word (:func:`_split_word`); periods it was unsure of
+    (:data:`UNSURE_PERIOD`) after a word or number and before a word read as commas; characters
+    without a probability kept as read."""
     chars = _row_chars(row, char_probs)
     text = "".join(c for c, _ in chars)
     out = []
     for k, (c, prob) in enumerate(chars):
         before, after = text[k - 1: k], text[k + 1: k + 2]
         if c == " " and _unsure(prob, UNSURE_SPACE) and not (before.isalnum() and after.isalnum()):
+            continue
+        if _split_word(chars, k):
             continue
         if c == "." and _unsure(prob, UNSURE_PERIOD) and before.isalnum() and (
                 (after == " " and text[k + 2: k + 3].isalpha()) or (after.isalpha() and text[k - 2: k - 1].isalnum())):
@@ -898,7 +974,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
     head = min(len(rows), VENDOR_SEARCH_LINES)
     if vendor is not None:
         chosen, after = vendor
-        name = _vendor_text(chosen)
+        name = _vendor_text(chosen, char_probs)
         if name:
             out["vendor_name"] = _rows_field("vendor_name", chosen, name, 0.8, p)
         address = _address(rows, after, char_probs)
@@ -908,6 +984,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
         address = _address(rows, first, char_probs) if first is not None else []
     if address:
         text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
+        text = _address_commas(text)
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
                                             0.7, p)
     picked_date = _pick_date(rows)

@@ -164,6 +164,18 @@ def test_skew_beyond_the_search_bound_is_not_reported_beyond_it():
     assert abs(estimate) <= cleanup.MAX_SKEW_DEG
 
 
+def test_coarse_skew_is_on_the_coarse_grid_and_near_the_fine_one():
+    grey, _ = cleanup.thumbnail(receipt(rotate_deg=3.3, noise=8), cleanup.SKEW_PIXELS)
+    _, ink = cleanup._glyphs(cleanup.ink_mask(grey))
+    coarse, fine = cleanup.mask_skew(ink, fine=False), cleanup.mask_skew(ink)
+    assert coarse / cleanup.SKEW_COARSE_STEP == pytest.approx(round(coarse / cleanup.SKEW_COARSE_STEP))
+    assert fine == pytest.approx(3.3, abs=0.2)
+    assert abs(coarse - fine) <= cleanup.SKEW_COARSE_STEP
+    step = cleanup.ORIENTATION_SKEW_STEP
+    coarser = cleanup.mask_skew(ink, fine=False, coarse_step=step)
+    assert coarser / step == pytest.approx(round(coarser / step)) and abs(coarser - fine) <= step
+
+
 @pytest.mark.parametrize("quarters", [1, 3])
 def test_a_sideways_skewed_page_is_deskewed_in_its_own_frame(quarters):
     page, _ = cleanup.rotate_quarters(receipt(rotate_deg=7.0, noise=8), quarters)
@@ -218,6 +230,37 @@ def test_attach_colons_leaves_clean_lines_alone():
     assert attach_colons(page, []) == []
 
 
+def speckled(page: np.ndarray, count: int = 1000, seed: int = 0) -> np.ndarray:
+    """``page`` with ``count`` grey specks of 3-4 px (textured thermal paper: more specks than glyphs)."""
+    out = page.copy()
+    rng = np.random.default_rng(seed)
+    h, w = out.shape[:2]
+    for _ in range(count):
+        x, y = int(rng.integers(0, w - 5)), int(rng.integers(0, h - 5))
+        out[y:y + int(rng.integers(3, 5)), x:x + int(rng.integers(3, 5))] = 90
+    return out
+
+
+def glyph_stats(page: np.ndarray) -> np.ndarray:
+    glyphs, _ = cleanup._glyphs(cleanup.ink_mask(cleanup.thumbnail(page)[0]))
+    return glyphs
+
+
+def test_text_size_is_not_pulled_down_by_speckle():
+    clean, noisy = glyph_stats(receipt(noise=6)), glyph_stats(speckled(receipt(noise=6)))
+    assert len(noisy) > 3 * len(clean)
+    assert np.median(noisy[:, 1]) < 0.3 * np.median(clean[:, 1])  # what a plain median would take
+    height, width = cleanup.text_size(noisy)
+    assert height == pytest.approx(cleanup.text_size(clean)[0], abs=2)
+    assert width == pytest.approx(cleanup.text_size(clean)[1], abs=2)
+
+
+def test_weighted_median():
+    assert cleanup._weighted_median(np.array([4, 20, 21]), np.array([10, 100, 100])) == 20
+    assert cleanup._weighted_median(np.array([4, 20]), np.array([1000, 10])) == 4
+    assert cleanup._weighted_median(np.array([7]), np.array([1])) == 7
+
+
 # --- models (slow) ---------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("quarters", [0, 1, 2, 3])
@@ -227,6 +270,16 @@ def test_turned_page_is_put_upright(quarters):
     upright, transform = cleanup.orientation(turned)
     assert np.array_equal(upright, page)
     assert transform.is_identity == (quarters == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quarters", [0, 1, 2, 3])
+def test_turned_page_on_speckled_paper_is_put_upright(quarters):
+    """Specks outnumbering glyphs (sroie_214, sroie_269) once sized the text-line blobs by the speck
+    height: only dashed rules were lines, and upright pages were turned."""
+    page = speckled(receipt(noise=6))
+    turned, _ = cleanup.rotate_quarters(page, quarters)
+    assert cleanup.page_orientation(turned) == (4 - quarters) % 4
 
 
 @pytest.mark.slow

@@ -376,15 +376,17 @@ def test_spaces_the_recogniser_was_unsure_of_next_to_punctuation_are_dropped_fro
     line = "NO.50 , JALAN PBS 14/11, KAWASAN BUKIT SERDANG,"
     d = doc(["ACME TRADING SDN BHD", line, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
     region = d.pages[0].lines[1].regions[0].region_id
-    # around the first comma, after the second; the last one is between letters (kept)
-    unsure = {line.index(" ,"), line.index(" ,") + 2, line.index(", K") + 1, line.index("N P") + 1}
-    f = extract_fields(d, char_probs={region: _with_probs(line, unsure)})
+    # around the first comma, after the second; the last one is between letters (kept: above UNSURE_WORD_SPACE)
+    unsure = {line.index(" ,"), line.index(" ,") + 2, line.index(", K") + 1}
+    probs = _with_probs(line, unsure)
+    probs[line.index("N P") + 1] = (rf.UNSURE_WORD_SPACE + rf.UNSURE_SPACE) / 2
+    f = extract_fields(d, char_probs={region: probs})
     assert f["vendor_address"].text == "NO.50,JALAN PBS 14/11,KAWASAN BUKIT SERDANG,"
     assert extract_fields(d)["vendor_address"].text == line  # no probabilities: as read
     sure = {region: [rf.UNSURE_SPACE] * len(line)}
     assert extract_fields(d, char_probs=sure)["vendor_address"].text == line  # at the threshold: kept
     assert extract_fields(d, char_probs={region: [0.1] * 3})["vendor_address"].text == line  # does not fit the text
-    regions = [{"region_id": region, "char_probs": _with_probs(line, unsure)}]
+    regions = [{"region_id": region, "char_probs": probs}]
     assert document_fields(d, regions)["vendor_address"]["text"] == "NO.50,JALAN PBS 14/11,KAWASAN BUKIT SERDANG,"
 
 
@@ -397,20 +399,19 @@ def test_split_amount_candidates_beyond_max_candidates_are_not_read():
 
 
 def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_as_commas():
-    line, beside = "NO.32 & 33. JALAN SR 1/9. L.OT 5, TAMAN.SERDANG.", "43300 SERI. KEMBANGAN."
+    line, beside = "NO.32 & 33. JALAN SR 1/9. L.OT 5 TAMAN.SERDANG.", "43300 SERI. KEMBANGAN."
     d = doc(["ACME TRADING SDN BHD", (line, beside), "TEL: 03-2211 4455", ("TOTAL", "9.00")])
     first, second = (r.region_id for r in d.pages[0].lines[1].regions)
     # every period unsure but the one after "1/9": "33." and "TAMAN." are commas; "NO.32" (a digit
-    # after), "L.OT" (one letter before), "SERDANG." (a number follows in the next region) and the
-    # line's last period are kept; the second region's "SERI." is sure
+    # after), "L.OT" (one letter before) and the line's last period are kept; the second region's
+    # "SERI." is sure. The address then separates its parts with a comma ("33, "), so the sure
+    # periods after "1/9", "SERDANG" (before a number) and "SERI" are its commas too (_ADDRESS_PERIOD)
     unsure = {i for i, c in enumerate(line) if c == "."} - {line.index("9.") + 1}
     probs = {first: _with_probs(line, unsure), second: _with_probs(beside, {len(beside) - 1})}
-    want = "NO.32 & 33, JALAN SR 1/9. L.OT 5, TAMAN,SERDANG. 43300 SERI. KEMBANGAN."
+    want = "NO.32 & 33, JALAN SR 1/9, L.OT 5 TAMAN,SERDANG, 43300 SERI, KEMBANGAN."
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == want
-    at_threshold = {first: [rf.UNSURE_PERIOD] * len(line)}
+    at_threshold = {first: [rf.UNSURE_PERIOD] * len(line)}  # sure: no comma anywhere, every period kept
     assert extract_fields(d, char_probs=at_threshold)["vendor_address"].text == f"{line} {beside}"
-    probs[second] = _with_probs(beside, {beside.index(".")})
-    assert extract_fields(d, char_probs=probs)["vendor_address"].text == want.replace("SERI.", "SERI,")
 
 
 @pytest.mark.parametrize(("mark", "confidence", "vendor"), [
@@ -429,18 +430,20 @@ def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
         assert f["vendor_name"].region_ids == (d.pages[0].lines[0].regions[1].region_id,)
 
 
-@pytest.mark.parametrize(("second", "address"), [
-    ("SEKSYEN U13, 40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM, SEKSYEN U13, 40170 SHAH ALAM."),  # a word follows
-    ("40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM. 40170 SHAH ALAM."),  # a number follows: kept
+@pytest.mark.parametrize(("second", "address", "sure"), [
+    # a word follows; sure, it is a comma too, as the address separates "U13, 40170" with one
+    ("SEKSYEN U13, 40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM, SEKSYEN U13, 40170 SHAH ALAM.",
+     "NO. 17-G, SETIA ALAM, SEKSYEN U13, 40170 SHAH ALAM."),
+    ("40170 SHAH ALAM.", "NO. 17-G, SETIA ALAM. 40170 SHAH ALAM.", None),  # a number follows: kept
 ])
-def test_an_unsure_period_ending_an_address_line_before_a_word_reads_as_a_comma(second, address):
+def test_an_unsure_period_ending_an_address_line_before_a_word_reads_as_a_comma(second, address, sure):
     first = "NO. 17-G, SETIA ALAM."
     d = doc(["ACME TRADING SDN BHD", first, second, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
     ids = [line.regions[0].region_id for line in d.pages[0].lines[1:3]]
     probs = {ids[0]: _with_probs(first, {len(first) - 1}), ids[1]: _with_probs(second, {len(second) - 1})}
     assert extract_fields(d, char_probs=probs)["vendor_address"].text == address  # the last line's: kept
     probs[ids[0]] = _with_probs(first, set())
-    assert extract_fields(d, char_probs=probs)["vendor_address"].text == f"{first} {second}"  # sure: kept
+    assert extract_fields(d, char_probs=probs)["vendor_address"].text == (sure or f"{first} {second}")
 
 
 def test_a_line_is_as_sure_as_its_characters_are():
@@ -451,3 +454,86 @@ def test_a_line_is_as_sure_as_its_characters_are():
     d = doc([("SLF CASH & CARRY", "<P7"), "NO. 15 JLN TSJ2, TMN SUBANG JASA", ("TOTAL", "9.00")],
             confidences={"SLF CASH & CARRY": 0.8, "<P7": 0.1})
     assert "vendor_name" not in extract_fields(d)  # (16 * 0.8 + 3 * 0.1) / 19 < 0.8
+
+
+@pytest.mark.parametrize(("lines", "address"), [
+    # the address separates its parts with commas: a period after a number or a word of 4+ letters
+    # before a word or number is one (on the line and at a line's end), read sure
+    (["NO.32 & 33. JALAN SR 1/9. SEKSYEN 9,", "TAMAN SERDANG RAYA.", "43300 SERI KEMBANGAN"],
+     "NO.32 & 33, JALAN SR 1/9, SEKSYEN 9, TAMAN SERDANG RAYA, 43300 SERI KEMBANGAN"),
+    # no comma between its parts: periods are what it prints
+    (["F-G-01 JALAN SS 6/5B DATARAN GLOMAC. KELANA JAYA", "47301 PETALING JAYA. SELANGOR"],
+     "F-G-01 JALAN SS 6/5B DATARAN GLOMAC. KELANA JAYA 47301 PETALING JAYA. SELANGOR"),
+    # abbreviations of three letters or fewer, a period inside a word, the last period: kept
+    (["LOT P.T. 2811, KG. DUSUN NANDING, JLN. BESAR,", "43100 HULU LANGAT, SEL."],
+     "LOT P.T. 2811, KG. DUSUN NANDING, JLN. BESAR, 43100 HULU LANGAT, SEL."),
+    (["NO. 53, JALAN BESAR.", "D'SARA. AVENUE 3"], "NO. 53, JALAN BESAR, D'SARA. AVENUE 3"),  # after an apostrophe: kept
+    (["19. JALAN KANCIL.,", "OFF JALAN PUDU, 55100 KUALA LUMPUR"],
+     "19, JALAN KANCIL, OFF JALAN PUDU, 55100 KUALA LUMPUR"),  # a period before a comma: a speck
+])
+def test_in_an_address_with_commas_a_period_between_its_parts_is_a_comma(lines, address):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, "TEL: 03-2211 4455", ("TOTAL", "9.00")]))
+    assert f["vendor_address"].text == address
+
+
+def test_spaces_the_recogniser_was_unsure_of_inside_a_word_are_dropped_from_vendor_and_address():
+    name, line = "GAR DENIA BAKERIES (K L) SDN BHD", "40150 SHAH AL AM, SELANGOR"
+    d = doc([name, line, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    ids = [ln.regions[0].region_id for ln in d.pages[0].lines[:2]]
+
+    def probs(text: str, words: tuple[str, ...], p: float) -> list[float]:
+        spaces = {text.index(w) + w.index(" ") for w in words}
+        return [p if i in spaces else 0.99 for i in range(len(text))]
+
+    def read(p: float) -> tuple[str, str]:
+        f = extract_fields(d, char_probs={ids[0]: probs(name, ("R D", "K L"), p), ids[1]: probs(line, ("L AM",), p)})
+        return f["vendor_name"].text, f["vendor_address"].text
+
+    assert read(rf.UNSURE_WORD_SPACE - 0.01) == ("GARDENIA BAKERIES (KL) SDN BHD", "40150 SHAH ALAM, SELANGOR")
+    assert read(rf.UNSURE_WORD_SPACE) == (name, line)  # at the bound: kept
+    f = extract_fields(d)
+    assert (f["vendor_name"].text, f["vendor_address"].text) == (name, line)  # no probabilities: as read
+
+
+@pytest.mark.parametrize(("text", "printed", "iso"), [
+    ("Date: 26-05--2018 15:16", "26-05-2018", "2018-05-26"),  # a separator doubled
+    ("24 -Mar-2018", "24-Mar-2018", "2018-03-24"),  # a space beside a separator
+    ("12 / 01/2019", "12/01/2019", "2019-01-12"),
+    ("Date; 0ct 3, 2016 12:16:25 PM", "Oct 3, 2016", "2016-10-03"),  # a month's O read as zero
+    ("14 N0V 2018", "14 NOV 2018", "2018-11-14"),
+    ("14 MAR 2018", "14 MAR 2018", "2018-03-14"),  # spaces without a separator: as printed
+])
+def test_a_date_is_given_as_printed_whatever_the_recogniser_did_to_its_separators_and_months(text, printed, iso):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", "NO 1 JALAN SATU", text, ("TOTAL", "9.00")]))
+    assert (f["date"].text, f["date"].value) == (printed, iso)
+
+
+def test_parse_date_reads_a_doubled_separator_and_a_zero_for_o():
+    assert parse_date("26-05--2018")[0] == date(2018, 5, 26)
+    assert parse_date("0CT 3, 2016")[0] == date(2016, 10, 3)
+    assert parse_date("26-05---2018") is None  # three: no date
+
+
+@pytest.mark.parametrize(("line", "total"), [
+    (("TOTAL", "RM 14-10"), ("14.10", Decimal("14.10"))),  # the decimal point read as a hyphen after RM
+    (("TOTAL", "RM14-10"), ("RM14.10", Decimal("14.10"))),
+])
+def test_a_currency_s_amount_with_its_point_read_as_a_hyphen(line, total):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", "NO 1 JALAN SATU", "CASH RECEIPT", line]))
+    assert (f["total"].text, f["total"].value) == total
+
+
+def test_a_hyphen_without_a_currency_is_no_decimal_point():
+    f = extract_fields(doc(["ACME TRADING SDN BHD", "NO 1 JALAN SATU", "CASH RECEIPT", ("TOTAL", "14-10"),
+                            ("CASH", "20.00")]))
+    assert f.get("total") is None or f["total"].value != Decimal("14.10")
+
+
+@pytest.mark.parametrize(("top", "vendor"), [
+    (["COSWAY (M) SDN BHD (E0118-A)"], "COSWAY (M) SDN BHD"),  # a letter before the registration number's digits
+    (["SKCA HARDWARE & TIMBER SDN. BHD.LLT"], "SKCA HARDWARE & TIMBER SDN. BHD."),  # glued after the legal form
+    (["ACME SDN. BHD. KL"], "ACME SDN. BHD. KL"),  # after a space: kept
+])
+def test_what_follows_a_vendor_s_legal_form(top, vendor):
+    f = extract_fields(doc([*top, "NO 1 JALAN SATU", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
+    assert f["vendor_name"].text == vendor
