@@ -21,8 +21,9 @@ CPU: ``time.process_time`` of the whole OCR of a page (decode .. build) against 
 own time on the built Document (run ``--repeat`` times, the median kept), printed as a share.
 
 The OCR of each receipt is cached (``--cache``, default ``/tmp/ocrstream-fields-cache``, one
-JSON per image keyed by the image's SHA-256 and the pipeline's settings): iterating on the
-extractor then costs no OCR. ``--no-cache`` reads everything again.
+JSON per image keyed by the image's SHA-256, the pipeline's settings, the inference backend and the
+source of the OCR path, :func:`ocr_code_digest`): iterating on the extractor then costs no OCR,
+and a change to clean-up, detection or recognition reads the receipts again. ``--no-cache`` reads everything again.
 
     OMP_WAIT_POLICY=PASSIVE python bench/bench_fields.py [--sets dev,kie] [--limit N]
         [--threads 1] [--cache DIR | --no-cache] [--confusions N] [--case-sensitive] [--show ID]
@@ -93,6 +94,20 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def ocr_code_digest() -> str:
+    """SHA-256 (hex) of the OCR path's source: every module of ``ocrstream/ocr`` but the receipt-field
+    extractor and post-processing (what this benchmark varies), so a cached reading is never one
+    of older code."""
+    root = Path(cleanup.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative == "receipt_fields.py" or relative.startswith("postprocess/"):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class OcrReader:
     """OCR with a JSON cache: pages and the recognised regions (before post-processing) plus the
@@ -115,7 +130,9 @@ class OcrReader:
     def read(self, path: Path) -> dict:
         """``{"pages", "regions", "cpu_s"}`` of the image at ``path`` (cached)."""
         data = path.read_bytes()
-        key = hashlib.sha256(data + f"v{CACHE_VERSION}:{','.join(cleanup.DEFAULT_STEPS)}".encode()).hexdigest()
+        key = hashlib.sha256(data + f"v{CACHE_VERSION}:{','.join(cleanup.DEFAULT_STEPS)}:"
+                                    f"{os.environ.get('OCRSTREAM_INFERENCE', 'auto')}:{ocr_code_digest()}".encode()
+                             ).hexdigest()
         file = self.cache / f"{key}.json" if self.cache else None
         if file is not None and file.is_file():
             return json.loads(file.read_text())
