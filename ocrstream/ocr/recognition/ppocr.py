@@ -55,7 +55,7 @@ from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from ocrstream.ocr.recognition.ctc_head import restrict_head
 from ocrstream.ocr.recognition.int8 import Int8Unavailable, int8_model
-from ocrstream.ocr.recognition.longlines import CropBudget, as_bgr, read_within_budget
+from ocrstream.ocr.recognition.longlines import MAX_PITCH, CropBudget, as_bgr, read_within_budget
 from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import (
@@ -86,6 +86,8 @@ _BLANK = 0
 MAX_RATIO, TARGET_RATIO = 40.0, 30.0
 #: input + output tensor bytes of one model call (a single crop may exceed it: <= 19.1 MB).
 MAX_BATCH_BYTES = 64 * 1024**2
+#: crops x padded width (px) of one model call: 32 crops of 128 px, or 2 of the widest (1920 px).
+MAX_BATCH_COLUMNS = 4096
 
 _ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 #: arg-max restrictions: printable ASCII; "latin" adds Latin-1 Supplement (minus the
@@ -270,6 +272,9 @@ class PPOCRRecognizer:
             sorted by aspect ratio, right-padded to the widest of the batch).
         max_batch_width: ``"pad"`` only: crops wider than this (resized px) run alone.
         max_batch_bytes: input + output tensor bytes of one model call (a crop alone may exceed it).
+        max_batch_columns: crops x padded width (px) of one model call (a crop alone may exceed it):
+            the model's working memory grows with it, ~22 KiB per column in int8 (a call of 32 crops
+            1920 px wide took 1.4 GB; ``bench/bench_rec_memory.py``).
         max_chars: characters kept per reading (``OCRSTREAM_MAX_REGION_CHARS``).
         max_ratio, target_ratio: long-line split (:mod:`.longlines`).
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
@@ -313,6 +318,7 @@ class PPOCRRecognizer:
         batching: Literal["bucket", "pad"] = "bucket",
         max_batch_width: int = 1600,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_batch_columns: int = MAX_BATCH_COLUMNS,
         max_chars: int = 1000,
         max_ratio: float = MAX_RATIO,
         target_ratio: float = TARGET_RATIO,
@@ -330,6 +336,7 @@ class PPOCRRecognizer:
         self.lookalikes = lookalikes
         self.max_batch_width = max_batch_width
         self.max_batch_bytes = max_batch_bytes
+        self.max_batch_columns = max_batch_columns
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
         self.backend = resolve_backend(device, backend, shapes_vary=True)
@@ -363,7 +370,7 @@ class PPOCRRecognizer:
     # -- batching -------------------------------------------------------------
     def _batches(self, widths: Sequence[int]) -> list[list[int]]:
         """Index groups by ascending width: equal frame counts ("bucket") or consecutive ("pad"),
-        each of at most ``max_batch_size`` crops and ``max_batch_bytes`` (or one crop)."""
+        each within ``max_batch_size``, ``max_batch_bytes`` and ``max_batch_columns`` (or one crop)."""
         order = sorted(range(len(widths)), key=widths.__getitem__)
         key: Callable[[int], int]
         if self.batching == "bucket":
@@ -377,13 +384,60 @@ class PPOCRRecognizer:
         for group in groups.values():
             batch: list[int] = []
             for i in group:  # ascending width: the newest crop is the batch's widest
-                if batch and (len(batch) == self.max_batch_size
-                              or self.batch_bytes(widths[i], len(batch) + 1) > self.max_batch_bytes):
+                if batch and not self._fits(len(batch) + 1, widths[i]):
                     batches.append(batch)
                     batch = []
                 batch.append(i)
             batches.append(batch)
         return batches
+
+    @property
+    def max_input_width(self) -> int:
+        """Widest model input, px (a multiple of 8): ``48 x`` the widest piece the crop budget passes
+        (``max_ratio``, or ``max_chars * MAX_PITCH`` heights when that is less), rounded up to a CTC
+        frame. :meth:`_read` clamps every crop to it (a chunk of a split crop may be a pixel over)."""
+        ratio = min(self.budget.max_ratio, self.budget.max_chars * MAX_PITCH)
+        return _frames(math.ceil(REC_HEIGHT * ratio)) * FRAME_STRIDE
+
+    def _fits(self, n: int, width: int) -> bool:
+        """Whether one model call may hold ``n`` crops padded to ``width`` px (one crop always may)."""
+        return n <= 1 or (n <= self.max_batch_size and n * _frames(width) * FRAME_STRIDE <= self.max_batch_columns
+                          and self.batch_bytes(width, n) <= self.max_batch_bytes)
+
+    def largest_batches(self) -> list[tuple[int, int]]:
+        """The ``(crops, width px)`` model calls whose working memory is the largest, one per
+        width where it peaks: a call's activations grow with crops x width (~22 KiB per column,
+        ``bench/bench_rec_memory.py``), its output with the same, so every call allowed by
+        :meth:`_fits` and :attr:`max_input_width` needs no more than the one of these with at
+        least its columns. The widest call is among them."""
+        best: dict[int, tuple[int, int]] = {}
+        for width in range(FRAME_STRIDE, self.max_input_width + 1, FRAME_STRIDE):
+            n = 1
+            while self._fits(n + 1, width):
+                n += 1
+            best[n * width] = (n, width)  # ascending widths: the widest of equal columns wins
+        most = best[max(best)]
+        widest = max(best.values(), key=lambda nw: nw[1])
+        return [most] if most == widest else [most, widest]
+
+    def warm_up(self) -> None:
+        """Bring the session's memory to its ceiling now: run :meth:`largest_batches`, as many at once
+        as ``concurrent_calls``, twice (ONNX Runtime plans a shape's memory on its first run and
+        allocates that plan as one block from the second). ONNX Runtime's CPU arena keeps what it
+        once reached; reached here, before the first document, later batches of any shape fit in it
+        (issue 24: recognize's PSS rose +27 % in the soak as larger batches first came;
+        ``bench/bench_rec_memory.py``). Costs a few CPU-s once, at load."""
+        calls = [shape for shape in self.largest_batches() for _ in range(self.concurrent_calls)]
+
+        def run(shape: tuple[int, int]) -> None:
+            self.forward(np.zeros((shape[0], 3, REC_HEIGHT, shape[1]), np.float32))
+
+        for _ in range(2):
+            if self._calls:
+                list(self._calls.map(run, calls))
+            else:
+                for shape in calls:
+                    run(shape)
 
     def batch_bytes(self, width: int, n: int) -> int:
         """Input + output tensor bytes of a model call on ``n`` crops padded to ``width`` px."""
@@ -432,7 +486,7 @@ class PPOCRRecognizer:
     def _read(self, images: Sequence[np.ndarray]) -> list[LineReading]:
         """Readings of non-empty ``(h, w, 3)`` uint8 BGR crops, batched (:meth:`_batches`); up to
         ``concurrent_calls`` batches at once, the costliest (crops x width) first."""
-        widths = [resized_width(*img.shape[:2]) for img in images]
+        widths = [min(resized_width(*img.shape[:2]), self.max_input_width) for img in images]
         out: list[LineReading] = [EMPTY_READING] * len(images)
 
         def read_batch(idx: list[int]) -> list[LineReading]:
