@@ -31,8 +31,13 @@ empty; crops wider than :data:`MAX_RATIO` heights (the widest SROIE dev line is 
 chunks of :data:`TARGET_RATIO` heights merged at their overlaps; readings are cut to
 ``max_chars``. A model call then gets at most ``max_batch_size`` crops and at most
 ``max_batch_bytes`` of input plus output tensors (the output alone is 18710 float32 per CTC
-frame: 32 crops of aspect 40 would be 590 MB), or a single crop: at most
-``48 * MAX_RATIO`` px wide, i.e. 19.1 MB. Up to ``concurrent_calls`` model calls run at once
+frame: 32 crops of aspect 40 would be 590 MB) and at most ``max_batch_columns`` (4096) crops x padded
+width px, or a single crop: at most ``48 * MAX_RATIO`` px wide (every width is clamped to
+:attr:`PPOCRRecognizer.max_input_width`), i.e. 19.1 MB. The columns bound the model's working
+memory, which grows ~22 KiB per column (int8; measured: one call of 32 crops 1920 px wide took
+1.4 GB, ``bench/bench_rec_memory.py``); :meth:`PPOCRRecognizer.warm_up` runs the largest calls
+these bounds allow once at load, so ONNX Runtime's CPU arena, which keeps its high-water mark, is
+at its ceiling before the first document (issue 24's soak). Up to ``concurrent_calls`` model calls run at once
 (:func:`ocrstream.ocr.runtime.onnx_session.resolve_concurrent_calls`, default 2), largest first, so
 at most ``concurrent_calls * max_batch_bytes`` of tensors are alive; a page's lines are read in
 about half the wall time on 2 idle cores, the same readings.
