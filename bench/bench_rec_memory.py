@@ -21,7 +21,8 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
 * ``nopattern`` / ``warm-nopattern``: ONNX Runtime's memory patterns off (``enable_mem_pattern``);
 * ``noarena``: ONNX Runtime's CPU arena off (``enable_cpu_mem_arena``: glibc malloc per tensor);
 * ``warm-same``: bound and warm-up, the arena extended by what is asked (kSameAsRequested, a
-  shared environment allocator), not to the next power of two.
+  shared environment allocator), not to the next power of two;
+* ``warm-arenas2``: bound and warm-up, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/bench_rec_memory.py [--calls 240] [--rounds 2]
 """
@@ -53,7 +54,10 @@ POLICIES: dict[str, tuple[bool, dict, dict]] = {
     "nopattern": (False, UNCAPPED, {"enable_mem_pattern": False}),
     "noarena": (False, UNCAPPED, {"enable_cpu_mem_arena": False}),
     "warm-same": (True, {}, {"arena_extend_strategy": "kSameAsRequested"}),
+    "warm-arenas2": (True, {}, {}),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
 }
+#: policy -> environment variables of its process
+ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}}
 
 
 def _calls(n: int, warmup: int, big_every: int, seed: int) -> list[list[int]]:
@@ -176,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         for policy in args.policies.split(","):
             out = subprocess.run([sys.executable, __file__, "--child", policy, "--calls", str(args.calls),
                                   "--warmup", str(args.warmup), "--big-every", str(args.big_every),
-                                  "--seed", str(args.seed)], env=env, capture_output=True, text=True, check=True)
+                                  "--seed", str(args.seed)], env={**env, **ENV.get(policy, {})},
+                                 capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.setdefault(policy, []).append(row)
             print(f"round {r + 1} {policy}: PSS warm {row['warm'][0]:.0f} end {row['end'][0]:.0f} "
