@@ -14,15 +14,16 @@ joined end to end: up to 40+ heights wide, so also the long-line split). The fir
 
 Policies (``--policies``, comma-separated; see ``POLICIES``):
 
-* ``before``: the recogniser as it was (no bound on a call's columns, no warm-up at load);
+* ``before``: the recogniser as it was (no bound on a call's columns, no warm-up at load, ONNX
+  Runtime's memory patterns on);
 * ``cap``: a call's crops x padded width bounded by ``max_batch_columns`` (4096), no warm-up;
-* ``warm``: the bound and :meth:`PPOCRRecognizer.warm_up` after loading (the default now);
+* ``warm-pattern``: the bound and :meth:`PPOCRRecognizer.warm_up` after loading, memory patterns on;
   ``warm-8192``: the same with twice the columns;
-* ``nopattern`` / ``warm-nopattern``: ONNX Runtime's memory patterns off (``enable_mem_pattern``);
+* ``warm``: the bound, the warm-up and memory patterns off (``enable_mem_pattern``): the default now;
 * ``noarena``: ONNX Runtime's CPU arena off (``enable_cpu_mem_arena``: glibc malloc per tensor);
-* ``warm-same``: bound and warm-up, the arena extended by what is asked (kSameAsRequested, a
+* ``warm-same``: as ``warm-pattern``, the arena extended by what is asked (kSameAsRequested, a
   shared environment allocator), not to the next power of two;
-* ``warm-arenas2``: bound and warm-up, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``).
+* ``warm-arenas2``: as ``warm-pattern``, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/bench_rec_memory.py [--calls 240] [--rounds 2]
 """
@@ -44,17 +45,17 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 MIB = 2**20
 UNCAPPED = {"max_batch_columns": 10**9}
+PATTERN = {"enable_mem_pattern": True}  # ONNX Runtime's default, the recogniser's before issue 24
 #: policy -> (warm-up at load, PPOCRRecognizer options, ONNX Runtime session overrides)
 POLICIES: dict[str, tuple[bool, dict, dict]] = {
-    "before": (False, UNCAPPED, {}),
-    "cap": (False, {}, {}),
+    "before": (False, UNCAPPED, PATTERN),
+    "cap": (False, {}, PATTERN),
+    "warm-pattern": (True, {}, PATTERN),
+    "warm-8192": (True, {"max_batch_columns": 8192}, PATTERN),
     "warm": (True, {}, {}),
-    "warm-8192": (True, {"max_batch_columns": 8192}, {}),
-    "warm-nopattern": (True, {}, {"enable_mem_pattern": False}),
-    "nopattern": (False, UNCAPPED, {"enable_mem_pattern": False}),
-    "noarena": (False, UNCAPPED, {"enable_cpu_mem_arena": False}),
-    "warm-same": (True, {}, {"arena_extend_strategy": "kSameAsRequested"}),
-    "warm-arenas2": (True, {}, {}),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
+    "noarena": (False, UNCAPPED, {**PATTERN, "enable_cpu_mem_arena": False}),
+    "warm-same": (True, {}, {**PATTERN, "arena_extend_strategy": "kSameAsRequested"}),
+    "warm-arenas2": (True, {}, PATTERN),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
 }
 #: policy -> environment variables of its process
 ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}}
@@ -98,8 +99,8 @@ def _override_sessions(onnx_session, overrides: dict) -> None:
             ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT),
             ort.OrtArenaCfg({"arena_extend_strategy": 1 if strategy == "kSameAsRequested" else 0}))
 
-    def options(threads):
-        opts = made(threads)
+    def options(threads, mem_pattern=True):
+        opts = made(threads, mem_pattern)
         for key, value in overrides.items():
             setattr(opts, key, value)
         if strategy is not None:

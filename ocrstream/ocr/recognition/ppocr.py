@@ -37,7 +37,8 @@ width px, or a single crop: at most ``48 * MAX_RATIO`` px wide (every width is c
 memory, which grows ~22 KiB per column (int8; measured: one call of 32 crops 1920 px wide took
 1.4 GB, ``bench/bench_rec_memory.py``); :meth:`PPOCRRecognizer.warm_up` runs the largest calls
 these bounds allow once at load, so ONNX Runtime's CPU arena, which keeps its high-water mark, is
-at its ceiling before the first document (issue 24's soak). Up to ``concurrent_calls`` model calls run at once
+at its ceiling before the first document (issue 24's soak), and the session keeps no memory plan
+per input shape (``enable_mem_pattern`` off: 60 MiB lower ceiling, the same CPU per line). Up to ``concurrent_calls`` model calls run at once
 (:func:`ocrstream.ocr.runtime.onnx_session.resolve_concurrent_calls`, default 2), largest first, so
 at most ``concurrent_calls * max_batch_bytes`` of tensors are alive; a page's lines are read in
 about half the wall time on 2 idle cores, the same readings.
@@ -365,7 +366,7 @@ class PPOCRRecognizer:
             self._columns = None  # the model emits the kept columns only
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._session = make_session(source, device=device, threads=threads, backend=self.backend,
-                                     calls=self.concurrent_calls)
+                                     calls=self.concurrent_calls, mem_pattern=False)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name
@@ -427,11 +428,13 @@ class PPOCRRecognizer:
 
     def warm_up(self) -> None:
         """Bring the session's memory to its ceiling now: run :meth:`largest_batches`, as many at once
-        as ``concurrent_calls``, twice (ONNX Runtime plans a shape's memory on its first run and
-        allocates that plan as one block from the second). ONNX Runtime's CPU arena keeps what it
-        once reached; reached here, before the first document, later batches of any shape fit in it
-        (issue 24: recognize's PSS rose +27 % in the soak as larger batches first came;
-        ``bench/bench_rec_memory.py``). Costs a few CPU-s once, at load."""
+        as ``concurrent_calls``, twice (with ONNX Runtime's memory patterns on, a shape's plan is one
+        block from its second run; the session runs with them off, :func:`make_session`). ONNX
+        Runtime's CPU arena keeps what it once reached; reached here, before the first document,
+        later batches of any shape fit in it (issue 24: recognize's PSS rose +27 % in the soak as
+        larger batches first came). Measured (``bench/bench_rec_memory.py``, one run, stage-like
+        calls, medians of 2): PSS +40 % after the warm-up calls before, +1.7 % now, the same
+        readings and CPU per line (6.50 / 6.46 ms). Costs ~0.9 CPU-s once, at load."""
         calls = [shape for shape in self.largest_batches() for _ in range(self.concurrent_calls)]
 
         def run(shape: tuple[int, int]) -> None:
