@@ -38,7 +38,8 @@ memory, which grows ~22 KiB per column (int8; measured: one call of 32 crops 192
 1.4 GB, ``bench/bench_rec_memory.py``); :meth:`PPOCRRecognizer.warm_up` runs the largest calls
 these bounds allow once at load, so ONNX Runtime's CPU arena, which keeps its high-water mark, is
 at its ceiling before the first document (issue 24's soak), and the session keeps no memory plan
-per input shape (``enable_mem_pattern`` off: 60 MiB lower ceiling, the same CPU per line). Up to ``concurrent_calls`` model calls run at once
+per input shape (``enable_mem_pattern`` off: 60 MiB lower ceiling, the same CPU per line).
+Up to ``concurrent_calls`` model calls run at once
 (:func:`ocrstream.ocr.runtime.onnx_session.resolve_concurrent_calls`, default 2), largest first, so
 at most ``concurrent_calls * max_batch_bytes`` of tensors are alive; a page's lines are read in
 about half the wall time on 2 idle cores, the same readings.
