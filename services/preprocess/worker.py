@@ -277,8 +277,8 @@ def _limit_malloc_arenas(arenas: int) -> bool:
     start). glibc gives each thread that allocates an arena of its own, up to 8 per core, and each
     reserves 64 MiB of address space, which ``RLIMIT_AS`` counts though little of it is touched:
     measured on 6 SROIE pages and an 8-page PDF (``bench/bench_preprocess_memory.py``'s address
-    space column), the worker's peak address space went 1.91 -> 1.51 GB with 2 arenas (7 threads),
-    idle 1.07 -> 0.82 GB; issue 24's soak lost one page to the 2 GiB limit without it.
+    space column), the worker's peak address space went 1863 -> 1470 MiB with 2 arenas (7 threads),
+    idle 1046 -> 799 MiB; issue 24's soak lost one page to the 2 GiB limit without it.
     True where it took effect (glibc); False elsewhere."""
     with contextlib.suppress(OSError, AttributeError):
         return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas))
