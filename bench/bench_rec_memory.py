@@ -23,7 +23,9 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
 * ``noarena``: ONNX Runtime's CPU arena off (``enable_cpu_mem_arena``: glibc malloc per tensor);
 * ``warm-same``: as ``warm-pattern``, the arena extended by what is asked (kSameAsRequested, a
   shared environment allocator), not to the next power of two;
-* ``warm-arenas2``: as ``warm-pattern``, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``).
+* ``warm-arenas2``: as ``warm-pattern``, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``);
+* ``warm-mmap``: as ``warm``, glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``: blocks
+  that large always mapped and unmapped, never left in a thread's heap; its dynamic raise disabled).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/bench_rec_memory.py [--calls 240] [--rounds 2]
 """
@@ -56,9 +58,10 @@ POLICIES: dict[str, tuple[bool, dict, dict]] = {
     "noarena": (False, UNCAPPED, {**PATTERN, "enable_cpu_mem_arena": False}),
     "warm-same": (True, {}, {**PATTERN, "arena_extend_strategy": "kSameAsRequested"}),
     "warm-arenas2": (True, {}, PATTERN),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
+    "warm-mmap": (True, {}, {}),  # and glibc's mmap threshold fixed at 128 KiB (ENV)
 }
 #: policy -> environment variables of its process
-ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}}
+ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}, "warm-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
 def _calls(n: int, warmup: int, big_every: int, seed: int) -> list[list[int]]:
@@ -191,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.calls} calls ({args.warmup} warm-up, then one PDF-sized call in {args.big_every}), "
           f"{args.rounds} round(s) interleaved; medians of PSS/USS in MiB")
     print("| policy | PSS loaded | PSS after warm-up | PSS end | PSS growth | USS growth | PSS peak "
-          "| CPU-ms/line | warm-up CPU-s | readings |")
+          "| CPU-ms/line | warm-up CPU-s | readings as the first |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     import statistics as st
 
-    base = rows.get("before", [{}])[0].get("texts_hash")
+    base = next(iter(rows.values()))[0]["texts_hash"]  # readings compared with the first policy's
     for policy, runs in rows.items():
         def med(key: str, i: int) -> float:
             return st.median(run[key][i] for run in runs)
