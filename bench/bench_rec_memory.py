@@ -25,7 +25,9 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
   shared environment allocator), not to the next power of two;
 * ``warm-arenas2``: as ``warm-pattern``, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``);
 * ``warm-mmap``: as ``warm``, glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``: blocks
-  that large always mapped and unmapped, never left in a thread's heap; its dynamic raise disabled).
+  that large always mapped and unmapped, never left in a thread's heap; its dynamic raise disabled);
+* ``warm-trim``: as ``warm``, glibc's ``malloc_trim(0)`` after every call (the free pages inside every
+  arena's heaps returned to the system).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/bench_rec_memory.py [--calls 240] [--rounds 2]
 """
@@ -33,6 +35,7 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -59,7 +62,10 @@ POLICIES: dict[str, tuple[bool, dict, dict]] = {
     "warm-same": (True, {}, {**PATTERN, "arena_extend_strategy": "kSameAsRequested"}),
     "warm-arenas2": (True, {}, PATTERN),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
     "warm-mmap": (True, {}, {}),  # and glibc's mmap threshold fixed at 128 KiB (ENV)
+    "warm-trim": (True, {}, {}),  # and glibc's malloc_trim(0) after every call (TRIM)
 }
+#: policies that return the free pages of glibc's heaps after every recogniser call
+TRIM = {"warm-trim"}
 #: policy -> environment variables of its process
 ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}, "warm-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 
@@ -144,6 +150,8 @@ def child(policy: str, calls: int, warmup: int, big_every: int, seed: int) -> di
     warm_cpu = time.process_time() - t0
     for call in plan[:warmup]:
         rec.recognize([crop(i) for i in call])
+        if policy in TRIM:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
     after_warmup = _memory()
     lines, cpu, peak = 0, 0.0, after_warmup
     texts = []
@@ -151,6 +159,8 @@ def child(policy: str, calls: int, warmup: int, big_every: int, seed: int) -> di
         crops = [crop(i) for i in call]
         t = time.process_time()
         readings = rec.recognize(crops)
+        if policy in TRIM:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         cpu += time.process_time() - t
         lines += len(crops)
         texts.extend(r.text for r in readings)
