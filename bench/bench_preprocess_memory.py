@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import os
 import subprocess
@@ -40,6 +41,7 @@ from services.preprocess.worker import DecoderPool  # noqa: E402
 from tools.render_samples import RECEIPT, encode, render_page  # noqa: E402
 
 MIB = 2**20
+SROIE = REPO.parent / "shared" / "data" / "sroie-dev"
 
 
 def _png(image: Image.Image) -> bytes:
@@ -87,7 +89,14 @@ def inputs() -> dict[str, Callable[[], bytes]]:
         "pdf-100-a4-pages-with-text": lambda: _pdf([a4_text()] * 100, resolution=200),
         "pdf-1-page-holding-a-400mpx-image": lambda: _pdf([Image.new("1", (20_000, 20_000), 1)], resolution=2418),
         "receipt-png (ordinary, after the rest)": lambda: encode(render_page(RECEIPT, size=28), "PNG"),
+        **({"pdf-8-sroie-pages (ordinary scans, ../shared)": _sroie_pdf} if SROIE.is_dir() else {}),
     }
+
+
+def _sroie_pdf() -> bytes:
+    """An 8-page PDF of the first 8 SROIE dev scans at 200 dpi (real receipts, the soak's kind)."""
+    pages = sorted((SROIE / "pages" / "img").glob("*.jpg"))[:8]
+    return _pdf([Image.open(p).convert("RGB") for p in pages], resolution=200)
 
 
 # -- memory probes ---------------------------------------------------------------------------------
@@ -95,7 +104,7 @@ def _status(pid: int) -> dict[str, int]:
     try:
         with open(f"/proc/{pid}/status") as f:
             return {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in f)
-                    if k in ("VmHWM", "VmRSS")}
+                    if k in ("VmHWM", "VmRSS", "VmSize", "VmPeak")}
     except (FileNotFoundError, ProcessLookupError, ValueError):
         return {}
 
@@ -122,6 +131,7 @@ class Peaks:
 
     def __init__(self) -> None:
         self.stage = self.forkserver = self.worker = 0
+        self.worker_vm = 0  # the worker's peak address space (what RLIMIT_AS bounds), polled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -147,7 +157,9 @@ class Peaks:
         for server in _children(me):
             self.forkserver = max(self.forkserver, _status(server).get("VmHWM", 0))
             for worker in _children(server):
-                self.worker = max(self.worker, _status(worker).get("VmHWM", 0))
+                status = _status(worker)
+                self.worker = max(self.worker, status.get("VmHWM", 0))
+                self.worker_vm = max(self.worker_vm, status.get("VmSize", 0))
 
     @property
     def total(self) -> int:
@@ -175,39 +187,52 @@ def made(name: str) -> bytes:
     return subprocess.run([sys.executable, __file__, "--make", name], capture_output=True, check=True).stdout
 
 
-async def main(only: str | None) -> int:
+async def main(only: str | None, arenas: list[int]) -> int:
     settings = Settings()
     makers = {k: v for k, v in inputs().items() if not only or only in k}
-    pool = DecoderPool.from_settings(settings)
-    await pool.start()
     print(f"settings: decode_memory_bytes={settings.decode_memory_bytes} decode_timeout_s={settings.decode_timeout_s} "
           f"max_image_pixels={settings.max_image_pixels} max_document_pixels={settings.max_document_pixels} "
           f"max_pages={settings.max_pages} pdf_dpi={settings.pdf_dpi} worker max_tasks={settings.decode_worker_max_tasks}")
-    print("| input | bytes | outcome | s | stage MiB | forkserver MiB | worker MiB | total MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| malloc arenas | input | bytes | outcome | s | stage MiB | forkserver MiB | worker MiB | total MiB "
+          "| worker address space MiB (RLIMIT_AS) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     worst = 0
-    try:
-        for name in makers:
-            data = made(name)
-            with Peaks() as peaks:
-                start = time.perf_counter()
-                outcome = await process(pool, data)
-                seconds = time.perf_counter() - start
-            worst = max(worst, peaks.total)
-            print(f"| {name} | {len(data)} | {outcome} | {seconds:.1f} | {peaks.stage / MIB:.0f} | "
-                  f"{peaks.forkserver / MIB:.0f} | {peaks.worker / MIB:.0f} | {peaks.total / MIB:.0f} |", flush=True)
-    finally:
-        pool.close()
+    for arena in arenas:
+        pool = DecoderPool.from_settings(settings)
+        pool.config = dataclasses.replace(pool.config, malloc_arenas=arena)
+        await pool.start()
+        try:
+            worst = max(worst, await _run_all(pool, makers, "glibc default" if arena == 0 else str(arena)))
+        finally:
+            pool.close()
     print(f"\nworst total peak: {worst / MIB:.0f} MiB (target <= 1536 MiB)")
     return 0
+
+
+async def _run_all(pool: DecoderPool, makers: dict[str, Callable[[], bytes]], label: str) -> int:
+    """Every input through ``pool``, a row each; the worst total peak."""
+    worst = 0
+    for name in makers:
+        data = made(name)
+        with Peaks() as peaks:
+            start = time.perf_counter()
+            outcome = await process(pool, data)
+            seconds = time.perf_counter() - start
+        worst = max(worst, peaks.total)
+        print(f"| {label} | {name} | {len(data)} | {outcome} | {seconds:.1f} | {peaks.stage / MIB:.0f} | "
+              f"{peaks.forkserver / MIB:.0f} | {peaks.worker / MIB:.0f} | {peaks.total / MIB:.0f} "
+              f"| {peaks.worker_vm / MIB:.0f} |", flush=True)
+    return worst
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run the inputs whose name contains this")
+    parser.add_argument("--malloc-arenas", default="2",
+                        help="comma-separated WorkerConfig.malloc_arenas values, a pool each (0 = glibc's default)")
     parser.add_argument("--make", help=argparse.SUPPRESS)  # internal: write one input to stdout
     args = parser.parse_args()
     if args.make:
         sys.stdout.buffer.write(inputs()[args.make]())
         sys.exit(0)
-    sys.exit(asyncio.run(main(args.only)))
+    sys.exit(asyncio.run(main(args.only, [int(a) for a in args.malloc_arenas.split(",")])))

@@ -27,6 +27,7 @@ from ocrstream.storage.documents import find_done
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming import costs, metrics, tracing
 from ocrstream.streaming.kafka import ensure_topics, make_producer, produce
+from ocrstream.streaming.loops import close_within
 from ocrstream.streaming.names import clean_text, sanitize_filename
 from ocrstream.streaming.stage import Output
 
@@ -164,8 +165,11 @@ class Submitter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.producer.stop()
-        await self.ingestor.close()
+        """Close the producer and the database pool at once, each within ``CLIENT_CLOSE_S``
+        (:func:`~ocrstream.streaming.loops.close_within`: a broker or database that is frozen or
+        gone must not hold up a graceful stop)."""
+        await asyncio.gather(close_within(self.producer.stop(), "the submitter's Kafka producer"),
+                             close_within(self.ingestor.close(), "the submitter's database pool"))
 
     async def submit(self, data: bytes, filename: str | None, source: SourceKind,
                      template: str | None = None, document_id: str | None = None,

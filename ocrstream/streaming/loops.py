@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,26 @@ async def serve_in_thread(name: str, serve: Callable[[asyncio.Event], Coroutine[
         await task
     finally:
         thread.stop()
+
+
+#: seconds one client (a Kafka consumer or producer, a database pool) may take to close at shutdown
+CLIENT_CLOSE_S = 2.5
+
+
+async def close_within(close: Awaitable[Any], what: str, timeout_s: float = CLIENT_CLOSE_S) -> None:
+    """Await ``close`` (a client's stop or close) for at most ``timeout_s`` seconds; best effort:
+    a dependency that is frozen makes it time out, one that is gone makes aiokafka cancel its own
+    tasks (a CancelledError out of ``stop()``); both are logged as ``what``, never raised, so a
+    graceful stop stays graceful. Re-raises CancelledError only when the calling task itself is
+    being cancelled."""
+    try:
+        await asyncio.wait_for(close, timeout_s)
+    except asyncio.CancelledError:
+        if (task := asyncio.current_task()) is not None and task.cancelling():
+            raise  # this task itself is being cancelled
+        log.info("closing %s: its own tasks were cancelled (dependency gone)", what)
+    except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+        log.info("closing %s: %s: %s", what, type(exc).__name__, exc)
 
 
 class LoopLagMonitor:

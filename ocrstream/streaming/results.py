@@ -32,6 +32,7 @@ from ocrstream.contracts.event_models import ResultsEvent
 from ocrstream.errors import InvalidEventError
 from ocrstream.settings import Settings
 from ocrstream.streaming.kafka import client_options
+from ocrstream.streaming.loops import close_within
 from ocrstream.streaming.offsets import fetch_highwaters, partitions_of, probe_consumer
 from ocrstream.streaming.retry import Backoff
 
@@ -215,8 +216,8 @@ class ResultWaiters:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self.reader is not None:
-            await self.reader.stop()
+        if self.reader is not None:  # bounded: a frozen or gone broker must not hold up a graceful stop
+            await close_within(self.reader.stop(), "the results reader")
 
     async def _run(self) -> None:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)

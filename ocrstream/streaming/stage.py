@@ -71,7 +71,7 @@ from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming import costs, health, metrics, tracing
 from ocrstream.streaming.attempts import DeliveryAttempts
 from ocrstream.streaming.kafka import client_options, ensure_topics, make_producer, produce
-from ocrstream.streaming.loops import LoopLagMonitor, LoopThread, serve_in_thread
+from ocrstream.streaming.loops import LoopLagMonitor, LoopThread, close_within, serve_in_thread
 from ocrstream.streaming.retry import Backoff, as_typed, is_transient
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,7 @@ class StageRunner:
         Raises ConfigurationError (or the stage's non-transient setup error) before consuming.
         """
         s, name = self.settings, self.stage.name
+        servers: list[asyncio.Task[None]] = []
         self.handler.start()
         monitor = LoopLagMonitor(name, metrics.LOOP_LAG.labels(name).set)
         tasks = [asyncio.create_task(monitor.run(stop))]
@@ -294,8 +295,9 @@ class StageRunner:
                 return
             if not await retry_transient("setup", name, s, stop, lambda: self.handler.call(self.stage.setup())):
                 return
-            tasks += [asyncio.create_task(serve_in_thread(f"{name}-{bg.__name__}", bg, stop))
-                      for bg in self.stage.background()]
+            servers = [asyncio.create_task(serve_in_thread(f"{name}-{bg.__name__}", bg, stop))
+                       for bg in self.stage.background()]
+            tasks += servers
             self.consumer = AIOKafkaConsumer(
                 **client_options(s),
                 group_id=self.group,
@@ -319,12 +321,17 @@ class StageRunner:
             while not stop.is_set():
                 await self._poll_once(stop)
                 for task in tasks:
-                    if task.done() and (error := task.exception()) is not None:
+                    if stop.is_set() or not task.done():
+                        continue  # background tasks end when stop is set
+                    if task.cancelled():
+                        raise RuntimeError(f"{name}: a background task was cancelled")
+                    if (error := task.exception()) is not None:
                         raise error  # a background server died: fail loudly
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._stop_clients()
+            await asyncio.gather(*(t for t in tasks if t not in servers), return_exceptions=True)
+            # the background servers (HTTP doors) close their own clients while the stage closes its
+            await asyncio.gather(asyncio.gather(*servers, return_exceptions=True), self._stop_clients())
             try:
                 await asyncio.wait_for(self.handler.call(self.stage.teardown()), 10)
             except Exception as exc:  # noqa: BLE001 - best effort at shutdown
@@ -339,18 +346,11 @@ class StageRunner:
     async def _stop_clients(self) -> None:
         """Stop the consumer (commit, leave the group) and the producer, each within
         ``SHUTDOWN_CLOSE_S / 2`` s; best effort: a broker that is gone makes aiokafka's close time
-        out or cancel its own fetch tasks, which is logged, not raised (the exit stays 0)."""
+        out or cancel its own fetch tasks, which is logged, not raised (the exit stays 0;
+        :func:`~ocrstream.streaming.loops.close_within`)."""
         for client in (self.consumer, self.producer):
-            if client is None:
-                continue
-            try:
-                await asyncio.wait_for(client.stop(), SHUTDOWN_CLOSE_S / 2)
-            except asyncio.CancelledError:
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise  # this task itself is being cancelled
-                log.info("stopping %s: its own tasks were cancelled (broker gone)", type(client).__name__)
-            except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-                log.info("stopping %s: %s: %s", type(client).__name__, type(exc).__name__, exc)
+            if client is not None:
+                await close_within(client.stop(), type(client).__name__, SHUTDOWN_CLOSE_S / 2)
 
     # ------------------------------------------------------------------ one poll
 
@@ -654,6 +654,27 @@ SHUTDOWN_CLOSE_S = 5.0
 SHUTDOWN_EXPIRED_STATUS = 128 + signal.SIGTERM
 
 
+def _awaiting(loop: asyncio.AbstractEventLoop) -> str:
+    """Where each task of ``loop`` waits (innermost ``file:line function`` of its coroutine chain),
+    for the backstop's last words: what kept the graceful stop from finishing. Read from another
+    thread while the loop runs (best effort: the process exits right after)."""
+    where = []
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+    except RuntimeError:  # the set changed while read
+        return "(tasks changing)"
+    for task in tasks:
+        coro: Any = task.get_coro()
+        frame = None
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or frame
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if frame is not None:
+            where.append(f"{task.get_name()} at {frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} "
+                         f"{frame.f_code.co_name}")
+    return "; ".join(sorted(where)) or "(no task)"
+
+
 def stop_on_signals(stop: asyncio.Event, name: str, grace_s: float) -> None:
     """On SIGTERM or SIGINT set ``stop`` (the graceful stop) and arm the backstop: a timer thread
     that, ``grace_s`` + :data:`SHUTDOWN_CLOSE_S` seconds later, kills this process's
@@ -671,6 +692,7 @@ def stop_on_signals(stop: asyncio.Event, name: str, grace_s: float) -> None:
         log.error("%s: still running %.0f s after SIGTERM (OCRSTREAM_SHUTDOWN_GRACE_S=%g + %g s to close): "
                   "exiting now (anything not committed is redelivered)", name, grace_s + SHUTDOWN_CLOSE_S,
                   grace_s, SHUTDOWN_CLOSE_S)
+        log.error("%s: still waiting on: %s", name, _awaiting(loop))
         for child in multiprocessing.active_children():
             child.kill()
         logging.shutdown()

@@ -32,12 +32,11 @@ from prometheus_client import Counter, Histogram
 
 from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.recognition.model_manifest import ModelIntegrityError
-from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.settings import Settings
 from ocrstream.storage import models
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming.stage import Output, Result
-from services.recognize.stage import RecognizeStage, _from_layer
+from services.recognize.stage import RecognizeStage, _from_layer, load_warm
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class ShadowStage(RecognizeStage):
         self.sha256 = found.sha256
         self.options = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
                         "max_chars": self.settings.max_region_chars}
-        self.use(await asyncio.to_thread(load_recognizer, "ppocr", model=str(manifest), **self.options))
+        self.use(await asyncio.to_thread(load_warm, "ppocr", model=str(manifest), **self.options))
         self.pool: Any = await create_pool(self.settings, max_size=2)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)

@@ -46,6 +46,15 @@ from ocrstream.streaming.stage import Output, Result, Stage
 log = logging.getLogger(__name__)
 
 
+def load_warm(name: str, **options: Any) -> Any:
+    """The recogniser ``name`` (``load_recognizer``), its memory brought to its ceiling before it
+    serves (``warm_up``, where it has one: the ppocr recogniser; issue 24's soak)."""
+    recognizer = load_recognizer(name, **options)
+    if hasattr(recognizer, "warm_up"):
+        recognizer.warm_up()
+    return recognizer
+
+
 def _prune(cache: Path, keep: str) -> None:
     """Delete the downloaded models in ``cache`` but ``keep`` (one model on disk at a time)."""
     import shutil
@@ -77,7 +86,7 @@ class RecognizeStage(Stage):
         options = dict(self.options)
         if self.settings.recognizer == "ppocr" and self.settings.ppocr_model:
             options["model"] = self.settings.ppocr_model  # fine-tuned: hash checked at load
-        recognizer = await asyncio.to_thread(load_recognizer, self.settings.recognizer, **options)
+        recognizer = await asyncio.to_thread(load_warm, self.settings.recognizer, **options)
         self.use(recognizer)
         metrics.STAGE_INFO.labels(self.name, "recognizer", self.recognizer.name).set(1)
         metrics.STAGE_INFO.labels(self.name, "provider", self.recognizer.provider).set(1)
@@ -135,7 +144,7 @@ class RecognizeStage(Stage):
             return False
         cache = self.settings.model_cache_dir or str(Path(tempfile.gettempdir()) / "ocrstream-models")
         manifest = await models.cached_model(self.settings, live["sha256"], cache)
-        recognizer = await asyncio.to_thread(load_recognizer, "ppocr", model=str(manifest), **self.options)
+        recognizer = await asyncio.to_thread(load_warm, "ppocr", model=str(manifest), **self.options)
         self.use(recognizer)
         self.live_sha = live["sha256"]
         await asyncio.to_thread(_prune, Path(cache), keep=live["sha256"])

@@ -67,3 +67,31 @@ async def test_zero_turns_it_off():
     assert not task.done() and h.stranded is None
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_client_close_is_bounded_and_never_breaks_a_graceful_stop():
+    """Issue 24's SIGTERM states: the ingest door closed its Kafka clients without a bound (a frozen
+    broker held the process until the backstop), and aiokafka's ``stop()`` raises CancelledError when
+    the broker is gone (it cancels its own tasks), which made the graceful stop exit 1 with a traceback."""
+    from ocrstream.streaming.loops import close_within
+
+    async def frozen() -> None:
+        await asyncio.Event().wait()
+
+    async def cancels_its_own_tasks() -> None:
+        raise asyncio.CancelledError
+
+    async def fails() -> None:
+        raise ConnectionError("gone")
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await close_within(frozen(), "a frozen client", 0.2)
+    assert loop.time() - started < 1.0
+    await close_within(cancels_its_own_tasks(), "a client of a gone broker")
+    await close_within(fails(), "a failing client")
+    closing = asyncio.create_task(close_within(frozen(), "a frozen client", 30))
+    await asyncio.sleep(0.05)
+    closing.cancel()  # the caller itself is cancelled: that still propagates
+    with pytest.raises(asyncio.CancelledError):
+        await closing

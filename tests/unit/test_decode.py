@@ -430,3 +430,90 @@ def test_transparent_background_becomes_white_paper():
         page = next(iter(document.pages()))
     assert page.shape == (60, 200, 3)
     assert (page[0, 0] == 255).all() and (page[30, 40] == 0).all()
+
+
+def _address_space_peak() -> int:
+    """Task: this worker's peak address space (``VmPeak``, what ``RLIMIT_AS`` bounds), bytes."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmPeak:"))
+    return int(line.split()[1]) * 1024
+
+
+def _address_space_of_threads(n: int) -> int:
+    """Task: address space (bytes) that ``n`` live threads add to the worker, each having
+    malloc'ed 100 kB (below glibc's mmap threshold: from the thread's malloc arena)."""
+    import threading
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    allocated, done = threading.Barrier(n + 1), threading.Event()
+
+    def hold() -> None:
+        block = libc.malloc(100_000)
+        allocated.wait()
+        done.wait()
+        libc.free(block)
+
+    def size() -> int:
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmSize:")).split()[1]) * 1024
+
+    before = size()
+    threads = [threading.Thread(target=hold) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    allocated.wait()
+    grown = size() - before
+    done.set()
+    for thread in threads:
+        thread.join()
+    return grown
+
+
+@pytest.mark.slow
+async def test_decoder_worker_threads_share_two_malloc_arenas():
+    """Issue 24's soak lost an ordinary receipt to the decoder's 2 GiB ``RLIMIT_AS``: glibc gives each
+    thread that allocates a malloc arena of its own (up to 8 per core), and each arena reserves
+    64 MiB of address space. The worker caps them at 2 (``WorkerConfig.malloc_arenas``); compared with
+    glibc's default in the same run, 8 threads that allocate."""
+    grown = {}
+    for arenas in (0, 2):
+        pool = DecoderPool(WorkerConfig(load_detector=False, malloc_arenas=arenas), timeout_s=60)
+        try:
+            grown[arenas] = await pool.run("probing", _address_space_of_threads, 8)
+        finally:
+            pool.close()
+    print(f"\naddress space of 8 allocating threads: glibc's default {grown[0] / 2**20:.0f} MiB, "
+          f"2 arenas {grown[2] / 2**20:.0f} MiB")
+    assert grown[2] + 4 * 64 * 2**20 < grown[0], grown  # 8 stacks alike; >= 5 arenas of 64 MiB fewer
+    assert grown[2] <= 8 * 9 * 2**20 + 64 * 2**20, grown  # the stacks (8 MiB + guard), at most one more arena
+
+
+def _address_space_peak() -> int:
+    """Task: this worker's peak address space (``VmPeak``, what ``RLIMIT_AS`` bounds), bytes."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmPeak:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.slow
+async def test_ordinary_pages_stay_well_under_the_decoders_address_space_limit():
+    """The sample pages and an 8-page PDF of them leave a quarter of the decoder's address-space
+    limit free (issue 24's soak lost an ordinary receipt to it; glibc's arenas are capped now)."""
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    names = ("receipt.png", "lab-report.jpg", "letter-skewed.png")
+    documents = [(samples / name).read_bytes() for name in (*names, "memo.pdf")]
+    documents.append(pdf_of([Image.open(samples / name).convert("RGB") for name in names] * 3, resolution=150))
+    pool = DecoderPool(WorkerConfig(budget=Budget()), timeout_s=120)
+    try:
+        for data in documents:
+            assert await decode_in(pool, data)
+        peak = await pool.run("probing", _address_space_peak)
+    finally:
+        pool.close()
+    limit = WorkerConfig().memory_bytes
+    print(f"\nworker peak address space {peak / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB")
+    assert peak <= 0.75 * limit

@@ -31,8 +31,15 @@ empty; crops wider than :data:`MAX_RATIO` heights (the widest SROIE dev line is 
 chunks of :data:`TARGET_RATIO` heights merged at their overlaps; readings are cut to
 ``max_chars``. A model call then gets at most ``max_batch_size`` crops and at most
 ``max_batch_bytes`` of input plus output tensors (the output alone is 18710 float32 per CTC
-frame: 32 crops of aspect 40 would be 590 MB), or a single crop: at most
-``48 * MAX_RATIO`` px wide, i.e. 19.1 MB. Up to ``concurrent_calls`` model calls run at once
+frame: 32 crops of aspect 40 would be 590 MB) and at most ``max_batch_columns`` (4096) crops x padded
+width px, or a single crop: at most ``48 * MAX_RATIO`` px wide (every width is clamped to
+:attr:`PPOCRRecognizer.max_input_width`), i.e. 19.1 MB. The columns bound the model's working
+memory, which grows ~22 KiB per column (int8; measured: one call of 32 crops 1920 px wide took
+1.4 GB, ``bench/bench_rec_memory.py``); :meth:`PPOCRRecognizer.warm_up` runs the largest calls
+these bounds allow once at load, so ONNX Runtime's CPU arena, which keeps its high-water mark, is
+at its ceiling before the first document (issue 24's soak), and the session keeps no memory plan
+per input shape (``enable_mem_pattern`` off: 60 MiB lower ceiling, the same CPU per line).
+Up to ``concurrent_calls`` model calls run at once
 (:func:`ocrstream.ocr.runtime.onnx_session.resolve_concurrent_calls`, default 2), largest first, so
 at most ``concurrent_calls * max_batch_bytes`` of tensors are alive; a page's lines are read in
 about half the wall time on 2 idle cores, the same readings.
@@ -55,7 +62,7 @@ from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from ocrstream.ocr.recognition.ctc_head import restrict_head
 from ocrstream.ocr.recognition.int8 import Int8Unavailable, int8_model
-from ocrstream.ocr.recognition.longlines import CropBudget, as_bgr, read_within_budget
+from ocrstream.ocr.recognition.longlines import MAX_PITCH, CropBudget, as_bgr, read_within_budget
 from ocrstream.ocr.recognition.recognizer import EMPTY_READING, LineReading
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import (
@@ -86,6 +93,8 @@ _BLANK = 0
 MAX_RATIO, TARGET_RATIO = 40.0, 30.0
 #: input + output tensor bytes of one model call (a single crop may exceed it: <= 19.1 MB).
 MAX_BATCH_BYTES = 64 * 1024**2
+#: crops x padded width (px) of one model call: 32 crops of 128 px, or 2 of the widest (1920 px).
+MAX_BATCH_COLUMNS = 4096
 
 _ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 #: arg-max restrictions: printable ASCII; "latin" adds Latin-1 Supplement (minus the
@@ -154,14 +163,14 @@ def _normalise(crop: np.ndarray, width: int) -> np.ndarray:
     return img.transpose(2, 0, 1)
 
 
-def make_batch(crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray:
+def make_batch(crops: Sequence[np.ndarray], widths: Sequence[int], step: int = FRAME_STRIDE) -> np.ndarray:
     """Model input ``(N, 3, 48, W)`` float32 for BGR crops resized to ``widths`` (px).
 
-    ``W`` = the widest of ``widths`` rounded up to a multiple of 8; each crop is
+    ``W`` = the widest of ``widths`` rounded up to a multiple of ``step`` (8, a CTC frame); each crop is
     normalised by :func:`_normalise` and right-padded with 0 (mid grey after normalisation).
     Shared by inference and by fine-tuning (``ocrstream/training``) so both see the same pixels.
     """
-    pad = _frames(max(widths)) * FRAME_STRIDE
+    pad = -(-max(widths) // step) * step
     batch = np.zeros((len(crops), 3, REC_HEIGHT, pad), dtype=np.float32)
     for k, (crop, w) in enumerate(zip(crops, widths)):
         batch[k, :, :, :w] = _normalise(as_bgr(np.asarray(crop)), w)
@@ -270,6 +279,13 @@ class PPOCRRecognizer:
             sorted by aspect ratio, right-padded to the widest of the batch).
         max_batch_width: ``"pad"`` only: crops wider than this (resized px) run alone.
         max_batch_bytes: input + output tensor bytes of one model call (a crop alone may exceed it).
+        max_batch_columns: crops x padded width (px) of one model call (a crop alone may exceed it):
+            the model's working memory grows with it, ~22 KiB per column in int8 (a call of 32 crops
+            1920 px wide took 1.4 GB; ``bench/bench_rec_memory.py``).
+        width_step: crops are bucketed and padded to a multiple of this many px (a multiple of 8,
+            one CTC frame). Each new batch shape keeps ~7.5 KiB in ONNX Runtime (memory patterns
+            off; 56 MiB at most for 32 x 240 shapes); 32 px halves the distinct shapes of the dev
+            lines (200 -> 110) but changes 48 of 1500 readings (CER +0.04, WER +0.22 point), so 8.
         max_chars: characters kept per reading (``OCRSTREAM_MAX_REGION_CHARS``).
         max_ratio, target_ratio: long-line split (:mod:`.longlines`).
         model: alternative ``.onnx`` with the same contract, or a fine-tuned model's
@@ -313,6 +329,8 @@ class PPOCRRecognizer:
         batching: Literal["bucket", "pad"] = "bucket",
         max_batch_width: int = 1600,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_batch_columns: int = MAX_BATCH_COLUMNS,
+        width_step: int = FRAME_STRIDE,
         max_chars: int = 1000,
         max_ratio: float = MAX_RATIO,
         target_ratio: float = TARGET_RATIO,
@@ -330,6 +348,10 @@ class PPOCRRecognizer:
         self.lookalikes = lookalikes
         self.max_batch_width = max_batch_width
         self.max_batch_bytes = max_batch_bytes
+        self.max_batch_columns = max_batch_columns
+        if width_step < FRAME_STRIDE or width_step % FRAME_STRIDE:
+            raise ValueError(f"width_step must be a positive multiple of {FRAME_STRIDE}, got {width_step}")
+        self.width_step = width_step
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
         self.backend = resolve_backend(device, backend, shapes_vary=True)
@@ -353,7 +375,7 @@ class PPOCRRecognizer:
             self._columns = None  # the model emits the kept columns only
         self.concurrent_calls = resolve_concurrent_calls(concurrent_calls)
         self._session = make_session(source, device=device, threads=threads, backend=self.backend,
-                                     calls=self.concurrent_calls)
+                                     calls=self.concurrent_calls, mem_pattern=False)
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name
@@ -363,11 +385,11 @@ class PPOCRRecognizer:
     # -- batching -------------------------------------------------------------
     def _batches(self, widths: Sequence[int]) -> list[list[int]]:
         """Index groups by ascending width: equal frame counts ("bucket") or consecutive ("pad"),
-        each of at most ``max_batch_size`` crops and ``max_batch_bytes`` (or one crop)."""
+        each within ``max_batch_size``, ``max_batch_bytes`` and ``max_batch_columns`` (or one crop)."""
         order = sorted(range(len(widths)), key=widths.__getitem__)
         key: Callable[[int], int]
         if self.batching == "bucket":
-            key = lambda i: _frames(widths[i])  # noqa: E731
+            key = lambda i: self.padded(widths[i])  # noqa: E731
         else:  # consecutive in aspect order; over-wide crops alone
             key = lambda i: i if widths[i] > self.max_batch_width else -1  # noqa: E731
         groups: dict[int, list[int]] = {}
@@ -377,22 +399,75 @@ class PPOCRRecognizer:
         for group in groups.values():
             batch: list[int] = []
             for i in group:  # ascending width: the newest crop is the batch's widest
-                if batch and (len(batch) == self.max_batch_size
-                              or self.batch_bytes(widths[i], len(batch) + 1) > self.max_batch_bytes):
+                if batch and not self._fits(len(batch) + 1, widths[i]):
                     batches.append(batch)
                     batch = []
                 batch.append(i)
             batches.append(batch)
         return batches
 
+    @property
+    def max_input_width(self) -> int:
+        """Widest model input, px (a multiple of 8): ``48 x`` the widest piece the crop budget passes
+        (``max_ratio``, or ``max_chars * MAX_PITCH`` heights when that is less), rounded up to a CTC
+        frame. :meth:`_read` clamps every crop to it (a chunk of a split crop may be a pixel over)."""
+        ratio = min(self.budget.max_ratio, self.budget.max_chars * MAX_PITCH)
+        return self.padded(math.ceil(REC_HEIGHT * ratio))
+
+    def padded(self, width: int) -> int:
+        """The model input width of a crop ``width`` px wide: the next multiple of ``width_step``."""
+        return -(-width // self.width_step) * self.width_step
+
+    def _fits(self, n: int, width: int) -> bool:
+        """Whether one model call may hold ``n`` crops padded to ``width`` px (one crop always may)."""
+        return n <= 1 or (n <= self.max_batch_size and n * self.padded(width) <= self.max_batch_columns
+                          and self.batch_bytes(width, n) <= self.max_batch_bytes)
+
+    def largest_batches(self) -> list[tuple[int, int]]:
+        """The ``(crops, width px)`` model calls whose working memory is the largest, one per
+        width where it peaks: a call's activations grow with crops x width (~22 KiB per column,
+        ``bench/bench_rec_memory.py``), its output with the same, so every call allowed by
+        :meth:`_fits` and :attr:`max_input_width` needs no more than the one of these with at
+        least its columns. The widest call is among them."""
+        best: dict[int, tuple[int, int]] = {}
+        for width in range(FRAME_STRIDE, self.max_input_width + 1, FRAME_STRIDE):
+            n = 1
+            while self._fits(n + 1, width):
+                n += 1
+            best[n * width] = (n, width)  # ascending widths: the widest of equal columns wins
+        most = best[max(best)]
+        widest = max(best.values(), key=lambda nw: nw[1])
+        return [most] if most == widest else [most, widest]
+
+    def warm_up(self) -> None:
+        """Bring the session's memory to its ceiling now: run :meth:`largest_batches`, as many at once
+        as ``concurrent_calls``, twice (with ONNX Runtime's memory patterns on, a shape's plan is one
+        block from its second run; the session runs with them off, :func:`make_session`). ONNX
+        Runtime's CPU arena keeps what it once reached; reached here, before the first document,
+        later batches of any shape fit in it (issue 24: recognize's PSS rose +27 % in the soak as
+        larger batches first came). Measured (``bench/bench_rec_memory.py``, one run, stage-like
+        calls, medians of 2): PSS +40 % after the warm-up calls before, +1.7 % now, the same
+        readings and CPU per line (6.50 / 6.46 ms). Costs ~0.9 CPU-s once, at load."""
+        calls = [shape for shape in self.largest_batches() for _ in range(self.concurrent_calls)]
+
+        def run(shape: tuple[int, int]) -> None:
+            self.forward(np.zeros((shape[0], 3, REC_HEIGHT, shape[1]), np.float32))
+
+        for _ in range(2):
+            if self._calls:
+                list(self._calls.map(run, calls))
+            else:
+                for shape in calls:
+                    run(shape)
+
     def batch_bytes(self, width: int, n: int) -> int:
         """Input + output tensor bytes of a model call on ``n`` crops padded to ``width`` px."""
-        frames = _frames(width)
+        frames = self.padded(width) // FRAME_STRIDE
         return n * (3 * REC_HEIGHT * frames * FRAME_STRIDE * 4 + frames * self._frame_bytes)
 
     def _run(self, crops: Sequence[np.ndarray], widths: Sequence[int]) -> np.ndarray:
         """Model output ``(N, T, C)`` for crops resized to ``widths`` (:func:`make_batch`)."""
-        return self.forward(make_batch(crops, widths))
+        return self.forward(make_batch(crops, widths, self.width_step))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities;
@@ -432,7 +507,7 @@ class PPOCRRecognizer:
     def _read(self, images: Sequence[np.ndarray]) -> list[LineReading]:
         """Readings of non-empty ``(h, w, 3)`` uint8 BGR crops, batched (:meth:`_batches`); up to
         ``concurrent_calls`` batches at once, the costliest (crops x width) first."""
-        widths = [resized_width(*img.shape[:2]) for img in images]
+        widths = [min(resized_width(*img.shape[:2]), self.max_input_width) for img in images]
         out: list[LineReading] = [EMPTY_READING] * len(images)
 
         def read_batch(idx: list[int]) -> list[LineReading]:

@@ -216,8 +216,9 @@ def _providers_for(device: str) -> list[str]:
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def _session_options(threads: int | None, mem_pattern: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
+    opts.enable_mem_pattern = mem_pattern
     opts.graph_optimization_level = resolve_graph_opt()
     opts.log_severity_level = 3  # errors only; ORT warnings about unused initialisers are noise
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -235,6 +236,7 @@ def make_session(
     threads: int | None = None,
     backend: str | None = None,
     calls: int = 1,
+    mem_pattern: bool = True,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -246,6 +248,10 @@ def make_session(
         backend: one of :data:`BACKENDS`; None reads ``$OCRSTREAM_INFERENCE`` (:func:`resolve_backend`).
         calls: model calls the caller runs at once (OpenVINO: as many streams; an ONNX Runtime
             session runs concurrent calls as they come).
+        mem_pattern: ONNX Runtime's memory patterns (``enable_mem_pattern``: a shape's allocations
+            planned on its first run, one block from the second, the plan kept per input shape);
+            False for a model whose input shape is new at almost every call (the recogniser: the
+            plans are rarely reused and one is kept for every shape; issue 24).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -269,7 +275,8 @@ def make_session(
                  n_threads if n_threads is not None else "default")
         return ov_session
     session = ort.InferenceSession(
-        model_path if isinstance(model_path, bytes) else str(path), sess_options=_session_options(n_threads), providers=providers
+        model_path if isinstance(model_path, bytes) else str(path), sess_options=_session_options(n_threads, mem_pattern),
+        providers=providers
     )
     if device == "cuda" and chosen_provider(session) != CUDA_PROVIDER:
         # ORT silently falls back to CPU when the CUDA libraries fail to load.
