@@ -422,17 +422,38 @@ class StageRunner:
                         log.warning("%s: stopping; the batch in hand is abandoned and will be redelivered",
                                     self.stage.name)
                         return None
-                polled = await self.consumer.getmany(timeout_ms=200)
-                health.mark_poll()  # operability hook (issue 10): polling goes on while busy
-                for tp, recs in polled.items():
-                    if recs:
-                        self.consumer.seek(tp, recs[0].offset)
-                        self.consumer.pause(tp)
+                await self._poll_while(task)
             return task.result()
         finally:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    async def _poll_while(self, task: asyncio.Future[Any]) -> None:
+        """One poll of the paused consumer (at most ``BUSY_POLL_MS``), cut short when ``task`` ends,
+        so that a handled batch is produced at once, not when the poll times out (that wait cost
+        every hop of a document up to 200 ms, ~0.6 s of a receipt's 1.2 s; issue 22).
+
+        Cancelling a poll loses nothing: aiokafka's ``fetched_records`` takes records from its
+        buffer only between awaits, and returns right after. Records the poll did return (a
+        partition assigned and fetched before it was paused) are rewound, to be polled after this
+        batch. Raises what ``getmany`` raises (coordinator errors)."""
+        poll = asyncio.ensure_future(self.consumer.getmany(timeout_ms=BUSY_POLL_MS))
+        try:
+            await asyncio.wait({task, poll}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not poll.done():
+                poll.cancel()
+            polled = (await asyncio.gather(poll, return_exceptions=True))[0]
+        health.mark_poll()  # operability hook (issue 10): polling goes on while busy
+        if isinstance(polled, asyncio.CancelledError):
+            return
+        if isinstance(polled, BaseException):
+            raise polled
+        for tp, recs in polled.items():
+            if recs:
+                self.consumer.seek(tp, recs[0].offset)
+                self.consumer.pause(tp)
 
     async def settle(self, revoked: set[TopicPartition]) -> None:
         """Before ``revoked`` partitions go: wait (bounded) for the batch in hand to commit."""
@@ -645,6 +666,10 @@ class StageRunner:
         except KafkaError as exc:
             log.warning("%s: commit failed (%s); the batch will be redelivered", self.stage.name, exc)
 
+
+#: the longest a poll of the paused consumer waits while a batch is handled, ms (it is cut short when
+#: the batch is done): how often the runner checks ``stop`` and tells the group it is alive.
+BUSY_POLL_MS = 200
 
 #: seconds a process may spend closing its clients after the batch in hand had its
 #: ``shutdown_grace_s``: past ``shutdown_grace_s + SHUTDOWN_CLOSE_S`` after SIGTERM it exits anyway.

@@ -176,3 +176,35 @@ async def test_ignored_records_are_committed_without_being_handled_or_recorded(h
     assert h.stage.calls == [4, 6] and h.producer.outputs() == ["doc-4", "doc-6"]
     assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"4": 1, "6": 1}}
     assert h.consumer.commits[-1] == {TP0: 7}
+
+
+async def test_a_handled_batch_goes_out_without_waiting_for_the_poll_in_flight(harness):
+    """While a batch is handled the runner polls the paused consumer; once the batch is done, the
+    poll in flight is cut short. Before, every hop waited for it (up to 200 ms per stage, issue 22);
+    with a poll that never returns by itself, the delivery would never end."""
+    h = harness(scripted())
+    polls: list[int] = []
+
+    async def endless_poll(*partitions, timeout_ms=0, max_records=None):
+        polls.append(timeout_ms)
+        await asyncio.Event().wait()
+
+    h.consumer.getmany = endless_poll
+    await asyncio.wait_for(h.runner.deliver([record(0)], asyncio.Event()), timeout=30)
+    assert polls and h.producer.outputs() == ["doc-0"] and h.consumer.commits == [{TP0: 1}]
+
+
+async def test_records_a_poll_returns_while_a_batch_is_handled_are_rewound(harness):
+    h = harness(scripted())
+    arrived = [{TP1: [record(5, partition=1)]}]
+
+    async def poll(*partitions, timeout_ms=0, max_records=None):
+        if arrived:
+            return arrived.pop()
+        await asyncio.Event().wait()
+
+    h.consumer.assigned.add(TP1)
+    h.consumer.getmany = poll
+    await asyncio.wait_for(h.runner.deliver([record(0)], asyncio.Event()), timeout=30)
+    assert not arrived and (TP1, 5) in h.consumer.seeks  # polled again after this batch
+    assert h.consumer.commits == [{TP0: 1}]
