@@ -432,7 +432,8 @@ class StageRunner:
     async def _poll_while(self, task: asyncio.Future[Any]) -> None:
         """One poll of the paused consumer (at most ``BUSY_POLL_MS``), cut short when ``task`` ends,
         so that a handled batch is produced at once, not when the poll times out (that wait cost
-        every hop of a document up to 200 ms, ~0.6 s of a receipt's 1.2 s; issue 22).
+        every hop of a document up to 200 ms: a rendered receipt's answer at the HTTP door took 0.79 s
+        at p50 on a quiet machine, 0.36 s without it; issue 22, ``bench/bench_first_minute.py``).
 
         Cancelling a poll loses nothing: aiokafka's ``fetched_records`` takes records from its
         buffer only between awaits, and returns right after. Records the poll did return (a
