@@ -432,13 +432,6 @@ def test_transparent_background_becomes_white_paper():
     assert (page[0, 0] == 255).all() and (page[30, 40] == 0).all()
 
 
-def _address_space_peak() -> int:
-    """Task: this worker's peak address space (``VmPeak``, what ``RLIMIT_AS`` bounds), bytes."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmPeak:"))
-    return int(line.split()[1]) * 1024
-
-
 def _address_space_of_threads(n: int) -> int:
     """Task: address space (bytes) that ``n`` live threads add to the worker, each having
     malloc'ed 100 kB (below glibc's mmap threshold: from the thread's malloc arena)."""

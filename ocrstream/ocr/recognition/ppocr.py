@@ -53,7 +53,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -74,6 +74,9 @@ from ocrstream.ocr.runtime.onnx_session import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
 
@@ -454,11 +457,14 @@ class PPOCRRecognizer:
             self.forward(np.zeros((shape[0], 3, REC_HEIGHT, shape[1]), np.float32))
 
         for _ in range(2):
-            if self._calls:
-                list(self._calls.map(run, calls))
-            else:
-                for shape in calls:
-                    run(shape)
+            self._map(run, calls)
+
+    def _map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``call`` on every item, up to ``concurrent_calls`` at once (the session runs concurrent
+        calls as they come); results in the items' order."""
+        if self._calls is not None and len(items) > 1:
+            return list(self._calls.map(call, items))
+        return [call(item) for item in items]
 
     def batch_bytes(self, width: int, n: int) -> int:
         """Input + output tensor bytes of a model call on ``n`` crops padded to ``width`` px."""
@@ -515,9 +521,7 @@ class PPOCRRecognizer:
             return [self._decode(probs[k], widths[i], images[i].shape[1]) for k, i in enumerate(idx)]
 
         batches = sorted(self._batches(widths), key=lambda idx: -len(idx) * widths[idx[-1]])
-        readings = self._calls.map(read_batch, batches) if self._calls and len(batches) > 1 \
-            else map(read_batch, batches)
-        for idx, batch_readings in zip(batches, readings):
+        for idx, batch_readings in zip(batches, self._map(read_batch, batches)):
             for i, reading in zip(idx, batch_readings):
                 out[i] = reading
         return out
