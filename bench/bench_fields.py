@@ -32,6 +32,7 @@ and a change to clean-up, detection or recognition reads the receipts again. ``-
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -94,6 +95,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+@functools.lru_cache(maxsize=1)
 def ocr_code_digest() -> str:
     """SHA-256 (hex) of the OCR path's source: every module of ``ocrstream/ocr`` but the receipt-field
     extractor and post-processing (what this benchmark varies), so a cached reading is never one
