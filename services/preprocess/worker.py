@@ -18,7 +18,8 @@ Each worker:
   ``RLIMIT_AS`` rather than ``RLIMIT_DATA``: both over-count resident memory, but only the
   address-space limit also covers memory-mapped allocations of every library;
 * caps glibc's malloc arenas at ``WorkerConfig.malloc_arenas`` (2) before any thread starts: each
-  arena reserves 64 MiB of address space, which ``RLIMIT_AS`` counts (:func:`_limit_malloc_arenas`);
+  arena reserves 64 MiB of address space, which ``RLIMIT_AS`` counts
+  (:func:`ocrstream.ocr.runtime.heap.limit_arenas`);
 * loads the DBNet detector once (pool initializer);
 * runs one task per call: :func:`_inspect` (open the document, check the whole budget from
   headers, return every page's size) and :func:`_analyse_page` (decode one page, clean, detect,
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -56,6 +56,7 @@ import pebble
 
 from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
 from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
+from ocrstream.ocr.runtime import heap
 from ocrstream.ocr.templates import Template
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ class WorkerConfig:
         max_page_crop_bytes: pixel bytes of one page's crops (more: DocumentTooLargeError).
         pdf_text: PDF text layers (``auto``, ``ocr``, ``text``; :mod:`ocrstream.ocr.pdftext`).
         pdf_max_page_chars: the most characters of one page's text layer read.
-        malloc_arenas: glibc malloc arenas the worker may have (:func:`_limit_malloc_arenas`);
+        malloc_arenas: glibc malloc arenas the worker may have
+            (:func:`ocrstream.ocr.runtime.heap.limit_arenas`);
             0 = glibc's default (8 per core, 64 MiB of address space each).
     """
 
@@ -159,13 +161,16 @@ def _config() -> WorkerConfig:
 
 
 def _initialise(config: WorkerConfig) -> None:
-    """Pool initializer: malloc arenas capped (:func:`_limit_malloc_arenas`), memory limit, then the
-    detector. Never raises (pebble would respawn the worker for ever); a failure is kept and raised
+    """Pool initializer: malloc arenas capped (:func:`~ocrstream.ocr.runtime.heap.limit_arenas`),
+    memory limit, then the detector. Never raises (pebble would respawn the worker for ever); a failure is kept and raised
     by every task instead."""
     _state.config = config
     try:
         if config.malloc_arenas > 0:
-            _limit_malloc_arenas(config.malloc_arenas)
+            # measured on 6 SROIE pages and an 8-page PDF (bench/bench_preprocess_memory.py's address
+            # space column): peak address space 1863 -> 1470 MiB with 2 arenas (7 threads), idle
+            # 1046 -> 799 MiB; issue 24's soak lost one page to the 2 GiB limit without it
+            heap.limit_arenas(config.malloc_arenas)
         if config.memory_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (config.memory_bytes, config.memory_bytes))
         if config.load_detector:
@@ -264,31 +269,7 @@ def _worker_errors(what: str):
                 f"OCRSTREAM_DECODE_MEMORY_BYTES): {type(exc).__name__}: {str(exc)[:200]}") from None
         raise
     finally:
-        _malloc_trim()
-
-
-#: glibc ``mallopt`` parameter number of ``M_ARENA_MAX`` (``malloc.h``).
-_M_ARENA_MAX = -8
-
-
-def _limit_malloc_arenas(arenas: int) -> bool:
-    """Cap the process's glibc malloc arenas at ``arenas`` (``mallopt(M_ARENA_MAX)``, as
-    ``MALLOC_ARENA_MAX`` would; applies to arenas made after the call: call it before threads
-    start). glibc gives each thread that allocates an arena of its own, up to 8 per core, and each
-    reserves 64 MiB of address space, which ``RLIMIT_AS`` counts though little of it is touched:
-    measured on 6 SROIE pages and an 8-page PDF (``bench/bench_preprocess_memory.py``'s address
-    space column), the worker's peak address space went 1863 -> 1470 MiB with 2 arenas (7 threads),
-    idle 1046 -> 799 MiB; issue 24's soak lost one page to the 2 GiB limit without it.
-    True where it took effect (glibc); False elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas))
-    return False
-
-
-def _malloc_trim() -> None:
-    """Give freed heap pages back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        heap.trim()
 
 
 # ----------------------------------------------------------------------------------------------

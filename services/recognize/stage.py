@@ -36,6 +36,7 @@ from ocrstream.contracts.event_models import UNSET, RecognizedEvent, RecognizedR
 from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.recognition.recognizer import LineReading
 from ocrstream.ocr.recognition.registry import load_recognizer
+from ocrstream.ocr.runtime import heap
 from ocrstream.ocr.words import reading_fields
 from ocrstream.storage import models
 from ocrstream.storage.crops import region_crops
@@ -209,7 +210,7 @@ class RecognizeStage(Stage):
         # reads with the model serving when it started (a promotion switches between batches).
         recognizer, version = self.current
         started = time.time_ns()
-        readings = await asyncio.to_thread(recognizer.recognize, crops) if crops else []
+        readings = await asyncio.to_thread(self._recognize, recognizer, crops) if crops else []
         ended = time.time_ns()
         results: list[Result] = []
         start = 0
@@ -231,6 +232,18 @@ class RecognizeStage(Stage):
             results.append(costs.stamp([output], next(shares)))
             start += len(doc_crops)
         return results
+
+    def _recognize(self, recognizer: Any, crops: list[np.ndarray]) -> list[LineReading]:
+        """``recognizer.recognize(crops)`` in a worker thread, then the freed heap given back to the
+        OS (``heap_trim``, :func:`ocrstream.ocr.runtime.heap.trim`): the batch's crops and the model's
+        intermediate arrays are freed in the heaps of the threads that ran it, and glibc keeps
+        pages freed below a heap's top resident (issue 24's soak: recognize +16 % PSS over 10,000
+        documents without it)."""
+        try:
+            return recognizer.recognize(crops)
+        finally:
+            if self.settings.heap_trim:
+                heap.trim()
 
     def output(self, event: RegionsEvent, readings: Sequence[LineReading], widths: Sequence[int],
                recognizer: Any = None, version: str | None = None) -> Output:
