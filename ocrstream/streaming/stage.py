@@ -18,8 +18,9 @@ One set of rules for every stage (after arq's jobs and quixstreams' sinks):
   ``TransientError(retry_after=...)``) are retried with exponential backoff and full jitter, at
   most ``retry_max_attempts`` times per record, then the record is dead-lettered
   (``RetriesExhaustedError``). A stop request during a retry commits nothing.
-* **Poison isolation.** Every batch is recorded before it is handled
-  (:mod:`ocrstream.streaming.attempts`). A partition whose batch was begun before and never finished
+* **Poison isolation.** A partition is marked held in the delivery-attempt ledger before its first
+  batch (:mod:`ocrstream.streaming.attempts`: one write per assignment, not per batch) and released
+  when revoked or stopped. A partition whose batch was begun before and never finished
   (crash, OOM kill, timeout) is handled one record at a time, and its first record, once begun
   ``max_delivery_attempts`` times, is dead-lettered (``PoisonMessageError``, or
   ``HandlerTimeoutError`` when it timed out in this process) without being handled again.
@@ -271,7 +272,8 @@ class StageRunner:
         self.consumer: AIOKafkaConsumer = None
         self.producer: AIOKafkaProducer = None
         self.handler = LoopThread(f"{stage.name}-handler")
-        self.attempts = attempts if attempts is not None else DeliveryAttempts(ObjectStore(settings), self.group)
+        self.attempts = attempts if attempts is not None else DeliveryAttempts(
+            ObjectStore(settings), self.group, batch_max=settings.poll_max_records)
         self.busy = False
         self._settled = asyncio.Event()
         self._settled.set()
@@ -330,6 +332,8 @@ class StageRunner:
         finally:
             stop.set()
             await asyncio.gather(*(t for t in tasks if t not in servers), return_exceptions=True)
+            await close_within(self.attempts.release(self.attempts.held()), "the delivery-attempt ledger",
+                               LEDGER_RELEASE_S)
             # the background servers (HTTP doors) close their own clients while the stage closes its
             await asyncio.gather(asyncio.gather(*servers, return_exceptions=True), self._stop_clients())
             try:
@@ -457,13 +461,17 @@ class StageRunner:
                 self.consumer.pause(tp)
 
     async def settle(self, revoked: set[TopicPartition]) -> None:
-        """Before ``revoked`` partitions go: wait (bounded) for the batch in hand to commit."""
-        self.attempts.forget(revoked)
+        """Before ``revoked`` partitions go: wait (bounded) for the batch in hand to commit, then
+        release them in the delivery-attempt ledger (best effort: a partition left held makes
+        its next owner handle its first records alone)."""
         try:
             await asyncio.wait_for(self._settled.wait(), timeout=self.settings.record_timeout_s + 10)
         except asyncio.TimeoutError:
             log.warning("%s: partitions revoked while a batch was still running; it will be redelivered",
                         self.stage.name)
+            self.attempts.forget(revoked)
+            return
+        await close_within(self.attempts.release(revoked), "the delivery-attempt ledger", LEDGER_RELEASE_S)
 
     # ------------------------------------------------------------------ handling
 
@@ -490,10 +498,10 @@ class StageRunner:
                 if all(id(r) in ignored for r in mine):
                     taken.extend(mine)  # nothing to handle: no ledger write
                     continue
-                unfinished = await self.attempts.unfinished(tp)
+                unfinished = await self.attempts.unfinished(tp, committed=mine[0].offset)
                 if not any(r.offset in unfinished for r in mine):
                     taken.extend(mine)
-                    await self.attempts.begin(tp, [r.offset for r in mine if id(r) not in ignored])
+                    await self.attempts.begin_batch(tp, [r.offset for r in mine if id(r) not in ignored])
                     continue
                 first, times = mine[0], unfinished.get(mine[0].offset, 0)
                 if len(mine) > 1:
@@ -507,7 +515,7 @@ class StageRunner:
                     if times:
                         log.warning("%s: %s@%d/%d begun %d time(s) without finishing; handling it alone",
                                     self.stage.name, tp.topic, tp.partition, first.offset, times)
-                    await self.attempts.begin(tp, [first.offset])
+                    await self.attempts.begin_alone(tp, first.offset)
 
         if not await retry_transient("record delivery attempts", self.stage.name, self.settings, stop, begin):
             return None
@@ -615,6 +623,7 @@ class StageRunner:
         log.error("%s: batch of %d record(s) timed out after %g s per record; it is redelivered "
                   "and handled record by record", self.stage.name, len(records), self.settings.record_timeout_s)
         self._timed_out.update(self._key(r) for r in records)
+        self.attempts.timed_out({TopicPartition(r.topic, r.partition) for r in records})
         if not self.handler.idle_within(10):
             # The handler's loop is wedged by code that never yields: only a restart frees it.
             # The delivery-attempt ledger makes the restart count as an attempt (poison isolation).
@@ -661,6 +670,7 @@ class StageRunner:
             await self.consumer.commit(offsets)
             metrics.mark_commit(self.stage.name)  # operability hook (issue 10)
             self._timed_out.difference_update(self._key(r) for r in records)
+            self.attempts.finished(offsets)
         except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile
             log.warning("%s: commit failed after rebalance (%s); the new owner redelivers the batch",
                         self.stage.name, exc)
@@ -671,6 +681,10 @@ class StageRunner:
 #: the longest a poll of the paused consumer waits while a batch is handled, ms (it is cut short when
 #: the batch is done): how often the runner checks ``stop`` and tells the group it is alive.
 BUSY_POLL_MS = 200
+
+#: seconds a process may spend releasing its partitions in the delivery-attempt ledger when they are
+#: revoked or it stops (best effort: past it, their next owner handles their first records alone).
+LEDGER_RELEASE_S = 1.5
 
 #: seconds a process may spend closing its clients after the batch in hand had its
 #: ``shutdown_grace_s``: past ``shutdown_grace_s + SHUTDOWN_CLOSE_S`` after SIGTERM it exits anyway.

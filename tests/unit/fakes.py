@@ -118,6 +118,7 @@ class InMemoryObjectStore:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.puts: list[str] = []  # the keys written, in order
 
     async def get(self, key: str) -> bytes:
         try:
@@ -127,6 +128,7 @@ class InMemoryObjectStore:
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.objects[key] = data
+        self.puts.append(key)
 
 
 class ScriptedStage(Stage):

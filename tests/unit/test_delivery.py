@@ -117,12 +117,64 @@ async def test_batch_failing_as_a_whole_is_split_until_the_bad_record_is_alone(h
     assert h.consumer.commits == [{TP0: 4}]
 
 
-async def test_every_batch_is_recorded_in_the_ledger_before_it_is_handled(harness):
-    h = harness(scripted({1: ["hang"]}), record_timeout_s=0.05)
-    delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], asyncio.Event()))
-    await eventually(lambda: 1 in h.stage.calls)
-    assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"0": 1, "1": 1}}
+def ledger(h, partition: int = 0) -> dict:
+    return json.loads(h.store.objects[h.ledger_key(partition)])
+
+
+async def test_a_partition_is_marked_held_before_its_first_batch_and_later_batches_write_nothing(harness):
+    h = harness(scripted({3: ["hang"]}), record_timeout_s=0.05)
+    await h.runner.deliver([record(0), record(1)], asyncio.Event())
+    held = {"unfinished": {}, "holder": h.runner.attempts.holder, "untracked": True, "batch_max": 16}
+    assert ledger(h) == held and len(h.store.puts) == 1
+    await h.runner.deliver([record(2)], asyncio.Event())
+    assert len(h.store.puts) == 1 and h.consumer.commits[-1] == {TP0: 3}  # a clean batch: no write
+    delivery = asyncio.create_task(h.runner.deliver([record(3), record(4)], asyncio.Event()))
+    await eventually(lambda: 3 in h.stage.calls)
+    assert ledger(h) == held  # still held while the batch is handled: a crash now is inherited
+    await asyncio.wait_for(delivery, 2)  # timed out: 3 and 4 count one attempt each (in memory)
+    await h.runner.deliver([record(3), record(4)], asyncio.Event())
+    assert h.stage.calls[-1] == 3 and ledger(h)["unfinished"] == {"3": 2, "4": 1}  # written before handled
+    assert ledger(h)["untracked"] is False
+
+
+async def test_a_partition_held_by_a_process_that_died_is_handled_record_by_record(harness):
+    h = harness(scripted())
+    h.store.objects[h.ledger_key()] = json.dumps(
+        {"unfinished": {}, "holder": "a-process-that-died", "untracked": True, "batch_max": 2}).encode()
+    await h.runner.deliver([record(5), record(6), record(7)], asyncio.Event())
+    assert h.stage.calls == [5] and (TP0, 6) in h.consumer.seeks  # 5 and 6 may have been in its batch
+    assert ledger(h)["unfinished"] == {"5": 2, "6": 1}
+    await h.runner.deliver([record(6), record(7)], asyncio.Event())
+    assert h.stage.calls == [5, 6]
+    await h.runner.deliver([record(7), record(8)], asyncio.Event())  # past the batch it may have had
+    assert h.stage.calls == [5, 6, 7, 8] and ledger(h)["untracked"] is True
+    assert h.consumer.commits[-1] == {TP0: 9}
+
+
+async def test_released_partitions_are_not_inherited(harness):
+    h = harness(scripted())
+    await h.runner.deliver([record(0), record(1, partition=1)], asyncio.Event())
+    await h.runner.settle({TP0})  # revoked after its batch committed
+    assert ledger(h) == {"unfinished": {}, "holder": None, "untracked": False, "batch_max": 16}
+    assert ledger(h, 1)["holder"] == h.runner.attempts.holder  # still held
+    await h.runner.attempts.release(h.runner.attempts.held())  # stopping
+    assert ledger(h, 1)["holder"] is None
+    nxt = harness(scripted())
+    nxt.store.objects = h.store.objects
+    await nxt.runner.deliver([record(1), record(2)], asyncio.Event())
+    assert nxt.stage.calls == [1, 2]  # one batch: nothing inherited
+
+
+async def test_a_batch_abandoned_at_stop_counts_one_attempt_when_released(harness):
+    h = harness(scripted({0: ["hang"]}), shutdown_grace_s=0.05)
+    stop = asyncio.Event()
+    delivery = asyncio.create_task(h.runner.deliver([record(0), record(1)], stop))
+    await eventually(lambda: 0 in h.stage.calls)
+    stop.set()
     await asyncio.wait_for(delivery, 2)
+    assert h.consumer.commits == []
+    await h.runner.attempts.release(h.runner.attempts.held())
+    assert ledger(h) == {"unfinished": {"0": 1, "1": 1}, "holder": None, "untracked": False, "batch_max": 16}
 
 
 async def test_record_begun_before_is_handled_alone_and_the_rest_polled_again(harness):
@@ -174,7 +226,7 @@ async def test_ignored_records_are_committed_without_being_handled_or_recorded(h
     assert h.consumer.commits == [{TP0: 2, TP1: 4}]
     await h.runner.deliver([record(4), record(5), record(6)], asyncio.Event())
     assert h.stage.calls == [4, 6] and h.producer.outputs() == ["doc-4", "doc-6"]
-    assert json.loads(h.store.objects[h.ledger_key()]) == {"unfinished": {"4": 1, "6": 1}}
+    assert ledger(h)["holder"] == h.runner.attempts.holder and h.store.puts == [h.ledger_key()]
     assert h.consumer.commits[-1] == {TP0: 7}
 
 
