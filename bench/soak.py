@@ -70,23 +70,27 @@ class Sample:
     final: int
     pss_mib: dict[str, float | None] = field(default_factory=dict)
     fds: dict[str, int | None] = field(default_factory=dict)
+    uss_mib: dict[str, float | None] = field(default_factory=dict)
 
 
-def tree_usage(pid: int) -> tuple[float, int] | None:
-    """(PSS MiB, open fds) of process ``pid`` and all its descendants; None when it is gone."""
+def tree_usage(pid: int) -> tuple[float, float, int] | None:
+    """(PSS MiB, USS MiB, open fds) of process ``pid`` and all its descendants; None when it is
+    gone. USS (pages only this process maps) is not moved by other processes mapping or
+    unmapping the same libraries, which PSS is (a shared page's cost is split among them)."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return None
-    pss, fds = 0, 0
+    pss, uss, fds = 0, 0, 0
     for proc in procs:
         try:
-            pss += proc.memory_full_info().pss
+            info = proc.memory_full_info()
+            pss, uss = pss + info.pss, uss + info.uss
             fds += proc.num_fds()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue  # a worker recycled meanwhile
-    return pss / 2**20, fds
+    return pss / 2**20, uss / 2**20, fds
 
 
 def receipts() -> list[tuple[str, bytes]]:
@@ -164,7 +168,8 @@ async def sample_until(stages: StageProcesses, gen: LoadGenerator, settings: Set
         for name, proc in stages.procs.items():
             usage = tree_usage(proc.pid)
             sample.pss_mib[name] = None if usage is None else round(usage[0], 1)
-            sample.fds[name] = None if usage is None else usage[1]
+            sample.uss_mib[name] = None if usage is None else round(usage[1], 1)
+            sample.fds[name] = None if usage is None else usage[2]
         samples.append(sample)
         log(f"t={sample.t_s:.0f}s acked={sample.acked} final={sample.final} "
             + " ".join(f"{n}={sample.pss_mib[n]}MiB/{sample.fds[n]}fd" for n in stages.procs))
@@ -195,34 +200,45 @@ def growth_table(samples: list[Sample], warmup: int, names: list[str]) -> tuple[
     rows, lines = {}, [
         f"baseline: t={base.t_s:.0f} s, {base.final} documents final; end: t={end.t_s:.0f} s, {end.final} final",
         "| process | PSS after warm-up MiB | PSS end MiB | growth end % | max PSS after warm-up MiB | growth max % "
-        "| slope MiB / 1,000 docs | fds after warm-up | fds end | fds max |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "| slope MiB / 1,000 docs | USS after warm-up -> end MiB | USS growth % | fds after warm-up | fds end | fds max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         b, e = base.pss_mib.get(name), end.pss_mib.get(name)
         series = [s.pss_mib[name] for s in after if s.pss_mib.get(name) is not None]
         fds = [s.fds[name] for s in after if s.fds.get(name) is not None]
         if b is None or e is None or not series:
-            lines.append(f"| {name} | gone | | | | | | | | |")
+            lines.append(f"| {name} | gone | | | | | | | | | | |")
             rows[name] = {"gone": True}
             continue
         slope = slope_per_1000([(s.final, s.pss_mib[name]) for s in after if s.pss_mib.get(name) is not None])
+        ub, ue = base.uss_mib.get(name), end.uss_mib.get(name)
         row = {"pss_base": b, "pss_end": e, "growth_end_pct": 100 * (e - b) / b, "pss_max": max(series),
                "growth_max_pct": 100 * (max(series) - b) / b, "slope_mib_per_1000": slope,
+               "uss_base": ub, "uss_end": ue, "uss_growth_pct": 100 * (ue - ub) / ub if ub and ue else None,
                "fds_base": base.fds[name], "fds_end": end.fds[name], "fds_max": max(fds)}
         rows[name] = row
         flag = " (over goal)" if row["growth_end_pct"] > GOAL_GROWTH_PCT else ""
         lines.append(f"| {name} | {b:.0f} | {e:.0f} | {row['growth_end_pct']:+.1f}{flag} | {row['pss_max']:.0f} | "
                      f"{row['growth_max_pct']:+.1f} | {'-' if slope is None else f'{slope:+.1f}'} | "
-                     f"{row['fds_base']} | {row['fds_end']} | {row['fds_max']} |")
+                     f"{_uss(row)} | {row['fds_base']} | {row['fds_end']} | {row['fds_max']} |")
     return "\n".join(lines), rows
+
+
+def _uss(row: dict) -> str:
+    """``base -> end | growth`` of a growth-table row's USS (blank where a sample lacks it)."""
+    if row.get("uss_growth_pct") is None:
+        return " | "
+    return f"{row['uss_base']:.0f} -> {row['uss_end']:.0f} | {row['uss_growth_pct']:+.1f}"
 
 
 def samples_csv(samples: list[Sample], names: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["t_s", "acked", "final", *(f"{n}_pss_mib" for n in names), *(f"{n}_fds" for n in names)])
+    writer.writerow(["t_s", "acked", "final", *(f"{n}_pss_mib" for n in names), *(f"{n}_uss_mib" for n in names),
+                     *(f"{n}_fds" for n in names)])
     for s in samples:
-        writer.writerow([s.t_s, s.acked, s.final, *(s.pss_mib.get(n) for n in names), *(s.fds.get(n) for n in names)])
+        writer.writerow([s.t_s, s.acked, s.final, *(s.pss_mib.get(n) for n in names), *(s.uss_mib.get(n) for n in names),
+                         *(s.fds.get(n) for n in names)])
     return out.getvalue()
 
 

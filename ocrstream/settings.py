@@ -213,8 +213,11 @@ class Settings(BaseSettings):
         None, "where promoted models are downloaded (None: <temp dir>/ocrstream-models)")
     batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
     batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
-    heap_trim: bool = _models(True, "recognize gives freed heap back to the OS after every batch (glibc malloc_trim; "
-                                    "issue 24's soak: without it the stage's PSS grew 16 % over 10,000 documents)")
+    heap_trim: bool = _models(True, "recognize gives freed heap back to the OS after every batch (glibc malloc_trim)")
+    heap_mmap_threshold_bytes: int = _models(
+        1 << 20, "recognize serves allocations of this size or more by mmap, returned when freed, and keeps glibc from "
+                 "raising that threshold by itself (which left thread heaps of ~16 MiB resident, almost all free: "
+                 "issue 24's soak); 0 = glibc's dynamic default", ge=0)
 
     # Observability: metrics, probes, lag
     metrics_port: int | None = _obs(

@@ -155,36 +155,40 @@ class LineDetector:
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
-    def input_side(self, image_bgr: np.ndarray) -> int:
+    def input_side(self, image_bgr: np.ndarray, glyph_height_px: float | None = None) -> int:
         """The long side (px) the page is resized to at most for DBNet: ``max_side``, or with
         ``glyph_px`` the side at which its median glyph is ``glyph_px`` tall, clipped to
-        [``min_side``, ``max_side``] (``max_side`` when no glyphs are found)."""
+        [``min_side``, ``max_side``] (``max_side`` when no glyphs are found). The median glyph
+        height is ``glyph_height_px`` when the caller measured it already (the clean-up's
+        orientation step: :class:`ocrstream.ocr.cleanup.Cleaned`), else measured here."""
         if self.glyph_px is None:
             return self.max_side
-        height = glyph_height(image_bgr)
+        height = glyph_height_px if glyph_height_px is not None else glyph_height(image_bgr)
         if height is None or height <= 0:
             return self.max_side
         wanted = max(image_bgr.shape[:2]) * self.glyph_px / height
         return int(np.clip(wanted, self.min_side, self.max_side))
 
-    def probability_map(self, image_bgr: np.ndarray) -> np.ndarray | None:
+    def probability_map(self, image_bgr: np.ndarray, glyph_height_px: float | None = None) -> np.ndarray | None:
         """DBNet output ``(1, 1, h, w)`` float32 for the page resized to :meth:`input_side`, None
         if it is degenerate."""
-        x = DetPreProcess(self.input_side(image_bgr), "max", list(DET_MEAN), list(DET_STD))(image_bgr)
+        side = self.input_side(image_bgr, glyph_height_px)
+        x = DetPreProcess(side, "max", list(DET_MEAN), list(DET_STD))(image_bgr)
         if x is None:
             return None
         probs: np.ndarray = self._session.run(None, {self._input: x}, self._run_options)[0]
         return probs
 
-    def detect(self, image_bgr: np.ndarray) -> list[DetectedLine]:
-        """Text lines of a page ``(H, W, 3)`` uint8 BGR, in reading order (:func:`reading_order`).
+    def detect(self, image_bgr: np.ndarray, glyph_height_px: float | None = None) -> list[DetectedLine]:
+        """Text lines of a page ``(H, W, 3)`` uint8 BGR, in reading order (:func:`reading_order`);
+        ``glyph_height_px``: its median glyph height when known (:meth:`input_side`).
 
         Raises:
             ValueError: the image is not ``(H, W, 3)``.
         """
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
             raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {image_bgr.shape}")
-        pred = self.probability_map(image_bgr)
+        pred = self.probability_map(image_bgr, glyph_height_px)
         if pred is None:
             return []
         boxes, scores = self._post(pred, image_bgr.shape[:2])

@@ -61,11 +61,12 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
     cleaned page (the store flags a page with ink and no text for review).
     """
     t0 = time.time_ns()
-    cleaned, transform = cleanup.apply(page, cleanup_steps)
+    result = cleanup.clean(page, cleanup_steps)
+    cleaned, transform = result.page, result.transform
     if measures is not None:
         measures["ink"] = round(cleanup.ink_fraction(cleaned), 6)
     t1 = time.time_ns()
-    lines = detector.detect(cleaned)
+    lines = detector.detect(cleaned, result.glyph_height)
     quads = attach_colons(cleaned, [line.quad for line in lines])
     line_ids = visual_line_ids(quads)
     t2 = time.time_ns()

@@ -81,6 +81,8 @@ class RecognizeStage(Stage):
 
         Raises ConfigurationError: following promotions with another recogniser than ppocr.
         """
+        if self.settings.heap_mmap_threshold_bytes:
+            heap.fix_mmap_threshold(self.settings.heap_mmap_threshold_bytes)
         self.store = ObjectStore(self.settings)
         self.options: dict[str, Any] = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
                                         "max_chars": self.settings.max_region_chars}

@@ -274,6 +274,21 @@ def test_turned_page_is_put_upright(quarters):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quarters", [0, 1, 2, 3])
+def test_the_orientation_step_measures_the_glyph_height_the_detector_needs(quarters):
+    """The clean-up hands the detector the turned page's median glyph height (from the glyphs its
+    orientation decision measured), so the detector does not measure the page again."""
+    page = receipt(noise=6)
+    turned, _ = cleanup.rotate_quarters(page, quarters)
+    cleaned = cleanup.clean(turned, ("border", "orientation"))
+    assert np.array_equal(cleaned.page, page)
+    assert cleaned.glyph_height == pytest.approx(cleanup.glyph_height(page), rel=0.1)
+    assert cleanup.clean(turned, ("border",)).glyph_height is None  # nothing measured it
+    deskewed = cleanup.clean(cleanup._rotate(turned, 5.0)[0], ("deskew", "orientation", "denoise"))
+    assert deskewed.glyph_height == pytest.approx(cleanup.glyph_height(deskewed.page), rel=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quarters", [0, 1, 2, 3])
 def test_turned_page_on_speckled_paper_is_put_upright(quarters):
     """Specks outnumbering glyphs (sroie_214, sroie_269) once sized the text-line blobs by the speck
     height: only dashed rules were lines, and upright pages were turned."""

@@ -56,6 +56,46 @@ def test_trim_gives_back_what_a_thread_freed_below_its_heaps_top():
 
 
 
+_THRESHOLD_SCRIPT = textwrap.dedent("""
+    import ctypes, json, sys, threading
+    import psutil
+    from ocrstream.ocr.runtime import heap
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    fixed = heap.fix_mmap_threshold(1 << 20) if sys.argv[1] == "fixed" else None
+    MIB = 1 << 20
+
+    def work():
+        big = libc.malloc(20 * MIB)  # mapped; freeing it raises glibc's dynamic threshold to 20 MiB
+        ctypes.memset(big, 1, 20 * MIB)
+        libc.free(big)
+        blocks = [libc.malloc(2 * MIB) for _ in range(8)]  # then from the thread's heap, unless fixed
+        for b in blocks:
+            ctypes.memset(b, 1, 2 * MIB)
+        for b in blocks:
+            libc.free(b)
+
+    before = psutil.Process().memory_info().rss
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    heap.trim()  # does not trim the top of a thread's heap, where the freed blocks are
+    print(json.dumps({"kept_mib": (psutil.Process().memory_info().rss - before) / MIB, "fixed": fixed}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_fixed_mmap_threshold_returns_a_threads_large_buffers():
+    dynamic = json.loads(subprocess.run([sys.executable, "-c", _THRESHOLD_SCRIPT, "dynamic"], check=True,
+                                        capture_output=True, text=True, timeout=60).stdout)
+    fixed = json.loads(subprocess.run([sys.executable, "-c", _THRESHOLD_SCRIPT, "fixed"], check=True,
+                                      capture_output=True, text=True, timeout=60).stdout)
+    assert dynamic["kept_mib"] > 12, f"glibc's raised threshold keeps 16 MiB freed at a thread heap's top: {dynamic}"
+    assert fixed["fixed"] is True and fixed["kept_mib"] < 4, f"mapped, so returned when freed: {fixed}"
+
+
 class _Failing:
     def recognize(self, crops):
         raise RuntimeError("model failed")

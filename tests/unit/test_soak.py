@@ -28,14 +28,15 @@ def test_the_mix_interleaves_pdfs_receipts_and_hostile_cases_with_unique_names()
 
 
 def test_tree_usage_sums_a_process_and_its_children():
-    pss, fds = soak.tree_usage(os.getpid())
-    assert pss > 10 and fds >= 3
+    pss, uss, fds = soak.tree_usage(os.getpid())
+    assert pss > 10 and 0 < uss <= pss and fds >= 3
     assert soak.tree_usage(2**22 + 12345) is None  # no such process
 
 
 def test_growth_is_measured_from_the_first_sample_after_the_warm_up():
-    samples = [soak.Sample(t, 0, final, {"a": pss}, {"a": 10}) for t, final, pss in
+    samples = [soak.Sample(t, 0, final, {"a": pss}, {"a": 10}, {"a": pss - 20}) for t, final, pss in
                [(0, 0, 50.0), (10, 100, 100.0), (20, 200, 104.0), (30, 300, 110.0)]]
     table, rows = soak.growth_table(samples, warmup=100, names=["a"])
     assert rows["a"]["pss_base"] == 100.0 and round(rows["a"]["growth_end_pct"], 1) == 10.0
+    assert round(rows["a"]["uss_growth_pct"], 1) == 12.5 and "80 -> 90 | +12.5" in table
     assert round(rows["a"]["slope_mib_per_1000"]) == 50 and "(over goal)" in table

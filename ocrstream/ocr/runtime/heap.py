@@ -14,8 +14,9 @@ import contextlib
 import ctypes
 import functools
 
-#: glibc ``mallopt`` parameter number of ``M_ARENA_MAX`` (``malloc.h``).
+#: glibc ``mallopt`` parameter numbers (``malloc.h``).
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
@@ -37,6 +38,23 @@ def trim() -> bool:
     released, False when none could be or glibc is absent. Never raises."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Serve every allocation of ``size`` bytes or more with its own ``mmap`` (returned to the OS
+    when freed) and stop glibc raising that threshold by itself (``mallopt(M_MMAP_THRESHOLD)``).
+
+    By default glibc starts at 128 KiB and, each time a mapped block is freed, raises the
+    threshold to that block's size (up to 32 MiB), so large short-lived buffers (a page's crop pack,
+    a recogniser batch of a few MiB) are then carved out of the heaps of the threads that allocate
+    them, where the small blocks allocated among them pin their pages. True where it took effect
+    (glibc); False elsewhere. Never raises."""
+    libc = _libc()
+    if libc is None:
+        return False
+    with contextlib.suppress(OSError):
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, size))
+    return False
 
 
 def limit_arenas(arenas: int) -> bool:
