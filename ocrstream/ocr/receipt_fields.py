@@ -13,11 +13,13 @@ name               how it is found (layout-aware rules, no learned weights)
                    number first, a postcode before a town, a street word); a nearby line
                    holding a legal form (SDN BHD, S/B, SB, LTD, ENTERPRISE, ...) wins over a
                    brand line above it; below an address line only a legal-form line is the
-                   vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
+                   vendor, and never the line after "Owned by"; a line holding only "Co." as
+                   its legal form when no other is printed; a name cut at "&" or "-" or
                    followed by a line holding a legal form is joined; the name ends at its
                    registration number ("(E0118-A)" too); legal forms and digits misread in
                    one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
-                   legal form's period dropped ("BHD.LLT"), spaces the recogniser inserted
+                   legal form's period dropped ("BHD.LLT"), the words after its last legal
+                   form dropped (a branch: "CO. THE GARDENS MALL"), spaces the recogniser inserted
                    unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
                    phone, fax, e-mail, tax-number, document-title, date, amount or item-header
@@ -182,6 +184,8 @@ _LEGAL_FORM = re.compile(
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
 _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
                          r"\bmember|\*{3}", re.I)
+#: "Co." (company) followed by a space: :data:`_LEGAL_FORM`'s word boundary after its period misses it.
+_COMPANY_ABBREVIATION = re.compile(r"\bco\.(?=\s|$)", re.I)
 _STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/?b\b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
 _NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
 _CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
@@ -666,6 +670,8 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     first = top[0]
     legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text)
                   and (i - first <= 4 or _STRICT_LEGAL.search(rows[i].text))), None)
+    if legal is None:  # "COFFEE CO. THE GARDENS MALL": "Co." only when no other legal form is printed
+        legal = next((i for i in top[:5] if _COMPANY_ABBREVIATION.search(rows[i].text)), None)
     start = end = first
     if legal is not None:
         start = end = legal
@@ -722,7 +728,26 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return _spaced_parentheses(_AFTER_LEGAL_FORM.sub("", text))
+    return _spaced_parentheses(_branch_dropped(_AFTER_LEGAL_FORM.sub("", text)))
+
+
+#: a legal form that ends a company's name (its word boundary after, unlike :data:`_STRICT_LEGAL`).
+_NAME_END = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh)\b\.?"
+                       r"|\bco\.(?=\s|$)", re.I)
+#: words after a name's last legal form: the branch or mall printed on the name's line
+#: ("EIGHT OUNCE COFFEE CO. THE GARDENS MALL").
+_BRANCH = re.compile(r"\s+[A-Za-z][\w&'\s-]*$")
+
+
+def _branch_dropped(text: str) -> str:
+    """``text`` (a vendor name) without the words after its last legal form (:data:`_BRANCH`): a
+    company's name ends with its legal form (all 83 SROIE dev and kie company keys that hold one)."""
+    last = None
+    for last in _NAME_END.finditer(text):
+        pass
+    if last is None:
+        return text
+    return text[:last.end()] + _BRANCH.sub("", text[last.end():])
 
 
 #: letters glued to the period of a legal form that ends the name ("SDN. BHD.LLT"): specks, as a

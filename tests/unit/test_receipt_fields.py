@@ -532,8 +532,20 @@ def test_a_hyphen_without_a_currency_is_no_decimal_point():
 @pytest.mark.parametrize(("top", "vendor"), [
     (["COSWAY (M) SDN BHD (E0118-A)"], "COSWAY (M) SDN BHD"),  # a letter before the registration number's digits
     (["SKCA HARDWARE & TIMBER SDN. BHD.LLT"], "SKCA HARDWARE & TIMBER SDN. BHD."),  # glued after the legal form
-    (["ACME SDN. BHD. KL"], "ACME SDN. BHD. KL"),  # after a space: kept
+    (["ACME SDN. BHD. KL"], "ACME SDN. BHD."),  # a branch after it: dropped (the name ends with its legal form)
+    (["ACME SDN. BHD. (KL)"], "ACME SDN. BHD. (KL)"),  # a parenthesis after it: kept
+    (["ACME CO. (M) SDN BHD CITY MALL"], "ACME CO. (M) SDN BHD"),  # the last legal form ends the name
+    (["ACME SDN BHDX CITY"], "ACME SDN BHDX CITY"),  # no legal form: a word that starts with one
 ])
 def test_what_follows_a_vendor_s_legal_form(top, vendor):
     f = extract_fields(doc([*top, "NO 1 JALAN SATU", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
     assert f["vendor_name"].text == vendor
+
+
+def test_a_name_whose_only_legal_form_is_co_beats_the_logo_lines_above_it():
+    """"Co." followed by a space is a legal form (the vendor's line; the address starts after it), and
+    the branch printed after it on the name's line is not part of the name."""
+    f = extract_fields(doc(["BEAN HOUSE", "COFFEE", "BEAN HOUSE COFFEE CO. CITY MALL", "LOT 5, First Floor, City Mall,",
+                            "50000 Kuala Lumpur.", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
+    assert f["vendor_name"].text == "BEAN HOUSE COFFEE CO."
+    assert f["vendor_address"].text == "LOT 5, First Floor, City Mall, 50000 Kuala Lumpur."
