@@ -30,7 +30,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    recogniser was unsure of next to punctuation are dropped and periods it
                    was unsure of between words read as commas (``char_probs``), a
                    postcode's digit misread as a letter ("4D170") is read as a digit, a quote
-                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck; in
+                   mark opening a word that nothing closes ("Alam, 'Selangor") and an unsure
+                   letter glued after a line's last word and period ("SELANGOR.U") are specks; in
                    an address with commas between its parts, a period after a number or a
                    whole word before the next part is one ("33. JALAN" -> "33, JALAN"), a
                    period before a comma a speck; spaces splitting a word as in the vendor.
@@ -857,8 +858,13 @@ def _printed_text(row: _Row, char_probs: CharProbs) -> str:
     """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
     punctuation dropped, and those splitting a word (:func:`_split_word`); periods it was unsure of
     (:data:`UNSURE_PERIOD`) after a word or number and before a word read as commas; characters
-    without a probability kept as read."""
+    without a probability kept as read; a speck read as a letter after the line's last word and
+    its period (:func:`_end_speck`) dropped."""
     chars = _row_chars(row, char_probs)
+    while chars and chars[-1][0] == " ":
+        chars.pop()
+    if _end_speck(chars):
+        chars.pop()
     text = "".join(c for c, _ in chars)
     out = []
     for k, (c, prob) in enumerate(chars):
@@ -872,6 +878,16 @@ def _printed_text(row: _Row, char_probs: CharProbs) -> str:
             c = ","
         out.append(c)
     return "".join(out).strip()
+
+
+def _end_speck(chars: Sequence[tuple[str, float | None]]) -> bool:
+    """Whether the last of ``chars`` (a line without trailing spaces) is a letter the recogniser
+    was unsure of (:data:`UNSURE_SPACE`) glued after a word of two letters or more and its period
+    or comma ("KUALA SELANGOR.U"): a speck. No SROIE dev or kie address key ends so (its dotted
+    abbreviations, "D.E.", have one letter before the period)."""
+    tail = "".join(c for c, _ in chars[-4:])
+    return (len(tail) == 4 and tail[:2].isalpha() and tail[2] in ".," and tail[3].isalpha()
+            and _unsure(chars[-1][1], UNSURE_SPACE))
 
 
 def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:

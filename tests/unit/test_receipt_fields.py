@@ -549,3 +549,15 @@ def test_a_name_whose_only_legal_form_is_co_beats_the_logo_lines_above_it():
                             "50000 Kuala Lumpur.", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
     assert f["vendor_name"].text == "BEAN HOUSE COFFEE CO."
     assert f["vendor_address"].text == "LOT 5, First Floor, City Mall, 50000 Kuala Lumpur."
+
+
+@pytest.mark.parametrize(("last", "unsure", "address"), [
+    ("KUALA SELANGOR.U", True, "NO 43, TAMAN SEJATI, KUALA SELANGOR."),  # a speck after the last word's period
+    ("KUALA SELANGOR.U", False, "NO 43, TAMAN SEJATI, KUALA SELANGOR.U"),  # read sure: kept
+    ("SELANGOR D.E", True, "NO 43, TAMAN SEJATI, SELANGOR D.E"),  # a dotted abbreviation: kept
+])
+def test_an_unsure_letter_glued_after_an_address_line_s_last_period_is_a_speck(last, unsure, address):
+    d = doc(["ACME TRADING SDN BHD", "NO 43, TAMAN SEJATI,", last, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    region = d.pages[0].lines[2].regions[0].region_id
+    probs = _with_probs(last, {len(last) - 1} if unsure else set())
+    assert extract_fields(d, char_probs={region: probs})["vendor_address"].text == address
