@@ -36,7 +36,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    whole word before the next part is one ("33. JALAN" -> "33, JALAN"), a
                    period before a comma a speck; spaces splitting a word as in the vendor.
                    Vendor and address: a space outside parentheses as printed, a capital I
-                   between a capital and a small letter read as l ("JIn" -> "Jln").
+                   between a capital and a small letter read as l ("JIn" -> "Jln"); in the
+                   address, "Jin" before a word is "Jln".
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
@@ -763,6 +764,9 @@ _ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|i
 _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
 
 
+#: "Jln" (Jalan, street) with its l read as i or 1 ("Jin Puteri"): the SROIE dev and kie address keys
+#: print JLN 11 times and JIN once (a key copying the misprint).
+_JALAN = re.compile(r"\b(J)[iI1|]([nN])\b(?=\.?\s+\w)")
 #: a five-character postcode with one digit misread as a letter ("4D170") before the town's name.
 _POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}[ODIl]*\s)(?=\d*[ODIl])[\dODIl]{5}\b")
 _POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
@@ -1025,7 +1029,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
         address = _address(rows, first, char_probs) if first is not None else []
     if address:
         text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
-        text = _address_commas(text)
+        text = _JALAN.sub(lambda m: m[1] + ("l" if m[2] == "n" else "L") + m[2], _address_commas(text))
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
                                             0.7, p)
     picked_date = _pick_date(rows)

@@ -362,6 +362,9 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["Lot 3, Jalan Pelabur 23/1,", "40300 Shah Alam, 'Selangor."], "Lot 3, Jalan Pelabur 23/1, 40300 Shah Alam, Selangor."),
     (["Block B, Jalan PJU 9/1, D'sara Avenue,", "52000 'Bandar' KL"],
      "Block B, Jalan PJU 9/1, D'sara Avenue, 52000 'Bandar' KL"),  # inside a word, or closed: kept
+    (["No.1, Jin Puteri 1/6,", "47100 Puchong"], "No.1, Jln Puteri 1/6, 47100 Puchong"),  # Jln's l read as i
+    (["NO.1, J1N PUTERI 1/6, TAMAN JIN,", "47100 PUCHONG"],
+     "NO.1, JLN PUTERI 1/6, TAMAN JIN, 47100 PUCHONG"),  # as 1; before no word: kept
 ])
 def test_address_lines_and_where_they_stop(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
