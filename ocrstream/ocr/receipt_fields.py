@@ -46,8 +46,8 @@ name               how it is found (layout-aware rules, no learned weights)
 ``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90",
                    a split "102. 40", a point read as a hyphen after a currency "RM 14-10"
                    read as printed) on lines labelled TOTAL (as OCR reads
-                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
-                   AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
+                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / (TOTAL)
+                   AFTER ROUNDING or ADJ (the total word misread: "local After Adj") / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
                    GST" statements, cash accepted, tax summaries), or the amount beside such a
                    label (the same row, or the next visual line overlapping it); preferred
                    when it equals subtotal + tax (+ rounding) or cash - change (the cash when
@@ -146,7 +146,7 @@ _TOTAL_STRONG = re.compile(
     r"grand\s*" + _T + r"|net+\s*" + _T + r"|net+\s*am(?:oun)?t\b|" + _T + r"\s*amount|" + _T + r"\s*amt|amount\s*due|"
     + _T + r"\s*due|" + _T + r"\s*payable|amount\s*payable|rounded\s*" + _T + r"|" + _T + r"\s*rounded|"
     + _T + r"\s*incl|" + _T + r"\s*\(?rm\)?\s*:?\s*$|" + _T + r"\s*sales?\s*\(?incl|balance\s*due|"
-    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|" + _T + r"\s*after\s*(?:rounding|adj)|"
+    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|\bafter\s*(?:rounding|round|adj)|"
     r"amount\s*to\s*(?:be\s*)?pa(?:id|y)|amount\s*incl|amt\s*paid\s*incl|" + _T + r"\s*\(?incl", re.I)
 _TOTAL = re.compile(_T + r"|amount\s*due|\bdue\b|" + _TOTAL_STRONG.pattern, re.I)
 _NOT_TOTAL = re.compile(

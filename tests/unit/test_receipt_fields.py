@@ -564,3 +564,11 @@ def test_an_unsure_letter_glued_after_an_address_line_s_last_period_is_a_speck(l
     region = d.pages[0].lines[2].regions[0].region_id
     probs = _with_probs(last, {len(last) - 1} if unsure else set())
     assert extract_fields(d, char_probs={region: probs})["vendor_address"].text == address
+
+
+@pytest.mark.parametrize("label", ["local After Adj Incl GST", "AMOUNT AFTER ROUNDING"])
+def test_an_amount_after_the_rounding_adjustment_is_the_total_whatever_its_total_word_reads(label):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", "NO 1 JALAN SATU", "TAX INVOICE", ("Sub-total", "88.97"),
+                            ("Total Sales Incl GST", "88.97"), ("Rounding Adj", "-0.02"), (label, "88.95"),
+                            ("CASH", "100.00")]))
+    assert f["total"].value == Decimal("88.95")
