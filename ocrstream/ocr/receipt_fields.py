@@ -18,7 +18,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    followed by a line holding a legal form is joined; the name ends at its
                    registration number ("(E0118-A)" too); legal forms and digits misread in
                    one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
-                   legal form's period dropped ("BHD.LLT"), the words after its last legal
+                   legal form's period dropped ("BHD.LLT"), a period after a closing "S/B"
+                   dropped, the words after its last legal
                    form dropped (a branch: "CO. THE GARDENS MALL"), spaces the recogniser inserted
                    unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
@@ -730,9 +731,12 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return _spaced_parentheses(_branch_dropped(_AFTER_LEGAL_FORM.sub("", text)))
+    return _spaced_parentheses(_SB_PERIOD.sub("", _branch_dropped(_AFTER_LEGAL_FORM.sub("", text))))
 
 
+#: a period after "S/B" (Sendirian Berhad) ending a name: a speck, as the slash already marks the
+#: abbreviation (the 6 SROIE dev and kie company keys that end with S/B: none with a period).
+_SB_PERIOD = re.compile(r"(?<=\bS/B)\.(?=\s*$)", re.I)
 #: a legal form that ends a company's name (its word boundary after, unlike :data:`_STRICT_LEGAL`).
 _NAME_END = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh)\b\.?"
                        r"|\bco\.(?=\s|$)", re.I)

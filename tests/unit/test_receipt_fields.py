@@ -539,6 +539,8 @@ def test_a_hyphen_without_a_currency_is_no_decimal_point():
     (["ACME SDN. BHD. (KL)"], "ACME SDN. BHD. (KL)"),  # a parenthesis after it: kept
     (["ACME CO. (M) SDN BHD CITY MALL"], "ACME CO. (M) SDN BHD"),  # the last legal form ends the name
     (["ACME SDN BHDX CITY"], "ACME SDN BHDX CITY"),  # no legal form: a word that starts with one
+    (["ACME FRESH MARKET S/B."], "ACME FRESH MARKET S/B"),  # a period after S/B: a speck
+    (["ACME SDN. BHD."], "ACME SDN. BHD."),  # other legal forms keep theirs
 ])
 def test_what_follows_a_vendor_s_legal_form(top, vendor):
     f = extract_fields(doc([*top, "NO 1 JALAN SATU", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
