@@ -38,7 +38,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    period before a comma a speck; spaces splitting a word as in the vendor.
                    Vendor and address: a space outside parentheses as printed, a capital I
                    between a capital and a small letter read as l ("JIn" -> "Jln"); in the
-                   address, "Jin" before a word is "Jln".
+                   address, "Jin" before a word is "Jln" and a dotted abbreviation closes
+                   with its period ("D.E" -> "D.E.").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
@@ -771,6 +772,10 @@ _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I
 #: "Jln" (Jalan, street) with its l read as i or 1 ("Jin Puteri"): the SROIE dev and kie address keys
 #: print JLN 11 times and JIN once (a key copying the misprint).
 _JALAN = re.compile(r"\b(J)[iI1|]([nN])\b(?=\.?\s+\w)")
+#: a dotted abbreviation of single letters without its closing period ("SELANGOR D.E"): the
+#: recogniser missed it, as every such abbreviation of the SROIE dev and kie address keys closes with
+#: one (D.E. 3 times, P.T. once).
+_OPEN_ABBREVIATION = re.compile(r"(?<![\w.'])(?:[A-Za-z]\.)+[A-Za-z](?=\s|$)")
 #: a five-character postcode with one digit misread as a letter ("4D170") before the town's name.
 _POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}[ODIl]*\s)(?=\d*[ODIl])[\dODIl]{5}\b")
 _POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
@@ -1034,6 +1039,7 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
     if address:
         text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
         text = _JALAN.sub(lambda m: m[1] + ("l" if m[2] == "n" else "L") + m[2], _address_commas(text))
+        text = _OPEN_ABBREVIATION.sub(r"\g<0>.", text)
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
                                             0.7, p)
     picked_date = _pick_date(rows)

@@ -365,6 +365,10 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["No.1, Jin Puteri 1/6,", "47100 Puchong"], "No.1, Jln Puteri 1/6, 47100 Puchong"),  # Jln's l read as i
     (["NO.1, J1N PUTERI 1/6, TAMAN JIN,", "47100 PUCHONG"],
      "NO.1, JLN PUTERI 1/6, TAMAN JIN, 47100 PUCHONG"),  # as 1; before no word: kept
+    (["LOT P.T 2811, JALAN ANGSA,", "40150 SHAH ALAM, SELANGOR D.E"],
+     "LOT P.T. 2811, JALAN ANGSA, 40150 SHAH ALAM, SELANGOR D.E."),  # a dotted abbreviation closes with a period
+    (["F.K06, JALAN ANGSA, SEK.U3,", "40150 SHAH ALAM, SELANGOR D E"],
+     "F.K06, JALAN ANGSA, SEK.U3, 40150 SHAH ALAM, SELANGOR D E"),  # no abbreviation of single letters
 ])
 def test_address_lines_and_where_they_stop(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
@@ -559,7 +563,7 @@ def test_a_name_whose_only_legal_form_is_co_beats_the_logo_lines_above_it():
 @pytest.mark.parametrize(("last", "unsure", "address"), [
     ("KUALA SELANGOR.U", True, "NO 43, TAMAN SEJATI, KUALA SELANGOR."),  # a speck after the last word's period
     ("KUALA SELANGOR.U", False, "NO 43, TAMAN SEJATI, KUALA SELANGOR.U"),  # read sure: kept
-    ("SELANGOR D.E", True, "NO 43, TAMAN SEJATI, SELANGOR D.E"),  # a dotted abbreviation: kept
+    ("SELANGOR D.E", True, "NO 43, TAMAN SEJATI, SELANGOR D.E."),  # a dotted abbreviation: its letter kept
 ])
 def test_an_unsure_letter_glued_after_an_address_line_s_last_period_is_a_speck(last, unsure, address):
     d = doc(["ACME TRADING SDN BHD", "NO 43, TAMAN SEJATI,", last, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
