@@ -16,7 +16,8 @@ name               how it is found (layout-aware rules, no learned weights)
                    vendor, and never the line after "Owned by"; a line holding only "Co." as
                    its legal form when no other is printed; a name cut at "&" or "-" or
                    followed by a line holding a legal form is joined; the name ends at its
-                   registration number ("(E0118-A)" too); legal forms and digits misread in
+                   registration number ("(E0118-A)" too); a mark before it ("l8 ") is not
+                   read; legal forms and digits misread in
                    one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
                    legal form's period dropped ("BHD.LLT"), a period after a closing "S/B"
                    dropped, the words after its last legal
@@ -624,13 +625,19 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
     return best
 
 
+#: a token of two characters mixing a digit and a small letter before a capital word at the start of
+#: a line ("l8 SYARIKAT ..."): a handwritten or stamped mark read beside the name, as no name starts so.
+_LEAD_MARK = re.compile(r"^\s*(?=[a-z]\d|\d[a-z])\w\w\s+(?=[A-Z]{2})")
+
+
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
     phone, date, amount, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
     line starting in lower case or without two letters in a row, more digits than letters, a
     run of five digits that is not a registration number after the name, or a line of labels
-    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
-    text = row.text
+    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line). A mark
+    before the line's first capital word (:data:`_LEAD_MARK`) is not read."""
+    text = _LEAD_MARK.sub("", row.text)
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
@@ -725,7 +732,7 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     ("D.1.Y.") read as printed, an underscore read as a space, letters glued after a legal form's
     period dropped (:data:`_AFTER_LEGAL_FORM`)."""
     text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
-    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
+    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", _LEAD_MARK.sub("", text))
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)

@@ -329,6 +329,8 @@ def test_a_date_with_a_time_glued_on():
     ([". KMF FOODICIOUS SDN BHD (1132106-H)", "NO 1 JALAN SATU"], "KMF FOODICIOUS SDN BHD"),  # a stray mark first
     (["(M) ACME SDN BHD", "NO 1 JALAN SATU"], "(M) ACME SDN BHD"),  # a parenthesis first is printed
     (["13.50 cash", "NO 1 JALAN SATU"], None),  # an amount's line (a page read upside down) is no name
+    (["1i rubin", "l8 ACME TRADING", "NO 1 JALAN SATU"], "ACME TRADING"),  # a handwritten mark before the name
+    (["A1 ACME TRADING", "NO 1 JALAN SATU"], "A1 ACME TRADING"),  # capitals: part of the name
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
@@ -426,7 +428,7 @@ def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_
     ("lu", rf.NOISE_CONFIDENCE, None),  # at the bound: text, and a name starting in lower case is none
     ("lum", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),
     ("luma", 0.33, None),  # four characters: text
-    ("l1", 0.33, None),  # a digit: text
+    ("l12", 0.33, None),  # a digit: text (and no two-character mark before a name, _LEAD_MARK)
 ])
 def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
     d = doc([(mark, "SYARIKAT PERNIAGAAN GIN KEE"), "NO 290, JALAN AIR PANAS,", "TEL: 03-2211 4455",
