@@ -50,9 +50,10 @@ name               how it is found (layout-aware rules, no learned weights)
                    a split "102. 40", a point read as a hyphen after a currency "RM 14-10"
                    read as printed) on lines labelled TOTAL (as OCR reads
                    it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / (TOTAL)
-                   AFTER ROUNDING or ADJ (the total word misread: "local After Adj") / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
-                   GST" statements, cash accepted, tax summaries), or the amount beside such a
-                   label (the same row, or the next visual line overlapping it); preferred
+                   AFTER ROUNDING or ADJ (the total word misread: "local After Adj") / ...
+                   (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6% GST" statements, cash
+                   accepted, tax summaries), or the amount beside such a label (the same row,
+                   or the next visual line overlapping it); preferred
                    when it equals subtotal + tax (+ rounding) or cash - change (the cash when
                    no change is printed); the largest wins a tie. The amount paid beats a
                    labelled total that agrees with nothing when subtotal + tax or the tax
@@ -756,11 +757,10 @@ _BRANCH = re.compile(r"\s+[A-Za-z][\w&'\s-]*$")
 def _branch_dropped(text: str) -> str:
     """``text`` (a vendor name) without the words after its last legal form (:data:`_BRANCH`): a
     company's name ends with its legal form (all 83 SROIE dev and kie company keys that hold one)."""
-    last = None
-    for last in _NAME_END.finditer(text):
-        pass
-    if last is None:
+    found = list(_NAME_END.finditer(text))
+    if not found:
         return text
+    last = found[-1]
     return text[:last.end()] + _BRANCH.sub("", text[last.end():])
 
 
