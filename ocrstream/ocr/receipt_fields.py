@@ -20,7 +20,7 @@ name               how it is found (layout-aware rules, no learned weights)
                    read; legal forms and digits misread in
                    one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
                    legal form's period dropped ("BHD.LLT"), a period after a closing "S/B"
-                   dropped, the words after its last legal
+                   or after a whole word ending a line the name goes on from dropped, the words after its last legal
                    form dropped (a branch: "CO. THE GARDENS MALL"), spaces the recogniser inserted
                    unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
@@ -732,7 +732,8 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
     ("D.1.Y.") read as printed, an underscore read as a space, letters glued after a legal form's
     period dropped (:data:`_AFTER_LEGAL_FORM`)."""
-    text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
+    lines = [_joined_words(r, char_probs) if char_probs else r.text for r in rows]
+    text = " ".join([_CUT_PERIOD.sub(r"\1", line) for line in lines[:-1]] + lines[-1:])
     text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", _LEAD_MARK.sub("", text))
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
@@ -743,6 +744,11 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     return _spaced_parentheses(_SB_PERIOD.sub("", _branch_dropped(_AFTER_LEGAL_FORM.sub("", text))))
 
 
+#: a period ending a vendor line after a word of four letters or more, the name going on on the next
+#: line ("AIK HUAT HARDWARE." / "ENTERPRISE (SETIA" / "ALAM) SDN BHD"): a speck, as no name puts a
+#: period after a whole word before its next one (none of the 131 SROIE dev and kie company keys;
+#: their periods close abbreviations of three letters or fewer: "CO.", "SDN. BHD.", "D.I.Y.").
+_CUT_PERIOD = re.compile(r"(?<![A-Za-z.])(?!(?:corp|bros|intl)\.)([A-Za-z]{4,})\.\s*$", re.I)
 #: a period after "S/B" (Sendirian Berhad) ending a name: a speck, as the slash already marks the
 #: abbreviation (the 6 SROIE dev and kie company keys that end with S/B: none with a period).
 _SB_PERIOD = re.compile(r"(?<=\bS/B)\.(?=\s*$)", re.I)

@@ -331,6 +331,10 @@ def test_a_date_with_a_time_glued_on():
     (["13.50 cash", "NO 1 JALAN SATU"], None),  # an amount's line (a page read upside down) is no name
     (["1i rubin", "l8 ACME TRADING", "NO 1 JALAN SATU"], "ACME TRADING"),  # a handwritten mark before the name
     (["A1 ACME TRADING", "NO 1 JALAN SATU"], "A1 ACME TRADING"),  # capitals: part of the name
+    (["ACME HARDWARE.", "ENTERPRISE (KL", "CITY) SDN BHD", "NO 1 JALAN SATU"],
+     "ACME HARDWARE ENTERPRISE (KL CITY) SDN BHD"),  # a period after a whole word, the name going on: a speck
+    (["ACME BROS.", "ENTERPRISE (KL", "CITY) SDN BHD", "NO 1 JALAN SATU"],
+     "ACME BROS. ENTERPRISE (KL CITY) SDN BHD"),  # an abbreviation's: kept
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
