@@ -584,3 +584,16 @@ def test_an_amount_after_the_rounding_adjustment_is_the_total_whatever_its_total
                             ("Total Sales Incl GST", "88.97"), ("Rounding Adj", "-0.02"), (label, "88.95"),
                             ("CASH", "100.00")]))
     assert f["total"].value == Decimal("88.95")
+
+
+@pytest.mark.parametrize(("name", "split", "vendor"), [
+    ("FUYI MINI MARKET", "MINI MARKET", "FUYI MINI MARKET"),  # two words of four letters or more: kept apart
+    ("FUYI STATI ONERY", "STATI ONERY", "FUYI STATIONERY"),  # long pieces that are no words: one word
+    ("FUYI MART SHOP", "MART SHOP", "FUYI MART SHOP"),  # at the bound (four letters): words, kept apart
+    ("FUYI BIG MARKET", "BIG MARKET", "FUYI BIGMARKET"),  # a piece of three letters: a split word
+])
+def test_an_unsure_space_between_two_whole_words_is_kept(name, split, vendor):
+    d = doc([name, "NO 1 JALAN SATU", "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    region = d.pages[0].lines[0].regions[0].region_id
+    probs = _with_probs(name, {name.index(split) + split.index(" ")})
+    assert extract_fields(d, char_probs={region: probs})["vendor_name"].text == vendor
