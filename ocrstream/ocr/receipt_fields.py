@@ -13,12 +13,17 @@ name               how it is found (layout-aware rules, no learned weights)
                    number first, a postcode before a town, a street word); a nearby line
                    holding a legal form (SDN BHD, S/B, SB, LTD, ENTERPRISE, ...) wins over a
                    brand line above it; below an address line only a legal-form line is the
-                   vendor, and never the line after "Owned by"; a name cut at "&" or "-" or
+                   vendor, and never the line after "Owned by"; a line holding only "Co." as
+                   its legal form when no other is printed; a name cut at "&" or "-" or
                    followed by a line holding a legal form is joined; the name ends at its
-                   registration number ("(E0118-A)" too); legal forms and digits misread in
-                   one letter are read as printed ("SDN DID", "D.1.Y."), letters glued after a
-                   legal form's period dropped ("BHD.LLT"), spaces the recogniser inserted
-                   unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`).
+                   registration number ("(E0118-A)" too); a mark before it ("l8 ") is not
+                   read; legal forms and digits misread in one letter are read as printed
+                   ("SDN DID", "D.1.Y."), letters glued after a legal form's period dropped
+                   ("BHD.LLT"), a period after a closing "S/B" or after a whole word ending a
+                   line the name goes on from dropped, the words after its last legal form
+                   dropped (a branch: "CO. THE GARDENS MALL"), spaces the recogniser inserted
+                   unsure between two letters dropped ("GAR DENIA", :data:`UNSURE_WORD_SPACE`;
+                   not between two words: "MINI MARKET").
 ``vendor_address`` the lines after the vendor (registration numbers skipped) up to the first
                    phone, fax, e-mail, tax-number, document-title, date, amount or item-header
                    line or a label's colon ("LOT NO.: 4F-27" is an address's); a registration
@@ -28,12 +33,15 @@ name               how it is found (layout-aware rules, no learned weights)
                    recogniser was unsure of next to punctuation are dropped and periods it
                    was unsure of between words read as commas (``char_probs``), a
                    postcode's digit misread as a letter ("4D170") is read as a digit, a quote
-                   mark opening a word that nothing closes ("Alam, 'Selangor") is a speck; in
+                   mark opening a word that nothing closes ("Alam, 'Selangor") and an unsure
+                   letter glued after a line's last word and period ("SELANGOR.U") are specks; in
                    an address with commas between its parts, a period after a number or a
                    whole word before the next part is one ("33. JALAN" -> "33, JALAN"), a
                    period before a comma a speck; spaces splitting a word as in the vendor.
                    Vendor and address: a space outside parentheses as printed, a capital I
-                   between a capital and a small letter read as l ("JIn" -> "Jln").
+                   between a capital and a small letter read as l ("JIn" -> "Jln"); in the
+                   address, "Jin" before a word is "Jln" and a dotted abbreviation closes
+                   with its period ("D.E" -> "D.E.").
 ``date``           every date token (day first ``22/12/2017``, ``01-03-18``, ``2018-03-01``,
                    ``14 MAR 2018``, ``OCT 3, 2016``, a time glued on ``09/02/201811:40``) that
                    is a real date in 1990..2069; a DATE label on its line and an early
@@ -42,10 +50,11 @@ name               how it is found (layout-aware rules, no learned weights)
 ``total``          amounts (two decimals; a currency's digits misread as letters "RMI11.90",
                    a split "102. 40", a point read as a hyphen after a currency "RM 14-10"
                    read as printed) on lines labelled TOTAL (as OCR reads
-                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / TOTAL
-                   AFTER ROUNDING / ... (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6%
-                   GST" statements, cash accepted, tax summaries), or the amount beside such a
-                   label (the same row, or the next visual line overlapping it); preferred
+                   it: "lotal", "Tota l") / GRAND TOTAL / NET AMT / AMOUNT TO BE PAID / (TOTAL)
+                   AFTER ROUNDING or ADJ (the total word misread: "local After Adj") / ...
+                   (not SUBTOTAL, TOTAL QTY, TOTAL EXCL., "includes 6% GST" statements, cash
+                   accepted, tax summaries), or the amount beside such a label (the same row,
+                   or the next visual line overlapping it); preferred
                    when it equals subtotal + tax (+ rounding) or cash - change (the cash when
                    no change is printed); the largest wins a tie. The amount paid beats a
                    labelled total that agrees with nothing when subtotal + tax or the tax
@@ -85,6 +94,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ocrstream.ocr.document import Box, Document, Line, Page, Region
+from ocrstream.ocr.postprocess.lexicon import known_words
 
 __all__ = [
     "FIELD_NAMES", "MAX_ADDRESS_LINES", "MAX_CANDIDATES", "MAX_ITEMS", "MAX_LINE_CHARS", "MAX_LINES",
@@ -142,7 +152,7 @@ _TOTAL_STRONG = re.compile(
     r"grand\s*" + _T + r"|net+\s*" + _T + r"|net+\s*am(?:oun)?t\b|" + _T + r"\s*amount|" + _T + r"\s*amt|amount\s*due|"
     + _T + r"\s*due|" + _T + r"\s*payable|amount\s*payable|rounded\s*" + _T + r"|" + _T + r"\s*rounded|"
     + _T + r"\s*incl|" + _T + r"\s*\(?rm\)?\s*:?\s*$|" + _T + r"\s*sales?\s*\(?incl|balance\s*due|"
-    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|" + _T + r"\s*after\s*(?:rounding|adj)|"
+    + _T + r"\s*\(inclusive|" + _T + r"\s*\(?myr\)?|jumlah|\bafter\s*(?:rounding|round|adj)|"
     r"amount\s*to\s*(?:be\s*)?pa(?:id|y)|amount\s*incl|amt\s*paid\s*incl|" + _T + r"\s*\(?incl", re.I)
 _TOTAL = re.compile(_T + r"|amount\s*due|\bdue\b|" + _TOTAL_STRONG.pattern, re.I)
 _NOT_TOTAL = re.compile(
@@ -182,6 +192,8 @@ _LEGAL_FORM = re.compile(
     r"co\.|company|corporation|corp|restaurant|restoran)\b\.?", re.I)
 _BOILERPLATE = re.compile(r"returnable|thank|order\s*(?:no|number|is)|promo|welcome|\bcopy\b|signature|customer|"
                          r"\bmember|\*{3}", re.I)
+#: "Co." (company) followed by a space: :data:`_LEGAL_FORM`'s word boundary after its period misses it.
+_COMPANY_ABBREVIATION = re.compile(r"\bco\.(?=\s|$)", re.I)
 _STRICT_LEGAL = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/?b\b|plt|ltd|limited|inc|llc|llp|gmbh|co\.)", re.I)
 _NOT_ADDRESS = re.compile(r"licensee|formerly|franchise|known\s+as|\b(?:co|br|roc)[\s.-]*(?:reg|no)\b", re.I)
 _CONTINUATION = re.compile(r"\W*(?:restaurants?|restoran|co\b|company|enterprises?|trading|[^\s()]+\))", re.I)
@@ -616,13 +628,19 @@ def _pick_date(rows: Sequence[_Row]) -> tuple[_Token, float] | None:
     return best
 
 
+#: a token of two characters mixing a digit and a small letter before a capital word at the start of
+#: a line ("l8 SYARIKAT ..."): a handwritten or stamped mark read beside the name, as no name starts so.
+_LEAD_MARK = re.compile(r"^\s*(?=[a-z]\d|\d[a-z])\w\w\s+(?=[A-Z]{2})")
+
+
 def _is_skippable_top(row: _Row) -> bool:
     """A line at the top that is not (part of) a vendor name: a title, registration number,
     phone, date, amount, boilerplate, a misread logo (confidence below :data:`VENDOR_MIN_CONFIDENCE`), a
     line starting in lower case or without two letters in a row, more digits than letters, a
     run of five digits that is not a registration number after the name, or a line of labels
-    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line)."""
-    text = row.text
+    (two colons) or more than :data:`VENDOR_MAX_WORDS` words (columns read as one line). A mark
+    before the line's first capital word (:data:`_LEAD_MARK`) is not read."""
+    text = _LEAD_MARK.sub("", row.text)
     letters = re.findall(r"[A-Za-z]", text)
     return (len(letters) < 3 or not re.search(r"[A-Za-z]{2}", text) or bool(_TITLE.search(text))
             or bool(_REG_NUMBER.search(text)) or bool(_PHONE.search(text)) or parse_date(text) is not None
@@ -666,6 +684,8 @@ def _vendor(rows: Sequence[_Row]) -> tuple[list[_Row], int] | None:
     first = top[0]
     legal = next((i for i in top[:5] if _LEGAL_FORM.search(rows[i].text)
                   and (i - first <= 4 or _STRICT_LEGAL.search(rows[i].text))), None)
+    if legal is None:  # "COFFEE CO. THE GARDENS MALL": "Co." only when no other legal form is printed
+        legal = next((i for i in top[:5] if _COMPANY_ABBREVIATION.search(rows[i].text)), None)
     start = end = first
     if legal is not None:
         start = end = legal
@@ -714,15 +734,42 @@ def _vendor_text(rows: Sequence[_Row], char_probs: CharProbs | None = None) -> s
     form misread in one letter ("SON BHD", "SDN DID", "5/B") and a digit misread inside a word
     ("D.1.Y.") read as printed, an underscore read as a space, letters glued after a legal form's
     period dropped (:data:`_AFTER_LEGAL_FORM`)."""
-    text = " ".join(_joined_words(r, char_probs) if char_probs else r.text for r in rows)
-    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", text)
+    lines = [_joined_words(r, char_probs) if char_probs else r.text for r in rows]
+    text = " ".join([_CUT_PERIOD.sub(r"\1", line) for line in lines[:-1]] + lines[-1:])
+    text = re.sub(r"^[^\w(]*#\d+\s*|^[^\w(]+", "", _LEAD_MARK.sub("", text))
     text = _AFTER_REG.sub("", text)
     for _ in range(2):
         text = _TRAILING_REG.sub("", text)
     for pattern, fixed in _LEGAL_MISREAD:
         text = pattern.sub(fixed, text)
     text = _NAME_DIGIT.sub(lambda m: "I" if m[0] == "1" else "O", text.replace("_", " "))
-    return _spaced_parentheses(_AFTER_LEGAL_FORM.sub("", text))
+    return _spaced_parentheses(_SB_PERIOD.sub("", _branch_dropped(_AFTER_LEGAL_FORM.sub("", text))))
+
+
+#: a period ending a vendor line after a word of four letters or more, the name going on on the next
+#: line ("AIK HUAT HARDWARE." / "ENTERPRISE (SETIA" / "ALAM) SDN BHD"): a speck, as no name puts a
+#: period after a whole word before its next one (none of the 131 SROIE dev and kie company keys;
+#: their periods close abbreviations of three letters or fewer: "CO.", "SDN. BHD.", "D.I.Y.").
+_CUT_PERIOD = re.compile(r"(?<![A-Za-z.])(?!(?:corp|bros|intl)\.)([A-Za-z]{4,})\.\s*$", re.I)
+#: a period after "S/B" (Sendirian Berhad) ending a name: a speck, as the slash already marks the
+#: abbreviation (the 6 SROIE dev and kie company keys that end with S/B: none with a period).
+_SB_PERIOD = re.compile(r"(?<=\bS/B)\.(?=\s*$)", re.I)
+#: a legal form that ends a company's name (its word boundary after, unlike :data:`_STRICT_LEGAL`).
+_NAME_END = re.compile(r"\b(?:s[do0]n\.?\s*bhd|bhd|berhad|s/b|plt|ltd|limited|inc|llc|llp|gmbh)\b\.?"
+                       r"|\bco\.(?=\s|$)", re.I)
+#: words after a name's last legal form: the branch or mall printed on the name's line
+#: ("EIGHT OUNCE COFFEE CO. THE GARDENS MALL").
+_BRANCH = re.compile(r"\s+[A-Za-z][\w&'\s-]*$")
+
+
+def _branch_dropped(text: str) -> str:
+    """``text`` (a vendor name) without the words after its last legal form (:data:`_BRANCH`): a
+    company's name ends with its legal form (all 83 SROIE dev and kie company keys that hold one)."""
+    found = list(_NAME_END.finditer(text))
+    if not found:
+        return text
+    last = found[-1]
+    return text[:last.end()] + _BRANCH.sub("", text[last.end():])
 
 
 #: letters glued to the period of a legal form that ends the name ("SDN. BHD.LLT"): specks, as a
@@ -737,6 +784,13 @@ _ITEM_WORDS = re.compile(r"\b(?:qty|quantity|price|amount|amt|description|desc|i
 _ADDRESS_COLON = re.compile(r"\b(?:lot|no|unit|blk|block|level|suite)\W*$", re.I)
 
 
+#: "Jln" (Jalan, street) with its l read as i or 1 ("Jin Puteri"): the SROIE dev and kie address keys
+#: print JLN 11 times and JIN once (a key copying the misprint).
+_JALAN = re.compile(r"\b(J)[iI1|]([nN])\b(?=\.?\s+\w)")
+#: a dotted abbreviation of single letters without its closing period ("SELANGOR D.E"): the
+#: recogniser missed it, as every such abbreviation of the SROIE dev and kie address keys closes with
+#: one (D.E. 3 times, P.T. once).
+_OPEN_ABBREVIATION = re.compile(r"(?<![\w.'])(?:[A-Za-z]\.)+[A-Za-z](?=\s|$)")
 #: a five-character postcode with one digit misread as a letter ("4D170") before the town's name.
 _POSTCODE_MISREAD = re.compile(r"\b(?=[\dODIl]{5}\s+[A-Za-z])(?=(?:[ODIl]*\d){4}[ODIl]*\s)(?=\d*[ODIl])[\dODIl]{5}\b")
 _POSTCODE_DIGIT = str.maketrans("ODIl", "0011")
@@ -772,6 +826,12 @@ UNSURE_PERIOD = 0.65
 #: the page text): below 0.3, 13 such spaces split a word and 2 separate words ("TAX INVOICE" 0.11);
 #: 0.3 to 0.5, 3 and 3.
 UNSURE_WORD_SPACE = 0.3
+#: an unsure space between letters with a piece of at most this many letters on one side splits a
+#: word; between two longer pieces that are words it separates them ("MINI MARKET"). The 7 such
+#: spaces of the SROIE dev and kie vendor names and addresses: the 6 the keys do not print all have
+#: a short piece ("GAR DENIA", "AL AM", "(K L)", "cof fee"), the one they print is "MINI MARKET";
+#: on the 60 dev pages' text, the long-pieced splits are no words ("Descr iption", "adjus tments").
+SPLIT_PIECE_LETTERS = 3
 CharProbs = Mapping[str, Sequence[float]]
 
 #: in an address that separates its parts with a comma (:data:`_ADDRESS_COMMA`), a period after a
@@ -816,10 +876,27 @@ def _unsure(prob: float | None, below: float) -> bool:
 
 def _split_word(chars: Sequence[tuple[str, float | None]], k: int) -> bool:
     """Whether ``chars[k]`` is a space the recogniser was unsure of (:data:`UNSURE_WORD_SPACE`)
-    between two letters."""
+    between two letters that does not separate two words (:func:`_two_words`)."""
     c, prob = chars[k]
-    return (c == " " and _unsure(prob, UNSURE_WORD_SPACE) and 0 < k < len(chars) - 1
-            and chars[k - 1][0].isalpha() and chars[k + 1][0].isalpha())
+    if not (c == " " and _unsure(prob, UNSURE_WORD_SPACE) and 0 < k < len(chars) - 1
+            and chars[k - 1][0].isalpha() and chars[k + 1][0].isalpha()):
+        return False
+    left = right = k
+    while left > 0 and chars[left - 1][0].isalpha():
+        left -= 1
+    while right + 1 < len(chars) and chars[right + 1][0].isalpha():
+        right += 1
+    return not _two_words("".join(c for c, _ in chars[left:k]), "".join(c for c, _ in chars[k + 1:right + 1]))
+
+
+def _two_words(left: str, right: str) -> bool:
+    """Whether ``left`` and ``right`` (the letters either side of an unsure space) are two words:
+    both of more than :data:`SPLIT_PIECE_LETTERS` letters and in the lexicon
+    (:func:`ocrstream.ocr.postprocess.lexicon.known_words`: English and receipt words)."""
+    if min(len(left), len(right)) <= SPLIT_PIECE_LETTERS:
+        return False
+    words = known_words()
+    return left.lower() in words and right.lower() in words
 
 
 def _joined_words(row: _Row, char_probs: CharProbs) -> str:
@@ -832,8 +909,13 @@ def _printed_text(row: _Row, char_probs: CharProbs) -> str:
     """``row.text`` as printed: spaces the recogniser was unsure of (:data:`UNSURE_SPACE`) next to
     punctuation dropped, and those splitting a word (:func:`_split_word`); periods it was unsure of
     (:data:`UNSURE_PERIOD`) after a word or number and before a word read as commas; characters
-    without a probability kept as read."""
+    without a probability kept as read; a speck read as a letter after the line's last word and
+    its period (:func:`_end_speck`) dropped."""
     chars = _row_chars(row, char_probs)
+    while chars and chars[-1][0] == " ":
+        chars.pop()
+    if _end_speck(chars):
+        chars.pop()
     text = "".join(c for c, _ in chars)
     out = []
     for k, (c, prob) in enumerate(chars):
@@ -847,6 +929,16 @@ def _printed_text(row: _Row, char_probs: CharProbs) -> str:
             c = ","
         out.append(c)
     return "".join(out).strip()
+
+
+def _end_speck(chars: Sequence[tuple[str, float | None]]) -> bool:
+    """Whether the last of ``chars`` (a line without trailing spaces) is a letter the recogniser
+    was unsure of (:data:`UNSURE_SPACE`) glued after a word of two letters or more and its period
+    or comma ("KUALA SELANGOR.U"): a speck. No SROIE dev or kie address key ends so (its dotted
+    abbreviations, "D.E.", have one letter before the period)."""
+    tail = "".join(c for c, _ in chars[-4:])
+    return (len(tail) == 4 and tail[:2].isalpha() and tail[2] in ".," and tail[3].isalpha()
+            and _unsure(chars[-1][1], UNSURE_SPACE))
 
 
 def _address(rows: Sequence[_Row], start: int, char_probs: CharProbs | None = None) -> list[tuple[_Row, str]]:
@@ -984,7 +1076,8 @@ def extract_page(page: Page, char_probs: CharProbs | None = None) -> dict[str, R
         address = _address(rows, first, char_probs) if first is not None else []
     if address:
         text = _POSTCODE_MISREAD.sub(lambda m: m[0].translate(_POSTCODE_DIGIT), " ".join(t for _, t in address))
-        text = _address_commas(text)
+        text = _JALAN.sub(lambda m: m[1] + ("l" if m[2] == "n" else "L") + m[2], _address_commas(text))
+        text = _OPEN_ABBREVIATION.sub(r"\g<0>.", text)
         out["vendor_address"] = _rows_field("vendor_address", [r for r, _ in address], _spaced_parentheses(text),
                                             0.7, p)
     picked_date = _pick_date(rows)

@@ -280,3 +280,10 @@ def test_bad_postprocessor_options(kwargs):
 def test_char_probs_length_checked(pp):
     with pytest.raises(ValueError, match="char_probs"):
         pp.correct("TOTAL", 0.9, [0.9, 0.9])
+
+
+def test_known_words_are_the_english_list_and_the_receipt_words_lower_case():
+    from ocrstream.ocr.postprocess.lexicon import RECEIPT_WORDS, known_words
+    words = known_words()
+    assert {"market", "mini", "stationery"} <= words and set(RECEIPT_WORDS) <= words
+    assert "descr" not in words and "MARKET" not in words and len(words) > 80_000

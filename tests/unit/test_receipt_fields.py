@@ -329,6 +329,12 @@ def test_a_date_with_a_time_glued_on():
     ([". KMF FOODICIOUS SDN BHD (1132106-H)", "NO 1 JALAN SATU"], "KMF FOODICIOUS SDN BHD"),  # a stray mark first
     (["(M) ACME SDN BHD", "NO 1 JALAN SATU"], "(M) ACME SDN BHD"),  # a parenthesis first is printed
     (["13.50 cash", "NO 1 JALAN SATU"], None),  # an amount's line (a page read upside down) is no name
+    (["1i rubin", "l8 ACME TRADING", "NO 1 JALAN SATU"], "ACME TRADING"),  # a handwritten mark before the name
+    (["A1 ACME TRADING", "NO 1 JALAN SATU"], "A1 ACME TRADING"),  # capitals: part of the name
+    (["ACME HARDWARE.", "ENTERPRISE (KL", "CITY) SDN BHD", "NO 1 JALAN SATU"],
+     "ACME HARDWARE ENTERPRISE (KL CITY) SDN BHD"),  # a period after a whole word, the name going on: a speck
+    (["ACME BROS.", "ENTERPRISE (KL", "CITY) SDN BHD", "NO 1 JALAN SATU"],
+     "ACME BROS. ENTERPRISE (KL CITY) SDN BHD"),  # an abbreviation's: kept
 ])
 def test_the_vendor_is_no_address_line_and_ends_at_its_registration_number(top, vendor):
     f = extract_fields(doc([*top, "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
@@ -362,6 +368,13 @@ def test_a_legal_form_line_joins_a_cut_name_even_read_unsure():
     (["Lot 3, Jalan Pelabur 23/1,", "40300 Shah Alam, 'Selangor."], "Lot 3, Jalan Pelabur 23/1, 40300 Shah Alam, Selangor."),
     (["Block B, Jalan PJU 9/1, D'sara Avenue,", "52000 'Bandar' KL"],
      "Block B, Jalan PJU 9/1, D'sara Avenue, 52000 'Bandar' KL"),  # inside a word, or closed: kept
+    (["No.1, Jin Puteri 1/6,", "47100 Puchong"], "No.1, Jln Puteri 1/6, 47100 Puchong"),  # Jln's l read as i
+    (["NO.1, J1N PUTERI 1/6, TAMAN JIN,", "47100 PUCHONG"],
+     "NO.1, JLN PUTERI 1/6, TAMAN JIN, 47100 PUCHONG"),  # as 1; before no word: kept
+    (["LOT P.T 2811, JALAN ANGSA,", "40150 SHAH ALAM, SELANGOR D.E"],
+     "LOT P.T. 2811, JALAN ANGSA, 40150 SHAH ALAM, SELANGOR D.E."),  # a dotted abbreviation closes with a period
+    (["F.K06, JALAN ANGSA, SEK.U3,", "40150 SHAH ALAM, SELANGOR D E"],
+     "F.K06, JALAN ANGSA, SEK.U3, 40150 SHAH ALAM, SELANGOR D E"),  # no abbreviation of single letters
 ])
 def test_address_lines_and_where_they_stop(lines, address):
     f = extract_fields(doc(["ACME TRADING SDN BHD", *lines, ("TOTAL", "9.00")]))
@@ -419,7 +432,7 @@ def test_periods_the_recogniser_was_unsure_of_between_words_of_the_address_read_
     ("lu", rf.NOISE_CONFIDENCE, None),  # at the bound: text, and a name starting in lower case is none
     ("lum", 0.33, "SYARIKAT PERNIAGAAN GIN KEE"),
     ("luma", 0.33, None),  # four characters: text
-    ("l1", 0.33, None),  # a digit: text
+    ("l12", 0.33, None),  # a digit: text (and no two-character mark before a name, _LEAD_MARK)
 ])
 def test_a_short_unsure_mark_beside_a_line_is_noise(mark, confidence, vendor):
     d = doc([(mark, "SYARIKAT PERNIAGAAN GIN KEE"), "NO 290, JALAN AIR PANAS,", "TEL: 03-2211 4455",
@@ -532,8 +545,55 @@ def test_a_hyphen_without_a_currency_is_no_decimal_point():
 @pytest.mark.parametrize(("top", "vendor"), [
     (["COSWAY (M) SDN BHD (E0118-A)"], "COSWAY (M) SDN BHD"),  # a letter before the registration number's digits
     (["SKCA HARDWARE & TIMBER SDN. BHD.LLT"], "SKCA HARDWARE & TIMBER SDN. BHD."),  # glued after the legal form
-    (["ACME SDN. BHD. KL"], "ACME SDN. BHD. KL"),  # after a space: kept
+    (["ACME SDN. BHD. KL"], "ACME SDN. BHD."),  # a branch after it: dropped (the name ends with its legal form)
+    (["ACME SDN. BHD. (KL)"], "ACME SDN. BHD. (KL)"),  # a parenthesis after it: kept
+    (["ACME CO. (M) SDN BHD CITY MALL"], "ACME CO. (M) SDN BHD"),  # the last legal form ends the name
+    (["ACME SDN BHDX CITY"], "ACME SDN BHDX CITY"),  # no legal form: a word that starts with one
+    (["ACME FRESH MARKET S/B."], "ACME FRESH MARKET S/B"),  # a period after S/B: a speck
+    (["ACME SDN. BHD."], "ACME SDN. BHD."),  # other legal forms keep theirs
 ])
 def test_what_follows_a_vendor_s_legal_form(top, vendor):
     f = extract_fields(doc([*top, "NO 1 JALAN SATU", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
     assert f["vendor_name"].text == vendor
+
+
+def test_a_name_whose_only_legal_form_is_co_beats_the_logo_lines_above_it():
+    """"Co." followed by a space is a legal form (the vendor's line; the address starts after it), and
+    the branch printed after it on the name's line is not part of the name."""
+    f = extract_fields(doc(["BEAN HOUSE", "COFFEE", "BEAN HOUSE COFFEE CO. CITY MALL", "LOT 5, First Floor, City Mall,",
+                            "50000 Kuala Lumpur.", "TEL: 03-2211 4455", "TAX INVOICE", ("TOTAL", "9.00")]))
+    assert f["vendor_name"].text == "BEAN HOUSE COFFEE CO."
+    assert f["vendor_address"].text == "LOT 5, First Floor, City Mall, 50000 Kuala Lumpur."
+
+
+@pytest.mark.parametrize(("last", "unsure", "address"), [
+    ("KUALA SELANGOR.U", True, "NO 43, TAMAN SEJATI, KUALA SELANGOR."),  # a speck after the last word's period
+    ("KUALA SELANGOR.U", False, "NO 43, TAMAN SEJATI, KUALA SELANGOR.U"),  # read sure: kept
+    ("SELANGOR D.E", True, "NO 43, TAMAN SEJATI, SELANGOR D.E."),  # a dotted abbreviation: its letter kept
+])
+def test_an_unsure_letter_glued_after_an_address_line_s_last_period_is_a_speck(last, unsure, address):
+    d = doc(["ACME TRADING SDN BHD", "NO 43, TAMAN SEJATI,", last, "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    region = d.pages[0].lines[2].regions[0].region_id
+    probs = _with_probs(last, {len(last) - 1} if unsure else set())
+    assert extract_fields(d, char_probs={region: probs})["vendor_address"].text == address
+
+
+@pytest.mark.parametrize("label", ["local After Adj Incl GST", "AMOUNT AFTER ROUNDING"])
+def test_an_amount_after_the_rounding_adjustment_is_the_total_whatever_its_total_word_reads(label):
+    f = extract_fields(doc(["ACME TRADING SDN BHD", "NO 1 JALAN SATU", "TAX INVOICE", ("Sub-total", "88.97"),
+                            ("Total Sales Incl GST", "88.97"), ("Rounding Adj", "-0.02"), (label, "88.95"),
+                            ("CASH", "100.00")]))
+    assert f["total"].value == Decimal("88.95")
+
+
+@pytest.mark.parametrize(("name", "split", "vendor"), [
+    ("FUYI MINI MARKET", "MINI MARKET", "FUYI MINI MARKET"),  # two words of four letters or more: kept apart
+    ("FUYI STATI ONERY", "STATI ONERY", "FUYI STATIONERY"),  # long pieces that are no words: one word
+    ("FUYI MART SHOP", "MART SHOP", "FUYI MART SHOP"),  # at the bound (four letters): words, kept apart
+    ("FUYI BIG MARKET", "BIG MARKET", "FUYI BIGMARKET"),  # a piece of three letters: a split word
+])
+def test_an_unsure_space_between_two_whole_words_is_kept(name, split, vendor):
+    d = doc([name, "NO 1 JALAN SATU", "TEL: 03-2211 4455", ("TOTAL", "9.00")])
+    region = d.pages[0].lines[0].regions[0].region_id
+    probs = _with_probs(name, {name.index(split) + split.index(" ")})
+    assert extract_fields(d, char_probs={region: probs})["vendor_name"].text == vendor
