@@ -26,12 +26,9 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
 * ``warm-arenas2``: as ``warm-pattern``, glibc's malloc arenas capped at 2 (``MALLOC_ARENA_MAX``);
 * ``warm-mmap``: as ``warm``, glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``: blocks
   that large always mapped and unmapped, never left in a thread's heap; its dynamic raise disabled);
-* ``warm-mmap1m``: the same at 1 MiB (``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``, the recognize stage's default);
+* ``warm-mmap1m``, ``warm-mmap4m``: the same at 1 and 4 MiB (``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``);
 * ``warm-trim``: as ``warm``, glibc's ``malloc_trim(0)`` after every call (the free pages inside every
-  arena's heaps returned to the system);
-* ``shrink``: the bound, no warm-up, memory patterns off, and ONNX Runtime's arena shrinkage after every
-  call (``PPOCRRecognizer(shrink_arena=True)``: the arena's free regions returned, as the detector does);
-  ``shrink-trim``: and ``malloc_trim(0)`` after every call.
+  arena's heaps returned to the system).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/bench_rec_memory.py [--calls 240] [--rounds 2]
 """
@@ -66,16 +63,15 @@ POLICIES: dict[str, tuple[bool, dict, dict]] = {
     "warm-same": (True, {}, {**PATTERN, "arena_extend_strategy": "kSameAsRequested"}),
     "warm-arenas2": (True, {}, PATTERN),  # and MALLOC_ARENA_MAX=2 in the process's environment (ENV)
     "warm-mmap": (True, {}, {}),  # and glibc's mmap threshold fixed at 128 KiB (ENV)
-    "warm-mmap1m": (True, {}, {}),  # and glibc's mmap threshold fixed at 1 MiB (ENV): the recognize stage's default
+    "warm-mmap1m": (True, {}, {}),  # and glibc's mmap threshold fixed at 1 MiB (ENV)
+    "warm-mmap4m": (True, {}, {}),  # and glibc's mmap threshold fixed at 4 MiB (ENV)
     "warm-trim": (True, {}, {}),  # and glibc's malloc_trim(0) after every call (TRIM)
-    "shrink": (False, {"shrink_arena": True}, {}),  # the arena's free regions returned after every call
-    "shrink-trim": (False, {"shrink_arena": True}, {}),  # and malloc_trim(0) after every call (TRIM)
 }
 #: policies that return the free pages of glibc's heaps after every recogniser call
-TRIM = {"warm-trim", "shrink-trim"}
+TRIM = {"warm-trim"}
 #: policy -> environment variables of its process
 ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}, "warm-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"},
-       "warm-mmap1m": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
+       "warm-mmap1m": {"MALLOC_MMAP_THRESHOLD_": "1048576"}, "warm-mmap4m": {"MALLOC_MMAP_THRESHOLD_": "4194304"}}
 
 
 def _calls(n: int, warmup: int, big_every: int, seed: int) -> list[list[int]]:

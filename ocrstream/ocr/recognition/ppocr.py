@@ -58,7 +58,6 @@ from typing import Literal, TypeVar
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
 from ocrstream.ocr.recognition.ctc_head import restrict_head
@@ -300,9 +299,6 @@ class PPOCRRecognizer:
             too much for OpenVINO without its per-shape cache, ``resolve_backend``).
         cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
             computes every column and slices them (the same arg-max; for comparison).
-        shrink_arena: after every model call, ONNX Runtime returns the regions of its CPU arena that
-            are free (``memory.enable_memory_arena_shrinkage``), instead of keeping its high-water
-            mark (``bench/bench_rec_memory.py``, policy ``shrink``).
 
     Attributes:
         backend: the backend it runs on (``resolve_backend``; ``onnxruntime-int8`` with a fine-tuned
@@ -344,7 +340,6 @@ class PPOCRRecognizer:
         model: str | Path | None = None,
         backend: str | None = None,
         cut_head: bool = True,
-        shrink_arena: bool = False,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -387,10 +382,6 @@ class PPOCRRecognizer:
         self._calls = (ThreadPoolExecutor(self.concurrent_calls, thread_name_prefix="ppocr-call")
                        if self.concurrent_calls > 1 else None)
         self._input = self._session.get_inputs()[0].name
-        self._run_options: ort.RunOptions | None = None
-        if shrink_arena:  # as the detector does (ocrstream/ocr/detection.py)
-            self._run_options = ort.RunOptions()
-            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._frame_bytes = (len(table) if self._columns is not None else len(self._chars)) * 4  # one output frame
         self.provider = chosen_provider(self._session) + ("-int8" if int8 else "")
 
@@ -488,7 +479,7 @@ class PPOCRRecognizer:
         """Model call: ``(N, 3, 48, W)`` float32 -> ``(N, ceil(W / 8), C)`` softmax probabilities;
         ``C`` is the charset's columns (blank, symbols, space) when the output layer was cut to them
         (:mod:`.ctc_head`), else the whole dictionary's (``charset="all"``: 18710)."""
-        probs: np.ndarray = self._session.run(None, {self._input: batch}, self._run_options)[0]
+        probs: np.ndarray = self._session.run(None, {self._input: batch})[0]
         return probs
 
     # -- decoding -------------------------------------------------------------
