@@ -27,6 +27,7 @@ Policies (``--policies``, comma-separated; see ``POLICIES``):
 * ``warm-mmap``: as ``warm``, glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``: blocks
   that large always mapped and unmapped, never left in a thread's heap; its dynamic raise disabled);
 * ``warm-mmap1m``, ``warm-mmap4m``: the same at 1 and 4 MiB (``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``);
+  ``warm-mmap1m-top8m``: 1 MiB, and glibc's trim threshold at 8 MiB (a heap keeps that much free at its top);
 * ``warm-trim``: as ``warm``, glibc's ``malloc_trim(0)`` after every call (the free pages inside every
   arena's heaps returned to the system).
 
@@ -65,13 +66,15 @@ POLICIES: dict[str, tuple[bool, dict, dict]] = {
     "warm-mmap": (True, {}, {}),  # and glibc's mmap threshold fixed at 128 KiB (ENV)
     "warm-mmap1m": (True, {}, {}),  # and glibc's mmap threshold fixed at 1 MiB (ENV)
     "warm-mmap4m": (True, {}, {}),  # and glibc's mmap threshold fixed at 4 MiB (ENV)
+    "warm-mmap1m-top8m": (True, {}, {}),  # 1 MiB, and up to 8 MiB kept free at a heap's top (ENV)
     "warm-trim": (True, {}, {}),  # and glibc's malloc_trim(0) after every call (TRIM)
 }
 #: policies that return the free pages of glibc's heaps after every recogniser call
 TRIM = {"warm-trim"}
 #: policy -> environment variables of its process
 ENV = {"warm-arenas2": {"MALLOC_ARENA_MAX": "2"}, "warm-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"},
-       "warm-mmap1m": {"MALLOC_MMAP_THRESHOLD_": "1048576"}, "warm-mmap4m": {"MALLOC_MMAP_THRESHOLD_": "4194304"}}
+       "warm-mmap1m": {"MALLOC_MMAP_THRESHOLD_": "1048576"}, "warm-mmap4m": {"MALLOC_MMAP_THRESHOLD_": "4194304"},
+       "warm-mmap1m-top8m": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "8388608"}}
 
 
 def _calls(n: int, warmup: int, big_every: int, seed: int) -> list[list[int]]:

@@ -285,5 +285,22 @@ def test_char_probs_length_checked(pp):
 def test_known_words_are_the_english_list_and_the_receipt_words_lower_case():
     from ocrstream.ocr.postprocess.lexicon import RECEIPT_WORDS, known_words
     words = known_words()
-    assert {"market", "mini", "stationery"} <= words and set(RECEIPT_WORDS) <= words
+    assert all(w in words for w in ("market", "mini", "stationery", *RECEIPT_WORDS))
     assert "descr" not in words and "MARKET" not in words and len(words) > 80_000
+    assert "market\nmini" not in words and "" not in words and "marke" not in words  # whole words only
+
+
+def test_the_word_list_is_small_in_memory():
+    """83,000 words as one string, not ~20 MiB of str objects in a set (issue 24's soak: the store
+    stage grew by that much the first time a receipt asked)."""
+    import tracemalloc
+
+    from ocrstream.ocr.postprocess.lexicon import WordList, known_words
+    words = [f"word{i:06d}" for i in range(83_000)]
+    tracemalloc.start()
+    kept = WordList(words)
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert "word041999" in kept and len(kept) == 83_000
+    assert held < 3 * 2**20, f"{held / 2**20:.1f} MiB"
+    assert len(known_words()) > 80_000
