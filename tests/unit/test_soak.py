@@ -40,3 +40,9 @@ def test_growth_is_measured_from_the_first_sample_after_the_warm_up():
     assert rows["a"]["pss_base"] == 100.0 and round(rows["a"]["growth_end_pct"], 1) == 10.0
     assert round(rows["a"]["uss_growth_pct"], 1) == 12.5 and "80 -> 90 | +12.5" in table
     assert round(rows["a"]["slope_mib_per_1000"]) == 50 and "(over goal)" in table
+
+
+def test_windowed_growth_compares_the_medians_of_both_ends():
+    swinging = [400.0, 170.0, 820.0, 410.0, 300.0, 390.0, 800.0, 180.0, 420.0, 405.0]  # a level, sampled badly
+    assert soak.windowed_growth(swinging, window=0.3) == 100 * (405 - 400) / 400
+    assert soak.windowed_growth([100.0, 100.0, 110.0, 120.0], window=0.25) == 20.0  # one sample each end
