@@ -34,6 +34,11 @@ Rows, all on the same pages in this one process run (OMP_WAIT_POLICY=PASSIVE):
 * ``pipeline, tracing on`` (``--tracing``): the one-replica pipeline again with
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local sink (:class:`OtlpSink`), then a table of the
   stages' CPU-s per page with tracing off and on (issue 25: on <= 3 % more);
+* ``pipeline <DIR>`` (``--before DIR``): the pipeline from an older checkout, before this one; with
+  ``--rounds N`` (N > 1) both pipelines run N times in ABBA order (before, this; this, before; ...),
+  because the second pipeline of a run measured up to 20 % more CPU per page than the first, even in
+  processes the change did not touch (three runs, 2026-12-06); a table then gives each round and the
+  medians;
 * ``rapidocr 3.10``: ``rapidocr.RapidOCR`` in-process (same PP-OCRv6 weights, no angle
   classifier), 1 thread;
 * ``tesseract``: the ``tesseract`` CLI (``--psm 3``, ``OMP_THREAD_LIMIT=1``), skipped with a
@@ -60,6 +65,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -497,6 +503,37 @@ def print_tables(rows: list[Row], n: int, truth: list[str] | None, args: argpars
     print_tracing([r for r in rows if r.per_process], n)
 
 
+def run_rounds(paths: list[Path], latency_n: int, timeout_s: float, before: Path, rounds: int) -> list[tuple[Row, Row]]:
+    """(before row, this row) per round, the two pipelines run in ABBA order (round 1: before
+    first; round 2: this first; ...); latency is measured in the first round only."""
+    out = []
+    for k in range(rounds):
+        def run(checkout: Path, name: str) -> Row:
+            return run_pipeline(paths, latency_n if k == 0 else 0, timeout_s, checkout, f"{name}, round {k + 1}")
+
+        if k % 2 == 0:
+            old = run(before.resolve(), f"pipeline {before}")
+            new = run(REPO, "pipeline")
+        else:
+            new = run(REPO, "pipeline")
+            old = run(before.resolve(), f"pipeline {before}")
+        out.append((old, new))
+    return out
+
+
+def print_rounds(rounds: list[tuple[Row, Row]], n: int) -> None:
+    """Each round's CPU-s per page of both pipelines, which ran first, and the medians."""
+    print("\npipelines in ABBA order: CPU-s per page (all processes), steady state")
+    print("| round | first | before | this | this / before |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for k, (old, new) in enumerate(rounds, 1):
+        ratios.append(new.cpu_s / old.cpu_s)
+        print(f"| {k} | {'before' if k % 2 else 'this'} | {old.cpu_s / n:.3f} | {new.cpu_s / n:.3f} | {ratios[-1]:.3f} |")
+    print(f"| median | | {statistics.median(o.cpu_s for o, _ in rounds) / n:.3f} | "
+          f"{statistics.median(t.cpu_s for _, t in rounds) / n:.3f} | {statistics.median(ratios):.3f} |")
+
+
 def print_tracing(rows: list[Row], n: int) -> None:
     """``--tracing``: the stages' CPU-s per page with tracing off and on (issue 25's goal: on <= 3 %
     more), measured and measured minus idle, per stage and in total."""
@@ -584,7 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None,
                         help="also run the pipeline from this checkout (e.g. `git archive main | tar -x -C DIR`), "
                              "before this one, in the same run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --before: run both pipelines this many times in ABBA order and print the medians")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or (args.rounds > 1 and args.before is None):
+        parser.error("--rounds N needs N >= 1, and --before when N > 1")
     if not 1 <= args.replicas <= 4:
         parser.error("--replicas must be 1..4 (the topics' partitions, OCRSTREAM_TOPIC_PARTITIONS)")
     if not args.input.is_dir():
@@ -605,9 +646,13 @@ def main(argv: list[str] | None = None) -> int:
                                  note="fp32 ONNX Runtime, detector at max_side, whole output layer"))
     if "pipeline" not in args.skip:
         latency_n = min(args.latency_n, len(paths))
-        if args.before is not None:
+        rounds: list[tuple[Row, Row]] = []
+        if args.before is not None and args.rounds > 1:
+            rounds = run_rounds(paths, latency_n, args.timeout, args.before, args.rounds)
+            rows += [row for pair in rounds for row in pair]
+        elif args.before is not None:
             rows.append(run_pipeline(paths, latency_n, args.timeout, args.before.resolve(), f"pipeline {args.before}"))
-        for storage in args.broker_log:
+        for storage in args.broker_log if not rounds else []:
             rows.append(run_pipeline(paths, latency_n, args.timeout, kafka_storage=storage,
                                      name="pipeline" if storage == "s3" else f"pipeline, broker log in {storage}"))
         if args.tracing:
@@ -632,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
             version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
             rows.append(run_serially("tesseract CLI", tesseract_reader(binary), paths, f"{version}, psm 3, 1 thread"))
     print_tables(rows, len(paths), truth, args)
+    if "pipeline" not in args.skip and rounds:
+        print_rounds(rounds, len(paths))
     return 0
 
 
