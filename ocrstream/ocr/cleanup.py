@@ -161,8 +161,12 @@ def ink_fraction(cleaned: np.ndarray) -> float:
     7.8 %); one 28 px text line on an A4 page 0.08 %; blank pages with Gaussian noise sigma <= 10
     grey levels (also as JPEG q50) <= 0.001 %; sigma 20: 0.2-0.3 %; all white and all black 0."""
     grey, _ = thumbnail(cleaned)
-    mask = cv2.morphologyEx(ink_mask(grey), cv2.MORPH_OPEN, np.ones((INK_OPEN_PX, INK_OPEN_PX), np.uint8))
-    return float(mask.mean())
+    return _ink_share(ink_mask(grey))
+
+
+def _ink_share(mask: np.ndarray) -> float:
+    """:func:`ink_fraction` of a thumbnail's :func:`ink_mask`."""
+    return float(cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((INK_OPEN_PX, INK_OPEN_PX), np.uint8)).mean())
 
 
 def _rotate(image: np.ndarray, angle_deg: float, *, interpolation: int = cv2.INTER_LINEAR,
@@ -432,16 +436,20 @@ def page_orientation(page: np.ndarray) -> int:
     return _orient(page)[0]
 
 
-def _orient(page: np.ndarray) -> tuple[int, float | None]:
-    """(:func:`page_orientation`, :func:`glyph_height` of the page once turned by it): the glyphs
-    the decision measured also give the turned page's median glyph height (their widths when it
-    turns by a quarter), which the detector would otherwise measure again (14 CPU-ms per page)."""
+def _orient(page: np.ndarray) -> tuple[int, float | None, float]:
+    """(:func:`page_orientation`, :func:`glyph_height` and :func:`ink_fraction` of the page once
+    turned by it): the thumbnail and glyphs the decision measured also give the turned page's
+    median glyph height (their widths when it turns by a quarter) and its share of ink (a quarter
+    turn moves no pixel's value), which the detector and the review flag would otherwise measure
+    again (14 and ~5 CPU-ms per page)."""
     grey, scale = thumbnail(page)
-    glyphs, ink = _glyphs(ink_mask(grey))
+    mask = ink_mask(grey)
+    glyphs, ink = _glyphs(mask)
+    share = _ink_share(mask)
     if len(glyphs) < MIN_GLYPHS:
-        return 0, None
+        return 0, None, share
     quarters = _decide(page, glyphs, ink, scale)
-    return quarters, _median_side(glyphs, scale, 1 if quarters % 2 == 0 else 0)
+    return quarters, _median_side(glyphs, scale, 1 if quarters % 2 == 0 else 0), share
 
 
 def _decide(page: np.ndarray, glyphs: np.ndarray, ink: np.ndarray, scale: float) -> int:
@@ -473,13 +481,14 @@ def orientation(page: np.ndarray) -> tuple[np.ndarray, Transform]:
 @dataclass
 class Cleaned:
     """A page after :func:`clean`: ``page`` ``(H', W', 3)`` uint8 BGR, ``transform`` original ->
-    cleaned px, and ``glyph_height``: the cleaned page's median glyph height in px when a step
-    measured it on the way (the orientation step does), else None (measure it:
-    :func:`glyph_height`)."""
+    cleaned px, and what a step measured on the way (the orientation step does), else None:
+    ``glyph_height``, the cleaned page's median glyph height in px (else measure it:
+    :func:`glyph_height`), and ``ink``, its :func:`ink_fraction`."""
 
     page: np.ndarray
     transform: Transform
     glyph_height: float | None = None
+    ink: float | None = None
 
 
 # --- deskew -------------------------------------------------------------------------------
@@ -652,16 +661,17 @@ def clean(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> Clean
     wanted = set(parse_steps(steps))
     if page.ndim != 3 or page.shape[2] != 3:
         raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {page.shape}")
-    transform, height = Transform.identity(), None
+    transform, height, ink = Transform.identity(), None, None
     for name, step in STEPS.items():
         if name not in wanted:
             continue
         if name == "orientation":
-            quarters, height = _orient(page)
+            quarters, height, ink = _orient(page)
             page, moved = rotate_quarters(page, quarters)
         else:
             page, moved = step(page)
+            ink = None  # measured before the page's pixels changed
             if not moved.is_identity:
                 height = None  # measured before the page moved
         transform = transform.then(moved)
-    return Cleaned(page, transform, height)
+    return Cleaned(page, transform, height, ink)

@@ -64,7 +64,7 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
     result = cleanup.clean(page, cleanup_steps)
     cleaned, transform = result.page, result.transform
     if measures is not None:
-        measures["ink"] = round(cleanup.ink_fraction(cleaned), 6)
+        measures["ink"] = round(result.ink if result.ink is not None else cleanup.ink_fraction(cleaned), 6)
     t1 = time.time_ns()
     lines = detector.detect(cleaned, result.glyph_height)
     quads = attach_colons(cleaned, [line.quad for line in lines])

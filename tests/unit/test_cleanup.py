@@ -274,7 +274,7 @@ def test_turned_page_is_put_upright(quarters):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quarters", [0, 1, 2, 3])
-def test_the_orientation_step_measures_the_glyph_height_the_detector_needs(quarters):
+def test_the_orientation_step_measures_the_glyph_height_and_ink_the_later_steps_need(quarters):
     """The clean-up hands the detector the turned page's median glyph height (from the glyphs its
     orientation decision measured), so the detector does not measure the page again."""
     page = receipt(noise=6)
@@ -282,7 +282,10 @@ def test_the_orientation_step_measures_the_glyph_height_the_detector_needs(quart
     cleaned = cleanup.clean(turned, ("border", "orientation"))
     assert np.array_equal(cleaned.page, page)
     assert cleaned.glyph_height == pytest.approx(cleanup.glyph_height(page), rel=0.1)
+    # its share of ink too: the same thumbnail when upright, a turned one otherwise
+    assert cleaned.ink == pytest.approx(cleanup.ink_fraction(page), rel=0 if quarters == 0 else 0.1)
     assert cleanup.clean(turned, ("border",)).glyph_height is None  # nothing measured it
+    assert cleanup.clean(turned, ("border", "orientation", "contrast")).ink is None  # pixels changed after
     deskewed = cleanup.clean(cleanup._rotate(turned, 5.0)[0], ("deskew", "orientation", "denoise"))
     assert deskewed.glyph_height == pytest.approx(cleanup.glyph_height(deskewed.page), rel=0.1)
 
