@@ -260,3 +260,18 @@ async def test_records_a_poll_returns_while_a_batch_is_handled_are_rewound(harne
     await asyncio.wait_for(h.runner.deliver([record(0)], asyncio.Event()), timeout=30)
     assert not arrived and (TP1, 5) in h.consumer.seeks  # polled again after this batch
     assert h.consumer.commits == [{TP0: 1}]
+
+
+async def test_a_release_the_object_store_does_not_answer_is_given_up_after_its_bound(harness):
+    h = harness(scripted())
+    await h.runner.deliver([record(0)], asyncio.Event())
+    held = ledger(h)
+
+    async def frozen_put(key, data, content_type="application/octet-stream"):
+        await asyncio.sleep(3600)
+
+    h.store.put = frozen_put
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(h.runner.settle({TP0}), 30)  # bounded by LEDGER_RELEASE_S, not the store
+    assert asyncio.get_running_loop().time() - started < 10
+    assert ledger(h) == held  # left held: its next owner handles its first records alone
