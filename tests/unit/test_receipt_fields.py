@@ -597,3 +597,12 @@ def test_an_unsure_space_between_two_whole_words_is_kept(name, split, vendor):
     region = d.pages[0].lines[0].regions[0].region_id
     probs = _with_probs(name, {name.index(split) + split.index(" ")})
     assert extract_fields(d, char_probs={region: probs})["vendor_name"].text == vendor
+
+
+def test_preload_loads_the_word_list_before_the_first_receipt_asks():
+    from ocrstream.ocr import receipt_fields
+    from ocrstream.ocr.postprocess.lexicon import known_words
+
+    known_words.cache_clear()
+    receipt_fields.preload()
+    assert known_words.cache_info().currsize == 1
