@@ -238,9 +238,10 @@ class RecognizeStage(Stage):
     def _recognize(self, recognizer: Any, crops: list[np.ndarray]) -> list[LineReading]:
         """``recognizer.recognize(crops)`` in a worker thread, then the freed heap given back to the
         OS (``heap_trim``, :func:`ocrstream.ocr.runtime.heap.trim`): the batch's crops and the model's
-        intermediate arrays are freed in the heaps of the threads that ran it, and glibc keeps
-        pages freed below a heap's top resident (issue 24's soak: recognize +16 % PSS over 10,000
-        documents without it)."""
+        intermediate arrays are freed in the heaps of the threads that ran it, where glibc keeps
+        pages freed below a heap's top resident. (Alone it did not stop the soak's growth, +20 %
+        over 10,000 documents: that was the thread heaps' tops, which the fixed mmap threshold
+        set in :meth:`setup` keeps small; issue 24.)"""
         try:
             return recognizer.recognize(crops)
         finally:

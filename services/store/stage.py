@@ -47,11 +47,11 @@ from ocrstream.contracts.event_models import (
     Timestamps,
     UnsetType,
 )
-from ocrstream.ocr import receipt_fields
 from ocrstream.ocr.document import Document
 from ocrstream.ocr.postprocess.correct import correct_region
 from ocrstream.ocr.postprocess.processor import PostProcessor, silent_pages
 from ocrstream.ocr.receipt_fields import document_fields
+from ocrstream.ocr.receipt_fields import preload as preload_receipt_fields
 from ocrstream.settings import Settings
 from ocrstream.storage import outbox, usage
 from ocrstream.storage.crops import stored_crop
@@ -154,7 +154,7 @@ class StoreStage(Stage):
             enabled_rules=[r for r in self.settings.postprocess_rules.split(",") if r])
         await asyncio.to_thread(self.postprocessor.preload)  # symspell index: ~4 s once
         if self.settings.receipt_fields:
-            await asyncio.to_thread(receipt_fields.preload)  # its word list, before the first document
+            await asyncio.to_thread(preload_receipt_fields)  # its word list, before the first document
         self.pool = await create_pool(self.settings, max_size=4)
         async with self.pool.acquire() as conn:
             await apply_migrations(conn)

@@ -1,11 +1,14 @@
-"""glibc heap controls for long-running processes: give freed heap back, cap malloc arenas.
+"""glibc heap controls for long-running processes: give freed heap back, fix the mmap threshold,
+cap malloc arenas.
 
 Issue 24's soak (``bench/bench_rec_memory.py``, ``bench/soak.py``): the memory a stage keeps
 after its model arenas are warm grows in glibc's heaps, not in ONNX Runtime's arena. glibc gives
 each thread that allocates an arena of its own (up to 8 per core) and returns a heap's free
 pages to the OS only when they sit at its top; pages freed in the middle stay resident until
 ``malloc_trim`` releases them (glibc >= 2.8 walks every arena and ``madvise``\\ s free pages
-away; ``man 3 malloc_trim``). Both functions are no-ops where glibc is not the C library.
+away; ``man 3 malloc_trim``), but never the free top of a thread's heap: that is what a fixed
+mmap threshold keeps small (:func:`fix_mmap_threshold`). Every function is a no-op where glibc is
+not the C library.
 """
 
 from __future__ import annotations
@@ -49,12 +52,7 @@ def fix_mmap_threshold(size: int) -> bool:
     a recogniser batch of a few MiB) are then carved out of the heaps of the threads that allocate
     them, where the small blocks allocated among them pin their pages. True where it took effect
     (glibc); False elsewhere. Never raises."""
-    libc = _libc()
-    if libc is None:
-        return False
-    with contextlib.suppress(OSError):
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, size))
-    return False
+    return _mallopt(M_MMAP_THRESHOLD, size)
 
 
 def limit_arenas(arenas: int) -> bool:
@@ -62,9 +60,14 @@ def limit_arenas(arenas: int) -> bool:
     ``MALLOC_ARENA_MAX`` would). Applies to arenas made after the call: call it before threads
     start. Each arena reserves 64 MiB of address space, which ``RLIMIT_AS`` counts though
     little of it is touched. True where it took effect (glibc); False elsewhere. Never raises."""
+    return _mallopt(M_ARENA_MAX, arenas)
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc ``mallopt(parameter, value)``: True where it took effect; False elsewhere."""
     libc = _libc()
     if libc is None:
         return False
     with contextlib.suppress(OSError):
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+        return bool(libc.mallopt(parameter, value))
     return False
