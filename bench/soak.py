@@ -74,26 +74,28 @@ class Sample:
     pss_mib: dict[str, float | None] = field(default_factory=dict)
     fds: dict[str, int | None] = field(default_factory=dict)
     uss_mib: dict[str, float | None] = field(default_factory=dict)
+    own_pss_mib: dict[str, float | None] = field(default_factory=dict)  # the process alone, children excluded
 
 
-def tree_usage(pid: int) -> tuple[float, float, int] | None:
-    """(PSS MiB, USS MiB, open fds) of process ``pid`` and all its descendants; None when it is
-    gone. USS (pages only this process maps) is not moved by other processes mapping or
+def tree_usage(pid: int) -> tuple[float, float, int, float] | None:
+    """(PSS MiB, USS MiB, open fds) of process ``pid`` and all its descendants, and the PSS MiB of
+    ``pid`` alone; None when it is gone. USS (pages only this process maps) is not moved by other processes mapping or
     unmapping the same libraries, which PSS is (a shared page's cost is split among them)."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return None
-    pss, uss, fds = 0, 0, 0
+    pss, uss, fds, own = 0, 0, 0, 0
     for proc in procs:
         try:
             info = proc.memory_full_info()
             pss, uss = pss + info.pss, uss + info.uss
+            own = info.pss if proc is root else own
             fds += proc.num_fds()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue  # a worker recycled meanwhile
-    return pss / 2**20, uss / 2**20, fds
+    return pss / 2**20, uss / 2**20, fds, own / 2**20
 
 
 def receipts() -> list[tuple[str, bytes]]:
@@ -173,6 +175,7 @@ async def sample_until(stages: StageProcesses, gen: LoadGenerator, settings: Set
             sample.pss_mib[name] = None if usage is None else round(usage[0], 1)
             sample.uss_mib[name] = None if usage is None else round(usage[1], 1)
             sample.fds[name] = None if usage is None else usage[2]
+            sample.own_pss_mib[name] = None if usage is None else round(usage[3], 1)
         samples.append(sample)
         log(f"t={sample.t_s:.0f}s acked={sample.acked} final={sample.final} "
             + " ".join(f"{n}={sample.pss_mib[n]}MiB/{sample.fds[n]}fd" for n in stages.procs))
@@ -227,7 +230,21 @@ def growth_table(samples: list[Sample], warmup: int, names: list[str]) -> tuple[
                      f"{row['growth_max_pct']:+.1f} | {'-' if slope is None else f'{slope:+.1f}'} | "
                      f"{row['windowed_growth_pct']:+.1f} | {_uss(row)} | "
                      f"{row['fds_base']} | {row['fds_end']} | {row['fds_max']} |")
+    lines += own_rows(after, names)
     return "\n".join(lines), rows
+
+
+def own_rows(after: list[Sample], names: list[str]) -> list[str]:
+    """Lines for the processes with children (preprocess: its decoder worker, recycled every
+    ``OCRSTREAM_DECODE_WORKER_MAX_TASKS`` pages): the stage process alone, children excluded."""
+    lines = []
+    for name in names:
+        own = [s.own_pss_mib[name] for s in after if s.own_pss_mib.get(name) is not None]
+        tree = [s.pss_mib[name] for s in after if s.pss_mib.get(name) is not None]
+        if own and own != tree:
+            lines.append(f"{name}, the stage process alone (children excluded): {own[0]:.0f} -> {own[-1]:.0f} MiB, "
+                         f"max {max(own):.0f}, windowed growth {windowed_growth(own):+.1f} %")
+    return lines
 
 
 #: share of the samples after the warm-up whose median is compared, at each end (:func:`windowed_growth`).
@@ -255,10 +272,10 @@ def samples_csv(samples: list[Sample], names: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["t_s", "acked", "final", *(f"{n}_pss_mib" for n in names), *(f"{n}_uss_mib" for n in names),
-                     *(f"{n}_fds" for n in names)])
+                     *(f"{n}_fds" for n in names), *(f"{n}_own_pss_mib" for n in names)])
     for s in samples:
         writer.writerow([s.t_s, s.acked, s.final, *(s.pss_mib.get(n) for n in names), *(s.uss_mib.get(n) for n in names),
-                         *(s.fds.get(n) for n in names)])
+                         *(s.fds.get(n) for n in names), *(s.own_pss_mib.get(n) for n in names)])
     return out.getvalue()
 
 

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     decode_timeout_s: float = _limits(60.0, "wall time of decoding + detecting one page")
     decode_workers: int = _limits(1, "isolated decoder processes (services/preprocess/worker.py)")
     decode_worker_max_tasks: int = _limits(100, "a decoder process is replaced after this many pages")
+    heap_mmap_threshold_bytes: int = _limits(
+        1 << 20, "every stage process serves allocations of this size or more by mmap, returned "
+                 "when freed, and keeps glibc from raising that threshold by itself (which left thread heaps of "
+                 "~16 MiB resident, almost all free: issue 24's soak); 0 = glibc's dynamic default", ge=0)
     max_region_chars: int = _limits(1000, "characters kept per region (longer readings are cut)")
     max_page_crop_bytes: int = _limits(128 * 1024**2, "pixel bytes of one page's crops (h * w * 3 summed)")
 
@@ -214,10 +218,6 @@ class Settings(BaseSettings):
     batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
     batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
     heap_trim: bool = _models(True, "recognize gives freed heap back to the OS after every batch (glibc malloc_trim)")
-    heap_mmap_threshold_bytes: int = _models(
-        1 << 20, "recognize serves allocations of this size or more by mmap, returned when freed, and keeps glibc from "
-                 "raising that threshold by itself (which left thread heaps of ~16 MiB resident, almost all free: "
-                 "issue 24's soak); 0 = glibc's dynamic default", ge=0)
 
     # Observability: metrics, probes, lag
     metrics_port: int | None = _obs(

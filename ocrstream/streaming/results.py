@@ -188,13 +188,14 @@ class ResultWaiters:
     not stall the event loop that serves HTTP and Kafka). :meth:`wait` returns it as soon as it
     is read. The last records read are kept (up to ``keep_bytes`` and for at most ``keep_s`` seconds)
     so a caller who starts waiting just after its result went by still gets it: the door registers
-    its waiter right after the submission, so seconds suffice; a bytes bound alone kept 16 MiB of
-    results for ever in a long run (issue 24's soak: ingest's PSS rose by ~20 MiB over 3,000
-    documents). If the broker cannot be reached, the reader is
+    its waiter right after the submission, before any stage can have read it, so 10 s suffice; a
+    bytes bound alone kept 16 MiB of results for ever in a long run (issue 24's soak: ingest's PSS
+    rose by ~20 MiB over 3,000 documents), and 60 s of results at 5 documents per second made
+    ingest's PSS move by ~7 MiB with the sizes of the results in that window. If the broker cannot be reached, the reader is
     retried in the background with backoff, and waits end as timeouts meanwhile.
     """
 
-    def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024, keep_s: float = 60.0,
+    def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024, keep_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
         self.settings, self.keep_bytes, self.keep_s, self.clock = settings, keep_bytes, keep_s, clock
         self.reader: ResultsReader | None = None

@@ -67,6 +67,7 @@ from ocrstream.errors import (
     PoisonMessageError,
     RetriesExhaustedError,
 )
+from ocrstream.ocr.runtime import heap
 from ocrstream.settings import Settings
 from ocrstream.storage.objectstore import ObjectStore
 from ocrstream.streaming import costs, health, metrics, tracing
@@ -754,6 +755,11 @@ def stop_on_signals(stop: asyncio.Event, name: str, grace_s: float) -> None:
 def run_stage(stage: Stage) -> None:
     """Run ``stage`` in this process until SIGTERM/SIGINT: metrics endpoint + stage runtime.
 
+    Before any thread starts, glibc's mmap threshold is fixed at ``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``
+    (:func:`ocrstream.ocr.runtime.heap.fix_mmap_threshold`): buffers of that size or more (uploads,
+    pages, crop packs, model batches) are mapped and returned to the OS when freed, instead of
+    staying resident in the heaps of the threads that freed them (issue 24's soak).
+
     Exits with status 2 and the message on a configuration error, with status 3 when its
     dependencies stayed unreachable past ``OCRSTREAM_DEPENDENCY_EXIT_S`` (crash-only:
     :mod:`ocrstream.streaming.health`), and with status 143 when it had not stopped by itself
@@ -765,6 +771,8 @@ def run_stage(stage: Stage) -> None:
         stop_on_signals(stop, stage.name, stage.settings.shutdown_grace_s)
         await StageRunner(stage, stage.settings).run(stop)
 
+    if stage.settings.heap_mmap_threshold_bytes:
+        heap.fix_mmap_threshold(stage.settings.heap_mmap_threshold_bytes)
     port = metrics_port(stage.name, stage.settings.metrics_port)
     metrics.init_stage(stage.name, stage.input_topics)  # operability hook (issue 10)
     health.serve(port, stage.name, stage.settings)  # operability hook (issue 10): /metrics /healthz /readyz

@@ -26,7 +26,11 @@ Each worker:
   crop: :mod:`.regions`, and pack the page's crops into one object: :mod:`ocrstream.storage.crops`),
   each with ``decode_timeout_s`` of wall time, after which pebble kills the worker (-> :class:`DecoderCrashedError`);
 * is replaced after ``decode_worker_max_tasks`` tasks (heap fragmentation does not stay), and
-  returns freed heap to the OS after every task (glibc ``malloc_trim``).
+  returns freed heap to the OS after every task (glibc ``malloc_trim``). It keeps glibc's dynamic
+  mmap threshold, unlike the stage processes (``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``): fixed at
+  1 MiB, every page-sized intermediate image is a fresh mapping whose pages fault in, and clean-up
+  plus detection cost 242-255 instead of 201-205 CPU-ms per page (``bench/bench_pages.py --limit 30
+  --threads 1``, ABBA in one run, issue 24), for memory the replacement returns anyway.
 
 A worker that dies (kernel OOM killer, a segfault in a codec) fails only the task it ran
 (:class:`DecoderCrashedError`); pebble starts a new worker and the next document decodes normally.

@@ -81,8 +81,6 @@ class RecognizeStage(Stage):
 
         Raises ConfigurationError: following promotions with another recogniser than ppocr.
         """
-        if self.settings.heap_mmap_threshold_bytes:
-            heap.fix_mmap_threshold(self.settings.heap_mmap_threshold_bytes)
         self.store = ObjectStore(self.settings)
         self.options: dict[str, Any] = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
                                         "max_chars": self.settings.max_region_chars}
@@ -241,7 +239,7 @@ class RecognizeStage(Stage):
         intermediate arrays are freed in the heaps of the threads that ran it, where glibc keeps
         pages freed below a heap's top resident. (Alone it did not stop the soak's growth, +20 %
         over 10,000 documents: that was the thread heaps' tops, which the fixed mmap threshold
-        set in :meth:`setup` keeps small; issue 24.)"""
+        every stage process sets at start keeps small, :func:`ocrstream.streaming.stage.run_stage`; issue 24.)"""
         try:
             return recognizer.recognize(crops)
         finally:

@@ -118,3 +118,34 @@ def test_recognize_trims_after_every_batch_even_a_failed_one(enabled, monkeypatc
     with pytest.raises(RuntimeError):
         stage._recognize(_Failing(), [object()])
     assert len(calls) == (2 if enabled else 0)
+
+
+@pytest.mark.parametrize("threshold", [1 << 20, 0])
+def test_every_stage_process_fixes_the_mmap_threshold_before_it_runs(threshold, monkeypatch):
+    """``run_stage`` fixes glibc's mmap threshold (``OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES``) before
+    the stage's threads start, in every stage; 0 leaves glibc's dynamic default alone."""
+    from ocrstream.settings import Settings
+    from ocrstream.streaming import stage as runtime
+
+    order: list[str] = []
+
+    class _Runner:
+        def __init__(self, stage, settings):
+            pass
+
+        async def run(self, stop):
+            order.append("run")
+
+    class _Stage(runtime.Stage):
+        name = "ingest"
+        input_topics = ("t",)
+
+        async def handle(self, record):
+            return []
+
+    monkeypatch.setattr(runtime, "StageRunner", _Runner)
+    monkeypatch.setattr(runtime.health, "serve", lambda *args: order.append("serve"))
+    monkeypatch.setattr(runtime, "stop_on_signals", lambda *args: None)  # keep pytest's own handlers
+    monkeypatch.setattr(runtime.heap, "fix_mmap_threshold", lambda size: order.append(f"mmap {size}") or True)
+    runtime.run_stage(_Stage(Settings(heap_mmap_threshold_bytes=threshold, metrics_port=0)))
+    assert order == ([f"mmap {threshold}"] if threshold else []) + ["serve", "run"]

@@ -28,8 +28,16 @@ def test_the_mix_interleaves_pdfs_receipts_and_hostile_cases_with_unique_names()
 
 
 def test_tree_usage_sums_a_process_and_its_children():
-    pss, uss, fds = soak.tree_usage(os.getpid())
-    assert pss > 10 and 0 < uss <= pss and fds >= 3
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pss, uss, fds, own = soak.tree_usage(os.getpid())
+        assert pss > 10 and 0 < uss <= pss and fds >= 3
+        assert 0 < own < pss  # the child's PSS is in the sum, not in the process's own
+    finally:
+        child.kill()
+        child.wait()
     assert soak.tree_usage(2**22 + 12345) is None  # no such process
 
 
@@ -40,6 +48,15 @@ def test_growth_is_measured_from_the_first_sample_after_the_warm_up():
     assert rows["a"]["pss_base"] == 100.0 and round(rows["a"]["growth_end_pct"], 1) == 10.0
     assert round(rows["a"]["uss_growth_pct"], 1) == 12.5 and "80 -> 90 | +12.5" in table
     assert round(rows["a"]["slope_mib_per_1000"]) == 50 and "(over goal)" in table
+    assert "the stage process alone" not in table  # own PSS unknown here: no line
+
+
+def test_a_process_with_children_also_gets_a_line_for_itself_alone():
+    samples = [soak.Sample(t, 0, final, {"p": pss}, {"p": 3}, {"p": pss}, {"p": own}) for t, final, pss, own in
+               [(0, 100, 400.0, 100.0), (10, 200, 800.0, 101.0), (20, 300, 300.0, 102.0)]]
+    lines = soak.own_rows(samples, ["p"])
+    assert lines == ["p, the stage process alone (children excluded): 100 -> 102 MiB, max 102, "
+                     "windowed growth +2.0 %"]
 
 
 def test_windowed_growth_compares_the_medians_of_both_ends():
