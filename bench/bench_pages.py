@@ -63,6 +63,7 @@ from ocrstream.ocr.evaluation import cer, wer  # noqa: E402
 from ocrstream.ocr.postprocess.processor import PostProcessor  # noqa: E402
 from ocrstream.ocr.predictor import STEPS, OCRPipeline  # noqa: E402
 from ocrstream.ocr.recognition.registry import load_recognizer  # noqa: E402
+from ocrstream.ocr.runtime import heap  # noqa: E402
 
 #: ``<repo>/../shared`` (a worktree one level deeper: ``<repo>/../../shared``).
 DATA = next((d / "shared" / "data" / "sroie-dev" for d in (REPO.parent, REPO.parent.parent)
@@ -275,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --stream --ablation: ';'-separated clean-up configurations to compare")
     parser.add_argument("--seed", type=int, default=20, help="dev stream seed")
     parser.add_argument("--save-texts", type=Path, default=None, help="write {page id: text} as JSON here")
+    parser.add_argument("--mmap-threshold", type=int, default=0,
+                        help="fix glibc's mmap threshold at this many bytes first, as the stage processes do "
+                             "(OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES); 0 = glibc's dynamic default")
     args = parser.parse_args(argv)
+    if args.mmap_threshold:
+        heap.fix_mmap_threshold(args.mmap_threshold)
     steps = cleanup.parse_steps(args.cleanup)
     records = dev_pages(args.data)
     if records is None:
