@@ -28,7 +28,8 @@ Printed: the samples (CSV with ``--csv``), then per process the PSS and fds when
 warm-up, growth in % (goal: <= 5 % per process after the first 1,000), and the least-squares
 slope of PSS per 1,000 documents after the warm-up, the windowed growth (medians of the first and
 last 10 % of the samples after the warm-up: a process whose memory swings with the pages in hand is
-judged on its level) and the USS at both ends; then the audit. Exits 1 when a document was
+judged on its level), the trend growth (the least-squares line's rise from the warm-up to the end,
+over its value at the warm-up: every sample counts) and the USS at both ends; then the audit. Exits 1 when a document was
 lost, duplicated or ended otherwise than expected, or a process died.
 """
 
@@ -197,6 +198,19 @@ def slope_per_1000(points: list[tuple[int, float]]) -> float | None:
     return 1000 * sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
+def trend_growth(points: list[tuple[int, float]]) -> float | None:
+    """Growth in % along the least-squares line of value over ``(final documents, value)``: its rise
+    from the first point's documents to the last's, over its value at the first. Every sample
+    counts, so where two single samples fell in a process's swing does not decide it."""
+    slope = slope_per_1000(points)
+    if slope is None:
+        return None
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    at_start = my + slope / 1000 * (xs[0] - mx)
+    return 100 * slope / 1000 * (xs[-1] - xs[0]) / at_start
+
+
 def growth_table(samples: list[Sample], warmup: int, names: list[str]) -> tuple[str, dict[str, dict]]:
     """The growth table (markdown) and its rows: baseline = the first sample with ``warmup``
     documents final (the last sample if none reached it)."""
@@ -206,29 +220,30 @@ def growth_table(samples: list[Sample], warmup: int, names: list[str]) -> tuple[
     rows, lines = {}, [
         f"baseline: t={base.t_s:.0f} s, {base.final} documents final; end: t={end.t_s:.0f} s, {end.final} final",
         "| process | PSS after warm-up MiB | PSS end MiB | growth end % | max PSS after warm-up MiB | growth max % "
-        "| slope MiB / 1,000 docs | windowed growth % | USS after warm-up -> end MiB | USS growth % | fds after warm-up "
-        "| fds end | fds max |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| slope MiB / 1,000 docs | windowed growth % | trend growth % | USS after warm-up -> end MiB | USS growth % "
+        "| fds after warm-up | fds end | fds max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         b, e = base.pss_mib.get(name), end.pss_mib.get(name)
         series = [s.pss_mib[name] for s in after if s.pss_mib.get(name) is not None]
         fds = [s.fds[name] for s in after if s.fds.get(name) is not None]
         if b is None or e is None or not series:
-            lines.append(f"| {name} | gone | | | | | | | | | | | |")
+            lines.append(f"| {name} | gone | | | | | | | | | | | | |")
             rows[name] = {"gone": True}
             continue
-        slope = slope_per_1000([(s.final, s.pss_mib[name]) for s in after if s.pss_mib.get(name) is not None])
+        points = [(s.final, s.pss_mib[name]) for s in after if s.pss_mib.get(name) is not None]
+        slope, trend = slope_per_1000(points), trend_growth(points)
         ub, ue = base.uss_mib.get(name), end.uss_mib.get(name)
         row = {"pss_base": b, "pss_end": e, "growth_end_pct": 100 * (e - b) / b, "pss_max": max(series),
                "growth_max_pct": 100 * (max(series) - b) / b, "slope_mib_per_1000": slope,
                "uss_base": ub, "uss_end": ue, "uss_growth_pct": 100 * (ue - ub) / ub if ub and ue else None,
-               "windowed_growth_pct": windowed_growth(series),
+               "windowed_growth_pct": windowed_growth(series), "trend_growth_pct": trend,
                "fds_base": base.fds[name], "fds_end": end.fds[name], "fds_max": max(fds)}
         rows[name] = row
         flag = " (over goal)" if row["growth_end_pct"] > GOAL_GROWTH_PCT else ""
         lines.append(f"| {name} | {b:.0f} | {e:.0f} | {row['growth_end_pct']:+.1f}{flag} | {row['pss_max']:.0f} | "
                      f"{row['growth_max_pct']:+.1f} | {'-' if slope is None else f'{slope:+.1f}'} | "
-                     f"{row['windowed_growth_pct']:+.1f} | {_uss(row)} | "
+                     f"{row['windowed_growth_pct']:+.1f} | {'-' if trend is None else f'{trend:+.1f}'} | {_uss(row)} | "
                      f"{row['fds_base']} | {row['fds_end']} | {row['fds_max']} |")
     lines += own_rows(after, names)
     return "\n".join(lines), rows
@@ -279,6 +294,22 @@ def samples_csv(samples: list[Sample], names: list[str]) -> str:
     return out.getvalue()
 
 
+def read_samples_csv(text: str) -> tuple[list[Sample], list[str]]:
+    """(samples, process names) of a :func:`samples_csv` text (runs before the ``own`` columns too)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    names = [key[:-len("_pss_mib")] for key in (rows[0] if rows else {})
+             if key.endswith("_pss_mib") and not key.endswith("_own_pss_mib")]
+
+    def value(row: dict, key: str, kind=float):
+        return kind(row[key]) if row.get(key) not in (None, "") else None
+
+    samples = [Sample(float(row["t_s"]), int(row["acked"]), int(row["final"]),
+                      {n: value(row, f"{n}_pss_mib") for n in names}, {n: value(row, f"{n}_fds", int) for n in names},
+                      {n: value(row, f"{n}_uss_mib") for n in names}, {n: value(row, f"{n}_own_pss_mib") for n in names})
+               for row in rows]
+    return samples, names
+
+
 async def soak(args: argparse.Namespace, env: dict[str, str], workdir: Path, log) -> dict:
     settings = Settings.from_env(env)
     documents = mix(args, settings)
@@ -326,10 +357,16 @@ def main() -> int:
     parser.add_argument("--csv", type=Path, help="write the samples as CSV here")
     parser.add_argument("--json", type=Path, help="write the table rows, audit and timings as JSON here")
     parser.add_argument("--keep", type=Path, help="work folder to keep (stack data, stage logs); default: a temp dir")
+    parser.add_argument("--table-from", type=Path, metavar="CSV",
+                        help="print the growth table of a run's --csv again (with --warmup) and exit; no stack")
     args = parser.parse_args()
     args.doors = args.doors.split(",")
     if args.warmup is None:
         args.warmup = min(1000, args.docs // 4)
+    if args.table_from:
+        samples, names = read_samples_csv(args.table_from.read_text())
+        print(growth_table(samples, args.warmup, names)[0])
+        return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     def log(line: str) -> None:

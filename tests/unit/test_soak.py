@@ -63,3 +63,20 @@ def test_windowed_growth_compares_the_medians_of_both_ends():
     swinging = [400.0, 170.0, 820.0, 410.0, 300.0, 390.0, 800.0, 180.0, 420.0, 405.0]  # a level, sampled badly
     assert soak.windowed_growth(swinging, window=0.3) == 100 * (405 - 400) / 400
     assert soak.windowed_growth([100.0, 100.0, 110.0, 120.0], window=0.25) == 20.0  # one sample each end
+
+
+def test_trend_growth_reads_the_line_through_every_sample_not_two_of_them():
+    level = [(1000 + 100 * i, 400.0 + (300.0 if i % 2 else -200.0)) for i in range(40)]  # a level, swinging
+    assert abs(soak.trend_growth(level)) < 10  # single samples at its ends: 200 -> 700 MiB, +250 %
+    rising = [(1000 + 100 * i, 100.0 + 0.5 * i) for i in range(21)]  # +10 MiB over 2,000 documents
+    assert round(soak.trend_growth(rising), 6) == 10.0
+    assert soak.trend_growth([(5, 1.0), (5, 2.0)]) is None
+
+
+def test_a_runs_csv_reads_back_into_the_same_table():
+    samples = [soak.Sample(t, 0, final, {"p": pss, "q": 50.0}, {"p": 3, "q": 4}, {"p": pss - 9, "q": 40.0},
+                           {"p": own, "q": 50.0}) for t, final, pss, own in
+               [(0.0, 100, 400.0, 100.0), (10.0, 200, 800.0, 101.0), (20.0, 300, 300.0, 102.0)]]
+    again, names = soak.read_samples_csv(soak.samples_csv(samples, ["p", "q"]))
+    assert names == ["p", "q"] and again == samples
+    assert soak.growth_table(again, 100, names) == soak.growth_table(samples, 100, names)
