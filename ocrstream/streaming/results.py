@@ -191,8 +191,9 @@ class ResultWaiters:
     its waiter right after the submission, before any stage can have read it, so 10 s suffice; a
     bytes bound alone kept 16 MiB of results for ever in a long run (issue 24's soak: ingest's PSS
     rose by ~20 MiB over 3,000 documents), and 60 s of results at 5 documents per second made
-    ingest's PSS move by ~7 MiB with the sizes of the results in that window. If the broker cannot be reached, the reader is
-    retried in the background with backoff, and waits end as timeouts meanwhile.
+    ingest's PSS move by ~7 MiB with the sizes of the results in that window. If the broker cannot
+    be reached, the reader is retried in the background with backoff, and waits end as timeouts
+    meanwhile.
     """
 
     def __init__(self, settings: Settings, *, keep_bytes: int = 16 * 1024 * 1024, keep_s: float = 10.0,
