@@ -168,7 +168,8 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = _limits(2 * 1024**3, "address-space limit of the isolated decoder process")
     decode_timeout_s: float = _limits(60.0, "wall time of decoding + detecting one page")
     decode_workers: int = _limits(1, "isolated decoder processes (services/preprocess/worker.py)")
-    decode_worker_max_tasks: int = _limits(100, "a decoder process is replaced after this many pages")
+    decode_worker_max_tasks: int = _limits(
+        100, "a decoder process is replaced after this many tasks (opening a document is one, each page one)")
     heap_mmap_threshold_bytes: int = _limits(
         1 << 20, "every stage process serves allocations of this size or more by mmap, returned "
                  "when freed, and keeps glibc from raising that threshold by itself (which left thread heaps of "
