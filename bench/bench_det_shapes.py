@@ -5,14 +5,15 @@
 what that costs: one process per capacity (``--capacities``), in the order given (e.g. ABAB), each
 timing ``LineDetector.probability_map`` (``time.process_time``, all threads, ms per page) on the
 first ``--pages`` SROIE dev pages at full size (``max_side`` 1536, no glyph sizing), then the
-same pages again (shapes seen), then ``--new-rounds`` rounds of new shapes (each page 40 px
-smaller per round, so every call is a shape the process has not seen), then the first pages again.
+same pages again (shapes seen), then ``--new-rounds`` rounds of new shapes (each page resized to a
+detector input shape the process has not run, 32 px smaller per round), each followed by the
+same resized pages again.
 
     OMP_WAIT_POLICY=PASSIVE python bench/bench_det_shapes.py [--data DIR] [--pages 12]
         [--capacities 0,64,0,64] [--new-rounds 3]
 
-With capacity 0, a call of a new shape costing more than a call of a seen one is the per-shape
-cost; with a cache, seen shapes should be cheaper than with capacity 0. Skipped cleanly (exit 0)
+With a cache, "new shapes k" costing more than "the same again k" is the per-shape cost, and
+then capacity 0 pays it on every call: its "again" passes cost more than the cache's. Skipped cleanly (exit 0)
 when ``../shared`` is absent or OpenVINO cannot run here.
 """
 
@@ -35,14 +36,17 @@ DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 def measure(data: Path, pages: int, capacity: int, new_rounds: int) -> dict[str, float]:
     """Mean CPU-ms per page of each pass, in this process, with the runtime cache at ``capacity``."""
     import cv2
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
     from ocrstream.ocr.runtime import openvino_session
 
     openvino_session.RUNTIME_CACHE_CAPACITY = capacity
-    from ocrstream.ocr.detection import LineDetector
+    from ocrstream.ocr.detection import DET_MEAN, DET_STD, LineDetector
 
     detector = LineDetector(max_side=1536, glyph_px=None, device="cpu", backend="openvino-bf16")
     images = [cv2.imread(str(path)) for path in sorted((data / "pages" / "img").glob("*.jpg"))[:pages]]
+    prepare = DetPreProcess(1536, "max", list(DET_MEAN), list(DET_STD))
+    seen = {prepare(image).shape[2:] for image in images}
 
     def timed(batch: list) -> float:
         costs = []
@@ -52,11 +56,20 @@ def measure(data: Path, pages: int, capacity: int, new_rounds: int) -> dict[str,
             costs.append(1000 * (time.process_time() - start))
         return statistics.mean(costs)
 
+    def unseen(image, k: int):
+        """``image`` resized to a detector input shape this process has not run yet, 32 k px smaller."""
+        h, w = prepare(image).shape[2:]
+        h, w = h - 32 * k, w - 32 * k
+        while (h, w) in seen:
+            w -= 32
+        seen.add((h, w))
+        return cv2.resize(image, (w, h))
+
     passes = {"first calls": timed(images), "seen shapes": timed(images)}
     for k in range(1, new_rounds + 1):
-        shrunk = [cv2.resize(image, (image.shape[1] - 40 * k, image.shape[0] - 40 * k)) for image in images]
-        passes[f"new shapes {k}"] = timed(shrunk)
-    passes["seen shapes, last"] = timed(images)
+        resized = [unseen(image, k) for image in images]
+        passes[f"new shapes {k}"] = timed(resized)
+        passes[f"the same again {k}"] = timed(resized)
     return passes
 
 

@@ -21,11 +21,10 @@ Settings of the compiled model: ``INFERENCE_PRECISION_HINT`` (``bf16`` or ``f32`
 shapes). The CPU plugin's runtime cache keeps the primitives built for every input shape, 5,000 entries
 by default, and memory grows with it (measured for issue 24: the recogniser +3-6 MB per new batch shape,
 154 -> 1,589 MiB PSS over 400 random shapes and rising; the detector +12 MB per page shape), so it is off.
-For the detector that costs nothing measurable now: calls of new shapes cost what calls of seen ones do,
-with the cache off or at 64 entries (``bench/bench_det_shapes.py``, 12 dev pages, quiet host, ABAB:
-new shapes 130-138, seen shapes 130-136 CPU-ms per page; only a process's first calls cost 20-50 ms
-more). The ~35-70 ms per call measured when the cache was first turned off did not show again
-(2026-12-06, session 9). The recogniser, whose calls are
+For the detector the cache makes no measurable difference now: a call of an input shape the process
+has not run costs ~10-30 ms more than the same call again, with the cache off or at 64 entries alike
+(``bench/bench_det_shapes.py``, 12 dev pages, two quiet ABAB runs, 2026-12-06); the ~35-70 ms per
+call measured when the cache was first turned off did not show again. The recogniser, whose calls are
 small and of ever new shapes, cost twice ONNX Runtime's fp32 on OpenVINO (0.87-0.93 against 0.36 CPU-s
 per dev page; not re-measured): :func:`ocrstream.ocr.runtime.onnx_session.resolve_backend` keeps it on ONNX Runtime
 under ``auto``. ``run`` is thread-safe: each calling thread has its own infer request.
