@@ -188,27 +188,31 @@ async def sample_until(stages: StageProcesses, gen: LoadGenerator, settings: Set
             pass
 
 
-def slope_per_1000(points: list[tuple[int, float]]) -> float | None:
-    """Least-squares slope of value per 1,000 documents over ``(final documents, value)``."""
+def _line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """(slope, intercept) of the least-squares line through ``(final documents, value)``
+    (:func:`statistics.linear_regression`); None when all points have the same documents."""
     if len({x for x, _ in points}) < 2:
         return None
-    n = len(points)
-    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    return 1000 * sum((x - mx) * (y - my) for x, y in points) / sxx
+    fit = statistics.linear_regression([x for x, _ in points], [y for _, y in points])
+    return fit.slope, fit.intercept
+
+
+def slope_per_1000(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of value per 1,000 documents over ``(final documents, value)``."""
+    line = _line(points)
+    return None if line is None else 1000 * line[0]
 
 
 def trend_growth(points: list[tuple[int, float]]) -> float | None:
     """Growth in % along the least-squares line of value over ``(final documents, value)``: its rise
     from the first point's documents to the last's, over its value at the first. Every sample
     counts, so where two single samples fell in a process's swing does not decide it."""
-    slope = slope_per_1000(points)
-    if slope is None:
+    line = _line(points)
+    if line is None:
         return None
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    at_start = my + slope / 1000 * (xs[0] - mx)
-    return 100 * slope / 1000 * (xs[-1] - xs[0]) / at_start
+    slope, intercept = line
+    first, last = points[0][0], points[-1][0]
+    return 100 * slope * (last - first) / (intercept + slope * first)
 
 
 def growth_table(samples: list[Sample], warmup: int, names: list[str]) -> tuple[str, dict[str, dict]]:
