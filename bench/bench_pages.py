@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mmap-threshold", type=int, default=0,
                         help="fix glibc's mmap threshold at this many bytes first, as the stage processes do "
                              "(OCRSTREAM_HEAP_MMAP_THRESHOLD_BYTES); 0 = glibc's dynamic default")
+    parser.add_argument("--width-scale", type=float, default=None,
+                        help="the recogniser's width_scale (crops read this much narrower; default: its own)")
     args = parser.parse_args(argv)
     if args.mmap_threshold:
         heap.fix_mmap_threshold(args.mmap_threshold)
@@ -290,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     records = records[: args.limit] if args.limit else records
     detector = LineDetector(max_side=args.max_side, glyph_px=args.glyph_px, unclip_ratio=args.unclip_ratio,
                             device="cpu", threads=args.threads)
-    recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch)
+    scale = {} if args.width_scale is None else {"width_scale": args.width_scale}
+    recognizer = load_recognizer("ppocr", device="cpu", threads=args.threads, max_batch_size=args.batch, **scale)
     postprocessor = PostProcessor() if args.postprocess else None
     pipeline = OCRPipeline(recognizer, detector, postprocessor, cleanup_steps=steps)
     if args.stream:

@@ -4,9 +4,10 @@ Model: ``rapidocr/models/PP-OCRv6_det_small.onnx`` from the installed ``rapidocr
 wheel (opened in place via ``importlib.resources``). Input ``x``: ``(1, 3, H, W)``
 float32 with H, W multiples of 32; output ``(1, 1, H, W)`` text probability map.
 
-Pre-processing is rapidocr's ``ch_ppocr_det/utils.py::DetPreProcess`` with
-``limit_type="max"`` (long side <= ``max_side``, each side rounded to a multiple of 32;
-normalisation ``(x / 255 - 0.5) / 0.5`` from rapidocr ``config.yaml`` ``Det.mean/std``).
+Pre-processing is rapidocr's ``ch_ppocr_det/utils.py::DetPreProcess`` resize with
+``limit_type="max"`` (long side <= ``max_side``, each side rounded to a multiple of 32) and its
+normalisation ``(x / 255 - 0.5) / 0.5`` (rapidocr ``config.yaml`` ``Det.mean/std``), computed by
+OpenCV's ``cv2.dnn.blobFromImage`` in one float32 pass (:func:`det_input`).
 Post-processing is rapidocr's ``DBPostProcess`` (a port of PaddleOCR
 ``ppocr/postprocess/db_postprocess.py``) with rapidocr's ``config.yaml`` ``Det``
 defaults: ``thresh=0.3``, ``box_thresh=0.5``, ``unclip_ratio=1.6``,
@@ -39,6 +40,7 @@ __all__ = [
     "LineDetector",
     "attach_colons",
     "crop_line",
+    "det_input",
     "reading_order",
     "text_angle",
     "visual_line_ids",
@@ -173,7 +175,7 @@ class LineDetector:
         """DBNet output ``(1, 1, h, w)`` float32 for the page resized to :meth:`input_side`, None
         if it is degenerate."""
         side = self.input_side(image_bgr, glyph_height_px)
-        x = DetPreProcess(side, "max", list(DET_MEAN), list(DET_STD))(image_bgr)
+        x = det_input(image_bgr, side)
         if x is None:
             return None
         probs: np.ndarray = self._session.run(None, {self._input: x}, self._run_options)[0]
@@ -194,6 +196,24 @@ class LineDetector:
         boxes, scores = self._post(pred, image_bgr.shape[:2])
         lines = [DetectedLine(np.asarray(b, dtype=np.float32), float(s)) for b, s in zip(boxes, scores)]
         return [lines[i] for i in reading_order([line.quad for line in lines])]
+
+
+def det_input(image_bgr: np.ndarray, side: int) -> np.ndarray | None:
+    """DBNet's input ``(1, 3, H, W)`` float32 for a page ``(h, w, 3)`` uint8 BGR: resized by
+    rapidocr's ``DetPreProcess.resize`` (long side <= ``side``, sides multiples of 32), then
+    ``(x / 255 - 0.5) / 0.5`` per channel, channels first; None when the page is degenerate.
+
+    The same values as rapidocr's ``DetPreProcess`` (within 1.2e-7, float32 rounding), whose
+    normalisation runs in float64 through four page-sized temporaries: measured on 10 dev pages,
+    17 CPU-ms per page for its normalisation against 4.4 here (``cv2.dnn.blobFromImage``:
+    ``(x - 127.5) / 127.5``, one pass, transposed on the way).
+    """
+    resized = DetPreProcess(side, "max", list(DET_MEAN), list(DET_STD)).resize(image_bgr)
+    if resized is None:
+        return None
+    # mean = std = 0.5 (DET_MEAN, DET_STD): (x / 255 - 0.5) / 0.5 == (x - 127.5) / 127.5
+    blob: np.ndarray = cv2.dnn.blobFromImage(resized, 1.0 / 127.5, mean=(127.5, 127.5, 127.5))
+    return blob
 
 
 def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:

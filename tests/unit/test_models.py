@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from ocrstream.ocr.detection import LineDetector, crop_line, reading_order, visual_line_ids
+from ocrstream.ocr.detection import DET_MEAN, DET_STD, LineDetector, crop_line, det_input, reading_order, visual_line_ids
 from ocrstream.ocr.evaluation import cer, normalize, wer
 from ocrstream.ocr.recognition.ppocr import ctc_greedy, fix_lookalikes, model_path, resized_width
 from ocrstream.ocr.recognition.recognizer import LineReading, Recognizer
@@ -224,6 +224,27 @@ def test_detection_quads_are_in_page_pixels(detector):
             assert abs((y0 + y1) / 2 - (box[1] + box[3]) / 2 * factor) < tol
 
 
+def test_detector_input_is_rapidocrs_preprocessing_in_one_pass():
+    """det_input (cv2.dnn.blobFromImage) gives DBNet the values rapidocr's DetPreProcess gives, on a
+    real receipt and at a side that shrinks it, and None where rapidocr gives None."""
+    from pathlib import Path
+
+    import cv2
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    page = cv2.imread(str(Path(__file__).resolve().parents[2] / "samples" / "receipt.png"), cv2.IMREAD_COLOR)
+    for side in (1536, 700):
+        ours = det_input(page, side)
+        theirs = DetPreProcess(side, "max", list(DET_MEAN), list(DET_STD))(page)
+        assert ours is not None and theirs is not None
+        assert ours.dtype == np.float32 and ours.shape == theirs.shape
+        assert max(ours.shape[2:]) <= side and ours.shape[2] % 32 == 0 and ours.shape[3] % 32 == 0
+        assert float(np.abs(ours - theirs).max()) < 1e-6
+        assert ours.min() >= -1.0 and ours.max() <= 1.0 and ours.min() < -0.9  # ink reaches near -1
+    tiny = np.full((8, 8, 3), 255, np.uint8)  # rounds to 0 px: degenerate for DBNet
+    assert (det_input(tiny, 1536) is None) == (DetPreProcess(1536, "max", list(DET_MEAN), list(DET_STD))(tiny) is None)
+
+
 @pytest.mark.slow
 def test_detector_input_follows_the_glyph_height_within_its_bounds(detector, recognizer):
     page, _ = render_page(scale=3.0)  # 2400 px wide, ~60 px glyphs: 12 px glyphs would be a 480 px page
@@ -275,6 +296,30 @@ def test_batch_equals_one_at_a_time(recognizer):
         np.testing.assert_allclose(b.char_x, s.char_x, atol=1e-6)
     assert batched[-1] == LineReading("", 0.0, (), ())
     assert recognizer.recognize([]) == []
+
+
+def test_width_scale_narrows_the_model_input_and_keeps_positions_in_crop_pixels(recognizer):
+    crop, centres = render_line("TOTAL (RM): 27.35")
+    narrow = load_recognizer("ppocr", device="cpu", threads=1, width_scale=0.5)
+    widths: dict[str, int] = {}
+    for name, rec in (("default", recognizer), ("narrow", narrow)):
+        forward = rec.forward
+
+        def spy(batch: np.ndarray, name: str = name, forward=forward) -> np.ndarray:
+            widths[name] = batch.shape[3]
+            return forward(batch)
+
+        rec.forward = spy  # type: ignore[method-assign]
+        try:
+            reading = rec.recognize([crop])[0]
+        finally:
+            del rec.forward
+        assert max(reading.char_x) <= crop.shape[1] and min(reading.char_x) >= 0  # crop px, either scale
+    assert widths["default"] == -(-resized_width(*crop.shape[:2]) // 8) * 8
+    assert widths["narrow"] == -(-resized_width(*crop.shape[:2], 0.5) // 8) * 8 < widths["default"] * 0.6
+    for bad in (0.2, 2.5):
+        with pytest.raises(ValueError, match="width_scale"):
+            load_recognizer("ppocr", device="cpu", threads=1, width_scale=bad)
 
 
 def test_concurrent_calls_setting(monkeypatch):

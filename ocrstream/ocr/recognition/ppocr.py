@@ -81,6 +81,10 @@ R = TypeVar("R")
 __all__ = ["CHARSETS", "PPOCRRecognizer", "REC_MODEL", "ctc_greedy", "fix_lookalikes", "make_batch"]
 
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
+#: crops go to the model this many times their aspect-ratio width (model input width and CTC frames,
+#: hence CPU, scale with it); 1.0 = rapidocr's resize. Measured for issue 22 and not changed: see
+#: :class:`PPOCRRecognizer` ``width_scale``.
+WIDTH_SCALE = 1.0
 #: model input height: rapidocr ``config.yaml`` ``Rec.rec_img_shape: [3, 48, 320]``.
 REC_HEIGHT = 48
 #: resized px per CTC timestep (the network downsamples width by 8: T = ceil(W / 8)).
@@ -146,9 +150,10 @@ def _restrict(table: list[str], charset: str) -> tuple[np.ndarray | None, list[s
     return np.asarray(keep), [table[i] for i in keep]
 
 
-def resized_width(h: int, w: int) -> int:
-    """Width (px, >= 1) of an ``h x w`` crop resized to height 48 keeping its aspect ratio."""
-    return max(1, math.ceil(REC_HEIGHT * w / max(h, 1)))
+def resized_width(h: int, w: int, scale: float = 1.0) -> int:
+    """Width (px, >= 1) of an ``h x w`` crop resized to height 48 keeping its aspect ratio, times
+    ``scale`` (the recogniser's ``width_scale``, :data:`WIDTH_SCALE`)."""
+    return max(1, math.ceil(REC_HEIGHT * w * scale / max(h, 1)))
 
 
 def _frames(width: int) -> int:
@@ -299,6 +304,12 @@ class PPOCRRecognizer:
             too much for OpenVINO without its per-shape cache, ``resolve_backend``).
         cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
             computes every column and slices them (the same arg-max; for comparison).
+        width_scale: crops are resized to this many times their aspect-ratio width (0.25..2). Measured
+            2026-12-07 (int8, 1 thread; ``bench/bench_pages.py --width-scale``, ``bench/bench_fields.py``):
+            0.9 reads the 60 dev pages at CER ci 3.07 % instead of 3.01 % (WER 13.25 % vs 12.73 %) for
+            ~14 % less recognition CPU (246 vs 287 CPU-ms per page), 0.85 at 3.17 %, but 0.9 costs the
+            receipt fields 2.5 points of F1 (dev 0.860 -> 0.835, kie 0.865 -> 0.843); 1.15 reads no
+            better (3.01 %) for +27 % CPU. So 1.0; the parameter stays for such comparisons.
 
     Attributes:
         backend: the backend it runs on (``resolve_backend``; ``onnxruntime-int8`` with a fine-tuned
@@ -310,7 +321,8 @@ class PPOCRRecognizer:
             fine-tuned one, else the ONNX file's name (reported in metrics and events).
 
     Raises:
-        ValueError: ``max_batch_size < 1``, unknown ``charset`` or ``batching``.
+        ValueError: ``max_batch_size < 1``, unknown ``charset`` or ``batching``, ``width_scale``
+            outside 0.25..2.
         ocrstream.ocr.runtime.onnx_session.DeviceUnavailableError: ``device="cuda"`` unavailable.
         ocrstream.ocr.recognition.model_manifest.ModelIntegrityError: a manifest whose model is
             missing or altered.
@@ -340,6 +352,7 @@ class PPOCRRecognizer:
         model: str | Path | None = None,
         backend: str | None = None,
         cut_head: bool = True,
+        width_scale: float = WIDTH_SCALE,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -355,6 +368,9 @@ class PPOCRRecognizer:
         if width_step < FRAME_STRIDE or width_step % FRAME_STRIDE:
             raise ValueError(f"width_step must be a positive multiple of {FRAME_STRIDE}, got {width_step}")
         self.width_step = width_step
+        if not 0.25 <= width_scale <= 2.0:
+            raise ValueError(f"width_scale must be within 0.25..2, got {width_scale}")
+        self.width_scale = width_scale
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
         onnx_path, self.version = _resolve_model(model)
         self.backend = resolve_backend(device, backend, shapes_vary=True)
@@ -513,7 +529,7 @@ class PPOCRRecognizer:
     def _read(self, images: Sequence[np.ndarray]) -> list[LineReading]:
         """Readings of non-empty ``(h, w, 3)`` uint8 BGR crops, batched (:meth:`_batches`); up to
         ``concurrent_calls`` batches at once, the costliest (crops x width) first."""
-        widths = [min(resized_width(*img.shape[:2]), self.max_input_width) for img in images]
+        widths = [min(resized_width(img.shape[0], img.shape[1], self.width_scale), self.max_input_width) for img in images]
         out: list[LineReading] = [EMPTY_READING] * len(images)
 
         def read_batch(idx: list[int]) -> list[LineReading]:
