@@ -217,6 +217,7 @@ async def test_documents_flow_through_all_stages(pipeline, stack_settings, tmp_p
             f"http://127.0.0.1:{stages.stage_env['preprocess']['OCRSTREAM_METRICS_PORT']}/metrics")).text
         # >= 1: a new consumer group reads the input topic from its beginning, so documents of earlier
         # test modules on the shared stack are counted too
+        assert 'key="detector_backend",stage="preprocess",value="onnxruntime"' in failed  # the suite pins it
         truncated = re.search(r'^ocrstream_messages_failed_total\{error_type="TruncatedImageError",stage="preprocess"\} '
                               r'([0-9.e+]+)$', failed, re.MULTILINE)
         assert truncated and float(truncated.group(1)) >= 1, failed[-2000:]

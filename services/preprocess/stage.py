@@ -23,6 +23,7 @@ from ocrstream.contracts import events
 from ocrstream.contracts.event_models import Page, Region, RegionsEvent
 from ocrstream.errors import DocumentTooLargeError
 from ocrstream.ocr.layout import block_ids
+from ocrstream.ocr.runtime.onnx_session import resolve_backend
 from ocrstream.ocr.templates import get_template
 from ocrstream.storage.crops import page_crops_key
 from ocrstream.storage.objectstore import ObjectStore
@@ -38,10 +39,14 @@ class PreprocessStage(Stage):
     input_topics = (events.INGESTED,)
 
     async def setup(self) -> None:
+        """Bucket, decoder workers, and the detector's inference backend in ``ocrstream_stage_info``
+        (``key="detector_backend"``: what the workers' detector runs on, ``resolve_backend`` for this
+        process's settings, e.g. ``openvino-bf16`` on a CPU with native bfloat16)."""
         self.store = ObjectStore(self.settings)
         await self.store.ensure_bucket()
         self.decoder = DecoderPool.from_settings(self.settings)
         await self.decoder.start()
+        metrics.STAGE_INFO.labels(self.name, "detector_backend", resolve_backend(self.settings.device)).set(1)
 
     async def teardown(self) -> None:
         decoder = getattr(self, "decoder", None)
