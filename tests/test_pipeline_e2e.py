@@ -469,6 +469,8 @@ def test_status_is_healthy_then_names_a_stopped_stage(pipeline, stack_settings):
     for name in STAGES:
         assert by_stage[name]["ready"] and by_stage[name]["members"] >= 1
         assert stages.procs[name].pid in [p["pid"] for p in by_stage[name]["processes"]]
+    runs_on = {name: {p["runs_on"] for p in by_stage[name]["processes"]} for name in ("preprocess", "recognize")}
+    assert runs_on == {"preprocess": {"onnxruntime"}, "recognize": {"CPUExecutionProvider"}}, runs_on  # pinned
     # Documents of earlier tests may still be finishing: the report's counts lie between two counts
     # taken just before and just after it.
     before, _ = asyncio.run(documents_last_hour(stack_settings))

@@ -125,12 +125,17 @@ Step = Callable[[np.ndarray], tuple[np.ndarray, Transform]]
 ANALYSIS_PIXELS = 1_500_000
 
 
+def thumbnail_scale(shape: tuple[int, ...], pixels: int = ANALYSIS_PIXELS) -> float:
+    """The scale (<= 1) :func:`thumbnail` shrinks a page of ``shape`` ``(H, W)`` px by."""
+    return min(1.0, float(np.sqrt(pixels / (shape[0] * shape[1]))))
+
+
 def thumbnail(page: np.ndarray, pixels: int = ANALYSIS_PIXELS) -> tuple[np.ndarray, float]:
     """(grey ``(h, w)`` uint8 thumbnail of about ``pixels`` px, its scale vs the page).
 
     Area-averaged (``cv2.INTER_AREA``), never enlarged.
     """
-    scale = min(1.0, float(np.sqrt(pixels / (page.shape[0] * page.shape[1]))))
+    scale = thumbnail_scale(page.shape[:2], pixels)
     if scale < 1.0:
         page = cv2.resize(page, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(page, cv2.COLOR_BGR2GRAY), scale
@@ -482,12 +487,16 @@ class Cleaned:
     """A page after :func:`clean`: ``page`` ``(H', W', 3)`` uint8 BGR, ``transform`` original ->
     cleaned px, and what a step measured on the way (the orientation step does), else None:
     ``glyph_height``, the cleaned page's median glyph height in px (else measure it:
-    :func:`glyph_height`), and ``ink``, its :func:`ink_fraction`."""
+    :func:`glyph_height`), ``ink``, its :func:`ink_fraction`, and ``ink_mask``, the ``(h, w)`` uint8
+    :func:`ink_mask` of its analysis :func:`thumbnail` (the orientation step's, turned with the page:
+    a quarter turn moves no pixel's value), which :func:`ocrstream.ocr.detection.attach_colons`
+    would otherwise make again."""
 
     page: np.ndarray
     transform: Transform
     glyph_height: float | None = None
     ink: float | None = None
+    ink_mask: np.ndarray | None = None
 
 
 # --- deskew -------------------------------------------------------------------------------
@@ -661,6 +670,7 @@ def clean(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> Clean
     if page.ndim != 3 or page.shape[2] != 3:
         raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {page.shape}")
     transform, height, ink = Transform.identity(), None, None
+    mask: np.ndarray | None = None
     for name, step in STEPS.items():
         if name not in wanted:
             continue
@@ -668,10 +678,11 @@ def clean(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> Clean
             quarters, height, mask = _orient(page)
             ink = _ink_share(mask)
             page, moved = rotate_quarters(page, quarters)
+            mask = rotate_quarters(mask, quarters)[0]
         else:
             page, moved = step(page)
-            ink = None  # measured before the page's pixels changed
+            ink, mask = None, None  # measured before the page's pixels changed
             if not moved.is_identity:
                 height = None  # measured before the page moved
         transform = transform.then(moved)
-    return Cleaned(page, transform, height, ink)
+    return Cleaned(page, transform, height, ink, mask)

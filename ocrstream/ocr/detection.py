@@ -30,7 +30,7 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
-from ocrstream.ocr.cleanup import glyph_height, ink_mask, thumbnail
+from ocrstream.ocr.cleanup import ANALYSIS_PIXELS, glyph_height, ink_mask, thumbnail, thumbnail_scale
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session
 
@@ -234,7 +234,7 @@ def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
 #: unclip margin). Tuned on the SROIE dev pages (bench_pages --no-colons for the comparison).
 COLON_DOT, COLON_GAP, COLON_CENTRE, COLON_REACH, COLON_PAD = (0.06, 0.3), (0.15, 0.6), 0.25, 1.5, 0.3
 #: pixel count of the page thumbnail the colon search runs on (about the detector's input).
-COLON_PIXELS = 1_500_000
+COLON_PIXELS = ANALYSIS_PIXELS
 
 
 def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float, float]) -> np.ndarray:
@@ -299,7 +299,8 @@ def _box_beside(bounds: np.ndarray, colon: np.ndarray) -> int | None:
     return int(np.flatnonzero(near)[np.argmin(gap[near])]) if near.any() else None
 
 
-def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray]) -> list[np.ndarray]:
+def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray],
+                  ink: np.ndarray | None = None) -> list[np.ndarray]:
     """Quads ((4, 2) page px each) extended over the isolated colons DBNet left out beside them.
 
     DBNet does not fire on a colon standing alone between a label and its value ("Cashier
@@ -309,16 +310,25 @@ def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray]) -> list[np
     next to a quad, on its line, stretches that quad to include it, so the recogniser reads
     the colon with its neighbour. bench_pages: page CER ci 3.06 -> 2.97 %, WER ci 12.48 ->
     12.32 %, ~20 CPU-ms per page. Returns new quads in the input order (float32).
+
+    ``ink``: that thumbnail's ink mask when the caller has it (the clean-up's orientation step makes
+    it: :attr:`ocrstream.ocr.cleanup.Cleaned.ink_mask`); used when its shape is the thumbnail's, else
+    the mask is made here.
     """
     quads = [np.asarray(q, dtype=np.float32) for q in quads]
     if not quads:
         return quads
-    grey, scale = thumbnail(image_bgr, COLON_PIXELS)
+    scale = thumbnail_scale(image_bgr.shape[:2], COLON_PIXELS)
+    expected = (round(image_bgr.shape[0] * scale), round(image_bgr.shape[1] * scale)) if scale < 1.0 \
+        else image_bgr.shape[:2]
+    if ink is None or ink.shape != expected:
+        grey, scale = thumbnail(image_bgr, COLON_PIXELS)
+        ink = ink_mask(grey)
     small = [q * scale for q in quads]
     bounds = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in small])
     heights = bounds[:, 3] - bounds[:, 1]
     line_height = float(np.median(heights))
-    dots = _free_dots(ink_mask(grey), small, (COLON_DOT[0] * line_height, COLON_DOT[1] * line_height))
+    dots = _free_dots(ink, small, (COLON_DOT[0] * line_height, COLON_DOT[1] * line_height))
     for colon in _colons(dots, line_height):
         k = _box_beside(bounds, colon)
         if k is None:

@@ -74,6 +74,9 @@ class StageProcess:
     metrics_port: int | None = None
     readiness: str = "unknown"
     readiness_detail: str = ""
+    #: what its models run on, from its ``/metrics`` (:func:`probe_runs_on`): recognize's provider
+    #: (``CPUExecutionProvider-int8``), preprocess's detector backend (``openvino-bf16``); "" if none
+    runs_on: str = ""
 
     @property
     def unready(self) -> bool:
@@ -296,14 +299,47 @@ async def probe_readyz(port: int, timeout_s: float = READYZ_TIMEOUT_S, host: str
     return "not ready", "; ".join(f"{n}: {d[:120]}" for n, d in failing.items()) or f"{where}: HTTP {response.status_code}"
 
 
+#: ``ocrstream_stage_info`` keys that say what a stage's models run on (issue 22: the backend chosen
+#: by the CPU's capabilities at start), in the order :func:`probe_runs_on` joins them.
+RUNS_ON_KEYS = ("provider", "detector_backend")
+
+
+async def probe_runs_on(port: int, timeout_s: float = READYZ_TIMEOUT_S, host: str = "127.0.0.1") -> str:
+    """What the models of the stage process serving ``/metrics`` on ``host:port`` run on: the values
+    of its ``ocrstream_stage_info`` series with a key in :data:`RUNS_ON_KEYS`, joined by ", "
+    (parsed by ``prometheus_client``'s text parser); "" when it has none or does not answer."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await asyncio.wait_for(client.get(f"http://{host}:{port}/metrics"), timeout_s)
+    except (httpx.HTTPError, asyncio.TimeoutError):
+        return ""
+    if response.status_code != 200:
+        return ""
+    found: dict[str, str] = {}
+    try:
+        for family in text_string_to_metric_families(response.text):
+            if family.name == "ocrstream_stage_info":
+                found.update((x.labels["key"], x.labels["value"]) for x in family.samples
+                             if x.labels.get("key") in RUNS_ON_KEYS and x.value)
+    except ValueError:  # not Prometheus text
+        return ""
+    return ", ".join(found[k] for k in RUNS_ON_KEYS if k in found)
+
+
 async def ask_processes(local: dict[str, list[StageProcess]]) -> None:
-    """Ask every local stage process's ``/readyz`` at once (each within :data:`READYZ_TIMEOUT_S`);
-    the answers go into the processes."""
+    """Ask every local stage process's ``/readyz`` at once (each within :data:`READYZ_TIMEOUT_S`),
+    then, of those that answered, what their models run on (:func:`probe_runs_on`); the answers go
+    into the processes."""
     procs = [p for ps in local.values() for p in ps if p.metrics_port]
 
     async def ask(p: StageProcess) -> None:
         assert p.metrics_port
         p.readiness, p.readiness_detail = await probe_readyz(p.metrics_port)
+        if p.readiness not in ("frozen", "unknown"):
+            p.runs_on = await probe_runs_on(p.metrics_port)
 
     await asyncio.gather(*(ask(p) for p in procs))
 
@@ -614,6 +650,7 @@ def _stages_table(stages: list[StageStatus], narrow: bool):
     for s in stages:
         procs = [f"{'' if narrow else 'pid '}{p.pid}{',' if narrow else ' up'} {_age(p.uptime_s)}{',' if narrow else ''} "
                  f"{p.rss_mib:.0f} MiB" + ("" if p.readiness in ("ready", "unknown") else f" [red]{p.readiness.upper()}[/]")
+                 + ("" if narrow or not p.runs_on else f" on {p.runs_on}")
                  for p in s.processes]
         members = "?" if s.members is None else f"{s.members} ({s.group_state})"
         ready = "[green]yes[/]" if s.ready else "[red]no[/]"

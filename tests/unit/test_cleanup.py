@@ -284,8 +284,16 @@ def test_the_orientation_step_measures_the_glyph_height_and_ink_the_later_steps_
     assert cleaned.glyph_height == pytest.approx(cleanup.glyph_height(page), rel=0.1)
     # its share of ink too: the same thumbnail when upright, a turned one otherwise
     assert cleaned.ink == pytest.approx(cleanup.ink_fraction(page), rel=0 if quarters == 0 else 0.1)
+    # and the ink mask of its thumbnail, for the colon search: the same when upright, turned otherwise
+    own = cleanup.ink_mask(cleanup.thumbnail(page)[0])
+    assert cleaned.ink_mask is not None and cleaned.ink_mask.shape == own.shape
+    if quarters == 0:
+        assert np.array_equal(cleaned.ink_mask, own)
+    else:
+        assert np.mean(cleaned.ink_mask == own) > 0.99
     assert cleanup.clean(turned, ("border",)).glyph_height is None  # nothing measured it
-    assert cleanup.clean(turned, ("border", "orientation", "contrast")).ink is None  # pixels changed after
+    changed = cleanup.clean(turned, ("border", "orientation", "contrast"))
+    assert changed.ink is None and changed.ink_mask is None  # pixels changed after
     deskewed = cleanup.clean(cleanup._rotate(turned, 5.0)[0], ("deskew", "orientation", "denoise"))
     assert deskewed.glyph_height == pytest.approx(cleanup.glyph_height(deskewed.page), rel=0.1)
 
@@ -366,6 +374,13 @@ def test_isolated_colons_are_attached_to_their_line(detector, recognizer):
 
     assert ":" not in "".join(read(quads))  # the failure this fixes
     texts = read(attach_colons(page, quads))
+    # the clean-up's ink mask of the same thumbnail gives the same quads; one of another shape is not used
+    mask = cleanup.clean(page, ("orientation",)).ink_mask
+    assert mask is not None
+    for given in (mask, mask[:-3]):
+        assert all(np.array_equal(a, b) for a, b in zip(attach_colons(page, quads, given), attach_colons(page, quads)))
+    assert not all(np.array_equal(a, b) for a, b in zip(attach_colons(page, quads, np.zeros_like(mask)),
+                                                         attach_colons(page, quads)))  # the mask is what it reads
     expected = [t for label, value in rows for t in (label, ":" + value)]
     assert [t.replace(" ", "") for t in texts] == [t.replace(" ", "") for t in expected]
     sized = LineDetector(device="cpu", threads=1)  # glyph-height sizing: the colons are read too

@@ -121,6 +121,59 @@ async def test_readyz_answers_are_ready_not_ready_stranded_frozen_or_unknown():
     assert (await probe_readyz(port))[0] == "unknown"
 
 
+async def test_what_a_process_runs_on_is_read_from_its_stage_info():
+    import socket
+
+    from ocrstream.ops.status import probe_runs_on
+
+    metrics = ("# HELP ocrstream_stage_info Static facts of a stage (value 1)\n# TYPE ocrstream_stage_info gauge\n"
+               'ocrstream_stage_info{key="input_topics",stage="recognize",value="ocr.regions.v1"} 1.0\n'
+               'ocrstream_stage_info{key="provider",stage="recognize",value="CPUExecutionProvider-int8"} 1.0\n'
+               'ocrstream_stage_info{key="recognizer",stage="recognize",value="ppocr"} 1.0\n')
+    server = _text_server(metrics)
+    try:
+        assert await probe_runs_on(server.server_address[1]) == "CPUExecutionProvider-int8"
+    finally:
+        server.shutdown()
+    server = _text_server(metrics.replace('key="provider",stage="recognize",value="CPUExecutionProvider-int8"',
+                                          'key="detector_backend",stage="preprocess",value="openvino-bf16"'))
+    try:
+        assert await probe_runs_on(server.server_address[1]) == "openvino-bf16"
+    finally:
+        server.shutdown()
+    for text in ("# TYPE x gauge\nx 1.0\n", "not prometheus {{{"):  # nothing to say, or garbage: ""
+        server = _text_server(text)
+        try:
+            assert await probe_runs_on(server.server_address[1]) == ""
+        finally:
+            server.shutdown()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert await probe_runs_on(port) == ""
+
+
+def _text_server(text: str):
+    """A ``/metrics`` that answers 200 with ``text``, on a free loopback port (daemon thread)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            data = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def test_a_frozen_or_stranded_process_makes_its_stage_a_problem():
     from ocrstream.ops.status import StageProcess
 
@@ -145,7 +198,7 @@ def sample_report():
                           "ConnectionRefusedError: [Errno 111] Connection refused"),
                  Endpoint("query API", "http://127.0.0.1:8081/healthz", None)]
     stages = [StageStatus(name, ["ocr.recognized.v1", "ocr.dlq.v1"], f"ocrstream-{name}", "Stable", 2,
-                          [StageProcess(123456, 3600.0, 612.0, None, 9101, "ready"),
+                          [StageProcess(123456, 3600.0, 612.0, None, 9101, "ready", "", "openvino-bf16"),
                            StageProcess(123457, 30.0, 312.0, None, 9101, "frozen")], True, True, 12345)
               for name in ("ingest", "preprocess", "recognize", "store", "recognize-shadow-1a2b3c4d5e6f")]
     failures = [Failure("0f3c2a9b8d7e6f5a4b3c", "truncated-receipt-with-a-long-name.jpg", "preprocess",
@@ -184,4 +237,5 @@ def test_status_keeps_its_wide_layout_on_a_wide_terminal(monkeypatch, capsys):
     render(sample_report())
     out = capsys.readouterr().out
     assert "consumes" in out and "ocr.recognized.v1, ocr.dlq.v1" in out and "pid 123456 up 60 min" in out
+    assert "612 MiB on openvino-bf16" in out  # what the process's models run on
     assert max(len(line) for line in out.splitlines()) <= 160
