@@ -35,17 +35,20 @@ DATA = REPO.parent / "shared" / "data" / "sroie-dev"
 def measure(data: Path, pages: int, capacity: int, new_rounds: int) -> dict[str, float]:
     """Mean CPU-ms per page of each pass, in this process, with the runtime cache at ``capacity``."""
     import cv2
-    from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
     from ocrstream.ocr.runtime import openvino_session
 
     openvino_session.RUNTIME_CACHE_CAPACITY = capacity
-    from ocrstream.ocr.detection import DET_MEAN, DET_STD, LineDetector
+    from ocrstream.ocr.detection import LineDetector, det_input
 
     detector = LineDetector(max_side=1536, glyph_px=None, device="cpu", backend="openvino-bf16")
     images = [cv2.imread(str(path)) for path in sorted((data / "pages" / "img").glob("*.jpg"))[:pages]]
-    prepare = DetPreProcess(1536, "max", list(DET_MEAN), list(DET_STD))
-    seen = {prepare(image).shape[2:] for image in images}
+    def shape(image) -> tuple[int, int]:
+        """The detector's input shape ``(H, W)`` of ``image`` at 1536 px."""
+        h, w = det_input(image, 1536).shape[2:]
+        return h, w
+
+    seen = {shape(image) for image in images}
 
     def timed(batch: list) -> float:
         costs = []
@@ -57,7 +60,7 @@ def measure(data: Path, pages: int, capacity: int, new_rounds: int) -> dict[str,
 
     def unseen(image, k: int):
         """``image`` resized to a detector input shape this process has not run yet, 32 k px smaller."""
-        h, w = prepare(image).shape[2:]
+        h, w = shape(image)
         h, w = h - 32 * k, w - 32 * k
         while (h, w) in seen and w > 64:  # bounded: at worst a seen shape at 64 px wide
             w -= 32

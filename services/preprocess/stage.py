@@ -15,6 +15,8 @@ layout template (:mod:`.templates`), otherwise text lines detected with the PP-O
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from aiokafka import ConsumerRecord
 from msgspec import UNSET
@@ -46,7 +48,9 @@ class PreprocessStage(Stage):
         await self.store.ensure_bucket()
         self.decoder = DecoderPool.from_settings(self.settings)
         await self.decoder.start()
-        metrics.STAGE_INFO.labels(self.name, "detector_backend", resolve_backend(self.settings.device)).set(1)
+        # off the event loop: the first resolve imports OpenVINO and asks the CPU plugin for its capabilities
+        backend = await asyncio.to_thread(resolve_backend, self.settings.device)
+        metrics.STAGE_INFO.labels(self.name, "detector_backend", backend).set(1)
 
     async def teardown(self) -> None:
         decoder = getattr(self, "decoder", None)

@@ -67,15 +67,14 @@ def test_settings_are_grouped_described_and_print_no_secret(monkeypatch):
         get_settings.cache_clear()
 
 
-def _readyz_server(status: int, body: dict):
-    """A ``/readyz`` that answers ``status`` with ``body``, on a free loopback port (daemon thread)."""
-    import json
+def _http_server(status: int, data: bytes):
+    """An HTTP server answering every GET with ``status`` and ``data``, on a free loopback port
+    (daemon thread)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
-            data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -87,6 +86,13 @@ def _readyz_server(status: int, body: dict):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def _readyz_server(status: int, body: dict):
+    """A ``/readyz`` that answers ``status`` with ``body`` (:func:`_http_server`)."""
+    import json
+
+    return _http_server(status, json.dumps(body).encode())
 
 
 async def test_readyz_answers_are_ready_not_ready_stranded_frozen_or_unknown():
@@ -123,6 +129,7 @@ async def test_readyz_answers_are_ready_not_ready_stranded_frozen_or_unknown():
 
 async def test_what_a_process_runs_on_is_read_from_its_stage_info():
     import socket
+    import time
 
     from ocrstream.ops.status import probe_runs_on
 
@@ -151,27 +158,17 @@ async def test_what_a_process_runs_on_is_read_from_its_stage_info():
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     assert await probe_runs_on(port) == ""
+    with socket.socket() as silent:  # accepted, never answered: given up after the timeout
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        assert await probe_runs_on(silent.getsockname()[1], timeout_s=0.5) == ""
+        assert time.monotonic() - started < 5
 
 
 def _text_server(text: str):
-    """A ``/metrics`` that answers 200 with ``text``, on a free loopback port (daemon thread)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            data = text.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    """A ``/metrics`` that answers 200 with ``text`` (:func:`_http_server`)."""
+    return _http_server(200, text.encode())
 
 
 def test_a_frozen_or_stranded_process_makes_its_stage_a_problem():
