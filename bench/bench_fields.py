@@ -15,6 +15,14 @@ fields of all receipts. Text is compared case-insensitively (``--case-sensitive`
 case too: every SROIE key is upper case although receipts print mixed case, so a case-sensitive
 score measures case, not reading). The "typed" F1 compares dates as dates (ISO, the key parsed
 day first) and totals as amounts (Decimal, currency prefix dropped); company and address as text.
+The "no spaces" F1 compares the texts with every space removed: it separates a misread character from
+a space the key has and the reading has not (or the other way round), as the shared data's "CER
+with all spaces removed" does for pages. "Keys as printed" (sets with a page transcription: dev)
+counts the keys whose text, whitespace collapsed, occurs in the page's own ground-truth
+transcription. The keys type spaces around punctuation inconsistently (one shop's address is
+``NO.50,JALAN PBS 14/11,`` in one receipt's key and ``NO.50 , JALAN PBS 14/11 ,`` in another's, each
+unlike its own page's transcription), so an extractor given exactly the transcription could match at
+most these.
 Confusions (``--confusions N``, default 15 per set): wrong outputs as ``key <- ours``.
 
 CPU: ``time.process_time`` of the whole OCR of a page (decode .. build) against the extractor's
@@ -65,8 +73,9 @@ CACHE_VERSION = 1
 
 
 def load_set(name: str, shared: Path) -> list[dict] | None:
-    """Records ``{id, path, keys: {company, date, address, total}}`` of set ``dev`` or ``kie``;
-    None (printed: skipped) when its files are absent."""
+    """Records ``{id, path, keys: {company, date, address, total}, transcription}`` of set ``dev`` or
+    ``kie`` (``transcription``: the page's ground-truth text, lines joined by spaces, where the set has
+    one: dev; else None); None (printed: skipped) when its files are absent."""
     if name == "dev":
         folder = shared / "sroie-dev"
         pages, keys_file = folder / "pages.jsonl", folder / "keys.jsonl"
@@ -85,7 +94,8 @@ def load_set(name: str, shared: Path) -> list[dict] | None:
             r = json.loads(line)
             k = keys.get(r["id"])
             if k is not None:
-                out.append({"id": r["id"], "path": folder / r["image"], "keys": {f: k.get(f) for f in KEYS}})
+                out.append({"id": r["id"], "path": folder / r["image"], "keys": {f: k.get(f) for f in KEYS},
+                            "transcription": r["text"].replace("\n", " ") if isinstance(r.get("text"), str) else None})
     return out
 
 
@@ -158,6 +168,13 @@ def norm(text: str | None, case_sensitive: bool = False) -> str:
     return out if case_sensitive else out.lower()
 
 
+def no_spaces(text: str | None, case_sensitive: bool = False) -> str:
+    """``text`` without any whitespace (and lower-cased unless ``case_sensitive``): separates a
+    misread character from a space the key has and the reading has not, or the other way round."""
+    out = "".join((text or "").split())
+    return out if case_sensitive else out.lower()
+
+
 def key_date(text: str) -> date | None:
     """A key's date (day first, as the receipts print), None when it does not parse."""
     from ocrstream.ocr.receipt_fields import parse_date
@@ -176,19 +193,28 @@ def key_amount(text: str) -> Decimal | None:
 
 @dataclass
 class Score:
-    """Counts per field: outputs, keys, right (text) and right (typed); confusions."""
+    """Counts per field: outputs, keys, right (text), right (typed), right with all spaces removed;
+    keys found as printed in the page's ground-truth transcription (``printed``, of ``transcribed``
+    keys: pages with a transcription); confusions."""
 
     out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
     keys: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
     right: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
     typed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    spaceless: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    printed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
+    transcribed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
     confusions: list[tuple[str, str, str, str]] = field(default_factory=list)
 
-    def add(self, doc_id: str, keys: dict[str, str | None], fields: dict[str, Any], case_sensitive: bool) -> None:
+    def add(self, doc_id: str, keys: dict[str, str | None], fields: dict[str, Any], case_sensitive: bool,
+            transcription: str | None = None) -> None:
         for key, name in KEYS.items():
             ref = keys.get(key)
             got = fields.get(name)
             self.keys[key] += bool(ref)
+            if ref and transcription is not None:
+                self.transcribed[key] += 1
+                self.printed[key] += norm(ref, case_sensitive) in norm(transcription, case_sensitive)
             self.out[key] += got is not None
             if got is None:
                 if ref:
@@ -197,6 +223,7 @@ class Score:
             ok = bool(ref) and norm(got["text"], case_sensitive) == norm(ref, case_sensitive)
             self.right[key] += ok
             self.typed[key] += bool(ref) and typed_equal(key, ref, got, case_sensitive)
+            self.spaceless[key] += bool(ref) and no_spaces(got["text"], case_sensitive) == no_spaces(ref, case_sensitive)
             if not ok:
                 self.confusions.append((doc_id, key, ref or "(no key)", got["text"]))
 
@@ -220,17 +247,20 @@ def prf(right: int, out: int, keys: int) -> tuple[float, float, float]:
 
 def report(name: str, n: int, score: Score, cpu_page: list[float], cpu_extract: list[float], confusions: int) -> None:
     print(f"\n## {name}: {n} receipts")
-    print("| field | P | R | F1 | F1 typed | right / out / keys |")
-    print("|---|---|---|---|---|---|")
+    print("| field | P | R | F1 | F1 typed | F1 no spaces | right / out / keys | keys as printed |")
+    print("|---|---|---|---|---|---|---|---|")
     for key in [*KEYS, "all"]:
-        if key == "all":
-            right, out, keys, typed = (sum(d.values()) for d in (score.right, score.out, score.keys, score.typed))
-        else:
-            right, out, keys, typed = score.right[key], score.out[key], score.keys[key], score.typed[key]
+        counts = (score.right, score.out, score.keys, score.typed, score.spaceless, score.printed, score.transcribed)
+        right, out, keys, typed, spaceless, printed, transcribed = (
+            sum(d.values()) if key == "all" else d[key] for d in counts)
         p, r, f = prf(right, out, keys)
-        ft = prf(typed, out, keys)[2]
+        ft, fs = prf(typed, out, keys)[2], prf(spaceless, out, keys)[2]
         label = f"**{key}**" if key == "all" else key
-        print(f"| {label} | {p:.3f} | {r:.3f} | {f:.3f} | {ft:.3f} | {right} / {out} / {keys} |")
+        as_printed = f"{printed} / {transcribed}" if transcribed else "-"
+        print(f"| {label} | {p:.3f} | {r:.3f} | {f:.3f} | {ft:.3f} | {fs:.3f} | {right} / {out} / {keys} | {as_printed} |")
+    if sum(score.transcribed.values()):
+        print("keys as printed: keys whose text (whitespace collapsed) is in the page's own ground-truth "
+              "transcription; an extractor given exactly that text could match at most these")
     page, extract = sum(cpu_page), sum(cpu_extract)
     print(f"CPU: OCR {1000 * page / max(n, 1):.0f} ms/page, extractor {1000 * extract / max(n, 1):.2f} ms/page "
           f"(max {1000 * max(cpu_extract, default=0):.2f}) = {100 * extract / max(page, 1e-9):.2f} % of a page's CPU")
@@ -286,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu_page.append(ocr["cpu_s"] + post_s + extract_s)
             cpu_extract.append(extract_s)
             flat = {k: v.as_json() for k, v in fields.items()}
-            score.add(record["id"], record["keys"], flat, args.case_sensitive)
+            score.add(record["id"], record["keys"], flat, args.case_sensitive, record["transcription"])
             if args.show == record["id"]:
                 print(doc.render_text())
                 print(json.dumps({k: {"text": v["text"], "value": v.get("value"), "confidence": v["confidence"]}
