@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from ocrstream.ocr.detection import LineDetector, crop_line
@@ -136,6 +137,8 @@ def test_int8_recogniser_reads_the_receipt_like_fp32_and_is_made_once(tmp_path, 
     assert len(crops) >= 10 and cer(texts_int8, texts_fp32) <= 0.02, (texts_fp32, texts_int8)
     made = list((tmp_path / "cache" / "ocrstream" / "int8").glob("*.onnx"))
     assert len(made) == 1
+    ops = [n.op_type for n in onnx.load(str(made[0])).graph.node]
+    assert ops.count("Gelu") == 13 and "Erf" not in ops  # fused before quantising (gelu_fusion)
     stamp = made[0].stat().st_mtime_ns
     PPOCRRecognizer(device="cpu", threads=1, backend="onnxruntime-int8")
     assert made[0].stat().st_mtime_ns == stamp  # the second recogniser loads it

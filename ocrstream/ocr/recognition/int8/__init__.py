@@ -9,7 +9,11 @@ to keep in float:
 * only the convolutions and matrix products in int8 (``QUANTISED_OPS``); the CTC head's MatMul in
   float (so :mod:`ocrstream.ocr.recognition.ctc_head` still cuts it to the charset);
 * the 13 nodes whose quantisation cost the most CER, leave-one-out on 600 dev lines and kept in float
-  greedily until within 0.05 point (:data:`FLOAT_NODES`).
+  greedily until within 0.05 point (:data:`FLOAT_NODES`);
+* the 13 GELUs, five nodes each in the exported model, fused into one ``Gelu`` node before quantising
+  (:mod:`ocrstream.ocr.runtime.gelu_fusion`): quantised as five nodes they were a quarter of the int8
+  model's kernel time, as ONNX Runtime no longer fuses them once each use of their input has its own
+  ``DequantizeLinear`` (:data:`RECIPE`).
 
 Measured 2026-12-06 (1 thread, this class of host, one run each): 800 held-out dev lines (neither
 scored for the choice nor calibrated on), one per call: CER ci 1.35 -> 1.43 %, WER ci 7.11 -> 7.34 %,
@@ -32,7 +36,7 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["FLOAT_NODES", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "Int8Unavailable", "int8_model"]
+__all__ = ["FLOAT_NODES", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "RECIPE", "Int8Unavailable", "int8_model"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ QUANTISED_OPS = ["Conv", "MatMul"]
 #: head's MatMul (``MatMul.12``).
 FLOAT_NODES = ["Conv.55", "Conv.18", "Conv.4", "Conv.21", "Conv.23", "Conv.3", "Conv.13", "Conv.16", "Conv.44",
                "Conv.56", "MatMul.4", "Conv.10", "Conv.15", "MatMul.12"]
+
+
+#: the recipe's steps beyond the ranges and nodes, part of the cached model's name: a machine that made
+#: the model by an earlier recipe makes it again.
+RECIPE = "gelu-fused"
 
 
 class Int8Unavailable(RuntimeError):
@@ -83,7 +92,7 @@ def int8_model(source: Path, cache_dir: Path | None = None) -> Path:
     if _sha256(source) != MODEL_SHA256:
         raise Int8Unavailable(f"{source.name} is not the model the int8 ranges were measured on")
     ranges = Path(str(RANGES))
-    key = hashlib.sha256(ranges.read_bytes() + "\n".join(FLOAT_NODES).encode()).hexdigest()[:16]
+    key = hashlib.sha256(ranges.read_bytes() + "\n".join([*FLOAT_NODES, RECIPE]).encode()).hexdigest()[:16]
     folder = cache_dir or default_cache_dir()
     target = folder / f"{source.stem}.int8.{key}.onnx"
     if target.is_file():
@@ -102,11 +111,16 @@ def _quantise(source: Path, ranges: Path, tmp: Path) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from ocrstream.ocr.runtime.gelu_fusion import fuse_gelu
+
     # the shipped model is opset 11; per-channel QDQ needs DequantizeLinear's `axis` (opset 13)
-    opset13, prepared, out = tmp / "opset13.onnx", tmp / "prepared.onnx", tmp / "int8.onnx"
+    opset13, prepared, fused, out = tmp / "opset13.onnx", tmp / "prepared.onnx", tmp / "fused.onnx", tmp / "int8.onnx"
     onnx.save(version_converter.convert_version(onnx.load(str(source)), 13), str(opset13))
     quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+    model = onnx.load(str(prepared))
+    fuse_gelu(model)  # after quant_pre_process, which names the nodes FLOAT_NODES lists
+    onnx.save(model, str(fused))
+    quantize_static(str(fused), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.Percentile,
                     op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=FLOAT_NODES,
                     calibration_cache_path=str(ranges))
