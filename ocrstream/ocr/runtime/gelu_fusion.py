@@ -97,7 +97,9 @@ def fuse_gelu(model: onnx.ModelProto) -> int:
     ranges refer to are kept); adds the ``com.microsoft`` opset import when it fused any.
 
     Only the pattern whose intermediate tensors have no other reader is fused: the rewrite never
-    changes what the rest of the graph computes. Subgraphs (``If``/``Loop`` bodies) are not visited.
+    changes what the rest of the graph computes. Its three constants (``sqrt 2``, ``1``, ``0.5``,
+    within 1e-4) must be scalar initializers, as the exporter writes them; ``Constant`` nodes are
+    not followed. Subgraphs (``If``/``Loop`` bodies) are not visited.
 
     Returns:
         The number of GELUs fused (13 for the PP-OCRv6 small recogniser).
