@@ -21,8 +21,8 @@ with all spaces removed" does for pages. "Keys as printed" (sets with a page tra
 counts the keys whose text, whitespace collapsed, occurs in the page's own ground-truth
 transcription. The keys type spaces around punctuation inconsistently (one shop's address is
 ``NO.50,JALAN PBS 14/11,`` in one receipt's key and ``NO.50 , JALAN PBS 14/11 ,`` in another's, each
-unlike its own page's transcription), so an extractor given exactly the transcription could match at
-most these.
+unlike its own page's transcription), so an extractor that reads exactly the transcription and copies
+its text, spaces and all, could match at most these.
 Confusions (``--confusions N``, default 15 per set): wrong outputs as ``key <- ours``.
 
 CPU: ``time.process_time`` of the whole OCR of a page (decode .. build) against the extractor's
@@ -260,7 +260,7 @@ def report(name: str, n: int, score: Score, cpu_page: list[float], cpu_extract: 
         print(f"| {label} | {p:.3f} | {r:.3f} | {f:.3f} | {ft:.3f} | {fs:.3f} | {right} / {out} / {keys} | {as_printed} |")
     if sum(score.transcribed.values()):
         print("keys as printed: keys whose text (whitespace collapsed) is in the page's own ground-truth "
-              "transcription; an extractor given exactly that text could match at most these")
+              "transcription; an extractor copying that text exactly could match at most these")
     page, extract = sum(cpu_page), sum(cpu_extract)
     print(f"CPU: OCR {1000 * page / max(n, 1):.0f} ms/page, extractor {1000 * extract / max(n, 1):.2f} ms/page "
           f"(max {1000 * max(cpu_extract, default=0):.2f}) = {100 * extract / max(page, 1e-9):.2f} % of a page's CPU")
