@@ -65,6 +65,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -597,6 +598,16 @@ def print_throughput(rows: list[Row], n: int) -> None:
               f"{r.cpu_s / n:.3f} | {per_core[r.name]:.3f} | {per_core[r.name] / per_core[base.name]:.2f} |")
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, as Ctrl-C raises KeyboardInterrupt.
+
+    The stage processes run in their own sessions (the launcher's), so a signal to this process does
+    not reach them: without this, ``kill <bench>`` left them running against a stack that was gone,
+    retrying at ~1.5 % CPU each and skewing the next run's figures. With it, the ``finally`` blocks
+    stop the stages and the embedded stack."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", type=Path,
@@ -624,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --before: run both pipelines this many times in ABBA order and print the medians")
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
     if args.rounds < 1 or (args.rounds > 1 and args.before is None):
         parser.error("--rounds N needs N >= 1, and --before when N > 1")
     if not 1 <= args.replicas <= 4:
