@@ -171,8 +171,7 @@ def norm(text: str | None, case_sensitive: bool = False) -> str:
 def no_spaces(text: str | None, case_sensitive: bool = False) -> str:
     """``text`` without any whitespace (and lower-cased unless ``case_sensitive``): separates a
     misread character from a space the key has and the reading has not, or the other way round."""
-    out = "".join((text or "").split())
-    return out if case_sensitive else out.lower()
+    return norm(text, case_sensitive).replace(" ", "")
 
 
 def key_date(text: str) -> date | None:
@@ -208,13 +207,14 @@ class Score:
 
     def add(self, doc_id: str, keys: dict[str, str | None], fields: dict[str, Any], case_sensitive: bool,
             transcription: str | None = None) -> None:
+        page_text = None if transcription is None else norm(transcription, case_sensitive)
         for key, name in KEYS.items():
             ref = keys.get(key)
             got = fields.get(name)
             self.keys[key] += bool(ref)
-            if ref and transcription is not None:
+            if ref and page_text is not None:
                 self.transcribed[key] += 1
-                self.printed[key] += norm(ref, case_sensitive) in norm(transcription, case_sensitive)
+                self.printed[key] += norm(ref, case_sensitive) in page_text
             self.out[key] += got is not None
             if got is None:
                 if ref:
