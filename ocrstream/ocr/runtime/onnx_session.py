@@ -11,7 +11,9 @@ Policy (one place, so detection, recognition and later models behave alike):
   ``OCRSTREAM_ORT_THREADS`` environment variable, else :data:`DEFAULT_THREADS` (1): measured
   (issue 13, recogniser on 300 SROIE dev lines, alternating in one run on the shared 2-core
   host) 2 threads cost 14 % more CPU per line than 1 for the same text; the stages run in
-  parallel processes, so one thread each still keeps both cores busy under load;
+  parallel processes, so one thread each still keeps both cores busy under load. A caller may
+  give another default for OpenVINO sessions (``make_session(openvino_threads=...)``): the
+  detector takes 2 there, at the CPU of 1 (:data:`ocrstream.ocr.detection.OPENVINO_THREADS`);
 * concurrent model calls: a recogniser runs up to ``calls`` batches at once on one session
   (``InferenceSession.run`` is thread-safe; each call runs on its caller's thread with one
   intra-op thread), from ``OCRSTREAM_ORT_CONCURRENT_CALLS``, else :data:`DEFAULT_CONCURRENT_CALLS`
@@ -60,6 +62,7 @@ __all__ = [
     "resolve_concurrent_calls",
     "resolve_graph_opt",
     "resolve_threads",
+    "usable_cpus",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,17 +112,25 @@ def _positive(value: int | None, env: str, default: int) -> int:
     return value
 
 
-def resolve_threads(threads: int | None) -> int | None:
+def resolve_threads(threads: int | None, default: int = DEFAULT_THREADS) -> int | None:
     """Intra-op thread count: ``threads`` if given, else ``$OCRSTREAM_ORT_THREADS``, else
-    :data:`DEFAULT_THREADS`; ``OCRSTREAM_ORT_THREADS=auto`` gives None (onnxruntime's default:
-    one thread per physical core).
+    ``default`` (:data:`DEFAULT_THREADS`); ``OCRSTREAM_ORT_THREADS=auto`` gives None (onnxruntime's
+    default: one thread per physical core).
 
     Raises:
         ValueError: the value (argument or environment) is not a positive integer.
     """
     if threads is None and os.environ.get(THREADS_ENV, "").strip() == "auto":
         return None
-    return _positive(threads, THREADS_ENV, DEFAULT_THREADS)
+    return _positive(threads, THREADS_ENV, default)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_concurrent_calls(calls: int | None) -> int:
@@ -237,6 +248,7 @@ def make_session(
     backend: str | None = None,
     calls: int = 1,
     mem_pattern: bool = True,
+    openvino_threads: int = DEFAULT_THREADS,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -252,6 +264,9 @@ def make_session(
             planned on its first run, one block from the second, the plan kept per input shape);
             False for a model whose input shape is new at almost every call (the recogniser: the
             plans are rarely reused and one is kept for every shape; issue 24).
+        openvino_threads: threads per stream when the session runs on OpenVINO and neither ``threads``
+            nor ``$OCRSTREAM_ORT_THREADS`` sets them (capped at the CPUs this process may use): the
+            detector's one large call per page takes 2 (:data:`ocrstream.ocr.detection.OPENVINO_THREADS`).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -265,8 +280,9 @@ def make_session(
     if not isinstance(model_path, bytes) and not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
-    n_threads = resolve_threads(threads)
     chosen = resolve_backend(device, backend)
+    n_threads = resolve_threads(threads, min(openvino_threads, usable_cpus()) if chosen.startswith("openvino")
+                                else DEFAULT_THREADS)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
         ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads,
