@@ -113,8 +113,8 @@ def submit_cli(env: dict[str, str], path: Path, checkout: Path = REPO, options: 
 
 
 #: what each CLI door's process imports before it submits (``--via http``: no Kafka/S3 client).
-SUBMIT_IMPORTS = {"cli": "import ocrstream.cli.main, ocrstream.client.http_submit",
-                  "cli-kafka": "import ocrstream.cli.main, ocrstream.client.client"}
+SUBMIT_IMPORTS = {"cli": "import ocrstream.cli.main, ocrstream.cli.submit, ocrstream.client.http_submit",
+                  "cli-kafka": "import ocrstream.cli.main, ocrstream.cli.submit, ocrstream.client.client"}
 
 
 def import_seconds(door: str) -> float:

@@ -1,9 +1,12 @@
 """The ``ocrstream`` command group itself: logging, ``--version``, the settings it reads, exit codes.
 
-Every command module (:mod:`ocrstream.cli.main` imports them all) adds its commands to :func:`main`."""
+Every command module adds its commands to :func:`main` when it is imported; :func:`main` imports a
+module when one of its commands is asked for (:data:`COMMAND_MODULES`), so ``ocrstream submit``
+starts without the code of ``status``, ``run`` or ``model``."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -25,7 +28,31 @@ def get_settings():
 CHATTY_LOGGERS = ("aiokafka", "httpx", "fontTools", "ocrmypdf", "pikepdf")
 
 
-@click.group()
+#: command -> the module that defines it (``ocrstream.cli.<module>``). Measured for issue 22 (`python -X
+#: importtime`, this host): importing every command module took 84 ms of the 0.25 s a `submit` process
+#: spends before it submits; the submit path alone needs :mod:`.submit`.
+COMMAND_MODULES: dict[str, str] = {
+    "apikey": "apikey", "demo": "dev", "dev": "dev", "dlq": "dlq", "export": "documents", "lag-exporter": "processes",
+    "model": "model", "ocr": "documents", "probe": "processes", "reprocess": "documents", "run": "processes",
+    "search": "documents", "settings": "processes", "status": "documents", "submit": "submit",
+    "tail-results": "documents", "usage": "usage", "webhook": "webhook",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module when the command is first looked up (click's
+    documented pattern, "Lazily Loading Subcommands"); ``--help`` lists and so imports them all."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"ocrstream.cli.{COMMAND_MODULES[cmd_name]}")
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Settings file to read (sets OCRSTREAM_ENV_FILE for this command and the processes it "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,6 +93,8 @@ def _submit_kafka(settings, files: list[Path], wait: bool, timeout: float, templ
                   callback_url: str | None = None, door: str = "--via kafka") -> None:
     """``submit`` through the CLI door (S3 and the broker from this process); exits. ``door``: why
     this door (said on stderr once the documents are submitted)."""
+    import asyncio
+
     from ocrstream.client.client import StackUnreachableError
     from ocrstream.streaming import tracing
 
@@ -156,6 +157,8 @@ def _submit_http(door, settings, files: list[Path], wait: bool, timeout: float, 
     missing: list[tuple[str, str]] = []
     later: dict[str, Finished] = {}
     if pending:
+        import asyncio  # only when the HTTP door did not wait for every answer (not on the quick path)
+
         more, missing = asyncio.run(_wait_direct(settings, pending, max(deadline - time.monotonic(), 1.0)))
         later = {f.document_id: f for f in more}
     finished = [Finished.of_result(a.filename, a.result) if a.result is not None

@@ -18,6 +18,25 @@ from ocrstream.streaming.auth import Authenticator, create_key
 from services.ingest.http import create_app
 
 
+def test_submit_starts_without_the_other_commands_code_and_every_command_is_listed():
+    import subprocess
+    import sys
+
+    from ocrstream.cli.app import COMMAND_MODULES
+
+    probe = ("import sys; from ocrstream.cli.main import main; from click.testing import CliRunner; "
+             "r = CliRunner().invoke(main, ['submit', '--help']); assert r.exit_code == 0, r.output; "
+             "print(sorted(n for n in sys.modules if n.startswith('ocrstream.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "ocrstream.cli.submit" in loaded
+    assert not any(f"ocrstream.cli.{m}'" in loaded for m in ("documents", "processes", "model", "dev", "dlq"))
+    listed = CliRunner().invoke(main, ["--help"]).output
+    for module in set(COMMAND_MODULES.values()):  # every command module's commands, and no others
+        __import__(f"ocrstream.cli.{module}")
+    assert set(main.commands) == set(COMMAND_MODULES)
+    assert all(f"  {name} " in listed for name in COMMAND_MODULES)
+
+
 def test_version():
     out = CliRunner().invoke(main, ["--version"])
     assert out.exit_code == 0 and out.output.strip() == f"ocrstream, version {version('ocrstream')}"
