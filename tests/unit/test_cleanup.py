@@ -84,6 +84,32 @@ def recognizer():
     return load_recognizer("ppocr", device="cpu", threads=1)
 
 
+def test_the_orientation_step_reuses_the_border_step_s_thumbnail_of_an_uncut_page(monkeypatch):
+    made = []
+    original = cleanup.thumbnail
+
+    def counting(page, *args, **kwargs):
+        made.append(page.shape)
+        return original(page, *args, **kwargs)
+
+    monkeypatch.setattr(cleanup, "thumbnail", counting)
+    paper = receipt(noise=6)
+    alone = cleanup.clean(paper, ("border", "orientation"))
+    assert len(made) == 1 and np.array_equal(alone.page, paper)
+    made.clear()
+    monkeypatch.setattr(cleanup, "thumbnail", original)
+    reference = cleanup._orient(paper)  # measured on its own thumbnail: the same decision and masks
+    assert (reference[0], reference[1]) == (0, alone.glyph_height) and np.array_equal(reference[2], alone.ink_mask)
+    monkeypatch.setattr(cleanup, "thumbnail", counting)
+    cut = cleanup.clean(with_border(paper), ("border", "orientation"))  # cut: the cut page's own thumbnail
+    assert len(made) == 2 and made[1] == cut.page.shape
+    made.clear()
+    bottom = np.concatenate([paper, np.full((200, paper.shape[1], 3), 10, np.uint8)])  # dark only at the bottom
+    cut = cleanup.clean(bottom, ("border", "orientation"))
+    assert cut.transform.is_identity and cut.page.shape[0] < bottom.shape[0]  # no pixel moved, yet cut
+    assert len(made) == 2 and made[1] == cut.page.shape
+
+
 # --- registry (fast) -------------------------------------------------------------------------
 def test_unknown_step_raises_with_known_names():
     with pytest.raises(ValueError, match="known: border, downscale, deskew, orientation, denoise, contrast"):
