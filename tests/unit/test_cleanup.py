@@ -110,6 +110,19 @@ def test_the_orientation_step_reuses_the_border_step_s_thumbnail_of_an_uncut_pag
     assert len(made) == 2 and made[1] == cut.page.shape
 
 
+def test_line_blobs_found_on_the_pooled_mask_match_those_of_the_whole_one(monkeypatch):
+    grey, _ = cleanup.thumbnail(receipt(noise=6))
+    glyphs, ink = cleanup._glyphs(cleanup.ink_mask(grey))
+    height = cleanup.text_size(glyphs)[0]
+    assert height >= cleanup.LINE_POOL_MIN_GLYPH  # the pooled path
+    pooled = cleanup._line_boxes(ink, height)
+    monkeypatch.setattr(cleanup, "LINE_POOL", 1)
+    whole = cleanup._line_boxes(ink, height)
+    assert len(pooled) == len(whole) >= 8
+    order = lambda b: b[np.lexsort((b[:, 0], b[:, 1]))]  # noqa: E731 - top to bottom
+    assert np.abs(order(pooled) - order(whole)).max() <= 2 * 2  # within a pooled pixel at each edge
+
+
 # --- registry (fast) -------------------------------------------------------------------------
 def test_unknown_step_raises_with_known_names():
     with pytest.raises(ValueError, match="known: border, downscale, deskew, orientation, denoise, contrast"):
