@@ -133,12 +133,15 @@ def thumbnail_scale(shape: tuple[int, ...], pixels: int = ANALYSIS_PIXELS) -> fl
 def thumbnail(page: np.ndarray, pixels: int = ANALYSIS_PIXELS) -> tuple[np.ndarray, float]:
     """(grey ``(h, w)`` uint8 thumbnail of about ``pixels`` px, its scale vs the page).
 
-    Area-averaged (``cv2.INTER_AREA``), never enlarged.
+    Area-averaged (``cv2.INTER_AREA``), never enlarged. The page is made grey first, so one channel
+    is averaged instead of three (measured on the 60 SROIE dev pages: 16 -> 9.5 CPU-ms per thumbnail;
+    a 4961x7016 scan ~200 -> ~150; grey levels within 1 of resizing first).
     """
     scale = thumbnail_scale(page.shape[:2], pixels)
+    grey = cv2.cvtColor(page, cv2.COLOR_BGR2GRAY)
     if scale < 1.0:
-        page = cv2.resize(page, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(page, cv2.COLOR_BGR2GRAY), scale
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return grey, scale
 
 
 #: local threshold for ink: a pixel is ink when darker than the mean of its INK_BLOCK x INK_BLOCK
