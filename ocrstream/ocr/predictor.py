@@ -46,6 +46,7 @@ from ocrstream.ocr.receipt_fields import document_fields
 from ocrstream.ocr.recognition.recognizer import Recognizer
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.regions import CutRegion, cut_regions
+from ocrstream.ocr.runtime.opencv_threads import limit_opencv_threads
 from ocrstream.ocr.templates import Template, get_template
 from ocrstream.ocr.words import reading_fields
 
@@ -104,8 +105,11 @@ class OCRPipeline:
     def from_settings(cls, settings: Any, *, postprocess: bool = True, **overrides: Any) -> OCRPipeline:
         """The pipeline the stages run, configured by :class:`ocrstream.settings.Settings`:
         the same recogniser options as the recognize stage, detector and clean-up as the
-        preprocess stage's worker, budget and post-processing rules as preprocess and store.
-        ``overrides`` replace constructor arguments (e.g. ``cleanup_steps``)."""
+        preprocess stage's worker, budget and post-processing rules as preprocess and store,
+        and, as they do, OpenCV's threads for this process (``OCRSTREAM_OPENCV_THREADS``,
+        :mod:`ocrstream.ocr.runtime.opencv_threads`). ``overrides`` replace constructor arguments
+        (e.g. ``cleanup_steps``)."""
+        limit_opencv_threads(settings.opencv_threads)
         options = {"device": settings.device, "max_batch_size": settings.batch_max_size,
                    "max_chars": settings.max_region_chars}
         if settings.recognizer == "ppocr" and settings.ppocr_model:

@@ -61,6 +61,7 @@ import pebble
 from ocrstream.errors import ConfigurationError, DecoderCrashedError, OcrStreamError
 from ocrstream.ocr.decode import Budget, OpenedDocument, open_document
 from ocrstream.ocr.runtime import heap
+from ocrstream.ocr.runtime.opencv_threads import limit_opencv_threads
 from ocrstream.ocr.templates import Template
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class WorkerConfig:
         malloc_arenas: glibc malloc arenas the worker may have
             (:func:`ocrstream.ocr.runtime.heap.limit_arenas`);
             0 = glibc's default (8 per core, 64 MiB of address space each).
+        opencv_threads: OpenCV's threads in the worker (:mod:`ocrstream.ocr.runtime.opencv_threads`;
+            0 = OpenCV's default, one per core).
     """
 
     budget: Budget = field(default_factory=Budget)
@@ -111,6 +114,7 @@ class WorkerConfig:
     pdf_text: str = "auto"
     pdf_max_page_chars: int = 100_000
     malloc_arenas: int = 2
+    opencv_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ def _initialise(config: WorkerConfig) -> None:
             heap.limit_arenas(config.malloc_arenas)
         if config.memory_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (config.memory_bytes, config.memory_bytes))
+        limit_opencv_threads(config.opencv_threads)
         if config.load_detector:
             from ocrstream.ocr.detection import LineDetector
 
@@ -321,7 +326,8 @@ class DecoderPool:
                               settings.cleanup_steps, settings.detect_max_side, settings.device,
                               detect_glyph_px=settings.detect_glyph_px, detect_min_side=settings.detect_min_side,
                               crop_codec=settings.crop_codec, max_page_crop_bytes=settings.max_page_crop_bytes,
-                              pdf_text=settings.pdf_text, pdf_max_page_chars=settings.pdf_max_page_chars)
+                              pdf_text=settings.pdf_text, pdf_max_page_chars=settings.pdf_max_page_chars,
+                              opencv_threads=settings.opencv_threads)
         options = dict(timeout_s=settings.decode_timeout_s, workers=settings.decode_workers,
                        max_tasks=settings.decode_worker_max_tasks)
         return cls(config, **{**options, **overrides})

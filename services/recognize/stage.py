@@ -37,6 +37,7 @@ from ocrstream.errors import ConfigurationError
 from ocrstream.ocr.recognition.recognizer import LineReading
 from ocrstream.ocr.recognition.registry import load_recognizer
 from ocrstream.ocr.runtime import heap
+from ocrstream.ocr.runtime.opencv_threads import limit_opencv_threads
 from ocrstream.ocr.words import reading_fields
 from ocrstream.storage import models
 from ocrstream.storage.crops import region_crops
@@ -82,6 +83,7 @@ class RecognizeStage(Stage):
         Raises ConfigurationError: following promotions with another recogniser than ppocr.
         """
         self.store = ObjectStore(self.settings)
+        limit_opencv_threads(self.settings.opencv_threads)  # the crops' resizing and colour conversion
         self.options: dict[str, Any] = {"device": self.settings.device, "max_batch_size": self.settings.batch_max_size,
                                         "max_chars": self.settings.max_region_chars}
         options = dict(self.options)

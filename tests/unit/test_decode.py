@@ -483,6 +483,20 @@ async def test_decoder_worker_threads_share_two_malloc_arenas():
     assert grown[2] <= 8 * 9 * 2**20 + 64 * 2**20, grown  # the stacks (8 MiB + guard), at most one more arena
 
 
+async def test_decoder_workers_run_opencv_on_the_threads_they_are_given():
+    import cv2
+
+    found = {}
+    for threads in (1, 0):
+        pool = DecoderPool(WorkerConfig(load_detector=False, opencv_threads=threads), timeout_s=60)
+        try:
+            found[threads] = await pool.run("probing", cv2.getNumThreads)
+        finally:
+            pool.close()
+    assert found[1] == 1
+    assert found[0] == cv2.getNumberOfCPUs()  # 0: OpenCV's default, one per core
+
+
 def _address_space_peak() -> int:
     """Task: this worker's peak address space (``VmPeak``, what ``RLIMIT_AS`` bounds), bytes."""
     with open("/proc/self/status") as status:
