@@ -53,6 +53,7 @@ __all__ = [
     "Transform",
     "apply",
     "clean",
+    "InkComponents",
     "contrast",
     "denoise",
     "deskew",
@@ -303,14 +304,30 @@ def rotate_quarters(page: np.ndarray, quarters: int) -> tuple[np.ndarray, Transf
     return cv2.rotate(page, code), Transform.from_affine(m)
 
 
-def _glyphs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class InkComponents:
+    """The 8-connected components of an ink mask (``cv2.connectedComponentsWithStats``): ``labels``
+    ``(h, w)`` int32 (0 = background), ``stats`` ``(n, 5)`` int32 rows [x, y, w, h, area] in mask px."""
+
+    labels: np.ndarray
+    stats: np.ndarray
+
+    @classmethod
+    def of(cls, ink: np.ndarray) -> InkComponents:
+        """The components of a ``(h, w)`` uint8 0/1 mask."""
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+        return cls(labels, stats)
+
+
+def _glyphs(ink: np.ndarray, components: InkComponents | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(``(N, 3)`` int (width, height, area) of the glyph-sized connected components of an ink
-    mask, ``(h, w)`` uint8 mask of only those components).
+    mask, ``(h, w)`` uint8 mask of only those components); ``components``: the mask's, when made.
 
     Glyph-sized: both sides >= 3 px, long side <= 5 % of the page's, area >= 8 px; this drops
     halftone dots, speckle, rules and photos.
     """
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    found = components if components is not None else InkComponents.of(ink)
+    labels, stats = found.labels, found.stats
     wha = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT, cv2.CC_STAT_AREA]]
     keep = ((wha[:, :2].min(axis=1) >= 3) & (wha[:, :2].max(axis=1) <= max(ink.shape) * 0.05)
             & (wha[:, 2] >= 8))
@@ -461,20 +478,23 @@ def page_orientation(page: np.ndarray) -> int:
     return _orient(page)[0]
 
 
-def _orient(page: np.ndarray, thumb: tuple[np.ndarray, float] | None = None) -> tuple[int, float | None, np.ndarray]:
+def _orient(page: np.ndarray, thumb: tuple[np.ndarray, float] | None = None
+            ) -> tuple[int, float | None, np.ndarray, InkComponents]:
     """(:func:`page_orientation`, :func:`glyph_height` of the page once turned by it, the
-    :func:`ink_mask` of its thumbnail): the glyphs the decision measured also give the turned
-    page's median glyph height (their widths when it turns by a quarter), and the mask its share
-    of ink (a quarter turn moves no pixel's value), which the detector and the review flag would
-    otherwise measure again (14 and ~12 CPU-ms per page). ``thumb``: the page's :func:`thumbnail`
-    when the caller has it (:func:`clean`: the border step's, when it left the page as it was)."""
+    :func:`ink_mask` of its thumbnail, that mask's :class:`InkComponents`): the glyphs the decision
+    measured also give the turned page's median glyph height (their widths when it turns by a
+    quarter), and the mask its share of ink (a quarter turn moves no pixel's value), which the
+    detector and the review flag would otherwise measure again (14 and ~12 CPU-ms per page), and
+    its components the colon search's (~8). ``thumb``: the page's :func:`thumbnail` when the caller
+    has it (:func:`clean`: the border step's, when it left the page as it was)."""
     grey, scale = thumb if thumb is not None else thumbnail(page)
     mask = ink_mask(grey)
-    glyphs, ink = _glyphs(mask)
+    components = InkComponents.of(mask)
+    glyphs, ink = _glyphs(mask, components)
     if len(glyphs) < MIN_GLYPHS:
-        return 0, None, mask
+        return 0, None, mask, components
     quarters = _decide(page, glyphs, ink, scale)
-    return quarters, _median_side(glyphs, scale, 1 if quarters % 2 == 0 else 0), mask
+    return quarters, _median_side(glyphs, scale, 1 if quarters % 2 == 0 else 0), mask, components
 
 
 def _decide(page: np.ndarray, glyphs: np.ndarray, ink: np.ndarray, scale: float) -> int:
@@ -511,13 +531,15 @@ class Cleaned:
     :func:`glyph_height`), ``ink``, its :func:`ink_fraction`, and ``ink_mask``, the ``(h, w)`` uint8
     :func:`ink_mask` of its analysis :func:`thumbnail` (the orientation step's, turned with the page:
     a quarter turn moves no pixel's value), which :func:`ocrstream.ocr.detection.attach_colons`
-    would otherwise make again."""
+    would otherwise make again, and ``ink_components``, that mask's :class:`InkComponents` when the
+    page was not turned (the colon search labels the same mask)."""
 
     page: np.ndarray
     transform: Transform
     glyph_height: float | None = None
     ink: float | None = None
     ink_mask: np.ndarray | None = None
+    ink_components: InkComponents | None = None
 
 
 # --- deskew -------------------------------------------------------------------------------
@@ -709,6 +731,7 @@ def clean(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> Clean
         raise ValueError(f"page must be (H, W, 3) uint8 BGR, got shape {page.shape}")
     transform, height, ink = Transform.identity(), None, None
     mask: np.ndarray | None = None
+    components: InkComponents | None = None
     thumb: tuple[np.ndarray, float] | None = None  # the current page's thumbnail, when a step made it
     for name, step in STEPS.items():
         if name not in wanted:
@@ -719,14 +742,15 @@ def clean(page: np.ndarray, steps: Sequence[str] | str = DEFAULT_STEPS) -> Clean
             thumb = grey_scale if trimmed is page else None  # (a cut at the bottom or right moves no pixel)
             page = trimmed
         elif name == "orientation":
-            quarters, height, mask = _orient(page, thumb)
+            quarters, height, mask, components = _orient(page, thumb)
             ink = _ink_share(mask)
             page, moved = rotate_quarters(page, quarters)
             mask, thumb = rotate_quarters(mask, quarters)[0], None
+            components = components if quarters == 0 else None  # labels of the unturned mask
         else:
             page, moved = step(page)
-            ink, mask, thumb = None, None, None  # measured before the page's pixels changed
+            ink, mask, thumb, components = None, None, None, None  # measured before the page's pixels changed
             if not moved.is_identity:
                 height = None  # measured before the page moved
         transform = transform.then(moved)
-    return Cleaned(page, transform, height, ink, mask)
+    return Cleaned(page, transform, height, ink, mask, components)

@@ -30,7 +30,7 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 from rapidocr.utils.process_img import get_rotate_crop_image
 
-from ocrstream.ocr.cleanup import ANALYSIS_PIXELS, glyph_height, ink_mask, thumbnail, thumbnail_scale
+from ocrstream.ocr.cleanup import ANALYSIS_PIXELS, InkComponents, glyph_height, ink_mask, thumbnail, thumbnail_scale
 from ocrstream.ocr.runtime.models import rapidocr_model
 from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_session
 
@@ -246,16 +246,21 @@ COLON_DOT, COLON_GAP, COLON_CENTRE, COLON_REACH, COLON_PAD = (0.06, 0.3), (0.15,
 COLON_PIXELS = ANALYSIS_PIXELS
 
 
-def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float, float]) -> np.ndarray:
-    """``(N, 4)`` [x0, y0, x1, y1] of ink components no quad touches, ``sizes[0]-sizes[1]`` px across."""
+def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float, float],
+               components: InkComponents | None = None) -> np.ndarray:
+    """``(N, 4)`` [x0, y0, x1, y1] of ink components no quad touches, ``sizes[0]-sizes[1]`` px across;
+    ``components``: the mask's, when made."""
     covered = np.zeros_like(ink)
     cv2.fillPoly(covered, [np.round(q).astype(np.int32) for q in quads], 1)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    found = components if components is not None else InkComponents.of(ink)
+    labels, stats = found.labels, found.stats
+    n = len(stats)
     touched = np.bincount(labels[covered > 0], minlength=n) > 0
     x, y, w, h = (stats[:, k] for k in range(4))
     keep = ~touched & (np.maximum(w, h) >= sizes[0]) & (np.maximum(w, h) <= sizes[1])
     keep[0] = False
-    return np.stack([x, y, x + w, y + h], axis=1)[keep].astype(np.float64)
+    dots: np.ndarray = np.stack([x, y, x + w, y + h], axis=1)[keep].astype(np.float64)
+    return dots
 
 
 def _stacked_pairs(centres: np.ndarray, sizes: np.ndarray, line_height: float) -> Iterator[tuple[int, int]]:
@@ -309,7 +314,7 @@ def _box_beside(bounds: np.ndarray, colon: np.ndarray) -> int | None:
 
 
 def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray],
-                  ink: np.ndarray | None = None) -> list[np.ndarray]:
+                  ink: np.ndarray | None = None, components: InkComponents | None = None) -> list[np.ndarray]:
     """Quads ((4, 2) page px each) extended over the isolated colons DBNet left out beside them.
 
     DBNet does not fire on a colon standing alone between a label and its value ("Cashier
@@ -322,7 +327,8 @@ def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray],
 
     ``ink``: that thumbnail's ink mask when the caller has it (the clean-up's orientation step makes
     it: :attr:`ocrstream.ocr.cleanup.Cleaned.ink_mask`); used when its shape is the thumbnail's, else
-    the mask is made here.
+    the mask is made here. ``components``: that mask's :class:`ocrstream.ocr.cleanup.InkComponents`
+    when the caller has them (:attr:`~ocrstream.ocr.cleanup.Cleaned.ink_components`), used with it.
     """
     quads = [np.asarray(q, dtype=np.float32) for q in quads]
     if not quads:
@@ -332,12 +338,14 @@ def attach_colons(image_bgr: np.ndarray, quads: Sequence[np.ndarray],
         else image_bgr.shape[:2]
     if ink is None or ink.shape != expected:
         grey, scale = thumbnail(image_bgr, COLON_PIXELS)
-        ink = ink_mask(grey)
+        ink, components = ink_mask(grey), None
+    if components is not None and components.labels.shape != ink.shape:
+        components = None
     small = [q * scale for q in quads]
     bounds = np.array([[*q.min(axis=0), *q.max(axis=0)] for q in small])
     heights = bounds[:, 3] - bounds[:, 1]
     line_height = float(np.median(heights))
-    dots = _free_dots(ink, small, (COLON_DOT[0] * line_height, COLON_DOT[1] * line_height))
+    dots = _free_dots(ink, small, (COLON_DOT[0] * line_height, COLON_DOT[1] * line_height), components)
     for colon in _colons(dots, line_height):
         k = _box_beside(bounds, colon)
         if k is None:

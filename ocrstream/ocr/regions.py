@@ -67,7 +67,7 @@ def detected_regions(page: np.ndarray, detector: LineDetector, cleanup_steps: st
         measures["ink"] = round(result.ink if result.ink is not None else cleanup.ink_fraction(cleaned), 6)
     t1 = time.time_ns()
     lines = detector.detect(cleaned, result.glyph_height)
-    quads = attach_colons(cleaned, [line.quad for line in lines], result.ink_mask)
+    quads = attach_colons(cleaned, [line.quad for line in lines], result.ink_mask, result.ink_components)
     line_ids = visual_line_ids(quads)
     t2 = time.time_ns()
     regions = []

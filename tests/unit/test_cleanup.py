@@ -110,6 +110,30 @@ def test_the_orientation_step_reuses_the_border_step_s_thumbnail_of_an_uncut_pag
     assert len(made) == 2 and made[1] == cut.page.shape
 
 
+@pytest.mark.parametrize("quarters", [0, 1])
+def test_the_colon_search_labels_the_ink_once_with_the_orientation_step(quarters, detector, monkeypatch):
+    page = cleanup.rotate_quarters(receipt(noise=6), quarters)[0]
+    cleaned = cleanup.clean(page, ("border", "orientation"))
+    assert cleaned.ink_mask is not None
+    if quarters:  # labels of the unturned mask are not the turned page's
+        assert cleaned.ink_components is None
+        return
+    assert cleaned.ink_components is not None
+    assert np.array_equal(cleaned.ink_components.labels, cleanup.InkComponents.of(cleaned.ink_mask).labels)
+    quads = [line.quad for line in detector.detect(cleaned.page, cleaned.glyph_height)]
+    alone = attach_colons(cleaned.page, quads, cleaned.ink_mask)
+    labelled = []
+    original = cleanup.InkComponents.of.__func__
+
+    def counting(cls, ink):
+        labelled.append(ink.shape)
+        return original(cls, ink)
+
+    monkeypatch.setattr(cleanup.InkComponents, "of", classmethod(counting))
+    shared = attach_colons(cleaned.page, quads, cleaned.ink_mask, cleaned.ink_components)
+    assert not labelled and all(np.array_equal(a, b) for a, b in zip(alone, shared))
+
+
 def test_line_blobs_found_on_the_pooled_mask_match_those_of_the_whole_one(monkeypatch):
     grey, _ = cleanup.thumbnail(receipt(noise=6))
     glyphs, ink = cleanup._glyphs(cleanup.ink_mask(grey))
