@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2,
                         help="blocks per variant with --levers-off, taking turns (stages restarted between)")
     args = parser.parse_args(argv)
+    if args.input is not None:  # absolute: the cli-before door runs from the other checkout
+        args.input = args.input.resolve()
     if args.input is not None and not args.input.is_dir():
         print(f"{args.input} not found: skipped")
         return 0
