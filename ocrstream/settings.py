@@ -220,7 +220,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
     heap_trim: bool = _models(True, "recognize gives freed heap back to the OS after every batch (glibc malloc_trim)")
     opencv_threads: int = _models(
-        1, "OpenCV's threads in every process that runs OCR (stages, decoder workers, OCRPipeline.from_settings; "
+        1, "OpenCV's threads in the processes that run it (recognize, decoder workers, OCRPipeline.from_settings; "
            "0 = OpenCV's default, one per core): 1 costs 5 % less CPU per page for the same wall time "
            "(ocrstream/ocr/runtime/opencv_threads.py)", ge=0)
 

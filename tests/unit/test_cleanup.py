@@ -147,6 +147,18 @@ def test_line_blobs_found_on_the_pooled_mask_match_those_of_the_whole_one(monkey
     assert np.abs(order(pooled) - order(whole)).max() <= 2 * 2  # within a pooled pixel at each edge
 
 
+def test_line_blobs_of_small_glyphs_are_found_on_the_whole_mask(monkeypatch):
+    grey, _ = cleanup.thumbnail(receipt(noise=6))
+    _, ink = cleanup._glyphs(cleanup.ink_mask(grey))
+    pooled = []
+    dilate = cv2.dilate
+    monkeypatch.setattr(cv2, "dilate", lambda *a, **k: pooled.append(a[0].shape) or dilate(*a, **k))
+    cleanup._line_boxes(ink, np.nextafter(cleanup.LINE_POOL_MIN_GLYPH, 0))  # just under the bound
+    assert pooled == []
+    cleanup._line_boxes(ink, cleanup.LINE_POOL_MIN_GLYPH)  # at it
+    assert pooled == [ink.shape]
+
+
 # --- registry (fast) -------------------------------------------------------------------------
 def test_unknown_step_raises_with_known_names():
     with pytest.raises(ValueError, match="known: border, downscale, deskew, orientation, denoise, contrast"):

@@ -7,9 +7,10 @@ every stage process has work of its own, so OpenCV's extra threads mostly add sy
 Measured for issue 22 (2-vCPU AMD EPYC, ``OCRPipeline`` on the 60 SROIE dev pages, one run,
 1/2/2/1 threads): 1 thread 0.706/0.703 CPU-s and 0.424/0.422 s wall per page, OpenCV's default
 (2) 0.758/0.726 CPU-s and 0.426/0.411 s: 5 % less CPU for the same wall time and the same text on
-every page; the clean-up alone 45.5 against 51 CPU-ms per page (34 against 45 ms wall).
-``OCRSTREAM_OPENCV_THREADS`` (:class:`ocrstream.settings.Settings`, default 1) is applied by every
-stage process, the preprocess stage's decoder workers and ``OCRPipeline.from_settings``.
+every page; the clean-up alone 45.5 against 51 CPU-ms per page (45.5 against 34 ms wall).
+``OCRSTREAM_OPENCV_THREADS`` (:class:`ocrstream.settings.Settings`, default 1) is applied by the
+recognize stage, the preprocess stage's decoder workers and ``OCRPipeline.from_settings``: the
+processes that run OpenCV.
 """
 
 from __future__ import annotations
