@@ -2,7 +2,7 @@
 
 Every field is an environment variable with the ``OCRSTREAM_`` prefix (``kafka_bootstrap`` ->
 ``OCRSTREAM_KAFKA_BOOTSTRAP``). Values missing from the environment are read from the
-dotenv file that ``ocrstream dev up`` writes (:func:`env_file_path`: ``OCRSTREAM_ENV_FILE``, else
+dotenv file that ``ocrstream dev up`` writes (:func:`ocrstream.environment.env_file_path`: ``OCRSTREAM_ENV_FILE``, else
 ``.ocrstream/dev/stack.env`` under the current directory, else the file the last ``dev up`` recorded
 in the user's state dir, so any directory finds the stack); real environment variables always win. Settings are frozen
 (as in quixstreams' settings objects): a process never changes its configuration.
@@ -11,8 +11,6 @@ in the user's state dir, so any directory finds the stack); real environment var
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -20,45 +18,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ocrstream.environment import (
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    DEFAULT_S3_BUCKET,
+    env_file_path,
+)
 from ocrstream.errors import ConfigurationError
-
-DEV_ENV_FILE = Path(".ocrstream/dev/stack.env")
-
-
-def env_pointer_file(environ: Mapping[str, str] | None = None) -> Path:
-    """Where ``ocrstream dev up`` records the absolute path of its settings file:
-    ``$XDG_STATE_HOME/ocrstream/env-file`` (XDG Base Directory spec; default ``$HOME/.local/state``),
-    of ``environ`` (default: this process's environment)."""
-    environ = os.environ if environ is None else environ
-    state_home = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
-    return Path(state_home) / "ocrstream" / "env-file"
-
-
-def record_env_file(env_file: Path) -> Path:
-    """Record ``env_file`` (made absolute) as the user's current stack settings; returns the pointer file."""
-    pointer = env_pointer_file()
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_text(str(Path(env_file).absolute()) + "\n")
-    return pointer
-
-
-def env_file_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
-    """The dotenv file settings are read from, for a process with ``environ`` in ``cwd`` (default:
-    this one): ``OCRSTREAM_ENV_FILE`` when set (None if it is not a file), else
-    ``.ocrstream/dev/stack.env`` in ``cwd`` if present, else the file recorded by the last
-    ``ocrstream dev up`` (:func:`env_pointer_file`) if it still exists."""
-    environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
-    if "OCRSTREAM_ENV_FILE" in environ:
-        named = cwd / environ["OCRSTREAM_ENV_FILE"]
-        return named if named.is_file() else None
-    if (cwd / DEV_ENV_FILE).is_file():
-        return cwd / DEV_ENV_FILE
-    try:
-        recorded = Path(env_pointer_file(environ).read_text().strip())
-    except OSError:
-        return None
-    return recorded if recorded.is_absolute() and recorded.is_file() else None
 
 
 def _setting(group: str, default: Any, description: str, **constraints: Any) -> Any:
@@ -121,7 +88,7 @@ class Settings(BaseSettings):
     s3_secure: bool = _s3(False, "TLS to S3 (production); the CA bundle from SSL_CERT_FILE / certifi")
     s3_timeout_s: float = _s3(10.0, "connect and read timeout of one S3 request")
     s3_region: str = _s3("us-east-1", "S3 region")
-    s3_bucket: str = _s3("ocrstream", "bucket of originals and crops (claim checks)")
+    s3_bucket: str = _s3(DEFAULT_S3_BUCKET, "bucket of originals and crops (claim checks)")
 
     # PostgreSQL (TLS in production: ?sslmode=verify-full&sslrootcert=... in the DSN)
     postgres_dsn: SecretStr = _pg(SecretStr("postgresql://ocrstream:ocrstream@127.0.0.1:5432/ocrstream"),
@@ -140,8 +107,8 @@ class Settings(BaseSettings):
                                               "gone at most 5 s later, in any state (exit 143 when it had to be forced)")
 
     # Doors: the ingest HTTP door, API keys, clients, duplicates, the bucket door
-    http_host: str = _doors("127.0.0.1", "address the ingest HTTP door binds")
-    http_port: int = _doors(8080, "port of the ingest HTTP door")
+    http_host: str = _doors(DEFAULT_HTTP_HOST, "address the ingest HTTP door binds")
+    http_port: int = _doors(DEFAULT_HTTP_PORT, "port of the ingest HTTP door")
     api_keys_file: str | None = _doors(None, "API keys of the HTTP doors (ocrstream/streaming/auth.py)")
     require_api_key: bool = _doors(False, "require a key even on loopback (always required beyond it)")
     rate_limit_per_minute: int = _doors(600, "requests per minute per API key (0 = unlimited)")
@@ -161,7 +128,7 @@ class Settings(BaseSettings):
     seaweedfs_buckets_dir: str = _doors("/buckets", "the filer folder holding S3 buckets (SeaweedFS events)")
 
     # Limits: the budget of one document, checked before the work is done
-    max_document_bytes: int = _limits(64 * 1024 * 1024, "largest document accepted by the doors")
+    max_document_bytes: int = _limits(DEFAULT_MAX_DOCUMENT_BYTES, "largest document accepted by the doors")
     max_image_pixels: int = _limits(80_000_000, "pixels of one page or frame (A3 at 600 dpi is 70 Mpx)")
     max_document_pixels: int = _limits(800_000_000, "pixels of all pages together (200 A4 pages at 200 dpi)")
     max_pages: int = _limits(200, "pages or frames of one document")

@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def own_state_home(tmp_path_factory):
-    """``ocrstream dev up`` records its settings file under ``$XDG_STATE_HOME`` (ocrstream/settings.py
+    """``ocrstream dev up`` records its settings file under ``$XDG_STATE_HOME`` (ocrstream/environment.py
     ``env_pointer_file``): the tests' own, never the user's."""
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
     return os.environ["XDG_STATE_HOME"]

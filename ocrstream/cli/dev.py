@@ -33,7 +33,7 @@ def dev_up(state_dir: Path, kafka_storage: str) -> None:
         endpoints = EmbeddedStack(state_dir, kafka_storage=kafka_storage).start()
     env_file = (state_dir / "stack.env").absolute()
     endpoints.write_env_file(env_file)
-    from ocrstream.settings import record_env_file
+    from ocrstream.environment import record_env_file
 
     pointer = record_env_file(env_file)
     click.echo(f"stack up; settings in {env_file} (mode 0600), recorded in {pointer}: ocrstream commands "

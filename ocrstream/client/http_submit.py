@@ -7,7 +7,8 @@ went out on the shared 2-core host (issue 15). The ingest stage already holds th
 and a results reader (:class:`ocrstream.streaming.results.ResultWaiters`), so a client that only speaks
 HTTP gets the same answer with one request: ``POST /v1/documents?wait=SECONDS`` (200 with the
 ``ocr.results.v1`` event once stored, 202 if the wait ran out first). This module needs only
-``urllib3`` (the HTTP client minio is built on) and the settings.
+``urllib3`` (the HTTP client minio is built on) and five settings (:class:`DoorSettings`), which a new
+process reads without pydantic (:mod:`ocrstream.environment`).
 
 Every file is posted with an ``Idempotency-Key`` of its own (a random UUID): when the connection
 breaks after the request went out (the answer was lost: the door may have accepted it), the same
@@ -28,17 +29,20 @@ from __future__ import annotations
 import json
 import mimetypes
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 
-from ocrstream.settings import Settings
+from ocrstream import environment
 
-__all__ = ["DoorAnswer", "DoorRefusedError", "DoorUnavailableError", "HttpDoor", "door_url"]
+if TYPE_CHECKING:
+    from ocrstream.settings import Settings
+
+__all__ = ["DoorAnswer", "DoorRefusedError", "DoorSettings", "DoorUnavailableError", "HttpDoor", "door_url"]
 
 #: HTTP statuses of bad input at the door (services/ingest/http.py REFUSAL_STATUS, 422 other).
 REFUSED_INPUT = (400, 413, 415, 422)
@@ -87,7 +91,55 @@ class DoorAnswer:
     error: tuple[str, str] | None = None
 
 
-def door_url(settings: Settings) -> str:
+@dataclass(frozen=True)
+class DoorSettings:
+    """What a client of the ingest HTTP door needs of :class:`~ocrstream.settings.Settings`, the same
+    variables with the same defaults (:mod:`ocrstream.environment`).
+
+    Attributes:
+        ingest_url: ``OCRSTREAM_INGEST_URL`` (None or empty: the door is at ``http_host:http_port``).
+        http_host: ``OCRSTREAM_HTTP_HOST``, the address the ingest stage binds.
+        http_port: ``OCRSTREAM_HTTP_PORT``.
+        api_key: ``OCRSTREAM_API_KEY``, sent as ``Authorization: Bearer`` (None: no key).
+        max_document_bytes: ``OCRSTREAM_MAX_DOCUMENT_BYTES``: larger files are refused before upload.
+        s3_bucket: ``OCRSTREAM_S3_BUCKET``, named in the receipts ``submit`` prints.
+    """
+
+    ingest_url: str | None = None
+    http_host: str = environment.DEFAULT_HTTP_HOST
+    http_port: int = environment.DEFAULT_HTTP_PORT
+    api_key: str | None = field(default=None, repr=False)
+    max_document_bytes: int = environment.DEFAULT_MAX_DOCUMENT_BYTES
+    s3_bucket: str = environment.DEFAULT_S3_BUCKET
+
+    @classmethod
+    def of(cls, settings: Settings) -> DoorSettings:
+        """The door's settings out of a process's whole :class:`~ocrstream.settings.Settings`."""
+        return cls(settings.ingest_url, settings.http_host, settings.http_port,
+                   settings.api_key.get_secret_value() if settings.api_key is not None else None,
+                   settings.max_document_bytes, settings.s3_bucket)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+                         ) -> DoorSettings | None:
+        """The door's settings read from the environment and the dotenv file without pydantic
+        (:func:`ocrstream.environment.ocrstream_variables`), for a process with ``environ`` in ``cwd``
+        (default: this one); None when a number is not plain decimal digits, so that the caller reads
+        :class:`~ocrstream.settings.Settings`, whose validation names the bad variable.
+
+        Raises:
+            OSError: the dotenv file exists but cannot be read.
+        """
+        given = environment.ocrstream_variables(environ, cwd)
+        port, max_bytes = given.get("http_port", str(cls.http_port)), given.get("max_document_bytes",
+                                                                                str(cls.max_document_bytes))
+        if not all(text.isascii() and text.isdigit() for text in (port, max_bytes)):
+            return None
+        return cls(given.get("ingest_url"), given.get("http_host", cls.http_host), int(port), given.get("api_key"),
+                   int(max_bytes), given.get("s3_bucket", cls.s3_bucket))
+
+
+def door_url(settings: DoorSettings | Settings) -> str:
     """Base URL of the ingest HTTP door: ``OCRSTREAM_INGEST_URL`` or the stage's bind address."""
     if settings.ingest_url:
         return settings.ingest_url.rstrip("/")
@@ -99,13 +151,16 @@ class HttpDoor:
     """A client of ``POST /v1/documents``; thread-safe (one urllib3 pool).
 
     Args:
-        settings: where the door is and the API key to send (module doc).
+        settings: where the door is and the API key to send (module doc); a process's whole
+            :class:`~ocrstream.settings.Settings` is taken as its :meth:`DoorSettings.of`.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: DoorSettings | Settings):
+        settings = settings if isinstance(settings, DoorSettings) else DoorSettings.of(settings)
+        self.settings = settings
         self.url = door_url(settings)
         self.max_bytes = settings.max_document_bytes
-        self.headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+        self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.pool = urllib3.PoolManager(maxsize=MAX_IN_FLIGHT, retries=False)
         self.callback_url: str | None = None  # completion webhook of every submission (form field callback_url)
 

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from ocrstream.contracts import events
 from ocrstream.contracts.stages import STAGE_INPUTS
-from ocrstream.settings import Settings, env_file_path
+from ocrstream.environment import env_file_path
+from ocrstream.settings import Settings
 
 CHECK_TIMEOUT_S = 5.0
 RECENT_WINDOW_S = 3600

@@ -114,8 +114,8 @@ def test_chatty_libraries_are_quiet_unless_verbose():
 
 def test_the_settings_file_is_found_from_any_directory(tmp_path):
     """OCRSTREAM_ENV_FILE, else .ocrstream/dev/stack.env here, else the file `dev up` recorded
-    under $XDG_STATE_HOME (ocrstream/settings.py env_file_path)."""
-    from ocrstream.settings import env_file_path, env_pointer_file
+    under $XDG_STATE_HOME (ocrstream/environment.py env_file_path)."""
+    from ocrstream.environment import env_file_path, env_pointer_file
 
     project, elsewhere, xdg = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "xdg"
     stack_env = project / ".ocrstream" / "dev" / "stack.env"
