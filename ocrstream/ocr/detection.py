@@ -37,7 +37,6 @@ from ocrstream.ocr.runtime.onnx_session import Device, chosen_provider, make_ses
 __all__ = [
     "DET_MODEL",
     "DetectedLine",
-    "OPENVINO_THREADS",
     "LineDetector",
     "attach_colons",
     "crop_line",
@@ -62,12 +61,6 @@ DEFAULT_MAX_SIDE = 1536
 DEFAULT_GLYPH_PX = 12.0
 #: the smallest long side (px) a page is shrunk to for DBNet, however large its glyphs.
 DEFAULT_MIN_SIDE = 640
-#: inference threads of the detector on OpenVINO unless ``threads`` or ``$OCRSTREAM_ORT_THREADS`` say
-#: otherwise. Measured for issue 22 (24 SROIE dev pages, bf16, ABBA in one run, 2-vCPU AMD EPYC): 1 thread
-#: 161/165 CPU-ms and 159/163 ms wall per page, 2 threads 177/151 CPU-ms and 104/83 ms wall, the same
-#: 1,294 lines: a receipt's answer comes ~60 ms sooner for the same CPU. On ONNX Runtime 2 threads cost
-#: 20-25 % more CPU (271/256 -> 323/324 CPU-ms per page), so it keeps 1 there.
-OPENVINO_THREADS = 2
 #: two boxes share a visual line when their vertical spans overlap by more than this
 #: fraction of the smaller height (the SROIE dev ground truth's rule, README "Contents").
 SAME_LINE_OVERLAP = 0.5
@@ -116,8 +109,8 @@ class LineDetector:
         min_side: the smallest long side (px) ``glyph_px`` shrinks a page to.
         thresh, box_thresh, unclip_ratio: DB post-processing (module docstring).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``ocrstream.ocr.runtime.onnx_session``).
-        threads: intra-op threads; None reads ``$OCRSTREAM_ORT_THREADS``, else 1 on ONNX Runtime and
-            :data:`OPENVINO_THREADS` on OpenVINO (at most the CPUs the process may use).
+        threads: intra-op threads; None reads ``$OCRSTREAM_ORT_THREADS``, else 1
+            (:mod:`ocrstream.ocr.runtime.onnx_session` says why, for ONNX Runtime and OpenVINO alike).
         model: alternative ``.onnx`` with the same contract.
         backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
             ``$OCRSTREAM_INFERENCE`` (default auto).
@@ -155,8 +148,7 @@ class LineDetector:
             score_mode="fast",
             use_dilation=True,
         )
-        self._session = make_session(model or model_path(), device=device, threads=threads, backend=backend,
-                                     openvino_threads=OPENVINO_THREADS)
+        self._session = make_session(model or model_path(), device=device, threads=threads, backend=backend)
         self._input = self._session.get_inputs()[0].name
         self.provider = chosen_provider(self._session)
         # Return the CPU arena's free chunks after every run: pages vary in size, and the arena

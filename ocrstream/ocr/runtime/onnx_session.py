@@ -11,9 +11,13 @@ Policy (one place, so detection, recognition and later models behave alike):
   ``OCRSTREAM_ORT_THREADS`` environment variable, else :data:`DEFAULT_THREADS` (1): measured
   (issue 13, recogniser on 300 SROIE dev lines, alternating in one run on the shared 2-core
   host) 2 threads cost 14 % more CPU per line than 1 for the same text; the stages run in
-  parallel processes, so one thread each still keeps both cores busy under load. A caller may
-  give another default for OpenVINO sessions (``make_session(openvino_threads=...)``): the
-  detector takes 2 there, at the CPU of 1 (:data:`ocrstream.ocr.detection.OPENVINO_THREADS`);
+  parallel processes, so one thread each still keeps both cores busy under load. The same holds
+  for the detector on OpenVINO (issue 22, the thirteenth session): alone, two threads answer a page
+  ~40 ms sooner for the same CPU, but with recognize busy on the other core (30 dev pages at once,
+  ``bench/bench_e2e.py --before``, two ABBA rounds) the preprocess stage cost 0.293-0.320 CPU-s per
+  page on two threads against 0.248-0.256 on one, the whole pipeline 0.91 against 0.84: its second
+  thread waits for a core that is taken. A process with cores of its own (a preprocess pod with two
+  CPUs) may take ``OCRSTREAM_ORT_THREADS=2``;
 * concurrent model calls: a recogniser runs up to ``calls`` batches at once on one session
   (``InferenceSession.run`` is thread-safe; each call runs on its caller's thread with one
   intra-op thread), from ``OCRSTREAM_ORT_CONCURRENT_CALLS``, else :data:`DEFAULT_CONCURRENT_CALLS`
@@ -62,7 +66,6 @@ __all__ = [
     "resolve_concurrent_calls",
     "resolve_graph_opt",
     "resolve_threads",
-    "usable_cpus",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,14 +126,6 @@ def resolve_threads(threads: int | None, default: int = DEFAULT_THREADS) -> int 
     if threads is None and os.environ.get(THREADS_ENV, "").strip() == "auto":
         return None
     return _positive(threads, THREADS_ENV, default)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; at least 1)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_concurrent_calls(calls: int | None) -> int:
@@ -248,7 +243,6 @@ def make_session(
     backend: str | None = None,
     calls: int = 1,
     mem_pattern: bool = True,
-    openvino_threads: int = DEFAULT_THREADS,
 ) -> Session:
     """A session for ``model_path`` with the project's backend, provider and thread policy.
 
@@ -264,9 +258,6 @@ def make_session(
             planned on its first run, one block from the second, the plan kept per input shape);
             False for a model whose input shape is new at almost every call (the recogniser: the
             plans are rarely reused and one is kept for every shape; issue 24).
-        openvino_threads: threads per stream when the session runs on OpenVINO and neither ``threads``
-            nor ``$OCRSTREAM_ORT_THREADS`` sets them (capped at the CPUs this process may use): the
-            detector's one large call per page takes 2 (:data:`ocrstream.ocr.detection.OPENVINO_THREADS`).
 
     Returns:
         An ``onnxruntime.InferenceSession``, or an :class:`OpenVINOSession` with the same ``run``.
@@ -281,8 +272,7 @@ def make_session(
         raise FileNotFoundError(f"ONNX model not found: {path}")
     providers = _providers_for(device)
     chosen = resolve_backend(device, backend)
-    n_threads = resolve_threads(threads, min(openvino_threads, usable_cpus()) if chosen.startswith("openvino")
-                                else DEFAULT_THREADS)
+    n_threads = resolve_threads(threads)
     if chosen.startswith("openvino"):
         precision: Literal["bf16", "fp32"] = "bf16" if chosen == "openvino-bf16" else "fp32"
         ov_session = OpenVINOSession(model_path if isinstance(model_path, bytes) else path, precision, n_threads,
