@@ -245,6 +245,35 @@ def test_detector_input_is_rapidocrs_preprocessing_in_one_pass():
     assert (det_input(tiny, 1536) is None) == (DetPreProcess(1536, "max", list(DET_MEAN), list(DET_STD))(tiny) is None)
 
 
+def test_crop_line_cuts_upright_boxes_out_as_the_warp_would(detector):
+    """An upright whole-pixel box inside the page is cut out without the perspective warp, with the
+    very pixels rapidocr's get_rotate_crop_image gives; every other quad still goes through it."""
+    from pathlib import Path
+
+    import cv2
+    from rapidocr.utils.process_img import get_rotate_crop_image
+
+    from ocrstream.ocr.detection import _upright_crop
+
+    page = cv2.imread(str(Path(__file__).resolve().parents[2] / "samples" / "receipt.png"), cv2.IMREAD_COLOR)
+    h, w = page.shape[:2]
+    detected = [line.quad for line in detector.detect(page)]
+
+    def box(x0, y0, x1, y1):
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+    quads = detected + [box(10, 20, 200, 50), box(30, 40, 45, 120),  # a line; a tall box (turned 90 degrees)
+                        box(0, 0, w, h), box(10.5, 20, 200, 50),  # the whole page; a half-pixel corner
+                        box(-5, 20, 200, 50), box(w - 100, 20, w + 3, 50),  # past the page's edges
+                        np.array([[10, 20], [200, 24], [199, 54], [9, 50]], np.float32)]  # a turned box
+    assert any(_upright_crop(page, q) is not None for q in detected)
+    assert [_upright_crop(page, q) is not None for q in quads[len(detected):]] == [True, True, True, False,
+                                                                                   False, False, False]
+    for quad in quads:
+        ours, theirs = crop_line(page, quad), get_rotate_crop_image(page, np.asarray(quad, np.float32))
+        assert ours.flags.c_contiguous and ours.shape == theirs.shape and np.array_equal(ours, theirs), quad
+
+
 @pytest.mark.slow
 def test_detector_input_follows_the_glyph_height_within_its_bounds(detector, recognizer):
     page, _ = render_page(scale=3.0)  # 2400 px wide, ~60 px glyphs: 12 px glyphs would be a 480 px page
