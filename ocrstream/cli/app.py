@@ -11,8 +11,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+
+from ocrstream.errors import ConfigurationError
 
 
 def get_settings():
@@ -51,6 +54,16 @@ class LazyGroup(click.Group):
             importlib.import_module(f"ocrstream.cli.{COMMAND_MODULES[cmd_name]}")
         return self.commands.get(cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; settings that cannot work (:class:`~ocrstream.errors.ConfigurationError`,
+        e.g. ``OCRSTREAM_HTTP_PORT=80x``) end it with one line naming them and exit status
+        :data:`EXIT_CONFIGURATION`, not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            click.echo(f"ocrstream: {exc}", err=True)
+            ctx.exit(EXIT_CONFIGURATION)
+
 
 @click.group(cls=LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -78,3 +91,5 @@ def _quiet_clients() -> None:
 
 #: Exit codes of ``submit`` and ``status`` (click itself uses 2 for usage errors).
 EXIT_FAILED, EXIT_NO_STACK, EXIT_TIMEOUT = 1, 3, 4
+#: Exit code of any command whose settings cannot work (as click's usage errors and ``run``'s).
+EXIT_CONFIGURATION = 2

@@ -22,7 +22,7 @@ def status(as_json: bool, failures: int) -> None:
     """One screen: the stack's endpoints, each stage's processes, readiness and lag, the last
     hour's documents and failures, and what to do about anything down.
 
-    Exit status: 0 healthy; 1 something is down or not ready; 3 no stack answers at all.
+    Exit status: 0 healthy; 1 something is down or not ready; 2 settings that cannot work; 3 no stack answers at all.
     """
     import json
 

@@ -31,8 +31,8 @@ def submit(paths: tuple[Path, ...], wait: bool, timeout: float, template: str | 
     """Submit files (or every file under folders) to the pipeline.
 
     Exit status: 0 when every document was accepted (with --wait: is done); 1 when any was
-    rejected or failed (its stage and error type are printed); 3 when no stack answers;
-    4 when --timeout passed before every result came.
+    rejected or failed (its stage and error type are printed); 2 when the settings cannot work;
+    3 when no stack answers; 4 when --timeout passed before every result came.
     """
     from ocrstream.errors import NotARegularFileError
     from ocrstream.streaming.paths import iter_paths

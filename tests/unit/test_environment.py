@@ -83,3 +83,14 @@ def test_the_http_submit_path_imports_no_pydantic(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OCRSTREAM_HTTP_PORT": "9003"})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["submit", "receipt.png"], ["status"]])
+def test_settings_that_cannot_work_end_a_command_with_one_line(tmp_path, command):
+    (tmp_path / "receipt.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "OCRSTREAM_HTTP_PORT": "80x"}
+    out = subprocess.run([sys.executable, "-m", "ocrstream.cli", *command], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("ocrstream: invalid configuration") and "http_port" in out.stderr
