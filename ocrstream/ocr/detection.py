@@ -497,17 +497,16 @@ def visual_lines(quads: Sequence[np.ndarray] | Sequence[Sequence[Sequence[float]
     framed = _in_page_frame(np.asarray(quads, dtype=np.float64)) if len(quads) else np.zeros((0, 4, 2))
     spans = _vertical_spans(framed, span_scale)
     groups: list[list[int]] = []
-    line_spans: list[np.ndarray] = []
+    line_spans = np.zeros((len(spans), 2))  # the mean span of each line so far, in its first rows
     for i in np.argsort(spans[:, 0], kind="stable"):
-        best, best_overlap = -1, 0.0
-        for g, (top, bottom) in enumerate(line_spans):
-            overlap = min(bottom, spans[i, 1]) - max(top, spans[i, 0])
-            smaller = min(bottom - top, spans[i, 1] - spans[i, 0])
-            if overlap > SAME_LINE_OVERLAP * smaller and overlap > best_overlap:
-                best, best_overlap = g, overlap
+        lines = line_spans[:len(groups)]  # every line against this quad at once; the first best wins
+        overlap = np.minimum(lines[:, 1], spans[i, 1]) - np.maximum(lines[:, 0], spans[i, 0])
+        smaller = np.minimum(lines[:, 1] - lines[:, 0], spans[i, 1] - spans[i, 0])
+        joins = np.where((overlap > SAME_LINE_OVERLAP * smaller) & (overlap > 0.0), overlap, -np.inf)
+        best = int(np.argmax(joins)) if len(joins) and joins.max() > -np.inf else -1
         if best < 0:
             groups.append([int(i)])
-            line_spans.append(spans[i].copy())
+            line_spans[len(groups) - 1] = spans[i]
         else:
             groups[best].append(int(i))
             line_spans[best] = spans[groups[best]].mean(axis=0)
