@@ -7,7 +7,7 @@ went out on the shared 2-core host (issue 15). The ingest stage already holds th
 and a results reader (:class:`ocrstream.streaming.results.ResultWaiters`), so a client that only speaks
 HTTP gets the same answer with one request: ``POST /v1/documents?wait=SECONDS`` (200 with the
 ``ocr.results.v1`` event once stored, 202 if the wait ran out first). This module needs only
-``urllib3`` (the HTTP client minio is built on) and five settings (:class:`DoorSettings`), which a new
+``urllib3`` (the HTTP client minio is built on) and six settings (:class:`DoorSettings`), which a new
 process reads without pydantic (:mod:`ocrstream.environment`).
 
 Every file is posted with an ``Idempotency-Key`` of its own (a random UUID): when the connection
