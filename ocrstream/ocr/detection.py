@@ -228,7 +228,8 @@ def crop_line(image_bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
     An upright rectangle with whole-pixel corners inside the page (most boxes of a scanned or
     deskewed page: DB rounds its corners to pixels) maps to the crop by a whole-pixel shift, where
     cubic interpolation samples the pixels themselves: it is cut out as it is, the same pixels
-    without the warp (:func:`_upright_crop`; 58 % of the SROIE dev boxes, 0.14 CPU-ms each).
+    without the warp (:func:`_upright_crop`; 64 % of the 6,829 boxes of the SROIE dev and kie pages,
+    0.14 CPU-ms each).
     """
     points = np.asarray(quad, dtype=np.float32)
     upright = _upright_crop(image_bgr, points)
@@ -277,7 +278,7 @@ def _free_dots(ink: np.ndarray, quads: Sequence[np.ndarray], sizes: tuple[float,
 
 
 #: candidate (dot, dot) comparisons :func:`_near` makes at once: 4 arrays of this many int64/float64,
-#: ~64 MB. A page of dense speckle (5,939 free dots on one SROIE kie page) needs ~40x fewer.
+#: ~64 MB. A page of dense speckle (5,939 free dots on one SROIE kie page) makes ~0.36 M per search.
 COLON_CANDIDATES = 2_000_000
 
 
