@@ -213,6 +213,12 @@ def test_gate_refuses_worse_model_and_force_writes_a_servable_one(lines_dir, tmp
     assert manifest["base"]["name"] == "PP-OCRv6_rec_small.onnx" and len(manifest["base"]["sha256"]) == 64
     served = load_recognizer("ppocr", model=tmp_path / "forced", device="cpu", threads=1)
     assert served.version == manifest["id"]
+    # The int8 verdict: the shipped model's recipe on the tuned model, scored on the same validation set.
+    int8 = manifest["int8"]
+    assert int8["val"]["lines"] == manifest["metrics"]["val_tuned"]["lines"] and int8["margin"] == 0.001
+    assert int8["served"] == (int8["val"]["cer_ci"] <= manifest["metrics"]["val_tuned"]["cer_ci"] + int8["margin"])
+    in_int8 = load_recognizer("ppocr", model=tmp_path / "forced", device="cpu", threads=1, backend="onnxruntime-int8")
+    assert in_int8.provider.endswith("-int8") == int8["served"], (in_int8.provider, int8)
     # A swapped model file is refused at load.
     with open(tmp_path / "forced" / "model.onnx", "ab") as fh:
         fh.write(b"\0")

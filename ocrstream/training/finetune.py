@@ -5,8 +5,10 @@ Pipeline: the rapidocr ONNX model -> PyTorch (:mod:`.ppocr_torch`) -> CTC traini
 every ``eval_every`` steps) -> ONNX (softmax and ``character`` metadata restored) checked against
 the PyTorch module -> base and fine-tuned ONNX models scored on the whole ``--val`` manifest exactly
 as the recognize stage serves them -> **gate**: the model is written only if its validation CER ci
-is not worse than the base's (``force`` overrides) -> ``OUT/model.onnx`` + ``OUT/manifest.json``
-(format of :mod:`ocrstream.ocr.recognition.model_manifest`).
+is not worse than the base's (``force`` overrides) -> **int8**: the shipped model's int8 recipe applied
+to the fine-tuned one and scored on the same set (:func:`int8_check`; served in int8 when within 0.1
+point CER ci of the float model) -> ``OUT/model.onnx`` + ``OUT/manifest.json`` (format of
+:mod:`ocrstream.ocr.recognition.model_manifest`; the int8 verdict in ``int8``).
 
 Training choices (CPU first):
 
@@ -45,10 +47,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ocrstream.ocr.recognition.int8 import INT8_CER_MARGIN, Int8Unavailable, int8_model, recipe_key
 from ocrstream.ocr.recognition.model_manifest import FORMAT, MANIFEST_NAME, load_model_manifest, sha256_file
 from ocrstream.ocr.recognition.ppocr import PPOCRRecognizer, make_batch, model_path, resized_width
 from ocrstream.training.evaluate import SetScore, score
@@ -64,7 +68,7 @@ from ocrstream.training.ppocr_torch import (
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "GateRefused", "Trainer", "backbone_parameters", "ctc_targets",
-           "finetune_ppocr"]
+           "finetune_ppocr", "int8_check"]
 
 MAX_WIDTH = 1600  # px after resizing to height 48 (bounded work per line); wider lines skipped
 
@@ -117,6 +121,30 @@ class FinetuneResult:
     loss_first: float
     loss_last: float
     export_max_abs_diff: float
+    int8: dict[str, Any] | None = None
+
+
+def int8_check(onnx_path: Path, samples: Sequence[LineSample], tuned: SetScore, *, threads: int,
+               cache_dir: Path) -> dict[str, Any]:
+    """Whether the int8 recipe may serve the fine-tuned model ``onnx_path`` (the manifest's ``int8`` entry).
+
+    Its int8 model (:func:`ocrstream.ocr.recognition.int8.int8_model`: the shipped model's activation
+    ranges and float nodes, which fit a model fine-tuned from it exactly in the frozen backbone) reads
+    the validation ``samples`` as the recognize stage would serve it; it may serve when its CER ci is at
+    most :data:`~ocrstream.ocr.recognition.int8.INT8_CER_MARGIN` above the float model's (``tuned``).
+
+    Returns:
+        ``{"recipe", "val", "margin", "served"}`` (``val``: :meth:`SetScore.as_dict`), or
+        ``{"served": False, "reason"}`` when the recipe does not apply (a base other than the shipped model).
+    """
+    try:
+        quantised = int8_model(onnx_path, cache_dir, base_sha256=sha256_file(model_path()))
+    except Int8Unavailable as exc:
+        return {"served": False, "reason": str(exc)}
+    reader = PPOCRRecognizer(model=quantised, device="cpu", threads=threads, backend="onnxruntime")
+    measured, _ = score(reader, samples, tuned.name)
+    return {"recipe": recipe_key(), "val": measured.as_dict(), "margin": INT8_CER_MARGIN,
+            "served": measured.cer_ci <= tuned.cer_ci + INT8_CER_MARGIN}
 
 
 def backbone_parameters(module: OnnxModule) -> set[str]:
@@ -199,6 +227,15 @@ def _batches(lines: Sequence[_Line], size: int, rng: random.Random) -> list[list
     chunks = [order[i:i + size] for i in range(0, len(order), size)]
     rng.shuffle(chunks)
     return chunks
+
+
+def _int8_summary(entry: dict[str, Any], tuned: SetScore) -> str:
+    """One line on a manifest's ``int8`` entry (:func:`int8_check`)."""
+    if "val" not in entry:
+        return f"not served ({entry.get('reason', 'recipe does not apply')})"
+    verdict = "served in int8" if entry["served"] else f"fp32 only (over the {100 * entry['margin']:.1f}-point margin)"
+    return (f"validation CER ci {100 * entry['val']['cer_ci']:.2f} % against the float model's "
+            f"{100 * tuned.cer_ci:.2f} %, {entry['val']['cpu_s']:.1f} against {tuned.cpu_s:.1f} CPU-s: {verdict}")
 
 
 def _say(msg: str) -> None:
@@ -398,6 +435,8 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
         shutil.rmtree(staging)
         raise GateRefused(f"fine-tuned val CER ci {tuned.cer_ci:.4f} is worse than the base's {base.cer_ci:.4f}: "
                           f"no model written (--force writes it anyway)", base, tuned)
+    result.int8 = int8_check(onnx_path, trainer.val, tuned, threads=cfg.threads, cache_dir=staging / "int8")
+    _say(f"int8: {_int8_summary(result.int8, tuned)}")
     sha = sha256_file(onnx_path)
     manifest = {
         "format": FORMAT, "kind": "ppocr", "model": "model.onnx", "sha256": sha, "id": f"ppocr-ft-{sha[:12]}",
@@ -413,6 +452,7 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
                      "loss_last20": result.loss_last, "val_subset_cer_ci": trainer.val_history},
         "metrics": {"val_base": base.as_dict(), "val_tuned": tuned.as_dict(),
                     "export_max_abs_prob_diff": export.max_abs_diff, "gate_forced": tuned.cer_ci > base.cer_ci},
+        "int8": result.int8,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tools": _versions(),
     }
     os.replace(onnx_path, out / "model.onnx")

@@ -180,3 +180,57 @@ def test_int8_applies_only_to_the_model_it_was_measured_on(tmp_path):
     with pytest.raises(int8.Int8Unavailable):
         int8.int8_model(other, tmp_path)
     assert not list(tmp_path.glob("*.int8.*"))
+
+
+def _tuned_variant(folder: Path, served: bool | None) -> Path:
+    """A stand-in for a fine-tuned model: the shipped graph with its smallest weight matrix (in the neck)
+    nudged (new sha256, same node names), and its manifest; ``served`` is the manifest's ``int8.served`` (None: no
+    ``int8`` entry, a manifest written before fine-tuning measured it)."""
+    import json
+
+    from onnx import numpy_helper
+
+    from ocrstream.ocr.recognition.model_manifest import FORMAT, sha256_file
+
+    base = rapidocr_model("PP-OCRv6_rec_small.onnx")
+    model = onnx.load(str(base))
+    weights = {t.name: t for t in model.graph.initializer}
+    name = min((n for n in weights if len(weights[n].dims) == 2), key=lambda n: np.prod(weights[n].dims))
+    array = numpy_helper.to_array(weights[name])
+    weights[name].CopyFrom(numpy_helper.from_array((array * 1.001).astype(array.dtype), name))
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    sha = sha256_file(folder / "model.onnx")
+    manifest = {"format": FORMAT, "kind": "ppocr", "model": "model.onnx", "sha256": sha, "id": f"ppocr-ft-{sha[:12]}",
+                "base": {"name": base.name, "sha256": sha256_file(base)}}
+    if served is not None:
+        manifest["int8"] = {"served": served}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_model_tuned_from_the_shipped_one_serves_in_int8_when_its_manifest_says_so(tmp_path, monkeypatch):
+    from ocrstream.ocr.recognition import int8
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    served = _tuned_variant(tmp_path / "served", True)
+    with pytest.raises(int8.Int8Unavailable):  # without the base's sha256 it is just another model
+        int8.int8_model(served / "model.onnx", tmp_path / "made")
+    made = int8.int8_model(served / "model.onnx", tmp_path / "made", base_sha256=int8.MODEL_SHA256)
+    assert made.name.startswith("model.") and f".int8.{int8.recipe_key()}." in made.name  # its own sha in the name
+
+    page = cv2.imread(str(SAMPLES / "receipt.png"), cv2.IMREAD_COLOR)
+    crops = [crop_line(page, line.quad) for line in LineDetector(device="cpu", threads=1).detect(page)]
+    fp32 = PPOCRRecognizer(model=served, device="cpu", threads=1, backend="onnxruntime")
+    q = PPOCRRecognizer(model=served, device="cpu", threads=1, backend="onnxruntime-int8")
+    assert q.provider == "CPUExecutionProvider-int8" and fp32.provider == "CPUExecutionProvider"
+    assert q.version == fp32.version and q.version.startswith("ppocr-ft-")
+    texts_fp32, texts_int8 = [r.text for r in fp32.recognize(crops)], [r.text for r in q.recognize(crops)]
+    assert len(crops) >= 10 and cer(texts_int8, texts_fp32) <= 0.02, (texts_fp32, texts_int8)
+
+    for verdict in (False, None):  # measured over the margin, or never measured: fp32
+        other = PPOCRRecognizer(model=_tuned_variant(tmp_path / f"not-{verdict}", verdict), device="cpu",
+                                threads=1, backend="onnxruntime-int8")
+        assert other.provider == "CPUExecutionProvider"
+    bare = PPOCRRecognizer(model=served / "model.onnx", device="cpu", threads=1, backend="onnxruntime-int8")
+    assert bare.provider == "CPUExecutionProvider"  # an .onnx file without a manifest: fp32

@@ -53,7 +53,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -121,17 +121,37 @@ def model_path() -> Path:
     return rapidocr_model(REC_MODEL)
 
 
-def _resolve_model(model: str | Path | None) -> tuple[Path, str]:
-    """``(onnx path, version)`` of ``model`` (None = shipped, ``.onnx``, or a manifest / its folder)."""
+class ResolvedModel(NamedTuple):
+    """A recognition model to load.
+
+    Attributes:
+        path: its float ONNX file.
+        version: the id readings carry (``PP-OCRv6_rec_small``, ``ppocr-ft-<sha256[:12]>``, a file's stem).
+        int8: whether the int8 recipe may serve it (:mod:`.int8`): the shipped model, or a fine-tuned
+            one whose manifest says its int8 model read within the margin (``int8.served``).
+        base_sha256: the model it was fine-tuned from (manifest ``base.sha256``); None for the shipped one.
+    """
+
+    path: Path
+    version: str
+    int8: bool = False
+    base_sha256: str | None = None
+
+
+def _resolve_model(model: str | Path | None) -> ResolvedModel:
+    """The model ``model`` names: None = shipped, an ``.onnx`` file (fp32 only), or a fine-tuned
+    model's manifest / its folder (:mod:`.model_manifest`; sha256 checked)."""
     if model is None:
-        return model_path(), Path(REC_MODEL).stem
+        return ResolvedModel(model_path(), Path(REC_MODEL).stem, int8=True)
     model = Path(model)
     if model.is_dir() or model.suffix == ".json":
         from ocrstream.ocr.recognition.model_manifest import load_model_manifest
 
         tuned = load_model_manifest(model, kind="ppocr")
-        return tuned.onnx_path, tuned.model_id
-    return model, model.stem
+        int8 = tuned.manifest.get("int8") or {}
+        return ResolvedModel(tuned.onnx_path, tuned.model_id, int8=int8.get("served") is True,
+                             base_sha256=(tuned.manifest.get("base") or {}).get("sha256"))
+    return ResolvedModel(model, model.stem)
 
 
 def label_table(character: str) -> list[str]:
@@ -300,8 +320,9 @@ class PPOCRRecognizer:
             ``manifest.json`` (or its folder; sha256 verified, see ``model_manifest.py``).
         backend: inference backend (``ocrstream.ocr.runtime.onnx_session.BACKENDS``); None reads
             ``$OCRSTREAM_INFERENCE``; its default ``auto`` runs the recogniser on ONNX Runtime, in int8
-            on the CPU (``onnxruntime-int8``: the shipped model only, :mod:`.int8`; batch shapes vary
-            too much for OpenVINO without its per-shape cache, ``resolve_backend``).
+            on the CPU (``onnxruntime-int8``: the shipped model, and a fine-tuned one whose manifest says
+            its int8 model read within the margin, :mod:`.int8`; batch shapes vary too much for OpenVINO
+            without its per-shape cache, ``resolve_backend``).
         cut_head: cut the model's output layer to ``charset``'s columns (:mod:`.ctc_head`); False
             computes every column and slices them (the same arg-max; for comparison).
         width_scale: crops are resized to this many times their aspect-ratio width (0.25..2). Measured
@@ -312,8 +333,8 @@ class PPOCRRecognizer:
             better (3.01 %) for +27 % CPU. So 1.0; the parameter stays for such comparisons.
 
     Attributes:
-        backend: the backend it runs on (``resolve_backend``; ``onnxruntime-int8`` with a fine-tuned
-            model runs that model in fp32).
+        backend: the backend it runs on (``resolve_backend``; ``onnxruntime-int8`` runs a bare ``.onnx``
+            file, and a fine-tuned model without ``int8.served`` in its manifest, in fp32).
         provider: the session's provider, ``-int8`` appended when the int8 model serves (metrics, events).
         output_columns: ``(K,)`` int, the columns of the whole dictionary's output the cut model
             emits (:mod:`.ctc_head`), or None when it emits them all.
@@ -372,12 +393,13 @@ class PPOCRRecognizer:
             raise ValueError(f"width_scale must be within 0.25..2, got {width_scale}")
         self.width_scale = width_scale
         self.budget = CropBudget(max_ratio=max_ratio, target_ratio=target_ratio, max_chars=max_chars)
-        onnx_path, self.version = _resolve_model(model)
+        resolved = _resolve_model(model)
+        onnx_path, self.version = resolved.path, resolved.version
         self.backend = resolve_backend(device, backend, shapes_vary=True)
-        int8 = self.backend == "onnxruntime-int8" and model is None
+        int8 = self.backend == "onnxruntime-int8" and resolved.int8
         if int8:
             try:
-                onnx_path = int8_model(onnx_path)
+                onnx_path = int8_model(onnx_path, base_sha256=resolved.base_sha256)
             except (Int8Unavailable, OSError) as exc:
                 log.warning("recogniser in fp32: no int8 model (%s)", exc)
                 int8 = False

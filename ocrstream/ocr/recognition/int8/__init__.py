@@ -24,7 +24,9 @@ What ships is the recipe, not a model: the activation ranges measured on 100 dev
 (``ppocr_v6_rec_small.ranges.json``, onnxruntime's calibration cache format, 133 tensors) and the
 node list. :func:`int8_model` applies them to the installed ``rapidocr`` model (checked by its
 sha256) with ``onnxruntime.quantization`` and keeps the result in a cache folder: the first
-recogniser of a machine spends a few CPU-seconds on it, later ones load the file.
+recogniser of a machine spends a few CPU-seconds on it, later ones load the file. A model fine-tuned
+from it gets the same recipe when its fine-tuning measured the int8 model within
+:data:`INT8_CER_MARGIN` of its float one (manifest ``int8.served``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["FLOAT_NODES", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "RECIPE", "Int8Unavailable", "int8_model"]
+__all__ = ["FLOAT_NODES", "INT8_CER_MARGIN", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "RECIPE", "Int8Unavailable", "int8_model",
+           "recipe_key"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,10 @@ QUANTISED_OPS = ["Conv", "MatMul"]
 FLOAT_NODES = ["Conv.55", "Conv.18", "Conv.4", "Conv.21", "Conv.23", "Conv.3", "Conv.13", "Conv.16", "Conv.44",
                "Conv.56", "MatMul.4", "Conv.10", "Conv.15", "MatMul.12"]
 
+
+#: a fine-tuned model serves in int8 when the int8 model's validation CER ci is at most this much above its float
+#: model's (issue 22's accuracy budget for a lever: 0.1 point CER ci); ``ocrstream model finetune`` measures it.
+INT8_CER_MARGIN = 0.001
 
 #: the recipe's steps beyond the ranges and nodes, part of the cached model's name: a machine that made
 #: the model by an earlier recipe makes it again.
@@ -75,32 +82,49 @@ def default_cache_dir() -> Path:
     return Path(base) / "ocrstream" / "int8" if base else Path(tempfile.gettempdir()) / "ocrstream-int8"
 
 
-def int8_model(source: Path, cache_dir: Path | None = None) -> Path:
-    """The int8 QDQ model of the shipped recogniser ``source`` (made once, then cached).
+def recipe_key() -> str:
+    """16 hex digits naming the recipe (ranges, float nodes, :data:`RECIPE`): part of every cached int8
+    model's name and of a fine-tuned model's manifest (``int8.recipe``)."""
+    ranges = Path(str(RANGES)).read_bytes()
+    return hashlib.sha256(ranges + "\n".join([*FLOAT_NODES, RECIPE]).encode()).hexdigest()[:16]
+
+
+def int8_model(source: Path, cache_dir: Path | None = None, *, base_sha256: str | None = None) -> Path:
+    """The int8 QDQ model of the shipped recogniser, or of a model fine-tuned from it (made once, then cached).
+
+    A model fine-tuned by ``ocrstream model finetune`` is the shipped graph with new weights (node and
+    tensor names unchanged), so the recipe applies to it as it is. With the backbone frozen (the
+    default) the backbone's activation ranges are exactly the shipped model's; the tuned neck's and
+    head's ranges are the shipped ones too, which is why the fine-tuning measures the int8 model on its
+    validation set and records in its manifest whether it may serve (``int8.served``;
+    :mod:`ocrstream.training.finetune`).
 
     Args:
-        source: the float ONNX file, which must be the one the ranges were measured on.
+        source: the float ONNX file: the model of :data:`MODEL_SHA256`, or one fine-tuned from it.
         cache_dir: where the model is kept (None: :func:`default_cache_dir`); written atomically.
+        base_sha256: sha256 of the model ``source`` was fine-tuned from (its manifest's ``base.sha256``);
+            None for the shipped model itself.
 
     Returns:
-        Path of the int8 ONNX file (``(N, 3, 48, W)`` float32 in, the same softmax out).
+        Path of the int8 ONNX file (``(N, 3, 48, W)`` float32 in, the same softmax out); named after the
+        recipe and, for a fine-tuned model, its own sha256.
 
     Raises:
-        Int8Unavailable: ``source`` is not the model of :data:`MODEL_SHA256`.
+        Int8Unavailable: neither ``source`` nor ``base_sha256`` is the model of :data:`MODEL_SHA256`.
         OSError: the cache folder cannot be written.
     """
-    if _sha256(source) != MODEL_SHA256:
-        raise Int8Unavailable(f"{source.name} is not the model the int8 ranges were measured on")
-    ranges = Path(str(RANGES))
-    key = hashlib.sha256(ranges.read_bytes() + "\n".join([*FLOAT_NODES, RECIPE]).encode()).hexdigest()[:16]
+    sha = _sha256(source)
+    if MODEL_SHA256 not in (sha, base_sha256):
+        raise Int8Unavailable(f"{source.name} is not the model the int8 ranges were measured on, nor tuned from it")
+    own = "" if sha == MODEL_SHA256 else f".{sha[:16]}"
     folder = cache_dir or default_cache_dir()
-    target = folder / f"{source.stem}.int8.{key}.onnx"
+    target = folder / f"{source.stem}{own}.int8.{recipe_key()}.onnx"
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    log.info("making the int8 recogniser %s (once per machine; a few CPU-seconds)", target)
+    log.info("making the int8 recogniser %s (once per machine and model; a few CPU-seconds)", target)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".making-") as tmp:
-        made = _quantise(source, ranges, Path(tmp))
+        made = _quantise(source, Path(str(RANGES)), Path(tmp))
         os.replace(made, target)
     return target
 
