@@ -234,3 +234,24 @@ def test_a_model_tuned_from_the_shipped_one_serves_in_int8_when_its_manifest_say
         assert other.provider == "CPUExecutionProvider"
     bare = PPOCRRecognizer(model=served / "model.onnx", device="cpu", threads=1, backend="onnxruntime-int8")
     assert bare.provider == "CPUExecutionProvider"  # an .onnx file without a manifest: fp32
+
+
+def test_the_int8_cache_keeps_the_newest_tuned_models_and_always_the_shipped_one(tmp_path):
+    import os
+
+    from ocrstream.ocr.recognition import int8
+
+    key = int8.recipe_key()
+    shipped = tmp_path / f"PP-OCRv6_rec_small.int8.{key}.onnx"
+    shipped.write_bytes(b"s")
+    os.utime(shipped, ns=(1, 1))  # the oldest of all
+    tuned = []
+    for k in range(int8.TUNED_KEPT + 2):
+        path = tmp_path / f"model.{k:016x}.int8.{key}.onnx"
+        path.write_bytes(b"t")
+        os.utime(path, ns=(10 + k, 10 + k))
+        tuned.append(path)
+    deleted = int8.prune_tuned(tmp_path)
+    assert sorted(deleted) == sorted(tuned[:2])
+    assert shipped.is_file() and all(p.is_file() for p in tuned[2:])
+    assert int8.prune_tuned(tmp_path) == []

@@ -34,12 +34,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["FLOAT_NODES", "INT8_CER_MARGIN", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "RECIPE", "Int8Unavailable", "int8_model",
-           "recipe_key"]
+__all__ = ["FLOAT_NODES", "INT8_CER_MARGIN", "MODEL_SHA256", "QUANTISED_OPS", "RANGES", "RECIPE", "TUNED_KEPT", "Int8Unavailable",
+           "int8_model", "prune_tuned", "recipe_key"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ FLOAT_NODES = ["Conv.55", "Conv.18", "Conv.4", "Conv.21", "Conv.23", "Conv.3", "
 #: a fine-tuned model serves in int8 when the int8 model's validation CER ci is at most this much above its float
 #: model's (issue 22's accuracy budget for a lever: 0.1 point CER ci); ``ocrstream model finetune`` measures it.
 INT8_CER_MARGIN = 0.001
+
+#: int8 models of fine-tuned recognisers kept in the cache folder (the newest; :func:`prune_tuned`).
+TUNED_KEPT = 4
+_TUNED_NAME = re.compile(r"\.[0-9a-f]{16}\.int8\.[0-9a-f]{16}\.onnx$")
 
 #: the recipe's steps beyond the ranges and nodes, part of the cached model's name: a machine that made
 #: the model by an earlier recipe makes it again.
@@ -126,7 +131,28 @@ def int8_model(source: Path, cache_dir: Path | None = None, *, base_sha256: str 
     with tempfile.TemporaryDirectory(dir=folder, prefix=".making-") as tmp:
         made = _quantise(source, Path(str(RANGES)), Path(tmp))
         os.replace(made, target)
+    if own:
+        prune_tuned(folder)
     return target
+
+
+def prune_tuned(folder: Path, keep: int | None = None) -> list[Path]:
+    """Delete all but the ``keep`` newest (by mtime) int8 models of fine-tuned recognisers in ``folder``,
+    so that a stream of promoted models does not fill the disk (each ~6 MB); the shipped model's is kept.
+    A process that already loaded a deleted file keeps reading it (the session holds it in memory).
+
+    Args:
+        keep: how many to keep (None: :data:`TUNED_KEPT`).
+
+    Returns:
+        The files deleted.
+    """
+    keep = TUNED_KEPT if keep is None else keep
+    tuned = sorted((p for p in folder.glob("*.int8.*.onnx") if _TUNED_NAME.search(p.name)),
+                   key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in tuned[keep:]:
+        path.unlink(missing_ok=True)
+    return tuned[keep:]
 
 
 def _quantise(source: Path, ranges: Path, tmp: Path) -> Path:
