@@ -21,9 +21,9 @@ def ocrstream(env, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def fine_tuned(folder, *, base_cer=0.0143, tuned_cer=0.0132, forced=False, salt: bytes = b""):
+def fine_tuned(folder, *, base_cer=0.0143, tuned_cer=0.0132, forced=False, int8=False, salt: bytes = b""):
     """A model folder in ``finetune``'s format: the shipped PP-OCRv6 graph (``salt`` appended
-    makes another file: another sha256) with a manifest carrying gate metrics."""
+    makes another file: another sha256) with a manifest carrying gate metrics and the int8 verdict."""
     folder.mkdir(parents=True)
     shutil.copyfile(model_path(), folder / "model.onnx")
     if salt:
@@ -36,13 +36,14 @@ def fine_tuned(folder, *, base_cer=0.0143, tuned_cer=0.0132, forced=False, salt:
                          "train_lines": 752},
                 "settings": {"lr": 1e-4}, "created": "2026-12-06T10:00:00+00:00",
                 "metrics": {"val_base": {"cer_ci": base_cer}, "val_tuned": {"cer_ci": tuned_cer},
-                            "gate_forced": forced}}
+                            "gate_forced": forced},
+                "int8": {"served": int8}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return sha
 
 
 def test_register_list_and_pull_a_fine_tuned_model(stack_env, tmp_path):
-    sha = fine_tuned(tmp_path / "good", salt=tmp_path.name.encode())
+    sha = fine_tuned(tmp_path / "good", int8=True, salt=tmp_path.name.encode())
     forced = fine_tuned(tmp_path / "forced", tuned_cer=0.02, forced=True, salt=b"forced" + tmp_path.name.encode())
 
     first = ocrstream(stack_env, "model", "register", str(tmp_path / "good" / "manifest.json"))
@@ -57,8 +58,11 @@ def test_register_list_and_pull_a_fine_tuned_model(stack_env, tmp_path):
     assert listed[sha]["gate_passed"] is True and listed[sha]["train_lines"] == 752
     assert listed[sha]["id"] == f"ppocr-ft-{sha[:12]}" and listed[sha]["cer_ci_tuned"] == 0.0132
     assert listed[forced]["gate_passed"] is False
+    assert listed[sha]["int8"] is True and listed[forced]["int8"] is False
     table = ocrstream(stack_env, "model", "list").stdout
     assert f"{sha[:12]}…" in table and "1.43% -> 1.32%" in table and "not passed" in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert rows[f"{sha[:12]}…"][-1] == "yes" and rows[f"{forced[:12]}…"][-1] == "no"
 
     pulled = ocrstream(stack_env, "model", "pull", sha[:10], str(tmp_path / "pulled"))
     assert pulled.returncode == 0, pulled.stderr

@@ -187,7 +187,7 @@ def register_cmd(manifest: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def list_cmd(as_json: bool) -> None:
     """Registered models (object store models/<sha256>/), newest first: id, created, base,
-    training lines, validation CER ci base -> tuned, whether the gate passed."""
+    training lines, validation CER ci base -> tuned, whether the gate passed, whether it serves in int8."""
 
     from ocrstream.storage.models import list_models
 
@@ -203,12 +203,12 @@ def list_cmd(as_json: bool) -> None:
     def pct(v) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"
 
-    click.echo(f"{'sha256':<14} {'id':<22} {'created':<26} {'train lines':>11} {'CER ci base -> tuned':>22}  gate")
+    click.echo(f"{'sha256':<14} {'id':<22} {'created':<26} {'train lines':>11} {'CER ci base -> tuned':>22}  {'gate':<10}  int8")
     for r in rows:
         cer = f"{pct(r['cer_ci_base'])} -> {pct(r['cer_ci_tuned'])}"
         click.echo(f"{r['sha256'][:12] + '…':<14} {str(r['id']):<22} {str(r['created']):<26} "
                    f"{str(r['train_lines'] if r['train_lines'] is not None else '-'):>11} {cer:>22}  "
-                   f"{'passed' if r['gate_passed'] else 'not passed'}")
+                   f"{'passed' if r['gate_passed'] else 'not passed':<10}  {'yes' if r['int8'] else 'no'}")
 
 
 @model.command("promote")

@@ -65,14 +65,16 @@ class RegisteredModel:
 
     def summary(self) -> dict[str, Any]:
         """The fields ``ocrstream model list`` shows: sha256, id, kind, created, base, training
-        lines, validation CER ci of base and tuned (%), whether it passed the gate."""
+        lines, validation CER ci of base and tuned (%), whether it passed the gate, whether it serves in
+        int8 (its manifest's ``int8.served``: :func:`ocrstream.training.finetune.int8_check`)."""
         metrics = self.manifest.get("metrics") or {}
         base, tuned = metrics.get("val_base") or {}, metrics.get("val_tuned") or {}
         return {"sha256": self.sha256, "id": self.model_id, "kind": self.manifest.get("kind"),
                 "created": self.manifest.get("created"), "base": (self.manifest.get("base") or {}).get("name"),
                 "train_lines": (self.manifest.get("data") or {}).get("train_lines"),
                 "cer_ci_base": base.get("cer_ci"), "cer_ci_tuned": tuned.get("cer_ci"),
-                "gate_passed": gate_passed(self.manifest)}
+                "gate_passed": gate_passed(self.manifest),
+                "int8": (self.manifest.get("int8") or {}).get("served") is True}
 
 
 def model_prefix(sha256: str) -> str:
