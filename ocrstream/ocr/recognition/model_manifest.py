@@ -6,7 +6,12 @@
     {"format": "ocrstream-finetuned/1", "kind": "ppocr", "model": "model.onnx",
      "sha256": "<of model.onnx>", "id": "ppocr-ft-<first 12 hex of sha256>",
      "base": {"name": "PP-OCRv6_rec_small.onnx", "sha256": ...}, "data": {...},
-     "settings": {...}, "metrics": {...}, "created": "<ISO 8601 UTC>", "tools": {...}}
+     "settings": {...}, "metrics": {...}, "int8": {"recipe", "val", "margin", "served"},
+     "created": "<ISO 8601 UTC>", "tools": {...}}
+
+``int8.served`` (written by the fine-tuning since the fourteenth session's change; absent before) says
+that the shipped model's int8 recipe read the validation set within ``int8.margin`` of this model in
+fp32, so the recognizer serves it in int8 (:mod:`ocrstream.ocr.recognition.int8`).
 
 The recognize stage loads it from ``OCRSTREAM_PPOCR_MODEL`` (the manifest, or the folder
 holding it): the ONNX file's sha256 must equal the manifest's, so a swapped or truncated
