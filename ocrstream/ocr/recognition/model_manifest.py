@@ -9,9 +9,9 @@
      "settings": {...}, "metrics": {...}, "int8": {"recipe", "val", "margin", "served"},
      "created": "<ISO 8601 UTC>", "tools": {...}}
 
-``int8.served`` (written by the fine-tuning since the fourteenth session's change; absent before) says
-that the shipped model's int8 recipe read the validation set within ``int8.margin`` of this model in
-fp32, so the recognizer serves it in int8 (:mod:`ocrstream.ocr.recognition.int8`).
+``int8.served`` says that the shipped model's int8 recipe read the validation set within ``int8.margin``
+of this model in fp32, so the recogniser serves it in int8 (:mod:`ocrstream.ocr.recognition.int8`); a
+manifest without ``int8`` (written before the fine-tuning measured it) serves in fp32.
 
 The recognize stage loads it from ``OCRSTREAM_PPOCR_MODEL`` (the manifest, or the folder
 holding it): the ONNX file's sha256 must equal the manifest's, so a swapped or truncated
