@@ -104,8 +104,11 @@ async def test_review_train_register_shadow_promote_reprocess(loop_stack, stack_
         lines = (tmp_path / "labels" / "lines.jsonl").read_text().splitlines()
         assert {json.loads(line)["text"] for line in lines} >= set(verified.values())
         labels = str(tmp_path / "labels" / "lines.jsonl")
-        cli(env, "model", "finetune", str(tmp_path / "tuned"), "--train", labels, "--val", labels, "--max-steps", "2",
-            "--eval-every", "100", "--val-limit", "3", "--batch-size", "3", "--force", timeout=600)
+        tuned = cli(env, "model", "finetune", str(tmp_path / "tuned"), "--train", labels, "--val", labels,
+                    "--max-steps", "2", "--eval-every", "100", "--val-limit", "3", "--batch-size", "3", "--force",
+                    timeout=600).stdout
+        served = json.loads((tmp_path / "tuned" / "manifest.json").read_text())["int8"]["served"]
+        assert f"serves in {'int8' if served else 'fp32'}" in tuned, tuned
         registered = cli(env, "model", "register", str(tmp_path / "tuned")).stdout
         sha = registered.split("registered: ")[1].split()[0]
         model_id = json.loads((tmp_path / "tuned" / "manifest.json").read_text())["id"]

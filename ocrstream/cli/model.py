@@ -136,7 +136,8 @@ def finetune_cmd(out: Path, base: str, trocr_checkpoint: str | None, train: tupl
         raise click.ClickException(str(exc)) from None
     click.echo(f"model -> {result.manifest} ({result.steps} steps, {result.train_cpu_s:.0f} CPU-s); "
                f"val CER ci {100 * result.base.cer_ci:.2f}% -> {100 * result.tuned.cer_ci:.2f}%, "
-               f"WER ci {100 * result.base.wer_ci:.2f}% -> {100 * result.tuned.wer_ci:.2f}%")
+               f"WER ci {100 * result.base.wer_ci:.2f}% -> {100 * result.tuned.wer_ci:.2f}%; "
+               f"serves in {'int8' if (result.int8 or {}).get('served') else 'fp32'}")
 
 
 @model.command("evaluate")
