@@ -124,7 +124,7 @@ class FinetuneResult:
     int8: dict[str, Any] | None = None
 
 
-def int8_check(onnx_path: Path, samples: Sequence[LineSample], tuned: SetScore, *, threads: int,
+def int8_check(onnx_path: Path, samples: Sequence[LineSample], tuned: SetScore, *, base_sha256: str, threads: int,
                cache_dir: Path) -> dict[str, Any]:
     """Whether the int8 recipe may serve the fine-tuned model ``onnx_path`` (the manifest's ``int8`` entry).
 
@@ -132,13 +132,14 @@ def int8_check(onnx_path: Path, samples: Sequence[LineSample], tuned: SetScore, 
     ranges and float nodes, which fit a model fine-tuned from it exactly in the frozen backbone) reads
     the validation ``samples`` as the recognize stage would serve it; it may serve when its CER ci is at
     most :data:`~ocrstream.ocr.recognition.int8.INT8_CER_MARGIN` above the float model's (``tuned``).
+    ``base_sha256`` is the model it was tuned from (the manifest's ``base.sha256``).
 
     Returns:
         ``{"recipe", "val", "margin", "served"}`` (``val``: :meth:`SetScore.as_dict`), or
         ``{"served": False, "reason"}`` when the recipe does not apply (a base other than the shipped model).
     """
     try:
-        quantised = int8_model(onnx_path, cache_dir, base_sha256=sha256_file(model_path()))
+        quantised = int8_model(onnx_path, cache_dir, base_sha256=base_sha256)
     except Int8Unavailable as exc:
         return {"served": False, "reason": str(exc)}
     reader = PPOCRRecognizer(model=quantised, device="cpu", threads=threads, backend="onnxruntime")
@@ -435,12 +436,14 @@ def finetune_ppocr(cfg: FinetuneConfig) -> FinetuneResult:
         shutil.rmtree(staging)
         raise GateRefused(f"fine-tuned val CER ci {tuned.cer_ci:.4f} is worse than the base's {base.cer_ci:.4f}: "
                           f"no model written (--force writes it anyway)", base, tuned)
-    result.int8 = int8_check(onnx_path, trainer.val, tuned, threads=cfg.threads, cache_dir=staging / "int8")
+    base_sha256 = sha256_file(model_path())
+    result.int8 = int8_check(onnx_path, trainer.val, tuned, base_sha256=base_sha256, threads=cfg.threads,
+                             cache_dir=staging / "int8")
     _say(f"int8: {_int8_summary(result.int8, tuned)}")
     sha = sha256_file(onnx_path)
     manifest = {
         "format": FORMAT, "kind": "ppocr", "model": "model.onnx", "sha256": sha, "id": f"ppocr-ft-{sha[:12]}",
-        "base": {"name": model_path().name, "sha256": sha256_file(model_path())},
+        "base": {"name": model_path().name, "sha256": base_sha256},
         "data": {"train": [{"manifest": str(Path(m).resolve()), "sha256": sha256_file(m)} for m in cfg.train],
                  "train_caseless": [{"manifest": str(Path(m).resolve()), "sha256": sha256_file(m)}
                                     for m in cfg.train_caseless],

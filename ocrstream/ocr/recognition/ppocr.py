@@ -148,8 +148,8 @@ def _resolve_model(model: str | Path | None) -> ResolvedModel:
         from ocrstream.ocr.recognition.model_manifest import load_model_manifest
 
         tuned = load_model_manifest(model, kind="ppocr")
-        int8 = tuned.manifest.get("int8") or {}
-        return ResolvedModel(tuned.onnx_path, tuned.model_id, int8=int8.get("served") is True,
+        verdict = tuned.manifest.get("int8") or {}
+        return ResolvedModel(tuned.onnx_path, tuned.model_id, int8=verdict.get("served") is True,
                              base_sha256=(tuned.manifest.get("base") or {}).get("sha256"))
     return ResolvedModel(model, model.stem)
 
