@@ -58,3 +58,32 @@ def test_the_report_prints_every_column(capsys):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3:] == ["0.500", "0.750", "0.750", "2 / 4 / 4", "3 / 4"]  # F1, typed, no spaces, counts, printed
     assert "r1 address: 'NO.50,JALAN PBS 14/11,' <- 'NO.50, JALAN PBS 14/11,'" in out
+
+
+def test_ground_truth_boxes_become_regions_in_reading_order_with_words():
+    """``--text truth``: a page's ground-truth boxes, given in any order, become regions in reading order
+    (visual lines top to bottom, boxes left to right), one line id per visual line, words over the box;
+    blank boxes are left out; the extractor reads its fields from them."""
+    from ocrstream.ocr.document import Document
+    from ocrstream.ocr.receipt_fields import extract_fields
+
+    lines = [{"box": [200, 300, 280, 330], "text": "9.00"},
+             {"box": [20, 300, 140, 330], "text": "TOTAL"},
+             {"box": [20, 20, 420, 50], "text": "C W KHOO HARDWARE SDN BHD"},
+             {"box": [20, 60, 400, 90], "text": "NO.50,JALAN PBS 14/11,"},
+             {"box": [20, 120, 300, 150], "text": "DATE: 29-12-2017"},
+             {"box": [20, 200, 300, 230], "text": "1 X 9.00 9.00"},
+             {"box": [20, 400, 90, 430], "text": "  "}]
+    regions = bench_fields.truth_regions(lines)
+    assert [r["text"] for r in regions] == ["C W KHOO HARDWARE SDN BHD", "NO.50,JALAN PBS 14/11,", "DATE: 29-12-2017",
+                                            "1 X 9.00 9.00", "TOTAL", "9.00"]
+    assert [r["line_index"] for r in regions] == [0, 1, 2, 3, 4, 4]
+    assert [r["order"] for r in regions] == list(range(6))
+    assert [w["text"] for w in regions[2]["words"]] == ["DATE:", "29-12-2017"]
+    date_box = regions[2]["words"][1]["box"]
+    assert 20 < date_box[0] < date_box[2] <= 300  # the second word sits in the right part of its line's box
+    doc = Document.from_results({"document_id": "r1", "status": "done",
+                                 "pages": [{"page_index": 0, "width": 500, "height": 500}], "regions": regions})
+    found = {k: v.as_json() for k, v in extract_fields(doc).items()}
+    assert found["total"]["value"] == 9.0
+    assert found["date"]["value"] == "2017-12-29"
