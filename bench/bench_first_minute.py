@@ -35,6 +35,17 @@ when given (they cost ~1.3 CPU-s each in the stages, see ../shared/README.md); a
 The stages run with default settings (as after ``ocrstream dev up``); the machine's load average
 is printed with the table, since other work on the same cores slows every stage.
 
+``--trace`` also shows where a receipt's time goes inside the pipeline, finer than the stages'
+timestamps: the stage processes export their OpenTelemetry spans (README "Tracing") to an OTLP
+receiver in this process (:class:`tools.otlp_receiver.OtlpReceiver`; the ``cli`` door's own process
+does not export, so its walls are as without), and a second table gives, per door, the median
+milliseconds of each step of a document's trace (:func:`trace_steps`): the door, each hop between
+stages, each stage's model phases (decode, clean-up, detection, crop; recognition) and the rest of each
+stage's span (downloads, uploads, produce and offset commit). A hop is measured from the end of the
+previous stage's span, which closes after its offset commit, to the start of the next one's, so it is
+the commit's time plus the broker's delivery. Exporting spans costs the stages a little CPU: compare
+walls without ``--trace``.
+
 ``--levers-off`` adds issue 22's before rows in the same run: the stages are started again with
 fp32 ONNX Runtime (``OCRSTREAM_INFERENCE=onnxruntime``) and every page detected at
 ``detect_max_side`` (``OCRSTREAM_DETECT_GLYPH_PX=0``); the recogniser's output layer stays cut
@@ -52,6 +63,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +76,7 @@ import httpx  # noqa: E402
 from ocrstream.devstack import EmbeddedStack  # noqa: E402
 from ocrstream.ops.launcher import StageProcesses, free_port  # noqa: E402
 from ocrstream.settings import Settings  # noqa: E402
+from tools.otlp_receiver import OtlpReceiver  # noqa: E402
 from tools.render_samples import RECEIPT, encode, render_page  # noqa: E402
 
 GOAL_P50_S, GOAL_P95_S = 0.8, 1.2  # issue 22 (issue 15's were 1.0 and 1.5)
@@ -195,6 +208,71 @@ def row(name: str, walls: list[float], steps: dict[str, list[float]], how: str) 
             f"{min(walls):.2f} | {max(walls):.2f} | {how} | {'yes' if ok else 'no'} | {medians} |")
 
 
+#: A document's trace as steps: (label, (span, "start" | "end"), (span, "start" | "end")), in the
+#: order a receipt meets them; a child span's step is its duration (summed over pages).
+TRACE_STEPS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
+    ("door: upload, produce", ("ingest submit", "start"), ("ingest submit", "end")),
+    ("hop to preprocess", ("ingest submit", "end"), ("preprocess", "start")),
+    ("preprocess: download, hand-off", ("preprocess", "start"), ("decode", "start")),
+    ("decode", ("decode", "duration"), ("decode", "duration")),
+    ("clean-up", ("cleanup", "duration"), ("cleanup", "duration")),
+    ("detection", ("detection", "duration"), ("detection", "duration")),
+    ("crop", ("crop", "duration"), ("crop", "duration")),
+    ("preprocess: pack, upload, produce, commit", ("crop", "end"), ("preprocess", "end")),
+    ("hop to recognize", ("preprocess", "end"), ("recognize", "start")),
+    ("recognize: download, unpack", ("recognize", "start"), ("recognition", "start")),
+    ("recognition", ("recognition", "duration"), ("recognition", "duration")),
+    ("recognize: produce, commit", ("recognition", "end"), ("recognize", "end")),
+    ("hop to store", ("recognize", "end"), ("store", "start")),
+    ("store: post-process, PostgreSQL, produce, commit", ("store", "start"), ("store", "end")),
+]
+
+
+def trace_steps(spans: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Milliseconds of each :data:`TRACE_STEPS` step per document, from the spans of any number of
+    traces (:attr:`OtlpReceiver.spans` dicts: ``name``, ``trace_id``, ``start``/``end`` ns,
+    ``attributes``). A trace is a document's when its ``preprocess`` span names it
+    (``ocrstream.document_id``) and it has every span the steps name; other traces (warm-up, failed
+    documents) are left out. A span that occurs once per page (decode .. crop) counts from its first
+    start to its last end, and as the sum of its durations."""
+    traces: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        traces.setdefault(span["trace_id"], []).append(span)
+    needed = {name for _, (a, _x), (b, _y) in TRACE_STEPS for name in (a, b)}
+    out: dict[str, dict[str, float]] = {}
+    for trace in traces.values():
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for span in trace:
+            by_name.setdefault(span["name"], []).append(span)
+        if not needed <= by_name.keys() or len(by_name["preprocess"]) != 1:
+            continue
+        doc_id = by_name["preprocess"][0]["attributes"].get("ocrstream.document_id")
+        if not isinstance(doc_id, str):
+            continue
+
+        def at(name: str, edge: str) -> float:
+            group = by_name[name]
+            if edge == "duration":
+                return float(sum(s["end"] - s["start"] for s in group))
+            return float(min(s["start"] for s in group) if edge == "start" else max(s["end"] for s in group))
+
+        out[doc_id] = {label: (at(*a) if a[1] == "duration" else at(*b) - at(*a)) / 1e6
+                       for label, a, b in TRACE_STEPS}
+    return out
+
+
+def trace_table(steps: dict[str, dict[str, float]], ids: dict[str, list[str]]) -> list[str]:
+    """Markdown lines: one row per step, one column per door (its documents' median ms)."""
+    doors = [d for d in ids if any(i in steps for i in ids[d])]
+    lines = ["| step (median ms) | " + " | ".join(doors) + " |", "|---|" + "---|" * len(doors)]
+    for label, _, _ in TRACE_STEPS:
+        cells = [percentile([steps[i][label] for i in ids[d] if i in steps], 0.5) for d in doors]
+        lines.append(f"| {label} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
+    totals = [percentile([sum(steps[i].values()) for i in ids[d] if i in steps], 0.5) for d in doors]
+    lines.append("| **sum of the steps** | " + " | ".join(f"**{t:.0f}**" for t in totals) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20, help="receipts per door")
@@ -206,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkout whose CLI the door cli-before runs (e.g. git archive of the commit before)")
     parser.add_argument("--levers-off", action="store_true",
                         help="also the stages with issue 22's levers off (fp32 ONNX Runtime, fixed detection size)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also where a receipt's time goes: the stages' spans, median ms per step")
     parser.add_argument("--rounds", type=int, default=2,
                         help="blocks per variant with --levers-off, taking turns (stages restarted between)")
     args = parser.parse_args(argv)
@@ -227,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             paths = sorted(p for p in args.input.iterdir() if p.is_file())[: args.n] * len(args.doors)
             label = f"{args.n} files of {args.input}"
-        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack:
+        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack, OtlpReceiver() as receiver:
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
             settings = Settings.from_env(env)
+            # the stage processes only: the cli door's own process exports nothing, its walls stay as without
+            traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"} \
+                if args.trace else {}
             ingest = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
             query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
             submit = {
@@ -252,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             for block in range(rounds * len(variants)):
                 variant = variants[block % len(variants)]
                 share = [len(range(r, args.n, rounds)) for r in range(rounds)][block // len(variants)]
-                with StageProcesses({**env, **VARIANTS[variant]}, tmp / "logs" / f"block{block}"):
+                with StageProcesses({**env, **VARIANTS[variant], **traced}, tmp / "logs" / f"block{block}"):
                     print(f"warming up the stages{' (' + variant + ')' if variant else ''} "
                           "(models, consumer groups) ...", file=sys.stderr)
                     wait_http_up(ingest + "/healthz")
@@ -276,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
                          asyncio.run(step_seconds(settings, ids[(door, variant)])), how[door])
                      for variant in variants for door in args.doors]
             load_before = min(loads)
+            if args.trace:
+                time.sleep(1)  # the last spans: the stages export every 200 ms
+                steps = trace_steps(receiver.all_spans())
+                traced_ids = {f"{door} ({variant})" if variant else door: ids[(door, variant)]
+                              for variant in variants for door in args.doors}
     print(f"\n{label}, one after another, each waited for; idle pipeline; wall seconds per receipt")
     print(f"goal: p50 <= {GOAL_P50_S} s, p95 <= {GOAL_P95_S} s; load average before/after: "
           f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
@@ -286,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     for door, seconds in imports.items():
         print(f"\n{door}: python start + imports of its submit path alone (no work), p50: "
               f"{percentile(seconds, 0.5):.2f} s")
+    if args.trace:
+        print("\nwhere a receipt's time goes in the pipeline (the stages' spans; a hop includes the previous "
+              "stage's offset commit)\n")
+        print("\n".join(trace_table(steps, traced_ids)))
     return 0
 
 

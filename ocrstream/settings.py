@@ -184,7 +184,8 @@ class Settings(BaseSettings):
     model_cache_dir: str | None = _models(
         None, "where promoted models are downloaded (None: <temp dir>/ocrstream-models)")
     batch_max_size: int = _models(32, "recogniser micro-batch: most crops per model call")
-    batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops")
+    batch_max_wait_ms: int = _models(20, "recogniser micro-batch: longest wait for more crops once some were "
+                                         "ready at once (none for a document that came to an idle stage)")
     heap_trim: bool = _models(True, "recognize gives freed heap back to the OS after every batch (glibc malloc_trim)")
     opencv_threads: int = _models(
         1, "OpenCV's threads in the processes that run it (recognize, decoder workers, OCRPipeline.from_settings; "

@@ -1,8 +1,8 @@
 """One trace per document through the four stage processes, received by a real OTLP/HTTP receiver.
 
 The stages run as in production (``python -m ocrstream.cli run STAGE``, tests/conftest.py's way)
-on the embedded stack with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at :class:`OtlpReceiver`: an
-HTTP server in this test that decodes each ``POST /v1/traces`` body as the protobuf
+on the embedded stack with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at :class:`tools.otlp_receiver.OtlpReceiver`:
+an HTTP server that decodes each ``POST /v1/traces`` body as the protobuf
 ``ExportTraceServiceRequest`` (``opentelemetry-proto``) and answers as a collector does. A document
 submitted at the HTTP door with the caller's ``traceparent`` gives one trace (the caller's) with the
 door's span, one span per stage, each the parent of the next, and the stages' child spans; a
@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from ocrstream.ops.launcher import STAGES, StageProcesses, free_port
 from ocrstream.streaming.results import wait_for_results
 from tests.test_pipeline_e2e import wait_http
+from tools.otlp_receiver import OtlpReceiver
 from tools.render_samples import encode, render_page
 
 pytestmark = pytest.mark.slow
@@ -35,78 +30,6 @@ pytestmark = pytest.mark.slow
 #: How long the spans of a finished document may take to reach the receiver (the stages export
 #: every 200 ms here; a bound, not a speed check).
 SPANS_WAIT_S = 120
-#: The largest request body the receiver accepts, bytes.
-MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver on 127.0.0.1: ``spans`` (dicts) as decoded from each request."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict] = []
-        self.requests = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                size = int(self.headers.get("Content-Length") or 0)
-                if self.path != "/v1/traces" or size > MAX_BODY_BYTES or \
-                        self.headers.get("Content-Type") != "application/x-protobuf":
-                    self.send_error(400 if self.path == "/v1/traces" else 404)
-                    return
-                body = self.rfile.read(size)
-                if self.headers.get("Content-Encoding") == "gzip":
-                    import gzip
-
-                    body = gzip.decompress(body)
-                receiver.add(ExportTraceServiceRequest.FromString(body))
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True)
-
-    def add(self, request: ExportTraceServiceRequest) -> None:
-        """Flatten a request's resource spans into ``spans``."""
-        decoded = []
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for s in scope_spans.spans:
-                    attributes = {}
-                    for a in s.attributes:
-                        kind = a.value.WhichOneof("value")
-                        attributes[a.key] = getattr(a.value, kind) if kind else None
-                    decoded.append({
-                        "service": resource.get("service.name"), "name": s.name,
-                        "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
-                        "parent": s.parent_span_id.hex() or None, "kind": s.kind,
-                        "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
-                        "status": s.status.code, "attributes": attributes})
-        with self.lock:
-            self.requests += 1
-            self.spans += decoded
-
-    def trace(self, trace_id: str) -> list[dict]:
-        with self.lock:
-            return [s for s in self.spans if s["trace_id"] == trace_id]
-
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """recognize: line crops -> text and confidence per region -> ``ocr.recognized.v1``.
 
 Micro-batching across events: the stage loop hands over every record of a poll (up to
-``poll_max_records``, waiting ``batch_max_wait_ms`` for more once one arrived); this stage
+``poll_max_records``, waiting ``batch_max_wait_ms`` for more once some were ready at once); this stage
 downloads the crops of all of them, reads them in one recogniser call (which batches by
 ``batch_max_size`` crops, grouped by aspect ratio) and splits the readings back per document.
-Under load batches fill up and throughput grows; a lone document waits at most the linger.
+Under load batches fill up and throughput grows; a lone document on an idle stage does not wait
+(it took the poll longer than the linger to arrive).
 The recogniser is chosen by ``OCRSTREAM_RECOGNIZER`` (default ``ppocr``).
 
 With ``OCRSTREAM_FOLLOW_PROMOTED_MODEL`` (ppocr only) the stage serves the model promoted by

@@ -275,3 +275,44 @@ async def test_a_release_the_object_store_does_not_answer_is_given_up_after_its_
     await asyncio.wait_for(h.runner.settle({TP0}), 30)  # bounded by LEDGER_RELEASE_S, not the store
     assert asyncio.get_running_loop().time() - started < 10
     assert ledger(h) == held  # left held: its next owner handles its first records alone
+
+
+class LingeringStage(ScriptedStage):
+    """A stage that lingers 200 ms for more records (as recognize does, ``batch_max_wait_ms``)."""
+
+    @property
+    def linger_ms(self) -> int:
+        return 200
+
+
+def scripted_polls(h, answers: list[tuple[float, list]]) -> list[int]:
+    """Make the consumer's polls answer, in turn, each ``(delay_s, records)``; returns the polls'
+    ``timeout_ms``, one per call."""
+    timeouts: list[int] = []
+
+    async def poll(*partitions, timeout_ms=0, max_records=None):
+        timeouts.append(timeout_ms)
+        delay, records = answers.pop(0) if answers else (timeout_ms / 1000, [])
+        await asyncio.sleep(delay)
+        return {TP0: records} if records else {}
+
+    h.consumer.getmany = poll
+    return timeouts
+
+
+async def test_records_ready_at_once_linger_for_more_to_batch_with(harness):
+    """A backlog (the poll answers at once): the runner waits the linger for more and batches them."""
+    h = harness(lambda settings: LingeringStage(settings))
+    timeouts = scripted_polls(h, [(0, [record(0)]), (0.01, [record(1)])])
+    got = await h.runner._poll()
+    assert [r.offset for r in got] == [0, 1]
+    assert timeouts[1] == 200  # the second poll is the linger
+
+
+async def test_a_record_that_came_to_an_idle_stage_goes_on_without_the_linger(harness):
+    """The poll waited longer than the linger for its record: the stage was idle, the record is alone,
+    and lingering would only add its wait to the document's latency (issue 22)."""
+    h = harness(lambda settings: LingeringStage(settings))
+    timeouts = scripted_polls(h, [(0.25, [record(0)]), (0, [record(1)])])
+    got = await h.runner._poll()
+    assert [r.offset for r in got] == [0] and len(timeouts) == 1
