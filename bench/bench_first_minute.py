@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -307,14 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             paths = sorted(p for p in args.input.iterdir() if p.is_file())[: args.n] * len(args.doors)
             label = f"{args.n} files of {args.input}"
-        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack, OtlpReceiver() as receiver:
+        with EmbeddedStack(tmp / "stack", log=lambda m: None) as stack, \
+                (OtlpReceiver() if args.trace else contextlib.nullcontext()) as receiver:
             env = {**os.environ, **stack.start().as_env(), "OMP_WAIT_POLICY": "PASSIVE",
                    "OCRSTREAM_HTTP_PORT": str(free_port()), "OCRSTREAM_QUERY_PORT": str(free_port()),
                    "OCRSTREAM_METRICS_PORT": "0", "OCRSTREAM_ENV_FILE": str(tmp / "none.env")}
             settings = Settings.from_env(env)
             # the stage processes only: the cli door's own process exports nothing, its walls stay as without
             traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"} \
-                if args.trace else {}
+                if receiver is not None else {}
             ingest = f"http://127.0.0.1:{env['OCRSTREAM_HTTP_PORT']}"
             query = f"http://127.0.0.1:{env['OCRSTREAM_QUERY_PORT']}"
             submit = {
@@ -359,8 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                          asyncio.run(step_seconds(settings, ids[(door, variant)])), how[door])
                      for variant in variants for door in args.doors]
             load_before = min(loads)
-            if args.trace:
-                time.sleep(1)  # the last spans: the stages export every 200 ms
+            if receiver is not None:  # the stages flushed their last spans as they stopped
                 steps = trace_steps(receiver.all_spans())
                 traced_ids = {f"{door} ({variant})" if variant else door: ids[(door, variant)]
                               for variant in variants for door in args.doors}
