@@ -134,10 +134,12 @@ def finetune_cmd(out: Path, base: str, trocr_checkpoint: str | None, train: tupl
         result = ft.finetune_ppocr(cfg)
     except ft.GateRefused as exc:
         raise click.ClickException(str(exc)) from None
+    from ocrstream.ocr.recognition.model_manifest import int8_served
+
     click.echo(f"model -> {result.manifest} ({result.steps} steps, {result.train_cpu_s:.0f} CPU-s); "
                f"val CER ci {100 * result.base.cer_ci:.2f}% -> {100 * result.tuned.cer_ci:.2f}%, "
                f"WER ci {100 * result.base.wer_ci:.2f}% -> {100 * result.tuned.wer_ci:.2f}%; "
-               f"serves in {'int8' if (result.int8 or {}).get('served') else 'fp32'}")
+               f"serves in {'int8' if int8_served(result.int8) else 'fp32'}")
 
 
 @model.command("evaluate")

@@ -32,6 +32,7 @@ from ocrstream.errors import MissingObjectError
 from ocrstream.ocr.recognition.model_manifest import (
     MANIFEST_NAME,
     ModelIntegrityError,
+    int8_served,
     load_model_manifest,
 )
 from ocrstream.settings import Settings
@@ -74,7 +75,7 @@ class RegisteredModel:
                 "train_lines": (self.manifest.get("data") or {}).get("train_lines"),
                 "cer_ci_base": base.get("cer_ci"), "cer_ci_tuned": tuned.get("cer_ci"),
                 "gate_passed": gate_passed(self.manifest),
-                "int8": (self.manifest.get("int8") or {}).get("served") is True}
+                "int8": int8_served(self.manifest.get("int8"))}
 
 
 def model_prefix(sha256: str) -> str:

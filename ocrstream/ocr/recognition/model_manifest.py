@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "MANIFEST_NAME", "ModelIntegrityError", "FineTunedModel", "load_model_manifest", "sha256_file"]
+__all__ = ["FORMAT", "MANIFEST_NAME", "ModelIntegrityError", "FineTunedModel", "int8_served", "load_model_manifest",
+           "sha256_file"]
 
 FORMAT = "ocrstream-finetuned/1"
 MANIFEST_NAME = "manifest.json"
@@ -34,6 +35,12 @@ MANIFEST_NAME = "manifest.json"
 
 class ModelIntegrityError(RuntimeError):
     """The manifest is unreadable, of another format, or its model file is missing or altered."""
+
+
+def int8_served(entry: dict[str, Any] | None) -> bool:
+    """Whether a manifest's ``int8`` entry (None: a manifest without one) lets the model serve in int8:
+    its ``served`` is exactly True (the fine-tuning measured the int8 model within the margin)."""
+    return entry is not None and entry.get("served") is True
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

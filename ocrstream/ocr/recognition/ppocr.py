@@ -145,11 +145,10 @@ def _resolve_model(model: str | Path | None) -> ResolvedModel:
         return ResolvedModel(model_path(), Path(REC_MODEL).stem, int8=True)
     model = Path(model)
     if model.is_dir() or model.suffix == ".json":
-        from ocrstream.ocr.recognition.model_manifest import load_model_manifest
+        from ocrstream.ocr.recognition.model_manifest import int8_served, load_model_manifest
 
         tuned = load_model_manifest(model, kind="ppocr")
-        verdict = tuned.manifest.get("int8") or {}
-        return ResolvedModel(tuned.onnx_path, tuned.model_id, int8=verdict.get("served") is True,
+        return ResolvedModel(tuned.onnx_path, tuned.model_id, int8=int8_served(tuned.manifest.get("int8")),
                              base_sha256=(tuned.manifest.get("base") or {}).get("sha256"))
     return ResolvedModel(model, model.stem)
 
